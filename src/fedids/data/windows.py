@@ -1,0 +1,100 @@
+"""Time-ordered windows of flows per host.
+
+Every flow is scored together with the ``window - 1`` flows of the same host that precede it, so each
+flow gets a prediction and metrics stay per flow (comparable with flow classifiers). Windows only look
+back in time: a flow's window never contains a later flow, so a time-ordered split cannot leak.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fedids.data.schema import SEQ
+
+DEFAULT_WINDOW = 10
+
+
+def sort_by_time(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return ``frame`` ordered by ``(timestamp, seq)``; ``seq`` alone when there is no timestamp."""
+    keys = [c for c in ("timestamp", SEQ) if c in frame.columns]
+    if not keys:
+        return frame.reset_index(drop=True)
+    return frame.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def host_keys(frame: pd.DataFrame) -> np.ndarray:
+    """The host each flow belongs to: its source IP, or one single stream when the format has none
+    (MachineLearningCVE files carry no IPs)."""
+    if "src_ip" in frame.columns:
+        return frame["src_ip"].astype(str).to_numpy()
+    return np.zeros(len(frame), dtype=np.int64)
+
+
+def compute_window_indices(hosts: np.ndarray, window: int = DEFAULT_WINDOW) -> np.ndarray:
+    """Row indices of each flow's window, oldest first, ``-1`` where the host has less history.
+
+    Parameters
+    ----------
+    hosts : array of shape ``(n_flows,)``, the host key of each flow, rows already in time order.
+    window : number of flows per window, the flow itself included (last column).
+
+    Returns
+    -------
+    int64 array of shape ``(n_flows, window)``; ``out[i, -1] == i``.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    n = len(hosts)
+    codes = pd.factorize(np.asarray(hosts), sort=False)[0]
+    order = np.argsort(codes, kind="stable")  # rows grouped by host, time order kept inside a group
+    sorted_codes = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1]
+    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    position = np.arange(n) - group_start  # rank of the flow within its host
+    out = np.full((n, window), -1, dtype=np.int64)
+    for lag in range(window):
+        ok = position >= lag
+        out[order[ok], window - 1 - lag] = order[np.flatnonzero(ok) - lag]
+    return out
+
+
+def gather_windows(scaled: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Build model inputs from scaled features and window indices.
+
+    Parameters
+    ----------
+    scaled : float32 ``(n_flows, n_features)``.
+    indices : int64 ``(batch, window)`` from :func:`compute_window_indices` (rows of ``scaled``).
+
+    Returns
+    -------
+    float32 ``(batch, window, n_features + 1)``: the features, zeros for padding, and a last channel
+    that is 1 for a real flow and 0 for padding, so the model knows how much history it has.
+    """
+    present = indices >= 0
+    out = np.zeros((*indices.shape, scaled.shape[1] + 1), dtype=np.float32)
+    out[..., :-1] = scaled[np.where(present, indices, 0)]
+    out[..., :-1] *= present[..., None]
+    out[..., -1] = present
+    return out
+
+
+def time_split(frame: pd.DataFrame, test_fraction: float = 0.3, per_label: bool = False) -> np.ndarray:
+    """Boolean mask of test rows: the last ``test_fraction`` of flows in time.
+
+    With ``per_label`` the cut is made within each label (the first 70% of each class's flows in time
+    train, the rest test): needed when each class comes from a different capture day, as in the
+    per-attack CICIDS2017 files. ``frame`` must already be in time order (:func:`sort_by_time`).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    n = len(frame)
+    test = np.zeros(n, dtype=bool)
+    if per_label:
+        for rows in frame.groupby("label", sort=False).indices.values():
+            cut = int(round(len(rows) * (1.0 - test_fraction)))
+            test[np.sort(rows)[cut:]] = True
+    else:
+        test[int(round(n * (1.0 - test_fraction))):] = True
+    return test
