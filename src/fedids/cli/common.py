@@ -1,0 +1,40 @@
+"""Shared pieces of the command line: the Typer app, data loading with progress, JSON output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from fedids.console import err, progress_bar
+from fedids.errors import InputError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Federated, privacy-preserving intrusion detection for IoT networks.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and generate flow data.")
+app.add_typer(data_app, name="data")
+
+DataOpt = typer.Option(..., "--data", "-d", help="CICIDS2017-format CSV file(s); repeat for several.")
+
+
+def load_data(paths: list[Path]):
+    """Load CSV files with a progress bar; one summary line per file on stderr."""
+    from fedids.data.loader import load_flows
+
+    with progress_bar("reading flows", None) as advance:
+        result = load_flows([str(p) for p in paths], progress=advance)
+    for rep in result.reports:
+        dropped = sum(rep.dropped.values())
+        err.print(f"[dim]{rep.path}: {rep.format}, {rep.rows_read:,} rows read, {dropped:,} dropped[/dim]")
+    if len(result.frame) == 0:
+        raise InputError(f"{', '.join(map(str, paths))}: no usable flows")
+    return result
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write ``payload`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)

@@ -1,0 +1,86 @@
+"""Message keys and payload codecs shared by the ServerApp and the ClientApp: one place for each fact.
+
+Every reply is checked on arrival (:func:`check_reply`), so a client that sends a malformed payload is
+rejected with a logged reason instead of failing deep inside aggregation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
+
+# Message types (Flower routes "<category>.<action>" to the handler registered for that action).
+QUERY_STATS = "query.stats"
+TRAIN = "train"
+
+# RecordDict keys.
+ARRAYS = "arrays"          # model weights (ArrayRecord), same key as Flower's strategies
+METRICS = "metrics"        # MetricRecord, same key as Flower's strategies
+CONFIG = "config"          # ConfigRecord sent by the server
+PREPROCESSING = "preprocessing"  # ArrayRecord: scaler center/scale
+STATS = "stats"            # ArrayRecord: feature histogram of a client
+INFO = "info"              # ConfigRecord: client key, labels, label counts
+
+# Metric keys.
+NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
+TRAIN_LOSS = "train-loss"
+LOCAL_F1 = "local-val-macro-f1"
+TRAIN_SECONDS = "train-seconds"
+
+
+def encode_preprocessing(scaler: FlowScaler) -> ArrayRecord:
+    return ArrayRecord({"center": Array(scaler.center.astype(np.float64)),
+                        "scale": Array(scaler.scale.astype(np.float64))})
+
+
+def decode_preprocessing(record: ArrayRecord) -> FlowScaler:
+    return FlowScaler.from_dict({"center": record["center"].numpy(), "scale": record["scale"].numpy()})
+
+
+def encode_vocabulary(vocab: LabelVocabulary) -> list[str]:
+    return list(vocab.labels)
+
+
+def stats_reply(msg: Message, client_key: str, stats: FeatureStats, label_counts: dict[str, int]) -> Message:
+    labels = sorted(label_counts)
+    content = RecordDict({
+        STATS: ArrayRecord({"hist": Array(stats.hist.astype(np.int64))}),
+        METRICS: MetricRecord({NUM_EXAMPLES: int(stats.count)}),
+        INFO: ConfigRecord({"client-key": client_key, "labels": labels,
+                            "label-counts": [int(label_counts[k]) for k in labels]}),
+    })
+    return Message(content, reply_to=msg)
+
+
+def decode_stats_reply(content: RecordDict, n_features: int, n_bins: int) -> tuple[str, FeatureStats, dict[str, int]]:
+    """Validate and decode a stats reply; raises ValueError with the reason on a malformed payload."""
+    hist = content[STATS]["hist"].numpy()
+    if hist.shape != (n_features, n_bins) or hist.dtype != np.int64 or (hist < 0).any():
+        raise ValueError(f"bad histogram: shape {hist.shape}, dtype {hist.dtype}")
+    count = int(content[METRICS][NUM_EXAMPLES])
+    if int(hist[0].sum()) != count:
+        raise ValueError("histogram does not add up to the reported row count")
+    info = content[INFO]
+    labels, counts = list(info["labels"]), [int(c) for c in info["label-counts"]]
+    if len(labels) != len(counts) or sum(counts) != count:
+        raise ValueError("label counts do not add up to the reported row count")
+    return str(info["client-key"]), FeatureStats(count, hist), dict(zip(labels, counts))
+
+
+def check_train_reply(content: RecordDict, shapes: list[tuple[int, ...]]) -> None:
+    """Raise ValueError unless ``content`` holds finite float32 weights of ``shapes`` and a sane weight."""
+    if ARRAYS not in content or METRICS not in content:
+        raise ValueError("reply lacks arrays or metrics")
+    arrays = [a.numpy() for a in content[ARRAYS].values()]
+    if [tuple(a.shape) for a in arrays] != [tuple(s) for s in shapes]:
+        raise ValueError("weights have the wrong shapes")
+    for a in arrays:
+        if a.dtype != np.float32:
+            raise ValueError(f"weights have dtype {a.dtype}, expected float32")
+        if not np.isfinite(a).all():
+            raise ValueError("weights contain NaN or Inf")
+    n = content[METRICS].get(NUM_EXAMPLES)
+    if not isinstance(n, int) or n <= 0:
+        raise ValueError(f"invalid {NUM_EXAMPLES}: {n!r}")

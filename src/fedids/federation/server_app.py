@@ -1,0 +1,276 @@
+"""The Flower ServerApp: the federated aggregation layer and central server of the paper's architecture.
+
+One federated run, as :func:`run_federation` executes it:
+
+1. wait for the clients, ask each for its feature histogram and label counts (``query.stats``) and merge
+   them into the global scaler and label vocabulary: no raw flow leaves a client;
+2. each round, sample clients with a generator seeded by (seed, round), send them the global model,
+   validate every reply on arrival (shapes, dtype, finiteness, duplicates; a bad reply is logged and
+   dropped, never crashes the round), aggregate with the chosen Flower strategy's ``aggregate_train``
+   (replies sorted by client key, so floating-point sums are reproducible), evaluate the new global model
+   on the server's held-out test split, and checkpoint model and state to the run directory;
+3. ``resume=True`` continues after the last completed round with results identical to an uninterrupted
+   run with the same seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedids.data.preprocess import LOG_EDGES, FeatureStats, LabelVocabulary
+from fedids.data.schema import FEATURES
+from fedids.federation import messages as m
+from fedids.federation.client_app import derive_seed
+from fedids.federation.strategies import STRATEGIES, make_strategy
+from fedids.model.artifacts import Detector, load_detector, save_detector
+from fedids.model.train import get_weights, set_weights
+from fedids.task import environment, new_model, preprocessing_from_stats
+
+log = logging.getLogger("fedids.server")
+STATE_FILE = "state.json"
+GLOBAL_DIR = "global"
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Settings of one federated run (kebab-case keys in Flower run config; see :meth:`from_run_config`)."""
+
+    rounds: int = 10
+    fraction_train: float = 1.0
+    min_clients: int = 2
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    local_epochs: int = 1
+    batch_size: int = 128
+    lr: float = 3e-3
+    hidden: int = 64
+    window: int = 10
+    seed: int = 0
+    timeout_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError("rounds must be >= 1")
+        if not 0.0 < self.fraction_train <= 1.0:
+            raise ValueError("fraction-train must be in (0, 1]")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+        if self.min_clients < 1 or self.local_epochs < 1 or self.window < 1:
+            raise ValueError("min-clients, local-epochs and window must be >= 1")
+
+    @classmethod
+    def from_run_config(cls, run_config: dict) -> "FederationConfig":
+        """Build from Flower run config (kebab-case); unknown keys are rejected."""
+        fields = {f.replace("_", "-"): f for f in cls.__dataclass_fields__}
+        known = set(fields) | {"test-data", "out-dir", "split"}
+        unknown = set(run_config) - known
+        if unknown:
+            raise ValueError(f"unknown run config keys: {', '.join(sorted(unknown))}")
+        return cls(**{fields[k]: v for k, v in run_config.items() if k in fields})
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    clients: int
+    rejected: int
+    train_loss: float
+    local_val_macro_f1: float
+    test: dict
+    seconds: float
+    bytes_down: int
+    bytes_up: int
+
+
+@dataclass
+class FederationState:
+    config: dict
+    completed_round: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while len(nodes := sorted(grid.get_node_ids())) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of {n} clients connected within {timeout_s:.0f} s")
+        time.sleep(0.2)
+    return nodes
+
+
+def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
+    """Ask every node for its statistics; returns node->client-key, merged stats and label counts."""
+    messages = [Message(RecordDict({m.CONFIG: ConfigRecord({})}), message_type=m.QUERY_STATS, dst_node_id=n)
+                for n in nodes]
+    keys: dict[int, str] = {}
+    merged: FeatureStats | None = None
+    labels: dict[str, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout_s):
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            log.warning("client %s failed to send statistics: %s", node, reply.error.reason)
+            continue
+        try:
+            key, stats, counts = m.decode_stats_reply(reply.content, len(FEATURES), len(LOG_EDGES) - 1)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("rejected statistics from client %s: %s", node, exc)
+            continue
+        if key in keys.values():
+            log.warning("rejected statistics from client %s: duplicate client key %s", node, key)
+            continue
+        keys[node] = key
+        merged = stats if merged is None else merged.merge(stats)
+        for label, n in counts.items():
+            labels[label] = labels.get(label, 0) + n
+    if merged is None:
+        raise RuntimeError("no client returned usable statistics")
+    return keys, merged, labels
+
+
+def sample_clients(keys: dict[int, str], fraction: float, minimum: int, seed: int, server_round: int) -> list[int]:
+    """Nodes for one round: a seeded sample over client keys (not node ids, which change between runs)."""
+    ordered = sorted(keys, key=keys.__getitem__)
+    k = min(len(ordered), max(minimum, math.ceil(fraction * len(ordered))))
+    rng = np.random.default_rng(derive_seed(seed, "sample", server_round))
+    return [ordered[i] for i in sorted(rng.choice(len(ordered), size=k, replace=False))]
+
+
+def _write_state(out_dir: Path, state: FederationState) -> None:
+    tmp = out_dir / (STATE_FILE + ".part")
+    tmp.write_text(json.dumps(asdict(state), indent=1, default=float))
+    os.replace(tmp, out_dir / STATE_FILE)
+
+
+def load_state(out_dir: Path) -> FederationState | None:
+    path = Path(out_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    return FederationState(**json.loads(path.read_text()))
+
+
+def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *, expected_clients: int,
+                   evaluate: Callable[[Detector], dict], resume: bool = False,
+                   on_round: Callable[[RoundRecord], None] | None = None) -> FederationState:
+    """Run (or resume) a federated training; see the module docstring. Returns the final state."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nodes = _wait_for_nodes(grid, expected_clients, config.timeout_s)
+    keys, stats, label_counts = collect_stats(grid, nodes, config.timeout_s)
+    scaler, vocab = preprocessing_from_stats(stats, label_counts)
+    model = new_model(len(vocab), config.hidden, config.seed)
+    state = FederationState(config=asdict(config))
+    if resume and (previous := load_state(out_dir)) is not None and previous.completed_round > 0:
+        if {k: v for k, v in previous.config.items() if k != "rounds"} != {k: v for k, v in asdict(config).items() if k != "rounds"}:
+            raise ValueError(f"{out_dir}: cannot resume, the run was started with different settings")
+        state = FederationState(config=asdict(config), completed_round=previous.completed_round,
+                                history=previous.history)
+        set_weights(model, get_weights(load_detector(out_dir / GLOBAL_DIR).model))
+        log.info("resuming after round %d", state.completed_round)
+    strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
+    shapes = [tuple(w.shape) for w in get_weights(model)]
+    prep_record = m.encode_preprocessing(scaler)
+    metadata = {"mode": "federated", "environment": environment(), "config": asdict(config),
+                "clients": len(keys)}
+
+    for server_round in range(state.completed_round + 1, config.rounds + 1):
+        start = time.perf_counter()
+        arrays = ArrayRecord(get_weights(model))
+        train_config = ConfigRecord({
+            "server-round": server_round, "labels": m.encode_vocabulary(vocab), "window": config.window,
+            "hidden": config.hidden, "local-epochs": config.local_epochs, "batch-size": config.batch_size,
+            "lr": config.lr, "seed": config.seed,
+            "proximal-mu": config.proximal_mu if config.strategy == "fedprox" else 0.0,
+        })
+        chosen = sample_clients(keys, config.fraction_train, config.min_clients, config.seed, server_round)
+        content = RecordDict({m.ARRAYS: arrays, m.CONFIG: train_config, m.PREPROCESSING: prep_record})
+        messages = [Message(content, message_type=m.TRAIN, dst_node_id=n) for n in chosen]
+        replies, rejected, seen = [], 0, set()
+        for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
+            node = reply.metadata.src_node_id
+            try:
+                if reply.has_error():
+                    raise ValueError(f"client error: {reply.error.reason}")
+                if node in seen or node not in keys:
+                    raise ValueError("duplicate or unknown sender")
+                m.check_train_reply(reply.content, shapes)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("round %d: rejected update from client %s: %s", server_round, keys.get(node, node), exc)
+                rejected += 1
+                continue
+            seen.add(node)
+            replies.append(reply)
+        if not replies:
+            raise RuntimeError(f"round {server_round}: no valid client update")
+        replies.sort(key=lambda r: keys[r.metadata.src_node_id])
+        new_arrays, agg_metrics = strategy.aggregate_train(server_round, replies)
+        set_weights(model, [a.numpy() for a in new_arrays.values()])
+        detector = Detector(model, scaler, vocab, config.window, metadata | {"round": server_round})
+        test = evaluate(detector)
+        weights_bytes = sum(a.nbytes for a in get_weights(model))
+        local_f1 = [float(r.content[m.METRICS][m.LOCAL_F1]) for r in replies]
+        record = RoundRecord(
+            round=server_round, clients=len(replies), rejected=rejected,
+            train_loss=float(agg_metrics[m.TRAIN_LOSS]) if agg_metrics and m.TRAIN_LOSS in agg_metrics else float("nan"),
+            local_val_macro_f1=float(np.nanmean(local_f1)) if not all(map(math.isnan, local_f1)) else float("nan"),
+            test={k: test[k] for k in ("accuracy", "macro_f1", "weighted_f1", "mcc")},
+            seconds=time.perf_counter() - start,
+            bytes_down=weights_bytes * len(chosen), bytes_up=weights_bytes * len(replies),
+        )
+        detector.metadata["test_metrics"] = record.test
+        save_detector(out_dir / GLOBAL_DIR, detector)
+        state.completed_round = server_round
+        state.history.append(asdict(record))
+        _write_state(out_dir, state)
+        if on_round:
+            on_round(record)
+    return state
+
+
+def make_server_app(config: FederationConfig, out_dir: str | Path, *, expected_clients: int,
+                    evaluate: Callable[[Detector], dict], resume: bool = False,
+                    on_round: Callable[[RoundRecord], None] | None = None,
+                    result: list | None = None) -> ServerApp:
+    """A ServerApp running :func:`run_federation` with settings given in Python (simulation)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        state = run_federation(grid, config, out_dir, expected_clients=expected_clients, evaluate=evaluate,
+                               resume=resume, on_round=on_round)
+        if result is not None:
+            result.append(state)
+
+    return app
+
+
+def _deployment_main(grid: Grid, context: Context) -> None:
+    """Deployment engine entry point: settings come from the Flower run config (``flwr run``)."""
+    from fedids.data.loader import load_flows
+    from fedids.task import evaluate_rows, prepare
+
+    run_config = dict(context.run_config)
+    config = FederationConfig.from_run_config(run_config)
+    test_frame = load_flows([str(run_config["test-data"])]).frame
+    data = prepare(test_frame, window=config.window, test_fraction=0.5, split=str(run_config.get("split", "time")))
+    rows = np.arange(len(data.labels))  # the whole file is the server's held-out test set
+
+    def evaluate(detector: Detector) -> dict:
+        return evaluate_rows(detector, data, rows)
+
+    run_federation(grid, config, str(run_config.get("out-dir", "fedids-run")),
+                   expected_clients=config.min_clients, evaluate=evaluate)
+
+
+app = ServerApp()
+app.main()(_deployment_main)

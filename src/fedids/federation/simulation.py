@@ -1,0 +1,97 @@
+"""Federated training of many virtual IoT clients on one machine with Flower's simulation engine (Ray).
+
+:func:`run_simulated` splits the training part of a flow frame into client partitions, writes each to its
+own Parquet file (a virtual client reads only its file, as a real SuperNode reads only its local data),
+and runs the fedids ServerApp and ClientApp in Flower's simulation runtime with ``num_cpus=1`` per
+client. The server keeps the held-out test split for evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from fedids.data.schema import FAMILY, FEATURES, LABEL, SEQ
+from fedids.data.windows import host_keys
+from fedids.federation.client_app import make_client_app, partition_path
+from fedids.federation.partition import DEFAULT_SEGMENT, PartitionSpec, partition_rows, summarise_partitions
+from fedids.federation.server_app import FederationConfig, FederationState, RoundRecord, make_server_app
+from fedids.model.artifacts import Detector
+from fedids.task import PreparedData, evaluate_rows
+
+# Flower must never try to install packages at run time; Ray must not phone home.
+os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+_PARTITION_COLUMNS = [*FEATURES, "src_ip", "timestamp", SEQ, LABEL, FAMILY]
+
+
+@dataclass
+class SimulationResult:
+    state: FederationState
+    parts: list[np.ndarray]       # rows of the prepared data held by each (non-empty) client
+    summary: pd.DataFrame         # partition summary table
+
+
+def make_partitions(data: PreparedData, n_clients: int, partition: str, seed: int,
+                    segment: int = DEFAULT_SEGMENT) -> list[np.ndarray]:
+    """Partition the training rows of ``data``; returns row indices into ``data`` per client."""
+    train = data.train_rows
+    spec = PartitionSpec.parse(partition)
+    local = partition_rows(data.labels[train], host_keys(data.frame.iloc[train]), n_clients, spec,
+                           np.random.default_rng(seed), segment)
+    return [train[idx] for idx in local]
+
+
+def write_partitions(data: PreparedData, parts: list[np.ndarray], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    columns = [c for c in _PARTITION_COLUMNS if c in data.frame.columns]
+    for pid, rows in enumerate(parts):
+        data.frame.iloc[rows][columns].to_parquet(partition_path(directory, pid), index=False)
+
+
+def run_simulated(data: PreparedData, parts: list[np.ndarray], config: FederationConfig, out_dir: str | Path,
+                  *, resume: bool = False, on_round: Callable[[RoundRecord], None] | None = None,
+                  ray_init_args: dict | None = None) -> FederationState:
+    """Run federated training over ``parts`` (non-empty row sets of ``data``) in Flower's simulation."""
+    from flwr.simulation import run_simulation
+
+    out_dir = Path(out_dir)
+    parts = [p for p in parts if len(p)]
+    write_partitions(data, parts, out_dir / "partitions")
+    test_rows = data.test_rows
+
+    def evaluate(detector: Detector) -> dict:
+        return evaluate_rows(detector, data, test_rows)
+
+    result: list[FederationState] = []
+    server = make_server_app(config, out_dir, expected_clients=len(parts), evaluate=evaluate,
+                             resume=resume, on_round=on_round, result=result)
+    client = make_client_app(str(out_dir / "partitions"))
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"logging_level": logging.ERROR, "log_to_driver": False,
+                             "include_dashboard": False, **(ray_init_args or {})}}
+    flwr_logger = logging.getLogger("flwr")
+    previous_level = flwr_logger.level
+    flwr_logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run_simulation(server_app=server, client_app=client, num_supernodes=len(parts),
+                           backend_config=backend)
+    finally:
+        flwr_logger.setLevel(previous_level)
+    if not result:
+        raise RuntimeError("the federated run ended without a result (see the log above)")
+    return result[0]
+
+
+__all__ = ["SimulationResult", "make_partitions", "write_partitions", "run_simulated", "summarise_partitions"]

@@ -1,0 +1,31 @@
+"""Aggregation strategies selectable with ``--strategy``: Flower's own, configured for fedids.
+
+The round loop (:mod:`fedids.federation.server_app`) only calls a strategy's ``aggregate_train``; client
+sampling is done by fedids with a seeded generator so that runs and resumed runs are reproducible.
+"""
+
+from __future__ import annotations
+
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum
+
+STRATEGIES = ("fedavg", "fedprox", "krum", "fedmedian", "fedtrimmedavg")
+
+
+def make_strategy(name: str, *, proximal_mu: float = 0.01, trim_beta: float = 0.2, krum_malicious: int = 1):
+    """Return the Flower strategy ``name`` (one of :data:`STRATEGIES`).
+
+    FedProx only passes ``proximal-mu`` to clients; the fedids client adds the proximal term itself.
+    Krum tolerates ``krum_malicious`` Byzantine clients; FedTrimmedAvg cuts ``trim_beta`` at each end.
+    """
+    common = dict(min_train_nodes=1, min_available_nodes=1, fraction_evaluate=0.0)
+    if name == "fedavg":
+        return FedAvg(**common)
+    if name == "fedprox":
+        return FedProx(proximal_mu=proximal_mu, **common)
+    if name == "krum":
+        return Krum(num_malicious_nodes=krum_malicious, **common)
+    if name == "fedmedian":
+        return FedMedian(**common)
+    if name == "fedtrimmedavg":
+        return FedTrimmedAvg(beta=trim_beta, **common)
+    raise ValueError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
