@@ -89,10 +89,15 @@ def new_model(n_classes: int, hidden: int = DEFAULT_HIDDEN, seed: int = 0) -> GR
 
 def train_rows(model: GRUDetector, data: PreparedData, scaled: np.ndarray, vocabulary: LabelVocabulary,
                rows: np.ndarray, config: TrainConfig, *, global_params: list[torch.Tensor] | None = None,
+               class_weights: np.ndarray | None = None,
                progress: Callable[[int], None] | None = None) -> TrainResult:
-    """Train on the windows ending at ``rows`` (indices into ``data``)."""
+    """Train on the windows ending at ``rows`` (indices into ``data``).
+
+    ``class_weights`` default to the local label frequencies; federated clients pass the weights of the
+    global label counts so that every client optimises the same objective.
+    """
     targets = vocabulary.encode(data.labels[rows])
-    return fit(model, scaled, data.windows[rows], targets, config,
+    return fit(model, scaled, data.windows[rows], targets, config, class_weights=class_weights,
                global_params=global_params, progress=progress)
 
 

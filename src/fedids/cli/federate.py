@@ -43,7 +43,7 @@ def federate(
     partition: str = typer.Option("dirichlet:0.5", help="iid | dirichlet:ALPHA | shared:FRACTION | host"),
     rounds: int = typer.Option(10, help="Federated rounds."),
     mode: str = typer.Option("federated", help="federated, centralized, local, a comma list, or all."),
-    strategy: str = typer.Option("fedavg", help="fedavg | fedprox | krum | fedmedian | fedtrimmedavg"),
+    strategy: str = typer.Option("fedavgm", help="fedavgm (FedAvg + server momentum) | fedavg | fedprox | krum | fedmedian | fedtrimmedavg"),
     fraction: float = typer.Option(1.0, help="Fraction of clients sampled per round."),
     local_epochs: int = typer.Option(1, help="Local epochs per round."),
     lr: float = typer.Option(3e-3, help="Client learning rate (Adam)."),

@@ -92,13 +92,15 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     train_cfg = TrainConfig(
         epochs=int(config["local-epochs"]), batch_size=int(config["batch-size"]), lr=float(config["lr"]),
         proximal_mu=float(_config_value(config, "proximal-mu", 0.0)),
+        absent_logit_scale=float(_config_value(config, "absent-logit-scale", 1.0)),
         seed=derive_seed(config["seed"], server_round, key),
     )
     torch.manual_seed(train_cfg.seed)
     rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
     anchors = [p.detach().clone() for p in model.parameters()] if train_cfg.proximal_mu > 0 else None
+    weights = np.asarray(config["class-weights"], dtype=np.float32) if "class-weights" in config else None
     result = train_rows(model, data, scaler.transform(data.features), detector.vocabulary, rows, train_cfg,
-                        global_params=anchors)
+                        global_params=anchors, class_weights=weights)
     metrics = MetricRecord({
         m.NUM_EXAMPLES: int(result.examples), m.TRAIN_LOSS: float(result.losses[-1]),
         m.LOCAL_F1: float(local_f1), m.TRAIN_SECONDS: float(result.seconds),

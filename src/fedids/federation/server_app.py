@@ -33,13 +33,14 @@ from fedids.data.schema import FEATURES
 from fedids.federation import messages as m
 from fedids.federation.client_app import derive_seed
 from fedids.federation.strategies import STRATEGIES, make_strategy
-from fedids.model.artifacts import Detector, load_detector, save_detector
-from fedids.model.train import get_weights, set_weights
+from fedids.model.artifacts import Detector, save_detector
+from fedids.model.train import compute_class_weights, get_weights, set_weights
 from fedids.task import environment, new_model, preprocessing_from_stats
 
 log = logging.getLogger("fedids.server")
 STATE_FILE = "state.json"
 GLOBAL_DIR = "global"
+CHECKPOINT_DIR = "checkpoints"  # round-NNNN.npz: global weights and server optimiser state, for --resume
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,12 @@ class FederationConfig:
     rounds: int = 10
     fraction_train: float = 1.0
     min_clients: int = 2
-    strategy: str = "fedavg"
+    strategy: str = "fedavgm"
     proximal_mu: float = 0.01
     local_epochs: int = 1
     batch_size: int = 128
     lr: float = 3e-3
+    absent_logit_scale: float = 0.5
     hidden: int = 64
     window: int = 10
     seed: int = 0
@@ -152,6 +154,26 @@ def _write_state(out_dir: Path, state: FederationState) -> None:
     os.replace(tmp, out_dir / STATE_FILE)
 
 
+def _save_checkpoint(out_dir: Path, server_round: int, weights: list[np.ndarray],
+                     momentum: list[np.ndarray] | None) -> None:
+    directory = out_dir / CHECKPOINT_DIR
+    directory.mkdir(exist_ok=True)
+    arrays = {f"w{i}": w for i, w in enumerate(weights)} | {f"m{i}": v for i, v in enumerate(momentum or [])}
+    tmp = directory / f"tmp-round-{server_round:04d}.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, directory / f"round-{server_round:04d}.npz")
+    for old in sorted(directory.glob("round-*.npz"))[:-2]:  # keep the last two
+        old.unlink()
+
+
+def _load_checkpoint(out_dir: Path, server_round: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    path = out_dir / CHECKPOINT_DIR / f"round-{server_round:04d}.npz"
+    with np.load(path, allow_pickle=False) as saved:
+        weights = [saved[f"w{i}"] for i in range(sum(k.startswith("w") for k in saved.files))]
+        momentum = [saved[f"m{i}"] for i in range(sum(k.startswith("m") for k in saved.files))]
+    return weights, momentum
+
+
 def load_state(out_dir: Path) -> FederationState | None:
     path = Path(out_dir) / STATE_FILE
     if not path.exists():
@@ -175,11 +197,16 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             raise ValueError(f"{out_dir}: cannot resume, the run was started with different settings")
         state = FederationState(config=asdict(config), completed_round=previous.completed_round,
                                 history=previous.history)
-        set_weights(model, get_weights(load_detector(out_dir / GLOBAL_DIR).model))
-        log.info("resuming after round %d", state.completed_round)
     strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
+    if state.completed_round:
+        weights, momentum = _load_checkpoint(out_dir, state.completed_round)
+        set_weights(model, weights)
+        if momentum:
+            strategy.momentum_vector = momentum
+        log.info("resuming after round %d", state.completed_round)
     shapes = [tuple(w.shape) for w in get_weights(model)]
     prep_record = m.encode_preprocessing(scaler)
+    class_weights = compute_class_weights(np.array([label_counts.get(lab, 0) for lab in vocab.labels])).tolist()
     metadata = {"mode": "federated", "environment": environment(), "config": asdict(config),
                 "clients": len(keys)}
 
@@ -189,7 +216,8 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
         train_config = ConfigRecord({
             "server-round": server_round, "labels": m.encode_vocabulary(vocab), "window": config.window,
             "hidden": config.hidden, "local-epochs": config.local_epochs, "batch-size": config.batch_size,
-            "lr": config.lr, "seed": config.seed,
+            "lr": config.lr, "seed": config.seed, "class-weights": class_weights,
+            "absent-logit-scale": config.absent_logit_scale,
             "proximal-mu": config.proximal_mu if config.strategy == "fedprox" else 0.0,
         })
         chosen = sample_clients(keys, config.fraction_train, config.min_clients, config.seed, server_round)
@@ -213,6 +241,8 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
         if not replies:
             raise RuntimeError(f"round {server_round}: no valid client update")
         replies.sort(key=lambda r: keys[r.metadata.src_node_id])
+        if hasattr(strategy, "current_arrays"):  # server-optimiser strategies (FedAvgM) need the old model
+            strategy.current_arrays = arrays
         new_arrays, agg_metrics = strategy.aggregate_train(server_round, replies)
         set_weights(model, [a.numpy() for a in new_arrays.values()])
         detector = Detector(model, scaler, vocab, config.window, metadata | {"round": server_round})
@@ -228,10 +258,12 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             bytes_down=weights_bytes * len(chosen), bytes_up=weights_bytes * len(replies),
         )
         detector.metadata["test_metrics"] = record.test
-        save_detector(out_dir / GLOBAL_DIR, detector)
+        # Checkpoint first, then the state that points at it, then the model the detector reloads.
+        _save_checkpoint(out_dir, server_round, get_weights(model), getattr(strategy, "momentum_vector", None))
         state.completed_round = server_round
         state.history.append(asdict(record))
         _write_state(out_dir, state)
+        save_detector(out_dir / GLOBAL_DIR, detector)
         if on_round:
             on_round(record)
     return state

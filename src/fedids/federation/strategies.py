@@ -6,12 +6,12 @@ sampling is done by fedids with a seeded generator so that runs and resumed runs
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum
+from flwr.serverapp.strategy import FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum
 
-STRATEGIES = ("fedavg", "fedprox", "krum", "fedmedian", "fedtrimmedavg")
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "krum", "fedmedian", "fedtrimmedavg")
 
 
-def make_strategy(name: str, *, proximal_mu: float = 0.01, trim_beta: float = 0.2, krum_malicious: int = 1):
+def make_strategy(name: str, *, proximal_mu: float = 0.01, server_lr: float = 1.0, server_momentum: float = 0.9, trim_beta: float = 0.2, krum_malicious: int = 1):
     """Return the Flower strategy ``name`` (one of :data:`STRATEGIES`).
 
     FedProx only passes ``proximal-mu`` to clients; the fedids client adds the proximal term itself.
@@ -20,6 +20,8 @@ def make_strategy(name: str, *, proximal_mu: float = 0.01, trim_beta: float = 0.
     common = dict(min_train_nodes=1, min_available_nodes=1, fraction_evaluate=0.0)
     if name == "fedavg":
         return FedAvg(**common)
+    if name == "fedavgm":
+        return FedAvgM(server_learning_rate=server_lr, server_momentum=server_momentum, **common)
     if name == "fedprox":
         return FedProx(proximal_mu=proximal_mu, **common)
     if name == "krum":

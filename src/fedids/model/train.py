@@ -25,6 +25,9 @@ class TrainConfig:
 
     ``loss`` is ``"focal"`` (focal loss with class weights, gamma ``focal_gamma``) or ``"weighted_ce"``.
     ``proximal_mu > 0`` adds FedProx's proximal term ``mu/2 * ||w - w_global||^2``.
+    ``absent_logit_scale < 1`` is FedRS's restricted softmax (Li & Zhan, KDD 2021): logits of classes absent
+    from the local data are scaled by it, so a client that never sees a class does not keep pushing that
+    class's output down; 1.0 (centralized training) changes nothing.
     """
 
     epochs: int = 3
@@ -34,6 +37,7 @@ class TrainConfig:
     focal_gamma: float = 2.0
     max_grad_norm: float = 5.0
     proximal_mu: float = 0.0
+    absent_logit_scale: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +97,8 @@ def fit(
     if class_weights is None:
         class_weights = compute_class_weights(np.bincount(targets, minlength=n_classes))
     weight = torch.as_tensor(class_weights, dtype=torch.float32)
+    present = np.bincount(targets, minlength=n_classes) > 0
+    logit_scale = torch.as_tensor(np.where(present, 1.0, config.absent_logit_scale), dtype=torch.float32)
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     mu = config.proximal_mu
@@ -107,7 +113,7 @@ def fit(
             rows = order[lo : lo + config.batch_size]
             x = torch.from_numpy(gather_windows(scaled, windows[rows]))
             y = torch.from_numpy(targets[rows])
-            loss = _loss(model(x), y, weight, config)
+            loss = _loss(model(x) * logit_scale, y, weight, config)
             if anchors is not None:
                 loss = loss + (mu / 2) * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors))
             opt.zero_grad()

@@ -1,0 +1,286 @@
+"""ONNX export of a trained detector, preprocessing included, for edge devices with only onnxruntime.
+
+The exported graph takes **raw** CICIDS2017 features, exactly as they come out of a flow CSV or the
+packet extractor, and does everything :func:`fedids.task.predict_labels` does before and inside the
+model:
+
+    inputs   flows    float32 (batch, window, 78)  raw features of a host's last ``window`` flows,
+                                                   oldest first, the scored flow last; padding rows
+                                                   may hold anything (they are masked)
+             present  float32 (batch, window)      1 for a real flow, 0 for padding
+    output   probabilities float32 (batch, n_classes)  softmax over the label vocabulary
+
+    1. signed log1p, ``(v - center) / scale``, NaN -> 0, clip to [-10, 10]    (FlowScaler.transform)
+    2. zero the padding rows and append ``present`` as channel 79             (gather_windows)
+    3. the GRU, unrolled over the fixed window, then the linear head and a softmax.
+
+Why the GRU is unrolled into MatMul/Sigmoid/Tanh nodes instead of ONNX's ``GRU`` op: onnxruntime's
+quantisers leave the ``GRU`` op's weights in float (see ``/work/shared/reference/stack-notes.md``), so an
+int8 file needs the recurrence expressed with ops whose weights can be stored as int8. The window length
+is fixed per model, so unrolling costs nothing in generality. The ``batch`` dimension is dynamic.
+
+int8 (``quantize="int8"``): every weight matrix is stored as int8 with one float32 scale per output
+column (symmetric, zero point 0) and expanded by a ``DequantizeLinear`` node: weight-only quantisation in
+ONNX's standard QDQ representation. Activations stay float32, so the only error is the weights' rounding
+(at most half a quantisation step per weight). Written by hand rather than with
+``onnxruntime.quantization.quantize_dynamic`` because the unrolled graph reuses the recurrent weight in
+every step: the library quantises it once *per consuming node* (``window`` copies, measured: larger than
+the float file) and also quantises activations at run time, which costs accuracy for no size gain.
+
+The file describes itself in ``metadata_props``: :data:`META_LABELS` (JSON list, class index order),
+:data:`META_WINDOW`, :data:`META_FEATURES` (JSON list of the 78 input feature names, in order) and a few
+provenance keys (see :func:`build_onnx_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from fedids import __version__
+from fedids.data.schema import FEATURES
+from fedids.model.artifacts import Detector
+
+OPSET = 17
+INPUT_FLOWS, INPUT_PRESENT, OUTPUT_PROBABILITIES = "flows", "present", "probabilities"
+META_LABELS, META_WINDOW, META_FEATURES = "fedids.labels", "fedids.window", "fedids.features"
+META_QUANTIZE, META_PRUNE, META_VERSION, META_FORMAT = (
+    "fedids.quantize", "fedids.prune", "fedids.version", "fedids.format")
+FORMAT_NAME = "fedids-gru-window/1"
+"""Value of :data:`META_FORMAT`: the input/output contract described in this module's docstring."""
+
+QUANTIZE_MODES: tuple[str, ...] = ("none", "int8")
+_CLIP = 10.0  # FlowScaler's clip
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote: ``path``, ``size_bytes`` of the file, ``quantize`` mode and the
+    number of weight parameters that are exactly zero (``zero_weights``) out of ``weights``."""
+
+    path: Path
+    size_bytes: int
+    quantize: str
+    weights: int
+    zero_weights: int
+
+
+def quantize_int8_per_column(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantisation with one scale per column.
+
+    Parameters
+    ----------
+    weight : float ``(n_in, n_out)``.
+
+    Returns
+    -------
+    ``(q, scale)``: int8 ``(n_in, n_out)`` in [-127, 127] and float32 ``(n_out,)`` with
+    ``q * scale ~= weight``; the error per weight is at most ``scale / 2``. A column of zeros gets
+    scale 1 (any scale represents it exactly).
+    """
+    weight = np.asarray(weight, dtype=np.float32)
+    peak = np.abs(weight).max(axis=0)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _gate_major(weight: np.ndarray, hidden: int) -> np.ndarray:
+    """PyTorch's stacked GRU weight ``(3H, n_in)`` (gates r, z, n) -> ``(3, n_in, H)`` for ``x @ w``."""
+    return np.ascontiguousarray(weight.reshape(3, hidden, -1).transpose(0, 2, 1))
+
+
+class _GraphBuilder:
+    """Collects nodes and initializers with unique names (tiny helper over ``onnx.helper``)."""
+
+    def __init__(self, quantize: str) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.quantize = quantize
+        self._n = 0
+
+    def name(self, stem: str) -> str:
+        self._n += 1
+        return f"{stem}_{self._n}"
+
+    def const(self, stem: str, value: np.ndarray) -> str:
+        name = self.name(stem)
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], stem: str | None = None, n_out: int = 1,
+           **attrs: object) -> list[str]:
+        outs = [self.name(stem or op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(op_type), **attrs))
+        return outs
+
+    def one(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: object) -> str:
+        return self.op(op_type, inputs, stem, 1, **attrs)[0]
+
+    def weight(self, stem: str, matrix: np.ndarray) -> str:
+        """A weight ``(..., n_in, n_out)`` for ``x @ w``: float32, or int8 + DequantizeLinear with one
+        scale per output column (per gate and column for the stacked GRU weights)."""
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if self.quantize == "none":
+            return self.const(stem, matrix)
+        if matrix.ndim == 2:
+            q, scale = quantize_int8_per_column(matrix)
+            return self._dequantize(stem, q, scale)
+        # Stacked gates (G, n_in, n_out): DequantizeLinear takes a 1-D scale along one axis, so the
+        # gates are flattened into the columns, (n_in, G * n_out), and restored after dequantising.
+        n_gates, n_in, n_out = matrix.shape
+        q, scale = quantize_int8_per_column(matrix.transpose(1, 0, 2).reshape(n_in, n_gates * n_out))
+        flat = self._dequantize(stem + "_flat", q, scale)
+        shaped = self.one("Reshape", [flat, self.const(stem + "_shape", np.array([n_in, n_gates, n_out]))])
+        return self.one("Transpose", [shaped], stem, perm=[1, 0, 2])
+
+    def _dequantize(self, stem: str, q: np.ndarray, scale: np.ndarray) -> str:
+        zero = np.zeros(scale.shape, dtype=np.int8)
+        return self.one("DequantizeLinear", [self.const(stem + "_q", q), self.const(stem + "_scale", scale),
+                                             self.const(stem + "_zero", zero)], stem, axis=1)
+
+
+def build_onnx_model(detector: Detector, *, quantize: str = "none", prune_amount: float = 0.0,
+                     metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+    """Build the self-contained ONNX graph of ``detector`` (see the module docstring).
+
+    Parameters
+    ----------
+    detector : a loaded detector with a one-layer :class:`~fedids.model.gru.GRUDetector`.
+    quantize : ``"none"`` (float32 weights) or ``"int8"`` (int8 weights, per-column scales).
+    prune_amount : recorded in the metadata only (pruning happens before, in
+        :mod:`fedids.model.compress`).
+    metadata : extra ``metadata_props`` entries (string values).
+
+    Returns
+    -------
+    A checked ``onnx.ModelProto`` (opset :data:`OPSET`).
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    model = detector.model
+    gru = model.gru
+    if gru.num_layers != 1 or gru.bidirectional or not gru.batch_first:
+        raise ValueError("only a one-layer, unidirectional, batch_first GRU can be exported")
+    window, hidden, n_feat = int(detector.window), int(model.hidden), len(FEATURES)
+    if model.n_inputs != n_feat + 1:
+        raise ValueError(f"model expects {model.n_inputs} inputs, the export needs {n_feat} + 1")
+
+    def arr(t) -> np.ndarray:  # noqa: ANN001 - torch tensor; torch stays an implicit dependency here
+        return t.detach().cpu().numpy().astype(np.float32)
+
+    w_ih, w_hh = arr(gru.weight_ih_l0), arr(gru.weight_hh_l0)  # (3H, in), (3H, H), gates r, z, n
+    b_ih, b_hh = arr(gru.bias_ih_l0), arr(gru.bias_hh_l0)
+    w_head, b_head = arr(model.head.weight), arr(model.head.bias)
+    h2 = 2 * hidden
+
+    g = _GraphBuilder(quantize)
+    # Time-major layout (W, B, ...), so that cutting the sequence into steps copies contiguous blocks.
+    flows = g.one("Transpose", [INPUT_FLOWS], perm=[1, 0, 2])                     # (W, B, 78)
+    present = g.one("Unsqueeze", [g.one("Transpose", [INPUT_PRESENT], perm=[1, 0]),
+                                  g.const("axis2", np.array([2], dtype=np.int64))])  # (W, B, 1)
+    # 1. Preprocessing, as FlowScaler.transform (float64 there, float32 here: differences ~1e-6).
+    one = g.const("one", np.array(1.0, dtype=np.float32))
+    log1p = g.one("Log", [g.one("Add", [g.one("Abs", [flows]), one])])
+    signed = g.one("Mul", [g.one("Sign", [flows]), log1p])
+    center = g.const("center", detector.scaler.center.astype(np.float32))
+    scale = g.const("scale", detector.scaler.scale.astype(np.float32))
+    scaled = g.one("Div", [g.one("Sub", [signed, center]), scale])
+    zero = g.const("zero", np.array(0.0, dtype=np.float32))
+    scaled = g.one("Where", [g.one("IsNaN", [scaled]), zero, scaled])
+    scaled = g.one("Clip", [scaled, g.const("lo", np.array(-_CLIP, np.float32)),
+                            g.const("hi", np.array(_CLIP, np.float32))])
+    # 2. Mask padding and append the presence channel: (W, B, 78) -> (W, B, 79).
+    x = g.one("Concat", [g.one("Mul", [scaled, present]), present], axis=2)
+    # 3. GRU (PyTorch's equations, gates r, z, n), one weight matrix per gate so that no tensor is ever
+    # split along its last axis (ORT copies such splits row by row: measured 15-20% of the run time).
+    # Input projections of all steps at once: (W*B, 79) @ (79, H) per gate, then cut by time step
+    # (contiguous blocks). The r and z biases of both projections add up, so they are folded;
+    # b_hn must stay inside r * (W_hn h + b_hn).
+    n_in = n_feat + 1
+    x2 = g.one("Reshape", [x, g.const("shape_x", np.array([-1, n_in], dtype=np.int64))])
+    shape_gi = g.const("shape_gi", np.array([window, -1, hidden], dtype=np.int64))
+    step_index = [g.const(f"t{t}", np.array(t, dtype=np.int64)) for t in range(window)]
+    gate_steps: list[list[str]] = []
+    for k, gate in enumerate("rzn"):
+        rows = slice(k * hidden, (k + 1) * hidden)
+        bias = b_ih[rows] + (b_hh[rows] if gate != "n" else 0.0)
+        proj = g.one("Add", [g.one("MatMul", [x2, g.weight(f"w_i{gate}", w_ih[rows].T)]),
+                             g.const(f"b_i{gate}", bias)])
+        proj = g.one("Reshape", [proj, shape_gi])                                  # (W, B, H)
+        # Gather with a scalar index drops the time axis in one copy (Split + Squeeze took two).
+        gate_steps.append([g.one("Gather", [proj, step_index[t]], f"gi{gate}", axis=0)
+                           for t in range(window)])                               # W x (B, H)
+    w_hr, w_hz, w_hn = (g.weight(f"w_h{gate}", w_hh[k * hidden:(k + 1) * hidden].T) for k, gate in enumerate("rzn"))
+    b_hn = g.const("b_hn", b_hh[h2:])
+    h: str | None = None                                                          # (B, H)
+    for t in range(window):
+        gi_r, gi_z, gi_n = gate_steps[0][t], gate_steps[1][t], gate_steps[2][t]
+        if h is None:
+            # h0 = 0: W_hh h0 vanishes, only the bias remains.
+            r, z = g.one("Sigmoid", [gi_r]), g.one("Sigmoid", [gi_z])
+            n = g.one("Tanh", [g.one("Add", [gi_n, g.one("Mul", [r, b_hn])])])
+            h = g.one("Sub", [n, g.one("Mul", [z, n])])                           # (1 - z) * n
+            continue
+        r = g.one("Sigmoid", [g.one("Add", [gi_r, g.one("MatMul", [h, w_hr])])])
+        z = g.one("Sigmoid", [g.one("Add", [gi_z, g.one("MatMul", [h, w_hz])])])
+        gh_n = g.one("Add", [g.one("MatMul", [h, w_hn]), b_hn])
+        n = g.one("Tanh", [g.one("Add", [gi_n, g.one("Mul", [r, gh_n])])])
+        h = g.one("Add", [n, g.one("Mul", [z, g.one("Sub", [h, n])])])            # (1 - z) n + z h
+    assert h is not None
+    logits = g.one("Add", [g.one("MatMul", [h, g.weight("w_head", w_head.T)]), g.const("b_head", b_head)])
+    g.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], name="softmax", axis=1))
+
+    n_classes = len(detector.vocabulary)
+    graph = helper.make_graph(
+        g.nodes, "fedids_gru_detector",
+        inputs=[helper.make_tensor_value_info(INPUT_FLOWS, TensorProto.FLOAT, ["batch", window, n_feat]),
+                helper.make_tensor_value_info(INPUT_PRESENT, TensorProto.FLOAT, ["batch", window])],
+        outputs=[helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, ["batch", n_classes])],
+        initializer=g.inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="fedids", producer_version=__version__)
+    proto.ir_version = 8  # onnxruntime >= 1.14 reads IR 8; newer IRs would lock out older edge runtimes
+    props = {
+        META_FORMAT: FORMAT_NAME,
+        META_LABELS: json.dumps(list(detector.vocabulary.labels)),
+        META_WINDOW: str(window),
+        META_FEATURES: json.dumps(list(FEATURES)),
+        META_QUANTIZE: quantize,
+        META_PRUNE: f"{prune_amount:g}",
+        META_VERSION: __version__,
+        **(metadata or {}),
+    }
+    helper.set_model_props(proto, props)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def count_zero_weights(detector: Detector) -> tuple[int, int]:
+    """``(zero, total)`` over the GRU and head weight matrices (biases excluded)."""
+    mats = [detector.model.gru.weight_ih_l0, detector.model.gru.weight_hh_l0, detector.model.head.weight]
+    total = sum(int(m.numel()) for m in mats)
+    zero = sum(int((m == 0).sum()) for m in mats)
+    return zero, total
+
+
+def export_onnx(detector: Detector, path: str | Path, *, quantize: str = "none", prune_amount: float = 0.0,
+                metadata: dict[str, str] | None = None) -> ExportResult:
+    """Write :func:`build_onnx_model` to ``path`` atomically (temporary name, then rename), so a
+    detector watching ``path`` never reads a half-written file."""
+    path = Path(path)
+    proto = build_onnx_model(detector, quantize=quantize, prune_amount=prune_amount, metadata=metadata)
+    data = proto.SerializeToString()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    zero, total = count_zero_weights(detector)
+    return ExportResult(path=path, size_bytes=len(data), quantize=quantize, weights=total, zero_weights=zero)
