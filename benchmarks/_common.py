@@ -1,0 +1,46 @@
+"""Shared helpers for the benchmarks: real data paths, timing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data"
+CICIDS = DATA / "cicids2017"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# The real TrafficLabelling attack samples plus the benign files (see ../shared/data/README.md).
+REAL_FILES = [
+    CICIDS / "trafficlabelling-mondirkb" / "baseline_ddos.csv",
+    CICIDS / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
+    CICIDS / "trafficlabelling-mondirkb" / "baseline_sqli.csv",
+    CICIDS / "trafficlabelling-mondirkb" / "baseline_xss.csv",
+    CICIDS / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
+    CICIDS / "machinelearningcve-paris-svg" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
+]
+
+
+def median_time(fn: Callable[[], object], repeats: int = 3) -> tuple[float, object]:
+    """Median wall time in seconds of ``repeats`` calls, and the last call's result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def write_result(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                           "platform": platform.platform()}, **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    print(f"wrote {path}")
+    return path
