@@ -55,6 +55,11 @@ def federate(
     test_fraction: float = typer.Option(0.3, help="Share of flows held out by the server for testing."),
     segment: int = typer.Option(100, help="Consecutive flows of a host kept together when partitioning."),
     seed: int = typer.Option(0, help="Random seed (partitions, sampling, initialisation, training)."),
+    privacy: str = typer.Option("none", help="none, he, secagg, dp or a +-joined mix (he+dp, secagg+dp, he+secagg+dp)."),
+    keys: Optional[Path] = typer.Option(None, help="HE key set from `fedids keys init` (default: created in OUT/keys)."),
+    target_epsilon: float = typer.Option(0.0, help="dp: calibrate noise for this epsilon and stop before exceeding it."),
+    noise_multiplier: float = typer.Option(1.0, help="dp: noise std / clip norm (ignored with --target-epsilon)."),
+    clip_norm: float = typer.Option(1.0, help="dp: L2 bound of each client's update."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""
@@ -73,7 +78,8 @@ def federate(
                 partition=partition, rounds=rounds, mode=mode, strategy=strategy, fraction=fraction,
                 local_epochs=local_epochs, lr=lr, batch_size=batch_size, proximal_mu=proximal_mu,
                 hidden=hidden, window=window, split=split, test_fraction=test_fraction, segment=segment,
-                seed=seed)
+                seed=seed, privacy=privacy, keys=str(keys) if keys else None, target_epsilon=target_epsilon,
+                noise_multiplier=noise_multiplier, clip_norm=clip_norm)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RUN_FILE, args)
     args["data"] = data
@@ -82,7 +88,9 @@ def federate(
 
 
 def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fraction, local_epochs, lr,
-         batch_size, proximal_mu, hidden, window, split, test_fraction, segment, seed, resuming: bool) -> None:
+         batch_size, proximal_mu, hidden, window, split, test_fraction, segment, seed, resuming: bool,
+         privacy: str = "none", keys: str | None = None, target_epsilon: float = 0.0,
+         noise_multiplier: float = 1.0, clip_norm: float = 1.0) -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
@@ -90,10 +98,16 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
     from fedids.task import prepare
 
     modes = _parse_modes(mode)
+    secret_path, public_path = _key_paths(privacy, keys, out_dir)
+    if privacy != "none" and strategy not in ("fedavg", "fedprox"):
+        err.print(f"[dim]--privacy {privacy}: aggregating with plain FedAvg (the server sees only a sum)[/dim]")
+        strategy = "fedavg"
     try:
         config = FederationConfig(rounds=rounds, fraction_train=fraction, min_clients=1, strategy=strategy,
                                   proximal_mu=proximal_mu, local_epochs=local_epochs, batch_size=batch_size,
-                                  lr=lr, hidden=hidden, window=window, seed=seed)
+                                  lr=lr, hidden=hidden, window=window, seed=seed, privacy=privacy,
+                                  clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                                  target_epsilon=target_epsilon, he_public_context=public_path or "")
         if clients < 1:
             raise ValueError("--clients must be >= 1")
         frame = load_frame(data, seed)
@@ -122,19 +136,39 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
     if "federated" in modes:
         with progress_bar("federated rounds", rounds) as advance:
             def on_round(rec) -> None:
-                err.print(f"round {rec.round:>3}: clients {rec.clients} (rejected {rec.rejected}), "
+                eps = f", epsilon {rec.epsilon:.3f}" if rec.epsilon is not None else ""
+                err.print(f"round {rec.round:>3}: clients {rec.clients} (rejected {rec.rejected}){eps}, "
                           f"train loss {rec.train_loss:.4f}, local val F1 {rec.local_val_macro_f1:.4f}, "
                           f"test macro-F1 {rec.test['macro_f1']:.4f}, MCC {rec.test['mcc']:.4f}, "
                           f"{rec.seconds:.1f} s")
                 advance(1)
 
-            state = run_simulated(prepared, parts, config, out_dir, resume=resuming, on_round=on_round)
-        results["federated"] = state.history[-1]["test"] | {"rounds": state.completed_round,
-                                                             "strategy": strategy, "partition": partition}
+            state = run_simulated(prepared, parts, config, out_dir, resume=resuming, on_round=on_round,
+                                  he_secret_context=secret_path)
+        if state.stopped:
+            err.print(f"[yellow]{state.stopped}[/yellow]")
+        if not state.history:
+            raise InputError(f"federate: no round completed ({state.stopped or 'see the log'})")
+        results["federated"] = state.history[-1]["test"] | {
+            "rounds": state.completed_round, "strategy": strategy, "partition": partition, "privacy": privacy,
+            "epsilon": state.history[-1].get("epsilon")}
         results["federated_history"] = state.history
         write_json(results_path, results)
     _print_comparison(results)
     err.print(f"results in {results_path}" + (f", global model in {out_dir / 'global'}" if "federated" in modes else ""))
+
+
+def _key_paths(privacy: str, keys: str | None, out_dir: Path) -> tuple[str | None, str | None]:
+    """HE key files for ``privacy``: the given key set, or a new one in OUT/keys (simulation only)."""
+    if "he" not in privacy.split("+"):
+        return None, None
+    from fedids.privacy.keys import PUBLIC_CONTEXT_FILE, SECRET_CONTEXT_FILE, init_keys
+
+    directory = Path(keys) if keys else out_dir / "keys"
+    if not (directory / PUBLIC_CONTEXT_FILE).exists():
+        init_keys(directory, privacy)
+        err.print(f"[dim]created the HE key set in {directory}[/dim]")
+    return str(directory / SECRET_CONTEXT_FILE), str(directory / PUBLIC_CONTEXT_FILE)
 
 
 def _print_partitions(summary) -> None:

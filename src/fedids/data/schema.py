@@ -2,7 +2,7 @@
 
 A *flow frame* is a ``pandas.DataFrame`` with
 
-* the 78 CICIDS2017 flow features of the paper's Appendix A (:data:`FEATURES`), as ``float64``,
+* the 78 CICIDS2017 flow features of the paper's Appendix A (:data:`FEATURES`), as ``float32``,
   named exactly as there (``"Flow Duration"``, ``"Init_Win_bytes_forward"``, ...). Units follow
   CICIDS2017/CICFlowMeter: durations and inter-arrival times in **microseconds**, lengths in bytes,
   rates per second;
@@ -64,8 +64,8 @@ _FAMILY_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"^dos\b|\bdos\b|slowloris|slowhttptest|hulk|goldeneye", "dos"),
     (r"infiltration", "infiltration"),
     (r"port ?scan", "portscan"),
+    (r"web attack|xss|sql|injection", "webattack"),  # before bruteforce: "Web Attack - Brute Force"
     (r"ftp|ssh|patator|brute ?force|brute-force|bruteforce|telnet", "bruteforce"),
-    (r"web attack|xss|sql|injection", "webattack"),
     (r"bot|c2|worm|malware|mirai", "botnet"),
 )
 
@@ -80,7 +80,9 @@ def normalise_label(raw: str) -> str:
     'Web Attack - Sql Injection'
     """
     text = str(raw).strip()
-    text = re.sub(r"\s*[\u0096\u2013\u2014\ufffd\x96-]+\s*", " - ", text)
+    # Non-ASCII dashes anywhere; an ASCII hyphen only between spaces ("FTP-Patator" keeps its hyphen).
+    text = re.sub(r"\s*[\u0096\u2013\u2014\ufffd\x96]+\s*", " - ", text)
+    text = re.sub(r"\s+-+\s+", " - ", text)
     text = re.sub(r"\s+", " ", text)
     if text.lower() == "benign":
         return BENIGN_LABEL

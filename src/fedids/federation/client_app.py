@@ -23,8 +23,16 @@ import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedids.data.preprocess import compute_feature_stats
+import time
+from typing import Callable
+
+from flwr.app import Array, ConfigRecord
+
+from fedids.data.preprocess import LabelVocabulary, compute_feature_stats
 from fedids.federation import messages as m
+from fedids.federation.private import (GLOBAL, GLOBAL_KIND, GLOBAL_WEIGHT, PrivacyMode, compute_contribution,
+                                       decrypt_global, flatten, secagg_config_from, unflatten)
+from fedids.federation.secure_rounds import CONTRIBUTION, SECAGG, SECAGG_CONFIG
 from fedids.model.artifacts import Detector, save_detector
 from fedids.model.train import TrainConfig, get_weights, set_weights
 from fedids.task import PreparedData, compute_label_counts, evaluate_rows, new_model, prepare, train_rows
@@ -71,8 +79,28 @@ def handle_stats(msg: Message, frame: pd.DataFrame, key: str) -> Message:
     return m.stats_reply(msg, key, stats, compute_label_counts(frame[LABEL].to_numpy()))
 
 
-def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | None = None) -> Message:
-    """Evaluate the incoming global model on the local validation split, then train on the local rest."""
+def _global_weights(msg: Message, shapes_of: Callable[[], list[tuple[int, ...]]],
+                    secret_context: bytes | None) -> list[np.ndarray]:
+    """The global model from a training message: plaintext arrays, or an encrypted model to decrypt."""
+    if m.ARRAYS in msg.content:
+        return [a.numpy() for a in msg.content[m.ARRAYS].values()]
+    if secret_context is None:
+        raise RuntimeError("the global model is encrypted and this client has no HE key (he-secret-context)")
+    config = msg.content[m.CONFIG]
+    shapes = shapes_of()
+    flat = decrypt_global(str(config[GLOBAL_KIND]), msg.content[GLOBAL]["ct"].numpy().tobytes(),
+                          float(config[GLOBAL_WEIGHT]), secagg_config_from(config), secret_context,
+                          sum(int(np.prod(s)) for s in shapes))
+    return unflatten(flat, shapes)
+
+
+def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | None = None,
+                 context: Context | None = None, secret_context: bytes | None = None) -> Message:
+    """Evaluate the incoming global model on the local validation split, then train on the local rest.
+
+    In a private mode the reply carries this client's *contribution* (see
+    :mod:`fedids.federation.private`) instead of its weights: encrypted, masked, or noised.
+    """
     config = msg.content[m.CONFIG]
     labels = list(config["labels"])
     window = int(config["window"])
@@ -81,10 +109,8 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     scaler = m.decode_preprocessing(msg.content[m.PREPROCESSING])
     data: PreparedData = prepare(frame, window=window, test_fraction=LOCAL_VAL_FRACTION)
     model = new_model(len(labels), hidden)
-    global_weights = [a.numpy() for a in msg.content[m.ARRAYS].values()]
+    global_weights = _global_weights(msg, lambda: [tuple(w.shape) for w in get_weights(model)], secret_context)
     set_weights(model, global_weights)
-    from fedids.data.preprocess import LabelVocabulary
-
     detector = Detector(model, scaler, LabelVocabulary(labels), window, {"round": server_round})
     if model_dir:
         save_detector(model_dir, detector)
@@ -105,12 +131,84 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
         m.NUM_EXAMPLES: int(result.examples), m.TRAIN_LOSS: float(result.losses[-1]),
         m.LOCAL_F1: float(local_f1), m.TRAIN_SECONDS: float(result.seconds),
     })
-    content = RecordDict({m.ARRAYS: ArrayRecord(get_weights(model)), m.METRICS: metrics})
+    privacy = str(_config_value(config, "privacy", "none"))
+    if privacy == "none":
+        content = RecordDict({m.ARRAYS: ArrayRecord(get_weights(model)), m.METRICS: metrics})
+        return Message(content, reply_to=msg)
+    mode = PrivacyMode.parse(privacy)
+    start = time.process_time()
+    # DP noise comes from the OS, never from the run seed the server knows.
+    contribution, clipped = compute_contribution(
+        flatten(global_weights), flatten(get_weights(model)), float(config["weight"]),
+        clip_norm=float(config["clip-norm"]) if mode.dp else None, noise_std=float(config["noise-std"]),
+        rng=np.random.default_rng())
+    content = RecordDict({m.METRICS: metrics})
+    if mode.secagg:
+        client = _restore_secagg(context, secret_context, mode)
+        content[SECAGG] = ConfigRecord(client.masked_input(dict(msg.content[SECAGG]), contribution))
+        _save_secagg(context, client)
+    elif mode.he:
+        from fedids.privacy.he import encrypt_update
+
+        blob = encrypt_update(secret_context, contribution)
+        content[CONTRIBUTION] = ArrayRecord({"ct": Array(np.frombuffer(blob, dtype=np.uint8))})
+    else:
+        content[CONTRIBUTION] = ArrayRecord({"value": Array(contribution)})
+    metrics["privacy-seconds"] = float(time.process_time() - start)
+    metrics["clipped"] = int(clipped)
     return Message(content, reply_to=msg)
 
 
-def make_client_app(partitions_dir: str | None = None) -> ClientApp:
-    """Build the ClientApp; ``partitions_dir`` is where simulated clients find their partition files."""
+_SECAGG_STATE = "fedids-secagg"
+
+
+def _restore_secagg(context: Context | None, secret_context: bytes | None, mode: PrivacyMode):
+    from fedids.privacy.secagg import SecAggClient
+
+    if context is None or _SECAGG_STATE not in context.state:
+        raise RuntimeError("secure aggregation message without a prior key stage on this node")
+    state = dict(context.state[_SECAGG_STATE])
+    if mode.he:
+        from fedids.privacy.he_secagg import HESecAggClient
+
+        client = HESecAggClient.from_state_dict(state)
+        client._secret_context = secret_context  # noqa: SLF001 (the key file is not part of the state)
+        return client
+    return SecAggClient.from_state_dict(state)
+
+
+def _save_secagg(context: Context, client) -> None:
+    context.state[_SECAGG_STATE] = ConfigRecord(client.state_dict())
+
+
+def handle_secagg_stage(msg: Message, context: Context, stage: str, secret_context: bytes | None) -> Message:
+    """SecAgg stages 1, 2 and 4 (stage 3 is the training message): state kept in the node's own state."""
+    from fedids.privacy.secagg import SecAggClient, SecAggConfig
+
+    cfg = dict(msg.content[SECAGG_CONFIG])
+    client_id = int(cfg.pop("secagg-id"))
+    if stage == "keys":
+        config = SecAggConfig.from_dict(cfg)
+        client = SecAggClient(config, client_id)
+        out = client.advertise_keys()
+    else:
+        client = _restore_secagg(context, secret_context, PrivacyMode(he=False, secagg=True))
+        if client.client_id != client_id:
+            raise RuntimeError("secure aggregation state belongs to another client id")
+        out = client.share_keys(dict(msg.content[SECAGG])) if stage == "shares" else client.unmask(dict(msg.content[SECAGG]))
+    if stage == "unmask":
+        del context.state[_SECAGG_STATE]
+    else:
+        _save_secagg(context, client)
+    return Message(RecordDict({SECAGG: ConfigRecord(out)}), reply_to=msg)
+
+
+def make_client_app(partitions_dir: str | None = None, he_secret_context: str | None = None) -> ClientApp:
+    """Build the ClientApp.
+
+    ``partitions_dir``: where simulated clients find their partition files. ``he_secret_context``: the
+    clients' HE key file (``fedids keys init``); a SuperNode sets node config ``he-secret-context`` instead.
+    """
     app = ClientApp()
 
     def local_frame(context: Context) -> pd.DataFrame:
@@ -122,6 +220,14 @@ def make_client_app(partitions_dir: str | None = None) -> ClientApp:
             raise RuntimeError("node config has no data-path and the run has no partitions-dir")
         return load_local_frame(partition_path(str(base), int(cfg["partition-id"])))
 
+    def secret(context: Context) -> bytes | None:
+        path = context.node_config.get("he-secret-context", he_secret_context)
+        if not path:
+            return None
+        from fedids.privacy.keys import load_secret_context
+
+        return load_secret_context(str(path))
+
     @app.query("stats")
     def stats(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
@@ -131,7 +237,20 @@ def make_client_app(partitions_dir: str | None = None) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)  # one core per virtual client (num_cpus=1)
         model_dir = context.node_config.get("model-dir")
-        return handle_train(msg, local_frame(context), client_key(context), str(model_dir) if model_dir else None)
+        return handle_train(msg, local_frame(context), client_key(context), str(model_dir) if model_dir else None,
+                            context=context, secret_context=secret(context))
+
+    @app.train("secagg_keys")
+    def secagg_keys(msg: Message, context: Context) -> Message:
+        return handle_secagg_stage(msg, context, "keys", secret(context))
+
+    @app.train("secagg_shares")
+    def secagg_shares(msg: Message, context: Context) -> Message:
+        return handle_secagg_stage(msg, context, "shares", secret(context))
+
+    @app.train("secagg_unmask")
+    def secagg_unmask(msg: Message, context: Context) -> Message:
+        return handle_secagg_stage(msg, context, "unmask", secret(context))
 
     return app
 

@@ -25,19 +25,25 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedids.data.preprocess import LOG_EDGES, FeatureStats, LabelVocabulary
 from fedids.data.schema import FEATURES
 from fedids.federation import messages as m
 from fedids.federation.client_app import derive_seed
-from fedids.federation.strategies import STRATEGIES, make_strategy
+from fedids.federation.private import EncryptedGlobal, PrivacyMode, unflatten
+from fedids.federation.private import GLOBAL
+from fedids.federation.secure_rounds import contribution_weights, run_private_round
+from fedids.federation.strategies import PRIVATE_STRATEGIES, STRATEGIES, make_strategy
+from fedids.privacy.dp import PrivacyAccountant, PrivacyBudgetExceeded, calibrate_noise_multiplier
+from fedids.privacy.keys import load_public_context
 from fedids.model.artifacts import Detector, save_detector
 from fedids.model.train import compute_class_weights, get_weights, set_weights
 from fedids.task import environment, new_model, preprocessing_from_stats
 
 log = logging.getLogger("fedids.server")
+SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc")
 STATE_FILE = "state.json"
 GLOBAL_DIR = "global"
 CHECKPOINT_DIR = "checkpoints"  # round-NNNN.npz: global weights and server optimiser state, for --resume
@@ -60,6 +66,12 @@ class FederationConfig:
     window: int = 10
     seed: int = 0
     timeout_s: float = 3600.0
+    privacy: str = "none"
+    clip_norm: float = 1.0
+    noise_multiplier: float = 1.0
+    target_epsilon: float = 0.0   # > 0: calibrate the noise for this budget and stop before exceeding it
+    target_delta: float = 1e-5
+    he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -70,6 +82,11 @@ class FederationConfig:
             raise ValueError(f"unknown strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
         if self.min_clients < 1 or self.local_epochs < 1 or self.window < 1:
             raise ValueError("min-clients, local-epochs and window must be >= 1")
+        mode = PrivacyMode.parse(self.privacy)  # raises on an unknown mode
+        if mode.dp and (self.clip_norm <= 0 or self.noise_multiplier <= 0 or self.target_epsilon < 0):
+            raise ValueError("dp needs clip-norm > 0, noise-multiplier > 0 and target-epsilon >= 0")
+        if mode.he and not self.he_public_context:
+            raise ValueError(f"privacy {self.privacy} needs he-public-context (see `fedids keys init`)")
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> "FederationConfig":
@@ -93,6 +110,10 @@ class RoundRecord:
     seconds: float
     bytes_down: int
     bytes_up: int
+    privacy: str = "none"
+    epsilon: float | None = None
+    client_seconds: float | None = None          # mean CPU seconds of local training per client
+    client_privacy_seconds: float | None = None  # mean CPU seconds of clipping/noise/encryption/masking
 
 
 @dataclass
@@ -100,6 +121,8 @@ class FederationState:
     config: dict
     completed_round: int = 0
     history: list[dict] = field(default_factory=list)
+    privacy: dict = field(default_factory=dict)   # accountant state, encrypted global model metadata
+    stopped: str | None = None                    # why training ended early (privacy budget)
 
 
 def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
@@ -112,10 +135,11 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
 
 
 def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
-    """Ask every node for its statistics; returns node->client-key, merged stats and label counts."""
+    """Ask every node for its statistics; returns node->client-key, client-key->rows, merged stats, label counts."""
     messages = [Message(RecordDict({m.CONFIG: ConfigRecord({})}), message_type=m.QUERY_STATS, dst_node_id=n)
                 for n in nodes]
     keys: dict[int, str] = {}
+    rows_of: dict[str, int] = {}
     merged: FeatureStats | None = None
     labels: dict[str, int] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout_s):
@@ -124,7 +148,7 @@ def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
             log.warning("client %s failed to send statistics: %s", node, reply.error.reason)
             continue
         try:
-            key, stats, counts = m.decode_stats_reply(reply.content, len(FEATURES), len(LOG_EDGES) - 1)
+            key, stats, client_labels = m.decode_stats_reply(reply.content, len(FEATURES), len(LOG_EDGES) - 1)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("rejected statistics from client %s: %s", node, exc)
             continue
@@ -132,12 +156,13 @@ def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
             log.warning("rejected statistics from client %s: duplicate client key %s", node, key)
             continue
         keys[node] = key
+        rows_of[key] = stats.count
         merged = stats if merged is None else merged.merge(stats)
-        for label, n in counts.items():
+        for label, n in client_labels.items():
             labels[label] = labels.get(label, 0) + n
     if merged is None:
         raise RuntimeError("no client returned usable statistics")
-    return keys, merged, labels
+    return keys, rows_of, merged, labels
 
 
 def sample_clients(keys: dict[int, str], fraction: float, minimum: int, seed: int, server_round: int) -> list[int]:
@@ -155,10 +180,12 @@ def _write_state(out_dir: Path, state: FederationState) -> None:
 
 
 def _save_checkpoint(out_dir: Path, server_round: int, weights: list[np.ndarray],
-                     momentum: list[np.ndarray] | None) -> None:
+                     momentum: list[np.ndarray] | None, ciphertext: bytes | None = None) -> None:
     directory = out_dir / CHECKPOINT_DIR
     directory.mkdir(exist_ok=True)
     arrays = {f"w{i}": w for i, w in enumerate(weights)} | {f"m{i}": v for i, v in enumerate(momentum or [])}
+    if ciphertext is not None:
+        arrays["ct"] = np.frombuffer(ciphertext, dtype=np.uint8)
     tmp = directory / f"tmp-round-{server_round:04d}.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, directory / f"round-{server_round:04d}.npz")
@@ -166,12 +193,13 @@ def _save_checkpoint(out_dir: Path, server_round: int, weights: list[np.ndarray]
         old.unlink()
 
 
-def _load_checkpoint(out_dir: Path, server_round: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _load_checkpoint(out_dir: Path, server_round: int) -> tuple[list[np.ndarray], list[np.ndarray], bytes | None]:
     path = out_dir / CHECKPOINT_DIR / f"round-{server_round:04d}.npz"
     with np.load(path, allow_pickle=False) as saved:
         weights = [saved[f"w{i}"] for i in range(sum(k.startswith("w") for k in saved.files))]
         momentum = [saved[f"m{i}"] for i in range(sum(k.startswith("m") for k in saved.files))]
-    return weights, momentum
+        ciphertext = saved["ct"].tobytes() if "ct" in saved.files else None
+    return weights, momentum, ciphertext
 
 
 def load_state(out_dir: Path) -> FederationState | None:
@@ -183,103 +211,200 @@ def load_state(out_dir: Path) -> FederationState | None:
 
 def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *, expected_clients: int,
                    evaluate: Callable[[Detector], dict], resume: bool = False,
-                   on_round: Callable[[RoundRecord], None] | None = None) -> FederationState:
-    """Run (or resume) a federated training; see the module docstring. Returns the final state."""
+                   on_round: Callable[[RoundRecord], None] | None = None,
+                   decrypt: Callable[[EncryptedGlobal, int], np.ndarray] | None = None) -> FederationState:
+    """Run (or resume) a federated training; see the module docstring. Returns the final state.
+
+    ``decrypt`` is the operator's evaluator for ``he`` modes: it holds a *client* key and turns the
+    encrypted global model into weights for the server-side test and the saved model. The round loop and
+    the aggregation never see a secret key: they are given only the public context.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    mode = PrivacyMode.parse(config.privacy)
+    if mode.private and config.strategy not in PRIVATE_STRATEGIES:
+        raise ValueError(f"strategy {config.strategy} needs individual plaintext updates; with --privacy "
+                         f"{mode.name} use one of {', '.join(PRIVATE_STRATEGIES)}")
+    he_public = load_public_context(config.he_public_context) if mode.he else None
+    if mode.he and decrypt is None:
+        log.warning("no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext")
     nodes = _wait_for_nodes(grid, expected_clients, config.timeout_s)
-    keys, stats, label_counts = collect_stats(grid, nodes, config.timeout_s)
+    keys, counts, stats, label_counts = collect_stats(grid, nodes, config.timeout_s)
     scaler, vocab = preprocessing_from_stats(stats, label_counts)
     model = new_model(len(vocab), config.hidden, config.seed)
+    shapes = [tuple(w.shape) for w in get_weights(model)]
+    length = sum(int(np.prod(s)) for s in shapes)
     state = FederationState(config=asdict(config))
+    accountant = _make_accountant(config, mode, keys)
+    encrypted: EncryptedGlobal | None = None
     if resume and (previous := load_state(out_dir)) is not None and previous.completed_round > 0:
         if {k: v for k, v in previous.config.items() if k != "rounds"} != {k: v for k, v in asdict(config).items() if k != "rounds"}:
             raise ValueError(f"{out_dir}: cannot resume, the run was started with different settings")
         state = FederationState(config=asdict(config), completed_round=previous.completed_round,
-                                history=previous.history)
+                                history=previous.history, privacy=previous.privacy)
     strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
     if state.completed_round:
-        weights, momentum = _load_checkpoint(out_dir, state.completed_round)
+        weights, momentum, ciphertext = _load_checkpoint(out_dir, state.completed_round)
         set_weights(model, weights)
         if momentum:
             strategy.momentum_vector = momentum
+        if ciphertext is not None:
+            meta = state.privacy["encrypted_global"]
+            encrypted = EncryptedGlobal(meta["kind"], ciphertext, meta["weight"], meta["secagg"])
+        if accountant is not None:
+            accountant.load_state_dict(state.privacy["accountant"])
         log.info("resuming after round %d", state.completed_round)
-    shapes = [tuple(w.shape) for w in get_weights(model)]
     prep_record = m.encode_preprocessing(scaler)
     class_weights = compute_class_weights(np.array([label_counts.get(lab, 0) for lab in vocab.labels])).tolist()
     metadata = {"mode": "federated", "environment": environment(), "config": asdict(config),
                 "clients": len(keys)}
 
     for server_round in range(state.completed_round + 1, config.rounds + 1):
+        if accountant is not None and config.target_epsilon:
+            try:
+                accountant.check_budget(config.target_epsilon, config.target_delta)
+            except PrivacyBudgetExceeded as exc:
+                log.warning("%s", exc)
+                state.stopped = str(exc)
+                _write_state(out_dir, state)
+                break
         start = time.perf_counter()
-        arrays = ArrayRecord(get_weights(model))
-        train_config = ConfigRecord({
+        arrays = ArrayRecord(get_weights(model)) if encrypted is None else None
+        train_config = {
             "server-round": server_round, "labels": m.encode_vocabulary(vocab), "window": config.window,
             "hidden": config.hidden, "local-epochs": config.local_epochs, "batch-size": config.batch_size,
             "lr": config.lr, "seed": config.seed, "class-weights": class_weights,
             "absent-logit-scale": config.absent_logit_scale,
             "proximal-mu": config.proximal_mu if config.strategy == "fedprox" else 0.0,
-        })
+        }
         chosen = sample_clients(keys, config.fraction_train, config.min_clients, config.seed, server_round)
-        content = RecordDict({m.ARRAYS: arrays, m.CONFIG: train_config, m.PREPROCESSING: prep_record})
-        messages = [Message(content, message_type=m.TRAIN, dst_node_id=n) for n in chosen]
-        replies, rejected, seen = [], 0, set()
-        for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
-            node = reply.metadata.src_node_id
-            try:
-                if reply.has_error():
-                    raise ValueError(f"client error: {reply.error.reason}")
-                if node in seen or node not in keys:
-                    raise ValueError("duplicate or unknown sender")
-                m.check_train_reply(reply.content, shapes)
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("round %d: rejected update from client %s: %s", server_round, keys.get(node, node), exc)
-                rejected += 1
-                continue
-            seen.add(node)
-            replies.append(reply)
-        if not replies:
-            raise RuntimeError(f"round {server_round}: no valid client update")
-        replies.sort(key=lambda r: keys[r.metadata.src_node_id])
-        if hasattr(strategy, "current_arrays"):  # server-optimiser strategies (FedAvgM) need the old model
-            strategy.current_arrays = arrays
-        new_arrays, agg_metrics = strategy.aggregate_train(server_round, replies)
-        set_weights(model, [a.numpy() for a in new_arrays.values()])
+
+        def make_content(node: int, extra: dict) -> RecordDict:
+            cfg = ConfigRecord({**train_config, **extra, **(encrypted.config_entries() if encrypted else {})})
+            content = RecordDict({m.CONFIG: cfg, m.PREPROCESSING: prep_record})
+            if encrypted is None:
+                content[m.ARRAYS] = arrays
+            else:
+                content[GLOBAL] = ArrayRecord({"ct": Array(np.frombuffer(encrypted.ciphertext, dtype=np.uint8))})
+            return content
+
+        if mode.private:
+            weights_of = contribution_weights(mode, chosen, keys, counts)
+            summed, replies = run_private_round(
+                grid, mode=mode, nodes=chosen, weights=weights_of, make_content=make_content, length=length,
+                server_round=server_round, clip_norm=config.clip_norm,
+                noise_multiplier=accountant.noise_multiplier if accountant else 0.0,
+                he_public=he_public, timeout=config.timeout_s)
+            total_weight = sum(weights_of[n] for n in summed.survivors)
+            if not summed.survivors:
+                raise RuntimeError(f"round {server_round}: no valid client update")
+            if summed.plaintext is not None:
+                set_weights(model, unflatten((summed.plaintext / total_weight).astype(np.float32), shapes))
+            else:
+                encrypted = EncryptedGlobal("bfv" if mode.secagg else "ckks", summed.ciphertext, total_weight,
+                                            summed.secagg_config)
+                if decrypt is not None:
+                    set_weights(model, unflatten(decrypt(encrypted, length), shapes))
+            rejected, bytes_down, bytes_up = summed.rejected, summed.bytes_down, summed.bytes_up
+            if accountant is not None:
+                accountant.step()
+            agg_loss = _weighted_mean(replies, m.TRAIN_LOSS)
+        else:
+            replies, rejected = _collect_plain(grid, chosen, make_content, keys, shapes, config, server_round)
+            replies.sort(key=lambda r: keys[r.metadata.src_node_id])
+            if hasattr(strategy, "current_arrays"):  # server-optimiser strategies (FedAvgM) need the old model
+                strategy.current_arrays = arrays
+            new_arrays, agg_metrics = strategy.aggregate_train(server_round, replies)
+            set_weights(model, [a.numpy() for a in new_arrays.values()])
+            weights_bytes = sum(a.nbytes for a in get_weights(model))
+            bytes_down, bytes_up = weights_bytes * len(chosen), weights_bytes * len(replies)
+            agg_loss = float(agg_metrics[m.TRAIN_LOSS]) if agg_metrics and m.TRAIN_LOSS in agg_metrics else float("nan")
         detector = Detector(model, scaler, vocab, config.window, metadata | {"round": server_round})
-        test = evaluate(detector)
-        weights_bytes = sum(a.nbytes for a in get_weights(model))
+        evaluable = encrypted is None or decrypt is not None
+        test = evaluate(detector) if evaluable else {k: float("nan") for k in SUMMARY_KEYS}
         local_f1 = [float(r.content[m.METRICS][m.LOCAL_F1]) for r in replies]
         record = RoundRecord(
-            round=server_round, clients=len(replies), rejected=rejected,
-            train_loss=float(agg_metrics[m.TRAIN_LOSS]) if agg_metrics and m.TRAIN_LOSS in agg_metrics else float("nan"),
+            round=server_round, clients=len(replies), rejected=rejected, train_loss=agg_loss,
             local_val_macro_f1=float(np.nanmean(local_f1)) if not all(map(math.isnan, local_f1)) else float("nan"),
-            test={k: test[k] for k in ("accuracy", "macro_f1", "weighted_f1", "mcc")},
-            seconds=time.perf_counter() - start,
-            bytes_down=weights_bytes * len(chosen), bytes_up=weights_bytes * len(replies),
+            test={k: test[k] for k in SUMMARY_KEYS}, seconds=time.perf_counter() - start,
+            bytes_down=int(bytes_down), bytes_up=int(bytes_up), privacy=mode.name,
+            epsilon=accountant.epsilon(config.target_delta) if accountant is not None else None,
+            client_seconds=_mean_metric(replies, m.TRAIN_SECONDS),
+            client_privacy_seconds=_mean_metric(replies, "privacy-seconds"),
         )
         detector.metadata["test_metrics"] = record.test
         # Checkpoint first, then the state that points at it, then the model the detector reloads.
-        _save_checkpoint(out_dir, server_round, get_weights(model), getattr(strategy, "momentum_vector", None))
+        _save_checkpoint(out_dir, server_round, get_weights(model), getattr(strategy, "momentum_vector", None),
+                         encrypted.ciphertext if encrypted else None)
         state.completed_round = server_round
         state.history.append(asdict(record))
+        state.privacy = {"accountant": accountant.state_dict() if accountant else None,
+                         "encrypted_global": encrypted.to_meta() if encrypted else None}
         _write_state(out_dir, state)
-        save_detector(out_dir / GLOBAL_DIR, detector)
+        if evaluable:
+            save_detector(out_dir / GLOBAL_DIR, detector)
         if on_round:
             on_round(record)
     return state
 
 
+def _make_accountant(config: FederationConfig, mode: PrivacyMode, keys: dict[int, str]) -> PrivacyAccountant | None:
+    if not mode.dp:
+        return None
+    per_round = min(len(keys), max(config.min_clients, math.ceil(config.fraction_train * len(keys))))
+    sample_rate = per_round / len(keys)
+    sigma = config.noise_multiplier
+    if config.target_epsilon:
+        sigma = calibrate_noise_multiplier(config.target_epsilon, config.target_delta, sample_rate, config.rounds)
+        log.info("noise multiplier %.4f calibrated for epsilon %.3g over %d rounds", sigma, config.target_epsilon,
+                 config.rounds)
+    return PrivacyAccountant(sigma, sample_rate)
+
+
+def _weighted_mean(replies: list[Message], key: str) -> float:
+    pairs = [(float(r.content[m.METRICS][key]), int(r.content[m.METRICS][m.NUM_EXAMPLES])) for r in replies]
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else float("nan")
+
+
+def _mean_metric(replies: list[Message], key: str) -> float | None:
+    values = [float(r.content[m.METRICS][key]) for r in replies if key in r.content[m.METRICS]]
+    return float(np.mean(values)) if values else None
+
+
+def _collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, str], shapes, config, server_round):
+    messages = [Message(make_content(n, {}), message_type=m.TRAIN, dst_node_id=n) for n in chosen]
+    replies, rejected, seen = [], 0, set()
+    for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
+        node = reply.metadata.src_node_id
+        try:
+            if reply.has_error():
+                raise ValueError(f"client error: {reply.error.reason.splitlines()[0][:200]}")
+            if node in seen or node not in keys:
+                raise ValueError("duplicate or unknown sender")
+            m.check_train_reply(reply.content, shapes)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("round %d: rejected update from client %s: %s", server_round, keys.get(node, node), exc)
+            rejected += 1
+            continue
+        seen.add(node)
+        replies.append(reply)
+    if not replies:
+        raise RuntimeError(f"round {server_round}: no valid client update")
+    return replies, rejected
+
+
 def make_server_app(config: FederationConfig, out_dir: str | Path, *, expected_clients: int,
                     evaluate: Callable[[Detector], dict], resume: bool = False,
                     on_round: Callable[[RoundRecord], None] | None = None,
-                    result: list | None = None) -> ServerApp:
+                    result: list | None = None, decrypt=None) -> ServerApp:
     """A ServerApp running :func:`run_federation` with settings given in Python (simulation)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         state = run_federation(grid, config, out_dir, expected_clients=expected_clients, evaluate=evaluate,
-                               resume=resume, on_round=on_round)
+                               resume=resume, on_round=on_round, decrypt=decrypt)
         if result is not None:
             result.append(state)
 

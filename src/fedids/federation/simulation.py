@@ -60,8 +60,15 @@ def write_partitions(data: PreparedData, parts: list[np.ndarray], directory: Pat
 
 def run_simulated(data: PreparedData, parts: list[np.ndarray], config: FederationConfig, out_dir: str | Path,
                   *, resume: bool = False, on_round: Callable[[RoundRecord], None] | None = None,
-                  ray_init_args: dict | None = None) -> FederationState:
-    """Run federated training over ``parts`` (non-empty row sets of ``data``) in Flower's simulation."""
+                  ray_init_args: dict | None = None, he_secret_context: str | None = None,
+                  client_app=None) -> FederationState:
+    """Run federated training over ``parts`` (non-empty row sets of ``data``) in Flower's simulation.
+
+    ``he_secret_context``: the clients' HE key file for ``he`` modes. The virtual clients load it; so
+    does the operator's evaluator that decrypts the global model for the server-side test (in a real
+    deployment that evaluator runs on a machine of the clients' side, never inside the ServerApp).
+    ``client_app`` replaces the standard ClientApp (tests use it to inject misbehaving clients).
+    """
     from flwr.simulation import run_simulation
 
     out_dir = Path(out_dir)
@@ -72,10 +79,21 @@ def run_simulated(data: PreparedData, parts: list[np.ndarray], config: Federatio
     def evaluate(detector: Detector) -> dict:
         return evaluate_rows(detector, data, test_rows)
 
+    decrypt = None
+    if he_secret_context:
+        from fedids.federation.private import decrypt_global
+        from fedids.privacy.keys import load_secret_context
+
+        secret = load_secret_context(he_secret_context)
+
+        def decrypt(encrypted, length: int) -> np.ndarray:
+            return decrypt_global(encrypted.kind, encrypted.ciphertext, encrypted.weight, encrypted.secagg,
+                                  secret, length)
+
     result: list[FederationState] = []
     server = make_server_app(config, out_dir, expected_clients=len(parts), evaluate=evaluate,
-                             resume=resume, on_round=on_round, result=result)
-    client = make_client_app(str(out_dir / "partitions"))
+                             resume=resume, on_round=on_round, result=result, decrypt=decrypt)
+    client = client_app or make_client_app(str(out_dir / "partitions"), he_secret_context)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"logging_level": logging.ERROR, "log_to_driver": False,
                              "include_dashboard": False, **(ray_init_args or {})}}

@@ -9,6 +9,9 @@ from __future__ import annotations
 from flwr.serverapp.strategy import FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum
 
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "krum", "fedmedian", "fedtrimmedavg")
+# Under --privacy the server only ever sees a sum of contributions: plain (FedProx-)averaging. The
+# robust strategies need each update in plaintext and server momentum needs the plaintext model.
+PRIVATE_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
 
 
 def make_strategy(name: str, *, proximal_mu: float = 0.01, server_lr: float = 1.0, server_momentum: float = 0.9, trim_beta: float = 0.2, krum_malicious: int = 1):
