@@ -112,13 +112,17 @@ class _Latency:
         if n:
             self._batches.append((seconds, n))
 
-    def quantile_ms(self, q: float) -> float:
+    def quantile_ms(self, q: float) -> float | None:
         if not self._batches:
-            return float("nan")
+            return None
         secs, counts = np.array(self._batches).T
         order = np.argsort(secs)
         cum = np.cumsum(counts[order])
         return float(secs[order][np.searchsorted(cum, q * cum[-1])] * 1000.0)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
 
 
 class _Reporter:
@@ -191,7 +195,7 @@ def detect(
             if status_every > 0 and now - last_status >= status_every:
                 rate = (detector.flows_seen - flows_at_status) / (now - last_status)
                 err.print(f"detect: {detector.flows_seen:,} flows ({rate:,.0f}/s), {writer.count:,} alerts, "
-                          f"p99 latency {latency.quantile_ms(0.99):.2f} ms, "
+                          f"p99 latency {_ms(latency.quantile_ms(0.99))}, "
                           f"{sum(source.stats.bad.values()):,} skipped, {detector.n_hosts:,} hosts",
                           markup=False, highlight=False)
                 last_status, flows_at_status = now, detector.flows_seen
@@ -210,8 +214,8 @@ def detect(
             summary.update(packets=source.stats.packets, extract_seconds=source.stats.extract_seconds)
         err.print(f"summary: {summary['flows']:,} flows, {summary['alerts']:,} alerts "
                   f"{json.dumps(summary['alerts_by_label'])}, skipped {json.dumps(summary['skipped'])}, "
-                  f"{summary['flows_per_s']:,.0f} flows/s, latency p50 {summary['latency_ms']['p50']:.2f} ms "
-                  f"p99 {summary['latency_ms']['p99']:.2f} ms, {summary['model_reloads']} model reloads",
+                  f"{summary['flows_per_s']:,.0f} flows/s, latency p50 {_ms(summary['latency_ms']['p50'])} "
+                  f"p99 {_ms(summary['latency_ms']['p99'])}, {summary['model_reloads']} model reloads",
                   markup=False, highlight=False, soft_wrap=True)
         if summary_path is not None:
             write_json(summary_path, summary)
