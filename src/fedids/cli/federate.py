@@ -58,7 +58,7 @@ def federate(
     privacy: str = typer.Option("none", help="none, he, secagg, dp or a +-joined mix (he+dp, secagg+dp, he+secagg+dp)."),
     keys: Optional[Path] = typer.Option(None, help="HE key set from `fedids keys init` (default: created in OUT/keys)."),
     target_epsilon: float = typer.Option(0.0, help="dp: calibrate noise for this epsilon and stop before exceeding it."),
-    noise_multiplier: float = typer.Option(1.0, help="dp: noise std / clip norm (ignored with --target-epsilon)."),
+    noise_multiplier: float = typer.Option(0.0, help="dp: noise std / clip norm; 0 = calibrate it from --target-epsilon."),
     clip_norm: float = typer.Option(1.0, help="dp: L2 bound of each client's update."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
@@ -90,7 +90,7 @@ def federate(
 def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fraction, local_epochs, lr,
          batch_size, proximal_mu, hidden, window, split, test_fraction, segment, seed, resuming: bool,
          privacy: str = "none", keys: str | None = None, target_epsilon: float = 0.0,
-         noise_multiplier: float = 1.0, clip_norm: float = 1.0) -> None:
+         noise_multiplier: float = 0.0, clip_norm: float = 1.0) -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions

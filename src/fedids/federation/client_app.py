@@ -127,8 +127,10 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     weights = np.asarray(config["class-weights"], dtype=np.float32) if "class-weights" in config else None
     result = train_rows(model, data, scaler.transform(data.features), detector.vocabulary, rows, train_cfg,
                         global_params=anchors, class_weights=weights)
+    # Weight = rows held (the count the stats round reported), so plaintext FedAvg and the private
+    # modes (whose weights the server derives from that count) average identically.
     metrics = MetricRecord({
-        m.NUM_EXAMPLES: int(result.examples), m.TRAIN_LOSS: float(result.losses[-1]),
+        m.NUM_EXAMPLES: int(len(data.labels)), m.TRAIN_LOSS: float(result.losses[-1]),
         m.LOCAL_F1: float(local_f1), m.TRAIN_SECONDS: float(result.seconds),
     })
     privacy = str(_config_value(config, "privacy", "none"))

@@ -6,8 +6,9 @@ What this module provides, for ``fedids deploy init`` and the loopback integrati
   a private CA, the SuperLink's server certificate (signed by the CA; its subjectAltName lists the host
   the SuperNodes dial plus ``localhost``/``127.0.0.1``/``::1``: a SuperLink listening on ``0.0.0.0``
   makes its own ServerApp process dial ``127.0.0.1`` and verify the same certificate), and one ECDSA
-  P-384 authentication key pair per SuperNode in the OpenSSH formats that Flower 1.42 reads (``flower-supernode --auth-supernode-private-key`` calls ``load_ssh_private_key``;
-  ``flwr supernode register`` calls ``load_ssh_public_key`` and accepts NIST curves only);
+  P-384 authentication key pair per SuperNode in the OpenSSH formats that Flower 1.42 reads
+  (``flower-supernode --auth-supernode-private-key`` calls ``load_ssh_private_key``; ``flwr supernode
+  register`` calls ``load_ssh_public_key`` and accepts NIST curves only);
 * one folder per machine (``superlink/``, ``supernode-K/``, ``operator/``) holding exactly what that
   machine needs, and a Flower CLI configuration (``operator/flwr-home/config.toml``) that points
   ``flwr`` at the SuperLink and its CA;
@@ -695,8 +696,12 @@ def parse_run_status(text: str, run_id: int) -> RunStatus:
 
 
 def read_run_status(run_id: int, *, connection: str = CONNECTION_NAME, env: Mapping[str, str] | None = None,
-                    timeout_s: float = 60.0) -> RunStatus:
-    """Ask the SuperLink (``flwr ls``) for the status of ``run_id``."""
+                    timeout_s: float = 300.0) -> RunStatus:
+    """Ask the SuperLink (``flwr ls``) for the status of ``run_id``.
+
+    Raises ``subprocess.TimeoutExpired`` if ``flwr ls`` takes longer than ``timeout_s`` (it needs about
+    2.5 CPU-seconds to start, which can be a minute of wall time on an overloaded host).
+    """
     command = status_command(run_id, connection)
     command[0] = flwr_executable()
     result = subprocess.run(command, capture_output=True, text=True,
@@ -708,10 +713,16 @@ def wait_for_run(run_id: int, *, connection: str = CONNECTION_NAME, env: Mapping
                  timeout_s: float = 3600.0, poll_s: float = 2.0) -> RunStatus:
     """Poll ``flwr ls`` until ``run_id`` has finished; returns its final status (raises on timeout)."""
     deadline = time.monotonic() + timeout_s
+    status = "unknown"
     while True:
-        status = read_run_status(run_id, connection=connection, env=env)
-        if status.finished:
-            return status
+        try:
+            current = read_run_status(run_id, connection=connection, env=env)
+        except subprocess.TimeoutExpired:
+            pass  # a slow `flwr ls` says nothing about the run: ask again
+        else:
+            if current.finished:
+                return current
+            status = current.status
         if time.monotonic() > deadline:
-            raise TimeoutError(f"run {run_id} still {status.status!r} after {timeout_s:.0f} s")
+            raise TimeoutError(f"run {run_id} still {status!r} after {timeout_s:.0f} s")
         time.sleep(poll_s)

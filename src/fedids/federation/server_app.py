@@ -68,8 +68,8 @@ class FederationConfig:
     timeout_s: float = 3600.0
     privacy: str = "none"
     clip_norm: float = 1.0
-    noise_multiplier: float = 1.0
-    target_epsilon: float = 0.0   # > 0: calibrate the noise for this budget and stop before exceeding it
+    noise_multiplier: float = 0.0  # dp: > 0 fixed; 0 = calibrated from target_epsilon for the planned rounds
+    target_epsilon: float = 0.0    # dp: the budget; training stops with a message before exceeding it
     target_delta: float = 1e-5
     he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
 
@@ -83,8 +83,10 @@ class FederationConfig:
         if self.min_clients < 1 or self.local_epochs < 1 or self.window < 1:
             raise ValueError("min-clients, local-epochs and window must be >= 1")
         mode = PrivacyMode.parse(self.privacy)  # raises on an unknown mode
-        if mode.dp and (self.clip_norm <= 0 or self.noise_multiplier <= 0 or self.target_epsilon < 0):
-            raise ValueError("dp needs clip-norm > 0, noise-multiplier > 0 and target-epsilon >= 0")
+        if mode.dp and (self.clip_norm <= 0 or self.noise_multiplier < 0 or self.target_epsilon < 0):
+            raise ValueError("dp needs clip-norm > 0, noise-multiplier >= 0 and target-epsilon >= 0")
+        if mode.dp and self.noise_multiplier == 0 and self.target_epsilon == 0:
+            raise ValueError("dp needs a noise multiplier or a target epsilon to calibrate it")
         if mode.he and not self.he_public_context:
             raise ValueError(f"privacy {self.privacy} needs he-public-context (see `fedids keys init`)")
 
@@ -354,7 +356,7 @@ def _make_accountant(config: FederationConfig, mode: PrivacyMode, keys: dict[int
     per_round = min(len(keys), max(config.min_clients, math.ceil(config.fraction_train * len(keys))))
     sample_rate = per_round / len(keys)
     sigma = config.noise_multiplier
-    if config.target_epsilon:
+    if not sigma:
         sigma = calibrate_noise_multiplier(config.target_epsilon, config.target_delta, sample_rate, config.rounds)
         log.info("noise multiplier %.4f calibrated for epsilon %.3g over %d rounds", sigma, config.target_epsilon,
                  config.rounds)
