@@ -1,0 +1,84 @@
+"""The command line as a user runs it: real processes, real files, exit codes and output."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data" / "cicids2017"
+FEDIDS = [sys.executable, "-m", "fedids.cli"]
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([*FEDIDS, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in " ".join(lines), proc.stderr
+
+
+@pytest.mark.parametrize("content,needle", [
+    (None, "no such file"),
+    ("", "empty"),
+    ("Flow ID,Source IP\n", "not a CICIDS2017 flow CSV"),
+    ("\x00\x01\x02binary\xff" * 20, ""),
+])
+def test_bad_input_is_one_error_line_and_exit_code_2(tmp_path, content, needle):
+    path = tmp_path / "flows.csv"
+    if content is not None:
+        path.write_bytes(content.encode("latin-1"))
+    proc = run("data", "inspect", str(path))
+    _assert_one_line_error(proc, str(path.name), needle)
+
+
+def test_header_only_file(tmp_path):
+    header = (DATA / "trafficlabelling-mondirkb" / "baseline_sqli.csv").read_text(encoding="latin-1").splitlines()[0]
+    path = tmp_path / "header.csv"
+    path.write_text(header + "\n")
+    _assert_one_line_error(run("data", "inspect", str(path)), "header.csv")
+
+
+def test_train_then_evaluate_json_on_real_data(tmp_path):
+    files = [DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
+             DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"]
+    args = [a for f in files for a in ("--data", str(f))]
+    proc = run("train", *args, "--out", str(tmp_path / "model"), "--epochs", "2", "--hidden", "16",
+               "--split", "label-time")
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in (tmp_path / "model").iterdir()} >= {"model.pt", "preprocessing.json", "metadata.json"}
+    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert meta["split"] == "label-time" and meta["test_rows"] > 0
+    proc = run("evaluate", "--model", str(tmp_path / "model"), *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    assert list(metrics) == ["accuracy", "macro_f1", "weighted_f1", "mcc", "per_class", "per_family", "confusion"]
+    assert metrics["per_class"]["PortScan"]["support"] == 1000
+    assert 0.5 < metrics["macro_f1"] <= 1.0
+
+
+def test_evaluate_with_a_corrupt_model_fails_cleanly(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "preprocessing.json").write_text("{not json")
+    proc = run("evaluate", "--model", str(tmp_path / "m"), "--data",
+               str(DATA / "trafficlabelling-mondirkb" / "baseline_sqli.csv"))
+    _assert_one_line_error(proc, "corrupt model")
+
+
+def test_synth_writes_a_file_the_loader_reads(tmp_path):
+    out = tmp_path / "s.csv"
+    proc = run("data", "synth", "--devices", "8", "--hours", "0.25", "--seed", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    proc = run("data", "inspect", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)[0]
+    assert report["format"] == "trafficlabelling" and report["rows_kept"] > 100
+    assert report["family_counts"]["benign"] > 0
