@@ -534,14 +534,14 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     assert final_f1 == pytest.approx(history[-1]["test"]["macro_f1"], abs=1e-9)  # the saved model is the one scored
     assert final_f1 >= untrained_f1 + 0.15, (untrained_f1, history)
 
-    # Each SuperNode wrote the global model it received for the detector to reload: in round 2 that is
-    # the round-1 aggregate (the ClientApp writes the model it is sent, before training on it).
-    with np.load(run_dir / CHECKPOINT_DIR / "round-0001.npz", allow_pickle=False) as saved:
-        round1 = [saved[f"w{i}"] for i in range(sum(k.startswith("w") for k in saved.files))]
+    # Each SuperNode wrote the final global model (sent once more after the last round) for its
+    # detector to reload: exactly the round-2 aggregate the server checkpointed.
+    with np.load(run_dir / CHECKPOINT_DIR / "round-0002.npz", allow_pickle=False) as saved:
+        round2 = [saved[f"w{i}"] for i in range(sum(k.startswith("w") for k in saved.files))]
     for index in (1, 2, 3):
         received = load_detector(tmp_path / "hosts" / f"node-{index}" / "model")
-        assert received.metadata["round"] == 2
-        assert all(np.array_equal(a, b) for a, b in zip(get_weights(received.model), round1))
+        assert received.metadata.get("final") is True
+        assert all(np.array_equal(a, b) for a, b in zip(get_weights(received.model), round2))
         assert received.vocabulary.labels == final.vocabulary.labels
     assert not (tmp_path / "hosts" / "node-4" / "model").exists()
     print(f"\ndeployment integration test: {time.monotonic() - started:.0f} s, run {run_id}, "

@@ -17,7 +17,11 @@ from fedids.errors import FedidsError
 from fedids.cli import data as _data  # noqa: F401,E402
 from fedids.cli import train as _train  # noqa: F401,E402
 from fedids.cli import federate as _federate  # noqa: F401,E402
+from fedids.cli import keys as _keys  # noqa: F401,E402
 from fedids.cli import detect as _detect  # noqa: F401,E402
+from fedids.cli import deploy as _deploy  # noqa: F401,E402
+from fedids.cli import experiment as _experiment  # noqa: F401,E402
+from fedids.cli import demo as _demo  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -161,6 +161,16 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     return Message(content, reply_to=msg)
 
 
+def handle_final_model(msg: Message, model_dir: str, secret_context: bytes | None) -> None:
+    """Write the final global model (plaintext or decrypted here) to ``model_dir`` for the detector."""
+    config = msg.content[m.CONFIG]
+    labels = list(config["labels"])
+    model = new_model(len(labels), int(config["hidden"]))
+    set_weights(model, _global_weights(msg, lambda: [tuple(w.shape) for w in get_weights(model)], secret_context))
+    scaler = m.decode_preprocessing(msg.content[m.PREPROCESSING])
+    save_detector(model_dir, Detector(model, scaler, LabelVocabulary(labels), int(config["window"]), {"final": True}))
+
+
 _SECAGG_STATE = "fedids-secagg"
 
 
@@ -234,6 +244,13 @@ def make_client_app(partitions_dir: str | None = None, he_secret_context: str | 
     def stats(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
         return handle_stats(msg, local_frame(context), client_key(context))
+
+    @app.query("global")
+    def final_model(msg: Message, context: Context) -> Message:
+        model_dir = context.node_config.get("model-dir")
+        if model_dir:
+            handle_final_model(msg, str(model_dir), secret(context))
+        return Message(RecordDict(), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -13,6 +13,7 @@ from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
 
 # Message types (Flower routes "<category>.<action>" to the handler registered for that action).
 QUERY_STATS = "query.stats"
+QUERY_GLOBAL = "query.global"  # the final global model, for the node's detector
 TRAIN = "train"
 
 # RecordDict keys.

@@ -347,7 +347,27 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             save_detector(out_dir / GLOBAL_DIR, detector)
         if on_round:
             on_round(record)
+    _publish_final_model(grid, sorted(keys), model, encrypted, prep_record, vocab, config)
     return state
+
+
+def _publish_final_model(grid: Grid, nodes: list[int], model, encrypted: EncryptedGlobal | None,
+                         prep_record: ArrayRecord, vocab: LabelVocabulary, config: FederationConfig) -> None:
+    """Send the final global model to every client (``query.global``), so a node's detector gets the last
+    round's model and not the one before it. Failures are logged: training itself is already complete."""
+    cfg = {"labels": m.encode_vocabulary(vocab), "window": config.window, "hidden": config.hidden}
+    content = RecordDict({m.PREPROCESSING: prep_record})
+    if encrypted is None:
+        content[m.ARRAYS] = ArrayRecord(get_weights(model))
+    else:
+        cfg |= encrypted.config_entries()
+        content[GLOBAL] = ArrayRecord({"ct": Array(np.frombuffer(encrypted.ciphertext, dtype=np.uint8))})
+    content[m.CONFIG] = ConfigRecord(cfg)
+    messages = [Message(content, message_type=m.QUERY_GLOBAL, dst_node_id=n) for n in nodes]
+    for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
+        if reply.has_error():
+            log.warning("client %s did not store the final model: %s", reply.metadata.src_node_id,
+                        reply.error.reason.splitlines()[0][:200])
 
 
 def _make_accountant(config: FederationConfig, mode: PrivacyMode, keys: dict[int, str]) -> PrivacyAccountant | None:
