@@ -33,17 +33,13 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     full = run_simulated(prepared, parts, FederationConfig(rounds=2, **CONFIG), tmp_path / "full")
     assert full.completed_round == 2 and [h["round"] for h in full.history] == [1, 2]
     assert all(h["clients"] == 3 and h["rejected"] == 0 for h in full.history)
-    # The untrained model (same initialisation) is the baseline the federation must beat.
-    from fedids.federation.server_app import _load_checkpoint  # noqa: F401
-
     assert full.history[-1]["test"]["macro_f1"] > 0.8
     # Interrupted after round 1, then resumed: identical weights to the uninterrupted run.
     run_simulated(prepared, parts, FederationConfig(rounds=1, **CONFIG), tmp_path / "cut")
     resumed = run_simulated(prepared, parts, FederationConfig(rounds=2, **CONFIG), tmp_path / "cut", resume=True)
-    assert resumed.history == full.history or all(
-        a["test"] == b["test"] for a, b in zip(resumed.history, full.history))
-    w_full, m_full = _load_checkpoint(tmp_path / "full", 2)
-    w_cut, m_cut = _load_checkpoint(tmp_path / "cut", 2)
+    assert [h["test"] for h in resumed.history] == [h["test"] for h in full.history]
+    w_full, m_full, _ = _load_checkpoint(tmp_path / "full", 2)
+    w_cut, m_cut, _ = _load_checkpoint(tmp_path / "cut", 2)
     assert all(np.array_equal(a, b) for a, b in zip(w_full, w_cut))
     assert all(np.array_equal(a, b) for a, b in zip(m_full, m_cut))
     assert (tmp_path / "full" / "global" / "model.pt").exists()
