@@ -98,3 +98,12 @@ def test_secagg_completes_when_30_percent_drop_out_after_sending_keys(prepared, 
     record = state.history[0]
     assert record["clients"] == 7
     assert np.isfinite(record["test"]["macro_f1"])
+
+
+def test_clients_can_train_with_opacus_dp_sgd(prepared, tmp_path):
+    parts = make_partitions(prepared, 2, "iid", seed=0, segment=40)
+    cfg = FederationConfig(**CONFIG, dpsgd_noise_multiplier=1.0, dpsgd_clip_norm=1.0)
+    state = run_simulated(prepared, parts, cfg, tmp_path / "dpsgd")
+    record = state.history[0]
+    assert record["clients"] == 2 and record["dpsgd_epsilon"] is not None and record["dpsgd_epsilon"] > 0
+    assert np.isfinite(record["test"]["macro_f1"])

@@ -134,7 +134,7 @@ def results(tmp_path_factory) -> dict:
     best = det_none if entries["none"]["macro_f1"] >= entries["dp"]["macro_f1"] else det_dp
     out["per_family"] = ex.per_family_section(best, data, "federated (best)", cfg)
     out["model_size_bytes"], out["latency_ms"] = ex.size_and_latency_sections(
-        best, data, np.sort(np.concatenate(parts)), cfg, tmp / "export", "federated (best)")
+        best, data, cfg, tmp / "export", "federated (best)")
     out["update_bytes"] = ex.update_bytes_section(best, entries, cfg)
     out["energy_j"], out["communication_mb"] = ex.energy_sections(entries, cfg, local_cpu, [len(p) for p in parts])
     out["energy_j"]["rapl"] = {"status": "unavailable: not metered in this test"}

@@ -60,6 +60,7 @@ def federate(
     target_epsilon: float = typer.Option(0.0, help="dp: calibrate noise for this epsilon and stop before exceeding it."),
     noise_multiplier: float = typer.Option(0.0, help="dp: noise std / clip norm; 0 = calibrate it from --target-epsilon."),
     clip_norm: float = typer.Option(1.0, help="dp: L2 bound of each client's update."),
+    dpsgd_noise: float = typer.Option(0.0, help="> 0: clients train with Opacus DP-SGD at this noise multiplier."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""
@@ -79,7 +80,7 @@ def federate(
                 local_epochs=local_epochs, lr=lr, batch_size=batch_size, proximal_mu=proximal_mu,
                 hidden=hidden, window=window, split=split, test_fraction=test_fraction, segment=segment,
                 seed=seed, privacy=privacy, keys=str(keys) if keys else None, target_epsilon=target_epsilon,
-                noise_multiplier=noise_multiplier, clip_norm=clip_norm)
+                noise_multiplier=noise_multiplier, clip_norm=clip_norm, dpsgd_noise=dpsgd_noise)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RUN_FILE, args)
     args["data"] = data
@@ -90,7 +91,7 @@ def federate(
 def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fraction, local_epochs, lr,
          batch_size, proximal_mu, hidden, window, split, test_fraction, segment, seed, resuming: bool,
          privacy: str = "none", keys: str | None = None, target_epsilon: float = 0.0,
-         noise_multiplier: float = 0.0, clip_norm: float = 1.0) -> None:
+         noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0) -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
@@ -107,7 +108,8 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
                                   proximal_mu=proximal_mu, local_epochs=local_epochs, batch_size=batch_size,
                                   lr=lr, hidden=hidden, window=window, seed=seed, privacy=privacy,
                                   clip_norm=clip_norm, noise_multiplier=noise_multiplier,
-                                  target_epsilon=target_epsilon, he_public_context=public_path or "")
+                                  target_epsilon=target_epsilon, he_public_context=public_path or "",
+                                  dpsgd_noise_multiplier=dpsgd_noise)
         if clients < 1:
             raise ValueError("--clients must be >= 1")
         frame = load_frame(data, seed)
@@ -137,6 +139,8 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
         with progress_bar("federated rounds", rounds) as advance:
             def on_round(rec) -> None:
                 eps = f", epsilon {rec.epsilon:.3f}" if rec.epsilon is not None else ""
+                if rec.dpsgd_epsilon is not None:
+                    eps += f", DP-SGD epsilon this round {rec.dpsgd_epsilon:.3f}"
                 err.print(f"round {rec.round:>3}: clients {rec.clients} (rejected {rec.rejected}){eps}, "
                           f"train loss {rec.train_loss:.4f}, local val F1 {rec.local_val_macro_f1:.4f}, "
                           f"test macro-F1 {rec.test['macro_f1']:.4f}, MCC {rec.test['mcc']:.4f}, "

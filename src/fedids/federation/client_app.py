@@ -125,14 +125,29 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
     anchors = [p.detach().clone() for p in model.parameters()] if train_cfg.proximal_mu > 0 else None
     weights = np.asarray(config["class-weights"], dtype=np.float32) if "class-weights" in config else None
-    result = train_rows(model, data, scaler.transform(data.features), detector.vocabulary, rows, train_cfg,
-                        global_params=anchors, class_weights=weights)
+    dpsgd_noise = float(_config_value(config, "dpsgd-noise", 0.0))
+    dpsgd_epsilon = None
+    if dpsgd_noise > 0:
+        # Sample-level DP-SGD (Opacus): the epsilon covers one flow window of this client's rows. Its
+        # accountant restarts each round here, so the per-round epsilons compose across rounds.
+        from fedids.privacy.dpsgd import fit_dpsgd
+
+        dp = fit_dpsgd(model, scaler.transform(data.features), data.windows[rows],
+                       detector.vocabulary.encode(data.labels[rows]), train_cfg, noise_multiplier=dpsgd_noise,
+                       max_grad_norm=float(config["dpsgd-clip"]), target_delta=float(config["dpsgd-delta"]),
+                       class_weights=weights)
+        result, dpsgd_epsilon = dp.result, dp.epsilon
+    else:
+        result = train_rows(model, data, scaler.transform(data.features), detector.vocabulary, rows, train_cfg,
+                            global_params=anchors, class_weights=weights)
     # Weight = rows held (the count the stats round reported), so plaintext FedAvg and the private
     # modes (whose weights the server derives from that count) average identically.
     metrics = MetricRecord({
         m.NUM_EXAMPLES: int(len(data.labels)), m.TRAIN_LOSS: float(result.losses[-1]),
         m.LOCAL_F1: float(local_f1), m.TRAIN_SECONDS: float(result.seconds),
     })
+    if dpsgd_epsilon is not None:
+        metrics["dpsgd-epsilon"] = float(dpsgd_epsilon)
     privacy = str(_config_value(config, "privacy", "none"))
     if privacy == "none":
         content = RecordDict({m.ARRAYS: ArrayRecord(get_weights(model)), m.METRICS: metrics})

@@ -72,6 +72,8 @@ class FederationConfig:
     target_epsilon: float = 0.0    # dp: the budget; training stops with a message before exceeding it
     target_delta: float = 1e-5
     he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
+    dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with Opacus DP-SGD (sample-level DP)
+    dpsgd_clip_norm: float = 1.0         # per-example gradient bound for DP-SGD
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -116,6 +118,8 @@ class RoundRecord:
     epsilon: float | None = None
     client_seconds: float | None = None          # mean CPU seconds of local training per client
     client_privacy_seconds: float | None = None  # mean CPU seconds of clipping/noise/encryption/masking
+    dpsgd_epsilon: float | None = None  # this round's sample-level DP-SGD epsilon, largest over clients
+                                        # (each round's local training is one mechanism; rounds compose)
 
 
 @dataclass
@@ -278,6 +282,8 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             "lr": config.lr, "seed": config.seed, "class-weights": class_weights,
             "absent-logit-scale": config.absent_logit_scale,
             "proximal-mu": config.proximal_mu if config.strategy == "fedprox" else 0.0,
+            "dpsgd-noise": config.dpsgd_noise_multiplier, "dpsgd-clip": config.dpsgd_clip_norm,
+            "dpsgd-delta": config.target_delta,
         }
         chosen = sample_clients(keys, config.fraction_train, config.min_clients, config.seed, server_round)
 
@@ -333,6 +339,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             epsilon=accountant.epsilon(config.target_delta) if accountant is not None else None,
             client_seconds=_mean_metric(replies, m.TRAIN_SECONDS),
             client_privacy_seconds=_mean_metric(replies, "privacy-seconds"),
+            dpsgd_epsilon=_max_metric(replies, "dpsgd-epsilon"),
         )
         detector.metadata["test_metrics"] = record.test
         # Checkpoint first, then the state that points at it, then the model the detector reloads.
@@ -387,6 +394,11 @@ def _weighted_mean(replies: list[Message], key: str) -> float:
     pairs = [(float(r.content[m.METRICS][key]), int(r.content[m.METRICS][m.NUM_EXAMPLES])) for r in replies]
     total = sum(n for _, n in pairs)
     return sum(v * n for v, n in pairs) / total if total else float("nan")
+
+
+def _max_metric(replies: list[Message], key: str) -> float | None:
+    values = [float(r.content[m.METRICS][key]) for r in replies if key in r.content[m.METRICS]]
+    return max(values) if values else None
 
 
 def _mean_metric(replies: list[Message], key: str) -> float | None:
