@@ -84,15 +84,13 @@ def run_private_round(grid: Grid, *, mode: PrivacyMode, nodes: list[int], weight
     """
     result = SumResult()
     start = time.perf_counter()
-    dp = dict(clip_norm=clip_norm, noise_std=0.0)
     if mode.secagg:
         sa = _run_secagg(grid, mode, nodes, weights, make_content, length, server_round, clip_norm,
                          noise_multiplier, he_public, timeout, result)
     else:
-        if mode.dp:
-            dp["noise_std"] = distributed_noise_std(noise_multiplier, clip_norm, len(nodes))
+        noise_std = distributed_noise_std(noise_multiplier, clip_norm, len(nodes)) if mode.dp else 0.0
         contents = {n: make_content(n, {"privacy": mode.name, "weight": weights[n], "clip-norm": clip_norm,
-                                        "noise-std": dp["noise_std"]}) for n in nodes}
+                                        "noise-std": noise_std}) for n in nodes}
         replies = _exchange(grid, contents, m.TRAIN, timeout, result)
         sa = _sum_single_stage(mode, replies, length, he_public, result)
     result.server_seconds = time.perf_counter() - start
