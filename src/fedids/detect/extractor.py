@@ -36,6 +36,7 @@ import functools
 import logging
 import math
 import os
+import select
 import socket
 import struct
 import time
@@ -432,6 +433,8 @@ def _libpcap() -> ctypes.CDLL:
         "pcap_statustostr": (c_char_p, [c_int]),
         "pcap_stats": (c_int, [p, ctypes.POINTER(_PcapStat)]),
         "pcap_breakloop": (None, [p]),
+        "pcap_setnonblock": (c_int, [p, c_int, c_char_p]),
+        "pcap_get_selectable_fd": (c_int, [p]),
         "pcap_close": (None, [p]),
     }
     for name, (restype, argtypes) in protos.items():
@@ -450,6 +453,7 @@ class _PcapHandle:
         self.source = source
         self.linktype = lib.pcap_datalink(handle)
         self.error: str | None = None
+        self._fd = -1
         self._hdr = ctypes.POINTER(_PcapHeader)()
         self._data = ctypes.c_void_p()
         self._hdr_ref = ctypes.byref(self._hdr)
@@ -465,6 +469,22 @@ class _PcapHandle:
         if rc == -1:
             self.error = (self._lib.pcap_geterr(self._handle) or b"").decode(errors="replace")
         return rc
+
+    def set_nonblocking(self) -> None:
+        """Make :meth:`next` return 0 at once when no packet is waiting, and remember the descriptor that
+        :meth:`wait` polls. Why: libpcap's read timeout is not a wall-clock bound (on Linux the timer may
+        not start before the first packet), so a blocking read on a quiet interface never returns."""
+        errbuf = ctypes.create_string_buffer(_PCAP_ERRBUF_SIZE)
+        if self._lib.pcap_setnonblock(self._handle, 1, errbuf) != 0:
+            raise InputError(f"{self.source}: cannot read without blocking "
+                             f"({errbuf.value.decode(errors='replace')})")
+        self._fd = self._lib.pcap_get_selectable_fd(self._handle)
+        if self._fd < 0:
+            raise InputError(f"{self.source}: this capture has no pollable descriptor")
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until a packet may be readable or ``timeout_s`` has passed (after :meth:`set_nonblocking`)."""
+        select.select([self._fd], [], [], max(0.0, timeout_s))
 
     def drops(self) -> tuple[int, int] | None:
         """``(dropped by the kernel, dropped by the interface)`` for a live handle, else None."""
@@ -525,7 +545,13 @@ def _open_live(name: str, *, snaplen: int, promiscuous: bool, read_timeout_ms: i
         raise InputError(f"{name}: cannot capture ({detail or status})")
     if rc > 0:
         log.warning("%s: %s", name, (lib.pcap_statustostr(rc) or b"").decode(errors="replace"))
-    return _PcapHandle(lib, handle, name)
+    live = _PcapHandle(lib, handle, name)
+    try:
+        live.set_nonblocking()
+    except InputError:
+        live.close()
+        raise
+    return live
 
 
 # --------------------------------------------------------------------------------------------------
@@ -856,8 +882,9 @@ def capture_interface(
 ) -> Iterator[pd.DataFrame]:
     """Capture live traffic on an interface and yield batches of finished flows as they end.
 
-    Uses libpcap directly (``pcap_create``/``pcap_next_ex`` in immediate mode, 0.5 x
-    ``batch_interval_s`` read timeout) in the calling thread, with the same decoder and flow table as
+    Uses libpcap directly (``pcap_create``/``pcap_next_ex`` in immediate, non-blocking mode, waiting in
+    ``select`` at most until the next batch or the deadline, so a quiet interface still stops on time)
+    in the calling thread, with the same decoder and flow table as
     :func:`extract_pcap`. Not netflower 1.1.0's own ``capture_live``: it expires flows only every 1,000
     packets (on a quiet link a finished scan flow would wait until ``stop()``), calls back from a
     pcap_loop thread, and uses netflower's own parser (IP total length as packet length, no cooked or
@@ -937,6 +964,9 @@ def _live_batches(handle: _PcapHandle, table: Any, *, mode: FeatureMode, duratio
                 raise InputError(f"{name}: capture failed ({handle.error})")
             elif item == -2:
                 break
+            else:  # 0: nothing waiting; sleep until a packet, the next batch or the deadline
+                now = time.monotonic()
+                handle.wait(min(next_batch, deadline if deadline is not None else next_batch) - now)
             now = time.monotonic()
             if (packet_count is not None and packets >= packet_count) or (
                     deadline is not None and now >= deadline):
