@@ -93,7 +93,9 @@ def test_preprocessing_inside_the_graph_matches_the_scaler(real, tmp_path):
     present = (rng.random((64, detector.window)) < 0.7).astype(np.float32)
     present[:, -1] = 1.0
     flows[present == 0] = np.nan  # padding must not matter, whatever it holds
-    np.testing.assert_allclose(onnx_scorer.score(flows, present), torch_scorer.score(flows, present),
+    rows = np.where(present > 0, np.arange(flows.shape[0] * flows.shape[1]).reshape(present.shape), -1)
+    flat = flows.reshape(-1, flows.shape[2])
+    np.testing.assert_allclose(onnx_scorer.score(flat, rows), torch_scorer.score(flat, rows),
                                atol=2e-5, rtol=0)
 
 
@@ -105,7 +107,8 @@ def test_onnx_metadata_makes_the_file_self_describing(real, tmp_path):
     assert int(props[META_WINDOW]) == detector.window
     assert json.loads(props[META_FEATURES]) == list(FEATURES)
     dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input]
-    assert dims == [["batch", detector.window, 78], ["batch", detector.window]]
+    assert [i.name for i in proto.graph.input] == ["flows", "windows"]
+    assert dims == [["n_flows", 78], ["batch", detector.window]]
 
 
 def _weights(detector) -> torch.Tensor:

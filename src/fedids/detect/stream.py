@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from fedids.data.schema import BENIGN_LABEL, FEATURES
-from fedids.data.windows import compute_window_indices, host_keys
+from fedids.data.windows import compute_window_indices, gather_windows, host_keys
 from fedids.errors import FedidsError, InputError
 
 DEFAULT_MAX_HOSTS = 16_384
@@ -45,16 +45,28 @@ _MAX_ROWS_PER_PASS = 8192  # bounds the (rows, window, 78) array built per pass
 
 
 class Scorer(Protocol):
-    """A loaded model: raw windows in, class probabilities out."""
+    """A loaded model: raw flows and windows of row indices in, class probabilities out."""
 
     labels: list[str]
     window: int
     name: str
 
-    def score(self, flows: np.ndarray, present: np.ndarray) -> np.ndarray:
-        """``flows`` float32 ``(batch, window, 78)`` raw features (padding rows: any values, they are masked),
-        ``present`` float32 ``(batch, window)`` 1/0. Returns float32 ``(batch, n_classes)``."""
+    def score(self, flows: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """``flows`` float32 ``(n_flows, 78)`` raw features, ``windows`` int64 ``(batch, window)`` rows of
+        ``flows`` (oldest first, the scored flow last, -1 for padding, as
+        :func:`~fedids.data.windows.compute_window_indices` makes them). Returns float32
+        ``(batch, n_classes)``."""
         ...
+
+
+def compact_rows(flows: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Only the rows of ``flows`` that ``windows`` uses, and ``windows`` renumbered to them (-1 kept):
+    a model computes per-flow work once per row it is given, so it should be given no others."""
+    used = windows >= 0
+    rows, local = np.unique(windows[used], return_inverse=True)
+    out = np.full(windows.shape, -1, dtype=np.int64)
+    out[used] = local
+    return np.ascontiguousarray(flows[rows], dtype=np.float32), out
 
 
 class OnnxScorer:
@@ -97,19 +109,27 @@ class OnnxScorer:
         if list(features) != list(FEATURES):
             raise InputError(f"{source}: ONNX model expects other input features than the CICIDS2017 78")
         names = [i.name for i in self._session.get_inputs()]
-        if names != ["flows", "present"] or self.window < 1 or not self.labels:
-            raise InputError(f"{source}: ONNX model has inputs {names}, expected ['flows', 'present']")
+        if names == ["flows", "present"]:
+            raise InputError(f"{source}: ONNX model in the window format of fedids 0.1 (inputs flows, "
+                             "present); export it again with this version's `fedids export`")
+        if names != ["flows", "windows"] or self.window < 1 or not self.labels:
+            raise InputError(f"{source}: ONNX model has inputs {names}, expected ['flows', 'windows']")
         self.name = str(source)
         self.quantize = meta.get("fedids.quantize", "none")
         self.chunk_rows = max(1, int(chunk_rows))
 
-    def score(self, flows: np.ndarray, present: np.ndarray) -> np.ndarray:
-        flows = np.ascontiguousarray(flows, dtype=np.float32)
-        present = np.ascontiguousarray(present, dtype=np.float32)
-        parts = [self._session.run(None, {"flows": flows[lo:lo + self.chunk_rows],
-                                          "present": present[lo:lo + self.chunk_rows]})[0]
-                 for lo in range(0, len(flows), self.chunk_rows)]
+    def score(self, flows: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        windows = np.asarray(windows, dtype=np.int64)
+        if len(windows) <= self.chunk_rows and len(flows) <= self.window * len(windows):
+            # already compact enough (the streaming detector's batches): no renumbering
+            parts = [self._run(np.ascontiguousarray(flows, dtype=np.float32), np.ascontiguousarray(windows))]
+        else:
+            parts = [self._run(*compact_rows(flows, windows[lo:lo + self.chunk_rows]))
+                     for lo in range(0, len(windows), self.chunk_rows)]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
+
+    def _run(self, flows: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {"flows": flows, "windows": windows})[0]
 
 
 class TorchScorer:
@@ -121,14 +141,11 @@ class TorchScorer:
         self.window = int(detector.window)
         self.name = str(source)
 
-    def score(self, flows: np.ndarray, present: np.ndarray) -> np.ndarray:
+    def score(self, flows: np.ndarray, windows: np.ndarray) -> np.ndarray:
         import torch
 
-        n, w, f = flows.shape
-        scaled = self.detector.scaler.transform(flows.reshape(n * w, f)).reshape(n, w, f)
-        x = np.zeros((n, w, f + 1), dtype=np.float32)  # as gather_windows: zeros for padding
-        x[..., :-1] = scaled * present[..., None]
-        x[..., -1] = present
+        flows, windows = compact_rows(flows, np.asarray(windows, dtype=np.int64))
+        x = gather_windows(self.detector.scaler.transform(flows), windows)
         model = self.detector.model
         model.eval()
         with torch.no_grad():
@@ -169,11 +186,7 @@ def score_windows(scorer: Scorer, features: np.ndarray, windows: np.ndarray,
     -------
     float32 ``(n_rows, n_classes)``.
     """
-    parts = []
-    for lo in range(0, len(windows), batch_rows):
-        idx = windows[lo:lo + batch_rows]
-        present = idx >= 0
-        parts.append(scorer.score(features[np.where(present, idx, 0)], present.astype(np.float32)))
+    parts = [scorer.score(features, windows[lo:lo + batch_rows]) for lo in range(0, len(windows), batch_rows)]
     return np.concatenate(parts) if parts else np.zeros((0, len(scorer.labels)), np.float32)
 
 
@@ -369,8 +382,8 @@ class StreamingDetector:
         the latency of one-flow batches; callers that hold arrays skip it."""
         scorer = self.scorer
         features = np.asarray(features, dtype=np.float32)
-        flows, present = self._windows(np.asarray(hosts), features, scorer.window)
-        proba = scorer.score(flows, present) if len(features) else np.zeros((0, len(scorer.labels)), np.float32)
+        flows, windows = self._windows(np.asarray(hosts), features, scorer.window)
+        proba = scorer.score(flows, windows) if len(features) else np.zeros((0, len(scorer.labels)), np.float32)
         labels, attack_score, label_p = decide(proba, scorer.labels, self.threshold)
         self.flows_seen += len(features)
         return BatchScores(labels=labels, is_alert=labels != BENIGN_LABEL, attack_score=attack_score,
@@ -378,7 +391,8 @@ class StreamingDetector:
                            model=scorer.name)
 
     def _windows(self, hosts: np.ndarray, features: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw windows ``(n, window, 78)`` and presence ``(n, window)`` for a batch; updates host state.
+        """Raw flows ``(k, 78)`` (stored history, then the batch) and the batch's windows ``(n, window)``
+        as row indices into them (-1 for padding); updates host state.
 
         The stored histories of the batch's hosts are put in front of the batch (they are older) and
         :func:`compute_window_indices` does the per-host windowing, the same function batch scoring uses.
@@ -398,11 +412,9 @@ class StreamingDetector:
         combined = np.concatenate([history, features]) if len(history) else features
         all_codes = np.concatenate([np.repeat(known, count), codes]) if len(history) else codes
         idx = compute_window_indices(all_codes, window)[len(combined) - n:]
-        present = idx >= 0
-        flows = combined[np.where(present, idx, 0)]
         if need > 0 and n:
             self._store(uniques, slots, codes, idx, combined, need)
-        return flows, present.astype(np.float32)
+        return combined, idx
 
     def _one(self, host: Hashable, features: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
         """One flow (the live case): the same window as :func:`compute_window_indices` would give,
@@ -417,11 +429,10 @@ class StreamingDetector:
         flows = np.zeros((1, window, features.shape[1]), dtype=np.float32)
         flows[0, window - 1 - count:window - 1] = self._table[slot, depth - count:]
         flows[0, -1] = features[0]
-        present = np.zeros((1, window), dtype=np.float32)
-        present[0, window - 1 - count:] = 1.0
         self._table[slot, depth - need:] = flows[0, 1:]
         self._count[slot] = min(count + 1, need)
-        return flows, present
+        steps = np.arange(window, dtype=np.int64)
+        return flows[0], np.where(steps >= window - 1 - count, steps, -1)[None, :]
 
     def _store(self, uniques: np.ndarray, slots: np.ndarray, codes: np.ndarray, idx: np.ndarray,
                combined: np.ndarray, need: int) -> None:

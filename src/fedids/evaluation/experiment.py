@@ -253,7 +253,7 @@ def size_and_latency_sections(detector: Detector, prepared: PreparedData, cfg: E
                               work_dir: Path, model_name: str) -> tuple[dict, dict]:
     """ONNX sizes (float, int8, pruned, pruned int8) with their test macro-F1, and batch-1 latency."""
     try:
-        from fedids.detect.stream import OnnxScorer, score_windows
+        from fedids.detect.stream import OnnxScorer, compact_rows, score_windows
         from fedids.model.compress import prune_detector
         from fedids.model.export import export_onnx
     except ImportError as exc:
@@ -295,11 +295,9 @@ def size_and_latency_sections(detector: Detector, prepared: PreparedData, cfg: E
         scorer = OnnxScorer(blobs[name], source=name, threads=1)
         times = []
         for i in picks:
-            idx = windows[i:i + 1]
-            present = (idx >= 0).astype(np.float32)
-            flows = prepared.features[np.where(idx >= 0, idx, 0)]
+            flows, window_rows = compact_rows(prepared.features, windows[i:i + 1])
             t0 = time.perf_counter()
-            scorer.score(flows, present)
+            scorer.score(flows, window_rows)
             times.append((time.perf_counter() - t0) * 1000.0)
         times.sort()
         lat[name] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
