@@ -156,9 +156,12 @@ def detect(
     duration: float | None = typer.Option(None, help="Live capture: stop after this many seconds."),
     idle_timeout: float = typer.Option(120.0, help="Live capture: seconds of silence that end a flow."),
     max_warnings: int = typer.Option(20, help="Input problems printed before they are only counted."),
+    rules: bool = typer.Option(True, "--rules/--no-rules",
+                               help="Host-behaviour rules (SYN floods, scans) beside the model; see docs/edge.md."),
 ) -> None:
     """Score flows as they arrive and write one Suricata EVE alert line per detected attack flow."""
     from fedids.detect.alerts import AlertWriter, build_alerts
+    from fedids.detect.behaviour import BehaviourDetector
     from fedids.detect.sources import open_source
     from fedids.detect.stream import ModelWatcher, StreamingDetector
 
@@ -176,6 +179,7 @@ def detect(
     capture = {"duration_s": duration, "idle_timeout_s": idle_timeout}
     source = open_source(input_spec, interface, report=say, capture_options=capture)
     detector = StreamingDetector(watcher.scorer, max_hosts=max_hosts, threshold=threshold)
+    behaviour = BehaviourDetector() if rules else None
     latency = _Latency()
     by_label: Counter = Counter()
     started = last_status = time.monotonic()
@@ -187,6 +191,8 @@ def detect(
                 detector.set_scorer(watcher.scorer)
             t0 = time.perf_counter()
             scores = detector.process(frame)
+            if behaviour is not None:
+                scores = behaviour.apply(frame, scores)
             alerts = build_alerts(frame, scores)
             writer.write(alerts)
             latency.add(time.perf_counter() - t0, len(frame))
@@ -207,6 +213,7 @@ def detect(
             "flows": detector.flows_seen, "alerts": writer.count, "alerts_by_label": dict(by_label),
             "skipped": dict(source.stats.bad), "hosts": detector.n_hosts, "evicted_hosts": detector.evicted,
             "model_reloads": watcher.reloads, "reload_failures": watcher.failures,
+            "rule_alerts": dict(behaviour.relabelled) if behaviour is not None else {},
             "seconds": seconds, "flows_per_s": detector.flows_seen / seconds if seconds > 0 else 0.0,
             "latency_ms": {"p50": latency.quantile_ms(0.5), "p99": latency.quantile_ms(0.99)},
         }

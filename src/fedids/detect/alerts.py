@@ -21,6 +21,8 @@ One line per detected attack flow, in the layout of Suricata's ``alert`` events 
 * ``action`` is always ``"allowed"``: fedids detects, it does not block.
 * ``signature_id``: ``1,700,000 + 1,000 * family index + crc32(label) mod 1,000``, within the range
   1,000,000-1,999,999 that Suricata rule sets leave for local use; stable across models and runs.
+  Alerts raised by a host-behaviour rule (:mod:`fedids.detect.behaviour`) add 100,000 and carry the
+  rule's reason in ``signature`` and ``fedids.rule``.
 * ``category`` and ``severity``: the classtype description and default priority of Suricata's
   ``classification.config`` that fits each family (1 high .. 3 low).
 * ``fedids``: ``score`` is ``1 - P(BENIGN)``, ``probability`` the model's probability of ``label``.
@@ -45,6 +47,7 @@ from fedids.detect.stream import BatchScores
 from fedids.errors import InputError
 
 SIGNATURE_BASE = 1_700_000
+RULE_SIGNATURE_OFFSET = 100_000
 GID = 1
 REV = 1
 FLOW_ID_MASK = 0x7FFFFFFFFFFFF  # 51 bits, as Suricata's FlowGetId
@@ -174,6 +177,11 @@ def build_alerts(frame: pd.DataFrame, scores: BatchScores) -> list[dict]:
             "label": label, "family": family, "score": round(float(scores.attack_score[row]), 6),
             "probability": round(float(scores.label_probability[row]), 6), "model": scores.model,
         }
+        reason = scores.reasons[row] if scores.reasons is not None else None
+        if reason is not None:  # a host-behaviour rule, not the model, raised this one
+            event["alert"]["signature"] = f"FEDIDS {family} behaviour rule ({label}): {reason}"
+            event["alert"]["signature_id"] += RULE_SIGNATURE_OFFSET
+            event["fedids"]["rule"] = reason
         alerts.append(event)
     return alerts
 

@@ -276,7 +276,8 @@ class BatchScores:
     ``labels``: object ``(n,)`` decided label (``BENIGN`` or an attack label); ``is_alert``: bool
     ``(n,)``; ``attack_score``: float32 ``(n,)``, ``1 - P(BENIGN)``; ``label_probability``: float32
     ``(n,)``, the probability of the decided label; ``proba``: float32 ``(n, n_classes)`` over
-    ``classes``; ``model``: name of the model that scored the batch.
+    ``classes``; ``model``: name of the model that scored the batch; ``reasons``: object ``(n,)`` or
+    None, for flows a host-behaviour rule (:mod:`fedids.detect.behaviour`) flagged, the rule's reason.
     """
 
     labels: np.ndarray
@@ -286,6 +287,7 @@ class BatchScores:
     proba: np.ndarray
     classes: list[str]
     model: str
+    reasons: np.ndarray | None = None
 
 
 def decide(proba: np.ndarray, classes: list[str],
