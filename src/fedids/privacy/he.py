@@ -304,57 +304,63 @@ def encrypt_update(secret_context: bytes, vector: np.ndarray) -> bytes:
     return pack_chunks(SCHEME_CKKS, values.size, chunks)
 
 
-class EncryptedSum:
-    """Server-side running sum of CKKS uploads.
+_VECTOR_FROM = {SCHEME_CKKS: ("CKKS", ts.ckks_vector_from), SCHEME_BFV: ("BFV", ts.bfv_vector_from)}
 
-    Parameters
-    ----------
-    public_context : bytes
-        :attr:`HEKeys.public_context`. A context holding a secret key is refused (ValueError).
-    length : int
-        Number of values ``d`` in each update.
 
-    Notes
-    -----
-    Each upload is parsed and fully validated before it touches the sum, so a rejected upload
-    leaves the sum unchanged; uploads are dropped once added (memory stays at one sum).
+def load_chunks(context: ts.Context, blob: bytes, scheme: int, length: int,
+                scale: float | None = None) -> list:
+    """Parse and validate every ciphertext chunk of an upload or aggregate (layout, size, parameters,
+    and for CKKS ``scale``); raises :class:`InvalidCiphertextError` on the first bad chunk."""
+    name, vector_from = _VECTOR_FROM[scheme]
+    slots = context_slots(context, scheme)
+    sizes = chunk_sizes(length, slots)
+    parms_id = data_parms_id(context)
+    vectors = []
+    for i, chunk in enumerate(unpack_chunks(blob, scheme, length, slots)):
+        try:
+            vector = vector_from(context, chunk)
+        except Exception as err:
+            raise InvalidCiphertextError(f"chunk {i}: not a {name} ciphertext for this context "
+                                         f"({type(err).__name__})") from None
+        check_ciphertext(vector, sizes[i], parms_id, scale, i)
+        vectors.append(vector)
+    return vectors
+
+
+def decrypt_chunks(vectors: list, length: int, slots: int, dtype: type) -> np.ndarray:
+    """Concatenate the decrypted chunks into one ``(length,)`` array."""
+    out = np.empty(length, dtype=dtype)
+    for i, vector in enumerate(vectors):
+        values = vector.decrypt()
+        out[i * slots:i * slots + len(values)] = values
+    return out
+
+
+class CiphertextSum:
+    """Server-side running sum of chunked ciphertext uploads, for either scheme.
+
+    Each upload is parsed and fully validated (:func:`load_chunks`) before it touches the sum, so a
+    rejected upload leaves the sum unchanged; uploads are dropped once added (memory stays at one sum).
+    A context holding a secret key is refused (ValueError).
     """
+
+    scheme: int = SCHEME_CKKS
 
     def __init__(self, public_context: bytes, length: int) -> None:
         if length <= 0:
             raise ValueError(f"length must be positive, got {length}")
         self._context = parse_public_context(public_context)
         self._length = int(length)
-        self._slots = context_slots(self._context)
-        self._parms_id = data_parms_id(self._context)
+        self._slots = context_slots(self._context, self.scheme)
         self._sizes = chunk_sizes(self._length, self._slots)
-        self._scale = self._context.global_scale
-        self._first: list[ts.CKKSVector] | None = None
-        self._sum: list[ts.CKKSVector] | None = None
+        self._first: list | None = None
+        self._sum: list | None = None
         self.count = 0
 
-    def _parse(self, blob: bytes) -> list[ts.CKKSVector]:
-        chunks = unpack_chunks(blob, SCHEME_CKKS, self._length, self._slots)
-        vectors = []
-        for i, chunk in enumerate(chunks):
-            try:
-                vector = ts.ckks_vector_from(self._context, chunk)
-            except Exception as err:
-                raise InvalidCiphertextError(f"chunk {i}: not a CKKS ciphertext for this context "
-                                             f"({type(err).__name__})") from None
-            check_ciphertext(vector, self._sizes[i], self._parms_id, self._scale, i)
-            vectors.append(vector)
-        return vectors
+    def _load(self, blob: bytes) -> list:
+        return load_chunks(self._context, blob, self.scheme, self._length)
 
-    def add(self, blob: bytes) -> None:
-        """Add one upload from :func:`encrypt_update`.
-
-        Raises
-        ------
-        InvalidCiphertextError
-            The blob does not match the layout, length or parameters; the sum is unchanged.
-        """
-        vectors = self._parse(blob)
+    def _accumulate(self, vectors: list) -> None:
         # copy() costs ~5 ms per ciphertext: keep the first upload, start the sum with a + b,
         # then add in place.
         if self._first is None and self._sum is None:
@@ -366,14 +372,46 @@ class EncryptedSum:
         else:
             for acc, vector in zip(self._sum, vectors):
                 acc += vector
+
+    def add(self, blob: bytes) -> None:
+        """Add one upload.
+
+        Raises
+        ------
+        InvalidCiphertextError
+            The blob does not match the layout, length or parameters; the sum is unchanged.
+        """
+        self._accumulate(self._load(blob))
         self.count += 1
 
     def to_bytes(self) -> bytes:
-        """The encrypted sum, in the upload format (decrypt with :func:`decrypt_sum`)."""
+        """The encrypted sum, in the upload format."""
         vectors = self._sum if self._sum is not None else self._first
         if vectors is None:
             raise ValueError("no upload has been added")
-        return pack_chunks(SCHEME_CKKS, self._length, [v.serialize() for v in vectors])
+        return pack_chunks(self.scheme, self._length, [v.serialize() for v in vectors])
+
+
+class EncryptedSum(CiphertextSum):
+    """Server-side running sum of CKKS uploads from :func:`encrypt_update` (decrypt the result of
+    :meth:`to_bytes` with :func:`decrypt_sum`).
+
+    Parameters
+    ----------
+    public_context : bytes
+        :attr:`HEKeys.public_context`. A context holding a secret key is refused (ValueError).
+    length : int
+        Number of values ``d`` in each update.
+    """
+
+    scheme = SCHEME_CKKS
+
+    def __init__(self, public_context: bytes, length: int) -> None:
+        super().__init__(public_context, length)
+        self._scale = self._context.global_scale
+
+    def _load(self, blob: bytes) -> list:
+        return load_chunks(self._context, blob, self.scheme, self._length, self._scale)
 
 
 def decrypt_sum(secret_context: bytes, blob: bytes, length: int) -> np.ndarray:
@@ -385,17 +423,5 @@ def decrypt_sum(secret_context: bytes, blob: bytes, length: int) -> np.ndarray:
         Shape ``(length,)``, float64: the sum of the uploads, within the CKKS noise.
     """
     context = parse_secret_context(secret_context)
-    slots = context_slots(context)
-    chunks = unpack_chunks(blob, SCHEME_CKKS, length, slots)
-    sizes = chunk_sizes(length, slots)
-    out = np.empty(length, dtype=np.float64)
-    for i, chunk in enumerate(chunks):
-        try:
-            vector = ts.ckks_vector_from(context, chunk)
-        except Exception as err:
-            raise InvalidCiphertextError(f"chunk {i}: not a CKKS ciphertext for this context "
-                                         f"({type(err).__name__})") from None
-        check_ciphertext(vector, sizes[i], data_parms_id(context), None, i)
-        start = i * slots
-        out[start:start + sizes[i]] = vector.decrypt()
-    return out
+    return decrypt_chunks(load_chunks(context, blob, SCHEME_CKKS, length), length, context_slots(context),
+                          np.float64)

@@ -36,17 +36,15 @@ import tenseal as ts
 
 from fedids.privacy.he import (
     SCHEME_BFV,
+    CiphertextSum,
     HEKeys,
     InvalidCiphertextError,
-    data_parms_id,
-    check_ciphertext,
-    chunk_sizes,
     context_slots,
-    parse_public_context,
+    decrypt_chunks,
+    load_chunks,
     parse_secret_context,
     pack_chunks,
     split_context,
-    unpack_chunks,
 )
 from fedids.privacy.secagg import (
     MODULUS,
@@ -111,8 +109,9 @@ def encrypt_masked(secret_context: bytes, masked: np.ndarray) -> bytes:
     return pack_chunks(SCHEME_BFV, values.size, chunks)
 
 
-class EncryptedMaskedSum:
-    """Server-side running sum of BFV-encrypted masked vectors.
+class EncryptedMaskedSum(CiphertextSum):
+    """Server-side running sum of BFV-encrypted masked vectors (uploads from :func:`encrypt_masked`, plus
+    the server's plaintext mask correction); decrypt :meth:`to_bytes` with :func:`decrypt_masked_sum`.
 
     Parameters
     ----------
@@ -122,49 +121,24 @@ class EncryptedMaskedSum:
         Values per vector, ``d``.
     """
 
-    def __init__(self, public_context: bytes, length: int) -> None:
-        if length <= 0:
-            raise ValueError(f"length must be positive, got {length}")
-        self._context = parse_public_context(public_context)
-        plain_modulus = _plain_modulus(self._context)
-        self._capacity = (plain_modulus - 1) // (MODULUS - 1)
-        self._length = int(length)
-        self._slots = context_slots(self._context, SCHEME_BFV)
-        self._sizes = chunk_sizes(self._length, self._slots)
-        self._parms_id = data_parms_id(self._context)
-        self._first: list[ts.BFVVector] | None = None
-        self._sum: list[ts.BFVVector] | None = None
-        self._terms = 0  # uploads and plaintexts added: each below 2**32
-        self.count = 0
+    scheme = SCHEME_BFV
 
-    def _push(self, vectors: list[ts.BFVVector]) -> None:
+    def __init__(self, public_context: bytes, length: int) -> None:
+        super().__init__(public_context, length)
+        self._capacity = (_plain_modulus(self._context) - 1) // (MODULUS - 1)
+        self._terms = 0  # uploads and plaintexts added: each below 2**32
+
+    def _check_capacity(self) -> None:
         if self._terms + 1 > self._capacity:
             raise ValueError(f"more than {self._capacity} terms would wrap modulo the plain modulus")
-        if self._first is None and self._sum is None:
-            self._first = vectors
-        elif self._sum is None:
-            assert self._first is not None
-            self._sum = [a + b for a, b in zip(self._first, vectors)]
-            self._first = None
-        else:
-            for acc, vector in zip(self._sum, vectors):
-                acc += vector
-        self._terms += 1
 
     def add(self, blob: bytes) -> None:
-        """Add one upload from :func:`encrypt_masked`; a mismatching blob raises
-        :class:`~fedids.privacy.he.InvalidCiphertextError` and leaves the sum unchanged."""
-        chunks = unpack_chunks(blob, SCHEME_BFV, self._length, self._slots)
-        vectors = []
-        for i, chunk in enumerate(chunks):
-            try:
-                vector = ts.bfv_vector_from(self._context, chunk)
-            except Exception as err:
-                raise InvalidCiphertextError(f"chunk {i}: not a BFV ciphertext for this context "
-                                             f"({type(err).__name__})") from None
-            check_ciphertext(vector, self._sizes[i], self._parms_id, None, i)
-            vectors.append(vector)
-        self._push(vectors)
+        """Add one upload; a mismatching blob raises :class:`~fedids.privacy.he.InvalidCiphertextError`
+        and leaves the sum unchanged."""
+        vectors = self._load(blob)
+        self._check_capacity()
+        self._accumulate(vectors)
+        self._terms += 1
         self.count += 1
 
     def add_plain(self, vector: np.ndarray) -> None:
@@ -172,8 +146,7 @@ class EncryptedMaskedSum:
         array = _as_uint32(vector, self._length).astype(np.int64)
         if self._first is None and self._sum is None:
             raise ValueError("add at least one upload before a plaintext")
-        if self._terms + 1 > self._capacity:
-            raise ValueError(f"more than {self._capacity} terms would wrap modulo the plain modulus")
+        self._check_capacity()
         if self._sum is None:
             assert self._first is not None
             self._sum, self._first = self._first, None
@@ -181,13 +154,6 @@ class EncryptedMaskedSum:
             start = i * self._slots
             acc += array[start:start + self._sizes[i]].tolist()
         self._terms += 1
-
-    def to_bytes(self) -> bytes:
-        """The encrypted sum (decrypt with :func:`decrypt_masked_sum`)."""
-        vectors = self._sum if self._sum is not None else self._first
-        if vectors is None:
-            raise ValueError("no upload has been added")
-        return pack_chunks(SCHEME_BFV, self._length, [v.serialize() for v in vectors])
 
 
 def decrypt_masked_sum(secret_context: bytes, blob: bytes, length: int) -> np.ndarray:
@@ -200,21 +166,10 @@ def decrypt_masked_sum(secret_context: bytes, blob: bytes, length: int) -> np.nd
         survivors' quantised updates (:func:`fedids.privacy.secagg.dequantize_sum`).
     """
     context = parse_secret_context(secret_context)
-    plain_modulus = _plain_modulus(context)
-    slots = context_slots(context, SCHEME_BFV)
-    sizes = chunk_sizes(length, slots)
-    out = np.empty(length, dtype=np.int64)
-    for i, chunk in enumerate(unpack_chunks(blob, SCHEME_BFV, length, slots)):
-        try:
-            vector = ts.bfv_vector_from(context, chunk)
-        except Exception as err:
-            raise InvalidCiphertextError(f"chunk {i}: not a BFV ciphertext for this context "
-                                         f"({type(err).__name__})") from None
-        check_ciphertext(vector, sizes[i], data_parms_id(context), None, i)
-        start = i * slots
-        out[start:start + sizes[i]] = vector.decrypt()
+    out = decrypt_chunks(load_chunks(context, blob, SCHEME_BFV, length), length,
+                         context_slots(context, SCHEME_BFV), np.int64)
     # Decryption yields centred representatives in (-t/2, t/2); the true sum is their value mod t.
-    return (np.mod(out, plain_modulus) % MODULUS).astype(np.uint32)
+    return (np.mod(out, _plain_modulus(context)) % MODULUS).astype(np.uint32)
 
 
 class HESecAggClient(SecAggClient):
