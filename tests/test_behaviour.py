@@ -9,6 +9,7 @@ import pytest
 from fedids.data.schema import FEATURES
 from fedids.detect.alerts import RULE_SIGNATURE_OFFSET, build_alerts, signature_id
 from fedids.detect.behaviour import DDOS_LABEL, DOS_LABEL, SCAN_LABEL, BehaviourDetector, BehaviourRules
+from fedids.detect.signatures import TOOL, conversation_key, match_scanner
 from fedids.detect.stream import BatchScores, decide
 
 CLASSES = ["BENIGN", "DDoS", "PortScan"]
@@ -41,7 +42,7 @@ def test_spoofed_syn_flood_is_ddos_from_the_threshold_on():
     n = 120
     frame = flows([f"10.0.{i // 250}.{i % 250}" for i in range(n)], ["192.0.2.1"] * n, [80] * n,
                   np.linspace(0, 5, n), payload=6.0)  # 6 bytes: Ethernet padding, still payload-less
-    labels, reasons = BehaviourDetector(RULES).observe(frame)
+    labels, reasons, _ = BehaviourDetector(RULES).observe(frame)
     assert labels[:49].tolist() == [None] * 49          # the evidence
     assert labels[49:].tolist() == [DDOS_LABEL] * (n - 49)
     assert reasons[49] == "50 payload-less TCP flows to 192.0.2.1:80 from 50 sources in 10 s"
@@ -50,7 +51,7 @@ def test_spoofed_syn_flood_is_ddos_from_the_threshold_on():
 def test_single_source_flood_is_dos_and_slow_floods_are_not_flagged():
     n = 60
     fast = flows(["198.51.100.7"] * n, ["192.0.2.1"] * n, [443] * n, np.linspace(0, 2, n))
-    labels, _ = BehaviourDetector(RULES).observe(fast)
+    labels, _, _ = BehaviourDetector(RULES).observe(fast)
     assert set(labels[49:]) == {DOS_LABEL}
     # 60 flows spread over 10 minutes never reach 50 within 10 s (and one port is no scan)
     slow = flows(["198.51.100.7"] * n, ["192.0.2.1"] * n, [443] * n, np.linspace(0, 600, n))
@@ -60,7 +61,7 @@ def test_single_source_flood_is_dos_and_slow_floods_are_not_flagged():
 def test_scan_counts_distinct_targets_of_one_source_in_the_window():
     ports = list(range(1, 31))
     frame = flows(["203.0.113.5"] * 30, ["192.0.2.9"] * 30, ports, np.arange(30.0))
-    labels, reasons = BehaviourDetector(RULES).observe(frame)
+    labels, reasons, _ = BehaviourDetector(RULES).observe(frame)
     assert labels[:9].tolist() == [None] * 9 and set(labels[9:]) == {SCAN_LABEL}
     assert reasons[9] == "203.0.113.5 probed 10 targets in 60 s"
     # the same 30 probes one every 10 s: at most 7 targets fall within 60 s
@@ -108,6 +109,20 @@ def test_apply_never_overrides_the_model_and_alerts_name_the_rule():
     assert "rule" not in model_alert["fedids"] and model_alert["alert"]["signature_id"] == signature_id("PortScan")
 
 
+def test_a_tool_signature_outranks_the_model_and_rate_rules_do_not():
+    frame = flows(["203.0.113.7"] * 3, ["192.0.2.80"] * 3, [80] * 3, [0.0, 1.0, 2.0], payload=300.0,
+                  fwd_packets=5.0)
+    frame[TOOL] = ["nmap", None, ""]
+    proba = np.array([[0.1, 0.8, 0.1]] * 3, dtype=np.float32)   # the model says DDoS for all three
+    labels, score, p = decide(proba, CLASSES, None)
+    scores = BatchScores(labels=labels, is_alert=labels != "BENIGN", attack_score=score, label_probability=p,
+                         proba=proba, classes=CLASSES, model="m")
+    merged = BehaviourDetector(RULES).apply(frame, scores)
+    assert merged.labels.tolist() == [SCAN_LABEL, "DDoS", "DDoS"]
+    assert merged.reasons[0] == "payload carries the nmap scanner signature"
+    assert merged.label_probability[0] == pytest.approx(0.1)
+
+
 def test_key_cap_bounds_memory():
     rules = BehaviourRules(scan_min_targets=10, max_keys=100)
     n = 1000
@@ -122,3 +137,11 @@ def test_key_cap_bounds_memory():
 def test_rules_are_validated(bad):
     with pytest.raises(ValueError):
         BehaviourRules(**bad)
+
+
+def test_scanner_signatures_and_direction_free_conversation_keys():
+    ua = b"GET / HTTP/1.1\r\nUser-Agent: Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org)\r\n"
+    assert match_scanner(ua) == "nmap"
+    assert match_scanner(b"GET / HTTP/1.1\r\nUser-Agent: curl/8.0\r\n") is None
+    assert conversation_key(6, "10.0.0.1", 4000, "10.0.0.2", 80) == conversation_key(6, "10.0.0.2", 80, "10.0.0.1", 4000)
+    assert conversation_key(6, "10.0.0.1", 4000, "10.0.0.2", 80) != conversation_key(17, "10.0.0.1", 4000, "10.0.0.2", 80)

@@ -125,7 +125,12 @@ def test_feature_map_covers_the_78_schema_features_in_order_with_time_units_in_m
 def test_frames_follow_the_canonical_schema_and_all_features_are_finite(which, request):
     result: ExtractResult = request.getfixturevalue(which)
     frame = result.frame
-    assert list(frame.columns) == [*META, SEQ, *FEATURES]
+    # plus "tool" where a flow carried a scanning tool's payload signature (nmap's NSE User-Agent)
+    expected = [*META, SEQ, *FEATURES] + (["tool"] if which == "nmap" else [])
+    assert list(frame.columns) == expected
+    if which == "nmap":
+        assert (frame.loc[frame["tool"].notna(), "tool"] == "nmap").sum() == 28
+        assert frame.loc[frame["tool"].notna(), "dst_port"].eq(80).all()
     assert "label" not in frame and "family" not in frame
     assert frame["timestamp"].dtype == np.dtype("datetime64[us]")
     assert all(frame[f].dtype == np.float64 for f in FEATURES)

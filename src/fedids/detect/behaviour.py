@@ -19,7 +19,13 @@ windows what a single flow cannot show:
 * scan: one source sending payload-less flows to ``scan_min_targets`` distinct ``(ip, port)`` targets
   within ``scan_window_s`` -> ``PortScan`` for each further probe.
 
-Only flows the model called benign are relabelled: a model verdict is never overridden. Every relabelled
+A third source of evidence is exact: a flow whose payload carried a scanning tool's signature (column
+``tool``, filled by the packet extractor from :mod:`fedids.detect.signatures`) is a ``PortScan``, and
+this one does override the model's verdict (a tool naming itself is stronger evidence than a guess from
+flow statistics: the model calls nmap's HTTP script probes a DDoS).
+
+The two rate rules only relabel flows the model called benign: a model verdict is never overridden by a
+count. Every relabelled
 flow carries the rule and its counts (``reasons``), which the alert's signature shows, so an analyst can
 tell a model alert from a rule alert. The first ``min - 1`` flows of a flood or scan are not flagged (the
 rule needs them as evidence), as with ``detection_filter``.
@@ -41,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from fedids.data.schema import BENIGN_LABEL
+from fedids.detect.signatures import TOOL
 from fedids.detect.stream import BatchScores
 
 DDOS_LABEL, DOS_LABEL, SCAN_LABEL = "DDoS", "DoS Syn Flood", "PortScan"
@@ -136,21 +143,29 @@ class BehaviourDetector:
         self._since_sweep = 0
         self.relabelled = Counter()
 
-    def observe(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def observe(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the rules over ``frame`` (canonical flow frame, arrival order).
 
-        Returns ``(labels, reasons)``, object arrays ``(n,)``: the rule's label and a one-line reason for
-        flows a rule flags, ``None`` elsewhere. Flows without the metadata a rule needs (addresses,
-        protocol) are never flagged.
+        Returns ``(labels, reasons, signature)``: object arrays ``(n,)`` with the rule's label and a
+        one-line reason for flows a rule flags (``None`` elsewhere), and a bool array that is True where
+        the evidence is a tool signature. Flows without the metadata a rule needs (addresses, protocol)
+        are never flagged by the rate rules.
         """
         n = len(frame)
         labels = np.full(n, None, dtype=object)
         reasons = np.full(n, None, dtype=object)
+        signature = np.zeros(n, dtype=bool)
+        if TOOL in frame.columns:
+            tools = frame[TOOL].to_numpy(dtype=object)
+            signature = np.array([isinstance(t, str) and bool(t) for t in tools], dtype=bool)
+            for i in np.flatnonzero(signature):
+                labels[i] = SCAN_LABEL
+                reasons[i] = f"payload carries the {tools[i]} scanner signature"
         src, dst = _column(frame, "src_ip"), _column(frame, "dst_ip")
         port = _column(frame, "dst_port", "Destination Port")
         proto = _column(frame, "protocol")
         if n == 0 or src is None or dst is None or port is None or proto is None:
-            return labels, reasons
+            return labels, reasons, signature
         fwd_packets = frame["Total Fwd Packets"].to_numpy(dtype=np.float64)
         packets = fwd_packets + frame["Total Backward Packets"].to_numpy(dtype=np.float64)
         payload = (frame["Total Length of Fwd Packets"].to_numpy(dtype=np.float64)
@@ -159,7 +174,7 @@ class BehaviourDetector:
         # "Payload-less" allows CICFlowMeter's count of Ethernet padding: a bare 54-byte TCP segment is
         # padded to the 60-byte minimum frame, 6 bytes of "payload" (see docs/extractor.md).
         probe = ((proto_num == _TCP) & (payload <= _PADDING_BYTES * packets)
-                 & (fwd_packets <= self.rules.probe_max_packets))
+                 & (fwd_packets <= self.rules.probe_max_packets) & ~signature)
         t = _seconds(frame)
         r = self.rules
         for i in np.flatnonzero(probe):
@@ -181,12 +196,14 @@ class BehaviourDetector:
             newest = float(t.max())
             self._flood.sweep(newest)
             self._scan.sweep(newest)
-        return labels, reasons
+        return labels, reasons, signature
 
     def apply(self, frame: pd.DataFrame, scores: BatchScores) -> BatchScores:
-        """``scores`` with the flows the model called benign and a rule flags turned into alerts."""
-        labels, reasons = self.observe(frame)
-        flagged = np.array([x is not None for x in labels], dtype=bool) & (scores.labels == BENIGN_LABEL)
+        """``scores`` with tool-signature flows, and flows the model called benign that a rate rule
+        flags, turned into alerts."""
+        labels, reasons, signature = self.observe(frame)
+        flagged = np.array([x is not None for x in labels], dtype=bool) & (
+            (scores.labels == BENIGN_LABEL) | signature)
         if not flagged.any():
             return scores
         new_labels = scores.labels.copy()

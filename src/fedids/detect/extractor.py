@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from fedids.data.schema import FEATURES, META, SEQ
+from fedids.detect.signatures import TOOL, conversation_key, match_scanner
 from fedids.errors import FedidsError, InputError
 
 log = logging.getLogger(__name__)
@@ -381,6 +382,9 @@ def build_flow_frame(
     meta["protocol"] = raw["protocol"].astype(np.int64)
     meta["timestamp"] = raw["start_us"].to_numpy(dtype=np.int64).astype("datetime64[us]")
     meta[SEQ] = np.arange(seq_start, seq_start + len(raw), dtype=np.int64)
+    if any(r.get("tool") for r in records):  # a scanning tool's payload signature (detect.signatures)
+        meta[TOOL] = [r.get("tool") for r in records]
+        columns.append(TOOL)
     return pd.concat([meta, features], axis=1)[columns].reset_index(drop=True)
 
 
@@ -600,12 +604,14 @@ def _l3_offset(linktype: int, buf: bytes) -> int:
         return -1
 
 
-def _make_decoder(linktype: int, mode: FeatureMode):
+def _make_decoder(linktype: int, mode: FeatureMode, tool_hits: dict | None = None):
     """A function ``(wire_len, frame) -> packet tuple | reason string`` for one capture.
 
     The tuple is what netflower's ``FlowSession.process`` takes after the timestamp:
     ``(src_ip, dst_ip, src_port, dst_port, protocol, length, header_length, payload, flags, window)``,
     with ``length == payload`` = transport payload bytes (CICFlowMeter's packet length).
+    TCP payloads carrying a scanning tool's signature (:mod:`fedids.detect.signatures`) are noted in
+    ``tool_hits`` under their :func:`~fedids.detect.signatures.conversation_key`.
     """
     import dpkt
 
@@ -655,6 +661,9 @@ def _make_decoder(linktype: int, mode: FeatureMode):
         else:  # TSO capture with IP length 0: the captured bytes are all there is
             payload = len(seg.data)
         payload = max(payload, 0)
+        if (tool_hits is not None and isinstance(seg, tcp_cls) and seg.data
+                and (tool := match_scanner(bytes(seg.data)))):
+            tool_hits[conversation_key(ip.p, src, seg.sport, dst, seg.dport)] = tool
         return (src, dst, seg.sport, seg.dport, ip.p, payload, hdr, payload, flags, window)
 
     return decode
@@ -705,10 +714,12 @@ def _netflower() -> tuple[type, type]:
     class _FlowTable(FlowSession):
         """Collects finished flows as records instead of writing CSV rows."""
 
-        def __init__(self, *, idle_timeout_s: float, active_timeout_s: float, base_s: int) -> None:
+        def __init__(self, *, idle_timeout_s: float, active_timeout_s: float, base_s: int,
+                     tool_hits: dict | None = None) -> None:
             super().__init__(writer=None, flow_timeout=idle_timeout_s, active_timeout=active_timeout_s)
             self.finished: list[dict[str, Any]] = []
             self.base_s = base_s
+            self.tool_hits = tool_hits if tool_hits is not None else {}
 
         def _new_flow(self, key: tuple, timestamp: float) -> Flow:
             protocol, src_ip, dst_ip, src_port, dst_port = key
@@ -717,7 +728,11 @@ def _netflower() -> tuple[type, type]:
             return flow
 
         def _flush_flow(self, key: tuple, flow: Flow) -> None:
-            self.finished.append(_flow_record(flow, self.base_s))
+            record = _flow_record(flow, self.base_s)
+            if self.tool_hits:
+                record["tool"] = self.tool_hits.pop(conversation_key(
+                    flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port), None)
+            self.finished.append(record)
             self._flows.pop(key, None)
 
         def take_finished(self) -> list[dict[str, Any]]:
@@ -811,7 +826,8 @@ def extract_pcap(
         if handle.linktype not in _SUPPORTED_LINKTYPES:
             raise InputError(f"{path}: link type {handle.linktype} is not supported "
                              f"(supported: Ethernet, Linux cooked, raw IP, loopback)")
-        decode = _make_decoder(handle.linktype, mode)
+        tool_hits: dict = {}
+        decode = _make_decoder(handle.linktype, mode, tool_hits)
         table = None
         skips: Counter[str] = Counter()
         packets = 0
@@ -830,7 +846,7 @@ def extract_pcap(
             sec, usec, wire_len, buf = item
             if table is None:
                 table = flow_table_cls(idle_timeout_s=idle_timeout_s, active_timeout_s=active_timeout_s,
-                                       base_s=sec - _CLOCK_MARGIN_S)
+                                       base_s=sec - _CLOCK_MARGIN_S, tool_hits=tool_hits)
                 process = table.process
                 next_gc = _CLOCK_MARGIN_S + gc_every_s  # first packet is at ~_CLOCK_MARGIN_S
             decoded = decode(wire_len, buf)
@@ -944,7 +960,7 @@ def _live_batches(handle: _PcapHandle, table: Any, *, mode: FeatureMode, duratio
                   packet_count: int | None, batch_interval_s: float) -> Iterator[pd.DataFrame]:
     name = handle.source
     try:
-        decode = _make_decoder(handle.linktype, mode)
+        decode = _make_decoder(handle.linktype, mode, table.tool_hits)
         skips: Counter[str] = Counter()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         next_batch = time.monotonic() + batch_interval_s
