@@ -14,6 +14,7 @@ processes.
 
     python benchmarks/bench_scalability.py --max-clients 50      # 10 and 50 clients
     python benchmarks/bench_scalability.py                       # all sizes (about an hour on 2 cores)
+    python benchmarks/bench_scalability.py --sizes 10,100,1000 --privacy none --name scalability_fedavg
 
 Writes ``benchmarks/results/scalability.json`` (read by ``fedids experiment paper``).
 """
@@ -51,7 +52,8 @@ def _supports_he() -> str | None:
     return None
 
 
-def run_one(clients: int, privacy: str, rounds: int, fraction: float, rows_per_client: int, seed: int) -> dict:
+def run_one(clients: int, privacy: str, rounds: int, fraction: float, rows_per_client: int, seed: int,
+            strategy: str = "fedavg") -> dict:
     """One configuration, in this process; returns its measurements."""
     import numpy as np
     import torch
@@ -69,7 +71,7 @@ def run_one(clients: int, privacy: str, rounds: int, fraction: float, rows_per_c
     prepared = prepare(generate_flows(synth), window=10)
     parts = [p for p in make_partitions(prepared, clients, "iid", seed, segment=20) if len(p)]
     setup_s = time.perf_counter() - t0
-    kwargs = dict(rounds=rounds, fraction_train=fraction, min_clients=1, seed=seed)
+    kwargs = dict(rounds=rounds, fraction_train=fraction, min_clients=1, seed=seed, strategy=strategy)
     secret = None
     with tempfile.TemporaryDirectory() as tmp:
         if privacy != "none":
@@ -87,7 +89,8 @@ def run_one(clients: int, privacy: str, rounds: int, fraction: float, rows_per_c
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     hist = state.history
     return {
-        "clients": len(parts), "requested_clients": clients, "privacy": privacy, "rounds": len(hist),
+        "clients": len(parts), "requested_clients": clients, "privacy": privacy, "strategy": strategy,
+        "rounds": len(hist),
         "sampled_per_round": int(np.mean([h["clients"] for h in hist])) if hist else None,
         "flows": int(len(prepared.labels)), "devices_synthesised": devices,
         # Steady state: the first round also pays for starting every sampled client's Python process
@@ -165,16 +168,21 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1)
     parser.add_argument("--rows-per-client", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", default="fedavg", help="aggregation strategy (plain FedAvg by default)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma list of client counts")
+    parser.add_argument("--name", default="scalability", help="result file: benchmarks/results/NAME.json")
     parser.add_argument("--timeout-s", type=float, default=3600.0, help="per configuration")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        result = run_one(args.one, args.privacy, args.rounds, args.fraction, args.rows_per_client, args.seed)
+        result = run_one(args.one, args.privacy, args.rounds, args.fraction, args.rows_per_client, args.seed,
+                         args.strategy)
         print("RESULT " + json.dumps(result))
         return
     modes = [m.strip() for m in args.privacy.split(",") if m.strip()]
     runs: list[dict] = []
-    for n in [s for s in SIZES if s <= args.max_clients]:
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    for n in [s for s in sizes if s <= args.max_clients]:
         for privacy in modes:
             reason = _supports_he() if privacy != "none" else None
             if reason:
@@ -182,7 +190,7 @@ def main() -> None:
                 continue
             cmd = [sys.executable, __file__, "--one", str(n), "--privacy", privacy, "--rounds", str(args.rounds),
                    "--fraction", str(args.fraction), "--rows-per-client", str(args.rows_per_client),
-                   "--seed", str(args.seed)]
+                   "--seed", str(args.seed), "--strategy", args.strategy]
             print(f"{n} clients, privacy {privacy} ...", flush=True)
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s,
@@ -202,7 +210,8 @@ def main() -> None:
             runs.append(result)
     ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6
     command = "python benchmarks/bench_scalability.py " + " ".join(sys.argv[1:])
-    write_result("scalability", {"command": command.strip(), "seed": args.seed, "rounds": args.rounds,
+    write_result(args.name, {"command": command.strip(), "strategy": args.strategy, "seed": args.seed,
+                             "rounds": args.rounds,
                                  "fraction": args.fraction, "rows_per_client": args.rows_per_client, "runs": runs,
                                  "extrapolation": extrapolate(runs, ram_mb, args.fraction)})
 
