@@ -87,6 +87,25 @@ def _fedavg(data: PreparedData, parts: list[np.ndarray], rounds: int, *, dp_sigm
     return Detector(model, scaler, vocab, WINDOW, {}), history
 
 
+def _adaptive_section(data, parts, cfg, hist_none: list[dict], hist_dp: list[dict]) -> dict:
+    """The ``adaptive`` section from this fixture's Flower-free histories: plain FedAvg is ``hist_none``
+    at one joule per client-round; the other runs reuse a history with less energy or fewer bytes (the
+    report is under test here, not the strategies: tests/test_adaptive.py and test_compression.py run them)."""
+    budget, fleet = ex.adaptive_budget_j(data, parts, cfg)
+
+    def costed(history, joules, up=1.0):
+        return [{**h, "energy_j": joules * h["clients"], "bytes_up": int(h["bytes_up"] * up),
+                 "participants": {k: {"epochs": 1 + i % 2} for i, k in enumerate(list(fleet)[:h["clients"]])}}
+                for h in history]
+
+    runs = {"fedavg": {"status": "ok", "history": costed(hist_none, 1.0), "stopped": None, "seconds": 1.0},
+            "energy": {"status": "ok", "history": costed(hist_dp, 0.6), "seconds": 1.0,
+                       "stopped": "energy budget exhausted: no client can pay for round 4"},
+            "int8": {"status": "ok", "history": costed(hist_none, 1.0, 0.25), "stopped": None, "seconds": 1.0},
+            "topk": {"status": "failed: RuntimeError: not run in this fixture"}}
+    return ex.summarise_adaptive(runs, ex.adaptive_settings(budget), cfg, budget_j=budget, fleet=fleet)
+
+
 def _entry(history: list[dict], privacy: str) -> dict:
     last = history[-1]
     return {"status": "ok", "kind": "federated", "privacy": privacy, **{k: last["test"][k] for k in ex.SUMMARY_KEYS},
@@ -139,6 +158,7 @@ def results(tmp_path_factory) -> dict:
     out["energy_j"], out["communication_mb"] = ex.energy_sections(entries, cfg, local_cpu, [len(p) for p in parts])
     out["energy_j"]["rapl"] = {"status": "unavailable: not metered in this test"}
     out["scalability"] = ex.load_scalability(ex.DEFAULT_SCALABILITY)
+    out["adaptive"] = _adaptive_section(data, parts, cfg, hist_none, hist_dp)
     out["mia"] = ex.mia_section(data, parts, withheld, {"none": (det_none, entries["none"]),
                                                         "dp": (det_dp, entries["dp"])}, cfg)
     return ex.clean_results(out)
@@ -240,8 +260,14 @@ def test_report_sections_figures_and_numbers(results, page) -> None:
                  ["latency_ms", "variants", "float", "p99"], ["model_size_bytes", "variants", "int8"],
                  ["update_bytes", "he_ckks"], ["mia", "models", "dp", "loss_threshold", "auc"],
                  ["energy_j", "modes", "none", "raspberry-pi-4", "mean_per_client_round_j"],
-                 ["communication_mb", "modes", "dp", "per_client_round_mb"], ["modes", "command"], ["mia", "seed"]):
+                 ["communication_mb", "modes", "dp", "per_client_round_mb"], ["modes", "command"], ["mia", "seed"],
+                 ["adaptive", "target_macro_f1"], ["adaptive", "energy_budget_j"], ["adaptive", "seed"],
+                 ["adaptive", "runs", "energy", "to_target_j"], ["adaptive", "runs", "int8", "to_target_mb"],
+                 ["adaptive", "runs", "int8", "mb_vs_fedavg"], ["adaptive", "runs", "fedavg", "final_macro_f1"]):
         assert json.dumps(path) in paths, path
+    adaptive = results["adaptive"]["runs"]
+    assert adaptive["int8"]["mb_vs_fedavg"] < 1.0 and adaptive["fedavg"]["j_vs_fedavg"] == 1.0
+    assert "failed: RuntimeError: not run in this fixture" in page
     # A mode that did not run says why instead of showing numbers.
     assert "not run: this fixture trains without Flower" in page
 
@@ -273,7 +299,7 @@ def test_results_round_trip_json(results, tmp_path) -> None:
     path.write_text(json.dumps(results, allow_nan=False))
     assert json.loads(path.read_text()) == results
     for key in ("per_family", "modes", "shared_0_5_avg_f1", "model_size_bytes", "latency_ms", "update_bytes",
-                "energy_j", "communication_mb", "scalability", "mia"):
+                "energy_j", "communication_mb", "scalability", "mia", "adaptive"):
         assert key in results, key
 
 

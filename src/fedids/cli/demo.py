@@ -28,6 +28,8 @@ def demo(
     clients: int = typer.Option(10, help="Simulated IoT clients."),
     seed: int = typer.Option(0, help="Random seed."),
     pcap: Path = typer.Option(DEMO_PCAP, help="Real capture to run the detector on."),
+    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
+                                  help="Include the adaptive-strategies comparison (four short federated runs)."),
 ) -> None:
     """Run the whole pipeline on synthetic IoT traffic and write a report (about 10 minutes on 2 cores)."""
     from fedids.cli.detect import detect
@@ -43,8 +45,9 @@ def demo(
     err.print("[bold]2/4[/bold] federated training (none, he+dp), baselines, evaluation, report")
     cfg = ExperimentConfig(out_dir=out_dir / "experiment", data=(str(csv),), rounds=rounds, clients=clients,
                            seed=seed, modes=("none", "he+dp"), target_epsilon=8.0, shadows=2,
-                           latency_calls=300, command=f"fedids demo --out {out_dir} --rounds {rounds} "
-                                                      f"--clients {clients} --seed {seed}")
+                           latency_calls=300, adaptive=adaptive,
+                           command=f"fedids demo --out {out_dir} --rounds {rounds} --clients {clients} --seed {seed}"
+                                   + ("" if adaptive else " --no-adaptive"))
     results = run_experiment(cfg)
     entries = results.get("modes", {}).get("entries", {})
     chosen = next((m for m in ("he+dp", "none") if entries.get(m, {}).get("status") == "ok"), None)

@@ -31,8 +31,12 @@ def paper(
     quick: bool = typer.Option(False, "--quick", help="Small synthetic data, few rounds and clients: minutes."),
     scalability: Optional[Path] = typer.Option(None, help="Scalability JSON to include (default: "
                                                           "benchmarks/results/scalability.json)."),
+    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
+                                  help="Compare plain FedAvg with energy-aware selection + adaptive epochs and "
+                                       "int8 / top-k update compression (four more federated runs)."),
 ) -> None:
-    """Run baselines, federated privacy modes, shared:0.5, compression, energy, membership inference."""
+    """Run baselines, federated privacy modes, shared:0.5, compression, energy, adaptive strategies,
+    membership inference."""
     from fedids.evaluation.experiment import (DEFAULT_SCALABILITY, REPORT_FILE, ExperimentConfig, make_command,
                                               quick_synth, run_experiment, summary_lines)
 
@@ -40,7 +44,7 @@ def paper(
     clients = clients if clients is not None else (4 if quick else 10)
     command = make_command({"data": data, "out": out_dir, "rounds": rounds, "clients": clients,
                             "partition": partition, "local_epochs": local_epochs, "split": split, "seed": seed,
-                            "target_epsilon": target_epsilon, "quick": quick})
+                            "target_epsilon": target_epsilon, "quick": quick, "adaptive": adaptive})
     try:
         cfg = ExperimentConfig(
             out_dir=out_dir, data=tuple(str(p) for p in data or ()), rounds=rounds, clients=clients,
@@ -49,7 +53,7 @@ def paper(
             shadows=2 if quick else 4, mia_max_per_class=300 if quick else 1000,
             latency_calls=300 if quick else 1000,
             scalability_path=scalability if scalability is not None else DEFAULT_SCALABILITY,
-            synth=quick_synth(seed) if quick and not data else {},
+            synth=quick_synth(seed) if quick and not data else {}, adaptive=adaptive,
         )
         from fedids.federation.partition import PartitionSpec
 

@@ -61,6 +61,16 @@ def federate(
     noise_multiplier: float = typer.Option(0.0, help="dp: noise std / clip norm; 0 = calibrate it from --target-epsilon."),
     clip_norm: float = typer.Option(1.0, help="dp: L2 bound of each client's update."),
     dpsgd_noise: float = typer.Option(0.0, help="> 0: clients train with Opacus DP-SGD at this noise multiplier."),
+    selection: str = typer.Option("random", help="random | energy: prefer clients with energy budget left on "
+                                                 "efficient hardware (plaintext only; see docs/evaluation.md)."),
+    energy_budget: float = typer.Option(0.0, help="Joules each device may spend on the whole training; a client "
+                                                  "that cannot pay for a round is not selected. 0 = unlimited."),
+    max_local_epochs: int = typer.Option(0, help="> 0: adaptive local epochs, 1 up to this, fitted to each "
+                                                 "client's per-round share of --energy-budget."),
+    compression: str = typer.Option("none", help="Client update compression: none | int8 | topk:FRACTION "
+                                                 "(plaintext only)."),
+    head_aggregation: str = typer.Option("class", help="class: average each output row by the clients' examples "
+                                                       "of that class (keeps rare classes) | examples: plain FedAvg."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""
@@ -80,7 +90,9 @@ def federate(
                 local_epochs=local_epochs, lr=lr, batch_size=batch_size, proximal_mu=proximal_mu,
                 hidden=hidden, window=window, split=split, test_fraction=test_fraction, segment=segment,
                 seed=seed, privacy=privacy, keys=str(keys) if keys else None, target_epsilon=target_epsilon,
-                noise_multiplier=noise_multiplier, clip_norm=clip_norm, dpsgd_noise=dpsgd_noise)
+                noise_multiplier=noise_multiplier, clip_norm=clip_norm, dpsgd_noise=dpsgd_noise,
+                selection=selection, energy_budget=energy_budget, max_local_epochs=max_local_epochs,
+                compression=compression, head_aggregation=head_aggregation)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RUN_FILE, args)
     args["data"] = data
@@ -91,7 +103,9 @@ def federate(
 def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fraction, local_epochs, lr,
          batch_size, proximal_mu, hidden, window, split, test_fraction, segment, seed, resuming: bool,
          privacy: str = "none", keys: str | None = None, target_epsilon: float = 0.0,
-         noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0) -> None:
+         noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0,
+         selection: str = "random", energy_budget: float = 0.0, max_local_epochs: int = 0,
+         compression: str = "none", head_aggregation: str = "class") -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
@@ -109,7 +123,9 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
                                   lr=lr, hidden=hidden, window=window, seed=seed, privacy=privacy,
                                   clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                                   target_epsilon=target_epsilon, he_public_context=public_path or "",
-                                  dpsgd_noise_multiplier=dpsgd_noise)
+                                  dpsgd_noise_multiplier=dpsgd_noise, selection=selection,
+                                  energy_budget_j=energy_budget, max_local_epochs=max_local_epochs,
+                                  compression=compression, head_aggregation=head_aggregation)
         if clients < 1:
             raise ValueError("--clients must be >= 1")
         frame = load_frame(data, seed)
@@ -139,6 +155,8 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
         with progress_bar("federated rounds", rounds) as advance:
             def on_round(rec) -> None:
                 eps = f", epsilon {rec.epsilon:.3f}" if rec.epsilon is not None else ""
+                if rec.energy_j is not None:
+                    eps += f", {rec.energy_j:.2f} J (modelled)"
                 if rec.dpsgd_epsilon is not None:
                     eps += f", DP-SGD epsilon this round {rec.dpsgd_epsilon:.3f}"
                 err.print(f"round {rec.round:>3}: clients {rec.clients} (rejected {rec.rejected}){eps}, "
@@ -155,7 +173,8 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
             raise InputError(f"federate: no round completed ({state.stopped or 'see the log'})")
         results["federated"] = state.history[-1]["test"] | {
             "rounds": state.completed_round, "strategy": strategy, "partition": partition, "privacy": privacy,
-            "epsilon": state.history[-1].get("epsilon")}
+            "epsilon": state.history[-1].get("epsilon"), "selection": selection, "compression": compression,
+            "energy_budget_j": energy_budget, "stopped": state.stopped}
         results["federated_history"] = state.history
         write_json(results_path, results)
     _print_comparison(results)

@@ -11,7 +11,7 @@ no digits of its own. The paper's published figures are part of the results dict
 :data:`PAPER_REFERENCE`), so they obey the same rule.
 
 Sections (element ids): ``summary``, ``per-attack``, ``modes``, ``shared``, ``sizes``, ``curves``,
-``energy``, ``scalability``, ``mia``. Figures: :data:`FIGURE_IDS`. A section or figure whose data are
+``energy``, ``adaptive``, ``scalability``, ``mia``. Figures: :data:`FIGURE_IDS`. A section or figure whose data are
 missing says so ("not measured in this run") instead of showing a number.
 """
 
@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 SECTION_IDS: tuple[str, ...] = ("summary", "per-attack", "modes", "shared", "sizes", "curves", "energy",
-                                "scalability", "mia")
+                                "adaptive", "scalability", "mia")
 FIGURE_IDS: tuple[str, ...] = ("fig-per-family", "fig-modes", "fig-f1-curves", "fig-epsilon", "fig-confusion",
                                "fig-energy", "fig-scalability", "fig-mia")
 NOT_MEASURED = "not measured in this run"
@@ -127,6 +127,11 @@ class _Page:
     def add(self, fragment: str) -> None:
         self.parts.append(fragment)
 
+    def section_head(self, section: str) -> None:
+        """The provenance line (command, seed) and status line every section starts with."""
+        self.add(self.provenance(section))
+        self.add(self.status_line([section, "status"]))
+
     def provenance(self, section: str) -> str:
         bits = []
         if _has(self.r, [section, "command"]):
@@ -190,8 +195,7 @@ def _per_attack(p: _Page) -> None:
     r = p.r
     p.add("<section id=\"per-attack\"><h2>Per-attack detection (one-vs-rest per family)</h2>")
     sec = r.get("per_family", {})
-    p.add(p.provenance("per_family"))
-    p.add(p.status_line(["per_family", "status"]))
+    p.section_head("per_family")
     families = sec.get("families", {}) if _ok(sec) else {}
     paper = r.get("paper", {}).get("per_family", {})
     if families:
@@ -238,8 +242,7 @@ def _mode_entries(r: dict) -> dict:
 def _modes(p: _Page) -> None:
     r = p.r
     p.add("<section id=\"modes\"><h2>Baselines and privacy modes</h2>")
-    p.add(p.provenance("modes"))
-    p.add(p.status_line(["modes", "status"]))
+    p.section_head("modes")
     entries = _mode_entries(r)
     if entries:
         p.add("<table><tr><th>mode</th><th>accuracy</th><th>macro-F1</th><th>weighted-F1</th><th>MCC</th>"
@@ -277,8 +280,7 @@ def _shared(p: _Page) -> None:
     r = p.r
     p.add("<section id=\"shared\"><h2>Average F1 with half of the attack classes shared</h2>")
     sec = r.get("shared_0_5_avg_f1", {})
-    p.add(p.provenance("shared_0_5_avg_f1"))
-    p.add(p.status_line(["shared_0_5_avg_f1", "status"]))
+    p.section_head("shared_0_5_avg_f1")
     if _ok(sec) and "avg_f1" in sec:
         p.add(f"<p>Partition {p.text(['shared_0_5_avg_f1', 'partition'], 'code')}, privacy "
               f"{p.text(['shared_0_5_avg_f1', 'privacy'], 'code')}: average (macro) F1 "
@@ -298,8 +300,7 @@ def _sizes(p: _Page) -> None:
     r = p.r
     p.add("<section id=\"sizes\"><h2>Model size, inference latency, update size</h2>")
     size = r.get("model_size_bytes", {})
-    p.add(p.provenance("model_size_bytes"))
-    p.add(p.status_line(["model_size_bytes", "status"]))
+    p.section_head("model_size_bytes")
     if _ok(size) and size.get("variants"):
         p.add("<table><tr><th>variant</th><th>bytes</th><th>macro-F1 (test)</th></tr>")
         for v in size["variants"]:
@@ -312,8 +313,7 @@ def _sizes(p: _Page) -> None:
                   f"{p.maybe(['paper', 'model_size_bytes'], 0)} bytes.</p>")
     lat = r.get("latency_ms", {})
     p.add("<h3>Inference latency (one window per call)</h3>")
-    p.add(p.provenance("latency_ms"))
-    p.add(p.status_line(["latency_ms", "status"]))
+    p.section_head("latency_ms")
     if _ok(lat) and lat.get("variants"):
         p.add(f"<p>Backend {p.text(['latency_ms', 'backend'])}, threads {p.num(['latency_ms', 'threads'], 0)}, "
               f"calls per variant {p.num(['latency_ms', 'calls'], 0)}; milliseconds on this machine.</p>")
@@ -334,8 +334,7 @@ def _sizes(p: _Page) -> None:
         p.add(f"<p>Paper: {p.maybe(['paper', 'latency_ms'], 1)} ms per device.</p>")
     upd = r.get("update_bytes", {})
     p.add("<h3>Update size per client and round</h3>")
-    p.add(p.provenance("update_bytes"))
-    p.add(p.status_line(["update_bytes", "status"]))
+    p.section_head("update_bytes")
     if _ok(upd):
         p.add("<table><tr><th>what</th><th>bytes</th></tr>")
         p.add(f"<tr><th>model parameters (count)</th>{p.num(['update_bytes', 'parameters'], 0, 'td')}</tr>")
@@ -410,8 +409,7 @@ def _energy(p: _Page) -> None:
     r = p.r
     p.add("<section id=\"energy\"><h2>Energy and communication</h2>")
     en, com = r.get("energy_j", {}), r.get("communication_mb", {})
-    p.add(p.provenance("energy_j"))
-    p.add(p.status_line(["energy_j", "status"]))
+    p.section_head("energy_j")
     if _ok(en) and en.get("modes"):
         p.add(f"<p>Radio {p.text(['energy_j', 'radio'], 'code')}; target macro-F1 "
               f"{p.num(['energy_j', 'target_macro_f1'], 3)} ({p.text(['energy_j', 'target_rule'])}). Joules per "
@@ -466,8 +464,7 @@ def _energy(p: _Page) -> None:
                       f"{p.num(b + ['rx_j_per_mb'], 3, 'td')}{p.text(b + ['source'], 'td')}</tr>")
             p.add("</table>")
     p.add("<h3>Communication</h3>")
-    p.add(p.provenance("communication_mb"))
-    p.add(p.status_line(["communication_mb", "status"]))
+    p.section_head("communication_mb")
     if com.get("modes"):
         p.add("<table><tr><th>mode</th><th>MB per client-round</th><th>MB total</th><th>rounds to target</th>"
               "<th>MB to target</th></tr>")
@@ -505,12 +502,60 @@ def _energy(p: _Page) -> None:
     p.add("</section>")
 
 
+_ADAPTIVE_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("mean_local_epochs", "local epochs (mean)", 2), ("mean_clients", "clients per round (mean)", 1),
+    ("rounds", "rounds run", 0), ("final_macro_f1", "final macro-F1", 3), ("rounds_to_target", "rounds to target", 0),
+    ("to_target_j", "J to target", 2), ("to_target_mb", "MB to target", 3), ("j_vs_fedavg", "J vs FedAvg", 2),
+    ("mb_vs_fedavg", "MB vs FedAvg", 2), ("upload_bytes_per_client_round", "upload per client-round (bytes)", 0),
+    ("total_j", "J (all rounds)", 2), ("total_mb", "MB (all rounds)", 3))
+
+
+def _adaptive(p: _Page) -> None:
+    r = p.r
+    p.add("<section id=\"adaptive\"><h2>Adaptive learning strategies</h2>")
+    sec = r.get("adaptive", {})
+    p.section_head("adaptive")
+    runs = sec.get("runs", {}) if _ok(sec) else {}
+    if runs:
+        p.add(f"<p>Plain FedAvg against energy-aware client selection with adaptive local epochs, and against "
+              f"compressed updates. Every run: strategy {p.text(['adaptive', 'strategy'], 'code')}, a share of "
+              f"{p.num(['adaptive', 'fraction_train'], 2)} of the {p.num(['adaptive', 'clients'], 0)} clients per "
+              f"round, same partition and seed. Target macro-F1 {p.num(['adaptive', 'target_macro_f1'], 3)} "
+              f"({p.text(['adaptive', 'target_rule'])}); joules and MB are totals over all clients until a run "
+              "first reaches it.</p>")
+        p.add(f"<p>Energy budget of every device in the energy-aware run: {p.num(['adaptive', 'energy_budget_j'], 2)} J "
+              f"({p.text(['adaptive', 'budget_rule'])}), local epochs between one and "
+              f"{p.num(['adaptive', 'max_local_epochs'], 0)}. Radio {p.text(['adaptive', 'radio'], 'code')}.</p>")
+        p.add(f"<p class=\"small\">Energy model: {p.text(['adaptive', 'energy_model'])}.</p>")
+        fleet = sec.get("fleet", {})
+        if fleet:
+            p.add("<p>Fleet: " + ", ".join(f"{html.escape(d)} {p.num(['adaptive', 'fleet', d], 0)}" for d in fleet)
+                  + " clients.</p>")
+        head = "".join(f"<th>{label}</th>" for _, label, _ in _ADAPTIVE_COLUMNS)
+        p.add(f"<table><tr><th>run</th><th>selection</th><th>compression</th>{head}</tr>")
+        for name, entry in runs.items():
+            b = ["adaptive", "runs", name]
+            if not _ok(entry):
+                p.add(f"<tr><th>{html.escape(name)}</th><td colspan=\"{len(_ADAPTIVE_COLUMNS) + 2}\" "
+                      f"class=\"missing\">{p.text(b + ['status'])}</td></tr>")
+                continue
+            cells = "".join(p.maybe(b + [key], dec, "td") for key, _, dec in _ADAPTIVE_COLUMNS)
+            p.add(f"<tr><th>{html.escape(name)}</th>{p.text(b + ['selection'], 'td')}"
+                  f"{p.text(b + ['compression'], 'td')}{cells}</tr>")
+        p.add("</table><ul class=\"small\">")
+        for name, entry in runs.items():
+            b = ["adaptive", "runs", name]
+            stopped = f"; stopped early: {p.text(b + ['stopped'])}" if entry.get("stopped") else ""
+            p.add(f"<li><b>{html.escape(name)}</b>: {p.text(b + ['what'])}{stopped}</li>")
+        p.add("</ul>")
+    p.add("</section>")
+
+
 def _scalability(p: _Page) -> None:
     r = p.r
     p.add("<section id=\"scalability\"><h2>Scalability of the simulation</h2>")
     sec = r.get("scalability", {})
-    p.add(p.provenance("scalability"))
-    p.add(p.status_line(["scalability", "status"]))
+    p.section_head("scalability")
     runs = sec.get("runs", []) if _ok(sec) else []
     if runs:
         p.add("<table><tr><th>clients</th><th>sampled per round</th><th>privacy</th><th>s per round</th>"
@@ -554,8 +599,7 @@ def _mia(p: _Page) -> None:
     r = p.r
     p.add("<section id=\"mia\"><h2>Membership inference</h2>")
     sec = r.get("mia", {})
-    p.add(p.provenance("mia"))
-    p.add(p.status_line(["mia", "status"]))
+    p.section_head("mia")
     models = sec.get("models", {})
     if models:
         if "what" in sec:
@@ -621,7 +665,7 @@ def render_report(results: dict) -> str:
           f"<style>{_STYLE}</style></head><body><h1>fedids: evaluation against the paper's section four</h1>")
     p.add("<p>Federated, privacy-preserving intrusion detection (GRU over per-host windows of flows). Every "
           "figure below was measured by this run unless it is marked as the paper's or as an estimate.</p>")
-    for build in (_summary, _per_attack, _modes, _shared, _sizes, _curves, _energy, _scalability, _mia):
+    for build in (_summary, _per_attack, _modes, _shared, _sizes, _curves, _energy, _adaptive, _scalability, _mia):
         build(p)
     p.add("</body></html>")
     return "".join(p.parts)

@@ -30,6 +30,7 @@ from flwr.app import Array, ConfigRecord
 
 from fedids.data.preprocess import LabelVocabulary, compute_feature_stats
 from fedids.federation import messages as m
+from fedids.federation.compression import COMPRESSED, Compression, compress_reply
 from fedids.federation.private import (GLOBAL, GLOBAL_KIND, GLOBAL_WEIGHT, PrivacyMode, compute_contribution,
                                        decrypt_global, flatten, secagg_config_from, unflatten)
 from fedids.federation.secure_rounds import CONTRIBUTION, SECAGG, SECAGG_CONFIG
@@ -72,11 +73,11 @@ def _config_value(config, key, default):
     return config[key] if key in config else default
 
 
-def handle_stats(msg: Message, frame: pd.DataFrame, key: str) -> Message:
+def handle_stats(msg: Message, frame: pd.DataFrame, key: str, device_profile: str | None = None) -> Message:
     from fedids.data.schema import FEATURES, LABEL
 
     stats = compute_feature_stats(frame[list(FEATURES)].to_numpy(dtype=np.float32))
-    return m.stats_reply(msg, key, stats, compute_label_counts(frame[LABEL].to_numpy()))
+    return m.stats_reply(msg, key, stats, compute_label_counts(frame[LABEL].to_numpy()), device_profile)
 
 
 def _global_weights(msg: Message, shapes_of: Callable[[], list[tuple[int, ...]]],
@@ -99,7 +100,9 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     """Evaluate the incoming global model on the local validation split, then train on the local rest.
 
     In a private mode the reply carries this client's *contribution* (see
-    :mod:`fedids.federation.private`) instead of its weights: encrypted, masked, or noised.
+    :mod:`fedids.federation.private`) instead of its weights: encrypted, masked, or noised. With
+    ``compression`` (plaintext only) it carries the compressed update (:mod:`fedids.federation.compression`;
+    the top-k residual is kept in ``context.state``).
     """
     config = msg.content[m.CONFIG]
     labels = list(config["labels"])
@@ -145,10 +148,17 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     metrics = MetricRecord({
         m.NUM_EXAMPLES: int(len(data.labels)), m.TRAIN_LOSS: float(result.losses[-1]),
         m.LOCAL_F1: float(local_f1), m.TRAIN_SECONDS: float(result.seconds),
+        m.TRAIN_EXAMPLES: int(result.examples), m.LOCAL_EPOCHS: int(train_cfg.epochs),
     })
     if dpsgd_epsilon is not None:
         metrics["dpsgd-epsilon"] = float(dpsgd_epsilon)
     privacy = str(_config_value(config, "privacy", "none"))
+    compression = Compression.parse(str(_config_value(config, "compression", "none")))
+    if compression.active and privacy != "none":
+        raise ValueError(f"compression {compression.kind} is for the plaintext mode, not privacy {privacy}")
+    if privacy == "none" and compression.active:
+        update = compress_reply(global_weights, get_weights(model), compression, context)
+        return Message(RecordDict({COMPRESSED: update, m.METRICS: metrics}), reply_to=msg)
     if privacy == "none":
         content = RecordDict({m.ARRAYS: ArrayRecord(get_weights(model)), m.METRICS: metrics})
         return Message(content, reply_to=msg)
@@ -258,7 +268,9 @@ def make_client_app(partitions_dir: str | None = None, he_secret_context: str | 
     @app.query("stats")
     def stats(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
-        return handle_stats(msg, local_frame(context), client_key(context))
+        # A SuperNode may declare its hardware (node config device-profile) for energy-aware selection.
+        profile = context.node_config.get(m.DEVICE_PROFILE)
+        return handle_stats(msg, local_frame(context), client_key(context), str(profile) if profile else None)
 
     @app.query("global")
     def final_model(msg: Message, context: Context) -> Message:

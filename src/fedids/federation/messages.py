@@ -29,6 +29,11 @@ NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
 TRAIN_LOSS = "train-loss"
 LOCAL_F1 = "local-val-macro-f1"
 TRAIN_SECONDS = "train-seconds"
+TRAIN_EXAMPLES = "train-examples"  # examples per local epoch (the work the energy ledger charges)
+LOCAL_EPOCHS = "local-epochs"      # epochs the client trained this round
+
+# Info keys.
+DEVICE_PROFILE = "device-profile"  # optional in the stats reply: the client's hardware profile
 
 
 def encode_preprocessing(scaler: FlowScaler) -> ArrayRecord:
@@ -44,13 +49,18 @@ def encode_vocabulary(vocab: LabelVocabulary) -> list[str]:
     return list(vocab.labels)
 
 
-def stats_reply(msg: Message, client_key: str, stats: FeatureStats, label_counts: dict[str, int]) -> Message:
+def stats_reply(msg: Message, client_key: str, stats: FeatureStats, label_counts: dict[str, int],
+                device_profile: str | None = None) -> Message:
+    """The reply to ``query.stats``; ``device_profile`` (a name of ``fedids.evaluation.energy``) tells the
+    server the client's hardware for energy accounting (absent: the server assigns one from the key)."""
     labels = sorted(label_counts)
+    info = {"client-key": client_key, "labels": labels, "label-counts": [int(label_counts[k]) for k in labels]}
+    if device_profile:
+        info[DEVICE_PROFILE] = str(device_profile)
     content = RecordDict({
         STATS: ArrayRecord({"hist": Array(stats.hist.astype(np.int64))}),
         METRICS: MetricRecord({NUM_EXAMPLES: int(stats.count)}),
-        INFO: ConfigRecord({"client-key": client_key, "labels": labels,
-                            "label-counts": [int(label_counts[k]) for k in labels]}),
+        INFO: ConfigRecord(info),
     })
     return Message(content, reply_to=msg)
 

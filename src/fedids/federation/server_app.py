@@ -11,6 +11,12 @@ One federated run, as :func:`run_federation` executes it:
    on the server's held-out test split, and checkpoint model and state to the run directory;
 3. ``resume=True`` continues after the last completed round with results identical to an uninterrupted
    run with the same seed.
+
+In the plaintext mode the server also keeps an energy ledger (:mod:`fedids.federation.adaptive`): each
+round's modelled client energy goes to the history (``energy_j``, ``participants``), and with
+``selection=energy``, an ``energy_budget_j`` or ``max_local_epochs`` it drives which clients train and for
+how many epochs. With ``compression`` clients upload compressed updates
+(:mod:`fedids.federation.compression`), rebuilt and validated before aggregation.
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedids.data.preprocess import LOG_EDGES, FeatureStats, LabelVocabulary
 from fedids.data.schema import FEATURES
+from fedids.federation import adaptive
 from fedids.federation import messages as m
-from fedids.federation.client_app import derive_seed
+from fedids.federation.client_app import LOCAL_VAL_FRACTION, derive_seed
+from fedids.federation.compression import COMPRESSED, Compression, rebuild_weights
 from fedids.federation.private import EncryptedGlobal, PrivacyMode, unflatten
 from fedids.federation.private import GLOBAL
 from fedids.federation.secure_rounds import contribution_weights, run_private_round
-from fedids.federation.strategies import PRIVATE_STRATEGIES, STRATEGIES, make_strategy
+from fedids.federation.strategies import (AVERAGING_STRATEGIES, HEAD_AGGREGATIONS, PRIVATE_STRATEGIES, STRATEGIES,
+                                          make_strategy, reweight_head_rows)
 from fedids.privacy.dp import PrivacyAccountant, PrivacyBudgetExceeded, calibrate_noise_multiplier
 from fedids.privacy.keys import load_public_context
 from fedids.model.artifacts import Detector, save_detector
@@ -74,6 +83,13 @@ class FederationConfig:
     he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
     dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with Opacus DP-SGD (sample-level DP)
     dpsgd_clip_norm: float = 1.0         # per-example gradient bound for DP-SGD
+    head_aggregation: str = "class"      # class: each output row averaged by its class's examples | examples
+    # Adaptive strategies (plaintext only; fedids.federation.adaptive and .compression). The defaults
+    # change nothing: uniform sampling, no budget, fixed local epochs, full float32 uploads.
+    selection: str = "random"      # random | energy (prefer clients with budget left and efficient hardware)
+    energy_budget_j: float = 0.0   # joules per device for the whole training; 0 = unlimited
+    max_local_epochs: int = 0      # > 0: adaptive local epochs in [1, this], fitted to the budget share
+    compression: str = "none"      # none | int8 | topk:FRACTION (the update a client uploads)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -91,6 +107,26 @@ class FederationConfig:
             raise ValueError("dp needs a noise multiplier or a target epsilon to calibrate it")
         if mode.he and not self.he_public_context:
             raise ValueError(f"privacy {self.privacy} needs he-public-context (see `fedids keys init`)")
+        if self.head_aggregation not in HEAD_AGGREGATIONS:
+            raise ValueError(f"unknown head-aggregation {self.head_aggregation!r}: choose one of "
+                             f"{', '.join(HEAD_AGGREGATIONS)}")
+        if self.selection not in adaptive.SELECTIONS:
+            raise ValueError(f"unknown selection {self.selection!r}: choose one of {', '.join(adaptive.SELECTIONS)}")
+        if self.energy_budget_j < 0 or self.max_local_epochs < 0:
+            raise ValueError("energy-budget-j and max-local-epochs must be >= 0")
+        if self.max_local_epochs and not self.energy_budget_j:
+            raise ValueError("max-local-epochs (adaptive local epochs) needs an energy-budget-j to fit them to")
+        compression = Compression.parse(self.compression)  # raises on an unknown codec
+        if mode.private and (self.energy_managed or compression.active):
+            # The private modes' guarantees assume what they were built for: DP's accounting a uniform
+            # client sample, HE/SecAgg a full, dense update.
+            raise ValueError(f"selection, energy budget, adaptive epochs and compression are for the plaintext "
+                             f"mode only, not privacy {self.privacy}")
+
+    @property
+    def energy_managed(self) -> bool:
+        """Whether the energy ledger drives selection or epochs (not only records energy)."""
+        return self.selection != "random" or self.energy_budget_j > 0 or self.max_local_epochs > 0
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> "FederationConfig":
@@ -120,6 +156,9 @@ class RoundRecord:
     client_privacy_seconds: float | None = None  # mean CPU seconds of clipping/noise/encryption/masking
     dpsgd_epsilon: float | None = None  # this round's sample-level DP-SGD epsilon, largest over clients
                                         # (each round's local training is one mechanism; rounds compose)
+    energy_j: float | None = None       # modelled joules of this round's clients, each on its own device
+                                        # profile (fedids.federation.adaptive); plaintext mode only
+    participants: dict | None = None    # client key -> epochs, examples, bytes_up, energy_j (plaintext)
 
 
 @dataclass
@@ -128,7 +167,8 @@ class FederationState:
     completed_round: int = 0
     history: list[dict] = field(default_factory=list)
     privacy: dict = field(default_factory=dict)   # accountant state, encrypted global model metadata
-    stopped: str | None = None                    # why training ended early (privacy budget)
+    stopped: str | None = None                    # why training ended early (privacy or energy budget)
+    adaptive: dict = field(default_factory=dict)  # the energy ledger (fedids.federation.adaptive)
 
 
 def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
@@ -141,13 +181,19 @@ def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
 
 
 def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
-    """Ask every node for its statistics; returns node->client-key, client-key->rows, merged stats, label counts."""
+    """Ask every node for its statistics.
+
+    Returns node->client-key, client-key->rows, merged stats, label counts over all clients,
+    client-key->label counts and client-key->device profile (reported, or assigned from the key).
+    """
     messages = [Message(RecordDict({m.CONFIG: ConfigRecord({})}), message_type=m.QUERY_STATS, dst_node_id=n)
                 for n in nodes]
     keys: dict[int, str] = {}
     rows_of: dict[str, int] = {}
     merged: FeatureStats | None = None
     labels: dict[str, int] = {}
+    labels_of: dict[str, dict[str, int]] = {}
+    reported: dict[str, str | None] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout_s):
         node = reply.metadata.src_node_id
         if reply.has_error():
@@ -164,11 +210,19 @@ def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
         keys[node] = key
         rows_of[key] = stats.count
         merged = stats if merged is None else merged.merge(stats)
+        labels_of[key] = dict(client_labels)
+        reported[key] = reply.content[m.INFO].get(m.DEVICE_PROFILE)
         for label, n in client_labels.items():
             labels[label] = labels.get(label, 0) + n
     if merged is None:
         raise RuntimeError("no client returned usable statistics")
-    return keys, rows_of, merged, labels
+    assigned = adaptive.assign_profiles(reported)
+    profiles: dict[str, str] = {}
+    for key, claim in reported.items():
+        profiles[key], ignored = adaptive.resolve_profile(claim, assigned[key])
+        if ignored:
+            log.warning("client %s: %s; assuming %s", key, ignored, profiles[key])
+    return keys, rows_of, merged, labels, labels_of, profiles
 
 
 def sample_clients(keys: dict[int, str], fraction: float, minimum: int, seed: int, server_round: int) -> list[int]:
@@ -197,6 +251,11 @@ def _save_checkpoint(out_dir: Path, server_round: int, weights: list[np.ndarray]
     os.replace(tmp, directory / f"round-{server_round:04d}.npz")
     for old in sorted(directory.glob("round-*.npz"))[:-2]:  # keep the last two
         old.unlink()
+
+
+def _previous_config(previous: FederationState) -> dict:
+    """The saved settings, with fields added since that run at their defaults (which change nothing)."""
+    return {**asdict(FederationConfig()), **previous.config}
 
 
 def _load_checkpoint(out_dir: Path, server_round: int) -> tuple[list[np.ndarray], list[np.ndarray], bytes | None]:
@@ -235,7 +294,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
     if mode.he and decrypt is None:
         log.warning("no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext")
     nodes = _wait_for_nodes(grid, expected_clients, config.timeout_s)
-    keys, counts, stats, label_counts = collect_stats(grid, nodes, config.timeout_s)
+    keys, counts, stats, label_counts, labels_of, profiles = collect_stats(grid, nodes, config.timeout_s)
     scaler, vocab = preprocessing_from_stats(stats, label_counts)
     model = new_model(len(vocab), config.hidden, config.seed)
     shapes = [tuple(w.shape) for w in get_weights(model)]
@@ -244,11 +303,17 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
     accountant = _make_accountant(config, mode, keys)
     encrypted: EncryptedGlobal | None = None
     if resume and (previous := load_state(out_dir)) is not None and previous.completed_round > 0:
-        if {k: v for k, v in previous.config.items() if k != "rounds"} != {k: v for k, v in asdict(config).items() if k != "rounds"}:
+        if {k: v for k, v in _previous_config(previous).items() if k != "rounds"} != {k: v for k, v in asdict(config).items() if k != "rounds"}:
             raise ValueError(f"{out_dir}: cannot resume, the run was started with different settings")
         state = FederationState(config=asdict(config), completed_round=previous.completed_round,
-                                history=previous.history, privacy=previous.privacy)
+                                history=previous.history, privacy=previous.privacy, adaptive=previous.adaptive)
     strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
+    compression = Compression.parse(config.compression)
+    ledger = None if mode.private else adaptive.EnergyLedger.create(
+        profiles, counts, budget_j=config.energy_budget_j, hidden=config.hidden, window=config.window,
+        train_fraction=1.0 - LOCAL_VAL_FRACTION)
+    if ledger is not None and state.adaptive:
+        ledger.load_state_dict(state.adaptive)
     if state.completed_round:
         weights, momentum, ciphertext = _load_checkpoint(out_dir, state.completed_round)
         set_weights(model, weights)
@@ -275,7 +340,8 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
                 _write_state(out_dir, state)
                 break
         start = time.perf_counter()
-        arrays = ArrayRecord(get_weights(model)) if encrypted is None else None
+        global_weights = get_weights(model)
+        arrays = ArrayRecord(global_weights) if encrypted is None else None
         train_config = {
             "server-round": server_round, "labels": m.encode_vocabulary(vocab), "window": config.window,
             "hidden": config.hidden, "local-epochs": config.local_epochs, "batch-size": config.batch_size,
@@ -283,9 +349,19 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             "absent-logit-scale": config.absent_logit_scale,
             "proximal-mu": config.proximal_mu if config.strategy == "fedprox" else 0.0,
             "dpsgd-noise": config.dpsgd_noise_multiplier, "dpsgd-clip": config.dpsgd_clip_norm,
-            "dpsgd-delta": config.target_delta,
+            "dpsgd-delta": config.target_delta, "compression": config.compression,
         }
-        chosen = sample_clients(keys, config.fraction_train, config.min_clients, config.seed, server_round)
+        epochs_of: dict[int, int] = {}
+        if config.energy_managed:
+            chosen, epochs_of = _select_adaptive(ledger, keys, config, server_round,
+                                                 sum(w.nbytes for w in global_weights))
+            if not chosen:
+                state.stopped = f"energy budget exhausted: no client can pay for round {server_round}"
+                log.warning("%s", state.stopped)
+                _write_state(out_dir, state)
+                break
+        else:
+            chosen = sample_clients(keys, config.fraction_train, config.min_clients, config.seed, server_round)
 
         def make_content(node: int, extra: dict) -> RecordDict:
             cfg = ConfigRecord({**train_config, **extra, **(encrypted.config_entries() if encrypted else {})})
@@ -296,6 +372,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
                 content[GLOBAL] = ArrayRecord({"ct": Array(np.frombuffer(encrypted.ciphertext, dtype=np.uint8))})
             return content
 
+        participants: dict | None = None
         if mode.private:
             weights_of = contribution_weights(mode, chosen, keys, counts)
             summed, replies = run_private_round(
@@ -318,14 +395,19 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
                 accountant.step()
             agg_loss = _weighted_mean(replies, m.TRAIN_LOSS)
         else:
-            replies, rejected = _collect_plain(grid, chosen, make_content, keys, shapes, config, server_round)
+            replies, rejected, up_of = _collect_plain(grid, chosen, make_content, keys, shapes, config, server_round,
+                                                      epochs_of, compression, global_weights)
             replies.sort(key=lambda r: keys[r.metadata.src_node_id])
+            if config.head_aggregation == "class" and config.strategy in AVERAGING_STRATEGIES:
+                reweight_head_rows(replies, {node: np.array([labels_of[key].get(lab, 0) for lab in vocab.labels])
+                                             for node, key in keys.items()})
             if hasattr(strategy, "current_arrays"):  # server-optimiser strategies (FedAvgM) need the old model
                 strategy.current_arrays = arrays
             new_arrays, agg_metrics = strategy.aggregate_train(server_round, replies)
             set_weights(model, [a.numpy() for a in new_arrays.values()])
-            weights_bytes = sum(a.nbytes for a in get_weights(model))
-            bytes_down, bytes_up = weights_bytes * len(chosen), weights_bytes * len(replies)
+            weights_bytes = sum(a.nbytes for a in global_weights)
+            bytes_down, bytes_up = weights_bytes * len(chosen), sum(up_of.values())
+            participants = _charge(ledger, replies, keys, weights_bytes, up_of)
             agg_loss = float(agg_metrics[m.TRAIN_LOSS]) if agg_metrics and m.TRAIN_LOSS in agg_metrics else float("nan")
         detector = Detector(model, scaler, vocab, config.window, metadata | {"round": server_round})
         evaluable = encrypted is None or decrypt is not None
@@ -340,6 +422,8 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             client_seconds=_mean_metric(replies, m.TRAIN_SECONDS),
             client_privacy_seconds=_mean_metric(replies, "privacy-seconds"),
             dpsgd_epsilon=_max_metric(replies, "dpsgd-epsilon"),
+            energy_j=sum(p["energy_j"] for p in participants.values()) if participants is not None else None,
+            participants=participants,
         )
         detector.metadata["test_metrics"] = record.test
         # Checkpoint first, then the state that points at it, then the model the detector reloads.
@@ -349,6 +433,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
         state.history.append(asdict(record))
         state.privacy = {"accountant": accountant.state_dict() if accountant else None,
                          "encrypted_global": encrypted.to_meta() if encrypted else None}
+        state.adaptive = ledger.state_dict() if ledger is not None else {}
         _write_state(out_dir, state)
         if evaluable:
             save_detector(out_dir / GLOBAL_DIR, detector)
@@ -406,9 +491,58 @@ def _mean_metric(replies: list[Message], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, str], shapes, config, server_round):
-    messages = [Message(make_content(n, {}), message_type=m.TRAIN, dst_node_id=n) for n in chosen]
-    replies, rejected, seen = [], 0, set()
+def _select_adaptive(ledger: adaptive.EnergyLedger, keys: dict[int, str], config: FederationConfig,
+                     server_round: int, model_bytes: int) -> tuple[list[int], dict[int, int]]:
+    """Clients and their local epochs for one round under the energy ledger (see fedids.federation.adaptive).
+
+    Uploads not yet reported are estimated at the full model size, the most a client sends.
+    """
+    k = min(len(keys), max(config.min_clients, math.ceil(config.fraction_train * len(keys))))
+    least = 1 if config.max_local_epochs else config.local_epochs
+    chosen = adaptive.select_clients(ledger, keys, k=k, rule=config.selection, epochs=least, seed=config.seed,
+                                     server_round=server_round, bytes_down=model_bytes, full_up=model_bytes)
+    if not config.max_local_epochs:
+        return chosen, {}
+    rounds_left = config.rounds - server_round + 1
+    return chosen, {n: ledger.epochs_for(keys[n], rounds_left, config.max_local_epochs, model_bytes, model_bytes)
+                    for n in chosen}
+
+
+def _charge(ledger: adaptive.EnergyLedger, replies: list[Message], keys: dict[int, str], model_bytes: int,
+            up_of: dict[int, int]) -> dict:
+    """Charge every accepted reply to the ledger; returns the round's ``participants`` record."""
+    out = {}
+    for reply in replies:
+        node, metrics = reply.metadata.src_node_id, reply.content[m.METRICS]
+        key = keys[node]
+        epochs = int(metrics.get(m.LOCAL_EPOCHS, 1))
+        examples = int(metrics.get(m.TRAIN_EXAMPLES, ledger.accounts[key].examples))
+        joules = ledger.charge(key, epochs=epochs, examples=examples, bytes_down=model_bytes, bytes_up=up_of[node])
+        out[key] = {"epochs": epochs, "examples": examples, "bytes_up": int(up_of[node]), "energy_j": joules}
+    return out
+
+
+def _check_work(metrics) -> None:
+    """The work a client reports (charged to its energy account) must be plausible: whole numbers,
+    examples >= 0 and epochs >= 1 (a negative figure would refund energy)."""
+    examples, epochs = metrics.get(m.TRAIN_EXAMPLES, 0), metrics.get(m.LOCAL_EPOCHS, 1)
+    if not isinstance(examples, int) or not isinstance(epochs, int) or examples < 0 or epochs < 1:
+        raise ValueError(f"implausible work reported: {examples!r} examples, {epochs!r} epochs")
+
+
+def _record_bytes(record: ArrayRecord) -> int:
+    """Array bytes of a record, from its metadata (no decoding)."""
+    return int(sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values()))
+
+
+def _collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, str], shapes, config, server_round,
+                   epochs_of: dict[int, int], compression: Compression, global_weights: list[np.ndarray]):
+    """Send the training messages and validate the replies: returns (accepted, rejected count, node ->
+    bytes uploaded). A compressed update is rebuilt into full weights (``global + update``) first, so
+    the same checks and every strategy apply to it."""
+    messages = [Message(make_content(n, {"local-epochs": epochs_of[n]} if n in epochs_of else {}),
+                        message_type=m.TRAIN, dst_node_id=n) for n in chosen]
+    replies, rejected, seen, up_of = [], 0, set(), {}
     for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
         node = reply.metadata.src_node_id
         try:
@@ -416,16 +550,28 @@ def _collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, 
                 raise ValueError(f"client error: {reply.error.reason.splitlines()[0][:200]}")
             if node in seen or node not in keys:
                 raise ValueError("duplicate or unknown sender")
+            if compression.active:
+                if COMPRESSED not in reply.content:
+                    raise ValueError("reply lacks the compressed update")
+                weights, up = rebuild_weights(reply.content[COMPRESSED], compression, global_weights)
+                del reply.content[COMPRESSED]  # Flower's strategies expect exactly one ArrayRecord
+                reply.content[m.ARRAYS] = ArrayRecord(weights)
+            else:
+                up = _record_bytes(reply.content[m.ARRAYS]) if m.ARRAYS in reply.content else 0
             m.check_train_reply(reply.content, shapes)
+            _check_work(reply.content[m.METRICS])
+            if node in epochs_of and int(reply.content[m.METRICS].get(m.LOCAL_EPOCHS, -1)) != epochs_of[node]:
+                raise ValueError(f"trained {reply.content[m.METRICS].get(m.LOCAL_EPOCHS)!r} epochs, asked {epochs_of[node]}")
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("round %d: rejected update from client %s: %s", server_round, keys.get(node, node), exc)
             rejected += 1
             continue
         seen.add(node)
         replies.append(reply)
+        up_of[node] = up
     if not replies:
         raise RuntimeError(f"round {server_round}: no valid client update")
-    return replies, rejected
+    return replies, rejected, up_of
 
 
 def make_server_app(config: FederationConfig, out_dir: str | Path, *, expected_clients: int,

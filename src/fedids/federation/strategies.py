@@ -6,12 +6,23 @@ sampling is done by fedids with a seeded generator so that runs and resumed runs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message
 from flwr.serverapp.strategy import FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, Krum
+
+from fedids.federation import messages as m
 
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "krum", "fedmedian", "fedtrimmedavg")
 # Under --privacy the server only ever sees a sum of contributions: plain (FedProx-)averaging. The
 # robust strategies need each update in plaintext and server momentum needs the plaintext model.
 PRIVATE_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
+# Strategies that take an example-weighted mean of the updates: class-aware head rows apply to them.
+AVERAGING_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
+HEAD_AGGREGATIONS = ("class", "examples")
+"""How the classifier head's rows are averaged under an averaging strategy: ``class`` (each class's row by
+that class's examples, :func:`reweight_head_rows`) or ``examples`` (plain FedAvg weighting)."""
 
 
 def make_strategy(name: str, *, proximal_mu: float = 0.01, server_lr: float = 1.0, server_momentum: float = 0.9, trim_beta: float = 0.2, krum_malicious: int = 1):
@@ -34,3 +45,36 @@ def make_strategy(name: str, *, proximal_mu: float = 0.01, server_lr: float = 1.
     if name == "fedtrimmedavg":
         return FedTrimmedAvg(beta=trim_beta, **common)
     raise ValueError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+def reweight_head_rows(replies: list[Message], class_counts: Mapping[int, np.ndarray], head_arrays: int = 2) -> None:
+    """Make an example-weighted average aggregate each class's output row by that class's examples.
+
+    FedAvg weighs client ``i`` by its ``num-examples`` ``n_i``, so the classifier row of a class that only a
+    few clients hold is mostly the average of clients that never saw it (each of which pushed that logit
+    down): a rare class held by one client (CICIDS2017's SQL injection: 21 flows in all) is washed out. Row
+    ``c`` of the head should instead average clients by their count ``k_ic`` of class ``c``. Rescaling each
+    client's row to ``r_ic * k_ic * N / (K_c * n_i)`` (``N = sum n_i``, ``K_c = sum k_ic`` over the replies)
+    makes any ``n_i``-weighted mean, and so FedAvg, FedAvgM and FedProx unchanged, produce exactly
+    ``sum_i k_ic r_ic / K_c``. A class no replying client holds keeps the plain average. The body of the
+    network is untouched. Class counts come from the statistics round (already shared for the label
+    vocabulary), so this reveals nothing new. Replies are modified in place; only for plaintext
+    strategies that average (not Krum or the medians, whose robustness needs the rows as sent).
+
+    ``class_counts`` maps a reply's source node to its per-class counts, in the head's row order.
+    """
+    if not replies:
+        return
+    n = np.array([float(r.content[m.METRICS][m.NUM_EXAMPLES]) for r in replies])
+    k = np.stack([np.asarray(class_counts[r.metadata.src_node_id], dtype=np.float64) for r in replies])
+    total_k = k.sum(axis=0)
+    factor = np.where(total_k > 0, k * n.sum() / np.where(total_k > 0, total_k, 1.0) / n[:, None], 1.0)
+    for reply, f in zip(replies, factor):
+        record = reply.content[m.ARRAYS]
+        names = list(record.keys())
+        arrays = {name: record[name].numpy() for name in names}
+        for name in names[-head_arrays:]:
+            a = arrays[name]
+            shape = (-1,) + (1,) * (a.ndim - 1)
+            arrays[name] = (a * f.reshape(shape)).astype(a.dtype)
+        reply.content[m.ARRAYS] = ArrayRecord({name: Array(arrays[name]) for name in names})
