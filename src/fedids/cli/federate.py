@@ -70,7 +70,7 @@ def federate(
     compression: str = typer.Option("none", help="Client update compression: none | int8 | topk:FRACTION "
                                                  "(plaintext only)."),
     head_aggregation: str = typer.Option("class", help="class: average each output row by the clients' examples "
-                                                       "of that class (keeps rare classes) | examples: plain FedAvg."),
+                                                       "of that class (keeps rare classes; plaintext only) | examples: plain FedAvg."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""

@@ -83,7 +83,8 @@ class FederationConfig:
     he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
     dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with Opacus DP-SGD (sample-level DP)
     dpsgd_clip_norm: float = 1.0         # per-example gradient bound for DP-SGD
-    head_aggregation: str = "class"      # class: each output row averaged by its class's examples | examples
+    head_aggregation: str = "class"      # class: each output row averaged by its class's examples | examples;
+                                         # plaintext only: private modes see a sum and weigh by examples
     # Adaptive strategies (plaintext only; fedids.federation.adaptive and .compression). The defaults
     # change nothing: uniform sampling, no budget, fixed local epochs, full float32 uploads.
     selection: str = "random"      # random | energy (prefer clients with budget left and efficient hardware)
