@@ -1,4 +1,4 @@
-"""Class-aware head aggregation (fedids.federation.strategies.reweight_head_rows) against hand-computed means."""
+"""Class-aware head aggregation and objective client weights (fedids.federation.strategies) against hand-computed means."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 
 from fedids.federation import messages as m
-from fedids.federation.strategies import make_strategy, reweight_head_rows
+from fedids.federation.strategies import OBJECTIVE_WEIGHT, add_objective_weights, make_strategy, reweight_head_rows
 
 
 def reply(node: int, body: float, head: np.ndarray, n: int) -> Message:
@@ -47,3 +47,17 @@ def test_a_class_no_replying_client_holds_keeps_the_plain_average():
 def test_missing_counts_for_a_replying_node_fail_loudly():
     with pytest.raises(KeyError):
         reweight_head_rows([reply(7, 0.0, np.ones((2, 1)), 5)], {1: np.array([1, 1])})
+
+
+def test_objective_weighting_averages_bodies_by_each_clients_share_of_the_weighted_loss():
+    # class weights (benign, attack) = (0.1, 2.0): client 1 holds 90 benign flows (W = 9),
+    # client 2 holds 5 benign and 5 attack flows (W = 0.5 + 10 = 10.5)
+    replies = [reply(1, 1.0, np.array([[1.0], [10.0]]), 90), reply(2, 3.0, np.array([[3.0], [-2.0]]), 10)]
+    counts = {1: np.array([90, 0]), 2: np.array([5, 5])}
+    add_objective_weights(replies, counts, np.array([0.1, 2.0]))
+    assert [r.content[m.METRICS][OBJECTIVE_WEIGHT] for r in replies] == pytest.approx([9.0, 10.5])
+    reweight_head_rows(replies, counts, weighted_by_key=OBJECTIVE_WEIGHT)
+    arrays, _ = make_strategy("fedavg", weighted_by_key=OBJECTIVE_WEIGHT).aggregate_train(1, replies)
+    np.testing.assert_allclose(arrays["body"].numpy(), (9.0 * 1.0 + 10.5 * 3.0) / 19.5, rtol=1e-6)
+    # the head rows still average by class examples, whatever the body's weights
+    np.testing.assert_allclose(arrays["head.weight"].numpy()[:, 0], [(90 * 1.0 + 5 * 3.0) / 95, -2.0], rtol=1e-6)

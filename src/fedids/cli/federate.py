@@ -44,10 +44,12 @@ def federate(
     rounds: int = typer.Option(10, help="Federated rounds."),
     mode: str = typer.Option("federated", help="federated, centralized, local, a comma list, or all."),
     strategy: str = typer.Option("fedavgm", help="fedavgm (FedAvg + server momentum) | fedavg | fedprox | krum | fedmedian | fedtrimmedavg"),
+    server_momentum: float = typer.Option(0.5, help="FedAvgM: momentum of the server's step (0 = FedAvg)."),
+    server_lr: float = typer.Option(1.0, help="FedAvgM: server learning rate applied to the averaged update."),
     fraction: float = typer.Option(1.0, help="Fraction of clients sampled per round."),
     local_epochs: int = typer.Option(1, help="Local epochs per round."),
     lr: float = typer.Option(3e-3, help="Client learning rate (Adam)."),
-    batch_size: int = typer.Option(128, help="Client batch size."),
+    batch_size: int = typer.Option(64, help="Client batch size (also the centralized and local baselines')."),
     proximal_mu: float = typer.Option(0.01, help="FedProx proximal term (with --strategy fedprox)."),
     hidden: int = typer.Option(64, help="GRU hidden units."),
     window: int = typer.Option(10, help="Flows per window."),
@@ -71,6 +73,9 @@ def federate(
                                                  "(plaintext only)."),
     head_aggregation: str = typer.Option("class", help="class: average each output row by the clients' examples "
                                                        "of that class (keeps rare classes; plaintext only) | examples: plain FedAvg."),
+    client_weighting: str = typer.Option("objective", help="objective: weigh each client's update by its share of "
+                                                           "the class-weighted loss (he and secagg too) | "
+                                                           "examples: by its flows (FedAvg)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""
@@ -86,13 +91,14 @@ def federate(
     if out_dir is None:
         raise InputError("federate: --out DIR is required (or --resume DIR)")
     args = dict(data=[str(p) for p in data] if data else None, out_dir=str(out_dir), clients=clients,
-                partition=partition, rounds=rounds, mode=mode, strategy=strategy, fraction=fraction,
+                partition=partition, rounds=rounds, mode=mode, strategy=strategy, server_momentum=server_momentum,
+                server_lr=server_lr, fraction=fraction,
                 local_epochs=local_epochs, lr=lr, batch_size=batch_size, proximal_mu=proximal_mu,
                 hidden=hidden, window=window, split=split, test_fraction=test_fraction, segment=segment,
                 seed=seed, privacy=privacy, keys=str(keys) if keys else None, target_epsilon=target_epsilon,
                 noise_multiplier=noise_multiplier, clip_norm=clip_norm, dpsgd_noise=dpsgd_noise,
                 selection=selection, energy_budget=energy_budget, max_local_epochs=max_local_epochs,
-                compression=compression, head_aggregation=head_aggregation)
+                compression=compression, head_aggregation=head_aggregation, client_weighting=client_weighting)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RUN_FILE, args)
     args["data"] = data
@@ -105,7 +111,8 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
          privacy: str = "none", keys: str | None = None, target_epsilon: float = 0.0,
          noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0,
          selection: str = "random", energy_budget: float = 0.0, max_local_epochs: int = 0,
-         compression: str = "none", head_aggregation: str = "class") -> None:
+         compression: str = "none", head_aggregation: str = "class", server_momentum: float = 0.9,
+         server_lr: float = 1.0, client_weighting: str = "examples") -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
@@ -119,13 +126,15 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
         strategy = "fedavg"
     try:
         config = FederationConfig(rounds=rounds, fraction_train=fraction, min_clients=1, strategy=strategy,
+                                  server_momentum=server_momentum, server_lr=server_lr,
                                   proximal_mu=proximal_mu, local_epochs=local_epochs, batch_size=batch_size,
                                   lr=lr, hidden=hidden, window=window, seed=seed, privacy=privacy,
                                   clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                                   target_epsilon=target_epsilon, he_public_context=public_path or "",
                                   dpsgd_noise_multiplier=dpsgd_noise, selection=selection,
                                   energy_budget_j=energy_budget, max_local_epochs=max_local_epochs,
-                                  compression=compression, head_aggregation=head_aggregation)
+                                  compression=compression, head_aggregation=head_aggregation,
+                                  client_weighting=client_weighting)
         if clients < 1:
             raise ValueError("--clients must be >= 1")
         frame = load_frame(data, seed)

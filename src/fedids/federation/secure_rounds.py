@@ -35,8 +35,9 @@ STAGE_KEYS, STAGE_SHARES, STAGE_UNMASK = "train.secagg_keys", "train.secagg_shar
 
 
 def contribution_weights(mode: PrivacyMode, nodes: list[int], node_keys: dict[int, str],
-                         counts: dict[str, int]) -> dict[int, float]:
-    """Per-node weight: by examples, or equal under ``dp`` (bounded sensitivity needs equal weights)."""
+                         counts: dict[str, float]) -> dict[int, float]:
+    """Per-node weight: by ``counts`` (examples, or objective weights), or equal under ``dp`` (bounded
+    sensitivity needs equal weights)."""
     if mode.dp:
         return {n: 1.0 / len(nodes) for n in nodes}
     total = sum(counts[node_keys[n]] for n in nodes)

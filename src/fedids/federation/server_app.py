@@ -43,8 +43,9 @@ from fedids.federation.compression import COMPRESSED, Compression, rebuild_weigh
 from fedids.federation.private import EncryptedGlobal, PrivacyMode, unflatten
 from fedids.federation.private import GLOBAL
 from fedids.federation.secure_rounds import contribution_weights, run_private_round
-from fedids.federation.strategies import (AVERAGING_STRATEGIES, HEAD_AGGREGATIONS, PRIVATE_STRATEGIES, STRATEGIES,
-                                          make_strategy, reweight_head_rows)
+from fedids.federation.strategies import (AVERAGING_STRATEGIES, CLIENT_WEIGHTINGS, HEAD_AGGREGATIONS,
+                                          PRIVATE_STRATEGIES, STRATEGIES, add_objective_weights, make_strategy,
+                                          reweight_head_rows, weight_key)
 from fedids.privacy.dp import PrivacyAccountant, PrivacyBudgetExceeded, calibrate_noise_multiplier
 from fedids.privacy.keys import load_public_context
 from fedids.model.artifacts import Detector, save_detector
@@ -67,8 +68,10 @@ class FederationConfig:
     min_clients: int = 2
     strategy: str = "fedavgm"
     proximal_mu: float = 0.01
+    server_lr: float = 1.0          # fedavgm: step applied to the averaged update
+    server_momentum: float = 0.5    # fedavgm: momentum of that step (0.9 oscillated under label skew)
     local_epochs: int = 1
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 3e-3
     absent_logit_scale: float = 0.5
     hidden: int = 64
@@ -83,6 +86,8 @@ class FederationConfig:
     he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
     dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with Opacus DP-SGD (sample-level DP)
     dpsgd_clip_norm: float = 1.0         # per-example gradient bound for DP-SGD
+    client_weighting: str = "objective"  # objective: share of the class-weighted loss | examples (FedAvg)
+                                         # (he/secagg too; under dp every client weighs the same)
     head_aggregation: str = "class"      # class: each output row averaged by its class's examples | examples;
                                          # plaintext only: private modes see a sum and weigh by examples
     # Adaptive strategies (plaintext only; fedids.federation.adaptive and .compression). The defaults
@@ -111,6 +116,9 @@ class FederationConfig:
         if self.head_aggregation not in HEAD_AGGREGATIONS:
             raise ValueError(f"unknown head-aggregation {self.head_aggregation!r}: choose one of "
                              f"{', '.join(HEAD_AGGREGATIONS)}")
+        if self.client_weighting not in CLIENT_WEIGHTINGS:
+            raise ValueError(f"unknown client-weighting {self.client_weighting!r}: choose one of "
+                             f"{', '.join(CLIENT_WEIGHTINGS)}")
         if self.selection not in adaptive.SELECTIONS:
             raise ValueError(f"unknown selection {self.selection!r}: choose one of {', '.join(adaptive.SELECTIONS)}")
         if self.energy_budget_j < 0 or self.max_local_epochs < 0:
@@ -254,9 +262,13 @@ def _save_checkpoint(out_dir: Path, server_round: int, weights: list[np.ndarray]
         old.unlink()
 
 
+# Fields whose default changed since runs were saved without them: the value those runs used.
+_LEGACY_DEFAULTS = {"server_momentum": 0.9, "client_weighting": "examples"}
+
+
 def _previous_config(previous: FederationState) -> dict:
-    """The saved settings, with fields added since that run at their defaults (which change nothing)."""
-    return {**asdict(FederationConfig()), **previous.config}
+    """The saved settings, with fields added since that run at the values it ran with."""
+    return {**asdict(FederationConfig()), **_LEGACY_DEFAULTS, **previous.config}
 
 
 def _load_checkpoint(out_dir: Path, server_round: int) -> tuple[list[np.ndarray], list[np.ndarray], bytes | None]:
@@ -308,7 +320,9 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             raise ValueError(f"{out_dir}: cannot resume, the run was started with different settings")
         state = FederationState(config=asdict(config), completed_round=previous.completed_round,
                                 history=previous.history, privacy=previous.privacy, adaptive=previous.adaptive)
-    strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
+    strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu, server_lr=config.server_lr,
+                             server_momentum=config.server_momentum,
+                             weighted_by_key=weight_key(config.client_weighting))
     compression = Compression.parse(config.compression)
     ledger = None if mode.private else adaptive.EnergyLedger.create(
         profiles, counts, budget_j=config.energy_budget_j, hidden=config.hidden, window=config.window,
@@ -328,6 +342,9 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
         log.info("resuming after round %d", state.completed_round)
     prep_record = m.encode_preprocessing(scaler)
     class_weights = compute_class_weights(np.array([label_counts.get(lab, 0) for lab in vocab.labels])).tolist()
+    class_counts = {node: np.array([labels_of[key].get(lab, 0) for lab in vocab.labels]) for node, key in keys.items()}
+    objective_of = ({keys[node]: float(np.dot(k, class_weights)) for node, k in class_counts.items()}
+                    if config.client_weighting == "objective" else {})
     metadata = {"mode": "federated", "environment": environment(), "config": asdict(config),
                 "clients": len(keys)}
 
@@ -375,7 +392,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
 
         participants: dict | None = None
         if mode.private:
-            weights_of = contribution_weights(mode, chosen, keys, counts)
+            weights_of = contribution_weights(mode, chosen, keys, objective_of if objective_of else counts)
             summed, replies = run_private_round(
                 grid, mode=mode, nodes=chosen, weights=weights_of, make_content=make_content, length=length,
                 server_round=server_round, clip_norm=config.clip_norm,
@@ -399,9 +416,10 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             replies, rejected, up_of = _collect_plain(grid, chosen, make_content, keys, shapes, config, server_round,
                                                       epochs_of, compression, global_weights)
             replies.sort(key=lambda r: keys[r.metadata.src_node_id])
+            if config.client_weighting == "objective":
+                add_objective_weights(replies, class_counts, np.asarray(class_weights))
             if config.head_aggregation == "class" and config.strategy in AVERAGING_STRATEGIES:
-                reweight_head_rows(replies, {node: np.array([labels_of[key].get(lab, 0) for lab in vocab.labels])
-                                             for node, key in keys.items()})
+                reweight_head_rows(replies, class_counts, weighted_by_key=weight_key(config.client_weighting))
             if hasattr(strategy, "current_arrays"):  # server-optimiser strategies (FedAvgM) need the old model
                 strategy.current_arrays = arrays
             new_arrays, agg_metrics = strategy.aggregate_train(server_round, replies)

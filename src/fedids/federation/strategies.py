@@ -21,17 +21,22 @@ PRIVATE_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
 # Strategies that take an example-weighted mean of the updates: class-aware head rows apply to them.
 AVERAGING_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
 HEAD_AGGREGATIONS = ("class", "examples")
+CLIENT_WEIGHTINGS = ("examples", "objective")
+"""What an averaging strategy weighs client updates by: ``examples`` (FedAvg's ``num-examples``) or
+``objective`` (each client's share of the class-weighted training loss, :func:`add_objective_weights`)."""
+OBJECTIVE_WEIGHT = "objective-weight"  # metric the server adds to each reply under ``objective``
 """How the classifier head's rows are averaged under an averaging strategy: ``class`` (each class's row by
 that class's examples, :func:`reweight_head_rows`) or ``examples`` (plain FedAvg weighting)."""
 
 
-def make_strategy(name: str, *, proximal_mu: float = 0.01, server_lr: float = 1.0, server_momentum: float = 0.9, trim_beta: float = 0.2, krum_malicious: int = 1):
+def make_strategy(name: str, *, proximal_mu: float = 0.01, server_lr: float = 1.0, server_momentum: float = 0.9,
+                  trim_beta: float = 0.2, krum_malicious: int = 1, weighted_by_key: str = m.NUM_EXAMPLES):
     """Return the Flower strategy ``name`` (one of :data:`STRATEGIES`).
 
     FedProx only passes ``proximal-mu`` to clients; the fedids client adds the proximal term itself.
     Krum tolerates ``krum_malicious`` Byzantine clients; FedTrimmedAvg cuts ``trim_beta`` at each end.
     """
-    common = dict(min_train_nodes=1, min_available_nodes=1, fraction_evaluate=0.0)
+    common = dict(min_train_nodes=1, min_available_nodes=1, fraction_evaluate=0.0, weighted_by_key=weighted_by_key)
     if name == "fedavg":
         return FedAvg(**common)
     if name == "fedavgm":
@@ -47,7 +52,30 @@ def make_strategy(name: str, *, proximal_mu: float = 0.01, server_lr: float = 1.
     raise ValueError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
 
 
-def reweight_head_rows(replies: list[Message], class_counts: Mapping[int, np.ndarray], head_arrays: int = 2) -> None:
+def weight_key(client_weighting: str) -> str:
+    """The reply metric an averaging strategy weighs by under ``client_weighting``."""
+    return OBJECTIVE_WEIGHT if client_weighting == "objective" else m.NUM_EXAMPLES
+
+
+def add_objective_weights(replies: list[Message], class_counts: Mapping[int, np.ndarray],
+                          class_weights: np.ndarray) -> None:
+    """Give each reply the weight ``W_i = sum_c w_c k_ic``: its share of the class-weighted objective.
+
+    Every client minimises the same class-weighted loss, normalised by its own total weight ``W_i``
+    (:func:`fedids.model.train._loss`). The centralized objective over the pooled data is then
+    ``sum_i W_i L_i / sum_i W_i``, so averaging updates by ``W_i``, not by example count ``n_i``, makes
+    FedAvg's first step the centralized one. Under label skew it matters: a client holding 200 flows of a
+    rare attack among 2,000 benign ones counts for several times its ``n_i``, because the global class
+    weights say those flows matter. Computed by the server from the statistics round's class counts and
+    the global class weights it sent, so a client cannot inflate its own weight.
+    """
+    for reply in replies:
+        k = np.asarray(class_counts[reply.metadata.src_node_id], dtype=np.float64)
+        reply.content[m.METRICS][OBJECTIVE_WEIGHT] = float(np.dot(k, class_weights))
+
+
+def reweight_head_rows(replies: list[Message], class_counts: Mapping[int, np.ndarray], head_arrays: int = 2,
+                       weighted_by_key: str = m.NUM_EXAMPLES) -> None:
     """Make an example-weighted average aggregate each class's output row by that class's examples.
 
     FedAvg weighs client ``i`` by its ``num-examples`` ``n_i``, so the classifier row of a class that only a
@@ -61,11 +89,12 @@ def reweight_head_rows(replies: list[Message], class_counts: Mapping[int, np.nda
     vocabulary), so this reveals nothing new. Replies are modified in place; only for plaintext
     strategies that average (not Krum or the medians, whose robustness needs the rows as sent).
 
-    ``class_counts`` maps a reply's source node to its per-class counts, in the head's row order.
+    ``class_counts`` maps a reply's source node to its per-class counts, in the head's row order;
+    ``weighted_by_key`` is the metric the strategy weighs by.
     """
     if not replies:
         return
-    n = np.array([float(r.content[m.METRICS][m.NUM_EXAMPLES]) for r in replies])
+    n = np.array([float(r.content[m.METRICS][weighted_by_key]) for r in replies])
     k = np.stack([np.asarray(class_counts[r.metadata.src_node_id], dtype=np.float64) for r in replies])
     total_k = k.sum(axis=0)
     factor = np.where(total_k > 0, k * n.sum() / np.where(total_k > 0, total_k, 1.0) / n[:, None], 1.0)
