@@ -9,7 +9,7 @@ from flwr.clientapp import ClientApp
 
 from fedids.data.loader import load_flows
 from fedids.federation import messages as m
-from fedids.federation.client_app import handle_stats, handle_train, load_local_frame, partition_path
+from fedids.federation.client_app import handle_features, handle_stats, handle_train, load_local_frame, partition_path
 from fedids.federation.server_app import FederationConfig, FederationState, _load_checkpoint, make_server_app
 from fedids.federation.simulation import make_partitions, run_simulated, write_partitions
 from fedids.task import evaluate_rows, new_model, prepare
@@ -43,10 +43,16 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     assert all(np.array_equal(a, b) for a, b in zip(w_full, w_cut))
     assert all(np.array_equal(a, b) for a, b in zip(m_full, m_cut))
     assert (tmp_path / "full" / "global" / "model.pt").exists()
+    # After the last round the head is refitted on the clients' feature moments (CCVR), deterministically.
+    assert full.calibration["clients"] == 3 and full.calibration["rejected"] == 0
+    assert full.calibration["classes"] == len(set(prepared.labels[prepared.train_rows]))
+    assert full.calibration["test"]["macro_f1"] > 0.8
+    assert resumed.calibration == full.calibration
 
 
 def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_path):
-    """Client 0 sends NaN weights; the server logs and drops that update, the round still completes."""
+    """Client 0 sends NaN weights and NaN feature moments; the server logs and drops them, the round and the
+    head calibration still complete."""
     from flwr.simulation import run_simulation
 
     parts = [p for p in make_partitions(prepared, 3, "iid", seed=0, segment=50)]
@@ -59,6 +65,13 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     @app.query("stats")
     def stats(msg: Message, context: Context) -> Message:
         return handle_stats(msg, frame_of(context), f"p{context.node_config['partition-id']}")
+
+    @app.query("features")
+    def features(msg: Message, context: Context) -> Message:
+        reply = handle_features(msg, frame_of(context))
+        if int(context.node_config["partition-id"]) == 0:  # NaN moments: rejected, calibration goes on
+            reply.content[m.MOMENTS]["sum"] = Array(reply.content[m.MOMENTS]["sum"].numpy() * np.nan)
+        return reply
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -76,3 +89,4 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     record = result[0].history[0]
     assert record["clients"] == 2 and record["rejected"] == 1
     assert np.isfinite(record["test"]["macro_f1"])
+    assert result[0].calibration["clients"] == 2 and result[0].calibration["rejected"] == 1

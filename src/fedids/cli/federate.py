@@ -73,6 +73,8 @@ def federate(
                                                  "(plaintext only)."),
     head_aggregation: str = typer.Option("class", help="class: average each output row by the clients' examples "
                                                        "of that class (keeps rare classes; plaintext only) | examples: plain FedAvg."),
+    calibration: str = typer.Option("ccvr", help="ccvr: after the last round, refit the classifier head on "
+                                                 "the clients' per-class feature statistics (plaintext only) | none."),
     client_weighting: str = typer.Option("objective", help="objective: weigh each client's update by its share of "
                                                            "the class-weighted loss (he and secagg too) | "
                                                            "examples: by its flows (FedAvg)."),
@@ -98,7 +100,8 @@ def federate(
                 seed=seed, privacy=privacy, keys=str(keys) if keys else None, target_epsilon=target_epsilon,
                 noise_multiplier=noise_multiplier, clip_norm=clip_norm, dpsgd_noise=dpsgd_noise,
                 selection=selection, energy_budget=energy_budget, max_local_epochs=max_local_epochs,
-                compression=compression, head_aggregation=head_aggregation, client_weighting=client_weighting)
+                compression=compression, head_aggregation=head_aggregation, client_weighting=client_weighting,
+                calibration=calibration)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RUN_FILE, args)
     args["data"] = data
@@ -112,7 +115,7 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
          noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0,
          selection: str = "random", energy_budget: float = 0.0, max_local_epochs: int = 0,
          compression: str = "none", head_aggregation: str = "class", server_momentum: float = 0.9,
-         server_lr: float = 1.0, client_weighting: str = "examples") -> None:
+         server_lr: float = 1.0, client_weighting: str = "examples", calibration: str = "none") -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
@@ -134,7 +137,7 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
                                   dpsgd_noise_multiplier=dpsgd_noise, selection=selection,
                                   energy_budget_j=energy_budget, max_local_epochs=max_local_epochs,
                                   compression=compression, head_aggregation=head_aggregation,
-                                  client_weighting=client_weighting)
+                                  client_weighting=client_weighting, calibration=calibration)
         if clients < 1:
             raise ValueError("--clients must be >= 1")
         frame = load_frame(data, seed)
@@ -180,10 +183,16 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
             err.print(f"[yellow]{state.stopped}[/yellow]")
         if not state.history:
             raise InputError(f"federate: no round completed ({state.stopped or 'see the log'})")
-        results["federated"] = state.history[-1]["test"] | {
+        final = state.history[-1]["test"]
+        if state.calibration:
+            before, after = state.calibration["before"]["macro_f1"], state.calibration["test"]["macro_f1"]
+            err.print(f"head calibration (CCVR, {state.calibration['clients']} clients): test macro-F1 "
+                      f"{before:.4f} -> {after:.4f}")
+            final = state.calibration["test"]
+        results["federated"] = final | {
             "rounds": state.completed_round, "strategy": strategy, "partition": partition, "privacy": privacy,
             "epsilon": state.history[-1].get("epsilon"), "selection": selection, "compression": compression,
-            "energy_budget_j": energy_budget, "stopped": state.stopped}
+            "energy_budget_j": energy_budget, "stopped": state.stopped, "calibration": state.calibration or None}
         results["federated_history"] = state.history
         write_json(results_path, results)
     _print_comparison(results)

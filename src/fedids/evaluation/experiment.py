@@ -237,7 +237,8 @@ def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: Experime
         return {"status": f"not run: no round completed ({getattr(state, 'stopped', None) or 'unknown'})"}, None
     detector = load_detector(run_dir / "global") if (run_dir / "global").is_dir() else None
     last = state.history[-1]
-    entry = {"status": "ok", "kind": "federated", "privacy": mode, **_summary(last["test"]),
+    final = state.calibration["test"] if state.calibration else last["test"]  # after head calibration, if any
+    entry = {"status": "ok", "kind": "federated", "privacy": mode, **_summary(final),
              "rounds": state.completed_round, "seconds": seconds, "epsilon": last.get("epsilon"),
              "stopped": getattr(state, "stopped", None), "history": state.history, "run_dir": str(run_dir)}
     return entry, detector

@@ -196,6 +196,22 @@ def handle_final_model(msg: Message, model_dir: str, secret_context: bytes | Non
     save_detector(model_dir, Detector(model, scaler, LabelVocabulary(labels), int(config["window"]), {"final": True}))
 
 
+def handle_features(msg: Message, frame: pd.DataFrame) -> Message:
+    """Per-class moments of the final global model's features over the local training windows (the same
+    rows :func:`handle_train` trains on), for the server's head calibration (:mod:`.calibration`)."""
+    from fedids.federation.calibration import class_moments, hidden_features
+
+    config = msg.content[m.CONFIG]
+    labels = list(config["labels"])
+    data = prepare(frame, window=int(config["window"]), test_fraction=LOCAL_VAL_FRACTION)
+    model = new_model(len(labels), int(config["hidden"]))
+    set_weights(model, [a.numpy() for a in msg.content[m.ARRAYS].values()])
+    scaler = m.decode_preprocessing(msg.content[m.PREPROCESSING])
+    rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
+    features = hidden_features(model, scaler.transform(data.features), data.windows[rows])
+    return m.moments_reply(msg, class_moments(features, LabelVocabulary(labels).encode(data.labels[rows]), len(labels)))
+
+
 _SECAGG_STATE = "fedids-secagg"
 
 
@@ -278,6 +294,11 @@ def make_client_app(partitions_dir: str | None = None, he_secret_context: str | 
         if model_dir:
             handle_final_model(msg, str(model_dir), secret(context))
         return Message(RecordDict(), reply_to=msg)
+
+    @app.query("features")
+    def features(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        return handle_features(msg, local_frame(context))
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -14,6 +14,7 @@ from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
 # Message types (Flower routes "<category>.<action>" to the handler registered for that action).
 QUERY_STATS = "query.stats"
 QUERY_GLOBAL = "query.global"  # the final global model, for the node's detector
+QUERY_FEATURES = "query.features"  # per-class feature moments under the final model (calibration)
 TRAIN = "train"
 
 # RecordDict keys.
@@ -23,6 +24,7 @@ CONFIG = "config"          # ConfigRecord sent by the server
 PREPROCESSING = "preprocessing"  # ArrayRecord: scaler center/scale
 STATS = "stats"            # ArrayRecord: feature histogram of a client
 INFO = "info"              # ConfigRecord: client key, labels, label counts
+MOMENTS = "moments"        # ArrayRecord: count, sum, outer (fedids.federation.calibration.ClassMoments)
 
 # Metric keys.
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -95,3 +97,26 @@ def check_train_reply(content: RecordDict, shapes: list[tuple[int, ...]]) -> Non
     n = content[METRICS].get(NUM_EXAMPLES)
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"invalid {NUM_EXAMPLES}: {n!r}")
+
+
+def encode_moments(moments) -> ArrayRecord:
+    """A :class:`~fedids.federation.calibration.ClassMoments` as float64 arrays."""
+    return ArrayRecord({k: Array(np.asarray(getattr(moments, k), dtype=np.float64)) for k in ("count", "sum", "outer")})
+
+
+def moments_reply(msg: Message, moments) -> Message:
+    """The reply to ``query.features``: a client's per-class feature moments."""
+    return Message(RecordDict({MOMENTS: encode_moments(moments)}), reply_to=msg)
+
+
+def decode_moments_reply(content: RecordDict, n_classes: int, hidden: int):
+    """Validate and decode a ``query.features`` reply; raises ValueError with the reason."""
+    from fedids.federation.calibration import ClassMoments
+
+    record = content[MOMENTS]
+    arrays = {k: record[k].numpy() for k in ("count", "sum", "outer")}
+    if any(a.dtype != np.float64 for a in arrays.values()):
+        raise ValueError("moments must be float64")
+    moments = ClassMoments(**arrays)
+    moments.check(n_classes, hidden)
+    return moments

@@ -86,6 +86,8 @@ class FederationConfig:
     he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
     dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with Opacus DP-SGD (sample-level DP)
     dpsgd_clip_norm: float = 1.0         # per-example gradient bound for DP-SGD
+    calibration: str = "ccvr"            # ccvr: refit the head on clients' feature moments after training
+                                         # (plaintext only; fedids.federation.calibration) | none
     client_weighting: str = "objective"  # objective: share of the class-weighted loss | examples (FedAvg)
                                          # (he/secagg too; under dp every client weighs the same)
     head_aggregation: str = "class"      # class: each output row averaged by its class's examples | examples;
@@ -119,6 +121,8 @@ class FederationConfig:
         if self.client_weighting not in CLIENT_WEIGHTINGS:
             raise ValueError(f"unknown client-weighting {self.client_weighting!r}: choose one of "
                              f"{', '.join(CLIENT_WEIGHTINGS)}")
+        if self.calibration not in ("ccvr", "none"):
+            raise ValueError(f"unknown calibration {self.calibration!r}: choose ccvr or none")
         if self.selection not in adaptive.SELECTIONS:
             raise ValueError(f"unknown selection {self.selection!r}: choose one of {', '.join(adaptive.SELECTIONS)}")
         if self.energy_budget_j < 0 or self.max_local_epochs < 0:
@@ -178,6 +182,7 @@ class FederationState:
     privacy: dict = field(default_factory=dict)   # accountant state, encrypted global model metadata
     stopped: str | None = None                    # why training ended early (privacy or energy budget)
     adaptive: dict = field(default_factory=dict)  # the energy ledger (fedids.federation.adaptive)
+    calibration: dict = field(default_factory=dict)  # head calibration after the last round: test before/after
 
 
 def _wait_for_nodes(grid: Grid, n: int, timeout_s: float) -> list[int]:
@@ -263,7 +268,7 @@ def _save_checkpoint(out_dir: Path, server_round: int, weights: list[np.ndarray]
 
 
 # Fields whose default changed since runs were saved without them: the value those runs used.
-_LEGACY_DEFAULTS = {"server_momentum": 0.9, "client_weighting": "examples"}
+_LEGACY_DEFAULTS = {"server_momentum": 0.9, "client_weighting": "examples", "calibration": "none"}
 
 
 def _previous_config(previous: FederationState) -> dict:
@@ -458,8 +463,49 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             save_detector(out_dir / GLOBAL_DIR, detector)
         if on_round:
             on_round(record)
+    if config.calibration == "ccvr" and not mode.private and state.history:
+        state.calibration = _calibrate(grid, keys, model, prep_record, vocab, config, evaluate)
+        _write_state(out_dir, state)
+        save_detector(out_dir / GLOBAL_DIR, Detector(model, scaler, vocab, config.window,
+                                                     metadata | {"round": state.completed_round, "calibrated": True,
+                                                                 "test_metrics": state.calibration["test"]}))
     _publish_final_model(grid, sorted(keys), model, encrypted, prep_record, vocab, config)
     return state
+
+
+def _calibrate(grid: Grid, keys: dict[int, str], model, prep_record: ArrayRecord, vocab: LabelVocabulary,
+               config: FederationConfig, evaluate: Callable[[Detector], dict]) -> dict:
+    """CCVR head calibration (:mod:`fedids.federation.calibration`): ask every client for its per-class
+    feature moments under the final model, merge the valid replies in client-key order, refit the head."""
+    from fedids.federation.calibration import ClassMoments, calibrate_head
+
+    before = evaluate(Detector(model, m.decode_preprocessing(prep_record), vocab, config.window, {}))
+    content = RecordDict({m.ARRAYS: ArrayRecord(get_weights(model)), m.PREPROCESSING: prep_record,
+                          m.CONFIG: ConfigRecord({"labels": m.encode_vocabulary(vocab), "window": config.window,
+                                                  "hidden": config.hidden})})
+    messages = [Message(content, message_type=m.QUERY_FEATURES, dst_node_id=n) for n in sorted(keys)]
+    received: dict[str, ClassMoments] = {}
+    rejected, bytes_up = 0, 0
+    for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
+        key = keys.get(reply.metadata.src_node_id)
+        try:
+            if reply.has_error():
+                raise ValueError(f"client error: {reply.error.reason.splitlines()[0][:200]}")
+            if key is None or key in received:
+                raise ValueError("duplicate or unknown sender")
+            received[key] = m.decode_moments_reply(reply.content, len(vocab), config.hidden)
+            bytes_up += _record_bytes(reply.content[m.MOMENTS])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("calibration: rejected moments from client %s: %s", key, exc)
+            rejected += 1
+    total = ClassMoments.zeros(len(vocab), config.hidden)
+    for key in sorted(received):
+        total = total + received[key]
+    classes = calibrate_head(model.head, total, seed=derive_seed(config.seed, "ccvr")) if received else 0
+    after = evaluate(Detector(model, m.decode_preprocessing(prep_record), vocab, config.window, {}))
+    return {"method": "ccvr", "clients": len(received), "rejected": rejected, "classes": int(classes),
+            "bytes_up": int(bytes_up), "before": {k: before[k] for k in SUMMARY_KEYS},
+            "test": {k: after[k] for k in SUMMARY_KEYS}}
 
 
 def _publish_final_model(grid: Grid, nodes: list[int], model, encrypted: EncryptedGlobal | None,

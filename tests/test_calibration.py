@@ -1,0 +1,66 @@
+"""CCVR head calibration (fedids.federation.calibration): mergeable moments and a head refitted on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import RecordDict
+
+from fedids.federation import messages as m
+from fedids.federation.calibration import ClassMoments, calibrate_head, class_moments
+
+
+def _two_gaussians(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 4)) * 0.5 + np.where(y[:, None] == 1, 1.0, -1.0)
+    return x, y
+
+
+def test_well_formed_moments_pass_the_servers_check():
+    moments = class_moments(np.ones((3, 4)), np.array([0, 1, 1]), 2)
+    decoded = m.decode_moments_reply(RecordDict({m.MOMENTS: m.encode_moments(moments)}), 2, 4)
+    assert decoded.count.tolist() == [1.0, 2.0]
+
+
+def test_moments_of_two_clients_add_up_to_the_moments_of_their_pooled_features():
+    rng = np.random.default_rng(0)
+    (xa, ya), (xb, yb) = _two_gaussians(rng, 50), _two_gaussians(rng, 70)
+    merged = class_moments(xa, ya, 3) + class_moments(xb, yb, 3)
+    pooled = class_moments(np.concatenate([xa, xb]), np.concatenate([ya, yb]), 3)
+    for a, b in zip((merged.count, merged.sum, merged.outer), (pooled.count, pooled.sum, pooled.outer)):
+        np.testing.assert_allclose(a, b)
+    assert merged.count.tolist() == [float((ya == 0).sum() + (yb == 0).sum()), float((ya == 1).sum() + (yb == 1).sum()), 0.0]
+
+
+def test_a_head_that_calls_everything_class_0_is_refitted_to_separate_the_classes():
+    rng = np.random.default_rng(1)
+    x, y = _two_gaussians(rng, 400)
+    head = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([5.0, -5.0]))
+    test_x, test_y = _two_gaussians(rng, 1000)
+    before = (head(torch.tensor(test_x, dtype=torch.float32)).argmax(1).numpy() == test_y).mean()
+    assert calibrate_head(head, class_moments(x, y, 2), seed=0) == 2
+    after = (head(torch.tensor(test_x, dtype=torch.float32)).argmax(1).numpy() == test_y).mean()
+    assert before < 0.6 and after > 0.95
+    again = torch.nn.Linear(4, 2)
+    again.load_state_dict({"weight": torch.zeros(2, 4), "bias": torch.tensor([5.0, -5.0])})
+    calibrate_head(again, class_moments(x, y, 2), seed=0)
+    assert torch.equal(again.weight, head.weight)  # same seed, same head
+
+
+@pytest.mark.parametrize("spoil", ["nan", "negative", "fraction", "shape"])
+def test_malformed_moments_from_a_client_are_refused(spoil):
+    moments = class_moments(np.ones((3, 4)), np.array([0, 1, 1]), 2)
+    if spoil == "nan":
+        moments.sum[0, 0] = np.nan
+    elif spoil == "negative":
+        moments.count[0] = -1
+    elif spoil == "fraction":
+        moments.count[0] = 0.5
+    else:
+        moments = ClassMoments.zeros(3, 4)
+    with pytest.raises(ValueError):
+        m.decode_moments_reply(RecordDict({m.MOMENTS: m.encode_moments(moments)}), 2, 4)
