@@ -531,19 +531,25 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     final_f1 = evaluate_rows(final, test, rows)["macro_f1"]
     untrained = Detector(new_model(len(final.vocabulary), 16, 0), final.scaler, final.vocabulary, 5, {})
     untrained_f1 = evaluate_rows(untrained, test, rows)["macro_f1"]
-    assert final_f1 == pytest.approx(history[-1]["test"]["macro_f1"], abs=1e-9)  # the saved model is the one scored
+    # The saved model is the one scored: the round-2 aggregate with its head calibrated on the 3 nodes'
+    # feature moments (query.features) after training.
+    assert state["calibration"]["clients"] == 3 and state["calibration"]["rejected"] == 0, failure(str(state))
+    assert final_f1 == pytest.approx(state["calibration"]["test"]["macro_f1"], abs=1e-9)
+    assert state["calibration"]["before"]["macro_f1"] == pytest.approx(history[-1]["test"]["macro_f1"], abs=1e-9)
     assert final_f1 >= untrained_f1 + 0.15, (untrained_f1, history)
 
     # Each SuperNode wrote the final global model (sent once more after the last round) for its
-    # detector to reload: exactly the round-2 aggregate the server checkpointed.
+    # detector to reload: exactly the server's final model, whose GRU is the round-2 aggregate the server
+    # checkpointed (calibration refits only the head).
     with np.load(run_dir / CHECKPOINT_DIR / "round-0002.npz", allow_pickle=False) as saved:
         round2 = [saved[f"w{i}"] for i in range(sum(k.startswith("w") for k in saved.files))]
     for index in (1, 2, 3):
         received = load_detector(tmp_path / "hosts" / f"node-{index}" / "model")
         assert received.metadata.get("final") is True
-        assert all(np.array_equal(a, b) for a, b in zip(get_weights(received.model), round2))
+        assert all(np.array_equal(a, b) for a, b in zip(get_weights(received.model), get_weights(final.model)))
+        assert all(np.array_equal(a, b) for a, b in zip(get_weights(received.model)[:-2], round2[:-2]))
         assert received.vocabulary.labels == final.vocabulary.labels
     assert not (tmp_path / "hosts" / "node-4" / "model").exists()
     print(f"\ndeployment integration test: {time.monotonic() - started:.0f} s, run {run_id}, "
           f"macro-F1 untrained {untrained_f1:.3f} -> round 1 {history[0]['test']['macro_f1']:.3f} -> "
-          f"round 2 {history[1]['test']['macro_f1']:.3f}")
+          f"round 2 {history[1]['test']['macro_f1']:.3f} -> calibrated {final_f1:.3f}")
