@@ -51,8 +51,8 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
 
 
 def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_path):
-    """Client 0 sends NaN weights and NaN feature moments; the server logs and drops them, the round and the
-    head calibration still complete."""
+    """Client 0 sends NaN weights and NaN feature moments, client 1 inflated feature counts; the server logs
+    and drops them, the round and the head calibration still complete."""
     from flwr.simulation import run_simulation
 
     parts = [p for p in make_partitions(prepared, 3, "iid", seed=0, segment=50)]
@@ -69,8 +69,11 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     @app.query("features")
     def features(msg: Message, context: Context) -> Message:
         reply = handle_features(msg, frame_of(context))
-        if int(context.node_config["partition-id"]) == 0:  # NaN moments: rejected, calibration goes on
-            reply.content[m.MOMENTS]["sum"] = Array(reply.content[m.MOMENTS]["sum"].numpy() * np.nan)
+        record, pid = reply.content[m.MOMENTS], int(context.node_config["partition-id"])
+        if pid == 0:  # NaN moments: rejected, calibration goes on
+            record["sum"] = Array(record["sum"].numpy() * np.nan)
+        if pid == 1:  # a client inflating its weight in the calibration: more windows than flows it reported
+            record["count"] = Array(record["count"].numpy() * 1000)
         return reply
 
     @app.train()
@@ -89,4 +92,4 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     record = result[0].history[0]
     assert record["clients"] == 2 and record["rejected"] == 1
     assert np.isfinite(record["test"]["macro_f1"])
-    assert result[0].calibration["clients"] == 2 and result[0].calibration["rejected"] == 1
+    assert result[0].calibration["clients"] == 1 and result[0].calibration["rejected"] == 2

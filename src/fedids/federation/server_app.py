@@ -91,7 +91,7 @@ class FederationConfig:
     client_weighting: str = "objective"  # objective: share of the class-weighted loss | examples (FedAvg)
                                          # (he/secagg too; under dp every client weighs the same)
     head_aggregation: str = "class"      # class: each output row averaged by its class's examples | examples;
-                                         # plaintext only: private modes see a sum and weigh by examples
+                                         # plaintext only: private modes see a sum and weigh whole updates
     # Adaptive strategies (plaintext only; fedids.federation.adaptive and .compression). The defaults
     # change nothing: uniform sampling, no budget, fixed local epochs, full float32 uploads.
     selection: str = "random"      # random | energy (prefer clients with budget left and efficient hardware)
@@ -464,7 +464,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
         if on_round:
             on_round(record)
     if config.calibration == "ccvr" and not mode.private and state.history:
-        state.calibration = _calibrate(grid, keys, model, prep_record, vocab, config, evaluate)
+        state.calibration = _calibrate(grid, keys, class_counts, model, prep_record, vocab, config, evaluate)
         _write_state(out_dir, state)
         save_detector(out_dir / GLOBAL_DIR, Detector(model, scaler, vocab, config.window,
                                                      metadata | {"round": state.completed_round, "calibrated": True,
@@ -473,10 +473,12 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
     return state
 
 
-def _calibrate(grid: Grid, keys: dict[int, str], model, prep_record: ArrayRecord, vocab: LabelVocabulary,
-               config: FederationConfig, evaluate: Callable[[Detector], dict]) -> dict:
+def _calibrate(grid: Grid, keys: dict[int, str], class_counts: dict[int, np.ndarray], model,
+               prep_record: ArrayRecord, vocab: LabelVocabulary, config: FederationConfig,
+               evaluate: Callable[[Detector], dict]) -> dict:
     """CCVR head calibration (:mod:`fedids.federation.calibration`): ask every client for its per-class
-    feature moments under the final model, merge the valid replies in client-key order, refit the head."""
+    feature moments under the final model, merge the valid replies in client-key order, refit the head.
+    A reply counting more windows of a class than the client reported flows of it is refused."""
     from fedids.federation.calibration import ClassMoments, calibrate_head
 
     before = evaluate(Detector(model, m.decode_preprocessing(prep_record), vocab, config.window, {}))
@@ -493,7 +495,10 @@ def _calibrate(grid: Grid, keys: dict[int, str], model, prep_record: ArrayRecord
                 raise ValueError(f"client error: {reply.error.reason.splitlines()[0][:200]}")
             if key is None or key in received:
                 raise ValueError("duplicate or unknown sender")
-            received[key] = m.decode_moments_reply(reply.content, len(vocab), config.hidden)
+            moments = m.decode_moments_reply(reply.content, len(vocab), config.hidden)
+            if (moments.count > class_counts[reply.metadata.src_node_id]).any():
+                raise ValueError("more windows of a class than the client reported flows of it")
+            received[key] = moments
             bytes_up += _record_bytes(reply.content[m.MOMENTS])
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("calibration: rejected moments from client %s: %s", key, exc)
