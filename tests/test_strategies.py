@@ -7,7 +7,8 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
 
 from fedids.federation import messages as m
-from fedids.federation.strategies import OBJECTIVE_WEIGHT, add_objective_weights, make_strategy, reweight_head_rows
+from fedids.federation.strategies import (OBJECTIVE_WEIGHT, add_objective_weights, make_strategy, objective_weights,
+                                         reweight_head_rows)
 
 
 def reply(node: int, body: float, head: np.ndarray, n: int) -> Message:
@@ -54,7 +55,7 @@ def test_objective_weighting_averages_bodies_by_each_clients_share_of_the_weight
     # client 2 holds 5 benign and 5 attack flows (W = 0.5 + 10 = 10.5)
     replies = [reply(1, 1.0, np.array([[1.0], [10.0]]), 90), reply(2, 3.0, np.array([[3.0], [-2.0]]), 10)]
     counts = {1: np.array([90, 0]), 2: np.array([5, 5])}
-    add_objective_weights(replies, counts, np.array([0.1, 2.0]))
+    add_objective_weights(replies, objective_weights(counts, np.array([0.1, 2.0])))
     assert [r.content[m.METRICS][OBJECTIVE_WEIGHT] for r in replies] == pytest.approx([9.0, 10.5])
     reweight_head_rows(replies, counts, weighted_by_key=OBJECTIVE_WEIGHT)
     arrays, _ = make_strategy("fedavg", weighted_by_key=OBJECTIVE_WEIGHT).aggregate_train(1, replies)

@@ -45,7 +45,7 @@ from fedids.federation.private import GLOBAL
 from fedids.federation.secure_rounds import contribution_weights, run_private_round
 from fedids.federation.strategies import (AVERAGING_STRATEGIES, CLIENT_WEIGHTINGS, HEAD_AGGREGATIONS,
                                           PRIVATE_STRATEGIES, STRATEGIES, add_objective_weights, make_strategy,
-                                          reweight_head_rows, weight_key)
+                                          objective_weights, reweight_head_rows, weight_key)
 from fedids.privacy.dp import PrivacyAccountant, PrivacyBudgetExceeded, calibrate_noise_multiplier
 from fedids.privacy.keys import load_public_context
 from fedids.model.artifacts import Detector, save_detector
@@ -348,8 +348,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
     prep_record = m.encode_preprocessing(scaler)
     class_weights = compute_class_weights(np.array([label_counts.get(lab, 0) for lab in vocab.labels])).tolist()
     class_counts = {node: np.array([labels_of[key].get(lab, 0) for lab in vocab.labels]) for node, key in keys.items()}
-    objective_of = ({keys[node]: float(np.dot(k, class_weights)) for node, k in class_counts.items()}
-                    if config.client_weighting == "objective" else {})
+    objective_of = objective_weights(class_counts, class_weights) if config.client_weighting == "objective" else {}
     metadata = {"mode": "federated", "environment": environment(), "config": asdict(config),
                 "clients": len(keys)}
 
@@ -397,7 +396,8 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
 
         participants: dict | None = None
         if mode.private:
-            weights_of = contribution_weights(mode, chosen, keys, objective_of if objective_of else counts)
+            weights_of = contribution_weights(mode, chosen, keys,
+                                              {keys[n]: w for n, w in objective_of.items()} if objective_of else counts)
             summed, replies = run_private_round(
                 grid, mode=mode, nodes=chosen, weights=weights_of, make_content=make_content, length=length,
                 server_round=server_round, clip_norm=config.clip_norm,
@@ -422,7 +422,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
                                                       epochs_of, compression, global_weights)
             replies.sort(key=lambda r: keys[r.metadata.src_node_id])
             if config.client_weighting == "objective":
-                add_objective_weights(replies, class_counts, np.asarray(class_weights))
+                add_objective_weights(replies, objective_of)
             if config.head_aggregation == "class" and config.strategy in AVERAGING_STRATEGIES:
                 reweight_head_rows(replies, class_counts, weighted_by_key=weight_key(config.client_weighting))
             if hasattr(strategy, "current_arrays"):  # server-optimiser strategies (FedAvgM) need the old model

@@ -21,12 +21,12 @@ PRIVATE_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
 # Strategies that take an example-weighted mean of the updates: class-aware head rows apply to them.
 AVERAGING_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
 HEAD_AGGREGATIONS = ("class", "examples")
-CLIENT_WEIGHTINGS = ("examples", "objective")
-"""What an averaging strategy weighs client updates by: ``examples`` (FedAvg's ``num-examples``) or
-``objective`` (each client's share of the class-weighted training loss, :func:`add_objective_weights`)."""
-OBJECTIVE_WEIGHT = "objective-weight"  # metric the server adds to each reply under ``objective``
 """How the classifier head's rows are averaged under an averaging strategy: ``class`` (each class's row by
 that class's examples, :func:`reweight_head_rows`) or ``examples`` (plain FedAvg weighting)."""
+CLIENT_WEIGHTINGS = ("examples", "objective")
+"""What an averaging strategy weighs client updates by: ``examples`` (FedAvg's ``num-examples``) or
+``objective`` (each client's share of the class-weighted training loss, :func:`objective_weights`)."""
+OBJECTIVE_WEIGHT = "objective-weight"  # metric the server adds to each reply under ``objective``
 
 
 def make_strategy(name: str, *, proximal_mu: float = 0.01, server_lr: float = 1.0, server_momentum: float = 0.9,
@@ -57,9 +57,8 @@ def weight_key(client_weighting: str) -> str:
     return OBJECTIVE_WEIGHT if client_weighting == "objective" else m.NUM_EXAMPLES
 
 
-def add_objective_weights(replies: list[Message], class_counts: Mapping[int, np.ndarray],
-                          class_weights: np.ndarray) -> None:
-    """Give each reply the weight ``W_i = sum_c w_c k_ic``: its share of the class-weighted objective.
+def objective_weights(class_counts: Mapping[int, np.ndarray], class_weights: np.ndarray) -> dict[int, float]:
+    """Each node's weight ``W_i = sum_c w_c k_ic``: its share of the class-weighted objective.
 
     Every client minimises the same class-weighted loss, normalised by its own total weight ``W_i``
     (:func:`fedids.model.train._loss`). The centralized objective over the pooled data is then
@@ -69,9 +68,14 @@ def add_objective_weights(replies: list[Message], class_counts: Mapping[int, np.
     weights say those flows matter. Computed by the server from the statistics round's class counts and
     the global class weights it sent, so a client cannot inflate its own weight.
     """
+    weights = np.asarray(class_weights, dtype=np.float64)
+    return {node: float(np.dot(np.asarray(k, dtype=np.float64), weights)) for node, k in class_counts.items()}
+
+
+def add_objective_weights(replies: list[Message], weights: Mapping[int, float]) -> None:
+    """Put each reply's node weight (:func:`objective_weights`) into its metrics, for the strategy."""
     for reply in replies:
-        k = np.asarray(class_counts[reply.metadata.src_node_id], dtype=np.float64)
-        reply.content[m.METRICS][OBJECTIVE_WEIGHT] = float(np.dot(k, class_weights))
+        reply.content[m.METRICS][OBJECTIVE_WEIGHT] = float(weights[reply.metadata.src_node_id])
 
 
 def reweight_head_rows(replies: list[Message], class_counts: Mapping[int, np.ndarray], head_arrays: int = 2,
