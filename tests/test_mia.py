@@ -62,6 +62,44 @@ def test_balanced_indices(members, non_members, cap, seed) -> None:
         assert per_class.get(label, 0) == expected
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from("xyz")), min_size=1, max_size=60),
+       st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from("xyw")), min_size=1, max_size=60),
+       st.one_of(st.none(), st.integers(1, 8)), st.integers(0, 2**32 - 1))
+def test_balanced_indices_by_class_and_host(members, non_members, cap, seed) -> None:
+    (ml, mh), (nl, nh) = (np.array(members).T, np.array(non_members).T)
+    mi, ni, per_class = mia.balanced_indices(ml, nl, np.random.default_rng(seed), cap, mh, nh)
+    assert len(mi) == len(ni) == sum(per_class.values())
+    assert len(set(mi)) == len(mi) and len(set(ni)) == len(ni)
+    for label in "ab":
+        pairs = sum(min(members.count((label, h)), non_members.count((label, h))) for h in "xyzw")
+        assert per_class.get(label, 0) == min(pairs, cap if cap is not None else pairs)
+        if cap is None or pairs <= cap:       # uncapped: every (label, host) stratum exactly balanced
+            for h in "xyzw":
+                assert (((ml[mi] == label) & (mh[mi] == h)).sum() == ((nl[ni] == label) & (nh[ni] == h)).sum()
+                        == min(members.count((label, h)), non_members.count((label, h))))
+
+
+def test_host_balancing_removes_a_host_confound() -> None:
+    """A score that depends only on the host (an untrained model's loss is such a score when the pools
+    cover different hosts) separates class-balanced pools, but not class-and-host-balanced ones."""
+    rng = np.random.default_rng(0)
+    hosts = np.array([f"10.0.0.{i}" for i in range(20)])
+    member_hosts = rng.choice(hosts, 3000)
+    nonmember_hosts = rng.choice(hosts[:5], 600)              # non-members from a quarter of the hosts
+    host_score = dict(zip(hosts, rng.normal(size=len(hosts))))
+    labels_m, labels_n = np.full(3000, "BENIGN"), np.full(600, "BENIGN")
+    score = np.vectorize(host_score.get)
+    for by_host, expect_confound in ((False, True), (True, False)):
+        mi, ni, _ = mia.balanced_indices(labels_m, labels_n, np.random.default_rng(1), None,
+                                         member_hosts if by_host else None, nonmember_hosts if by_host else None)
+        r = mia.compute_attack_metrics(score(member_hosts[mi]), score(nonmember_hosts[ni]), "host", 0.0)
+        if expect_confound:
+            assert abs(r.auc - 0.5) > 0.1 and r.advantage > 0.2
+        else:
+            assert r.auc == pytest.approx(0.5) and r.advantage == pytest.approx(0.0)
+
+
 @pytest.fixture(scope="module")
 def data():
     frame = generate_flows(SynthConfig(devices=8, hours=0.5, seed=3, gateways=2))

@@ -50,7 +50,7 @@ def paper(
             out_dir=out_dir, data=tuple(str(p) for p in data or ()), rounds=rounds, clients=clients,
             partition=partition, local_epochs=local_epochs, split=split, seed=seed, quick=quick,
             target_epsilon=target_epsilon, command=command,
-            shadows=2 if quick else 4, mia_max_per_class=300 if quick else 1000,
+            shadows=2 if quick else 4, mia_max_per_class=300 if quick else 5000,
             latency_calls=300 if quick else 1000,
             scalability_path=scalability if scalability is not None else DEFAULT_SCALABILITY,
             synth=quick_synth(seed) if quick and not data else {}, adaptive=adaptive,

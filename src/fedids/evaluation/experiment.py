@@ -89,7 +89,7 @@ class ExperimentConfig:
     modes: tuple[str, ...] = DEFAULT_MODES
     target_epsilon: float = 8.0
     shadows: int = 4
-    mia_max_per_class: int = 1000
+    mia_max_per_class: int = 5000
     latency_calls: int = 1000
     prune_amount: float = 0.5
     scalability_path: Path | None = DEFAULT_SCALABILITY
@@ -579,7 +579,7 @@ def mia_section(prepared: PreparedData, parts: list[np.ndarray], withheld: np.nd
     out = _section(cfg, status="ok", members_pool="the participating clients' training windows, as each client built them",
                    nonmember_pool=pool_name, shadow_pool="the server's held-out test flows",
                    shadows=cfg.shadows, shadow_epochs=shadow_cfg.train.epochs, max_per_class=cfg.mia_max_per_class,
-                   what=("Class-balanced members vs non-members; AUC and advantage (TPR minus FPR) of a black-box "
+                   what=("Members vs non-members balanced by class and host; AUC and advantage (TPR minus FPR) of a black-box "
                          "attacker who sees output probabilities and the true label (see docs/evaluation.md)."),
                    models={})
     for k, (name, (detector, entry)) in enumerate(targets.items()):
