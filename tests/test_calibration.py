@@ -64,3 +64,47 @@ def test_malformed_moments_from_a_client_are_refused(spoil):
         moments = ClassMoments.zeros(3, 4)
     with pytest.raises(ValueError):
         m.decode_moments_reply(RecordDict({m.MOMENTS: m.encode_moments(moments)}), 2, 4)
+
+
+def test_macro_f1_from_a_merged_confusion_matrix_is_sklearns_on_the_pooled_predictions():
+    """The server's check adds the clients' confusion matrices: its macro-F1 must be the one of the pooled
+    validation predictions, as fedids.evaluation.metrics computes it (classes present in y_true)."""
+    from fedids.evaluation.metrics import compute_metrics
+    from fedids.federation.calibration import head_confusions, macro_f1_from_confusion
+
+    rng = np.random.default_rng(3)
+    heads = [(rng.normal(size=(4, 6)), rng.normal(size=4)) for _ in range(2)]
+    clients = [(rng.normal(size=(n, 6)), rng.integers(0, 3, n)) for n in (40, 25, 60)]  # class 3 never true
+    merged = sum(head_confusions(x, y, heads, 4) for x, y in clients)
+    x, y = np.concatenate([c[0] for c in clients]), np.concatenate([c[1] for c in clients])
+    for i, (w, b) in enumerate(heads):
+        pred = np.argmax(x @ w.T + b, axis=1)
+        names = np.array(["BENIGN", "DDoS", "PortScan", "Bot"])
+        assert macro_f1_from_confusion(merged[i]) == pytest.approx(compute_metrics(names[y], names[pred])["macro_f1"])
+    assert merged[0].sum() == len(y) and (merged[0].sum(axis=1) == merged[1].sum(axis=1)).all()
+    assert np.isnan(macro_f1_from_confusion(np.zeros((3, 3))))
+
+
+@pytest.mark.parametrize("spoil", ["negative", "unequal rows", "dtype", "shape"])
+def test_malformed_confusion_matrices_from_a_client_are_refused(spoil):
+    confusions = np.array([[[5, 1], [0, 4]], [[6, 0], [1, 3]]], dtype=np.int64)
+    if spoil == "negative":
+        confusions[1, 0, 0] = -1
+    elif spoil == "unequal rows":
+        confusions[1, 0, 0] = 60
+    elif spoil == "dtype":
+        confusions = confusions.astype(np.float64)
+    else:
+        confusions = np.zeros((2, 3, 3), dtype=np.int64)
+    with pytest.raises(ValueError):
+        m.decode_confusion_reply(RecordDict({m.CONFUSION: m.encode_confusions(confusions)}), 2, 2)
+
+
+def test_heads_round_trip_and_bad_heads_are_refused():
+    heads = [(np.ones((2, 3), np.float32), np.zeros(2, np.float32)), (np.eye(2, 3, dtype=np.float32), np.ones(2, np.float32))]
+    decoded = m.decode_heads(m.encode_heads(heads), 2, 3)
+    assert all(np.array_equal(a, c) and np.array_equal(b, d) for (a, b), (c, d) in zip(heads, decoded))
+    with pytest.raises(ValueError):
+        m.decode_heads(m.encode_heads(heads), 2, 4)
+    with pytest.raises(ValueError):
+        m.decode_heads(m.encode_heads([(np.full((2, 3), np.nan, np.float32), np.zeros(2, np.float32))]), 2, 3)

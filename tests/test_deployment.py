@@ -532,8 +532,10 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     untrained = Detector(new_model(len(final.vocabulary), 16, 0), final.scaler, final.vocabulary, 5, {})
     untrained_f1 = evaluate_rows(untrained, test, rows)["macro_f1"]
     # The saved model is the one scored: the round-2 aggregate with its head calibrated on the 3 nodes'
-    # feature moments (query.features) after training.
+    # feature moments (query.features) after training, kept if the nodes' validation windows
+    # (query.validate) do not score it worse.
     assert state["calibration"]["clients"] == 3 and state["calibration"]["rejected"] == 0, failure(str(state))
+    assert state["calibration"]["validation"]["clients"] == 3, failure(str(state))
     assert final_f1 == pytest.approx(state["calibration"]["test"]["macro_f1"], abs=1e-9)
     assert state["calibration"]["before"]["macro_f1"] == pytest.approx(history[-1]["test"]["macro_f1"], abs=1e-9)
     assert final_f1 >= untrained_f1 + 0.15, (untrained_f1, history)

@@ -9,7 +9,8 @@ from flwr.clientapp import ClientApp
 
 from fedids.data.loader import load_flows
 from fedids.federation import messages as m
-from fedids.federation.client_app import handle_features, handle_stats, handle_train, load_local_frame, partition_path
+from fedids.federation.client_app import (LOCAL_VAL_FRACTION, handle_features, handle_stats, handle_train,
+                                          handle_validate, load_local_frame, partition_path)
 from fedids.federation.server_app import FederationConfig, FederationState, _load_checkpoint, make_server_app
 from fedids.federation.simulation import make_partitions, run_simulated, write_partitions
 from fedids.task import evaluate_rows, new_model, prepare
@@ -47,6 +48,14 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     assert full.calibration["clients"] == 3 and full.calibration["rejected"] == 0
     assert full.calibration["classes"] == len(set(prepared.labels[prepared.train_rows]))
     assert full.calibration["test"]["macro_f1"] > 0.8
+    # The refitted head is checked on the clients' validation windows (all of them, merged) and kept only
+    # if their macro-F1 does not drop; otherwise the final model is the last round's.
+    check = full.calibration["validation"]
+    assert check["clients"] == 3 and check["rejected"] == 0
+    assert check["windows"] == sum(len(p) - int(round(len(p) * (1 - LOCAL_VAL_FRACTION))) for p in parts)
+    assert full.calibration["kept"] == (check["macro_f1_after"] >= check["macro_f1_before"])
+    if not full.calibration["kept"]:
+        assert full.calibration["test"] == full.calibration["before"]
     assert resumed.calibration == full.calibration
 
 
@@ -76,6 +85,16 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
             record["count"] = Array(record["count"].numpy() * 1000)
         return reply
 
+    @app.query("validate")
+    def validate(msg: Message, context: Context) -> Message:
+        reply = handle_validate(msg, frame_of(context))
+        record, pid = reply.content[m.CONFUSION], int(context.node_config["partition-id"])
+        if pid == 0:  # negative counts: rejected
+            record["0"] = Array(record["0"].numpy() - 1)
+        if pid == 1:  # the two heads scored on different windows: rejected
+            record["1"] = Array(record["1"].numpy() * 2)
+        return reply
+
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         reply = handle_train(msg, frame_of(context), f"p{context.node_config['partition-id']}")
@@ -93,3 +112,5 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     assert record["clients"] == 2 and record["rejected"] == 1
     assert np.isfinite(record["test"]["macro_f1"])
     assert result[0].calibration["clients"] == 1 and result[0].calibration["rejected"] == 2
+    check = result[0].calibration["validation"]
+    assert check["clients"] == 1 and check["rejected"] == 2 and check["windows"] > 0

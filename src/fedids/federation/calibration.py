@@ -10,6 +10,14 @@ draws virtual feature vectors from each (in proportion to the square root of the
 of the class-weighted training loss) and refits the linear head on them. The GRU
 body is untouched; no flow leaves a client.
 
+The refitted head is then *checked* before it is kept: each client scores both heads on its local
+validation windows (the last flows in time, never trained on) and returns one confusion matrix per head;
+the server adds them up and keeps the calibrated head only if the merged validation macro-F1 does not
+drop (:func:`macro_f1_from_confusion`). Calibration helps where the body separates classes the head
+never contrasted; where federated training already learned them, Gaussian virtual features can only
+blur the boundaries (measured on the real CICIDS2017 samples with 2 local epochs: test macro-F1 0.996
+before, 0.981 after).
+
 What it reveals: per-class means and covariances of 64 hidden units, aggregated over a client's windows
 (the plaintext mode already shares per-class counts). Private modes (he, secagg, dp) skip it, since their
 server must not see per-client statistics in the clear.
@@ -113,3 +121,28 @@ def calibrate_head(head: nn.Linear, moments: ClassMoments, *, seed: int, samples
         optimiser.step()
     head.eval()
     return len(xs)
+
+
+def head_confusions(features: np.ndarray, targets: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]],
+                    n_classes: int) -> np.ndarray:
+    """Confusion matrices ``(len(heads), C, C)`` int64 (rows = true class) of linear ``heads``
+    ``[(weight (C, H), bias (C,)), ...]`` applied to ``features (n, H)``; targets ``-1`` are skipped."""
+    keep = targets >= 0
+    out = np.zeros((len(heads), n_classes, n_classes), dtype=np.int64)
+    for i, (weight, bias) in enumerate(heads):
+        pred = np.argmax(features[keep] @ np.asarray(weight, np.float64).T + np.asarray(bias, np.float64), axis=1)
+        np.add.at(out[i], (targets[keep], pred), 1)
+    return out
+
+
+def macro_f1_from_confusion(confusion: np.ndarray) -> float:
+    """Macro-F1 over the classes present (true count > 0) of a ``(C, C)`` confusion matrix, as
+    :func:`fedids.evaluation.metrics.compute_metrics` averages; NaN for an empty matrix."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(confusion)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    f1 = 2 * tp[present] / (support[present] + predicted[present])
+    return float(f1.mean())

@@ -1,8 +1,9 @@
 """The Flower ClientApp: what one IoT gateway runs. Turns messages into :mod:`fedids.task` calls.
 
 Raw flows never leave this process: the client answers a ``query.stats`` message with a feature
-histogram and label counts (for the federated scaler and vocabulary) and ``train`` messages with model
-weights and a few metrics.
+histogram and label counts (for the federated scaler and vocabulary), ``train`` messages with model
+weights and a few metrics, and, for the head calibration after the last round, ``query.features`` with
+per-class feature moments and ``query.validate`` with confusion matrices of candidate heads.
 
 Where the data comes from, in order:
 * node config ``data-path`` (deployment: the SuperNode's own CICIDS2017-format CSV or Parquet file);
@@ -196,20 +197,44 @@ def handle_final_model(msg: Message, model_dir: str, secret_context: bytes | Non
     save_detector(model_dir, Detector(model, scaler, LabelVocabulary(labels), int(config["window"]), {"final": True}))
 
 
-def handle_features(msg: Message, frame: pd.DataFrame) -> Message:
-    """Per-class moments of the final global model's features over the local training windows (the same
-    rows :func:`handle_train` trains on), for the server's head calibration (:mod:`.calibration`)."""
-    from fedids.federation.calibration import class_moments, hidden_features
+def _local_features(msg: Message, frame: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The sent model's GRU features of this client's ``split`` windows ("train": the rows
+    :func:`handle_train` trains on; "validation": the local validation rows), their class indices, the
+    number of classes and the hidden width."""
+    from fedids.federation.calibration import hidden_features
 
     config = msg.content[m.CONFIG]
     labels = list(config["labels"])
+    hidden = int(config["hidden"])
     data = prepare(frame, window=int(config["window"]), test_fraction=LOCAL_VAL_FRACTION)
-    model = new_model(len(labels), int(config["hidden"]))
+    model = new_model(len(labels), hidden)
     set_weights(model, [a.numpy() for a in msg.content[m.ARRAYS].values()])
     scaler = m.decode_preprocessing(msg.content[m.PREPROCESSING])
-    rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
+    if split == "train":
+        rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
+    else:
+        rows = data.test_rows
     features = hidden_features(model, scaler.transform(data.features), data.windows[rows])
-    return m.moments_reply(msg, class_moments(features, LabelVocabulary(labels).encode(data.labels[rows]), len(labels)))
+    return features, LabelVocabulary(labels).encode(data.labels[rows]), len(labels), hidden
+
+
+def handle_features(msg: Message, frame: pd.DataFrame) -> Message:
+    """Per-class moments of the final global model's features over the local training windows (the same
+    rows :func:`handle_train` trains on), for the server's head calibration (:mod:`.calibration`)."""
+    from fedids.federation.calibration import class_moments
+
+    features, targets, n_classes, _ = _local_features(msg, frame, "train")
+    return m.moments_reply(msg, class_moments(features, targets, n_classes))
+
+
+def handle_validate(msg: Message, frame: pd.DataFrame) -> Message:
+    """Confusion matrices of the candidate heads (``heads``) on the final model's features of the local
+    validation windows, so that the server keeps a calibrated head only if it does not do worse."""
+    from fedids.federation.calibration import head_confusions
+
+    features, targets, n_classes, hidden = _local_features(msg, frame, "validation")
+    heads = m.decode_heads(msg.content[m.HEADS], n_classes, hidden)
+    return m.confusion_reply(msg, head_confusions(features, targets, heads, n_classes))
 
 
 _SECAGG_STATE = "fedids-secagg"
@@ -299,6 +324,11 @@ def make_client_app(partitions_dir: str | None = None, he_secret_context: str | 
     def features(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)
         return handle_features(msg, local_frame(context))
+
+    @app.query("validate")
+    def validate(msg: Message, context: Context) -> Message:
+        torch.set_num_threads(1)
+        return handle_validate(msg, local_frame(context))
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:

@@ -15,6 +15,7 @@ from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
 QUERY_STATS = "query.stats"
 QUERY_GLOBAL = "query.global"  # the final global model, for the node's detector
 QUERY_FEATURES = "query.features"  # per-class feature moments under the final model (calibration)
+QUERY_VALIDATE = "query.validate"  # confusion matrices of candidate heads on local validation windows
 TRAIN = "train"
 
 # RecordDict keys.
@@ -25,6 +26,8 @@ PREPROCESSING = "preprocessing"  # ArrayRecord: scaler center/scale
 STATS = "stats"            # ArrayRecord: feature histogram of a client
 INFO = "info"              # ConfigRecord: client key, labels, label counts
 MOMENTS = "moments"        # ArrayRecord: count, sum, outer (fedids.federation.calibration.ClassMoments)
+HEADS = "heads"            # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
+CONFUSION = "confusion"    # ArrayRecord: "<i>" = int64 (C, C) confusion matrix of candidate head i
 
 # Metric keys.
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -120,3 +123,51 @@ def decode_moments_reply(content: RecordDict, n_classes: int, hidden: int):
     moments = ClassMoments(**arrays)
     moments.check(n_classes, hidden)
     return moments
+
+
+def encode_heads(heads: list[tuple[np.ndarray, np.ndarray]]) -> ArrayRecord:
+    """Candidate linear heads ``[(weight (C, H), bias (C,)), ...]`` as float32 arrays."""
+    record = ArrayRecord()
+    for i, (weight, bias) in enumerate(heads):
+        record[f"{i}.weight"] = Array(np.asarray(weight, dtype=np.float32))
+        record[f"{i}.bias"] = Array(np.asarray(bias, dtype=np.float32))
+    return record
+
+
+def decode_heads(record: ArrayRecord, n_classes: int, hidden: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inverse of :func:`encode_heads`; raises ValueError on a missing, misshapen or non-finite head."""
+    n = len(record) // 2
+    heads = []
+    for i in range(n):
+        weight, bias = record[f"{i}.weight"].numpy(), record[f"{i}.bias"].numpy()
+        if weight.shape != (n_classes, hidden) or bias.shape != (n_classes,):
+            raise ValueError(f"head {i} has shapes {weight.shape}, {bias.shape}")
+        if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            raise ValueError(f"head {i} contains NaN or Inf")
+        heads.append((weight, bias))
+    return heads
+
+
+def encode_confusions(confusions: np.ndarray) -> ArrayRecord:
+    """One confusion matrix per candidate head, keyed by the head's index."""
+    return ArrayRecord({str(i): Array(np.asarray(c)) for i, c in enumerate(confusions)})
+
+
+def confusion_reply(msg: Message, confusions: np.ndarray) -> Message:
+    """The reply to ``query.validate``: one int64 confusion matrix per candidate head."""
+    return Message(RecordDict({CONFUSION: encode_confusions(np.asarray(confusions, dtype=np.int64))}), reply_to=msg)
+
+
+def decode_confusion_reply(content: RecordDict, n_heads: int, n_classes: int) -> np.ndarray:
+    """Validate and decode a ``query.validate`` reply into ``(n_heads, C, C)`` int64; every head must be
+    scored on the same windows (equal row sums). Raises ValueError with the reason."""
+    record = content[CONFUSION]
+    arrays = [record[str(i)].numpy() for i in range(n_heads)]
+    if any(a.dtype != np.int64 or a.shape != (n_classes, n_classes) for a in arrays):
+        raise ValueError(f"confusion matrices must be int64 ({n_classes}, {n_classes})")
+    stacked = np.stack(arrays)
+    if (stacked < 0).any():
+        raise ValueError("confusion counts must be >= 0")
+    if not (stacked.sum(axis=2) == stacked[0].sum(axis=1)).all():
+        raise ValueError("the heads were not scored on the same windows")
+    return stacked

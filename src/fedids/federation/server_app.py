@@ -477,40 +477,101 @@ def _calibrate(grid: Grid, keys: dict[int, str], class_counts: dict[int, np.ndar
                prep_record: ArrayRecord, vocab: LabelVocabulary, config: FederationConfig,
                evaluate: Callable[[Detector], dict]) -> dict:
     """CCVR head calibration (:mod:`fedids.federation.calibration`): ask every client for its per-class
-    feature moments under the final model, merge the valid replies in client-key order, refit the head.
+    feature moments under the final model, merge the valid replies in client-key order, refit the head,
+    then keep the refitted head only if the clients' merged validation macro-F1 does not drop.
     A reply counting more windows of a class than the client reported flows of it is refused."""
+    import torch
+
     from fedids.federation.calibration import ClassMoments, calibrate_head
 
-    before = evaluate(Detector(model, m.decode_preprocessing(prep_record), vocab, config.window, {}))
-    content = RecordDict({m.ARRAYS: ArrayRecord(get_weights(model)), m.PREPROCESSING: prep_record,
-                          m.CONFIG: ConfigRecord({"labels": m.encode_vocabulary(vocab), "window": config.window,
-                                                  "hidden": config.hidden})})
-    messages = [Message(content, message_type=m.QUERY_FEATURES, dst_node_id=n) for n in sorted(keys)]
+    scaler = m.decode_preprocessing(prep_record)
+    before = evaluate(Detector(model, scaler, vocab, config.window, {}))
+    content = _final_model_content(model, prep_record, vocab, config)
     received: dict[str, ClassMoments] = {}
-    rejected, bytes_up = 0, 0
-    for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
-        key = keys.get(reply.metadata.src_node_id)
-        try:
-            if reply.has_error():
-                raise ValueError(f"client error: {reply.error.reason.splitlines()[0][:200]}")
-            if key is None or key in received:
-                raise ValueError("duplicate or unknown sender")
-            moments = m.decode_moments_reply(reply.content, len(vocab), config.hidden)
-            if (moments.count > class_counts[reply.metadata.src_node_id]).any():
-                raise ValueError("more windows of a class than the client reported flows of it")
-            received[key] = moments
-            bytes_up += _record_bytes(reply.content[m.MOMENTS])
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("calibration: rejected moments from client %s: %s", key, exc)
-            rejected += 1
+
+    def accept(node: int, reply_content: RecordDict) -> None:
+        moments = m.decode_moments_reply(reply_content, len(vocab), config.hidden)
+        if (moments.count > class_counts[node]).any():
+            raise ValueError("more windows of a class than the client reported flows of it")
+        received[keys[node]] = moments
+
+    rejected, bytes_up = _query_clients(grid, keys, content, m.QUERY_FEATURES, config, accept, "moments", m.MOMENTS)
     total = ClassMoments.zeros(len(vocab), config.hidden)
     for key in sorted(received):
         total = total + received[key]
+    old_head = [p.detach().clone() for p in model.head.parameters()]
     classes = calibrate_head(model.head, total, seed=derive_seed(config.seed, "ccvr")) if received else 0
-    after = evaluate(Detector(model, m.decode_preprocessing(prep_record), vocab, config.window, {}))
+    check = _validate_heads(grid, keys, class_counts, model, old_head, prep_record, vocab, config) if received else {}
+    if check and not check["kept"]:
+        with torch.no_grad():
+            for param, value in zip(model.head.parameters(), old_head):
+                param.copy_(value)
+    after = evaluate(Detector(model, scaler, vocab, config.window, {}))
     return {"method": "ccvr", "clients": len(received), "rejected": rejected, "classes": int(classes),
-            "bytes_up": int(bytes_up), "before": {k: before[k] for k in SUMMARY_KEYS},
+            "bytes_up": int(bytes_up + check.get("bytes_up", 0)), "validation": check,
+            "kept": bool(check.get("kept", False)), "before": {k: before[k] for k in SUMMARY_KEYS},
             "test": {k: after[k] for k in SUMMARY_KEYS}}
+
+
+def _final_model_content(model, prep_record: ArrayRecord, vocab: LabelVocabulary,
+                         config: FederationConfig) -> RecordDict:
+    return RecordDict({m.ARRAYS: ArrayRecord(get_weights(model)), m.PREPROCESSING: prep_record,
+                       m.CONFIG: ConfigRecord({"labels": m.encode_vocabulary(vocab), "window": config.window,
+                                               "hidden": config.hidden})})
+
+
+def _query_clients(grid: Grid, keys: dict[int, str], content: RecordDict, message_type: str,
+                   config: FederationConfig, accept: Callable[[int, RecordDict], None], what: str,
+                   record_key: str) -> tuple[int, int]:
+    """Send ``content`` to every client as ``message_type`` and hand each valid reply to ``accept``
+    (which raises ValueError to refuse it). Returns ``(rejected, bytes received)``; refusals are logged."""
+    messages = [Message(content, message_type=message_type, dst_node_id=n) for n in sorted(keys)]
+    seen: set[int] = set()
+    rejected, bytes_up = 0, 0
+    for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
+        node = reply.metadata.src_node_id
+        try:
+            if reply.has_error():
+                raise ValueError(f"client error: {reply.error.reason.splitlines()[0][:200]}")
+            if node not in keys or node in seen:
+                raise ValueError("duplicate or unknown sender")
+            accept(node, reply.content)
+            seen.add(node)
+            bytes_up += _record_bytes(reply.content[record_key])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("calibration: rejected %s from client %s: %s", what, keys.get(node), exc)
+            rejected += 1
+    return rejected, bytes_up
+
+
+def _validate_heads(grid: Grid, keys: dict[int, str], class_counts: dict[int, np.ndarray], model, old_head,
+                    prep_record: ArrayRecord, vocab: LabelVocabulary, config: FederationConfig) -> dict:
+    """Clients score the uncalibrated (0) and calibrated (1) heads on their validation windows; the
+    calibrated head is kept unless the merged validation macro-F1 drops, or no client could check it."""
+    from fedids.federation.calibration import macro_f1_from_confusion
+
+    heads = [tuple(p.numpy() for p in old_head), tuple(p.detach().numpy() for p in model.head.parameters())]
+    content = _final_model_content(model, prep_record, vocab, config)
+    content[m.HEADS] = m.encode_heads(heads)
+    merged = np.zeros((2, len(vocab), len(vocab)), dtype=np.int64)
+    clients = 0
+
+    def accept(node: int, reply_content: RecordDict) -> None:
+        nonlocal merged, clients
+        confusions = m.decode_confusion_reply(reply_content, len(heads), len(vocab))
+        if (confusions[0].sum(axis=1) > class_counts[node]).any():
+            raise ValueError("more validation windows of a class than the client reported flows of it")
+        merged = merged + confusions
+        clients += 1
+
+    rejected, bytes_up = _query_clients(grid, keys, content, m.QUERY_VALIDATE, config, accept,
+                                        "validation", m.CONFUSION)
+    f1_before, f1_after = (macro_f1_from_confusion(c) for c in merged)
+    kept = clients > 0 and not f1_after < f1_before
+    log.info("calibration: validation macro-F1 %.4f -> %.4f on %d windows of %d clients: %s", f1_before, f1_after,
+             int(merged[0].sum()), clients, "calibrated head kept" if kept else "calibrated head discarded")
+    return {"clients": clients, "rejected": rejected, "windows": int(merged[0].sum()), "bytes_up": int(bytes_up),
+            "macro_f1_before": f1_before, "macro_f1_after": f1_after, "kept": bool(kept)}
 
 
 def _publish_final_model(grid: Grid, nodes: list[int], model, encrypted: EncryptedGlobal | None,
