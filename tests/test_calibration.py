@@ -96,8 +96,25 @@ def test_malformed_confusion_matrices_from_a_client_are_refused(spoil):
         confusions = confusions.astype(np.float64)
     else:
         confusions = np.zeros((2, 3, 3), dtype=np.int64)
+    good = np.array([[[5, 1], [0, 4]], [[6, 0], [1, 3]]], dtype=np.int64)
+    decoded = m.decode_confusion_reply(RecordDict({m.CONFUSION: m.encode_confusions({"validation": good, "train": good})}), 2, 2)
+    assert all(np.array_equal(decoded[k], good) for k in m.CHECK_SPLITS)
     with pytest.raises(ValueError):
-        m.decode_confusion_reply(RecordDict({m.CONFUSION: m.encode_confusions(confusions)}), 2, 2)
+        m.decode_confusion_reply(RecordDict({m.CONFUSION: m.encode_confusions({"validation": good, "train": confusions})}), 2, 2)
+
+
+@pytest.mark.parametrize("scores, kept", [
+    ({"validation": [0.80, 0.85], "train": [0.99, 0.90]}, True),     # validation decides
+    ({"validation": [0.85, 0.80], "train": [0.80, 0.99]}, False),
+    ({"validation": [1.0, 1.0], "train": [0.80, 0.95]}, True),       # validation tie: training windows decide
+    ({"validation": [1.0, 1.0], "train": [0.999, 0.998]}, False),
+    ({"validation": [float("nan")] * 2, "train": [0.5, 0.6]}, True),  # no validation windows at all
+    ({"validation": [1.0, 1.0], "train": [1.0, 1.0]}, False),        # no evidence: keep the old head
+])
+def test_the_calibrated_head_is_kept_only_where_client_windows_show_it_helps(scores, kept):
+    from fedids.federation.calibration import keep_calibrated
+
+    assert keep_calibrated(scores)[0] is kept
 
 
 def test_heads_round_trip_and_bad_heads_are_refused():

@@ -48,12 +48,15 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     assert full.calibration["clients"] == 3 and full.calibration["rejected"] == 0
     assert full.calibration["classes"] == len(set(prepared.labels[prepared.train_rows]))
     assert full.calibration["test"]["macro_f1"] > 0.8
-    # The refitted head is checked on the clients' validation windows (all of them, merged) and kept only
-    # if their macro-F1 does not drop; otherwise the final model is the last round's.
+    # The refitted head is checked on the clients' validation and training windows (all of them, merged)
+    # and kept only if it scores better (fedids.federation.calibration.keep_calibrated); otherwise the
+    # final model is the last round's.
     check = full.calibration["validation"]
     assert check["clients"] == 3 and check["rejected"] == 0
-    assert check["windows"] == sum(len(p) - int(round(len(p) * (1 - LOCAL_VAL_FRACTION))) for p in parts)
-    assert full.calibration["kept"] == (check["macro_f1_after"] >= check["macro_f1_before"])
+    n_val = sum(len(p) - int(round(len(p) * (1 - LOCAL_VAL_FRACTION))) for p in parts)
+    assert check["validation_windows"] == n_val and check["train_windows"] == sum(map(len, parts)) - n_val
+    if check["validation_macro_f1_after"] != check["validation_macro_f1_before"]:
+        assert full.calibration["kept"] == (check["validation_macro_f1_after"] > check["validation_macro_f1_before"])
     if not full.calibration["kept"]:
         assert full.calibration["test"] == full.calibration["before"]
     assert resumed.calibration == full.calibration
@@ -90,9 +93,9 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
         reply = handle_validate(msg, frame_of(context))
         record, pid = reply.content[m.CONFUSION], int(context.node_config["partition-id"])
         if pid == 0:  # negative counts: rejected
-            record["0"] = Array(record["0"].numpy() - 1)
+            record["validation.0"] = Array(record["validation.0"].numpy() - 1)
         if pid == 1:  # the two heads scored on different windows: rejected
-            record["1"] = Array(record["1"].numpy() * 2)
+            record["train.1"] = Array(record["train.1"].numpy() * 2)
         return reply
 
     @app.train()
@@ -113,4 +116,4 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     assert np.isfinite(record["test"]["macro_f1"])
     assert result[0].calibration["clients"] == 1 and result[0].calibration["rejected"] == 2
     check = result[0].calibration["validation"]
-    assert check["clients"] == 1 and check["rejected"] == 2 and check["windows"] > 0
+    assert check["clients"] == 1 and check["rejected"] == 2 and check["validation_windows"] > 0

@@ -186,8 +186,10 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
         final = state.history[-1]["test"]
         if state.calibration:
             before, after = state.calibration["before"]["macro_f1"], state.calibration["test"]["macro_f1"]
-            err.print(f"head calibration (CCVR, {state.calibration['clients']} clients): test macro-F1 "
-                      f"{before:.4f} -> {after:.4f}")
+            check = state.calibration.get("validation") or {}
+            verdict = ("kept" if state.calibration.get("kept") else "discarded") if check else "unchecked"
+            err.print(f"head calibration (CCVR, {state.calibration['clients']} clients): {verdict} "
+                      f"({check.get('reason', 'no check')}); server test macro-F1 {before:.4f} -> {after:.4f}")
             final = state.calibration["test"]
         results["federated"] = final | {
             "rounds": state.completed_round, "strategy": strategy, "partition": partition, "privacy": privacy,

@@ -197,10 +197,10 @@ def handle_final_model(msg: Message, model_dir: str, secret_context: bytes | Non
     save_detector(model_dir, Detector(model, scaler, LabelVocabulary(labels), int(config["window"]), {"final": True}))
 
 
-def _local_features(msg: Message, frame: pd.DataFrame, split: str) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """The sent model's GRU features of this client's ``split`` windows ("train": the rows
-    :func:`handle_train` trains on; "validation": the local validation rows), their class indices, the
-    number of classes and the hidden width."""
+def _local_features(msg: Message, frame: pd.DataFrame) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int, int]:
+    """The sent model's GRU features and class indices of this client's windows per split ("train": the
+    rows :func:`handle_train` trains on; "validation": the local validation rows), the number of classes
+    and the hidden width."""
     from fedids.federation.calibration import hidden_features
 
     config = msg.content[m.CONFIG]
@@ -209,13 +209,12 @@ def _local_features(msg: Message, frame: pd.DataFrame, split: str) -> tuple[np.n
     data = prepare(frame, window=int(config["window"]), test_fraction=LOCAL_VAL_FRACTION)
     model = new_model(len(labels), hidden)
     set_weights(model, [a.numpy() for a in msg.content[m.ARRAYS].values()])
-    scaler = m.decode_preprocessing(msg.content[m.PREPROCESSING])
-    if split == "train":
-        rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
-    else:
-        rows = data.test_rows
-    features = hidden_features(model, scaler.transform(data.features), data.windows[rows])
-    return features, LabelVocabulary(labels).encode(data.labels[rows]), len(labels), hidden
+    scaled = m.decode_preprocessing(msg.content[m.PREPROCESSING]).transform(data.features)
+    vocab = LabelVocabulary(labels)
+    splits = {"train": data.train_rows if len(data.train_rows) else np.arange(len(data.labels)),
+              "validation": data.test_rows}
+    return ({name: (hidden_features(model, scaled, data.windows[rows]), vocab.encode(data.labels[rows]))
+             for name, rows in splits.items()}, len(labels), hidden)
 
 
 def handle_features(msg: Message, frame: pd.DataFrame) -> Message:
@@ -223,18 +222,19 @@ def handle_features(msg: Message, frame: pd.DataFrame) -> Message:
     rows :func:`handle_train` trains on), for the server's head calibration (:mod:`.calibration`)."""
     from fedids.federation.calibration import class_moments
 
-    features, targets, n_classes, _ = _local_features(msg, frame, "train")
-    return m.moments_reply(msg, class_moments(features, targets, n_classes))
+    splits, n_classes, _ = _local_features(msg, frame)
+    return m.moments_reply(msg, class_moments(*splits["train"], n_classes))
 
 
 def handle_validate(msg: Message, frame: pd.DataFrame) -> Message:
     """Confusion matrices of the candidate heads (``heads``) on the final model's features of the local
-    validation windows, so that the server keeps a calibrated head only if it does not do worse."""
+    validation and training windows (:data:`~fedids.federation.messages.CHECK_SPLITS`), for the server's
+    keep-or-discard decision on a calibrated head."""
     from fedids.federation.calibration import head_confusions
 
-    features, targets, n_classes, hidden = _local_features(msg, frame, "validation")
+    splits, n_classes, hidden = _local_features(msg, frame)
     heads = m.decode_heads(msg.content[m.HEADS], n_classes, hidden)
-    return m.confusion_reply(msg, head_confusions(features, targets, heads, n_classes))
+    return m.confusion_reply(msg, {name: head_confusions(*splits[name], heads, n_classes) for name in m.CHECK_SPLITS})
 
 
 _SECAGG_STATE = "fedids-secagg"

@@ -27,7 +27,8 @@ STATS = "stats"            # ArrayRecord: feature histogram of a client
 INFO = "info"              # ConfigRecord: client key, labels, label counts
 MOMENTS = "moments"        # ArrayRecord: count, sum, outer (fedids.federation.calibration.ClassMoments)
 HEADS = "heads"            # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
-CONFUSION = "confusion"    # ArrayRecord: "<i>" = int64 (C, C) confusion matrix of candidate head i
+CONFUSION = "confusion"    # ArrayRecord: "<split>.<i>" = int64 (C, C) confusion matrix of candidate head i
+CHECK_SPLITS = ("validation", "train")  # the local windows a query.validate reply scores the heads on
 
 # Metric keys.
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -148,26 +149,32 @@ def decode_heads(record: ArrayRecord, n_classes: int, hidden: int) -> list[tuple
     return heads
 
 
-def encode_confusions(confusions: np.ndarray) -> ArrayRecord:
-    """One confusion matrix per candidate head, keyed by the head's index."""
-    return ArrayRecord({str(i): Array(np.asarray(c)) for i, c in enumerate(confusions)})
+def encode_confusions(confusions: dict[str, np.ndarray]) -> ArrayRecord:
+    """``{split: (n_heads, C, C)}`` confusion matrices, keyed ``"<split>.<head index>"``."""
+    return ArrayRecord({f"{split}.{i}": Array(np.asarray(c)) for split, stack in confusions.items()
+                        for i, c in enumerate(stack)})
 
 
-def confusion_reply(msg: Message, confusions: np.ndarray) -> Message:
-    """The reply to ``query.validate``: one int64 confusion matrix per candidate head."""
-    return Message(RecordDict({CONFUSION: encode_confusions(np.asarray(confusions, dtype=np.int64))}), reply_to=msg)
+def confusion_reply(msg: Message, confusions: dict[str, np.ndarray]) -> Message:
+    """The reply to ``query.validate``: int64 confusion matrices per split and candidate head."""
+    return Message(RecordDict({CONFUSION: encode_confusions(
+        {k: np.asarray(v, dtype=np.int64) for k, v in confusions.items()})}), reply_to=msg)
 
 
-def decode_confusion_reply(content: RecordDict, n_heads: int, n_classes: int) -> np.ndarray:
-    """Validate and decode a ``query.validate`` reply into ``(n_heads, C, C)`` int64; every head must be
-    scored on the same windows (equal row sums). Raises ValueError with the reason."""
+def decode_confusion_reply(content: RecordDict, n_heads: int, n_classes: int) -> dict[str, np.ndarray]:
+    """Validate and decode a ``query.validate`` reply into ``{split: (n_heads, C, C) int64}`` for every split
+    of :data:`CHECK_SPLITS`; within a split every head must be scored on the same windows (equal row
+    sums). Raises ValueError with the reason."""
     record = content[CONFUSION]
-    arrays = [record[str(i)].numpy() for i in range(n_heads)]
-    if any(a.dtype != np.int64 or a.shape != (n_classes, n_classes) for a in arrays):
-        raise ValueError(f"confusion matrices must be int64 ({n_classes}, {n_classes})")
-    stacked = np.stack(arrays)
-    if (stacked < 0).any():
-        raise ValueError("confusion counts must be >= 0")
-    if not (stacked.sum(axis=2) == stacked[0].sum(axis=1)).all():
-        raise ValueError("the heads were not scored on the same windows")
-    return stacked
+    out = {}
+    for split in CHECK_SPLITS:
+        arrays = [record[f"{split}.{i}"].numpy() for i in range(n_heads)]
+        if any(a.dtype != np.int64 or a.shape != (n_classes, n_classes) for a in arrays):
+            raise ValueError(f"confusion matrices must be int64 ({n_classes}, {n_classes})")
+        stacked = np.stack(arrays)
+        if (stacked < 0).any():
+            raise ValueError("confusion counts must be >= 0")
+        if not (stacked.sum(axis=2) == stacked[0].sum(axis=1)).all():
+            raise ValueError("the heads were not scored on the same windows")
+        out[split] = stacked
+    return out

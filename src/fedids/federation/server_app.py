@@ -546,32 +546,35 @@ def _query_clients(grid: Grid, keys: dict[int, str], content: RecordDict, messag
 
 def _validate_heads(grid: Grid, keys: dict[int, str], class_counts: dict[int, np.ndarray], model, old_head,
                     prep_record: ArrayRecord, vocab: LabelVocabulary, config: FederationConfig) -> dict:
-    """Clients score the uncalibrated (0) and calibrated (1) heads on their validation windows; the
-    calibrated head is kept unless the merged validation macro-F1 drops, or no client could check it."""
-    from fedids.federation.calibration import macro_f1_from_confusion
+    """Clients score the uncalibrated (0) and calibrated (1) heads on their validation and training
+    windows; see :func:`fedids.federation.calibration.keep_calibrated` for the decision."""
+    from fedids.federation.calibration import keep_calibrated, macro_f1_from_confusion
 
     heads = [tuple(p.numpy() for p in old_head), tuple(p.detach().numpy() for p in model.head.parameters())]
     content = _final_model_content(model, prep_record, vocab, config)
     content[m.HEADS] = m.encode_heads(heads)
-    merged = np.zeros((2, len(vocab), len(vocab)), dtype=np.int64)
+    merged = {split: np.zeros((2, len(vocab), len(vocab)), dtype=np.int64) for split in m.CHECK_SPLITS}
     clients = 0
 
     def accept(node: int, reply_content: RecordDict) -> None:
-        nonlocal merged, clients
+        nonlocal clients
         confusions = m.decode_confusion_reply(reply_content, len(heads), len(vocab))
-        if (confusions[0].sum(axis=1) > class_counts[node]).any():
-            raise ValueError("more validation windows of a class than the client reported flows of it")
-        merged = merged + confusions
+        windows = sum(c[0].sum(axis=1) for c in confusions.values())
+        if (windows > class_counts[node]).any():
+            raise ValueError("more windows of a class than the client reported flows of it")
+        for split, c in confusions.items():
+            merged[split] += c
         clients += 1
 
     rejected, bytes_up = _query_clients(grid, keys, content, m.QUERY_VALIDATE, config, accept,
                                         "validation", m.CONFUSION)
-    f1_before, f1_after = (macro_f1_from_confusion(c) for c in merged)
-    kept = clients > 0 and not f1_after < f1_before
-    log.info("calibration: validation macro-F1 %.4f -> %.4f on %d windows of %d clients: %s", f1_before, f1_after,
-             int(merged[0].sum()), clients, "calibrated head kept" if kept else "calibrated head discarded")
-    return {"clients": clients, "rejected": rejected, "windows": int(merged[0].sum()), "bytes_up": int(bytes_up),
-            "macro_f1_before": f1_before, "macro_f1_after": f1_after, "kept": bool(kept)}
+    scores = {split: [macro_f1_from_confusion(c) for c in merged[split]] for split in m.CHECK_SPLITS}
+    kept, reason = keep_calibrated(scores) if clients else (False, "no client could check it")
+    log.info("calibration: calibrated head %s (%s)", "kept" if kept else "discarded", reason)
+    return {"clients": clients, "rejected": rejected, "bytes_up": int(bytes_up), "kept": bool(kept), "reason": reason,
+            **{f"{split}_windows": int(merged[split][0].sum()) for split in m.CHECK_SPLITS},
+            **{f"{split}_macro_f1_{w}": scores[split][i] for split in m.CHECK_SPLITS
+               for i, w in enumerate(("before", "after"))}}
 
 
 def _publish_final_model(grid: Grid, nodes: list[int], model, encrypted: EncryptedGlobal | None,
