@@ -131,15 +131,21 @@ def fit(
 
 
 @torch.no_grad()
+def forward_batches(fn: Callable[[torch.Tensor], torch.Tensor], scaled: np.ndarray, windows: np.ndarray,
+                    width: int, batch_size: int = 4096) -> np.ndarray:
+    """``fn`` applied without gradients to the windows in batches: ``(n_rows, width)`` float32."""
+    parts = []
+    with torch.no_grad():
+        for lo in range(0, len(windows), batch_size):
+            parts.append(fn(torch.from_numpy(gather_windows(scaled, windows[lo : lo + batch_size]))).numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.float32)
+
+
 def predict_proba(model: nn.Module, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Class probabilities ``(n_rows, n_classes)`` float32 for each window."""
     model.eval()
-    parts = []
-    for lo in range(0, len(windows), batch_size):
-        x = torch.from_numpy(gather_windows(scaled, windows[lo : lo + batch_size]))
-        parts.append(torch.softmax(model(x), dim=1).numpy())
     n_classes = model.head.out_features  # type: ignore[union-attr]
-    return np.concatenate(parts) if parts else np.zeros((0, n_classes), dtype=np.float32)
+    return forward_batches(lambda x: torch.softmax(model(x), dim=1), scaled, windows, n_classes, batch_size)
 
 
 def get_weights(model: nn.Module) -> list[np.ndarray]:
