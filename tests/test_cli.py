@@ -82,3 +82,32 @@ def test_synth_writes_a_file_the_loader_reads(tmp_path):
     report = json.loads(proc.stdout)[0]
     assert report["format"] == "trafficlabelling" and report["rows_kept"] > 100
     assert report["family_counts"]["benign"] > 0
+
+
+@pytest.mark.slow
+def test_federate_command_on_real_data_with_baselines(tmp_path):
+    """`fedids federate` as a user runs it: a real Flower simulation of 3 clients on real CICIDS2017 rows
+    (shared:0.5), the local baseline beside it, the partition table on screen and on disk."""
+    files = [DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
+             DATA / "trafficlabelling-mondirkb" / "baseline_xss.csv",
+             DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"]
+    args = [a for f in files for a in ("--data", str(f))]
+    out = tmp_path / "run"
+    proc = run("federate", *args, "--clients", "3", "--partition", "shared:0.5", "--rounds", "1", "--hidden", "16",
+               "--split", "label-time", "--mode", "federated,local", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "partitions (rows per label and client)" in proc.stderr and "DEPRECATED" not in proc.stderr
+    table = (out / "partitions.csv").read_text().splitlines()
+    assert table[0].startswith("client,rows,classes,") and len(table) == 4          # header + 3 clients
+    results = json.loads((out / "results.json").read_text())
+    fed, local = results["federated"], results["local"]
+    assert fed["rounds"] == 1 and fed["partition"] == "shared:0.5" and results["test_rows"] > 0
+    assert 0.0 <= local["worst"]["macro_f1"] <= local["mean"]["macro_f1"] <= 1.0
+    assert fed["macro_f1"] > local["worst"]["macro_f1"]          # one round of federation beats a lone client
+    assert (out / "global" / "model.pt").exists()
+    assert "held-out test split" in proc.stdout
+
+
+def test_federate_rejects_a_bad_partition_before_training(tmp_path):
+    proc = run("federate", "--partition", "shared:1.5", "--clients", "3", "--rounds", "1", "--out", str(tmp_path / "r"))
+    _assert_one_line_error(proc, "shared")

@@ -117,6 +117,7 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
          compression: str = "none", head_aggregation: str = "class", server_momentum: float = 0.9,
          server_lr: float = 1.0, client_weighting: str = "examples", calibration: str = "none") -> None:
     from fedids.federation.baselines import run_centralized, run_local
+    from fedids.federation.partition import PartitionSpec
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
     from fedids.model.train import TrainConfig
@@ -140,12 +141,13 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
                                   client_weighting=client_weighting, calibration=calibration)
         if clients < 1:
             raise ValueError("--clients must be >= 1")
+        PartitionSpec.parse(partition)                 # a typo fails here, before data is loaded
         frame = load_frame(data, seed)
         prepared = prepare(frame, window=window, test_fraction=test_fraction, split=split)
         parts = make_partitions(prepared, clients, partition, seed, segment)
     except ValueError as exc:
         raise InputError(f"federate: {exc}") from None
-    _print_partitions(summarise_partitions(prepared.labels, parts))
+    _print_partitions(summarise_partitions(prepared.labels, parts), out_dir / "partitions.csv")
     if sum(1 for p in parts if len(p)) < clients:
         err.print(f"[yellow]warning:[/yellow] {sum(1 for p in parts if not len(p))} client(s) got no data and are left out")
     results_path = out_dir / RESULTS_FILE
@@ -214,13 +216,28 @@ def _key_paths(privacy: str, keys: str | None, out_dir: Path) -> tuple[str | Non
     return str(directory / SECRET_CONTEXT_FILE), str(directory / PUBLIC_CONTEXT_FILE)
 
 
-def _print_partitions(summary) -> None:
-    table = Table(title="partitions (rows per client and label)")
-    for col in summary.columns:
-        table.add_column(str(col), justify="right")
-    for _, row in summary.iterrows():
-        table.add_row(*(f"{int(v):,}" for v in row.values))
+PARTITION_COLUMNS_SHOWN = 10
+
+
+def _print_partitions(summary, path: Path) -> None:
+    """Labels down, clients across (a label name is wider than a count), the first
+    ``PARTITION_COLUMNS_SHOWN`` clients; the whole table goes to ``path`` (CSV)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(path, index=False)
+    shown = summary.head(PARTITION_COLUMNS_SHOWN)
+    table = Table(title="partitions (rows per label and client)")
+    table.add_column("client", justify="left", no_wrap=True)
+    for client in shown["client"]:
+        table.add_column(str(int(client)), justify="right")
+    for col in summary.columns.drop("client"):
+        table.add_row(str(col), *(f"{int(v):,}" for v in shown[col]))
     err.print(table)
+    if len(summary) > len(shown):
+        rows, classes = summary["rows"], summary["classes"]
+        err.print(f"{len(summary) - len(shown):,} more clients; over all {len(summary):,}: rows "
+                  f"min/median/max {rows.min():,}/{int(rows.median()):,}/{rows.max():,}, classes "
+                  f"{classes.min()}/{int(classes.median())}/{classes.max()}")
+    err.print(f"[dim]partition table: {path}[/dim]")
 
 
 def _print_comparison(results: dict) -> None:

@@ -26,10 +26,23 @@ from fedids.federation.server_app import FederationConfig, FederationState, Roun
 from fedids.model.artifacts import Detector
 from fedids.task import PreparedData, evaluate_rows
 
-# Flower must never try to install packages at run time; Ray must not phone home.
+# Flower must never try to install packages at run time; neither Flower nor Ray may phone home.
 os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+# Flower warnings addressed to fedids' developers, not its users: ``run_simulation`` is deprecated in
+# favour of ``flwr run`` (which needs a Flower app project; fedids embeds the engine instead), and the
+# strategies skip federated evaluation on purpose (the server evaluates on its held-out test split).
+_DEVELOPER_WARNINGS = ("DEPRECATED FEATURE: The `run_simulation` function", "fraction_evaluate is set to 0.0")
+
+
+class _DropDeveloperWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not any(marker in text for marker in _DEVELOPER_WARNINGS)
+
 
 _PARTITION_COLUMNS = [*FEATURES, "src_ip", "timestamp", SEQ, LABEL, FAMILY]
 
@@ -100,6 +113,8 @@ def run_simulated(data: PreparedData, parts: list[np.ndarray], config: Federatio
     flwr_logger = logging.getLogger("flwr")
     previous_level = flwr_logger.level
     flwr_logger.setLevel(logging.WARNING)
+    quiet = _DropDeveloperWarnings()
+    flwr_logger.addFilter(quiet)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -107,6 +122,7 @@ def run_simulated(data: PreparedData, parts: list[np.ndarray], config: Federatio
                            backend_config=backend)
     finally:
         flwr_logger.setLevel(previous_level)
+        flwr_logger.removeFilter(quiet)
     if not result:
         raise RuntimeError("the federated run ended without a result (see the log above)")
     return result[0]
