@@ -13,6 +13,7 @@ from dp_accounting.rdp import RdpAccountant
 from fedids.data.windows import compute_window_indices
 from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, predict_proba
+from fedids.privacy import dpsgd
 from fedids.privacy.dpsgd import copy_back, fit_dpsgd, to_dp_model
 
 N_FEATURES, WINDOW, HIDDEN = 4, 3, 8
@@ -137,3 +138,24 @@ def test_rejects_bad_arguments() -> None:
         fit_dpsgd(
             _model(), scaled, windows, np.full(20, -1), _config(1), noise_multiplier=1.0, max_grad_norm=1.0
         )
+
+
+def test_multi_round_accounting_matches_the_live_accountant_and_calibration_meets_the_budget() -> None:
+    """The federated clients' bookkeeping (fedids.privacy.dpsgd.sample_rate, steps_per_epoch,
+    epsilon_spent) reproduces what Opacus' own accountant reports for a real fit_dpsgd call, and a
+    noise multiplier calibrated for R rounds spends at most the target over R rounds, close to it."""
+    _, out, _ = _fit(epochs=2, noise=0.8)
+    rate = dpsgd.sample_rate(N_ROWS, BATCH)
+    steps = 2 * dpsgd.steps_per_epoch(N_ROWS, BATCH)
+    assert out.result.steps == steps
+    assert dpsgd.epsilon_spent(0.8, rate, steps, 1e-5) == pytest.approx(out.epsilon, rel=1e-6)
+
+    rounds, target = 10, 8.0
+    sigma = dpsgd.calibrate_noise(target, 1e-5, rate, rounds * steps)
+    spent = [dpsgd.epsilon_spent(sigma, rate, r * steps, 1e-5) for r in range(1, rounds + 1)]
+    assert all(a < b for a, b in zip(spent, spent[1:]))           # every round spends more
+    assert target - 0.05 <= spent[-1] <= target                      # the budget, used up, never exceeded
+    assert dpsgd.calibrate_noise(target / 2, 1e-5, rate, rounds * steps) > sigma
+    assert dpsgd.sample_rate(10, 64) == 1.0 and dpsgd.sample_rate(130, 64) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        dpsgd.calibrate_noise(0.0, 1e-5, rate, 10)

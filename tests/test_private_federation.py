@@ -102,10 +102,17 @@ def test_secagg_completes_when_30_percent_drop_out_after_sending_keys(prepared, 
     assert np.isfinite(record["test"]["macro_f1"])
 
 
-def test_clients_can_train_with_opacus_dp_sgd(prepared, tmp_path):
+def test_clients_train_with_opacus_dp_sgd_within_a_budget_for_all_rounds(prepared, tmp_path):
+    """Each client calibrates its DP-SGD noise for the planned rounds: the epsilon it reports grows
+    round by round and ends at the budget, never above; no head calibration (not covered by DP-SGD)."""
     parts = make_partitions(prepared, 2, "iid", seed=0, segment=40)
-    cfg = FederationConfig(**CONFIG, dpsgd_noise_multiplier=1.0, dpsgd_clip_norm=1.0)
+    cfg = FederationConfig(**(CONFIG | {"rounds": 2}), dpsgd_target_epsilon=4.0, dpsgd_clip_norm=1.0)
     state = run_simulated(prepared, parts, cfg, tmp_path / "dpsgd")
-    record = state.history[0]
-    assert record["clients"] == 2 and record["dpsgd_epsilon"] is not None and record["dpsgd_epsilon"] > 0
-    assert np.isfinite(record["test"]["macro_f1"])
+    first, last = state.history
+    assert first["clients"] == last["clients"] == 2
+    assert 0 < first["dpsgd_epsilon"] < last["dpsgd_epsilon"] <= 4.0
+    assert last["dpsgd_epsilon"] > 3.9
+    assert np.isfinite(last["test"]["macro_f1"])
+    assert not state.calibration
+    with pytest.raises(ValueError, match="not both"):
+        FederationConfig(**CONFIG, dpsgd_target_epsilon=4.0, dpsgd_noise_multiplier=1.0)

@@ -109,8 +109,8 @@ def _adaptive_section(data, parts, cfg, hist_none: list[dict], hist_dp: list[dic
 def _entry(history: list[dict], privacy: str) -> dict:
     last = history[-1]
     return {"status": "ok", "kind": "federated", "privacy": privacy, **{k: last["test"][k] for k in ex.SUMMARY_KEYS},
-            "rounds": len(history), "seconds": sum(h["seconds"] for h in history), "epsilon": last["epsilon"],
-            "history": history}
+            "rounds": len(history), "seconds": sum(h["seconds"] for h in history), "epsilon": ex.round_epsilon(last),
+            "dp_unit": ex.dp_unit(privacy), "history": history}
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +319,16 @@ def test_experiment_command_end_to_end(tmp_path) -> None:
     _check_page(results, page)
     assert results["modes"]["entries"]["none"]["status"] == "ok"
     assert "report:" in result.output
+
+
+def test_privacy_mode_names() -> None:
+    assert ex.split_mode("he+dpsgd") == ("he", True) and ex.split_mode("dpsgd") == ("none", True)
+    assert ex.split_mode("he+secagg+dp") == ("he+secagg+dp", False)
+    assert ex.dp_unit("he+dp") == "client" and ex.dp_unit("he+dpsgd") == "flow window" and ex.dp_unit("he") is None
+    assert ex.round_epsilon({"epsilon": None, "dpsgd_epsilon": 3.0}) == 3.0 and ex.round_epsilon({}) is None
+    assert ex.privacy_unsupported_reason("he+dpsgd") is None
+    kwargs, secret = ex.federation_kwargs(ex.ExperimentConfig(out_dir=Path("unused")), "dpsgd", Path("unused"))
+    assert kwargs["dpsgd_target_epsilon"] == 8.0 and "privacy" not in kwargs and secret is None
 
 
 def test_experiment_helpers(tmp_path) -> None:

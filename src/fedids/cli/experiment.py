@@ -25,7 +25,8 @@ def paper(
                                                      "more is withheld as the membership-inference non-members."),
     partition: str = typer.Option("dirichlet:0.5", help="iid | dirichlet:ALPHA | shared:FRACTION | host"),
     local_epochs: int = typer.Option(1, help="Local epochs per round (baselines train rounds x local epochs)."),
-    target_epsilon: float = typer.Option(8.0, help="Client-level epsilon (delta 1e-5) of the DP modes."),
+    target_epsilon: float = typer.Option(8.0, help="Epsilon (delta 1e-5) of the DP modes: client-level for he+dp "
+                                                   "and he+secagg+dp, per flow window for he+dpsgd."),
     split: str = typer.Option("time", help="time | label-time (see `fedids train --help`)."),
     seed: int = typer.Option(0, help="Seed of data synthesis, partitions, sampling, training and attacks."),
     quick: bool = typer.Option(False, "--quick", help="Small synthetic data, few rounds and clients: minutes."),

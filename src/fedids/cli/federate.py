@@ -63,6 +63,9 @@ def federate(
     noise_multiplier: float = typer.Option(0.0, help="dp: noise std / clip norm; 0 = calibrate it from --target-epsilon."),
     clip_norm: float = typer.Option(1.0, help="dp: L2 bound of each client's update."),
     dpsgd_noise: float = typer.Option(0.0, help="> 0: clients train with Opacus DP-SGD at this noise multiplier."),
+    dpsgd_epsilon: float = typer.Option(0.0, help="> 0: clients train with Opacus DP-SGD, each calibrating its noise "
+                                                  "so that all rounds spend at most this epsilon per flow window "
+                                                  "(sample-level DP; delta 1e-5)."),
     selection: str = typer.Option("random", help="random | energy: prefer clients with energy budget left on "
                                                  "efficient hardware (plaintext only; see docs/evaluation.md)."),
     energy_budget: float = typer.Option(0.0, help="Joules each device may spend on the whole training; a client "
@@ -98,7 +101,7 @@ def federate(
                 local_epochs=local_epochs, lr=lr, batch_size=batch_size, proximal_mu=proximal_mu,
                 hidden=hidden, window=window, split=split, test_fraction=test_fraction, segment=segment,
                 seed=seed, privacy=privacy, keys=str(keys) if keys else None, target_epsilon=target_epsilon,
-                noise_multiplier=noise_multiplier, clip_norm=clip_norm, dpsgd_noise=dpsgd_noise,
+                noise_multiplier=noise_multiplier, clip_norm=clip_norm, dpsgd_noise=dpsgd_noise, dpsgd_epsilon=dpsgd_epsilon,
                 selection=selection, energy_budget=energy_budget, max_local_epochs=max_local_epochs,
                 compression=compression, head_aggregation=head_aggregation, client_weighting=client_weighting,
                 calibration=calibration)
@@ -112,7 +115,7 @@ def federate(
 def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fraction, local_epochs, lr,
          batch_size, proximal_mu, hidden, window, split, test_fraction, segment, seed, resuming: bool,
          privacy: str = "none", keys: str | None = None, target_epsilon: float = 0.0,
-         noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0,
+         noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0, dpsgd_epsilon: float = 0.0,
          selection: str = "random", energy_budget: float = 0.0, max_local_epochs: int = 0,
          compression: str = "none", head_aggregation: str = "class", server_momentum: float = 0.9,
          server_lr: float = 1.0, client_weighting: str = "examples", calibration: str = "none") -> None:
@@ -135,7 +138,7 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
                                   lr=lr, hidden=hidden, window=window, seed=seed, privacy=privacy,
                                   clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                                   target_epsilon=target_epsilon, he_public_context=public_path or "",
-                                  dpsgd_noise_multiplier=dpsgd_noise, selection=selection,
+                                  dpsgd_noise_multiplier=dpsgd_noise, dpsgd_target_epsilon=dpsgd_epsilon, selection=selection,
                                   energy_budget_j=energy_budget, max_local_epochs=max_local_epochs,
                                   compression=compression, head_aggregation=head_aggregation,
                                   client_weighting=client_weighting, calibration=calibration)
@@ -172,7 +175,7 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
                 if rec.energy_j is not None:
                     eps += f", {rec.energy_j:.2f} J (modelled)"
                 if rec.dpsgd_epsilon is not None:
-                    eps += f", DP-SGD epsilon this round {rec.dpsgd_epsilon:.3f}"
+                    eps += f", DP-SGD epsilon so far {rec.dpsgd_epsilon:.2f} (per flow window)"
                 err.print(f"round {rec.round:>3}: clients {rec.clients} (rejected {rec.rejected}){eps}, "
                           f"train loss {rec.train_loss:.4f}, local val F1 {rec.local_val_macro_f1:.4f}, "
                           f"test macro-F1 {rec.test['macro_f1']:.4f}, MCC {rec.test['mcc']:.4f}, "
@@ -195,7 +198,8 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
             final = state.calibration["test"]
         results["federated"] = final | {
             "rounds": state.completed_round, "strategy": strategy, "partition": partition, "privacy": privacy,
-            "epsilon": state.history[-1].get("epsilon"), "selection": selection, "compression": compression,
+            "epsilon": state.history[-1].get("epsilon"), "dpsgd_epsilon": state.history[-1].get("dpsgd_epsilon"),
+            "selection": selection, "compression": compression,
             "energy_budget_j": energy_budget, "stopped": state.stopped, "calibration": state.calibration or None}
         results["federated_history"] = state.history
         write_json(results_path, results)

@@ -57,7 +57,23 @@ if TYPE_CHECKING:
     from fedids.model.artifacts import Detector
     from fedids.task import PreparedData
 
-DEFAULT_MODES: tuple[str, ...] = ("none", "he", "he+dp", "he+secagg+dp")
+DEFAULT_MODES: tuple[str, ...] = ("none", "he", "he+dp", "he+dpsgd", "he+secagg+dp")
+DP_PARTS = {"dp": "client", "dpsgd": "flow window"}
+"""The DP components of a mode and what their epsilon protects: ``dp`` is client-level DP on the
+aggregate (:mod:`fedids.privacy.dp`), ``dpsgd`` sample-level DP-SGD on every client
+(:mod:`fedids.privacy.dpsgd`); both are calibrated to ``target_epsilon``."""
+
+
+def split_mode(mode: str) -> tuple[str, bool]:
+    """``"he+dpsgd"`` -> (``"he"``, True): the FederationConfig privacy mode and whether clients run DP-SGD."""
+    parts = [p for p in mode.split("+") if p != "dpsgd"]
+    return "+".join(parts) or "none", len(parts) != len(mode.split("+"))
+
+
+def dp_unit(mode: str) -> str | None:
+    """What the epsilon of ``mode`` protects (None: no DP)."""
+    units = [DP_PARTS[p] for p in mode.split("+") if p in DP_PARTS]
+    return " and ".join(units) or None
 SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc")
 RESULTS_FILE, REPORT_FILE = "results.json", "report.html"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -173,10 +189,13 @@ def privacy_unsupported_reason(mode: str) -> str | None:
         return None
     if "privacy" not in fields:
         return "this version of FederationConfig has no privacy setting"
+    privacy, dpsgd = split_mode(mode)
+    if dpsgd and "dpsgd_target_epsilon" not in fields:
+        return "this version of FederationConfig has no DP-SGD budget"
     try:
         from fedids.federation.private import PrivacyMode
 
-        PrivacyMode.parse(mode)
+        PrivacyMode.parse(privacy)
     except Exception as exc:  # noqa: BLE001 - any failure to parse means the mode is not available
         return f"privacy mode {mode} is not supported ({str(exc).splitlines()[0][:160]})"
     return None
@@ -185,22 +204,25 @@ def privacy_unsupported_reason(mode: str) -> str | None:
 def federation_kwargs(cfg: ExperimentConfig, mode: str, keys_dir: Path) -> tuple[dict, str | None]:
     """FederationConfig keyword arguments for ``mode`` and the clients' HE key file (or None).
 
-    HE modes get a fresh key set in ``keys_dir`` (``fedids.privacy.keys.init_keys``); DP modes are
-    calibrated to ``cfg.target_epsilon`` over ``cfg.rounds``.
+    HE modes get a fresh key set in ``keys_dir`` (``fedids.privacy.keys.init_keys``); DP modes (``dp``
+    and ``dpsgd``) are calibrated to ``cfg.target_epsilon`` over ``cfg.rounds``.
     """
     kwargs: dict[str, Any] = dict(rounds=cfg.rounds, fraction_train=1.0, min_clients=1,
                                   local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                   hidden=cfg.hidden, window=cfg.window, seed=cfg.seed)
     secret: str | None = None
-    if mode != "none":
-        kwargs["privacy"] = mode
-        parts = set(mode.split("+"))
+    privacy, dpsgd = split_mode(mode)
+    if dpsgd:
+        kwargs["dpsgd_target_epsilon"] = cfg.target_epsilon
+    if privacy != "none":
+        kwargs["privacy"] = privacy
+        parts = set(privacy.split("+"))
         if "dp" in parts:
             kwargs["target_epsilon"] = cfg.target_epsilon
         if "he" in parts:
             from fedids.privacy.keys import init_keys
 
-            keys = init_keys(keys_dir, mode, force=True)
+            keys = init_keys(keys_dir, privacy, force=True)
             kwargs["he_public_context"] = str(keys.public_context)
             secret = str(keys.secret_context)
     return kwargs, secret
@@ -208,6 +230,14 @@ def federation_kwargs(cfg: ExperimentConfig, mode: str, keys_dir: Path) -> tuple
 
 # --------------------------------------------------------------------------------------------------
 # Sections
+
+
+def round_epsilon(record: dict) -> float | None:
+    """The epsilon spent up to a round record: client-level DP's, else DP-SGD's (largest client)."""
+    for key in ("epsilon", "dpsgd_epsilon"):
+        if record.get(key) is not None:
+            return float(record[key])
+    return None
 
 
 def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: ExperimentConfig, mode: str, run_dir: Path,
@@ -225,7 +255,8 @@ def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: Experime
     start = time.perf_counter()
     with progress_bar(f"federated {label}", cfg.rounds) as advance:
         def on_round(rec) -> None:
-            eps = f", epsilon {rec.epsilon:.2f}" if getattr(rec, "epsilon", None) is not None else ""
+            spent = round_epsilon(dataclasses.asdict(rec))
+            eps = f", epsilon {spent:.2f}" if spent is not None else ""
             err.print(f"  {label} round {rec.round:>3}: test macro-F1 {rec.test['macro_f1']:.4f}, "
                       f"MCC {rec.test['mcc']:.4f}{eps}, {rec.seconds:.1f} s")
             advance(1)
@@ -239,7 +270,8 @@ def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: Experime
     last = state.history[-1]
     final = state.calibration["test"] if state.calibration else last["test"]  # after head calibration, if any
     entry = {"status": "ok", "kind": "federated", "privacy": mode, **_summary(final),
-             "rounds": state.completed_round, "seconds": seconds, "epsilon": last.get("epsilon"),
+             "rounds": state.completed_round, "seconds": seconds, "epsilon": round_epsilon(last),
+             "dp_unit": dp_unit(mode),
              "stopped": getattr(state, "stopped", None), "history": state.history, "run_dir": str(run_dir)}
     return entry, detector
 
@@ -767,16 +799,13 @@ def run_experiment(cfg: ExperimentConfig, frame: pd.DataFrame | None = None) -> 
         results["adaptive"] = _section(cfg, status="not run: switched off (--no-adaptive)")
     _write_results(results_path, results)
 
-    # Membership inference: without DP, and the first DP mode that ran.
+    # Membership inference: without DP, and every DP mode.
     targets: dict[str, tuple[Any, dict]] = {}
     if "none" in entries:
         targets["none"] = (detectors.get("none"), entries["none"])
-    dp_modes = [m for m in cfg.modes if "dp" in m.split("+")]
-    dp_ran = [m for m in dp_modes if entries.get(m, {}).get("status") == "ok" and detectors.get(m) is not None]
-    if dp_ran:
-        targets[dp_ran[0]] = (detectors[dp_ran[0]], entries[dp_ran[0]])
-    elif dp_modes:
-        targets[dp_modes[0]] = (None, entries.get(dp_modes[0], {"status": "not run"}))
+    for m in (m for m in cfg.modes if dp_unit(m)):
+        ran = entries.get(m, {}).get("status") == "ok" and detectors.get(m) is not None
+        targets[m] = (detectors[m] if ran else None, entries.get(m, {"status": "not run"}))
     with progress_bar("membership inference", None):
         results["mia"] = mia_section(prepared, parts, withheld, targets, cfg)
     results["meta"]["elapsed_s"] = time.perf_counter() - t_start

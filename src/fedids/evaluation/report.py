@@ -246,15 +246,16 @@ def _modes(p: _Page) -> None:
     entries = _mode_entries(r)
     if entries:
         p.add("<table><tr><th>mode</th><th>accuracy</th><th>macro-F1</th><th>weighted-F1</th><th>MCC</th>"
-              "<th>final epsilon</th><th>wall time (s)</th></tr>")
+              "<th>final epsilon</th><th>epsilon protects one</th><th>wall time (s)</th></tr>")
         for mode, entry in entries.items():
             name = html.escape(mode)
             if not _ok(entry):
-                p.add(f"<tr><th>{name}</th><td colspan=\"6\" class=\"missing\">"
+                p.add(f"<tr><th>{name}</th><td colspan=\"7\" class=\"missing\">"
                       f"{p.text(['modes', 'entries', mode, 'status'])}</td></tr>")
                 continue
             cells = "".join(p.num(["modes", "entries", mode, k], 3, "td") for k in _MODE_KEYS)
             cells += p.maybe(["modes", "entries", mode, "epsilon"], 2, "td")
+            cells += f"<td>{html.escape(str(entry.get('dp_unit') or ''))}</td>"
             cells += p.maybe(["modes", "entries", mode, "seconds"], 1, "td")
             p.add(f"<tr><th>{name}</th>{cells}</tr>")
         p.add("</table>")
@@ -371,7 +372,8 @@ def _curves(p: _Page) -> None:
         ax.set_ylabel("test macro-F1")
         ax.legend(fontsize=8)
     p.add(_figure("fig-f1-curves", fig, "macro-F1 of the global model per round, per mode"))
-    eps = {m: [(h["round"], h["epsilon"]) for h in e["history"] if h.get("epsilon") is not None]
+    eps = {m: [(h["round"], h.get("epsilon") if h.get("epsilon") is not None else h.get("dpsgd_epsilon"))
+               for h in e["history"] if h.get("epsilon") is not None or h.get("dpsgd_epsilon") is not None]
            for m, e in entries.items()}
     eps = {m: v for m, v in eps.items() if v}
     fig = None
@@ -383,7 +385,8 @@ def _curves(p: _Page) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("epsilon spent")
         ax.legend(fontsize=8)
-    p.add(_figure("fig-epsilon", fig, "privacy budget spent per round (client-level epsilon)",
+    p.add(_figure("fig-epsilon", fig, "privacy budget spent per round (dp: client-level epsilon; dpsgd: epsilon "
+                  "per flow window, largest client)",
                   NOT_MEASURED + ": no run recorded epsilon"))
     conf = r.get("per_family", {}).get("confusion")
     fig = None

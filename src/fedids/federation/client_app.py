@@ -130,17 +130,24 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     anchors = [p.detach().clone() for p in model.parameters()] if train_cfg.proximal_mu > 0 else None
     weights = np.asarray(config["class-weights"], dtype=np.float32) if "class-weights" in config else None
     dpsgd_noise = float(_config_value(config, "dpsgd-noise", 0.0))
+    dpsgd_target = float(_config_value(config, "dpsgd-target-epsilon", 0.0))
     dpsgd_epsilon = None
-    if dpsgd_noise > 0:
-        # Sample-level DP-SGD (Opacus): the epsilon covers one flow window of this client's rows. Its
-        # accountant restarts each round here, so the per-round epsilons compose across rounds.
-        from fedids.privacy.dpsgd import fit_dpsgd
+    if dpsgd_noise > 0 or dpsgd_target > 0:
+        # Sample-level DP-SGD (Opacus): the epsilon covers one flow window of this client's rows, over
+        # the rounds so far (every round runs the same steps; fedids.privacy.dpsgd says why that composes).
+        from fedids.privacy import dpsgd
 
-        dp = fit_dpsgd(model, scaler.transform(data.features), data.windows[rows],
-                       detector.vocabulary.encode(data.labels[rows]), train_cfg, noise_multiplier=dpsgd_noise,
-                       max_grad_norm=float(config["dpsgd-clip"]), target_delta=float(config["dpsgd-delta"]),
-                       class_weights=weights)
-        result, dpsgd_epsilon = dp.result, dp.epsilon
+        delta = float(config["dpsgd-delta"])
+        n_rows = int(np.sum(detector.vocabulary.encode(data.labels[rows]) >= 0))
+        rate = dpsgd.sample_rate(max(n_rows, 1), train_cfg.batch_size)
+        steps = train_cfg.epochs * dpsgd.steps_per_epoch(max(n_rows, 1), train_cfg.batch_size)
+        if dpsgd_target > 0:
+            dpsgd_noise = dpsgd.calibrate_noise(dpsgd_target, delta, rate, int(config["rounds"]) * steps)
+        dp = dpsgd.fit_dpsgd(model, scaler.transform(data.features), data.windows[rows],
+                             detector.vocabulary.encode(data.labels[rows]), train_cfg, noise_multiplier=dpsgd_noise,
+                             max_grad_norm=float(config["dpsgd-clip"]), target_delta=delta, class_weights=weights)
+        result = dp.result
+        dpsgd_epsilon = dpsgd.epsilon_spent(dpsgd_noise, rate, server_round * steps, delta)
     else:
         result = train_rows(model, data, scaler.transform(data.features), detector.vocabulary, rows, train_cfg,
                             global_params=anchors, class_weights=weights)

@@ -85,6 +85,8 @@ class FederationConfig:
     target_delta: float = 1e-5
     he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
     dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with Opacus DP-SGD (sample-level DP)
+    dpsgd_target_epsilon: float = 0.0    # > 0: clients train with DP-SGD, each calibrating its noise so that
+                                         # all planned rounds spend at most this epsilon per flow window
     dpsgd_clip_norm: float = 1.0         # per-example gradient bound for DP-SGD
     calibration: str = "ccvr"            # ccvr: refit the head on clients' feature moments after training
                                          # (plaintext only; fedids.federation.calibration) | none
@@ -113,6 +115,13 @@ class FederationConfig:
             raise ValueError("dp needs clip-norm > 0, noise-multiplier >= 0 and target-epsilon >= 0")
         if mode.dp and self.noise_multiplier == 0 and self.target_epsilon == 0:
             raise ValueError("dp needs a noise multiplier or a target epsilon to calibrate it")
+        if self.dpsgd_noise_multiplier < 0 or self.dpsgd_target_epsilon < 0 or self.dpsgd_clip_norm <= 0:
+            raise ValueError("dpsgd needs noise >= 0, target epsilon >= 0 and clip norm > 0")
+        if self.dpsgd_noise_multiplier and self.dpsgd_target_epsilon:
+            raise ValueError("give DP-SGD a noise multiplier or a target epsilon, not both")
+        if self.dpsgd and self.max_local_epochs:
+            # The clients' accounts assume every round runs the same number of DP-SGD steps.
+            raise ValueError("DP-SGD and adaptive local epochs do not combine")
         if mode.he and not self.he_public_context:
             raise ValueError(f"privacy {self.privacy} needs he-public-context (see `fedids keys init`)")
         if self.head_aggregation not in HEAD_AGGREGATIONS:
@@ -135,6 +144,11 @@ class FederationConfig:
             # client sample, HE/SecAgg a full, dense update.
             raise ValueError(f"selection, energy budget, adaptive epochs and compression are for the plaintext "
                              f"mode only, not privacy {self.privacy}")
+
+    @property
+    def dpsgd(self) -> bool:
+        """Whether clients train with sample-level DP-SGD."""
+        return self.dpsgd_noise_multiplier > 0 or self.dpsgd_target_epsilon > 0
 
     @property
     def energy_managed(self) -> bool:
@@ -167,7 +181,7 @@ class RoundRecord:
     epsilon: float | None = None
     client_seconds: float | None = None          # mean CPU seconds of local training per client
     client_privacy_seconds: float | None = None  # mean CPU seconds of clipping/noise/encryption/masking
-    dpsgd_epsilon: float | None = None  # this round's sample-level DP-SGD epsilon, largest over clients
+    dpsgd_epsilon: float | None = None  # sample-level DP-SGD epsilon so far, largest over clients
                                         # (each round's local training is one mechanism; rounds compose)
     energy_j: float | None = None       # modelled joules of this round's clients, each on its own device
                                         # profile (fedids.federation.adaptive); plaintext mode only
@@ -371,7 +385,8 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             "absent-logit-scale": config.absent_logit_scale,
             "proximal-mu": config.proximal_mu if config.strategy == "fedprox" else 0.0,
             "dpsgd-noise": config.dpsgd_noise_multiplier, "dpsgd-clip": config.dpsgd_clip_norm,
-            "dpsgd-delta": config.target_delta, "compression": config.compression,
+            "dpsgd-delta": config.target_delta, "dpsgd-target-epsilon": config.dpsgd_target_epsilon,
+            "rounds": config.rounds, "compression": config.compression,
         }
         epochs_of: dict[int, int] = {}
         if config.energy_managed:
@@ -463,7 +478,8 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             save_detector(out_dir / GLOBAL_DIR, detector)
         if on_round:
             on_round(record)
-    if config.calibration == "ccvr" and not mode.private and state.history:
+    # The head refit reads clients' feature moments, which no DP mechanism here covers.
+    if config.calibration == "ccvr" and not mode.private and not config.dpsgd and state.history:
         state.calibration = _calibrate(grid, keys, class_counts, model, prep_record, vocab, config, evaluate)
         _write_state(out_dir, state)
         save_detector(out_dir / GLOBAL_DIR, Detector(model, scaler, vocab, config.window,
