@@ -66,6 +66,8 @@ def federate(
     dpsgd_epsilon: float = typer.Option(0.0, help="> 0: clients train with Opacus DP-SGD, each calibrating its noise "
                                                   "so that all rounds spend at most this epsilon per flow window "
                                                   "(sample-level DP; delta 1e-5)."),
+    dpsgd_batch_size: int = typer.Option(256, help="DP-SGD expected batch size (larger: less noise per example)."),
+    dpsgd_lr: float = typer.Option(1e-2, help="DP-SGD client learning rate (Adam)."),
     selection: str = typer.Option("random", help="random | energy: prefer clients with energy budget left on "
                                                  "efficient hardware (plaintext only; see docs/evaluation.md)."),
     energy_budget: float = typer.Option(0.0, help="Joules each device may spend on the whole training; a client "
@@ -102,6 +104,7 @@ def federate(
                 hidden=hidden, window=window, split=split, test_fraction=test_fraction, segment=segment,
                 seed=seed, privacy=privacy, keys=str(keys) if keys else None, target_epsilon=target_epsilon,
                 noise_multiplier=noise_multiplier, clip_norm=clip_norm, dpsgd_noise=dpsgd_noise, dpsgd_epsilon=dpsgd_epsilon,
+                dpsgd_batch_size=dpsgd_batch_size, dpsgd_lr=dpsgd_lr,
                 selection=selection, energy_budget=energy_budget, max_local_epochs=max_local_epochs,
                 compression=compression, head_aggregation=head_aggregation, client_weighting=client_weighting,
                 calibration=calibration)
@@ -116,6 +119,7 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
          batch_size, proximal_mu, hidden, window, split, test_fraction, segment, seed, resuming: bool,
          privacy: str = "none", keys: str | None = None, target_epsilon: float = 0.0,
          noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0, dpsgd_epsilon: float = 0.0,
+         dpsgd_batch_size: int = 256, dpsgd_lr: float = 1e-2,
          selection: str = "random", energy_budget: float = 0.0, max_local_epochs: int = 0,
          compression: str = "none", head_aggregation: str = "class", server_momentum: float = 0.9,
          server_lr: float = 1.0, client_weighting: str = "examples", calibration: str = "none") -> None:
@@ -138,7 +142,8 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
                                   lr=lr, hidden=hidden, window=window, seed=seed, privacy=privacy,
                                   clip_norm=clip_norm, noise_multiplier=noise_multiplier,
                                   target_epsilon=target_epsilon, he_public_context=public_path or "",
-                                  dpsgd_noise_multiplier=dpsgd_noise, dpsgd_target_epsilon=dpsgd_epsilon, selection=selection,
+                                  dpsgd_noise_multiplier=dpsgd_noise, dpsgd_target_epsilon=dpsgd_epsilon,
+                                  dpsgd_batch_size=dpsgd_batch_size, dpsgd_lr=dpsgd_lr, selection=selection,
                                   energy_budget_j=energy_budget, max_local_epochs=max_local_epochs,
                                   compression=compression, head_aggregation=head_aggregation,
                                   client_weighting=client_weighting, calibration=calibration)

@@ -15,19 +15,17 @@ for the long-running detector to reload: detection never runs inside the ClientA
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-
-import time
-from typing import Callable
-
-from flwr.app import Array, ConfigRecord
 
 from fedids.data.preprocess import LabelVocabulary, compute_feature_stats
 from fedids.federation import messages as m
@@ -138,6 +136,9 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
         from fedids.privacy import dpsgd
 
         delta = float(config["dpsgd-delta"])
+        train_cfg = dataclasses.replace(
+            train_cfg, batch_size=int(_config_value(config, "dpsgd-batch-size", train_cfg.batch_size)),
+            lr=float(_config_value(config, "dpsgd-lr", train_cfg.lr)))
         n_rows = int(np.sum(detector.vocabulary.encode(data.labels[rows]) >= 0))
         rate = dpsgd.sample_rate(max(n_rows, 1), train_cfg.batch_size)
         steps = train_cfg.epochs * dpsgd.steps_per_epoch(max(n_rows, 1), train_cfg.batch_size)

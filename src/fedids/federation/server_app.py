@@ -88,6 +88,12 @@ class FederationConfig:
     dpsgd_target_epsilon: float = 0.0    # > 0: clients train with DP-SGD, each calibrating its noise so that
                                          # all planned rounds spend at most this epsilon per flow window
     dpsgd_clip_norm: float = 1.0         # per-example gradient bound for DP-SGD
+    # DP-SGD's own step and batch: noise is added to each batch's gradient sum, so a larger batch has a
+    # better signal-to-noise ratio, and the clipped, noised steps need a larger learning rate. Measured on
+    # the synthetic default (10 clients, 5 rounds, epsilon 8): batch 64 / lr 3e-3 0.27 macro-F1, 64 / 1e-2
+    # 0.64, 256 / 1e-2 0.71 (plaintext, same rounds: 0.72 before head calibration).
+    dpsgd_batch_size: int = 256
+    dpsgd_lr: float = 1e-2
     calibration: str = "ccvr"            # ccvr: refit the head on clients' feature moments after training
                                          # (plaintext only; fedids.federation.calibration) | none
     client_weighting: str = "objective"  # objective: share of the class-weighted loss | examples (FedAvg)
@@ -117,6 +123,8 @@ class FederationConfig:
             raise ValueError("dp needs a noise multiplier or a target epsilon to calibrate it")
         if self.dpsgd_noise_multiplier < 0 or self.dpsgd_target_epsilon < 0 or self.dpsgd_clip_norm <= 0:
             raise ValueError("dpsgd needs noise >= 0, target epsilon >= 0 and clip norm > 0")
+        if self.dpsgd_batch_size < 1 or not self.dpsgd_lr > 0:
+            raise ValueError("dpsgd needs batch size >= 1 and lr > 0")
         if self.dpsgd_noise_multiplier and self.dpsgd_target_epsilon:
             raise ValueError("give DP-SGD a noise multiplier or a target epsilon, not both")
         if self.dpsgd and self.max_local_epochs:
@@ -386,6 +394,7 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
             "proximal-mu": config.proximal_mu if config.strategy == "fedprox" else 0.0,
             "dpsgd-noise": config.dpsgd_noise_multiplier, "dpsgd-clip": config.dpsgd_clip_norm,
             "dpsgd-delta": config.target_delta, "dpsgd-target-epsilon": config.dpsgd_target_epsilon,
+            "dpsgd-batch-size": config.dpsgd_batch_size, "dpsgd-lr": config.dpsgd_lr,
             "rounds": config.rounds, "compression": config.compression,
         }
         epochs_of: dict[int, int] = {}
