@@ -14,7 +14,7 @@ One call runs, on one data set (the user's CSV files, or the embedded synthetic 
    of the best model, the plaintext and CKKS-encrypted update size;
 6. energy and communication from the federated histories (device and radio profiles of
    :mod:`fedids.evaluation.energy`), to a target macro-F1;
-7. membership inference (:mod:`fedids.evaluation.mia`) against the model without DP and the first DP
+7. membership inference (:mod:`fedids.evaluation.mia`) against the model without DP and every DP
    model;
 8. scalability figures, copied from ``benchmarks/results/scalability.json`` when it exists;
 9. the adaptive learning strategies (``adaptive``, unless ``ExperimentConfig.adaptive`` is off): plain
