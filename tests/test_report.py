@@ -311,13 +311,21 @@ def test_experiment_command_end_to_end(tmp_path) -> None:
     from fedids.cli import app
 
     out = tmp_path / "exp"
+    # Two of the five privacy modes and no adaptive runs, to keep the suite's time: every mode and every
+    # adaptive strategy also runs through Flower in test_private_federation, test_adaptive and
+    # test_compression, and `make demo` runs this command's adaptive section.
     result = CliRunner().invoke(app, ["experiment", "paper", "--quick", "--rounds", "2", "--clients", "3",
-                                      "--out", str(out)])
+                                      "--modes", "none,he+dpsgd", "--no-adaptive", "--out", str(out)])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     page = (out / "report.html").read_text()
     _check_page(results, page)
-    assert results["modes"]["entries"]["none"]["status"] == "ok"
+    entries = results["modes"]["entries"]
+    assert entries["none"]["status"] == "ok" and entries["he+dpsgd"]["status"] == "ok"
+    assert entries["he+dpsgd"]["dp_unit"] == "flow window" and 7.9 < entries["he+dpsgd"]["epsilon"] <= 8.0
+    assert set(results["mia"]["models"]) == {"none", "he+dpsgd"}
+    assert "--modes none,he+dpsgd" in results["meta"]["command"]
+    assert results["adaptive"]["status"].startswith("not run")
     assert "report:" in result.output
 
 

@@ -32,25 +32,37 @@ def paper(
     quick: bool = typer.Option(False, "--quick", help="Small synthetic data, few rounds and clients: minutes."),
     scalability: Optional[Path] = typer.Option(None, help="Scalability JSON to include (default: "
                                                           "benchmarks/results/scalability.json)."),
+    modes: Optional[str] = typer.Option(None, help="Federated privacy modes to run, a comma list (default: none, "
+                                                   "he, he+dp, he+dpsgd, he+secagg+dp)."),
     adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
                                   help="Compare plain FedAvg with energy-aware selection + adaptive epochs and "
                                        "int8 / top-k update compression (four more federated runs)."),
 ) -> None:
     """Run baselines, federated privacy modes, shared:0.5, compression, energy, adaptive strategies,
     membership inference."""
-    from fedids.evaluation.experiment import (DEFAULT_SCALABILITY, REPORT_FILE, ExperimentConfig, make_command,
-                                              quick_synth, run_experiment, summary_lines)
+    from fedids.evaluation.experiment import (DEFAULT_MODES, DEFAULT_SCALABILITY, REPORT_FILE, ExperimentConfig,
+                                              make_command, privacy_unsupported_reason, quick_synth, run_experiment,
+                                              summary_lines)
+
+    chosen = DEFAULT_MODES if modes is None else tuple(m.strip() for m in modes.split(",") if m.strip())
 
     rounds = rounds if rounds is not None else (3 if quick else 10)
     clients = clients if clients is not None else (4 if quick else 10)
     command = make_command({"data": data, "out": out_dir, "rounds": rounds, "clients": clients,
                             "partition": partition, "local_epochs": local_epochs, "split": split, "seed": seed,
-                            "target_epsilon": target_epsilon, "quick": quick, "adaptive": adaptive})
+                            "target_epsilon": target_epsilon, "quick": quick, "adaptive": adaptive,
+                            "modes": ",".join(chosen)})
     try:
+        if not chosen:
+            raise ValueError("--modes is empty")
+        for mode in chosen:
+            reason = privacy_unsupported_reason(mode)
+            if reason:
+                raise ValueError(f"--modes: {reason}")
         cfg = ExperimentConfig(
             out_dir=out_dir, data=tuple(str(p) for p in data or ()), rounds=rounds, clients=clients,
             partition=partition, local_epochs=local_epochs, split=split, seed=seed, quick=quick,
-            target_epsilon=target_epsilon, command=command,
+            target_epsilon=target_epsilon, command=command, modes=chosen,
             shadows=2 if quick else 4, mia_max_per_class=300 if quick else 5000,
             latency_calls=300 if quick else 1000,
             scalability_path=scalability if scalability is not None else DEFAULT_SCALABILITY,

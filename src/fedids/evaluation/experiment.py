@@ -859,6 +859,8 @@ def make_command(cfg_args: dict[str, Any]) -> str:
     for key in ("out", "rounds", "clients", "partition", "local_epochs", "split", "seed", "target_epsilon"):
         if cfg_args.get(key) is not None:
             words += [f"--{key.replace('_', '-')}", str(cfg_args[key])]
+    if cfg_args.get("modes") and cfg_args["modes"] != ",".join(DEFAULT_MODES):
+        words += ["--modes", str(cfg_args["modes"])]
     if cfg_args.get("quick"):
         words.append("--quick")
     if cfg_args.get("adaptive") is False:
