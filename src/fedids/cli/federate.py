@@ -229,15 +229,18 @@ PARTITION_COLUMNS_SHOWN = 10
 
 
 def _print_partitions(summary, path: Path) -> None:
-    """Labels down, clients across (a label name is wider than a count), the first
-    ``PARTITION_COLUMNS_SHOWN`` clients; the whole table goes to ``path`` (CSV)."""
+    """Labels down, clients across (a label name is wider than a count), as many of the first
+    ``PARTITION_COLUMNS_SHOWN`` clients as the terminal fits uncut; the whole table goes to ``path`` (CSV)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     summary.to_csv(path, index=False)
-    shown = summary.head(PARTITION_COLUMNS_SHOWN)
+    label_width = max(len("client"), *(len(str(c)) for c in summary.columns)) + 3
+    count_width = len(f"{int(summary['rows'].max()):,}") + 3       # digits, padding and a border
+    fits = max(1, (err.width - label_width - 1) // count_width)
+    shown = summary.head(min(PARTITION_COLUMNS_SHOWN, fits))
     table = Table(title="partitions (rows per label and client)")
     table.add_column("client", justify="left", no_wrap=True)
     for client in shown["client"]:
-        table.add_column(str(int(client)), justify="right")
+        table.add_column(str(int(client)), justify="right", no_wrap=True)
     for col in summary.columns.drop("client"):
         table.add_row(str(col), *(f"{int(v):,}" for v in shown[col]))
     err.print(table)
