@@ -49,7 +49,7 @@ import numpy as np
 from fedids.console import err, progress_bar
 from fedids.evaluation import energy as en
 from fedids.evaluation.metrics import compute_metrics
-from fedids.evaluation.report import PAPER_REFERENCE, write_report
+from fedids.evaluation.report import PAPER_REFERENCE, round_epsilon, write_report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,6 +63,15 @@ DP_PARTS = {"dp": "client", "dpsgd": "flow window"}
 aggregate (:mod:`fedids.privacy.dp`), ``dpsgd`` sample-level DP-SGD on every client
 (:mod:`fedids.privacy.dpsgd`); both are calibrated to ``target_epsilon``."""
 
+SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc")
+RESULTS_FILE, REPORT_FILE = "results.json", "report.html"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_SCALABILITY = REPO_ROOT / "benchmarks" / "results" / "scalability.json"
+TARGET_FRACTION = 0.9
+"""Energy/communication target: this fraction of the final macro-F1 of plaintext federated training
+(mode ``none``; the best mode when ``none`` did not run). A mode that never reaches it reports n/a:
+the privacy modes' accuracy cost shows up as never reaching the quality plaintext FedAvg reaches."""
+
 
 def split_mode(mode: str) -> tuple[str, bool]:
     """``"he+dpsgd"`` -> (``"he"``, True): the FederationConfig privacy mode and whether clients run DP-SGD."""
@@ -74,14 +83,6 @@ def dp_unit(mode: str) -> str | None:
     """What the epsilon of ``mode`` protects (None: no DP)."""
     units = [DP_PARTS[p] for p in mode.split("+") if p in DP_PARTS]
     return " and ".join(units) or None
-SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc")
-RESULTS_FILE, REPORT_FILE = "results.json", "report.html"
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_SCALABILITY = REPO_ROOT / "benchmarks" / "results" / "scalability.json"
-TARGET_FRACTION = 0.9
-"""Energy/communication target: this fraction of the final macro-F1 of plaintext federated training
-(mode ``none``; the best mode when ``none`` did not run). A mode that never reaches it reports n/a:
-the privacy modes' accuracy cost shows up as never reaching the quality plaintext FedAvg reaches."""
 
 
 @dataclass(frozen=True)
@@ -230,14 +231,6 @@ def federation_kwargs(cfg: ExperimentConfig, mode: str, keys_dir: Path) -> tuple
 
 # --------------------------------------------------------------------------------------------------
 # Sections
-
-
-def round_epsilon(record: dict) -> float | None:
-    """The epsilon spent up to a round record: client-level DP's, else DP-SGD's (largest client)."""
-    for key in ("epsilon", "dpsgd_epsilon"):
-        if record.get(key) is not None:
-            return float(record[key])
-    return None
 
 
 def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: ExperimentConfig, mode: str, run_dir: Path,

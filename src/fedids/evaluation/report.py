@@ -239,6 +239,14 @@ def _mode_entries(r: dict) -> dict:
     return r.get("modes", {}).get("entries", {})
 
 
+def round_epsilon(record: dict) -> float | None:
+    """The epsilon spent up to a round record: client-level DP's, else DP-SGD's (largest client)."""
+    for key in ("epsilon", "dpsgd_epsilon"):
+        if record.get(key) is not None:
+            return float(record[key])
+    return None
+
+
 def _modes(p: _Page) -> None:
     r = p.r
     p.add("<section id=\"modes\"><h2>Baselines and privacy modes</h2>")
@@ -372,8 +380,7 @@ def _curves(p: _Page) -> None:
         ax.set_ylabel("test macro-F1")
         ax.legend(fontsize=8)
     p.add(_figure("fig-f1-curves", fig, "macro-F1 of the global model per round, per mode"))
-    eps = {m: [(h["round"], h.get("epsilon") if h.get("epsilon") is not None else h.get("dpsgd_epsilon"))
-               for h in e["history"] if h.get("epsilon") is not None or h.get("dpsgd_epsilon") is not None]
+    eps = {m: [(h["round"], round_epsilon(h)) for h in e["history"] if round_epsilon(h) is not None]
            for m, e in entries.items()}
     eps = {m: v for m, v in eps.items() if v}
     fig = None

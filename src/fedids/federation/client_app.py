@@ -139,13 +139,14 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
         train_cfg = dataclasses.replace(
             train_cfg, batch_size=int(_config_value(config, "dpsgd-batch-size", train_cfg.batch_size)),
             lr=float(_config_value(config, "dpsgd-lr", train_cfg.lr)))
-        n_rows = int(np.sum(detector.vocabulary.encode(data.labels[rows]) >= 0))
-        rate = dpsgd.sample_rate(max(n_rows, 1), train_cfg.batch_size)
-        steps = train_cfg.epochs * dpsgd.steps_per_epoch(max(n_rows, 1), train_cfg.batch_size)
+        targets = detector.vocabulary.encode(data.labels[rows])
+        n_rows = max(int(np.sum(targets >= 0)), 1)             # the rows fit_dpsgd trains on
+        rate = dpsgd.sample_rate(n_rows, train_cfg.batch_size)
+        steps = train_cfg.epochs * dpsgd.steps_per_epoch(n_rows, train_cfg.batch_size)
         if dpsgd_target > 0:
             dpsgd_noise = dpsgd.calibrate_noise(dpsgd_target, delta, rate, int(config["rounds"]) * steps)
         dp = dpsgd.fit_dpsgd(model, scaler.transform(data.features), data.windows[rows],
-                             detector.vocabulary.encode(data.labels[rows]), train_cfg, noise_multiplier=dpsgd_noise,
+                             targets, train_cfg, noise_multiplier=dpsgd_noise,
                              max_grad_norm=float(config["dpsgd-clip"]), target_delta=delta, class_weights=weights)
         result = dp.result
         dpsgd_epsilon = dpsgd.epsilon_spent(dpsgd_noise, rate, server_round * steps, delta)
