@@ -58,24 +58,32 @@ from fedids.model.train import TrainConfig, TrainResult, compute_class_weights
 _GRU_TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-def sample_rate(n_rows: int, batch_size: int) -> float:
-    """The Poisson sample rate :func:`fit_dpsgd` trains at: Opacus uses 1 / (batches per epoch)."""
+def steps_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Optimizer steps per epoch of :func:`fit_dpsgd`: the batches of its (non-private) loader."""
     if n_rows < 1 or batch_size < 1:
         raise ValueError("n_rows and batch_size must be >= 1")
-    return 1.0 / math.ceil(n_rows / min(batch_size, n_rows))
+    return math.ceil(n_rows / min(batch_size, n_rows))
 
 
-def steps_per_epoch(n_rows: int, batch_size: int) -> int:
-    return round(1.0 / sample_rate(n_rows, batch_size))
+def sample_rate(n_rows: int, batch_size: int) -> float:
+    """The Poisson sample rate :func:`fit_dpsgd` trains at: Opacus uses 1 / (batches per epoch)."""
+    return 1.0 / steps_per_epoch(n_rows, batch_size)
+
+
+class _QuietRDP(warnings.catch_warnings):
+    """Silences Opacus' "optimal order is the largest alpha": the bound is valid, only looser."""
+
+    def __enter__(self):
+        entered = super().__enter__()
+        warnings.filterwarnings("ignore", message="Optimal order")
+        return entered
 
 
 def epsilon_spent(noise_multiplier: float, rate: float, steps: int, delta: float) -> float:
     """Epsilon (RDP, Opacus' accountant) of ``steps`` DP-SGD steps at ``rate`` and ``noise_multiplier``."""
     accountant = RDPAccountant()
     accountant.history = [(noise_multiplier, rate, steps)]
-    with warnings.catch_warnings():
-        # "optimal order is the largest alpha": the bound is valid, only looser than it could be.
-        warnings.filterwarnings("ignore", message="Optimal order")
+    with _QuietRDP():
         return float(accountant.get_epsilon(delta=delta))
 
 
@@ -84,8 +92,7 @@ def calibrate_noise(target_epsilon: float, delta: float, rate: float, steps: int
     ``target_epsilon`` at ``delta`` (Opacus' ``get_noise_multiplier``, RDP)."""
     if not target_epsilon > 0 or steps < 1:
         raise ValueError("target epsilon must be > 0 and steps >= 1")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Optimal order")
+    with _QuietRDP():
         return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=rate,
                                           steps=steps, accountant="rdp", epsilon_tolerance=0.01))
 
