@@ -473,15 +473,69 @@ def test_unrelated_csv(tmp_path):
     assert "not a CICIDS2017 flow CSV" in _error([path])
 
 
-def test_unknown_label_raises_naming_it(tmp_path):
+def test_unknown_label_is_a_counted_row_not_a_refused_file(tmp_path):
     text = MONDIRKB["ddos"].read_bytes()
     head, _, rest = text.partition(b"\n")
     lines = rest.splitlines()
     lines[5] = lines[5].replace(b",DDoS", b",Ransomware")
     path = tmp_path / "unknown.csv"
     path.write_bytes(b"\n".join([head, *lines]) + b"\n")
-    msg = _error([path])
-    assert msg.startswith(f"{path}: ") and "'Ransomware'" in msg and "data row 6" in msg
+    rep = load_flows([path], drop_duplicates=False).reports[0]
+    assert dropped(rep) == {"unknown label": 1} and rep.unknown_labels == {"Ransomware": 1}
+    assert rep.rows_kept == 999
+    # For detection, labels are optional: the row is scored, unlabelled.
+    result = load_flows([path], drop_duplicates=False, labels="optional")
+    assert result.reports[0].rows_kept == 1000 and result.reports[0].unlabelled == 1
+    assert result.frame["label"].tolist().count("") == 1
+
+
+def _ddos_lines() -> tuple[bytes, list[bytes]]:
+    head, _, rest = MONDIRKB["ddos"].read_bytes().partition(b"\n")
+    return head, rest.splitlines()
+
+
+def test_an_unmatched_quote_is_one_bad_row_and_the_rest_is_kept(tmp_path):
+    head, lines = _ddos_lines()
+    lines[3] = lines[3].replace(b",DDoS", b',"DDoS')                  # unmatched: would swallow the rest
+    lines[7] = lines[7].replace(b",DDoS", b',"DDoS"')                 # balanced: read unquoted
+    lines[9] = lines[9].replace(b",DDoS", b',"DD,oS"')                # a quoted comma: malformed
+    path = tmp_path / "quote.csv"
+    path.write_bytes(b"\n".join([head, *lines]) + b"\n")
+    result = load_flows([path], drop_duplicates=False)
+    rep = result.reports[0]
+    assert dropped(rep) == {"malformed row": 2} and rep.rows_read == 1000 and rep.rows_kept == 998
+    assert set(result.frame["label"]) == {"DDoS"}
+
+
+def test_repeated_header_and_oversized_cell_are_bad_rows(tmp_path):
+    head, lines = _ddos_lines()
+    huge = lines[2].replace(b",DDoS", b"," + b"9" * (10 << 20) + b",DDoS")   # one 10 MB cell
+    body = [*lines[:500], head, huge, *lines[500:], head.replace(b"\n", b"") + b"\r"]
+    path = tmp_path / "cat.csv"
+    path.write_bytes(b"\n".join([head, *body]) + b"\n")
+    rep = load_flows([path], drop_duplicates=False).reports[0]
+    assert dropped(rep) == {"repeated header": 2, "oversized line": 1}
+    assert rep.rows_kept == 1000 and rep.rows_read == 1003
+
+
+def test_a_file_without_label_column_loads_unlabelled_for_detection(tmp_path):
+    df = read_with_pandas(MONDIRKB["sqli"]).drop(columns="Label")
+    path = tmp_path / "nolabel.csv"
+    df.to_csv(path, index=False)
+    result = load_flows([path], labels="optional")
+    assert len(result.frame) == 21 and set(result.frame["label"]) == {""}
+    assert result.reports[0].unlabelled == 21 and result.reports[0].label_counts == {}
+
+
+def test_timestamps_out_of_range_are_counted(tmp_path):
+    head, lines = _ddos_lines()
+    names = [c.strip() for c in head.decode().split(",")]
+    cells = lines[0].decode().split(",")
+    cells[names.index("Timestamp")] = "1/1/9999 3:56"
+    path = tmp_path / "ts.csv"
+    path.write_bytes(b"\n".join([head, ",".join(cells).encode(), *lines[1:]]) + b"\n")
+    rep = load_flows([path], drop_duplicates=False).reports[0]
+    assert dropped(rep) == {"timestamp out of range": 1}
 
 
 def test_detect_format_on_raw_headers():

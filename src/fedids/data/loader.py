@@ -22,9 +22,7 @@ ISO timestamps with microseconds on its own clock (UTC), so do not compare times
 
 from __future__ import annotations
 
-import csv
-import difflib
-import io
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,34 +33,43 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from fedids.data.formats import (
-    ENGELEN2021_COLUMNS,
-    ENGELEN2021_IGNORED,
-    ENGELEN2021_META,
-    ENGELEN2021_SOURCES,
-    FORMAT_ENGELEN2021,
-    FORMAT_MACHINELEARNINGCVE,
-    FORMAT_TRAFFICLABELLING,
-    MACHINELEARNINGCVE_COLUMNS,
-    TRAFFICLABELLING_COLUMNS,
-    TRAFFICLABELLING_META,
+from fedids.data.columns import (
+    TIMESTAMP_READ_FORMATS,
+    decode,
+    decode_text,
+    hash_strings,
+    mix,
+    out_of_range,
+    parse_numeric,
+    parse_timestamps,
 )
+from fedids.data.headers import FileInfo, detect_format, inspect_file, sources
+from fedids.data.lines import LINE_MALFORMED, CleanLines
 from fedids.data.schema import BENIGN_LABEL, FAMILY, FEATURES, LABEL, META, SEQ, family_of, normalise_label
 from fedids.errors import InputError
 
-__all__ = ["LoadReport", "LoadResult", "detect_format", "load_flows", "ATTEMPTED_MODES", "DROP_REASONS"]
+__all__ = ["LoadReport", "LoadResult", "detect_format", "load_flows", "ATTEMPTED_MODES", "DROP_REASONS",
+           "LABEL_MODES"]
 
 ATTEMPTED_MODES: tuple[str, ...] = ("benign", "attack", "drop")
+LABEL_MODES: tuple[str, ...] = ("required", "optional")
+"""``required``: training and evaluation (a row without a known label is dropped and counted);
+``optional``: detection (labels are only kept for evaluation; unlabelled rows are kept with label "")."""
+_MAX_UNKNOWN_WORDS = 20
 """What :func:`load_flows` does with Engelen's ``"<attack> - Attempted"`` labels."""
 
 DROP_REASONS: tuple[str, ...] = (
-    "malformed row",            # wrong number of fields
+    "malformed row",            # wrong number of fields, an unmatched quote
+    "repeated header",          # the header line again (files concatenated with cat)
+    "oversized line",           # a line over fedids.data.lines.MAX_LINE_BYTES
     "missing label",            # empty Label cell (e.g. the all-comma rows of the originals)
+    "unknown label",            # a Label that is no CICIDS2017 class (labels="required" only)
     "non-numeric value",        # a feature, port or protocol cell that is not a number
     "missing value",            # an empty feature, port or protocol cell
     "non-finite value",         # Infinity/NaN (or beyond float32) in a feature other than the two rates
     "invalid port or protocol",  # not an integer in 0..65535 (protocol 0..255)
     "unparseable timestamp",
+    "timestamp out of range",   # outside fedids.data.columns.TIMESTAMP_MIN..TIMESTAMP_MAX
     "attempted attack",         # only with attempted="drop"
     "duplicate",                # exact duplicate of an earlier row of the input
 )
@@ -74,19 +81,7 @@ REPAIR_INIT_WIN_BWD = "Init_Win_bytes_backward -1 sentinel kept"
 
 _RATE_FEATURES = ("Flow Bytes/s", "Flow Packets/s")
 _ATTEMPTED_SUFFIX = " - attempted"
-_LABEL_SOURCE = "Label"
 
-# Tried in order; the format that parsed the previous chunk is tried first.
-TIMESTAMP_READ_FORMATS: tuple[str, ...] = (
-    "%d/%m/%Y %H:%M",          # originals: 7/7/2017 3:56
-    "%d/%m/%Y %H:%M:%S",       # originals, some files
-    "%d/%m/%Y %H:%M:%S.%f",    # fedids.data.formats.TIMESTAMP_WRITE_FORMAT
-    "%d/%m/%Y %I:%M:%S %p",    # CICFlowMeter's own output (Engelen WTMC 2021 code)
-    "%d/%m/%Y %I:%M %p",
-    "ISO8601",                 # Engelen 2021 re-release: 2017-07-07 15:56:12.123456
-)
-
-_SNIFF_BYTES = 64 * 1024
 _BLOCK_BYTES = 2 << 20  # pyarrow parse block; small blocks measured faster here than 16-64 MiB
 _PORT_MAX = {"src_port": 65535, "dst_port": 65535, "protocol": 255}
 _META_DTYPES = {"src_port": np.int32, "dst_port": np.int32, "protocol": np.int16}
@@ -115,7 +110,12 @@ class LoadReport:
         were set to 0 (what pcap flow extractors write for zero-duration flows), and rows whose
         ``Init_Win_bytes_*`` is the ``-1`` sentinel (kept as is: it means "no window seen").
     label_counts, family_counts : dict[str, int]
-        Kept rows per normalised label / family, largest first.
+        Kept rows per normalised label / family, largest first (unlabelled rows not included).
+    unlabelled : int
+        Kept rows without a known label (``labels="optional"`` only).
+    unknown_labels : dict[str, int]
+        Rows per Label word that is no CICIDS2017 class (the first 20 distinct words), kept unlabelled
+        or dropped as ``unknown label`` depending on the mode.
     """
 
     path: str
@@ -127,6 +127,8 @@ class LoadReport:
         default_factory=lambda: dict.fromkeys((REPAIR_RATES, REPAIR_INIT_WIN_FWD, REPAIR_INIT_WIN_BWD), 0))
     label_counts: dict[str, int] = field(default_factory=dict)
     family_counts: dict[str, int] = field(default_factory=dict)
+    unlabelled: int = 0
+    unknown_labels: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain-JSON form (all values str/int/dict)."""
@@ -151,281 +153,6 @@ class LoadResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# Header handling
-
-
-def _normalise_header(columns: Sequence[str]) -> list[str]:
-    """Strip the originals' leading spaces and name repeats like pandas (``X``, ``X.1``, ...)."""
-    seen: dict[str, int] = {}
-    out = []
-    for raw in columns:
-        name = str(raw).strip().lstrip("\ufeff").strip()
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}.{seen[name]}"
-        else:
-            seen[name] = 0
-        out.append(name)
-    return out
-
-
-def _sources(fmt: str) -> dict[str, str]:
-    """Canonical target (feature, metadata or ``label``) -> file column it is read from."""
-    if fmt == FORMAT_ENGELEN2021:
-        src = dict(ENGELEN2021_SOURCES)
-        src.update({meta: col for col, meta in ENGELEN2021_META.items()})
-    else:
-        src = {f: f for f in FEATURES}
-        if fmt == FORMAT_TRAFFICLABELLING:
-            src.update({meta: col for col, meta in TRAFFICLABELLING_META.items()})
-    src[LABEL] = _LABEL_SOURCE
-    return src
-
-
-_REQUIRED: dict[str, tuple[str, ...]] = {  # in file order
-    FORMAT_MACHINELEARNINGCVE: MACHINELEARNINGCVE_COLUMNS,
-    FORMAT_TRAFFICLABELLING: TRAFFICLABELLING_COLUMNS,
-    FORMAT_ENGELEN2021: tuple(c for c in ENGELEN2021_COLUMNS if c not in ENGELEN2021_IGNORED),
-}
-_KNOWN = frozenset(c for cols in _REQUIRED.values() for c in cols) | frozenset(ENGELEN2021_IGNORED)
-
-
-def detect_format(columns: Sequence[str]) -> str:
-    """Recognise a CICIDS2017 CSV layout from its header.
-
-    Parameters
-    ----------
-    columns : sequence of str
-        Header names as in the file; leading/trailing spaces are ignored and a repeated name is
-        read as ``name.1`` (the originals' second ``Fwd Header Length``).
-
-    Returns
-    -------
-    str
-        ``"machinelearningcve"``, ``"trafficlabelling"`` or ``"engelen2021"``. Extra columns are
-        allowed (and ignored by the loader).
-
-    Raises
-    ------
-    InputError
-        When no layout has all its required columns; the message names the missing columns and,
-        for each, the closest column of the file (``difflib``) when one looks like a misspelling.
-    """
-    names = _normalise_header(columns)
-    present = set(names)
-    # Fewest missing columns wins; on a tie the larger layout (trafficlabelling has every
-    # machinelearningcve column).
-    fmt, missing = min(((f, [c for c in req if c not in present]) for f, req in _REQUIRED.items()),
-                       key=lambda fm: (len(fm[1]), -len(_REQUIRED[fm[0]])))
-    if not missing:
-        return fmt
-    if len(missing) > len(_REQUIRED[fmt]) // 2:
-        shown = ", ".join(repr(c) for c in names[:4]) or "nothing"
-        raise InputError(f"not a CICIDS2017 flow CSV: header starts with {shown} ({len(names)} columns); "
-                         "expected the MachineLearningCVE, TrafficLabelling or Engelen 2021 columns")
-    unknown = [c for c in names if c not in _KNOWN]
-    parts = []
-    for col in missing:
-        close = difflib.get_close_matches(col, unknown, n=1, cutoff=0.6)
-        parts.append(f"{col!r} (file has {close[0]!r}: misspelt?)" if close else repr(col))
-    shown = ", ".join(parts[:6]) + (f" and {len(parts) - 6} more" if len(parts) > 6 else "")
-    raise InputError(f"missing {len(parts)} required column(s) of the {fmt} format: {shown}")
-
-
-# --------------------------------------------------------------------------------------------------
-# File inspection (I/O edge)
-
-
-@dataclass
-class _FileInfo:
-    path: Path
-    header: list[str]       # normalised names
-    fmt: str
-    n_lines: int            # newline count + 1: an upper bound on the data rows + header
-
-
-def _inspect(path: Path) -> _FileInfo:
-    """Check that ``path`` is a readable, non-empty CSV text file and read its header."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a CSV file")
-    try:
-        with path.open("rb") as fh:
-            sample = fh.read(_SNIFF_BYTES)
-            n_lines = sample.count(b"\n") + 1
-            # Counting lines up front sizes the feature buffer once (no 2x peak from concatenating
-            # chunks at the end) and costs one sequential read, ~1 s per GB.
-            for block in iter(lambda: fh.read(8 << 20), b""):
-                n_lines += block.count(b"\n")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if not sample:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    if sample[:2] == b"\x1f\x8b" or sample[:4] == b"PK\x03\x04":
-        kind = "gzip" if sample[:2] == b"\x1f\x8b" else "zip"
-        raise InputError(f"{path}: {kind}-compressed, not a CSV text file; decompress it first")
-    if b"\x00" in sample:
-        raise InputError(f"{path}: binary data (NUL bytes), not a CSV text file")
-    if not sample.strip():
-        raise InputError(f"{path}: empty file (whitespace only)")
-    end = sample.find(b"\n")
-    if end < 0 and len(sample) == _SNIFF_BYTES:
-        raise InputError(f"{path}: no line break in the first {_SNIFF_BYTES // 1024} KiB; not a CSV file")
-    header_bytes = sample if end < 0 else sample[:end]
-    rest = b"" if end < 0 else sample[end + 1:]
-    header_text = _decode(header_bytes.rstrip(b"\r"))
-    try:
-        header = next(csv.reader(io.StringIO(header_text)), [])
-    except csv.Error as exc:
-        raise InputError(f"{path}: unreadable CSV header: {exc}") from None
-    try:
-        fmt = detect_format(header)
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    if not rest.strip() and len(sample) < _SNIFF_BYTES:
-        raise InputError(f"{path}: header only, 0 data rows")
-    return _FileInfo(path=path, header=_normalise_header(header), fmt=fmt, n_lines=n_lines)
-
-
-def _decode(raw: bytes) -> str:
-    """UTF-8, else cp1252: the originals mix both (web-attack labels hold a raw 0x96 en dash)."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
-
-
-# --------------------------------------------------------------------------------------------------
-# Column parsing (pure functions over Arrow arrays)
-
-
-def _parse_numeric(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse a text column as float64.
-
-    Returns ``(values, missing, bad)``: values float64 of shape (n,) (NaN where missing or bad),
-    a bool mask of empty cells and a bool mask of cells that are not numbers.
-    """
-    missing = col.is_null().to_numpy(zero_copy_only=False).copy()
-    try:
-        values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-        return values, missing, np.zeros(len(missing), dtype=bool)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    # Slow path, only for a column with garbage in this chunk: Arrow rejects the whole cast, so
-    # find the offending cells one by one (float() accepts the same spellings, and bytes).
-    values = np.full(len(missing), np.nan)
-    bad = np.zeros(len(missing), dtype=bool)
-    for i, cell in enumerate(pc.cast(col, pa.binary()).to_pylist()):
-        if cell is None or not cell.strip():
-            missing[i] = True
-            continue
-        try:
-            values[i] = float(cell)
-        except ValueError:
-            bad[i] = True
-    return values, missing, bad
-
-
-def _decode_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Binary column -> string column, UTF-8 with a per-value cp1252 fallback."""
-    try:
-        return pc.cast(col, pa.string())
-    except pa.ArrowInvalid:
-        enc = pc.dictionary_encode(col).combine_chunks()
-        words = [None if w is None else _decode(w) for w in enc.dictionary.to_pylist()]
-        return pa.chunked_array([pc.take(pa.array(words, pa.string()), enc.indices)])
-
-
-def _hash_strings(values: pa.ChunkedArray) -> np.ndarray:
-    """(n,) uint64 hashes of a string column without nulls.
-
-    ASCII columns (IPs, flow ids) are padded to one width so that Arrow's data buffer reads as an
-    (n, width/8) uint64 matrix whose columns pandas hashes vectorised; going through Python
-    objects instead took 0.4 s per 200k flow ids. Other text falls back to the object path.
-    """
-    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    n = len(arr)
-    longest = pc.max(pc.binary_length(arr)).as_py() or 0
-    width = max(8, -(-longest // 8) * 8)
-    padded = pc.utf8_rpad(arr, width, "\0")  # pads code points: the byte check below catches non-ASCII
-    offsets = np.frombuffer(padded.buffers()[1], dtype=np.int32, count=n + 1, offset=4 * padded.offset)
-    if n and offsets[0] == 0 and offsets[-1] == n * width and (np.diff(offsets) == width).all():
-        matrix = np.frombuffer(padded.buffers()[2], dtype=np.uint64, count=n * width // 8).reshape(n, -1)
-        h = np.zeros(n, dtype=np.uint64)
-        for j in range(matrix.shape[1]):
-            h = _mix(h, pd.util.hash_array(matrix[:, j]))
-        return h
-    return pd.util.hash_array(np.asarray(arr.to_numpy(zero_copy_only=False), dtype=object))
-
-
-def _mix(acc: np.ndarray, column_hash: np.ndarray) -> np.ndarray:
-    # Order-dependent combination of per-column hashes (pandas' own combiner is private API);
-    # uint64 arithmetic wraps, which is what a hash wants.
-    return acc * np.uint64(0x9E3779B97F4A7C15) + column_hash
-
-
-def _strptime(text: pa.Array, fmt: str) -> pa.Array:
-    return pc.strptime(text, format=fmt, unit="us", error_is_null=True)
-
-
-def _strptime_fraction(text: pa.Array, fmt: str) -> pa.Array:
-    """``fmt`` followed by an optional ``.<1-9 digits>`` fraction (Arrow's strptime has no ``%f``)."""
-    parts = pc.extract_regex(text, r"^(?P<head>[^.]+)(?:\.(?P<frac>\d{1,9}))?$")
-    head = _strptime(parts.field("head"), fmt)
-    micros = pc.cast(pc.utf8_slice_codeunits(pc.utf8_rpad(parts.field("frac"), 6, "0"), 0, 6), pa.int64())
-    return pc.cast(pc.add(pc.cast(head, pa.int64()), micros), pa.timestamp("us"))
-
-
-# Arrow's strptime is C++ and as fast on a miss as on a hit; pandas' strptime raises per miss, which
-# made trying several formats 30x slower.
-_TIMESTAMP_PARSERS: dict[str, Callable[[pa.Array], pa.Array]] = {
-    "%d/%m/%Y %H:%M": lambda t: _strptime(t, "%d/%m/%Y %H:%M"),
-    "%d/%m/%Y %H:%M:%S": lambda t: _strptime(t, "%d/%m/%Y %H:%M:%S"),
-    "%d/%m/%Y %H:%M:%S.%f": lambda t: _strptime_fraction(t, "%d/%m/%Y %H:%M:%S"),
-    "%d/%m/%Y %I:%M:%S %p": lambda t: _strptime(t, "%d/%m/%Y %I:%M:%S %p"),
-    "%d/%m/%Y %I:%M %p": lambda t: _strptime(t, "%d/%m/%Y %I:%M %p"),
-    "ISO8601": lambda t: _iso8601(t),
-}
-assert set(_TIMESTAMP_PARSERS) == set(TIMESTAMP_READ_FORMATS)
-
-
-def _iso8601(text: pa.Array) -> pa.Array:
-    try:  # Arrow's own ISO parser, when every value is ISO 8601 without a zone
-        return pc.cast(text, pa.timestamp("us"))
-    except pa.ArrowInvalid:
-        return _strptime_fraction(pc.replace_substring(text, "T", " ", max_replacements=1), "%Y-%m-%d %H:%M:%S")
-
-
-def _parse_timestamps(col: pa.ChunkedArray, order: list[str]) -> np.ndarray:
-    """Parse timestamp strings; returns datetime64[us] of shape (n,), NaT where unparseable.
-
-    ``order`` lists :data:`TIMESTAMP_READ_FORMATS`; it is reordered in place so that the format
-    that matched most rows is tried first on the next chunk. Rows no format matches get one last
-    try with pandas' ISO 8601 parser (time zone offsets are converted to UTC and dropped).
-    """
-    text = pc.utf8_trim_whitespace(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
-    out = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[us]")
-    todo = np.flatnonzero(text.is_valid().to_numpy(zero_copy_only=False))
-    hits: dict[str, int] = {}
-    for fmt in list(order):
-        if not len(todo):
-            break
-        parsed = _TIMESTAMP_PARSERS[fmt](text.take(pa.array(todo)))
-        values = parsed.to_numpy(zero_copy_only=False).astype("datetime64[us]")
-        ok = ~np.isnat(values)
-        hits[fmt] = int(ok.sum())
-        out[todo[ok]] = values[ok]
-        todo = todo[~ok]
-    order.sort(key=lambda f: -hits.get(f, 0))
-    if len(todo):
-        rest = pd.to_datetime(pd.Series(text.take(pa.array(todo)).to_pylist(), dtype=object),
-                              format="ISO8601", errors="coerce", utc=True)
-        out[todo] = rest.dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
 # The loader
 
 
@@ -441,7 +168,7 @@ class _Labels:
         if raw in self.cache:
             return self.cache[raw]
         result = None
-        text = None if raw is None else _decode(raw)
+        text = None if raw is None else decode(raw)
         if text is not None and text.strip():
             norm = normalise_label(text)
             is_attempted = norm.lower().endswith(_ATTEMPTED_SUFFIX)
@@ -506,15 +233,16 @@ class _Chunk:
 
     def mix(self, column_hash: np.ndarray) -> None:
         if self.h is not None:  # None when duplicates are kept: no hashing at all
-            self.h = _mix(self.h, column_hash)
+            self.h = mix(self.h, column_hash)
 
 
 class _FileReader:
     """Reads one file chunk by chunk into a :class:`_Collected`, filling its :class:`LoadReport`."""
 
-    def __init__(self, info: _FileInfo, *, labels: _Labels, dedup: _Dedup | None, attempted: str,
-                 chunk_rows: int, seq0: int) -> None:
+    def __init__(self, info: FileInfo, *, labels: _Labels, dedup: _Dedup | None, attempted: str,
+                 chunk_rows: int, seq0: int, label_mode: str = "required") -> None:
         self.info = info
+        self.label_mode = label_mode
         self.labels = labels
         self.dedup = dedup
         self.attempted = attempted
@@ -523,9 +251,9 @@ class _FileReader:
         self.report = LoadReport(path=str(info.path), format=info.fmt)
         self.meta_present: dict[str, bool] | None = None  # decided on the first chunk
         self.ts_order = list(TIMESTAMP_READ_FORMATS)
-        self.malformed = 0
+        self.line_drops: Counter = Counter()  # reason -> lines removed before parsing
         self.parsed_rows = 0
-        src = _sources(info.fmt)
+        src = sources(info.fmt, info.has_label)
         col_of = {name: f"c{i}" for i, name in enumerate(info.header)}
         self.src = {target: col_of[name] for target, name in src.items()}
         self.text_cols = {self.src[m] for m in ("flow_id", "src_ip", "dst_ip", "timestamp", LABEL)
@@ -536,25 +264,29 @@ class _FileReader:
     # -- reading -----------------------------------------------------------------------------------
 
     def _on_invalid_row(self, row: pacsv.InvalidRow) -> str:
-        self.malformed += 1
+        self.line_drops[LINE_MALFORMED] += 1
         return "skip"
 
     def chunks(self) -> Iterator[pa.Table]:
         """Yield the file as tables of ``chunk_rows`` rows (the last one shorter), all text columns."""
         cols = sorted(set(self.src.values()), key=lambda c: int(c[1:]))
         read = pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(self.info.header))],
-                                 skip_rows=1, block_size=_BLOCK_BYTES)
+                                 block_size=_BLOCK_BYTES)
         # Everything is read as text: Arrow's float parser would reject a whole block for one
         # garbage cell, and the labels need their own decoding (UTF-8 or cp1252).
         convert = pacsv.ConvertOptions(
             include_columns=cols, check_utf8=False, strings_can_be_null=True, null_values=[""],
             column_types={c: (pa.binary() if c in self.text_cols else pa.string()) for c in cols})
-        parse = pacsv.ParseOptions(invalid_row_handler=self._on_invalid_row)
+        # Quoting off: CleanLines has removed or unquoted every line with a quote, so no row spans lines.
+        parse = pacsv.ParseOptions(invalid_row_handler=self._on_invalid_row, quote_char=False)
         pending: list[pa.RecordBatch] = []
         have = 0
         try:
-            reader = pacsv.open_csv(self.info.path, read_options=read, parse_options=parse,
-                                    convert_options=convert)
+            stream = CleanLines(self.info.path, self.info.raw_header, len(self.info.header))
+        except OSError as exc:
+            raise InputError(f"{self.info.path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
             for batch in reader:
                 pending.append(batch)
                 have += batch.num_rows
@@ -566,8 +298,27 @@ class _FileReader:
         except (pa.ArrowException, OSError) as exc:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{self.info.path}: malformed CSV: {msg}") from None
+        finally:
+            self.line_drops.update(stream.dropped)
+            stream.close()
         if have:
             yield pa.Table.from_batches(pending)
+
+    def read_all(self, out: _Collected, progress: Callable[[int], None] | None) -> LoadReport:
+        """Read the whole file into ``out``; returns the finished report."""
+        for table in self.chunks():
+            self.process(table, out)
+            if progress is not None:
+                progress(table.num_rows)
+        rep = self.report
+        for reason, n in self.line_drops.items():
+            rep.dropped[reason] += n
+            rep.rows_read += n
+        if rep.rows_read == 0:
+            raise InputError(f"{self.info.path}: header only, 0 data rows")
+        rep.label_counts = dict(sorted(rep.label_counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        rep.family_counts = dict(sorted(rep.family_counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return rep
 
     # -- one chunk ---------------------------------------------------------------------------------
 
@@ -582,19 +333,28 @@ class _FileReader:
         self._collect(chunk, reason, seq, out)
 
     def _labels(self, table: pa.Table) -> _Chunk:
+        if LABEL not in self.src:  # a file without a Label column (labels="optional")
+            return _Chunk(n=table.num_rows, classes=[], idx=np.full(table.num_rows, -1, dtype=np.int64))
         enc = pc.dictionary_encode(table.column(self.src[LABEL])).combine_chunks()
         # -1 (an empty cell) picks the trailing "missing" entry of the per-value tables.
         idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        classes = []
-        for raw in enc.dictionary.to_pylist():
+        classes: list = []
+        unknown = np.zeros(len(enc.dictionary) + 1, dtype=bool)
+        counts = np.bincount(idx[idx >= 0], minlength=len(enc.dictionary))
+        for k, raw in enumerate(enc.dictionary.to_pylist()):
             try:
                 classes.append(self.labels.classify(raw))
             except ValueError:
-                first = self.parsed_rows + int(np.flatnonzero(idx == len(classes))[0]) + 1
-                raise InputError(f"{self.info.path}: unknown label {_decode(raw)!r} (first at data row "
-                                 f"{first}); not a CICIDS2017 class, so it has no family") from None
+                classes.append(None)
+                unknown[k] = True
+                words = self.report.unknown_labels
+                word = decode(raw)[:80]
+                if word in words or len(words) < _MAX_UNKNOWN_WORDS:
+                    words[word] = words.get(word, 0) + int(counts[k])
         chunk = _Chunk(n=table.num_rows, classes=classes, idx=idx)
-        chunk.flag("missing label", ~np.array([c is not None for c in classes] + [False])[idx])
+        if self.label_mode == "required":
+            chunk.flag("missing label", ~np.array([c is not None for c in classes] + [False])[idx] & ~unknown[idx])
+            chunk.flag("unknown label", unknown[idx])
         return chunk
 
     def _features(self, table: pa.Table, chunk: _Chunk) -> None:
@@ -610,7 +370,7 @@ class _FileReader:
             if col in parsed:
                 values, miss, junk = parsed[col]
             else:
-                values, miss, junk = _parse_numeric(table.column(col))
+                values, miss, junk = parse_numeric(table.column(col))
                 if col in self.reused:
                     parsed[col] = (values, miss, junk)
             bad |= junk
@@ -639,7 +399,7 @@ class _FileReader:
         ports = {"dst_port": chunk.x32[FEATURES.index("Destination Port")].astype(np.float64)}
         for m in _NUMERIC_META:
             if self.meta_present.get(m):
-                values, miss, junk = _parse_numeric(table.column(self.src[m]))
+                values, miss, junk = parse_numeric(table.column(self.src[m]))
                 chunk.flag("non-numeric value", junk)
                 chunk.flag("missing value", miss)
                 if chunk.h is not None:
@@ -651,13 +411,14 @@ class _FileReader:
             chunk.meta[m] = np.where(ok, values, 0).astype(_META_DTYPES[m])
         for m in _STRING_META:
             if self.meta_present.get(m):
-                text = pc.fill_null(_decode_text(table.column(self.src[m])), "")
+                text = pc.fill_null(decode_text(table.column(self.src[m])), "")
                 if chunk.h is not None:
-                    chunk.mix(_hash_strings(text))
+                    chunk.mix(hash_strings(text))
                 chunk.meta[m] = text
         if self.meta_present.get("timestamp"):
-            ts = _parse_timestamps(_decode_text(table.column(self.src["timestamp"])), self.ts_order)
+            ts = parse_timestamps(decode_text(table.column(self.src["timestamp"])), self.ts_order)
             chunk.flag("unparseable timestamp", np.isnat(ts))
+            chunk.flag("timestamp out of range", out_of_range(ts))
             if chunk.h is not None:
                 chunk.mix(pd.util.hash_array(ts.view(np.int64)))
             chunk.meta["timestamp"] = ts
@@ -714,7 +475,9 @@ class _FileReader:
                 out.meta[m].append(pc.take(values, keep_arrow) if isinstance(values, pa.ChunkedArray)
                                    else values[keep])
 
-        codes = np.full(len(chunk.classes) + 1, -1, dtype=np.int32)
+        # Rows without a known label get the code of ("", ""): only kept with labels="optional".
+        blank = out.vocab.setdefault(("", ""), len(out.vocab))
+        codes = np.full(len(chunk.classes) + 1, blank, dtype=np.int32)
         for i, c in enumerate(chunk.classes):
             if c is not None:
                 codes[i] = out.vocab.setdefault((c[2], c[3]), len(out.vocab))
@@ -723,12 +486,16 @@ class _FileReader:
         names = {code: key for key, code in out.vocab.items()}
         for code, count in zip(*np.unique(kept_codes, return_counts=True)):
             label, family = names[int(code)]
+            if not label:
+                rep.unlabelled += int(count)
+                continue
             rep.label_counts[label] = rep.label_counts.get(label, 0) + int(count)
             rep.family_counts[family] = rep.family_counts.get(family, 0) + int(count)
 
 
 def load_flows(paths: Sequence[str | Path], *, attempted: str = "benign", drop_duplicates: bool = True,
-               chunk_rows: int = 200_000, progress: Callable[[int], None] | None = None) -> LoadResult:
+               chunk_rows: int = 200_000, progress: Callable[[int], None] | None = None,
+               labels: str = "required") -> LoadResult:
     """Read CICIDS2017 CSV files (any of the three formats) into one canonical flow frame.
 
     Parameters
@@ -746,6 +513,10 @@ def load_flows(paths: Sequence[str | Path], *, attempted: str = "benign", drop_d
         Rows parsed per chunk; memory per chunk is roughly 1 KB per row.
     progress : callable, optional
         Called with the number of rows of each processed chunk (kept or not).
+    labels : {"required", "optional"}
+        ``"required"`` (training, evaluation): a row without a known label is dropped (``missing label``,
+        ``unknown label``). ``"optional"`` (detection): such rows are kept with label and family ``""``,
+        and a file may lack the ``Label`` column; labels present are kept for evaluation.
 
     Returns
     -------
@@ -757,8 +528,9 @@ def load_flows(paths: Sequence[str | Path], *, attempted: str = "benign", drop_d
     ------
     InputError
         ``"<file>: <problem>"`` for a missing, empty, header-only, binary or compressed file, a
-        header that matches no format (names the missing/misspelt columns), a CSV the parser cannot
-        read, or an unknown label (unknown classes never vanish silently).
+        header that matches no format (names the missing/misspelt columns), or a file that yields no
+        row at all. A bad *row* (unmatched quote, repeated header line, oversized line, unknown
+        label...) never refuses a file: it is counted under its reason in the report.
     ValueError
         For an invalid ``attempted`` or ``chunk_rows``.
 
@@ -774,32 +546,24 @@ def load_flows(paths: Sequence[str | Path], *, attempted: str = "benign", drop_d
         raise ValueError(f"attempted must be one of {ATTEMPTED_MODES}, not {attempted!r}")
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be >= 1, not {chunk_rows}")
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, not {labels!r}")
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
         raise InputError("no input files given")
-    infos = [_inspect(Path(p)) for p in paths]  # all headers checked before the long read
+    infos = [inspect_file(Path(p), labels) for p in paths]  # all headers checked before the long read
 
     capacity = sum(i.n_lines for i in infos)
     out = _Collected(features=np.empty((capacity, len(FEATURES)), dtype=np.float32))
-    labels = _Labels(attempted)
+    classifier = _Labels(attempted)
     dedup = _Dedup() if drop_duplicates else None
     reports = []
     seq0 = 0
     for info in infos:
-        reader = _FileReader(info, labels=labels, dedup=dedup, attempted=attempted,
-                             chunk_rows=int(chunk_rows), seq0=seq0)
-        for table in reader.chunks():
-            reader.process(table, out)
-            if progress is not None:
-                progress(table.num_rows)
-        rep = reader.report
-        rep.dropped["malformed row"] = reader.malformed
-        rep.rows_read += reader.malformed
-        if rep.rows_read == 0:
-            raise InputError(f"{info.path}: header only, 0 data rows")
-        rep.label_counts = dict(sorted(rep.label_counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        rep.family_counts = dict(sorted(rep.family_counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        reader = _FileReader(info, labels=classifier, dedup=dedup, attempted=attempted,
+                             chunk_rows=int(chunk_rows), seq0=seq0, label_mode=labels)
+        rep = reader.read_all(out, progress)
         reports.append(rep)
         seq0 += reader.parsed_rows
     return LoadResult(frame=_assemble(out), reports=reports)

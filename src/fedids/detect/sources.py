@@ -106,7 +106,7 @@ class CsvFileSource(FlowSource):
     def batches(self) -> Iterator[pd.DataFrame]:
         from fedids.data.loader import load_flows
 
-        result = load_flows([self.path], drop_duplicates=False)
+        result = load_flows([self.path], drop_duplicates=False, labels="optional")
         for rep in result.reports:
             for reason, n in rep.dropped.items():
                 if n:
