@@ -185,8 +185,10 @@ def test_stdin_csv_skips_and_counts_bad_lines_and_loses_no_flow(real):
     assert got["src_ip"].tolist() == expected["src_ip"].tolist()
     assert (got["timestamp"].to_numpy() == expected["timestamp"].to_numpy()).all()
     assert dict(source.stats.bad) == {
-        "malformed row": 2, "non-numeric value": 1, "missing value": 1, "invalid port or protocol": 1}
-    assert len(messages) == 5 and messages[0] == "stdin line 102: malformed row (1 fields, header has 85); skipped"
+        "binary data": 1, "malformed row": 1, "non-numeric value": 1, "missing value": 1,
+        "invalid port or protocol": 1}
+    assert len(messages) == 5 and messages[0] == "stdin line 102: binary data (NUL bytes); skipped"
+    assert messages[1] == "stdin line 153: malformed row (40 fields, header has 85); skipped"
     assert "non-numeric value (Total Length of Fwd Packets = 'abc')" in messages[2]
 
 

@@ -40,6 +40,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
+from fedids.data.columns import TIMESTAMP_MAX, TIMESTAMP_MIN
+from fedids.data.lines import MAX_LINE_BYTES
 from fedids.data.formats import (
     ENGELEN2021_META,
     ENGELEN2021_SOURCES,
@@ -53,6 +55,11 @@ from fedids.errors import InputError
 
 DEFAULT_BATCH_ROWS = 4096
 READ_BYTES = 1 << 16
+MAX_INTEGER = 2 ** 63 - 1
+"""Largest integer accepted in a JSON flow (larger: ``number out of range``)."""
+_EPOCH_MIN, _EPOCH_MAX = 0, int((TIMESTAMP_MAX - TIMESTAMP_MIN) / np.timedelta64(1, "s"))
+_STAMP_MIN = dt.datetime(1970, 1, 1)
+_STAMP_MAX = dt.datetime(2100, 1, 1)
 PCAP_SUFFIXES = (".pcap", ".pcapng", ".cap")
 _RATES = frozenset({"Flow Bytes/s", "Flow Packets/s"})
 _INT_LIMITS = {"src_port": 65535, "dst_port": 65535, "protocol": 255}
@@ -185,8 +192,12 @@ def _normalise_header(fields: list[str]) -> list[str]:
 def _number(text: Any, feature: str) -> float:
     if isinstance(text, bool) or text is None:
         raise _BadRow("missing value" if text is None else "non-numeric value", feature)
-    if isinstance(text, (int, float)):
+    if isinstance(text, int):
+        if abs(text) > MAX_INTEGER:
+            raise _BadRow("number out of range", f"{feature}: an integer of {len(str(abs(text)))} digits")
         value = float(text)
+    elif isinstance(text, float):
+        value = text
     else:
         text = str(text).strip()
         if not text:
@@ -215,20 +226,30 @@ def _timestamp(value: Any) -> dt.datetime:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise _BadRow("unparseable timestamp")
+        if not _EPOCH_MIN <= value < _EPOCH_MAX:
+            raise _BadRow("timestamp out of range", f"{value:.6g} s")
         return dt.datetime.fromtimestamp(value, dt.timezone.utc).replace(tzinfo=None)
     text = str(value).strip()
     if not text:
         raise _BadRow("missing value", "timestamp")
     for fmt in _TIMESTAMP_FORMATS:
         try:
-            return dt.datetime.strptime(text, fmt)
+            return _in_range(dt.datetime.strptime(text, fmt))
         except ValueError:
             continue
     try:
         stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if stamp.tzinfo:
+            stamp = stamp.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # year 9999 plus an offset overflows astimezone
         raise _BadRow("unparseable timestamp", text[:40]) from None
-    return stamp.astimezone(dt.timezone.utc).replace(tzinfo=None) if stamp.tzinfo else stamp
+    return _in_range(stamp)
+
+
+def _in_range(stamp: dt.datetime) -> dt.datetime:
+    if not _STAMP_MIN <= stamp < _STAMP_MAX:
+        raise _BadRow("timestamp out of range", stamp.isoformat())
+    return stamp
 
 
 class LineParser:
@@ -268,10 +289,10 @@ class LineParser:
             return self._json(text)
         from fedids.data.loader import detect_format
 
-        header = _normalise_header(next(csv.reader([text]), []))
         try:
+            header = _normalise_header(next(csv.reader([text]), []))
             fmt = detect_format(header if "Label" in header else [*header, "Label"])
-        except InputError:
+        except (InputError, csv.Error):
             raise _BadRow("neither a JSON flow nor a CICIDS2017 CSV header") from None
         sources = dict(ENGELEN2021_SOURCES) if fmt == FORMAT_ENGELEN2021 else {f: f for f in FEATURES}
         meta_map = ENGELEN2021_META if fmt == FORMAT_ENGELEN2021 else (
@@ -301,8 +322,11 @@ class LineParser:
     def _json(self, text: str) -> tuple[list[float], dict[str, Any]]:
         try:
             obj = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            raise _BadRow("not a JSON object") from None
+        except RecursionError:
+            raise _BadRow("not a JSON object", "nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, and integers past Python's digit limit
+            reason = "number out of range" if "digits" in str(exc) else "not a JSON object"
+            raise _BadRow(reason) from None
         if not isinstance(obj, dict):
             raise _BadRow("not a JSON object")
         values = [_number(obj.get(f), f) for f in FEATURES]
@@ -346,6 +370,7 @@ class StdinSource(FlowSource):
         super().__init__(report)
         self.stream = stream
         self.parser = LineParser()
+        self._line_no = 0
 
     def _read(self) -> bytes:
         read1 = getattr(self.stream, "read1", None)
@@ -355,25 +380,43 @@ class StdinSource(FlowSource):
 
     def batches(self) -> Iterator[pd.DataFrame]:
         pending = b""
-        line_no = 0
+        skipping = False  # inside a line longer than MAX_LINE_BYTES: drop bytes up to its newline
         while True:
             chunk = self._read()
             if chunk:
+                if skipping:
+                    end = chunk.find(b"\n")
+                    if end < 0:
+                        continue
+                    skipping, chunk = False, chunk[end + 1:]
                 pending += chunk
                 *complete, pending = pending.split(b"\n")
+                if len(pending) > MAX_LINE_BYTES:
+                    self._line_no += 1
+                    self._skip("oversized line", f"stdin line {self._line_no}", f"over {MAX_LINE_BYTES:,} bytes")
+                    pending, skipping = b"", True
             else:
                 complete, pending = ([pending] if pending.strip() else []), b""
-            if complete:
-                numbered = []
-                for raw in complete:
-                    line_no += 1
-                    numbered.append((line_no, _decode(raw.rstrip(b"\r"))))
-                frame = self._parse(numbered)
-                if frame is not None:
-                    self.stats.flows += len(frame)
-                    yield frame
+            frame = self._parse(self._number_lines(complete)) if complete else None
+            if frame is not None:
+                self.stats.flows += len(frame)
+                yield frame
             if not chunk:
                 return
+
+    def _number_lines(self, raw_lines: list[bytes]) -> list[tuple[int, str]]:
+        """Number and decode lines; oversized and binary lines are counted here and left out."""
+        numbered = []
+        for raw in raw_lines:
+            self._line_no += 1
+            where = f"stdin line {self._line_no}"
+            if len(raw) > MAX_LINE_BYTES:
+                self._skip("oversized line", where, f"over {MAX_LINE_BYTES:,} bytes")
+            elif b"\0" in raw:
+                self._skip("binary data", where, "NUL bytes")
+            else:
+                numbered.append((self._line_no, _decode(raw.rstrip(b"\r"))))
+        return numbered
 
     def _parse(self, numbered: list[tuple[int, str]]) -> pd.DataFrame | None:
         frame, bad = self.parser.parse(numbered)

@@ -37,6 +37,8 @@ from fedids.data.schema import BENIGN_LABEL, FEATURES
 from fedids.data.windows import compute_window_indices, gather_windows, host_keys
 from fedids.errors import FedidsError, InputError
 
+META_THRESHOLD = "fedids.alert_threshold"
+"""ONNX metadata key of the default alert rule chosen at training time (JSON object)."""
 DEFAULT_MAX_HOSTS = 16_384
 DEFAULT_CHUNK_ROWS = 256
 """Windows per model call: small enough that the intermediate tensors stay in the CPU cache (measured
@@ -98,25 +100,39 @@ class OnnxScorer:
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception directly
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{source}: corrupt or unsupported ONNX model ({reason[:200]})") from None
-        meta = self._session.get_modelmeta().custom_metadata_map
+        self._describe(self._session, str(source))
+        self.chunk_rows = max(1, int(chunk_rows))
+
+    def _describe(self, session, source: str) -> None:  # noqa: ANN001 - onnxruntime.InferenceSession
+        """Read and check the fedids metadata against the graph (labels vs outputs, window vs inputs)."""
+        from fedids.model.checks import check_features, check_labels, check_window
+
+        meta = session.get_modelmeta().custom_metadata_map
         try:
-            self.labels = [str(v) for v in json.loads(meta["fedids.labels"])]
-            self.window = int(meta["fedids.window"])
-            features = json.loads(meta.get("fedids.features", "null")) or list(FEATURES)
-        except (KeyError, ValueError, TypeError):
+            labels = json.loads(meta["fedids.labels"])
+            window = json.loads(meta["fedids.window"])
+            features = json.loads(meta.get("fedids.features", "null"))
+            threshold = json.loads(meta.get(META_THRESHOLD, "null"))
+        except (KeyError, ValueError, TypeError, RecursionError):
             raise InputError(f"{source}: ONNX model lacks fedids metadata (labels, window); "
                              "export it with `fedids export`") from None
-        if list(features) != list(FEATURES):
-            raise InputError(f"{source}: ONNX model expects other input features than the CICIDS2017 78")
-        names = [i.name for i in self._session.get_inputs()]
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        names = [i.name for i in inputs]
         if names == ["flows", "present"]:
             raise InputError(f"{source}: ONNX model in the window format of fedids 0.1 (inputs flows, "
                              "present); export it again with this version's `fedids export`")
-        if names != ["flows", "windows"] or self.window < 1 or not self.labels:
+        if names != ["flows", "windows"] or len(outputs) != 1 or len(outputs[0].shape) != 2:
             raise InputError(f"{source}: ONNX model has inputs {names}, expected ['flows', 'windows']")
-        self.name = str(source)
+        n_out = outputs[0].shape[1] if isinstance(outputs[0].shape[1], int) else None
+        self.labels = check_labels(labels, n_out, source)
+        self.window = check_window(window, source)
+        check_features(features, source)
+        if inputs[1].shape[1] != self.window or inputs[0].shape[1] != len(FEATURES):
+            raise InputError(f"{source}: ONNX graph inputs {inputs[0].shape}, {inputs[1].shape} do not match "
+                             f"window {self.window} and {len(FEATURES)} features")
+        self.default_threshold = threshold if isinstance(threshold, dict) else None
+        self.name = source
         self.quantize = meta.get("fedids.quantize", "none")
-        self.chunk_rows = max(1, int(chunk_rows))
 
     def score(self, flows: np.ndarray, windows: np.ndarray) -> np.ndarray:
         windows = np.asarray(windows, dtype=np.int64)

@@ -8,6 +8,12 @@ Layout of a model directory::
 
 Writes go to temporary names first and are renamed, so a crash never leaves a half-written model, and a
 reader (the streaming detector) never sees one.
+
+Every load checks the directory against the model schema (:func:`check_model_description`): window in
+1..:data:`MAX_WINDOW`, a non-empty list of distinct CICIDS2017 labels as long as the head, the 78 input
+features (plus the presence channel), scaler shapes and values, hidden size in 1..:data:`MAX_HIDDEN`,
+weight shapes as the configuration says. The same label/window checks serve ONNX files
+(:mod:`fedids.detect.stream`), so a model that fails on hot reload leaves the previous one running.
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ import torch
 
 from fedids.data.preprocess import FlowScaler, LabelVocabulary
 from fedids.errors import InputError
+from fedids.model.checks import MAX_HIDDEN, MAX_WINDOW, META_THRESHOLD, check_model_description
 from fedids.model.gru import GRUDetector
+
+__all__ = ["Detector", "MAX_HIDDEN", "MAX_WINDOW", "META_THRESHOLD", "load_detector", "save_detector"]
 
 MODEL_FILE, PREPROCESSING_FILE, METADATA_FILE = "model.pt", "preprocessing.json", "metadata.json"
 
@@ -71,8 +80,11 @@ def load_detector(directory: str | Path) -> Detector:
         raise InputError(f"{directory}: model directory does not exist")
     try:
         prep = json.loads((directory / PREPROCESSING_FILE).read_text())
+        window, labels = check_model_description(prep, str(directory))
         meta_path = directory / METADATA_FILE
         metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if not isinstance(metadata, dict):
+            raise ValueError("metadata.json is not an object")
         model = GRUDetector(**prep["model"])
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -80,12 +92,13 @@ def load_detector(directory: str | Path) -> Detector:
         return Detector(
             model=model,
             scaler=FlowScaler.from_dict(prep["scaler"]),
-            vocabulary=LabelVocabulary(list(prep["labels"])),
-            window=int(prep["window"]),
+            vocabulary=LabelVocabulary(labels),
+            window=window,
             metadata=metadata,
         )
     except FileNotFoundError as exc:
         raise InputError(f"{directory}: not a fedids model directory ({Path(exc.filename).name} missing)") from None
-    except (ValueError, KeyError, TypeError, RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError, EOFError, OSError, RecursionError,
+            pickle.UnpicklingError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{directory}: corrupt model ({reason[:200]})") from None

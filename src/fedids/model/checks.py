@@ -1,0 +1,135 @@
+"""The model schema, checked on every load of a model directory or ONNX file (torch-free, so that the
+edge detector can use it): window range, labels against the head, features, scaler values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from fedids.data.schema import FEATURES, family_of
+from fedids.errors import InputError
+
+MAX_WINDOW = 128
+"""Longest window (flows per host) a model may have: `fedids train --window` refuses more. The training
+window index array alone is 8 bytes x flows x window (2.8 M CICIDS2017 flows at 128: 2.9 GB)."""
+MAX_HIDDEN = 1024
+"""Largest GRU hidden size accepted (`fedids train --hidden`)."""
+MAX_CLASSES = 64
+META_THRESHOLD = "alert_threshold"
+"""Metadata key: the default alert rule chosen on validation data at training time (see
+:func:`fedids.evaluation.metrics.choose_threshold`): ``{"threshold", "max_false_alarm_rate", ...}``."""
+
+
+def check_window(window: object, source: str = "model") -> int:
+    """``window`` as an int in 1..MAX_WINDOW, else :class:`InputError`."""
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not float(window).is_integer() \
+            or not 1 <= window <= MAX_WINDOW:
+        raise InputError(f"{source}: window must be an integer in 1..{MAX_WINDOW}, got {window!r}")
+    return int(window)
+
+
+def check_labels(labels: object, n_outputs: int | None, source: str = "model") -> list[str]:
+    """A non-empty list of distinct CICIDS2017 labels, as long as the model's output when known."""
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        raise InputError(f"{source}: labels must be a non-empty list of label strings")
+    if len(labels) > MAX_CLASSES:
+        raise InputError(f"{source}: {len(labels)} labels, at most {MAX_CLASSES}")
+    if len(set(labels)) != len(labels):
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        raise InputError(f"{source}: labels repeated: {', '.join(map(repr, twice[:5]))}")
+    for label in labels:
+        try:
+            family_of(label)
+        except ValueError:
+            raise InputError(f"{source}: unknown label {label[:60]!r} in the model's label list") from None
+    if n_outputs is not None and n_outputs != len(labels):
+        raise InputError(f"{source}: {len(labels)} labels for a model with {n_outputs} outputs")
+    return list(labels)
+
+
+def check_features(features: Sequence[str] | None, source: str = "model") -> None:
+    if features is not None and list(features) != list(FEATURES):
+        raise InputError(f"{source}: model expects other input features than the CICIDS2017 78")
+
+
+def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
+    """Check ``preprocessing.json`` (parsed) against the schema; returns ``(window, labels)``."""
+    if not isinstance(prep, dict) or not {"scaler", "labels", "window", "model"} <= set(prep):
+        raise InputError(f"{source}: corrupt model (preprocessing.json lacks scaler, labels, window or model)")
+    config = prep["model"]
+    if not isinstance(config, dict) or set(config) != {"n_inputs", "n_classes", "hidden"} or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in config.values()):
+        raise InputError(f"{source}: corrupt model (model config {str(config)[:80]})")
+    if config["n_inputs"] != len(FEATURES) + 1:
+        raise InputError(f"{source}: model takes {config['n_inputs']} inputs, expected {len(FEATURES) + 1}")
+    if not 1 <= config["hidden"] <= MAX_HIDDEN:
+        raise InputError(f"{source}: hidden size {config['hidden']} outside 1..{MAX_HIDDEN}")
+    window = check_window(prep["window"], source)
+    labels = check_labels(prep["labels"], config["n_classes"], source)
+    check_features(prep.get("features"), source)
+    scaler = prep["scaler"]
+    try:
+        values = [float(v) for key in ("center", "scale") for v in scaler[key]]
+    except (TypeError, KeyError, ValueError):
+        raise InputError(f"{source}: corrupt model (scaler)") from None
+    if not all(math.isfinite(v) for v in values) or min(scaler["scale"]) <= 0:
+        raise InputError(f"{source}: corrupt model (scaler has non-finite or non-positive values)")
+    return window, labels
+
+
+def check_window(window: object, source: str = "model") -> int:
+    """``window`` as an int in 1..MAX_WINDOW, else :class:`InputError`."""
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not float(window).is_integer() \
+            or not 1 <= window <= MAX_WINDOW:
+        raise InputError(f"{source}: window must be an integer in 1..{MAX_WINDOW}, got {window!r}")
+    return int(window)
+
+
+def check_labels(labels: object, n_outputs: int | None, source: str = "model") -> list[str]:
+    """A non-empty list of distinct CICIDS2017 labels, as long as the model's output when known."""
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and x for x in labels):
+        raise InputError(f"{source}: labels must be a non-empty list of label strings")
+    if len(labels) > MAX_CLASSES:
+        raise InputError(f"{source}: {len(labels)} labels, at most {MAX_CLASSES}")
+    if len(set(labels)) != len(labels):
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        raise InputError(f"{source}: labels repeated: {', '.join(map(repr, twice[:5]))}")
+    for label in labels:
+        try:
+            family_of(label)
+        except ValueError:
+            raise InputError(f"{source}: unknown label {label[:60]!r} in the model's label list") from None
+    if n_outputs is not None and n_outputs != len(labels):
+        raise InputError(f"{source}: {len(labels)} labels for a model with {n_outputs} outputs")
+    return list(labels)
+
+
+def check_features(features: Sequence[str] | None, source: str = "model") -> None:
+    if features is not None and list(features) != list(FEATURES):
+        raise InputError(f"{source}: model expects other input features than the CICIDS2017 78")
+
+
+def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
+    """Check ``preprocessing.json`` (parsed) against the schema; returns ``(window, labels)``."""
+    if not isinstance(prep, dict) or not {"scaler", "labels", "window", "model"} <= set(prep):
+        raise InputError(f"{source}: corrupt model (preprocessing.json lacks scaler, labels, window or model)")
+    config = prep["model"]
+    if not isinstance(config, dict) or set(config) != {"n_inputs", "n_classes", "hidden"} or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in config.values()):
+        raise InputError(f"{source}: corrupt model (model config {str(config)[:80]})")
+    if config["n_inputs"] != len(FEATURES) + 1:
+        raise InputError(f"{source}: model takes {config['n_inputs']} inputs, expected {len(FEATURES) + 1}")
+    if not 1 <= config["hidden"] <= MAX_HIDDEN:
+        raise InputError(f"{source}: hidden size {config['hidden']} outside 1..{MAX_HIDDEN}")
+    window = check_window(prep["window"], source)
+    labels = check_labels(prep["labels"], config["n_classes"], source)
+    check_features(prep.get("features"), source)
+    scaler = prep["scaler"]
+    try:
+        values = [float(v) for key in ("center", "scale") for v in scaler[key]]
+    except (TypeError, KeyError, ValueError):
+        raise InputError(f"{source}: corrupt model (scaler)") from None
+    if not all(math.isfinite(v) for v in values) or min(scaler["scale"]) <= 0:
+        raise InputError(f"{source}: corrupt model (scaler has non-finite or non-positive values)")
+    return window, labels
