@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fedids.data.features import SYNTHETIC, FlowPackets, flow_features
 from fedids.data.formats import write_trafficlabelling_csv
 from fedids.data.schema import BENIGN_LABEL, FAMILY, FEATURES, LABEL, SEQ, family_of, normalise_label
 
@@ -403,33 +404,14 @@ class PacketArrays:
     valid: np.ndarray
 
 
-def _masked_stats(x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Count, sum, mean, sample std, max, min of ``x`` over ``m`` per row (0 where undefined).
-
-    The standard deviation uses ``n - 1`` like Apache Commons Math's ``SummaryStatistics``, which
-    CICFlowMeter uses; it is 0 for fewer than two values.
-    """
-    n = m.sum(axis=1)
-    xm = np.where(m, x, 0.0)
-    total = xm.sum(axis=1)
-    safe_n = np.maximum(n, 1)
-    mean = total / safe_n
-    dev = np.where(m, x - mean[:, None], 0.0)
-    var = (dev * dev).sum(axis=1) / np.maximum(n - 1, 1)
-    std = np.sqrt(np.where(n > 1, var, 0.0))
-    big = np.where(m, x, -np.inf).max(axis=1, initial=-np.inf)
-    small = np.where(m, x, np.inf).min(axis=1, initial=np.inf)
-    has = n > 0
-    return (n, total, np.where(has, mean, 0.0), std, np.where(has, big, 0.0), np.where(has, small, 0.0))
-
-
-def _prev_time(ts: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """For every column, the time of the latest masked packet strictly before it (-inf if none)."""
-    run = np.maximum.accumulate(np.where(mask, ts, -np.inf), axis=1)
-    prev = np.empty_like(run)
-    prev[:, 0] = -np.inf
-    prev[:, 1:] = run[:, :-1]
-    return prev
+def _flat_packets(ts: np.ndarray, size: np.ndarray, fwd: np.ndarray, flags: np.ndarray,
+                  header: np.ndarray, window: np.ndarray, first: np.ndarray,
+                  counts: np.ndarray) -> FlowPackets:
+    """The first ``counts[i]`` packets from ``first[i]`` on of each flow, as :class:`FlowPackets`."""
+    counts = np.asarray(counts, dtype=np.int64)
+    idx = np.repeat(np.asarray(first, dtype=np.int64), counts) + _ragged_arange(counts)
+    return FlowPackets(starts=np.cumsum(counts) - counts, ts_us=ts[idx], size=size[idx],
+                       fwd=fwd[idx], flags=flags[idx], header=header[idx], window=window[idx])
 
 
 def compute_flow_features(packets: PacketArrays, dst_port: np.ndarray) -> np.ndarray:
@@ -448,6 +430,9 @@ def compute_flow_features(packets: PacketArrays, dst_port: np.ndarray) -> np.nda
 
     Notes
     -----
+    The definition is :func:`fedids.data.features.flow_features`, the one the packet extractor uses,
+    with :data:`fedids.data.features.SYNTHETIC` semantics:
+
     * Standard deviations and the variance are sample statistics (``n - 1``), 0 below two values.
     * Rates (``Flow Bytes/s`` ...) are 0 for zero-duration flows, where CICIDS2017 has Infinity/NaN,
       so that every feature is finite (python CICFlowMeter ports also write 0).
@@ -455,150 +440,20 @@ def compute_flow_features(packets: PacketArrays, dst_port: np.ndarray) -> np.nda
     * Flag counts are the numbers of packets carrying the flag (CICIDS2017's released files have 0/1
       there because of a CICFlowMeter bug); ``CWE Flag Count`` counts CWR.
     * Active/Idle: a gap longer than :data:`ACTIVITY_TIMEOUT_US` ends an active period; idle values
-      are those gaps, active values the positive lengths of the periods between them.
+      are those gaps, active values the positive lengths of the periods between them (the last one,
+      up to the flow's last packet, included).
     * Bulk features are 0: CICFlowMeter's bulk detection left them 0 in every CICIDS2017 row, and
       models learn nothing from them.
     * Subflow features equal the totals (one subflow per flow, as in CICIDS2017).
     """
-    ts, size, fwd, flags, valid = packets.ts_us, packets.size, packets.fwd, packets.flags, packets.valid
-    n_flows = ts.shape[0]
-    fwd_m = valid & fwd
-    bwd_m = valid & ~fwd
-    all_n, all_sum, all_mean, all_std, all_max, all_min = _masked_stats(size, valid)
-    f_n, f_sum, f_mean, f_std, f_max, f_min = _masked_stats(size, fwd_m)
-    b_n, b_sum, b_mean, b_std, b_max, b_min = _masked_stats(size, bwd_m)
-
-    last = np.where(valid, ts, -np.inf).max(axis=1)
-    duration = last - ts[:, 0]
-    dur_s = duration / 1e6
-    pos = duration > 0
-
-    def rate(x: np.ndarray) -> np.ndarray:
-        return np.where(pos, x / np.where(pos, dur_s, 1.0), 0.0)
-
-    gaps = np.diff(ts, axis=1)
-    gap_m = valid[:, 1:]
-    _, _, iat_mean, iat_std, iat_max, iat_min = _masked_stats(gaps, gap_m)
-    fprev = _prev_time(ts, fwd_m)
-    f_iat_m = fwd_m & np.isfinite(fprev)
-    f_iat = np.where(f_iat_m, ts - np.where(f_iat_m, fprev, 0.0), 0.0)
-    _, f_iat_tot, f_iat_mean, f_iat_std, f_iat_max, f_iat_min = _masked_stats(f_iat, f_iat_m)
-    bprev = _prev_time(ts, bwd_m)
-    b_iat_m = bwd_m & np.isfinite(bprev)
-    b_iat = np.where(b_iat_m, ts - np.where(b_iat_m, bprev, 0.0), 0.0)
-    _, b_iat_tot, b_iat_mean, b_iat_std, b_iat_max, b_iat_min = _masked_stats(b_iat, b_iat_m)
-
-    def count(mask: np.ndarray, bit: int) -> np.ndarray:
-        return (mask & ((flags & bit) != 0)).sum(axis=1).astype(np.float64)
-
-    header = np.where(valid, packets.header, 0.0)
-    fwd_hdr = np.where(fwd_m, header, 0.0).sum(axis=1)
-    bwd_hdr = np.where(bwd_m, header, 0.0).sum(axis=1)
-    min_seg_fwd = np.where(fwd_m, packets.header, np.inf).min(axis=1, initial=np.inf)
-
-    first_fwd = np.argmax(fwd_m, axis=1)
-    first_bwd = np.argmax(bwd_m, axis=1)
-    rows = np.arange(n_flows)
-    init_fwd = np.where(f_n > 0, packets.window[rows, first_fwd], -1.0)
-    init_bwd = np.where(b_n > 0, packets.window[rows, first_bwd], -1.0)
-
-    # Active/Idle: periods of activity separated by gaps above the activity timeout.
-    idle_gap = gap_m & (gaps > ACTIVITY_TIMEOUT_US)
-    _, _, idle_mean, idle_std, idle_max, idle_min = _masked_stats(gaps, idle_gap)
-    starts = np.zeros_like(valid)
-    starts[:, 0] = True
-    starts[:, 1:] = idle_gap
-    period_start = np.maximum.accumulate(np.where(starts, ts, -np.inf), axis=1)
-    next_start = np.zeros_like(valid)
-    next_start[:, :-1] = starts[:, 1:] | ~valid[:, 1:]
-    next_start[:, -1] = True
-    ends = valid & next_start
-    active_len = ts - period_start
-    active_m = ends & (active_len > 0)
-    _, _, act_mean, act_std, act_max, act_min = _masked_stats(active_len, active_m)
-
-    zeros = np.zeros(n_flows)
-    feats = {
-        "Destination Port": np.asarray(dst_port, dtype=np.float64),
-        "Flow Duration": duration,
-        "Total Fwd Packets": f_n.astype(np.float64),
-        "Total Backward Packets": b_n.astype(np.float64),
-        "Total Length of Fwd Packets": f_sum,
-        "Total Length of Bwd Packets": b_sum,
-        "Fwd Packet Length Max": f_max,
-        "Fwd Packet Length Min": f_min,
-        "Fwd Packet Length Mean": f_mean,
-        "Fwd Packet Length Std": f_std,
-        "Bwd Packet Length Max": b_max,
-        "Bwd Packet Length Min": b_min,
-        "Bwd Packet Length Mean": b_mean,
-        "Bwd Packet Length Std": b_std,
-        "Flow Bytes/s": rate(all_sum),
-        "Flow Packets/s": rate(all_n.astype(np.float64)),
-        "Flow IAT Mean": iat_mean,
-        "Flow IAT Std": iat_std,
-        "Flow IAT Max": iat_max,
-        "Flow IAT Min": iat_min,
-        "Fwd IAT Total": f_iat_tot,
-        "Fwd IAT Mean": f_iat_mean,
-        "Fwd IAT Std": f_iat_std,
-        "Fwd IAT Max": f_iat_max,
-        "Fwd IAT Min": f_iat_min,
-        "Bwd IAT Total": b_iat_tot,
-        "Bwd IAT Mean": b_iat_mean,
-        "Bwd IAT Std": b_iat_std,
-        "Bwd IAT Max": b_iat_max,
-        "Bwd IAT Min": b_iat_min,
-        "Fwd PSH Flags": count(fwd_m, PSH),
-        "Bwd PSH Flags": count(bwd_m, PSH),
-        "Fwd URG Flags": count(fwd_m, URG),
-        "Bwd URG Flags": count(bwd_m, URG),
-        "Fwd Header Length": fwd_hdr,
-        "Bwd Header Length": bwd_hdr,
-        "Fwd Packets/s": rate(f_n.astype(np.float64)),
-        "Bwd Packets/s": rate(b_n.astype(np.float64)),
-        "Min Packet Length": all_min,
-        "Max Packet Length": all_max,
-        "Packet Length Mean": all_mean,
-        "Packet Length Std": all_std,
-        "Packet Length Variance": all_std ** 2,
-        "FIN Flag Count": count(valid, FIN),
-        "SYN Flag Count": count(valid, SYN),
-        "RST Flag Count": count(valid, RST),
-        "PSH Flag Count": count(valid, PSH),
-        "ACK Flag Count": count(valid, ACK),
-        "URG Flag Count": count(valid, URG),
-        "CWE Flag Count": count(valid, CWR),
-        "ECE Flag Count": count(valid, ECE),
-        "Down/Up Ratio": np.where(f_n > 0, np.floor(b_n / np.maximum(f_n, 1)), 0.0),
-        "Average Packet Size": all_sum / np.maximum(all_n, 1),
-        "Avg Fwd Segment Size": f_mean,
-        "Avg Bwd Segment Size": b_mean,
-        "Fwd Header Length.1": fwd_hdr,
-        "Fwd Avg Bytes/Bulk": zeros,
-        "Fwd Avg Packets/Bulk": zeros,
-        "Fwd Avg Bulk Rate": zeros,
-        "Bwd Avg Bytes/Bulk": zeros,
-        "Bwd Avg Packets/Bulk": zeros,
-        "Bwd Avg Bulk Rate": zeros,
-        "Subflow Fwd Packets": f_n.astype(np.float64),
-        "Subflow Fwd Bytes": f_sum,
-        "Subflow Bwd Packets": b_n.astype(np.float64),
-        "Subflow Bwd Bytes": b_sum,
-        "Init_Win_bytes_forward": init_fwd,
-        "Init_Win_bytes_backward": init_bwd,
-        "act_data_pkt_fwd": (fwd_m & (size >= 1)).sum(axis=1).astype(np.float64),
-        "min_seg_size_forward": np.where(f_n > 0, min_seg_fwd, 0.0),
-        "Active Mean": act_mean,
-        "Active Std": act_std,
-        "Active Max": act_max,
-        "Active Min": act_min,
-        "Idle Mean": idle_mean,
-        "Idle Std": idle_std,
-        "Idle Max": idle_max,
-        "Idle Min": idle_min,
-    }
-    return np.column_stack([feats[name] for name in FEATURES])
+    valid = packets.valid
+    counts = valid.sum(axis=1)
+    width = valid.shape[1]
+    flat = [np.asarray(a).reshape(-1) for a in (packets.ts_us, packets.size, packets.fwd,
+                                                 packets.flags, packets.header, packets.window)]
+    first = np.arange(len(counts), dtype=np.int64) * width
+    p = _flat_packets(*flat, first=first, counts=counts)
+    return flow_features(p, dst_port, SYNTHETIC)
 
 
 # --------------------------------------------------------------------------------------------
@@ -838,22 +693,17 @@ def _pad(flat: dict[str, np.ndarray], counts: np.ndarray, rows: np.ndarray, widt
 
 def _features_of_plan(plan: dict[str, np.ndarray], rng: np.random.Generator,
                       progress: Callable[[int], None] | None, chunk: int = 20000) -> np.ndarray:
-    """Simulate packets and compute features for every planned flow, chunk by chunk.
-
-    Inside a chunk flows are bucketed by packet count (powers of two) so that padding wastes at most
-    half of each padded array while long streaming flows still fit.
-    """
+    """Simulate packets and compute features for every planned flow, chunk by chunk (flat packet
+    arrays, no padding)."""
     n = len(plan["profile"])
     out = np.empty((n, len(FEATURES)))
     done = 0
     for lo in range(0, n, chunk):
         part = {k: v[lo:lo + chunk] for k, v in plan.items()}
         flat, counts = _simulate_flat(part, rng)
-        bucket = np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64)
-        for b in np.unique(bucket):
-            rows = np.flatnonzero(bucket == b)
-            packets = _pad(flat, counts, rows, int(counts[rows].max()))
-            out[lo + rows] = compute_flow_features(packets, part["dport"][rows])
+        p = _flat_packets(flat["ts"], flat["size"], flat["fwd"], flat["flags"], flat["header"],
+                          flat["window"], first=flat["flow_off"], counts=counts)
+        out[lo:lo + len(counts)] = flow_features(p, part["dport"], SYNTHETIC)
         done += len(counts)
         if progress is not None:
             progress(done)
