@@ -60,7 +60,13 @@ def test_train_then_evaluate_json_on_real_data(tmp_path):
     proc = run("evaluate", "--model", str(tmp_path / "model"), *args, "--json")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout)
-    assert list(metrics) == ["accuracy", "macro_f1", "weighted_f1", "mcc", "per_class", "per_family", "confusion"]
+    assert list(metrics) == ["accuracy", "macro_f1", "weighted_f1", "mcc", "false_alarms", "per_class",
+                             "per_family", "confusion", "at_threshold"]
+    # the default alert rule was chosen on the validation slice and is applied by evaluate
+    rule = meta["alert_threshold"]
+    assert metrics["at_threshold"]["threshold"] == rule["threshold"]
+    assert rule["validation_false_alerts"] <= rule["max_false_alarm_rate"] * rule["validation_benign"]
+    assert set(metrics["at_threshold"]["false_alarms"]) >= {"per_1000", "attack_recall"}
     assert metrics["per_class"]["PortScan"]["support"] == 1000
     assert 0.5 < metrics["macro_f1"] <= 1.0
 

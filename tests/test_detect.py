@@ -139,7 +139,7 @@ def test_alerts_follow_the_eve_layout(real):
         label = alert["fedids"]["label"]
         assert body["signature"] == f"FEDIDS {alert['fedids']['family']} detected ({label})"
         assert body["signature_id"] == signature_id(label) and 1_000_000 <= body["signature_id"] < 2_000_000
-        assert set(alert["fedids"]) == {"label", "family", "score", "probability", "model"}
+        assert set(alert["fedids"]) == {"label", "family", "score", "probability", "threshold", "model"}
         assert 0.5 <= alert["fedids"]["score"] <= 1.0
     portscan = next(a for a in alerts if a["fedids"]["label"] == "PortScan")["alert"]
     assert (portscan["category"], portscan["severity"]) == ("Detection of a Network Scan", 3)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from fedids.evaluation.metrics import METRIC_KEYS, compute_metrics
+from fedids.evaluation.metrics import METRIC_KEYS, choose_threshold, compute_metrics
 
 
 def test_metrics_hand_computed():
@@ -24,3 +24,27 @@ def test_perfect_prediction():
     m = compute_metrics(y, y)
     assert m["accuracy"] == m["macro_f1"] == m["mcc"] == 1.0
     assert set(m["per_family"]) == {"benign", "webattack", "botnet"}
+
+
+def test_false_alarm_rate_hand_computed():
+    m = compute_metrics(np.array(["BENIGN", "BENIGN", "BENIGN", "DDoS", "DDoS", "PortScan"]),
+                        np.array(["BENIGN", "BENIGN", "DDoS", "DDoS", "PortScan", "BENIGN"]))
+    assert m["false_alarms"] == {"benign_flows": 3, "false_alerts": 1, "per_1000": 1000 / 3,
+                                 "attack_flows": 3, "attack_alerts": 2, "attack_recall": 2 / 3}
+
+
+def test_threshold_keeps_the_validation_false_alarm_rate_within_budget():
+    rng = np.random.default_rng(0)
+    benign = rng.uniform(0, 0.6, 5000)
+    attack = rng.uniform(0.4, 1.0, 500)
+    score = np.concatenate([benign, attack])
+    is_benign = np.arange(len(score)) < len(benign)
+    for rate in (0.0, 0.001, 0.01, 0.2):
+        rule = choose_threshold(score, is_benign, rate)
+        fa = int((benign >= rule["threshold"]).sum())
+        assert fa == rule["validation_false_alerts"] <= np.floor(rate * len(benign) + 1e-9)
+        # the lowest such threshold: one benign score more would exceed the budget
+        below = benign[benign < rule["threshold"]]
+        if len(below):
+            assert fa + 1 > np.floor(rate * len(benign) + 1e-9)
+    assert choose_threshold(score, is_benign, 1.0)["threshold"] == 0.0

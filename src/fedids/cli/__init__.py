@@ -18,6 +18,7 @@ from fedids.cli import data as _data  # noqa: F401,E402
 from fedids.cli import train as _train  # noqa: F401,E402
 from fedids.cli import federate as _federate  # noqa: F401,E402
 from fedids.cli import keys as _keys  # noqa: F401,E402
+from fedids.cli import export as _export  # noqa: F401,E402
 from fedids.cli import detect as _detect  # noqa: F401,E402
 from fedids.cli import deploy as _deploy  # noqa: F401,E402
 from fedids.cli import experiment as _experiment  # noqa: F401,E402
@@ -26,14 +27,39 @@ from fedids.cli import demo as _demo  # noqa: F401,E402
 __all__ = ["app", "main"]
 
 
+def _fail(message: str, code: int = 2) -> None:
+    """One ``error:`` line on stderr (the message printed verbatim, never read as markup), then exit."""
+    from rich.text import Text
+
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
     """Console-script entry point: run the app, turning input errors into one line and exit code 2."""
+    import click
+
     try:
-        app()
-    except FedidsError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except click.exceptions.UsageError as exc:  # a typo in options: one line, with the fix to look up
+        if not exc.format_message():  # no arguments at all: the help was printed
+            sys.exit(2)
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _fail(f"{exc.format_message()}{hint}")
+    except click.exceptions.ClickException as exc:
+        _fail(exc.format_message())
+    except click.exceptions.Abort:
         err.print("interrupted")
         sys.exit(130)
-
+    except FedidsError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt as exc:  # SIGINT; detect turns SIGTERM/SIGHUP into the same, with its signum
+        err.print("interrupted")
+        sys.exit(128 + int(getattr(exc, "signum", 2)))
+    except OSError as exc:  # the environment (a full disk, a vanished directory), not a bug
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _fail(f"{where}{exc.strerror or exc}")
+    except MemoryError:
+        _fail("out of memory; use smaller inputs or settings")
+    else:
+        sys.exit(code if isinstance(code, int) else 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -18,23 +17,27 @@ app.add_typer(data_app, name="data")
 DataOpt = typer.Option(..., "--data", "-d", help="CICIDS2017-format CSV file(s); repeat for several.")
 
 
-def load_data(paths: list[Path]):
-    """Load CSV files with a progress bar; one summary line per file on stderr."""
+def load_data(paths: list[Path], labels: str = "required"):
+    """Load CSV files with a progress bar; one summary line per file on stderr, naming the reasons of
+    dropped rows (every row read is either kept or counted under a reason)."""
     from fedids.data.loader import load_flows
 
     with progress_bar("reading flows", None) as advance:
-        result = load_flows([str(p) for p in paths], progress=advance)
+        result = load_flows([str(p) for p in paths], progress=advance, labels=labels)
     for rep in result.reports:
         dropped = sum(rep.dropped.values())
-        err.print(f"[dim]{rep.path}: {rep.format}, {rep.rows_read:,} rows read, {dropped:,} dropped[/dim]")
+        reasons = ", ".join(f"{k} {v:,}" for k, v in rep.dropped.items() if v)
+        unknown = ", ".join(repr(w) for w in list(rep.unknown_labels)[:3])
+        err.print(f"[dim]{rep.path}: {rep.format}, {rep.rows_read:,} rows read, {rep.rows_kept:,} kept, "
+                  f"{dropped:,} dropped{f' ({reasons})' if reasons else ''}"
+                  f"{f'; unknown labels {unknown}' if unknown else ''}[/dim]", soft_wrap=True, highlight=False)
     if len(result.frame) == 0:
         raise InputError(f"{', '.join(map(str, paths))}: no usable flows")
     return result
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write ``payload`` atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    """Write ``payload`` atomically (temporary file, then rename); see :mod:`fedids.cli.outputs`."""
+    from fedids.cli.outputs import write_json as _write
+
+    _write(path, payload)

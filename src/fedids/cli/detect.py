@@ -1,104 +1,77 @@
-"""`fedids export` (compressed ONNX model for the edge) and `fedids detect` (streaming detector)."""
+"""`fedids detect`: the streaming detector as a command a security team can leave running.
+
+Arguments are checked before anything starts (``--threads`` is capped at the machine's cores; output paths
+must not be inputs or each other, see :mod:`fedids.cli.outputs`). SIGTERM and SIGHUP (how systemd and a
+closing terminal stop a service) end the run like SIGINT: the batch being written is finished, so the
+alerts file holds whole lines only, and the summary is printed and written.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import typer
-from rich.table import Table
 
-from fedids.cli.common import app, load_data, write_json
-from fedids.console import err, out
+from fedids.cli.outputs import check_outputs, write_json
+from fedids.cli.common import app
+from fedids.cli.train import check_number
+from fedids.console import err
 from fedids.detect.stream import DEFAULT_MAX_HOSTS
-from fedids.errors import InputError
+
+MAX_HOSTS_LIMIT = 10_000_000
+STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None),
+                                 signal.SIGINT) if s is not None)
 
 
-def _metrics_pair(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    from fedids.evaluation.metrics import compute_metrics
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) arrived; ``signum`` says which (exit code 128 + signum)."""
 
-    m = compute_metrics(y_true, y_pred)
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-@app.command("export")
-def export(
-    model: Path = typer.Option(..., "--model", "-m", help="Model directory from `fedids train`/`federate`."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (replaced atomically)."),
-    prune: float = typer.Option(0.0, "--prune", help="Fraction of weights to zero by magnitude, 0..1."),
-    quantize: str = typer.Option("none", "--quantize", help="Weight storage: none (float32) or int8."),
-    data: list[Path] = typer.Option([], "--data", "-d",
-                                    help="Labelled test CSV(s): compare the export with the float model."),
-    finetune_data: list[Path] = typer.Option([], "--finetune-data",
-                                             help="Labelled training CSV(s) for a short fine-tune after pruning."),
-    finetune_epochs: int = typer.Option(2, help="Fine-tune epochs (with --finetune-data)."),
-) -> None:
-    """Export a model to ONNX with the preprocessing inside, optionally pruned and int8; report size and
-    the accuracy/macro-F1 change against the float PyTorch model (JSON next to the file)."""
-    from fedids.data.schema import FEATURES, LABEL
-    from fedids.data.windows import compute_window_indices, host_keys, sort_by_time
-    from fedids.detect.stream import OnnxScorer, score_windows
-    from fedids.model.artifacts import load_detector
-    from fedids.model.compress import prune_detector
-    from fedids.model.export import QUANTIZE_MODES, export_onnx
-    from fedids.model.train import TrainConfig
-    from fedids.task import predict_labels
+class _StopGuard:
+    """Turns stop signals into :class:`Stopped`, but never in the middle of writing alert lines: a signal
+    that arrives inside :meth:`critical` is raised when the block ends."""
 
-    if quantize not in QUANTIZE_MODES:
-        raise InputError(f"export: --quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
-    if not 0.0 <= prune < 1.0:
-        raise InputError(f"export: --prune must be in [0, 1), got {prune}")
-    if finetune_data and prune == 0.0:
-        raise InputError("export: --finetune-data only applies with --prune")
-    detector = load_detector(model)
-    exported = detector
-    report: dict = {"model": str(model), "onnx": str(out_path), "quantize": quantize, "prune_amount": prune}
-    if prune > 0:
-        frame = load_data(finetune_data).frame if finetune_data else None
-        config = TrainConfig(epochs=finetune_epochs, lr=1e-3)
-        result = prune_detector(detector, prune, finetune_frame=frame, config=config)
-        exported = result.detector
-        report.update(sparsity=result.sparsity,
-                      finetune_rows=int(result.finetune.examples) if result.finetune else 0)
-    written = export_onnx(exported, out_path, quantize=quantize, prune_amount=prune)
-    report.update(size_bytes=written.size_bytes, weights=written.weights, zero_weights=written.zero_weights,
-                  float32_weights_bytes=4 * sum(p.numel() for p in detector.model.parameters()))
-    if data:
-        frame = sort_by_time(load_data(data).frame)
-        features = frame[list(FEATURES)].to_numpy(dtype=np.float32)
-        windows = compute_window_indices(host_keys(frame), detector.window)
-        truth = frame[LABEL].astype(str).to_numpy()
-        ref_labels, ref_proba = predict_labels(detector, features, windows)
-        scorer = OnnxScorer(out_path.read_bytes(), source=str(out_path))
-        proba = score_windows(scorer, features, windows)
-        labels = np.asarray(scorer.labels, dtype=object)[proba.argmax(axis=1)]
-        ref, new = _metrics_pair(truth, ref_labels), _metrics_pair(truth, labels)
-        report["evaluation"] = {
-            "data": [str(p) for p in data], "flows": int(len(frame)),
-            "float_pytorch": ref, "export": new,
-            "delta": {k: new[k] - ref[k] for k in ref},
-            "label_agreement": float(np.mean(labels == ref_labels)),
-            "max_abs_probability_diff": float(np.abs(proba - ref_proba).max()),
-        }
-    json_path = out_path.with_suffix(".json")
-    write_json(json_path, report)
-    table = Table(title=f"{out_path} ({quantize}, prune {prune:g})")
-    table.add_column("item")
-    table.add_column("value", justify="right")
-    table.add_row("size", f"{written.size_bytes:,} bytes")
-    table.add_row("float32 weights", f"{report['float32_weights_bytes']:,} bytes")
-    table.add_row("zero weights", f"{written.zero_weights:,} / {written.weights:,}")
-    if "evaluation" in report:
-        ev = report["evaluation"]
-        for key, name in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
-            table.add_row(name, f"{ev['export'][key]:.4f} (float {ev['float_pytorch'][key]:.4f}, "
-                                f"delta {ev['delta'][key]:+.4f})")
-        table.add_row("same label as float", f"{ev['label_agreement']:.4%}")
-    out.print(table)
-    err.print(f"report written to {json_path}", markup=False, highlight=False)
+    def __init__(self) -> None:
+        self._depth = 0
+        self.pending: int | None = None
+
+    def handler(self, signum: int, _frame: object) -> None:
+        if self._depth:
+            self.pending = signum
+        else:
+            raise Stopped(signum)
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if not self._depth and self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Stopped(signum)
+
+    @contextmanager
+    def installed(self) -> Iterator["_StopGuard"]:
+        previous = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 class _Latency:
@@ -140,16 +113,37 @@ class _Reporter:
                       markup=False, highlight=False)
 
 
+def _check_detect_args(threads: int, max_hosts: int, status_every: float, duration: float | None,
+                       idle_timeout: float, max_warnings: int) -> int:
+    """Range checks (NaN fails every one); returns ``threads`` capped at the machine's cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    check_number("detect", "--threads", threads, 1, 1_000_000)
+    check_number("detect", "--max-hosts", max_hosts, 1, MAX_HOSTS_LIMIT)
+    check_number("detect", "--status-every", status_every, 0, 86_400)
+    check_number("detect", "--idle-timeout", idle_timeout, 0, 86_400, open_low=True)
+    check_number("detect", "--max-warnings", max_warnings, 0, 1_000_000)
+    if duration is not None:
+        check_number("detect", "--duration", duration, 0, 10 * 365 * 86_400, open_low=True)
+    if threads > cores:
+        err.print(f"warning: --threads {threads} capped at the {cores} cores of this machine",
+                  markup=False, highlight=False)
+    return min(threads, cores)
+
+
 @app.command("detect")
 def detect(
     model: Path = typer.Option(..., "--model", "-m",
                                help="Model directory or .onnx file; reloaded when it changes on disk."),
     input_spec: str | None = typer.Option(None, "--input", "-i",
-                                          help="CICIDS2017 CSV, .pcap/.pcapng, or - (CSV/JSON lines on stdin)."),
+                                          help="CICIDS2017 CSV (Label column optional), .pcap/.pcapng, or - "
+                                               "(CSV/JSON lines on stdin)."),
     interface: str | None = typer.Option(None, "--interface", help="Capture live on this interface."),
     out_path: str = typer.Option(..., "--out", "-o", help="Alerts file (EVE JSON lines, appended); - for stdout."),
-    threshold: float | None = typer.Option(None, help="Alert when 1 - P(BENIGN) >= this (default: top class)."),
-    threads: int = typer.Option(1, help="CPU threads for the model."),
+    threshold: float | None = typer.Option(None, help="Alert when 1 - P(BENIGN) >= this."),
+    max_false_alarm_rate: float | None = typer.Option(
+        None, help="Alert threshold from the model's validation table: at most this many false alerts per benign "
+                   "validation flow (default: the model's default rule, else the top class)."),
+    threads: int = typer.Option(1, help="CPU threads for the model (capped at the machine's cores)."),
     max_hosts: int = typer.Option(DEFAULT_MAX_HOSTS, help="Hosts remembered (least recently seen forgotten)."),
     status_every: float = typer.Option(5.0, help="Seconds between status lines on stderr; 0 turns them off."),
     summary_path: Path | None = typer.Option(None, "--summary", help="Also write the final summary as JSON."),
@@ -160,15 +154,16 @@ def detect(
                                help="Host-behaviour rules (SYN floods, scans) beside the model; see docs/edge.md."),
 ) -> None:
     """Score flows as they arrive and write one Suricata EVE alert line per detected attack flow."""
-    from fedids.detect.alerts import AlertWriter, build_alerts
+    from fedids.detect.alerts import AlertWriter
     from fedids.detect.behaviour import BehaviourDetector
     from fedids.detect.sources import open_source
     from fedids.detect.stream import ModelWatcher, StreamingDetector
+    from fedids.model.checks import resolve_threshold
 
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise InputError(f"detect: --threshold must be in [0, 1], got {threshold}")
-    if max_hosts < 1 or threads < 1:
-        raise InputError("detect: --max-hosts and --threads must be >= 1")
+    threads = _check_detect_args(threads, max_hosts, status_every, duration, idle_timeout, max_warnings)
+    inputs = [model] + ([Path(input_spec)] if input_spec not in (None, "-") else [])
+    check_outputs("detect", [("--out", Path(out_path), "append"), ("--summary", summary_path, "file")], inputs)
+    resolve_threshold(None, threshold, max_false_alarm_rate, "detect")  # argument errors before loading
     if model.is_dir():
         import torch
 
@@ -176,53 +171,86 @@ def detect(
     say = _Reporter(max_warnings)
     watcher = ModelWatcher(model, threads=threads,
                            warn=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+    value, how = resolve_threshold(getattr(watcher.scorer, "default_threshold", None), threshold,
+                                   max_false_alarm_rate, "detect")
     capture = {"duration_s": duration, "idle_timeout_s": idle_timeout}
     source = open_source(input_spec, interface, report=say, capture_options=capture)
-    detector = StreamingDetector(watcher.scorer, max_hosts=max_hosts, threshold=threshold)
-    behaviour = BehaviourDetector() if rules else None
-    latency = _Latency()
-    by_label: Counter = Counter()
-    started = last_status = time.monotonic()
-    writer = AlertWriter(out_path)
-    flows_at_status = 0
+    run = _Run(source=source, watcher=watcher, writer=AlertWriter(out_path, warn=say),
+               detector=StreamingDetector(watcher.scorer, max_hosts=max_hosts, threshold=value),
+               behaviour=BehaviourDetector() if rules else None, status_every=status_every)
     try:
-        for frame in source.batches():
-            if watcher.poll():
-                detector.set_scorer(watcher.scorer)
-            t0 = time.perf_counter()
-            scores = detector.process(frame)
-            if behaviour is not None:
-                scores = behaviour.apply(frame, scores)
-            alerts = build_alerts(frame, scores)
-            writer.write(alerts)
-            latency.add(time.perf_counter() - t0, len(frame))
-            by_label.update(a["fedids"]["label"] for a in alerts)
-            now = time.monotonic()
-            if status_every > 0 and now - last_status >= status_every:
-                rate = (detector.flows_seen - flows_at_status) / (now - last_status)
-                err.print(f"detect: {detector.flows_seen:,} flows ({rate:,.0f}/s), {writer.count:,} alerts, "
-                          f"p99 latency {_ms(latency.quantile_ms(0.99))}, "
-                          f"{sum(source.stats.bad.values()):,} skipped, {detector.n_hosts:,} hosts",
-                          markup=False, highlight=False)
-                last_status, flows_at_status = now, detector.flows_seen
+        with _StopGuard().installed() as guard:
+            run.loop(guard)
     finally:
-        writer.close()
-        seconds = time.monotonic() - started
+        run.writer.close()
+        summary = run.summary(model, out_path, how)
+        _print_summary(summary)
+        if summary_path is not None:
+            write_json(summary_path, summary)
+
+
+class _Run:
+    """One detection run: source -> model (+ rules) -> alerts, with status lines and counters."""
+
+    def __init__(self, *, source, watcher, writer, detector, behaviour, status_every: float) -> None:  # noqa: ANN001
+        self.source, self.watcher, self.writer = source, watcher, writer
+        self.detector, self.behaviour, self.status_every = detector, behaviour, status_every
+        self.latency = _Latency()
+        self.by_label: Counter = Counter()
+        self.started = self.last_status = time.monotonic()
+        self.flows_at_status = 0
+
+    def loop(self, guard: _StopGuard) -> None:
+        from fedids.detect.alerts import build_alerts
+
+        for frame in self.source.batches():
+            if self.watcher.poll():
+                self.detector.set_scorer(self.watcher.scorer)
+            t0 = time.perf_counter()
+            scores = self.detector.process(frame)
+            if self.behaviour is not None:
+                scores = self.behaviour.apply(frame, scores)
+            alerts = build_alerts(frame, scores)
+            with guard.critical():  # whole lines only: a stop signal waits for the batch to be written
+                self.writer.write(alerts)
+            self.latency.add(time.perf_counter() - t0, len(frame))
+            self.by_label.update(a["fedids"]["label"] for a in alerts)
+            self._status()
+
+    def _status(self) -> None:
+        now = time.monotonic()
+        if self.status_every > 0 and now - self.last_status >= self.status_every:
+            d = self.detector
+            rate = (d.flows_seen - self.flows_at_status) / (now - self.last_status)
+            err.print(f"detect: {d.flows_seen:,} flows ({rate:,.0f}/s), {self.writer.count:,} alerts, "
+                      f"p99 latency {_ms(self.latency.quantile_ms(0.99))}, "
+                      f"{sum(self.source.stats.bad.values()):,} skipped, {d.n_hosts:,} hosts",
+                      markup=False, highlight=False)
+            self.last_status, self.flows_at_status = now, d.flows_seen
+
+    def summary(self, model: Path, out_path: str, how: str) -> dict:
+        seconds = time.monotonic() - self.started
+        d, source, behaviour = self.detector, self.source, self.behaviour
         summary = {
             "source": source.name, "model": str(model), "alerts_file": out_path,
-            "flows": detector.flows_seen, "alerts": writer.count, "alerts_by_label": dict(by_label),
-            "skipped": dict(source.stats.bad), "hosts": detector.n_hosts, "evicted_hosts": detector.evicted,
-            "model_reloads": watcher.reloads, "reload_failures": watcher.failures,
+            "flows": d.flows_seen, "alerts": self.writer.count, "alerts_by_label": dict(self.by_label),
+            "threshold": d.threshold, "threshold_rule": how,
+            "skipped": dict(source.stats.bad), "hosts": d.n_hosts, "evicted_hosts": d.evicted,
+            "model_reloads": self.watcher.reloads, "reload_failures": self.watcher.failures,
             "rule_alerts": dict(behaviour.relabelled) if behaviour is not None else {},
-            "seconds": seconds, "flows_per_s": detector.flows_seen / seconds if seconds > 0 else 0.0,
-            "latency_ms": {"p50": latency.quantile_ms(0.5), "p99": latency.quantile_ms(0.99)},
+            "rule_state": behaviour.state_sizes() if behaviour is not None else {},
+            "seconds": seconds, "flows_per_s": d.flows_seen / seconds if seconds > 0 else 0.0,
+            "latency_ms": {"p50": self.latency.quantile_ms(0.5), "p99": self.latency.quantile_ms(0.99)},
         }
         if source.stats.packets:
             summary.update(packets=source.stats.packets, extract_seconds=source.stats.extract_seconds)
-        err.print(f"summary: {summary['flows']:,} flows, {summary['alerts']:,} alerts "
-                  f"{json.dumps(summary['alerts_by_label'])}, skipped {json.dumps(summary['skipped'])}, "
-                  f"{summary['flows_per_s']:,.0f} flows/s, latency p50 {_ms(summary['latency_ms']['p50'])} "
-                  f"p99 {_ms(summary['latency_ms']['p99'])}, {summary['model_reloads']} model reloads",
-                  markup=False, highlight=False, soft_wrap=True)
-        if summary_path is not None:
-            write_json(summary_path, summary)
+        return summary
+
+
+def _print_summary(summary: dict) -> None:
+    threshold = "top class" if summary["threshold"] is None else f"threshold {summary['threshold']:.6g}"
+    err.print(f"summary: {summary['flows']:,} flows, {summary['alerts']:,} alerts "
+              f"{json.dumps(summary['alerts_by_label'])} ({threshold}), skipped {json.dumps(summary['skipped'])}, "
+              f"{summary['flows_per_s']:,.0f} flows/s, latency p50 {_ms(summary['latency_ms']['p50'])} "
+              f"p99 {_ms(summary['latency_ms']['p99'])}, {summary['model_reloads']} model reloads",
+              markup=False, highlight=False, soft_wrap=True)

@@ -25,7 +25,8 @@ One line per detected attack flow, in the layout of Suricata's ``alert`` events 
   rule's reason in ``signature`` and ``fedids.rule``.
 * ``category`` and ``severity``: the classtype description and default priority of Suricata's
   ``classification.config`` that fits each family (1 high .. 3 low).
-* ``fedids``: ``score`` is ``1 - P(BENIGN)``, ``probability`` the model's probability of ``label``.
+* ``fedids``: ``score`` is ``1 - P(BENIGN)``, ``probability`` the model's probability of ``label``,
+  ``threshold`` the alert threshold on ``score`` in force (None: the top class decided).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import hashlib
 import json
 import sys
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -175,7 +176,9 @@ def build_alerts(frame: pd.DataFrame, scores: BatchScores) -> list[dict]:
         event["alert"] = dict(alert)
         event["fedids"] = {
             "label": label, "family": family, "score": round(float(scores.attack_score[row]), 6),
-            "probability": round(float(scores.label_probability[row]), 6), "model": scores.model,
+            "probability": round(float(scores.label_probability[row]), 6),
+            "threshold": None if scores.threshold is None else round(float(scores.threshold), 6),
+            "model": scores.model,
         }
         reason = scores.reasons[row] if scores.reasons is not None else None
         if reason is not None:  # a host-behaviour rule, not the model, raised this one
@@ -186,14 +189,29 @@ def build_alerts(frame: pd.DataFrame, scores: BatchScores) -> list[dict]:
     return alerts
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """True when ``path`` is a non-empty file whose last byte is not a line break."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, 2)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 class AlertWriter:
     """Append alert lines to a file (or stdout for ``-``), flushed after every batch.
 
     The file is opened in append mode, so a restarted detector adds to what is there; every
-    :meth:`write` ends with a flush, so an interrupted detector loses no alert it already reported.
+    :meth:`write` ends with a flush, so an interrupted detector loses no alert it already reported. A file
+    whose last line is partial (a writer killed mid-line) gets a line break first, so the first new alert
+    is never glued onto it; ``warn`` is told.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, warn: Callable[[str], None] | None = None) -> None:
         self.path = str(path)
         self.count = 0
         if self.path == "-":
@@ -203,6 +221,11 @@ class AlertWriter:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+                if _ends_mid_line(Path(path)):
+                    self._fh.write("\n")
+                    self._fh.flush()
+                    if warn is not None:
+                        warn(f"{path}: its last line was partial; new alerts start on the next line")
             except OSError as exc:
                 raise InputError(f"{path}: cannot open for appending alerts: {exc.strerror or exc}") from None
             self._close = True

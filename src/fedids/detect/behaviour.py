@@ -32,8 +32,12 @@ rule needs them as evidence), as with ``detection_filter``.
 
 Time is the flows' own ``timestamp`` (capture time for pcaps and live capture; CICIDS2017 CSVs have
 minute resolution, which only makes windows coarser); flows without one use the wall clock. State is
-bounded: keys idle for longer than their window are swept every :data:`_SWEEP_EVERY` flows, and at most
-``max_keys`` keys per rule are kept (the oldest dropped first).
+bounded in time and in count: keys idle for longer than their window are swept every :data:`_SWEEP_EVERY`
+flows; at most ``max_keys`` keys per rule are kept (the least recently seen dropped first); a key keeps at
+most ``max_events_per_key`` events (its newest: 4x the rule's threshold by default, so a flood of a million
+probes with one timestamp holds 800 entries, not a million) and a rule at most ``max_events`` events over all
+its keys (least recently seen keys dropped first). A saturated count is reported as "at least N": the rule
+fired, which is all a count has to show.
 """
 
 from __future__ import annotations
@@ -70,47 +74,72 @@ class BehaviourRules:
     scan_min_targets: int = 25
     probe_max_packets: int = 3
     max_keys: int = 65_536
+    max_events: int = 262_144
 
     def __post_init__(self) -> None:
         if min(self.flood_window_s, self.scan_window_s) <= 0:
             raise ValueError("rule windows must be > 0 seconds")
         if min(self.flood_min_flows, self.flood_min_sources, self.scan_min_targets,
-               self.probe_max_packets, self.max_keys) < 1:
+               self.probe_max_packets, self.max_keys, self.max_events) < 1:
             raise ValueError("rule thresholds must be >= 1")
+
+    @property
+    def flood_events_per_key(self) -> int:
+        return 4 * max(self.flood_min_flows, self.flood_min_sources)
+
+    @property
+    def scan_events_per_key(self) -> int:
+        return 4 * self.scan_min_targets
 
 
 class _SlidingCounts:
-    """Per key: the events of the last ``window_s`` seconds and how many distinct values they hold."""
+    """Per key: the events of the last ``window_s`` seconds (at most ``per_key``, the newest) and how many
+    distinct values they hold; at most ``max_keys`` keys and ``max_events`` events in all."""
 
-    def __init__(self, window_s: float, max_keys: int) -> None:
+    def __init__(self, window_s: float, max_keys: int, per_key: int = 1 << 30, max_events: int = 1 << 30) -> None:
         self.window_s = window_s
         self.max_keys = max_keys
+        self.per_key = per_key
+        self.max_events = max(max_events, per_key)
+        self.events = 0
         self._events: OrderedDict[Hashable, tuple[deque, Counter]] = OrderedDict()
 
     def add(self, key: Hashable, t: float, value: Hashable) -> tuple[int, int]:
-        """Record ``value`` for ``key`` at time ``t``; returns ``(events, distinct values)`` in the window."""
+        """Record ``value`` for ``key`` at time ``t``; returns ``(events, distinct values)`` in the window
+        (events saturate at ``per_key``)."""
         entry = self._events.get(key)
         if entry is None:
             if len(self._events) >= self.max_keys:
-                self._events.popitem(last=False)
+                self._drop_oldest_key()
             entry = self._events[key] = (deque(), Counter())
         else:
             self._events.move_to_end(key)
         events, values = entry
         events.append((t, value))
         values[value] += 1
-        while events and t - events[0][0] > self.window_s:
-            _, old = events.popleft()
-            values[old] -= 1
-            if not values[old]:
-                del values[old]
+        self.events += 1
+        while events and (t - events[0][0] > self.window_s or len(events) > self.per_key):
+            self._pop(events, values)
+        while self.events > self.max_events and len(self._events) > 1:
+            self._drop_oldest_key()
         return len(events), len(values)
+
+    def _pop(self, events: deque, values: Counter) -> None:
+        _, old = events.popleft()
+        self.events -= 1
+        values[old] -= 1
+        if not values[old]:
+            del values[old]
+
+    def _drop_oldest_key(self) -> None:
+        _, (events, _) = self._events.popitem(last=False)
+        self.events -= len(events)
 
     def sweep(self, now: float) -> None:
         """Forget keys whose newest event left the window."""
         stale = [k for k, (events, _) in self._events.items() if now - events[-1][0] > self.window_s]
         for key in stale:
-            del self._events[key]
+            self.events -= len(self._events.pop(key)[0])
 
     def __len__(self) -> int:
         return len(self._events)
@@ -138,8 +167,9 @@ class BehaviourDetector:
 
     def __init__(self, rules: BehaviourRules | None = None) -> None:
         self.rules = rules or BehaviourRules()
-        self._flood = _SlidingCounts(self.rules.flood_window_s, self.rules.max_keys)
-        self._scan = _SlidingCounts(self.rules.scan_window_s, self.rules.max_keys)
+        r = self.rules
+        self._flood = _SlidingCounts(r.flood_window_s, r.max_keys, r.flood_events_per_key, r.max_events)
+        self._scan = _SlidingCounts(r.scan_window_s, r.max_keys, r.scan_events_per_key, r.max_events)
         self._since_sweep = 0
         self.relabelled = Counter()
 
@@ -183,8 +213,9 @@ class BehaviourDetector:
             if flows >= r.flood_min_flows:
                 label = DDOS_LABEL if sources >= r.flood_min_sources else DOS_LABEL
                 labels[i] = label
-                reasons[i] = (f"{flows} payload-less TCP flows to {dst[i]}:{port[i]} from {sources} sources "
-                              f"in {r.flood_window_s:g} s")
+                most = "at least " if flows >= r.flood_events_per_key else ""
+                reasons[i] = (f"{most}{flows} payload-less TCP flows to {dst[i]}:{port[i]} from {most}{sources} "
+                              f"sources in {r.flood_window_s:g} s")
                 continue
             probes, targets = self._scan.add(src[i], t[i], target)
             if targets >= r.scan_min_targets:
@@ -197,6 +228,11 @@ class BehaviourDetector:
             self._flood.sweep(newest)
             self._scan.sweep(newest)
         return labels, reasons, signature
+
+    def state_sizes(self) -> dict[str, int]:
+        """Keys and events held by each rule (bounded by :class:`BehaviourRules`)."""
+        return {"flood_keys": len(self._flood), "flood_events": self._flood.events,
+                "scan_keys": len(self._scan), "scan_events": self._scan.events}
 
     def apply(self, frame: pd.DataFrame, scores: BatchScores) -> BatchScores:
         """``scores`` with tool-signature flows, and flows the model called benign that a rate rule

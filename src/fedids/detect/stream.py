@@ -156,6 +156,8 @@ class TorchScorer:
         self.labels = list(detector.vocabulary.labels)
         self.window = int(detector.window)
         self.name = str(source)
+        rule = detector.metadata.get("alert_threshold") if isinstance(detector.metadata, dict) else None
+        self.default_threshold = rule if isinstance(rule, dict) else None
 
     def score(self, flows: np.ndarray, windows: np.ndarray) -> np.ndarray:
         import torch
@@ -293,7 +295,8 @@ class BatchScores:
     ``(n,)``; ``attack_score``: float32 ``(n,)``, ``1 - P(BENIGN)``; ``label_probability``: float32
     ``(n,)``, the probability of the decided label; ``proba``: float32 ``(n, n_classes)`` over
     ``classes``; ``model``: name of the model that scored the batch; ``reasons``: object ``(n,)`` or
-    None, for flows a host-behaviour rule (:mod:`fedids.detect.behaviour`) flagged, the rule's reason.
+    None, for flows a host-behaviour rule (:mod:`fedids.detect.behaviour`) flagged, the rule's reason;
+    ``threshold``: the alert threshold on ``attack_score`` in force (None: top class).
     """
 
     labels: np.ndarray
@@ -304,6 +307,7 @@ class BatchScores:
     classes: list[str]
     model: str
     reasons: np.ndarray | None = None
+    threshold: float | None = None
 
 
 def decide(proba: np.ndarray, classes: list[str],
@@ -390,7 +394,7 @@ class StreamingDetector:
                 attack_score=np.concatenate([p.attack_score for p in parts]),
                 label_probability=np.concatenate([p.label_probability for p in parts]),
                 proba=np.concatenate([p.proba for p in parts]), classes=parts[-1].classes,
-                model=parts[-1].model)
+                model=parts[-1].model, threshold=self.threshold)
         return self.process_arrays(_hosts_of(frame), frame[list(FEATURES)].to_numpy(dtype=np.float32))
 
     def process_arrays(self, hosts: np.ndarray, features: np.ndarray) -> BatchScores:
@@ -406,7 +410,7 @@ class StreamingDetector:
         self.flows_seen += len(features)
         return BatchScores(labels=labels, is_alert=labels != BENIGN_LABEL, attack_score=attack_score,
                            label_probability=label_p, proba=proba, classes=list(scorer.labels),
-                           model=scorer.name)
+                           model=scorer.name, threshold=self.threshold)
 
     def _windows(self, hosts: np.ndarray, features: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw flows ``(k, 78)`` (stored history, then the batch) and the batch's windows ``(n, window)``

@@ -15,9 +15,70 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from fedids.data.schema import family_of
+from fedids.data.schema import BENIGN_LABEL, family_of
+from fedids.model.checks import DEFAULT_MAX_FALSE_ALARM_RATE
 
-METRIC_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc", "per_class", "per_family", "confusion")
+METRIC_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc", "false_alarms", "per_class", "per_family",
+               "confusion")
+
+
+def false_alarms(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """What a SOC sees of a detector: false alerts per 1,000 benign flows and the share of attack flows
+    alerted at all (any attack label counts; which one is the per-class figures' business).
+
+    Returns ``{"benign_flows", "false_alerts", "per_1000", "attack_flows", "attack_alerts",
+    "attack_recall"}``; rates are None when there is no flow to divide by.
+    """
+    benign = np.asarray(y_true) == BENIGN_LABEL
+    alert = np.asarray(y_pred) != BENIGN_LABEL
+    n_benign, n_attack = int(benign.sum()), int((~benign).sum())
+    fa, hit = int((benign & alert).sum()), int((~benign & alert).sum())
+    return {"benign_flows": n_benign, "false_alerts": fa,
+            "per_1000": 1000.0 * fa / n_benign if n_benign else None,
+            "attack_flows": n_attack, "attack_alerts": hit,
+            "attack_recall": hit / n_attack if n_attack else None}
+
+
+RATE_GRID: tuple[float, ...] = (0.0, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
+"""False-alarm rates for which a model stores its validation threshold (``--max-false-alarm-rate``)."""
+
+
+def threshold_rule(attack_score: np.ndarray, is_benign: np.ndarray,
+                   max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> dict:
+    """:func:`choose_threshold` at ``max_false_alarm_rate`` (the default rule), plus ``table``: the
+    threshold and validation recall at every rate of :data:`RATE_GRID`, so that a detector can meet
+    another budget without the validation data (:func:`threshold_for_rate`)."""
+    rule = choose_threshold(attack_score, is_benign, max_false_alarm_rate)
+    rule["table"] = [{k: v for k, v in choose_threshold(attack_score, is_benign, r).items()
+                      if k in ("max_false_alarm_rate", "threshold", "validation_attack_recall")} for r in RATE_GRID]
+    return rule
+
+
+def choose_threshold(attack_score: np.ndarray, is_benign: np.ndarray,
+                     max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> dict:
+    """The lowest alert threshold on ``attack_score`` (``1 - P(BENIGN)``) whose false-alarm rate on these
+    (validation) flows stays at or below ``max_false_alarm_rate``.
+
+    A flow alerts when its score is ``>= threshold``. With ``n`` benign flows, at most
+    ``floor(rate * n)`` of them may score at or above the threshold, so it sits just above the next
+    benign score down. Returns ``{"threshold", "max_false_alarm_rate", "validation_benign",
+    "validation_false_alerts", "validation_attack_recall"}`` (recall None without attack flows).
+    """
+    if not 0.0 <= max_false_alarm_rate <= 1.0:
+        raise ValueError(f"max_false_alarm_rate must be in [0, 1], got {max_false_alarm_rate}")
+    score = np.asarray(attack_score, dtype=np.float64)
+    benign = np.asarray(is_benign, dtype=bool)
+    ranked = np.sort(score[benign])[::-1]
+    allowed = int(np.floor(max_false_alarm_rate * len(ranked) + 1e-9))
+    if allowed >= len(ranked):
+        threshold = 0.0
+    else:
+        threshold = float(min(1.0, np.nextafter(ranked[allowed], np.inf)))
+    attacks = score[~benign]
+    return {"threshold": threshold, "max_false_alarm_rate": float(max_false_alarm_rate),
+            "validation_benign": int(len(ranked)),
+            "validation_false_alerts": int((ranked >= threshold).sum()),
+            "validation_attack_recall": float((attacks >= threshold).mean()) if len(attacks) else None}
 
 
 def _per_class(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
@@ -55,6 +116,7 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
         "mcc": float(matthews_corrcoef(y_true, y_pred)),
+        "false_alarms": false_alarms(y_true, y_pred),
         "per_class": _per_class(y_true, y_pred, labels),
         "per_family": {
             fam: {**v, "accuracy": float(np.mean((fam_true == fam) == (fam_pred == fam)))}

@@ -16,6 +16,8 @@ window index array alone is 8 bytes x flows x window (2.8 M CICIDS2017 flows at 
 MAX_HIDDEN = 1024
 """Largest GRU hidden size accepted (`fedids train --hidden`)."""
 MAX_CLASSES = 64
+DEFAULT_MAX_FALSE_ALARM_RATE = 0.001
+"""Default alert budget on validation data: one false alert per 1,000 benign flows."""
 META_THRESHOLD = "alert_threshold"
 """Metadata key: the default alert rule chosen on validation data at training time (see
 :func:`fedids.evaluation.metrics.choose_threshold`): ``{"threshold", "max_false_alarm_rate", ...}``."""
@@ -76,3 +78,44 @@ def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     if not all(math.isfinite(v) for v in values) or min(scaler["scale"]) <= 0:
         raise InputError(f"{source}: corrupt model (scaler has non-finite or non-positive values)")
     return window, labels
+
+
+def threshold_for_rate(rule: dict, max_false_alarm_rate: float) -> float:
+    """The stored threshold for the largest tabulated rate at or below ``max_false_alarm_rate``
+    (conservative: the validation false-alarm rate stays within the budget)."""
+    rows = [r for r in rule.get("table", []) if r["max_false_alarm_rate"] <= max_false_alarm_rate + 1e-12]
+    if not rows:
+        raise ValueError(f"no stored threshold for a false-alarm rate of {max_false_alarm_rate:g}")
+    return float(max(rows, key=lambda r: r["max_false_alarm_rate"])["threshold"])
+
+
+def resolve_threshold(rule: dict | None, threshold: float | None, max_false_alarm_rate: float | None,
+                      command: str) -> tuple[float | None, str]:
+    """The alert threshold a command uses, and how it was chosen (for messages and summaries).
+
+    ``--threshold`` wins; ``--max-false-alarm-rate R`` reads the model's validation table (``rule``, the
+    :data:`META_THRESHOLD` metadata); neither: the model's default rule, else the top class (None).
+    """
+    if threshold is not None and max_false_alarm_rate is not None:
+        raise InputError(f"{command}: give --threshold or --max-false-alarm-rate, not both")
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:  # NaN fails too
+            raise InputError(f"{command}: --threshold must be in [0, 1], got {threshold}")
+        return float(threshold), f"--threshold {threshold:g}"
+    valid_rule = isinstance(rule, dict) and isinstance(rule.get("threshold"), (int, float))
+    if max_false_alarm_rate is not None:
+        if not 0.0 <= max_false_alarm_rate <= 1.0:
+            raise InputError(f"{command}: --max-false-alarm-rate must be in [0, 1], got {max_false_alarm_rate}")
+        if not valid_rule:
+            raise InputError(f"{command}: the model has no validation threshold table (train it with "
+                             "`fedids train`), so --max-false-alarm-rate cannot be met; use --threshold")
+        try:
+            value = threshold_for_rate(rule, max_false_alarm_rate)
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{command}: the model's threshold table has no entry at or below "
+                             f"{max_false_alarm_rate:g}") from None
+        return value, f"validation false-alarm rate <= {max_false_alarm_rate:g}"
+    if valid_rule:
+        return float(rule["threshold"]), (f"model default: validation false-alarm rate <= "
+                                          f"{rule.get('max_false_alarm_rate', 0):g}")
+    return None, "top class (the model has no validation threshold)"

@@ -54,6 +54,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fedids import __version__
 from fedids.data.schema import FEATURES
+from fedids.detect.stream import META_THRESHOLD
+from fedids.model.artifacts import META_THRESHOLD as THRESHOLD_KEY
 from fedids.model.artifacts import Detector
 
 OPSET = 17
@@ -236,6 +238,15 @@ def build_onnx_model(detector: Detector, *, quantize: str = "none", prune_amount
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="fedids", producer_version=__version__)
     proto.ir_version = 8  # onnxruntime >= 1.14 reads IR 8; newer IRs would lock out older edge runtimes
+    helper.set_model_props(proto, _model_props(detector, window, quantize, prune_amount, metadata))
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _model_props(detector: Detector, window: int, quantize: str, prune_amount: float,
+                 metadata: dict[str, str] | None) -> dict[str, str]:
+    """``metadata_props``: labels, window, features, provenance, and the default alert rule chosen on
+    validation data at training time (:data:`META_THRESHOLD`) when the model has one."""
     props = {
         META_FORMAT: FORMAT_NAME,
         META_LABELS: json.dumps(list(detector.vocabulary.labels)),
@@ -244,11 +255,12 @@ def build_onnx_model(detector: Detector, *, quantize: str = "none", prune_amount
         META_QUANTIZE: quantize,
         META_PRUNE: f"{prune_amount:g}",
         META_VERSION: __version__,
-        **(metadata or {}),
     }
-    helper.set_model_props(proto, props)
-    onnx.checker.check_model(proto, full_check=True)
-    return proto
+    rule = detector.metadata.get(THRESHOLD_KEY) if isinstance(detector.metadata, dict) else None
+    if isinstance(rule, dict):
+        props[META_THRESHOLD] = json.dumps(rule)
+    props.update(metadata or {})
+    return props
 
 
 def count_zero_weights(detector: Detector) -> tuple[int, int]:
@@ -264,11 +276,16 @@ def export_onnx(detector: Detector, path: str | Path, *, quantize: str = "none",
     """Write :func:`build_onnx_model` to ``path`` atomically (temporary name, then rename), so a
     detector watching ``path`` never reads a half-written file."""
     path = Path(path)
-    proto = build_onnx_model(detector, quantize=quantize, prune_amount=prune_amount, metadata=metadata)
-    data = proto.SerializeToString()
+    data = build_onnx_model(detector, quantize=quantize, prune_amount=prune_amount,
+                            metadata=metadata).SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+    return export_result(detector, path, data, quantize)
+
+
+def export_result(detector: Detector, path: Path, data: bytes, quantize: str) -> ExportResult:
+    """The :class:`ExportResult` of ``data`` (the serialised model) written to ``path``."""
     zero, total = count_zero_weights(detector)
-    return ExportResult(path=path, size_bytes=len(data), quantize=quantize, weights=total, zero_weights=zero)
+    return ExportResult(path=Path(path), size_bytes=len(data), quantize=quantize, weights=total, zero_weights=zero)
