@@ -1,0 +1,311 @@
+"""Reading capture files into packet arrays: pcap (micro- and nanosecond, either byte order) and pcapng.
+
+The file is read in large chunks into one buffer; a short Python loop walks the record headers (one
+``unpack_from`` per packet: the only per-packet Python work of the extractor) and everything after it
+works on numpy arrays of offsets, lengths and timestamps (:class:`RawPackets`).
+
+A file that ends inside a record, or whose next record header is impossible (a captured length over
+the snapshot limit, a pcapng block of a bad length), is *damaged*: every complete packet before that
+point is returned and :attr:`CaptureReader.error` says what was wrong (libpcap's behaviour).
+Nanosecond timestamps are read at microsecond precision (truncated), as CICFlowMeter did.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedids.errors import InputError
+
+PAD = 128
+"""Zero bytes after the last packet of a buffer, so that fixed-width header reads never run off it."""
+
+CHUNK_BYTES = 128 << 20
+"""Capture files are read this many bytes at a time (memory stays bounded for any file size)."""
+
+MAX_CAPLEN = 262144
+"""libpcap's largest snapshot length for the link types read here: a record claiming more is damage."""
+
+# Link types (pcap/pcapng LINKTYPE_* values) -> the DLT_* values the decoder works with.
+DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_RAW_BSD, DLT_LOOP = 0, 1, 12, 14, 108
+DLT_LINUX_SLL, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL2 = 113, 228, 229, 276
+SUPPORTED_LINKTYPES = {
+    DLT_NULL: "BSD loopback", DLT_EN10MB: "Ethernet", DLT_RAW: "raw IP", DLT_RAW_BSD: "raw IP",
+    DLT_LOOP: "OpenBSD loopback", DLT_LINUX_SLL: "Linux cooked", DLT_IPV4: "raw IPv4",
+    DLT_IPV6: "raw IPv6", DLT_LINUX_SLL2: "Linux cooked v2",
+}
+_LINKTYPE_TO_DLT = {101: DLT_RAW}
+
+_PCAP_MAGIC = {0xA1B2C3D4: False, 0xA1B23C4D: True}  # magic as read little-endian -> nanoseconds?
+_PCAPNG_SHB = 0x0A0D0D0A
+_PCAPNG_BOM = 0x1A2B3C4D
+
+
+@dataclass
+class RawPackets:
+    """Packets as arrays over one byte buffer.
+
+    ``data`` is the buffer as ``uint8`` (``buf``, the same memory, serves substring searches), with
+    at least :data:`PAD` zero bytes after the last packet. Packet ``i`` is
+    ``data[off[i]: off[i] + caplen[i]]``, ``wirelen[i]`` bytes long on the wire, captured at
+    ``ts_us[i]`` (microseconds since the epoch) on an interface of link type ``linktype[i]``.
+    """
+
+    buf: bytearray
+    data: np.ndarray
+    off: np.ndarray
+    caplen: np.ndarray
+    wirelen: np.ndarray
+    ts_us: np.ndarray
+    linktype: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.off)
+
+    @classmethod
+    def from_frames(cls, frames: list[tuple[int, int, int, bytes]], linktype: int) -> RawPackets:
+        """From ``(sec, usec, wire_len, frame)`` tuples (live capture)."""
+        lengths = np.fromiter((len(f[3]) for f in frames), dtype=np.int64, count=len(frames))
+        buf = bytearray(b"".join(f[3] for f in frames))
+        buf.extend(bytes(PAD))
+        sec = np.fromiter((f[0] for f in frames), dtype=np.int64, count=len(frames))
+        usec = np.fromiter((f[1] for f in frames), dtype=np.int64, count=len(frames))
+        wire = np.fromiter((f[2] for f in frames), dtype=np.int64, count=len(frames))
+        return cls(buf, np.frombuffer(buf, dtype=np.uint8), np.cumsum(lengths) - lengths, lengths,
+                   wire, sec * 1_000_000 + usec, np.full(len(frames), linktype, dtype=np.int64))
+
+
+def _views(buf: bytearray, big_endian: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(u16, u32)``: arrays whose element ``k`` is the integer stored at byte offset ``k``."""
+    order = ">" if big_endian else "<"
+    n = len(buf)
+    u16 = np.ndarray(shape=(n - 1,), dtype=order + "u2", buffer=buf, strides=(1,))
+    u32 = np.ndarray(shape=(n - 3,), dtype=order + "u4", buffer=buf, strides=(1,))
+    return u16, u32
+
+
+def open_capture(path: Path) -> CaptureReader:
+    """Check ``path`` and read its file header. Raises InputError for anything but a pcap/pcapng file."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file, not a pcap/pcapng capture")
+    with path.open("rb") as fh:
+        head = fh.read(24)
+    if len(head) >= 4 and struct.unpack_from("<I", head)[0] == _PCAPNG_SHB:
+        return PcapngReader(path)
+    if len(head) >= 24:
+        for fmt, big in (("<I", False), (">I", True)):
+            magic = struct.unpack_from(fmt, head)[0]
+            if magic in _PCAP_MAGIC:
+                return PcapReader(path, head, big, _PCAP_MAGIC[magic])
+    reason = "file too short" if len(head) < 24 else "unknown file format"
+    raise InputError(f"{path}: not a readable pcap/pcapng capture ({reason})")
+
+
+class CaptureReader:
+    """Iterates over a capture file as :class:`RawPackets` chunks; ``error`` is set when the file
+    turned out damaged or truncated (the packets before the damage have been returned)."""
+
+    linktypes: set[int]
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.error: str | None = None
+        self.packets = 0
+
+    def chunks(self) -> Iterator[RawPackets]:
+        raise NotImplementedError
+
+    def _buffers(self, start: int) -> Iterator[tuple[bytearray, int, bool]]:
+        """``(buffer, bytes used, last)``: the file from ``start`` in chunks; each buffer begins with
+        the bytes the previous one left unconsumed (``self._keep``, set by the caller)."""
+        self._keep = b""
+        with self.path.open("rb") as fh:
+            fh.seek(start)
+            remaining = self.path.stat().st_size - start
+            while True:
+                want = min(CHUNK_BYTES, max(remaining, 0))
+                keep = self._keep
+                buf = bytearray(len(keep) + want + PAD)
+                buf[: len(keep)] = keep
+                got = fh.readinto(memoryview(buf)[len(keep): len(keep) + want]) if want else 0
+                remaining -= got
+                yield buf, len(keep) + got, remaining <= 0 or got == 0
+                if remaining <= 0 or got == 0:
+                    return
+
+
+class PcapReader(CaptureReader):
+    """Classic libpcap files."""
+
+    def __init__(self, path: Path, head: bytes, big_endian: bool, nanoseconds: bool) -> None:
+        super().__init__(path)
+        order = ">" if big_endian else "<"
+        snaplen, network = struct.unpack_from(order + "II", head, 16)
+        linktype = network & 0x03FFFFFF
+        self.linktype = _LINKTYPE_TO_DLT.get(linktype, linktype)
+        self.linktypes = {self.linktype}
+        self.big_endian, self.nanoseconds = big_endian, nanoseconds
+        self.limit = max(snaplen, MAX_CAPLEN)
+
+    def chunks(self) -> Iterator[RawPackets]:
+        unpack = struct.Struct(">I" if self.big_endian else "<I").unpack_from
+        for buf, used, last in self._buffers(24):
+            offs: list[int] = []
+            append = offs.append
+            o, limit = 0, self.limit
+            while o + 16 <= used:
+                caplen = unpack(buf, o + 8)[0]
+                if caplen > limit:
+                    self.error = (f"invalid packet capture length {caplen}, bigger than the "
+                                  f"snapshot length {limit}")
+                    last = True
+                    break
+                if o + 16 + caplen > used:
+                    break
+                append(o)
+                o += 16 + caplen
+            self._keep = bytes(buf[o:used]) if not last else b""
+            if last and o < used and self.error is None:
+                self.error = (f"truncated dump file; {used - o} bytes of an incomplete record "
+                              "at the end")
+            if offs:
+                yield self._arrays(buf, np.asarray(offs, dtype=np.int64))
+            if last:
+                return
+
+    def _arrays(self, buf: bytearray, offs: np.ndarray) -> RawPackets:
+        _, u32 = _views(buf, self.big_endian)
+        sec = u32[offs].astype(np.int64)
+        frac = u32[offs + 4].astype(np.int64)
+        if self.nanoseconds:
+            frac //= 1000
+        self.packets += len(offs)
+        return RawPackets(buf, np.frombuffer(buf, dtype=np.uint8), offs + 16,
+                          u32[offs + 8].astype(np.int64), u32[offs + 12].astype(np.int64),
+                          sec * 1_000_000 + frac, np.full(len(offs), self.linktype, dtype=np.int64))
+
+
+class PcapngReader(CaptureReader):
+    """pcapng files: section headers in either byte order, interfaces with their own link type and
+    timestamp resolution (``if_tsresol``, ``if_tsoffset``), enhanced, simple and obsolete packet
+    blocks; other blocks are skipped."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.linktypes = set()
+        self._big = False
+        # every interface of every section: (dlt, snaplen, units per second, offset s)
+        self._ifaces: list[tuple[int, int, int, int]] = []
+        self._section = 0  # index in _ifaces of the current section's interface 0
+
+    def chunks(self) -> Iterator[RawPackets]:
+        for buf, used, last in self._buffers(0):
+            rows: list[tuple[int, int, int, int, int]] = []
+            o = self._walk(buf, used, rows, last)
+            self._keep = bytes(buf[o:used]) if not last else b""
+            if last and o < used and self.error is None:
+                self.error = f"truncated pcapng file; {used - o} bytes of an incomplete block at the end"
+            if rows:
+                yield self._arrays(buf, rows)
+            if last or self.error:
+                return
+
+    def _walk(self, buf: bytearray, used: int, rows: list, last: bool) -> int:
+        """Walk the complete blocks in ``buf[:used]``; returns where the first incomplete one starts."""
+        o = 0
+        while o + 12 <= used:
+            btype = struct.unpack_from("<I", buf, o)[0]
+            if btype == _PCAPNG_SHB:
+                bom = struct.unpack_from("<I", buf, o + 8)[0]
+                if bom not in (_PCAPNG_BOM, 0x4D3C2B1A):
+                    self.error = "bad byte-order magic in a section header block"
+                    return o
+                self._big = bom != _PCAPNG_BOM
+                self._section = len(self._ifaces)
+            order = ">" if self._big else "<"
+            btype, length = struct.unpack_from(order + "II", buf, o)
+            if length < 12 or length % 4:
+                self.error = f"block of invalid length {length}"
+                return o
+            if o + length > used:
+                return o
+            self._block(buf, o, btype, length, order, rows)
+            if self.error:
+                return o
+            o += length
+        return o
+
+    def _block(self, buf: bytearray, o: int, btype: int, length: int, order: str, rows: list) -> None:
+        if btype == 1:  # interface description
+            linktype, _, snaplen = struct.unpack_from(order + "HHI", buf, o + 8)
+            per_s, offset_s = self._options(buf, o + 16, o + length - 4, order)
+            dlt = _LINKTYPE_TO_DLT.get(linktype, linktype)
+            self._ifaces.append((dlt, snaplen, per_s, offset_s))
+            self.linktypes.add(dlt)
+            return
+        if btype not in (2, 3, 6):
+            return
+        if btype == 3:  # simple packet: no interface id, no timestamp
+            iface, hi, lo, wire = 0, 0, 0, struct.unpack_from(order + "I", buf, o + 8)[0]
+            data = o + 12
+            caplen = min(wire, length - 16)
+            if self._section < len(self._ifaces):
+                caplen = min(caplen, self._ifaces[self._section][1] or caplen)
+        else:
+            if btype == 2:
+                iface = struct.unpack_from(order + "H", buf, o + 8)[0]
+            else:
+                iface = struct.unpack_from(order + "I", buf, o + 8)[0]
+            hi, lo, caplen, wire = struct.unpack_from(order + "IIII", buf, o + 12)
+            data = o + 28
+        iface += self._section
+        if iface >= len(self._ifaces) or caplen > length - (data - o) or caplen > MAX_CAPLEN:
+            self.error = "packet block with an unknown interface or an impossible length"
+            return
+        rows.append((data, caplen, wire, iface, (hi << 32) | lo))
+
+    @staticmethod
+    def _options(buf: bytearray, o: int, end: int, order: str) -> tuple[int, int]:
+        """``(timestamp units per second, offset in seconds)`` from an interface block's options."""
+        per_s, offset_s = 1_000_000, 0
+        while o + 4 <= end:
+            code, size = struct.unpack_from(order + "HH", buf, o)
+            if code == 0:
+                break
+            if code == 9 and size >= 1:  # if_tsresol
+                r = buf[o + 4]
+                per_s = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
+            elif code == 14 and size >= 8:  # if_tsoffset
+                offset_s = struct.unpack_from(order + "q", buf, o + 4)[0]
+            o += 4 + ((size + 3) & ~3)
+        return per_s, offset_s
+
+    def _arrays(self, buf: bytearray, rows: list) -> RawPackets:
+        data, caplen, wire, iface, units = (np.asarray(c) for c in zip(*rows))
+        ts = np.empty(len(rows), dtype=np.int64)
+        dlt = np.empty(len(rows), dtype=np.int64)
+        for k, (link, _, per_s, offset_s) in enumerate(self._ifaces):
+            m = iface == k
+            if not m.any():
+                continue
+            u = units[m].astype(np.uint64)
+            if per_s >= 1_000_000 and per_s % 1_000_000 == 0:
+                us = (u // np.uint64(per_s // 1_000_000)).astype(np.int64)
+            else:  # coarser or binary resolutions: exact in Python integers
+                us = np.array([int(x) * 1_000_000 // per_s for x in u.tolist()], dtype=np.int64)
+            ts[m] = us + offset_s * 1_000_000
+            dlt[m] = link
+        self.packets += len(rows)
+        return RawPackets(buf, np.frombuffer(buf, dtype=np.uint8), data.astype(np.int64),
+                          caplen.astype(np.int64), wire.astype(np.int64), ts, dlt)
