@@ -40,6 +40,13 @@ def deploy_init(
 ) -> None:
     """Generate a CA, the SuperLink TLS certificate and SuperNode key pairs, and print the runbook."""
     from fedids.federation.deployment import APP_DIR, RUNBOOK, init_deployment, render_runbook
+    from fedids.cli.outputs import check_outputs
+    from fedids.cli.train import check_number
+
+    check_number("deploy init", "--nodes", nodes, 1, 10_000)
+    check_number("deploy init", "--port", port, 1, 65_535)
+    check_number("deploy init", "--rounds", rounds, 1, 100_000)
+    check_outputs("deploy init", [("--out", out_dir, "dir")])
 
     plan = init_deployment(out_dir, superlink_host, nodes=nodes, port=port, force=force,
                            extra_hosts=extra_host or (), data_path=data_path, model_dir=model_dir,
@@ -58,6 +65,10 @@ def deploy_wait(
 ) -> None:
     """Wait until a run finishes; exit 0 if it completed, 1 if it failed or was stopped."""
     from fedids.federation.deployment import wait_for_run
+    from fedids.cli.train import check_number
+
+    check_number("deploy wait", "--timeout", timeout_s, 0, 10 * 365 * 86_400, open_low=True)
+    check_number("deploy wait", "--poll", poll_s, 0, 86_400, open_low=True)
 
     try:
         status = wait_for_run(run_id, connection=connection, timeout_s=timeout_s, poll_s=poll_s)

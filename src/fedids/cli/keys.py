@@ -21,8 +21,10 @@ def keys_init(
 ) -> None:
     """Create a key set: client/he_secret_context.bin (0600, give to every client out of band) and
     server/he_public_context.bin (public only: the server can add ciphertexts, never decrypt)."""
+    from fedids.cli.outputs import check_outputs
     from fedids.privacy.keys import init_keys
 
+    check_outputs("keys init", [("--out", out_dir, "dir")])
     files = init_keys(out_dir, mode, force=force)
     err.print(f"{files.scheme} key set for {mode}:\n  clients (secret, 0600): {files.secret_context}\n"
               f"  server (public only):   {files.public_context}\n  manifest:               {files.manifest}\n"

@@ -25,7 +25,7 @@ def _key(path: Path) -> str:
     return os.path.realpath(os.path.abspath(path))
 
 
-def _probe_directory(directory: Path, shown: Path) -> None:
+def _probe_directory(directory: Path, shown: str) -> None:
     """Create ``directory`` (and parents) and check that a file can be created in it."""
     probe = directory
     while not probe.exists():
@@ -81,11 +81,11 @@ def check_outputs(command: str, outputs: Iterable[tuple[str, Path | None, str]],
         if kind == "dir":
             if path.exists() and not path.is_dir():
                 raise InputError(f"{command}: {option} {path} is a file, not a directory")
-            _probe_directory(path, path)
+            _probe_directory(path, f"{command}: {option} {path}")
         else:
             if path.is_dir():
                 raise InputError(f"{command}: {option} {path} is a directory, not a file")
-            _probe_directory(path.parent, path)
+            _probe_directory(path.parent, f"{command}: {option} {path}")
             if kind == "append" and path.exists() and not os.access(path, os.W_OK):
                 raise InputError(f"{command}: {option} {path} is not writable")
 

@@ -147,7 +147,8 @@ def inspect_file(path: Path, label_mode: str = "required") -> FileInfo:
     if sample[:2] == b"\x1f\x8b" or sample[:4] == b"PK\x03\x04":
         kind = "gzip" if sample[:2] == b"\x1f\x8b" else "zip"
         raise InputError(f"{path}: {kind}-compressed, not a CSV text file; decompress it first")
-    if b"\x00" in sample:
+    if b"\x00" in sample.split(b"\n", 1)[0] or sample.count(b"\x00") > len(sample) // 100:
+        # a NUL in the header or in bulk: a binary file; a few NULs in rows are bad cells, counted per row
         raise InputError(f"{path}: binary data (NUL bytes), not a CSV text file")
     if not sample.strip():
         raise InputError(f"{path}: empty file (whitespace only)")

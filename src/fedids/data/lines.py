@@ -1,13 +1,15 @@
 """Line-level cleaning in front of Arrow's CSV parser, so that one bad line never costs another row.
 
-Arrow's parser has two failure modes that lose or refuse a whole file: an unmatched ``"`` opens a quoted
+Arrow's parser has three failure modes that lose or refuse a whole file: an unmatched ``"`` opens a quoted
 field that swallows every following line (one row with a huge cell, the rest of the file gone), and a
-line longer than the parse block aborts the read ("straddles two block boundaries"). And a repeated
+line longer than the parse block aborts the read ("straddles two block boundaries"), and a CR inside a
+line ends a row there (one line, two bad rows). And a repeated
 header line (``cat a.csv b.csv``) reads as a row of garbage. :class:`CleanLines` is a read-only binary
 stream over the file that removes such lines before Arrow sees them and counts each under a reason
 (:data:`LINE_REASONS`); the loader parses with quoting off, so a line can never span two.
 
-Lines that hold a ``"`` are rare in flow files (CICIDS2017 never quotes); each is parsed with Python's
+A line with the wrong number of fields is a malformed row here too (Arrow's own handler for invalid rows
+fails on bytes that are not UTF-8). Lines that hold a ``"`` are rare in flow files (CICIDS2017 never quotes); each is parsed with Python's
 ``csv`` module: a well-formed quoted line is re-emitted unquoted (when no field needs quoting), anything
 else (an unmatched quote, a quoted comma) is a malformed row. Everything else passes through untouched,
 block by block, with vectorised checks (newline positions with numpy), so the common case costs one
@@ -30,7 +32,7 @@ LINE_MALFORMED, LINE_HEADER, LINE_OVERSIZED = "malformed row", "repeated header"
 LINE_REASONS: tuple[str, ...] = (LINE_MALFORMED, LINE_HEADER, LINE_OVERSIZED)
 
 _READ_BYTES = 8 << 20
-_NL, _QUOTE = 10, 34
+_NL, _CR, _QUOTE, _COMMA = 10, 13, 34, 44
 
 
 class CleanLines(io.RawIOBase):
@@ -110,10 +112,24 @@ class CleanLines(io.RawIOBase):
         for i in np.flatnonzero(ends - starts > MAX_LINE_BYTES):
             bad[int(i)] = None
             self.dropped[LINE_OVERSIZED] += 1
+        # A CR inside a line would make Arrow see two rows: the line is malformed (a CR before the LF is fine).
+        cr = np.flatnonzero(arr == _CR)
+        for i in np.unique(np.searchsorted(ends, cr[arr[np.minimum(cr + 1, len(arr) - 1)] != _NL])):
+            if int(i) not in bad:
+                bad[int(i)] = None
+                self.dropped[LINE_MALFORMED] += 1
         quotes = np.flatnonzero(arr == _QUOTE)
         for i in np.unique(np.searchsorted(ends, quotes)):
             if int(i) not in bad:
                 bad[int(i)] = self._unquote(block[starts[i]:ends[i]])
+        # Wrong field count (quoting is off, so commas count fields): counted here, because Arrow's handler
+        # for invalid rows fails on rows that are not UTF-8.
+        commas = np.bincount(np.searchsorted(ends, np.flatnonzero(arr == _COMMA)), minlength=len(ends))
+        length = ends - starts - (arr[np.maximum(ends - 1, 0)] == _CR)
+        for i in np.flatnonzero((commas != self._n_fields - 1) & (length > 0)):
+            if int(i) not in bad:
+                bad[int(i)] = None
+                self.dropped[LINE_MALFORMED] += 1
         pos = block.find(self._header)
         while pos >= 0:
             i = int(np.searchsorted(ends, pos))

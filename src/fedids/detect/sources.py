@@ -283,7 +283,7 @@ class LineParser:
 
     def _start(self, text: str) -> tuple[list[float], dict[str, Any]] | None:
         """Fix the mode from the first line; returns its row when it is already a JSON flow."""
-        text = text.lstrip("\ufeff")
+        text = text.strip("\ufeff\r")
         if text.lstrip().startswith("{"):
             self.mode = "json"
             return self._json(text)
