@@ -11,7 +11,7 @@ from fedids.data.loader import load_flows
 from fedids.federation import messages as m
 from fedids.federation.client_app import (LOCAL_VAL_FRACTION, handle_features, handle_stats, handle_train,
                                           handle_validate, load_local_frame, partition_path)
-from fedids.federation.server_app import FederationConfig, FederationState, _load_checkpoint, make_server_app
+from fedids.federation.server_app import FederationConfig, FederationState, load_checkpoint, make_server_app
 from fedids.federation.simulation import make_partitions, run_simulated, write_partitions
 from fedids.task import evaluate_rows, new_model, prepare
 
@@ -39,10 +39,9 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     run_simulated(prepared, parts, FederationConfig(rounds=1, **CONFIG), tmp_path / "cut")
     resumed = run_simulated(prepared, parts, FederationConfig(rounds=2, **CONFIG), tmp_path / "cut", resume=True)
     assert [h["test"] for h in resumed.history] == [h["test"] for h in full.history]
-    w_full, m_full, _ = _load_checkpoint(tmp_path / "full", 2)
-    w_cut, m_cut, _ = _load_checkpoint(tmp_path / "cut", 2)
-    assert all(np.array_equal(a, b) for a, b in zip(w_full, w_cut))
-    assert all(np.array_equal(a, b) for a, b in zip(m_full, m_cut))
+    full_models, cut_models = load_checkpoint(tmp_path / "full", 2), load_checkpoint(tmp_path / "cut", 2)
+    for name in ("current", "previous"):  # the last two global models carry the server momentum
+        assert all(np.array_equal(a, b) for a, b in zip(full_models[name].plain, cut_models[name].plain))
     assert (tmp_path / "full" / "global" / "model.pt").exists()
     # After the last round the head is refitted on the clients' feature moments (CCVR), deterministically.
     assert full.calibration["clients"] == 3 and full.calibration["rejected"] == 0
@@ -63,7 +62,7 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
 
 def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_path):
     """Client 0 sends NaN weights and NaN feature moments, client 1 inflated feature counts; the server logs
-    and drops them, the round and the head calibration still complete."""
+    and drops them (the plaintext mode sees each vector), the round and the head calibration still complete."""
     from flwr.simulation import run_simulation
 
     parts = [p for p in make_partitions(prepared, 3, "iid", seed=0, segment=50)]
@@ -80,21 +79,24 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     @app.query("features")
     def features(msg: Message, context: Context) -> Message:
         reply = handle_features(msg, frame_of(context))
-        record, pid = reply.content[m.MOMENTS], int(context.node_config["partition-id"])
+        vector, pid = reply.content[m.CONTRIBUTION]["value"].numpy().copy(), int(context.node_config["partition-id"])
+        n = len(msg.content[m.CONFIG]["labels"])
         if pid == 0:  # NaN moments: rejected, calibration goes on
-            record["sum"] = Array(record["sum"].numpy() * np.nan)
+            vector[n:] = np.nan
         if pid == 1:  # a client inflating its weight in the calibration: more windows than flows it reported
-            record["count"] = Array(record["count"].numpy() * 1000)
+            vector[:n] *= 1000
+        reply.content[m.CONTRIBUTION] = ArrayRecord({"value": Array(vector)})
         return reply
 
     @app.query("validate")
     def validate(msg: Message, context: Context) -> Message:
         reply = handle_validate(msg, frame_of(context))
-        record, pid = reply.content[m.CONFUSION], int(context.node_config["partition-id"])
+        vector, pid = reply.content[m.CONTRIBUTION]["value"].numpy().copy(), int(context.node_config["partition-id"])
         if pid == 0:  # negative counts: rejected
-            record["validation.0"] = Array(record["validation.0"].numpy() - 1)
+            vector[0] -= 1e6
         if pid == 1:  # the two heads scored on different windows: rejected
-            record["train.1"] = Array(record["train.1"].numpy() * 2)
+            vector[-len(vector) // 4:] *= 2
+        reply.content[m.CONTRIBUTION] = ArrayRecord({"value": Array(vector)})
         return reply
 
     @app.train()

@@ -158,7 +158,7 @@ def test_decrypt_rejects_a_blob_of_another_length(keys):
 
 
 @pytest.mark.parametrize("bad", [
-    np.zeros(10, dtype=np.float64),
+    np.zeros(10, dtype=np.int64),
     np.zeros((2, 5), dtype=np.float32),
     np.array([0.0, np.nan], dtype=np.float32),
     np.array([0.0, 5000.0], dtype=np.float32),  # beyond the 4096 range of the parameters

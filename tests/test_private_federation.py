@@ -1,8 +1,9 @@
 """Private aggregation modes inside Flower's real simulation engine, on real CICIDS2017 rows.
 
-The aggregate of every mode must equal plaintext FedAvg of the same updates (CKKS within 1e-4, the
-integer modes within their quantisation step), and secure aggregation must complete a round when 30%
-of the selected clients drop out after sending their keys.
+Every mode runs the same aggregation pipeline (FedAvgM server momentum, objective client weights,
+class-aware head rows, head calibration), so ``he``, ``secagg`` and ``he+secagg`` must end with the same
+global model as ``none`` up to encoding error; and secure aggregation must complete a round when 30% of
+the selected clients drop out after sending their keys.
 """
 
 from pathlib import Path
@@ -14,7 +15,7 @@ from flwr.clientapp import ClientApp
 
 from fedids.data.loader import load_flows
 from fedids.federation.client_app import handle_secagg_stage, handle_stats, handle_train, load_local_frame, partition_path
-from fedids.federation.server_app import FederationConfig, _load_checkpoint
+from fedids.federation.server_app import FederationConfig, load_checkpoint
 from fedids.federation.simulation import make_partitions, run_simulated
 from fedids.privacy.keys import init_keys, load_secret_context
 from fedids.task import prepare
@@ -31,24 +32,29 @@ def prepared():
     return prepare(load_flows(files).frame, window=4, split="label-time")
 
 
-def _weights(run_dir: Path) -> np.ndarray:
-    weights, _, _ = _load_checkpoint(run_dir, 1)
-    return np.concatenate([w.ravel() for w in weights])
+def _final_weights(run_dir: Path) -> np.ndarray:
+    """The saved final model (after head calibration), as the operator's evaluator opened it."""
+    import torch
+
+    state = torch.load(run_dir / "global" / "model.pt", map_location="cpu", weights_only=True)
+    return np.concatenate([v.numpy().ravel() for v in state.values()])
 
 
-def test_every_private_mode_aggregates_like_plaintext_fedavg(prepared, tmp_path):
-    parts = make_partitions(prepared, 3, "iid", seed=0, segment=40)
-    # The server sees only a sum in the private modes, so they weigh the head by examples, like FedAvg;
-    # class-aware head rows (the plaintext default) need each update.
-    run_simulated(prepared, parts, FederationConfig(**CONFIG, head_aggregation="examples"), tmp_path / "none")
-    reference = _weights(tmp_path / "none")
-    for mode, tolerance in (("he", 1e-4), ("secagg", 1e-6), ("he+secagg", 1e-6)):
+def test_every_private_mode_ends_with_the_plaintext_global_model(prepared, tmp_path):
+    """Default strategy (FedAvgM, objective weights, class-aware head, CCVR calibration), 3 rounds, real
+    rows with label skew: the largest parameter difference to ``none`` stays below 1e-3."""
+    parts = make_partitions(prepared, 3, "shared:0.5", seed=0, segment=40)
+    config = {**CONFIG, "strategy": "fedavgm", "rounds": 3}
+    reference_state = run_simulated(prepared, parts, FederationConfig(**config), tmp_path / "none")
+    reference = _final_weights(tmp_path / "none")
+    for mode in ("he", "secagg", "he+secagg"):
         keys = init_keys(tmp_path / f"keys-{mode}", mode) if "he" in mode else None
-        cfg = FederationConfig(**CONFIG, privacy=mode, he_public_context=str(keys.public_context) if keys else "")
+        cfg = FederationConfig(**config, privacy=mode, he_public_context=str(keys.public_context) if keys else "")
         state = run_simulated(prepared, parts, cfg, tmp_path / mode,
                               he_secret_context=str(keys.secret_context) if keys else None)
-        assert state.history[0]["clients"] == 3 and state.history[0]["privacy"] == mode
-        np.testing.assert_allclose(_weights(tmp_path / mode), reference, atol=tolerance, rtol=0, err_msg=mode)
+        assert [h["clients"] for h in state.history] == [3, 3, 3] and state.history[0]["privacy"] == mode
+        assert state.calibration["kept"] == reference_state.calibration["kept"], mode
+        assert np.max(np.abs(_final_weights(tmp_path / mode) - reference)) <= 1e-3, mode
         if "he" in mode:
             # The server's copy of the key set is public: it cannot decrypt what the clients sent.
             public = (tmp_path / f"keys-{mode}" / "server" / "he_public_context.bin").read_bytes()
@@ -84,7 +90,7 @@ def test_secagg_completes_when_30_percent_drop_out_after_sending_keys(prepared, 
 
     @app.query("stats")
     def stats(msg: Message, context: Context) -> Message:
-        return handle_stats(msg, frame(context), f"p{int(context.node_config['partition-id']):02d}")
+        return handle_stats(msg, frame(context), f"p{int(context.node_config['partition-id']):02d}", context=context)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -95,7 +101,7 @@ def test_secagg_completes_when_30_percent_drop_out_after_sending_keys(prepared, 
     for stage in ("keys", "shares", "unmask"):
         app.train(f"secagg_{stage}")(lambda msg, context, s=stage: handle_secagg_stage(msg, context, s, None))
 
-    cfg = FederationConfig(**CONFIG, privacy="secagg")
+    cfg = FederationConfig(**CONFIG, privacy="secagg", calibration="none")  # this app answers training only
     state = run_simulated(prepared, parts, cfg, tmp_path / "run", client_app=app)
     record = state.history[0]
     assert record["clients"] == 7

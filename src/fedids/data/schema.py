@@ -56,6 +56,17 @@ FAMILIES: tuple[str, ...] = (
 
 BENIGN_LABEL = "BENIGN"
 
+KNOWN_LABELS: tuple[str, ...] = (
+    BENIGN_LABEL, "Bot", "Botnet", "DDoS", "DoS GoldenEye", "DoS Hulk", "DoS SYN Flood", "DoS Slowhttptest",
+    "DoS slowloris", "DoS Slowloris", "FTP-Patator", "HTTP Brute Force", "Heartbleed", "Infiltration",
+    "Infiltration - Portscan", "PortScan", "Portscan", "SSH-Patator", "Telnet Brute Force",
+    "Web Attack - Brute Force", "Web Attack - Sql Injection", "Web Attack - SQL Injection", "Web Attack - XSS",
+)
+"""The public label universe of the private modes: CICIDS2017's labels (original and Engelen et al.'s
+re-release spellings, normalised) and the synthetic generator's. Under ``he``/``secagg`` the label counts
+are securely summed over this fixed list, so the server learns no client's label names; rows with a
+label outside it are counted (in aggregate) and left out of training."""
+
 # Ordered: first match wins. Patterns see the label lower-cased with dashes normalised.
 _FAMILY_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"^benign$|^normal$", "benign"),

@@ -160,3 +160,133 @@ def keep_calibrated(scores: dict[str, list[float]]) -> tuple[bool, str]:
     detail = (f"training-window macro-F1 {train_before:.4f} -> {train_after:.4f}, "
               f"validation {val_before:.4f} -> {val_after:.4f}")
     return bool(np.isfinite(train_before) and np.isfinite(train_after) and train_after > train_before), detail
+
+
+# ------------------------------------------------------------- calibration through the secure sum
+def moments_vector(moments: ClassMoments, rows: int) -> np.ndarray:
+    """A client's moments as a real vector for the sum, divided by the federation's ``rows`` so every
+    coordinate of the sum stays below 1 (CKKS range, SecAgg clip range)."""
+    scale = 1.0 / max(int(rows), 1)
+    return np.concatenate([moments.count * scale, moments.sum.ravel() * scale, moments.outer.ravel() * scale])
+
+
+def moments_length(n_classes: int, hidden: int) -> int:
+    return n_classes * (1 + hidden + hidden * hidden)
+
+
+def moments_from_vector(total: np.ndarray, n_classes: int, hidden: int, rows: int) -> ClassMoments:
+    """Inverse of :func:`moments_vector` for a sum; raises ValueError on implausible moments."""
+    total = np.asarray(total, np.float64) * max(int(rows), 1)
+    if total.shape != (moments_length(n_classes, hidden),):
+        raise ValueError(f"moments sum has {total.size} values")
+    count = np.rint(total[:n_classes])
+    s = total[n_classes:n_classes + n_classes * hidden].reshape(n_classes, hidden)
+    outer = total[n_classes + n_classes * hidden:].reshape(n_classes, hidden, hidden)
+    moments = ClassMoments(count, s, outer)
+    moments.check(n_classes, hidden)
+    return moments
+
+
+def check_moments_vector(vector: np.ndarray, n_classes: int, hidden: int, rows: int, class_counts: np.ndarray) -> None:
+    """Refuse one client's moments (plaintext mode) that are not real moments, or that count more windows
+    of a class than the client reported flows of it."""
+    moments = moments_from_vector(vector, n_classes, hidden, rows)
+    if (moments.count > np.asarray(class_counts)).any():
+        raise ValueError("more windows of a class than the client reported flows of it")
+
+
+def check_confusion_vector(vector: np.ndarray, n_classes: int, class_counts: np.ndarray) -> None:
+    """Refuse one client's confusion counts (plaintext mode): negative, heads scored on different windows,
+    or more windows of a class than the client reported flows of it."""
+    confusions = confusions_from_vector(vector, 2, n_classes)
+    if not np.array_equal(vector, np.rint(vector)):
+        raise ValueError("confusion counts must be whole numbers")
+    windows = 0
+    for stack in confusions.values():
+        if not (stack.sum(axis=2) == stack[0].sum(axis=1)).all():
+            raise ValueError("the heads were not scored on the same windows")
+        windows = windows + stack[0].sum(axis=1)
+    if (windows > np.asarray(class_counts)).any():
+        raise ValueError("more windows of a class than the client reported flows of it")
+
+
+def confusion_vector(confusions: dict[str, np.ndarray]) -> np.ndarray:
+    """``{split: (n_heads, C, C)}`` confusion counts, splits in ``CHECK_SPLITS`` order, as one count vector."""
+    from fedids.federation.messages import CHECK_SPLITS
+
+    return np.concatenate([np.asarray(confusions[s], np.float64).ravel() for s in CHECK_SPLITS])
+
+
+def confusions_from_vector(total: np.ndarray, n_heads: int, n_classes: int) -> dict[str, np.ndarray]:
+    from fedids.federation.messages import CHECK_SPLITS
+
+    counts = np.rint(np.asarray(total, np.float64)).astype(np.int64)
+    size = n_heads * n_classes * n_classes
+    if counts.shape != (len(CHECK_SPLITS) * size,) or (counts < 0).any():
+        raise ValueError("confusion sum has the wrong size or negative counts")
+    return {s: counts[i * size:(i + 1) * size].reshape(n_heads, n_classes, n_classes) for i, s in enumerate(CHECK_SPLITS)}
+
+
+def decide(confusions: dict[str, np.ndarray]) -> tuple[bool, str, dict[str, list[float]]]:
+    """Keep the refitted head? (:func:`keep_calibrated` on merged confusion matrices of [old, new])."""
+    scores = {split: [macro_f1_from_confusion(c) for c in stack] for split, stack in confusions.items()}
+    kept, reason = keep_calibrated(scores)
+    return kept, reason, scores
+
+
+def refit_head(head: nn.Linear, moments: ClassMoments, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A copy of ``head`` refitted on ``moments`` (:func:`calibrate_head`); ``head`` is unchanged."""
+    import copy
+
+    candidate = copy.deepcopy(head)
+    calibrate_head(candidate, moments, seed=seed)
+    return candidate.weight.detach().numpy().copy(), candidate.bias.detach().numpy().copy()
+
+
+def _opened_moments(msg, model, setup, secret_context) -> ClassMoments | None:
+    from fedids.federation import messages as m
+    from fedids.federation.private import open_sum
+
+    sealed = m.decode_sealed(msg.content, ("moments",))
+    if "moments" not in sealed:
+        return None
+    n, hidden = len(setup.vocabulary.labels), model.hidden
+    if secret_context is None:
+        raise RuntimeError("this run is encrypted and this client has no HE key (he-secret-context)")
+    return moments_from_vector(open_sum(sealed["moments"], secret_context, moments_length(n, hidden)), n, hidden,
+                               setup.rows)
+
+
+def candidate_heads(msg, model, setup, secret_context) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[old head, refitted head]: sent by the server, or refitted here from the sealed moments sum with
+    the run's calibration seed (every client computes the same refit)."""
+    from fedids.federation import messages as m
+
+    n, hidden = len(setup.vocabulary.labels), model.hidden
+    if m.HEADS in msg.content:
+        return m.decode_heads(msg.content[m.HEADS], n, hidden)
+    moments = _opened_moments(msg, model, setup, secret_context)
+    if moments is None:
+        raise ValueError("query.validate carries neither candidate heads nor a moments sum")
+    old = (model.head.weight.detach().numpy().copy(), model.head.bias.detach().numpy().copy())
+    return [old, refit_head(model.head, moments, int(msg.content[m.CONFIG]["calibration-seed"]))]
+
+
+def apply_final_head(msg, model, setup, secret_context) -> bool:
+    """``he``: decide from the sealed confusion sum whether the refitted head is kept, and apply it to
+    ``model``; returns whether it was (in the plaintext-sum modes the server already applied it)."""
+    from fedids.federation import messages as m
+    from fedids.federation.private import open_sum
+
+    sealed = m.decode_sealed(msg.content, ("confusion",))
+    if "confusion" not in sealed:
+        return False
+    n = len(setup.vocabulary.labels)
+    total = open_sum(sealed["confusion"], secret_context, 2 * 2 * n * n)
+    kept, _, _ = decide(confusions_from_vector(total, 2, n))
+    if kept:
+        _, (weight, bias) = candidate_heads(msg, model, setup, secret_context)
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(weight))
+            model.head.bias.copy_(torch.from_numpy(bias))
+    return kept

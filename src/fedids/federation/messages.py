@@ -17,6 +17,8 @@ QUERY_GLOBAL = "query.global"  # the final global model, for the node's detector
 QUERY_FEATURES = "query.features"  # per-class feature moments under the final model (calibration)
 QUERY_VALIDATE = "query.validate"  # confusion matrices of candidate heads on local validation windows
 TRAIN = "train"
+QUERY_SETUP = "query.setup"  # he modes: clients open the sealed statistics sum and derive the run's setup
+SECAGG_KEYS, SECAGG_SHARES, SECAGG_UNMASK = "train.secagg_keys", "train.secagg_shares", "train.secagg_unmask"
 
 # RecordDict keys.
 ARRAYS = "arrays"          # model weights (ArrayRecord), same key as Flower's strategies
@@ -29,6 +31,12 @@ MOMENTS = "moments"        # ArrayRecord: count, sum, outer (fedids.federation.c
 HEADS = "heads"            # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
 CONFUSION = "confusion"    # ArrayRecord: "<split>.<i>" = int64 (C, C) confusion matrix of candidate head i
 CHECK_SPLITS = ("validation", "train")  # the local windows a query.validate reply scores the heads on
+SUM = "sum"                # ConfigRecord: the secure sum a message asks for: "values" (real|count), "length"
+CONTRIBUTION = "contribution"  # ArrayRecord: {"value": float64 (d,)} in the clear or {"ct": uint8} sealed
+SECAGG = "secagg"          # ConfigRecord: one SecAgg protocol message (flat int/bytes dict)
+SECAGG_CONFIG = "secagg-config"  # ConfigRecord: SecAggConfig.to_dict() plus "secagg-id"
+SEALED = "sealed"          # ArrayRecord: "<name>" = uint8 ciphertext of a sealed sum (he modes)
+SEALED_META = "sealed-meta"  # ConfigRecord: "<name>.kind", "<name>.values", "<name>.secagg.<field>"
 
 # Metric keys.
 NUM_EXAMPLES = "num-examples"  # Flower's default weighting key
@@ -177,4 +185,86 @@ def decode_confusion_reply(content: RecordDict, n_heads: int, n_classes: int) ->
         if not (stacked.sum(axis=2) == stacked[0].sum(axis=1)).all():
             raise ValueError("the heads were not scored on the same windows")
         out[split] = stacked
+    return out
+
+
+# ------------------------------------------------------------------------- run setup and sums
+PREVIOUS = "previous"      # ArrayRecord: the global model before the current one (server momentum)
+DPSGD_EPSILON = "dpsgd-epsilon"
+
+
+def encode_setup(setup) -> ConfigRecord:
+    """A :class:`~fedids.federation.setup.RunSetup` as one ConfigRecord (float64 exact)."""
+    return ConfigRecord({"center": [float(x) for x in setup.scaler.center], "scale": [float(x) for x in setup.scaler.scale],
+                         "labels": list(setup.vocabulary.labels),
+                         "class-totals": [int(x) for x in setup.class_totals],
+                         "class-weights": [float(x) for x in setup.class_weights],
+                         "rows": int(setup.rows), "unknown-rows": int(setup.unknown_rows)})
+
+
+def decode_setup(record: ConfigRecord):
+    """Inverse of :func:`encode_setup`; raises ValueError on inconsistent fields."""
+    from fedids.federation.setup import RunSetup
+
+    labels = list(record["labels"])
+    totals = np.asarray(record["class-totals"], dtype=np.int64)
+    weights = np.asarray(record["class-weights"], dtype=np.float32)
+    if len(labels) < 1 or totals.shape != (len(labels),) or weights.shape != totals.shape or (totals < 0).any():
+        raise ValueError("setup: labels, class totals and class weights disagree")
+    scaler = FlowScaler.from_dict({"center": record["center"], "scale": record["scale"]})
+    return RunSetup(scaler, LabelVocabulary(labels), totals, weights, int(record["rows"]), int(record["unknown-rows"]))
+
+
+def setup_entries(setup) -> tuple[ArrayRecord, dict]:
+    """The setup as a plaintext message carries it: the PREPROCESSING record and config entries."""
+    record = encode_setup(setup)
+    entries = {k: record[k] for k in ("class-totals", "class-weights", "rows", "unknown-rows")}
+    return encode_preprocessing(setup.scaler), entries
+
+
+def decode_setup_message(content: RecordDict):
+    """The setup of a plaintext message (PREPROCESSING record plus config entries)."""
+    config = content[CONFIG]
+    scaler = decode_preprocessing(content[PREPROCESSING])
+    record = ConfigRecord({"center": [float(x) for x in scaler.center], "scale": [float(x) for x in scaler.scale],
+                           "labels": list(config["labels"]),
+                           **{k: config[k] for k in ("class-totals", "class-weights", "rows", "unknown-rows")}})
+    return decode_setup(record)
+
+
+def encode_sealed(sums: dict) -> tuple[ArrayRecord, ConfigRecord]:
+    """Sealed sums (:class:`~fedids.federation.private.SealedSum`) by name, as two records."""
+    arrays, meta = ArrayRecord(), {}
+    for name, sealed in sums.items():
+        arrays[name] = Array(np.frombuffer(sealed.ciphertext, dtype=np.uint8))
+        meta[f"{name}.kind"], meta[f"{name}.values"] = sealed.kind, sealed.values
+        meta |= {f"{name}.secagg.{k}": v for k, v in sealed.secagg.items()}
+    return arrays, ConfigRecord(meta)
+
+
+def add_sealed(content: RecordDict, sums: dict) -> RecordDict:
+    """Put sealed sums into a message's content (nothing if ``sums`` is empty)."""
+    if sums:
+        content[SEALED], content[SEALED_META] = encode_sealed(sums)
+    return content
+
+
+def decode_sealed(content: RecordDict, names: tuple[str, ...]) -> dict:
+    """The sealed sums of ``names`` that a message carries; raises ValueError on a malformed entry."""
+    from fedids.federation.private import SealedSum
+
+    if SEALED not in content:
+        return {}
+    arrays, meta = content[SEALED], content[SEALED_META]
+    out = {}
+    for name in names:
+        if name not in arrays:
+            continue
+        blob = arrays[name].numpy()
+        if blob.dtype != np.uint8 or blob.ndim != 1:
+            raise ValueError(f"sealed sum {name} must be a 1-D uint8 array")
+        prefix = f"{name}.secagg."
+        secagg = {k[len(prefix):]: meta[k] for k in meta if k.startswith(prefix)}
+        out[name] = SealedSum.from_meta({"kind": meta.get(f"{name}.kind"), "values": meta.get(f"{name}.values"),
+                                         "secagg": secagg}, blob.tobytes())
     return out

@@ -1,39 +1,37 @@
-"""Private aggregation for the round loop: ``--privacy`` modes built from the fedids.privacy primitives.
+"""Privacy modes and their secure-sum backends, as both apps use them (no Flower, no server state).
 
-Every private mode aggregates the same thing: each selected client's *contribution*
-``weight_i * (w_global + update_i)``, where ``update_i`` is the local model change (clipped to L2 norm C
-and given its share of Gaussian noise under ``dp``) and the weights of the selected clients sum to 1
-(``n_i / sum n`` by examples; ``1 / n`` under ``dp``, which needs equal weights for its sensitivity bound).
-The sum of contributions is the new global model, divided by the total weight of the clients that
-completed the round (dropouts shrink it). What differs is who can read what:
+Every exchange of a federated run is a sum of per-client vectors (:mod:`fedids.federation.aggregation`).
+A mode decides how a client *seals* its vector and what the server can read of the sum:
 
-=============  ===================================  ======================================
-mode           what the server receives             what the server can read
-=============  ===================================  ======================================
-``dp``         contributions in plaintext           each noised contribution, the model
-``he``         CKKS ciphertexts (one key, clients)  nothing: the global model stays
-                                                    encrypted; clients decrypt it
-``secagg``     masked uint32 vectors (Bonawitz)     only the sum (= the global model)
-``he+secagg``  BFV-encrypted masked vectors         nothing; a client colluding with the
-                                                    server still learns no other update
-=============  ===================================  ======================================
+=============  ==========================================  ===========================================
+mode           what the server receives from each client   what the server can read
+=============  ==========================================  ===========================================
+``none``       its vector in plaintext                     each vector and the sum
+``dp``         its vector in plaintext, update noised      each noised vector and the sum
+``secagg``     a masked uint32 vector (Bonawitz et al.)    only the sum
+``he``         CKKS ciphertexts (one key, held by clients)  nothing: clients decrypt the sum
+``he+secagg``  BFV-encrypted masked vectors                nothing; a client colluding with the server
+                                                           still learns no other client's vector
+=============  ==========================================  ===========================================
 
-With ``he`` the server keeps the encrypted global model and sends it to clients, who decrypt it with
-the clients' key; the server side (this module's server functions) is only ever given the public context.
+Two kinds of vector travel: ``real`` values (weights, moments, metrics) and ``count`` values (histograms,
+label counts, confusion matrices), which every backend sums exactly: CKKS carries ``count * 2**-16``
+and the receiver rounds; SecAgg quantises them with step 1 (:func:`secagg_clip_range`).
+
+The ``he`` server keeps sums it cannot read as :class:`SealedSum` and forwards them; clients (and the
+operator's evaluator, which holds a client key) open them with :func:`open_sum`.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedids.privacy.dp import clip_update
+from fedids.federation.aggregation import COUNT_SCALE
 
-log = logging.getLogger("fedids.server")
-
-SECAGG_CLIP_RANGE = 8.0  # contributions are model weights; |w| beyond this range is an error, not clipped
+REAL, COUNT = "real", "count"
+SECAGG_CLIP_RANGE = 8.0  # real vectors: model weights and shares of totals; |x| beyond this is an error
 
 
 @dataclass(frozen=True)
@@ -59,103 +57,88 @@ class PrivacyMode:
         return self.he or self.secagg or self.dp
 
     @property
+    def sealed(self) -> bool:
+        """Vectors travel sealed (encrypted or masked): the server handles no client's vector in the clear."""
+        return self.he or self.secagg
+
+    @property
     def encrypted_global(self) -> bool:
-        """The server never holds the global model in plaintext."""
+        """The server never holds the sums, and so the global model, in plaintext."""
         return self.he
 
 
-def flatten(weights: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(w, dtype=np.float32).ravel() for w in weights])
+def secagg_clip_range(values: str, n_clients: int) -> float:
+    """SecAgg clip range for a kind of vector: :data:`SECAGG_CLIP_RANGE` for ``real`` values; for
+    ``count`` values the range that makes the quantisation step exactly 1 (counts below about
+    ``2**31 / (1.5 n)`` per client)."""
+    if values == REAL:
+        return SECAGG_CLIP_RANGE
+    return (2**31 - 1) / (1.5 * n_clients)
 
 
-def unflatten(vector: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-    sizes = [int(np.prod(s)) for s in shapes]
-    if vector.shape != (sum(sizes),):
-        raise ValueError(f"flat model has {vector.size} values, expected {sum(sizes)}")
-    parts = np.split(np.asarray(vector, dtype=np.float32), np.cumsum(sizes)[:-1])
-    return [p.reshape(s) for p, s in zip(parts, shapes)]
+def encode_for_ckks(vector: np.ndarray, values: str) -> np.ndarray:
+    return np.asarray(vector, np.float64) * (COUNT_SCALE if values == COUNT else 1.0)
 
 
-def compute_contribution(global_flat: np.ndarray, local_flat: np.ndarray, weight: float, *,
-                         clip_norm: float | None, noise_std: float, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
-    """``weight * (global + update)`` with the update clipped and noised when ``clip_norm`` is set.
+@dataclass(frozen=True)
+class SealedSum:
+    """A sum the ``he`` server holds but cannot read: ciphertext plus what a key holder needs to open it."""
 
-    Returns the float32 contribution and whether clipping changed the update.
+    kind: str                    # "ckks" | "bfv"
+    ciphertext: bytes
+    values: str = REAL           # REAL | COUNT
+    secagg: dict = field(default_factory=dict)  # the round's SecAggConfig (to de-quantise a "bfv" sum)
+
+    def meta(self) -> dict:
+        return {"kind": self.kind, "values": self.values, "secagg": dict(self.secagg)}
+
+    @classmethod
+    def from_meta(cls, meta: dict, ciphertext: bytes) -> "SealedSum":
+        if meta.get("kind") not in ("ckks", "bfv") or meta.get("values") not in (REAL, COUNT):
+            raise ValueError(f"unknown sealed sum {meta.get('kind')!r}/{meta.get('values')!r}")
+        return cls(str(meta["kind"]), ciphertext, str(meta["values"]), dict(meta.get("secagg") or {}))
+
+
+def open_sum(sealed: SealedSum, secret_context: bytes, length: int) -> np.ndarray:
+    """Decrypt a :class:`SealedSum` (clients, or the operator's evaluator: needs the clients' key).
+
+    Returns the ``(length,)`` float64 sum; ``count`` sums are rounded to whole numbers.
     """
-    update = np.asarray(local_flat, dtype=np.float64) - global_flat
-    clipped = False
-    if clip_norm is not None:
-        update, clipped = clip_update(update.astype(np.float32), clip_norm)
-        update = update.astype(np.float64)
-        if noise_std > 0:
-            update = update + rng.normal(0.0, noise_std, size=update.shape)
-    return (weight * (global_flat + update)).astype(np.float32), clipped
+    if sealed.kind == "ckks":
+        from fedids.privacy.he import decrypt_sum
+
+        total = decrypt_sum(secret_context, sealed.ciphertext, length)
+        return np.rint(total / COUNT_SCALE) if sealed.values == COUNT else total
+    if sealed.kind == "bfv":
+        from fedids.privacy.he_secagg import decrypt_masked_sum
+        from fedids.privacy.secagg import SecAggConfig, dequantize_sum
+
+        total = dequantize_sum(decrypt_masked_sum(secret_context, sealed.ciphertext, length),
+                               SecAggConfig.from_dict(sealed.secagg))
+        return np.rint(total) if sealed.values == COUNT else total
+    raise ValueError(f"unknown sealed sum kind {sealed.kind!r}")
 
 
 @dataclass
 class SumResult:
-    """Outcome of one private aggregation on the server."""
+    """Outcome of one secure sum on the server: the plaintext sum where the mode shows it, else sealed."""
 
-    plaintext: np.ndarray | None = None     # the sum, when the mode lets the server see it
-    ciphertext: bytes | None = None         # the encrypted sum (he, he+secagg)
-    survivors: list[int] = field(default_factory=list)  # node ids whose contribution is in the sum
+    plaintext: np.ndarray | None = None
+    sealed: SealedSum | None = None
+    survivors: list[int] = field(default_factory=list)  # node ids whose vector is in the sum
     rejected: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     server_seconds: float = 0.0
-    secagg_config: dict = field(default_factory=dict)  # SecAggConfig of the round (decodes a "bfv" sum)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.survivors) and (self.plaintext is not None or self.sealed is not None)
 
 
-# ---------------------------------------------------------------------------------------- keys
 @dataclass(frozen=True)
 class KeyPaths:
     """Where the key files of an ``he`` mode live (made by ``fedids keys init``)."""
 
     client_secret: str | None = None   # clients only
     server_public: str | None = None   # server only
-
-
-# ---------------------------------------------------------------------- global model transport
-GLOBAL = "global"                 # ArrayRecord {"ct": uint8} with the encrypted global model
-GLOBAL_KIND = "global-kind"       # "ckks" | "bfv"
-GLOBAL_WEIGHT = "global-weight"   # total weight of the contributions in the encrypted sum
-GLOBAL_SECAGG = "global-secagg."  # prefix: SecAggConfig of the round that made a "bfv" global
-
-
-@dataclass
-class EncryptedGlobal:
-    """The global model as the server holds it in ``he`` modes: ciphertext plus how to decode it."""
-
-    kind: str
-    ciphertext: bytes
-    weight: float
-    secagg: dict = field(default_factory=dict)
-
-    def config_entries(self) -> dict:
-        return {GLOBAL_KIND: self.kind, GLOBAL_WEIGHT: float(self.weight),
-                **{GLOBAL_SECAGG + k: v for k, v in self.secagg.items()}}
-
-    def to_meta(self) -> dict:
-        return {"kind": self.kind, "weight": self.weight, "secagg": self.secagg}
-
-
-def decrypt_global(kind: str, ciphertext: bytes, weight: float, secagg: dict, secret_context: bytes,
-                   length: int) -> np.ndarray:
-    """Decrypt an encrypted global model (clients, or the operator's evaluator; needs the clients' key)."""
-    if weight <= 0:
-        raise ValueError("encrypted global model has no contributions")
-    if kind == "ckks":
-        from fedids.privacy.he import decrypt_sum
-
-        return (decrypt_sum(secret_context, ciphertext, length) / weight).astype(np.float32)
-    if kind == "bfv":
-        from fedids.privacy.he_secagg import decrypt_masked_sum
-        from fedids.privacy.secagg import SecAggConfig, dequantize_sum
-
-        total = decrypt_masked_sum(secret_context, ciphertext, length)
-        return (dequantize_sum(total, SecAggConfig.from_dict(secagg)) / weight).astype(np.float32)
-    raise ValueError(f"unknown encrypted global kind {kind!r}")
-
-
-def secagg_config_from(config) -> dict:
-    return {k[len(GLOBAL_SECAGG):]: config[k] for k in config if k.startswith(GLOBAL_SECAGG)}

@@ -1,19 +1,21 @@
-"""Server side of one private round (see :mod:`fedids.federation.private` for what each mode reveals).
+"""Server side of one secure sum: every exchange of a run goes through :func:`secure_sum`.
 
-Single-message modes (``dp``, ``he``, ``he+dp``) send each selected client one ``train`` message and
-sum the contributions that arrive: in numpy (``dp``) or as CKKS ciphertexts with only the public
-context (``he``). Secure-aggregation modes run the four SecAgg stages as four Flower message
-exchanges (``train.secagg_keys``, ``train.secagg_shares``, ``train`` with the masked input,
-``train.secagg_unmask``); a client that fails or goes silent after sending its keys is a dropout and
-the round still completes while at least the Shamir threshold of clients remains.
+Single-message modes (``none``, ``dp``, ``he``) send each client one message of the exchange's type
+(``train``, ``query.stats``, ``query.features``, ``query.validate``) and add the vectors that arrive:
+in numpy, or as CKKS ciphertexts with only the public context (``he``). Secure-aggregation modes
+(``secagg``, ``he+secagg``) wrap that message in the four SecAgg stages (``train.secagg_keys``,
+``train.secagg_shares``, the exchange's own message with the masked vector, ``train.secagg_unmask``); a
+client that fails or goes silent after sending its keys is a dropout and the sum still completes while
+at least the Shamir threshold of clients remains.
 
 Every upload is validated on arrival (length, dtype, finiteness for plaintext; ciphertext structure
-for HE; the SecAgg state machine's own checks); a bad one is logged and dropped, never fatal. A round
+for HE; the SecAgg state machine's own checks); a bad one is logged and dropped, never fatal. A sum
 that cannot complete safely (too many dropouts) raises :class:`~fedids.privacy.secagg.SecAggAbort`.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import Callable
@@ -23,42 +25,27 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from fedids.federation import messages as m
-from fedids.federation.private import GLOBAL, SECAGG_CLIP_RANGE, PrivacyMode, SumResult
-from fedids.privacy.dp import distributed_noise_std
+from fedids.federation.private import PrivacyMode, SealedSum, SumResult, secagg_clip_range
 
 log = logging.getLogger("fedids.server")
-
-CONTRIBUTION = "contribution"   # ArrayRecord: {"value": float32 (d,)} or {"ct": uint8 (bytes,)}
-SECAGG = "secagg"               # ConfigRecord: one SecAgg protocol message (flat int/bytes dict)
-SECAGG_CONFIG = "secagg-config" # ConfigRecord: SecAggConfig.to_dict() plus "secagg-id"
-STAGE_KEYS, STAGE_SHARES, STAGE_UNMASK = "train.secagg_keys", "train.secagg_shares", "train.secagg_unmask"
+_SUM_IDS = itertools.count(1)
 
 
-def contribution_weights(mode: PrivacyMode, nodes: list[int], node_keys: dict[int, str],
-                         counts: dict[str, float]) -> dict[int, float]:
-    """Per-node weight: by ``counts`` (examples, or objective weights), or equal under ``dp`` (bounded
-    sensitivity needs equal weights)."""
-    if mode.dp:
-        return {n: 1.0 / len(nodes) for n in nodes}
-    total = sum(counts[node_keys[n]] for n in nodes)
-    return {n: counts[node_keys[n]] / total for n in nodes}
-
-
-def _payload_bytes(content: RecordDict) -> int:
+def payload_bytes(content: RecordDict) -> int:
     size = 0
     for record in content.values():
         if isinstance(record, ArrayRecord):
-            size += sum(a.numpy().nbytes for a in record.values())
+            size += sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values())
         elif isinstance(record, ConfigRecord):
             size += sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in record.values())
     return size
 
 
-def _exchange(grid: Grid, contents: dict[int, RecordDict], message_type: str, timeout: float,
-              result: SumResult) -> dict[int, Message]:
+def exchange(grid: Grid, contents: dict[int, RecordDict], message_type: str, timeout: float,
+             result: SumResult) -> dict[int, Message]:
     """Send one message per node; return the error-free replies by node (errors count as dropouts)."""
     messages = [Message(c, message_type=message_type, dst_node_id=n) for n, c in contents.items()]
-    result.bytes_down += sum(_payload_bytes(c) for c in contents.values())
+    result.bytes_down += sum(payload_bytes(c) for c in contents.values())
     replies: dict[int, Message] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         node = reply.metadata.src_node_id
@@ -69,91 +56,95 @@ def _exchange(grid: Grid, contents: dict[int, RecordDict], message_type: str, ti
             log.warning("%s: rejected duplicate or unsolicited reply from %s", message_type, node)
             result.rejected += 1
             continue
-        result.bytes_up += _payload_bytes(reply.content)
+        result.bytes_up += payload_bytes(reply.content)
         replies[node] = reply
     return replies
 
 
-def run_private_round(grid: Grid, *, mode: PrivacyMode, nodes: list[int], weights: dict[int, float],
-                      make_content: Callable[[int, dict], RecordDict], length: int, server_round: int,
-                      clip_norm: float, noise_multiplier: float, he_public: bytes | None,
-                      timeout: float) -> tuple[SumResult, list[Message]]:
-    """Aggregate the selected clients' contributions privately; returns the sum and the train replies.
+def secure_sum(grid: Grid, *, mode: PrivacyMode, nodes: list[int], message_type: str,
+               make_content: Callable[[int], RecordDict], length: int, values: str, he_public: bytes | None,
+               timeout: float, sum_id: int | None = None,
+               check: Callable[[int, np.ndarray], None] | None = None) -> tuple[SumResult, list[Message]]:
+    """Sum the vectors the ``nodes`` return for ``message_type``; returns the sum and the accepted replies.
 
-    ``make_content(node, extra_config)`` builds a node's training message (global model, preprocessing,
-    config) with ``extra_config`` merged into its config record.
+    ``make_content(node)`` builds a node's message; this function adds the sum's description
+    (:data:`~fedids.federation.messages.SUM`: vector kind, length and, under SecAgg, its configuration).
+    ``check(node, vector)`` raises ValueError to refuse a vector the server sees in the clear (``none``,
+    ``dp``): plausibility checks that the sealed modes cannot make.
     """
     result = SumResult()
     start = time.perf_counter()
+    sum_id = next(_SUM_IDS) if sum_id is None else sum_id
     if mode.secagg:
-        sa = _run_secagg(grid, mode, nodes, weights, make_content, length, server_round, clip_norm,
-                         noise_multiplier, he_public, timeout, result)
+        accepted = _run_secagg(grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public,
+                               timeout, result)
     else:
-        noise_std = distributed_noise_std(noise_multiplier, clip_norm, len(nodes)) if mode.dp else 0.0
-        contents = {n: make_content(n, {"privacy": mode.name, "weight": weights[n], "clip-norm": clip_norm,
-                                        "noise-std": noise_std}) for n in nodes}
-        replies = _exchange(grid, contents, m.TRAIN, timeout, result)
-        sa = _sum_single_stage(mode, replies, length, he_public, result)
+        contents = {}
+        for n in nodes:
+            contents[n] = make_content(n)
+            contents[n][m.SUM] = ConfigRecord({"values": values, "length": length})
+        replies = exchange(grid, contents, message_type, timeout, result)
+        accepted = _sum_single_stage(mode, replies, length, values, he_public, result, check)
     result.server_seconds = time.perf_counter() - start
-    return result, sa
+    return result, accepted
 
 
-def _sum_single_stage(mode: PrivacyMode, replies: dict[int, Message], length: int, he_public: bytes | None,
-                      result: SumResult) -> list[Message]:
+def _sum_single_stage(mode: PrivacyMode, replies: dict[int, Message], length: int, values: str,
+                      he_public: bytes | None, result: SumResult, check=None) -> list[Message]:
     accepted: list[Message] = []
     if mode.he:
         from fedids.privacy.he import EncryptedSum, InvalidCiphertextError
 
         total = EncryptedSum(he_public, length)  # refuses a context that holds a secret key
-        for node, reply in replies.items():
+        for node in sorted(replies):
             try:
-                blob = reply.content[CONTRIBUTION]["ct"].numpy()
+                blob = replies[node].content[m.CONTRIBUTION]["ct"].numpy()
                 if blob.dtype != np.uint8 or blob.ndim != 1:
                     raise InvalidCiphertextError("ciphertext must be a 1-D uint8 array")
                 total.add(blob.tobytes())
             except (InvalidCiphertextError, KeyError, ValueError) as exc:
-                log.warning("rejected encrypted update from %s: %s", node, exc)
+                log.warning("rejected encrypted vector from %s: %s", node, exc)
                 result.rejected += 1
                 continue
             result.survivors.append(node)
-            accepted.append(reply)
+            accepted.append(replies[node])
         if result.survivors:
-            result.ciphertext = total.to_bytes()
+            result.sealed = SealedSum("ckks", total.to_bytes(), values)
         return accepted
     running = np.zeros(length, dtype=np.float64)
-    for node, reply in replies.items():
+    for node in sorted(replies):  # node order fixed, so the float sum is reproducible
         try:
-            value = reply.content[CONTRIBUTION]["value"].numpy()
-            if value.dtype != np.float32 or value.shape != (length,):
-                raise ValueError(f"contribution has dtype {value.dtype} and shape {value.shape}")
+            value = replies[node].content[m.CONTRIBUTION]["value"].numpy()
+            if value.dtype != np.float64 or value.shape != (length,):
+                raise ValueError(f"vector has dtype {value.dtype} and shape {value.shape}, expected float64 ({length},)")
             if not np.isfinite(value).all():
-                raise ValueError("contribution contains NaN or Inf")
+                raise ValueError("vector contains NaN or Inf")
+            if check is not None:
+                check(node, value)
         except (KeyError, ValueError) as exc:
-            log.warning("rejected update from %s: %s", node, exc)
+            log.warning("rejected vector from %s: %s", node, exc)
             result.rejected += 1
             continue
         running += value
         result.survivors.append(node)
-        accepted.append(reply)
+        accepted.append(replies[node])
     result.plaintext = running
     return accepted
 
 
-def _run_secagg(grid, mode, nodes, weights, make_content, length, server_round, clip_norm, noise_multiplier,
-                he_public, timeout, result: SumResult) -> list[Message]:
+def _run_secagg(grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public, timeout,
+                result: SumResult) -> list[Message]:
     from fedids.privacy.secagg import InvalidMessageError, SecAggConfig, SecAggServer, dequantize_sum
 
     ids = {n: i + 1 for i, n in enumerate(nodes)}
-    config = SecAggConfig(n_clients=len(nodes), vector_length=length, round_id=server_round,
-                          clip_range=SECAGG_CLIP_RANGE)
+    config = SecAggConfig(n_clients=len(nodes), vector_length=length, round_id=sum_id,
+                          clip_range=secagg_clip_range(values, len(nodes)))
     if mode.he:
         from fedids.privacy.he_secagg import HESecAggServer
 
         server = HESecAggServer(config, he_public)
     else:
         server = SecAggServer(config)
-    # Noise shares are sized for the threshold: the sum keeps sigma*C even if the most clients drop.
-    noise_std = distributed_noise_std(noise_multiplier, clip_norm, config.t) if mode.dp else 0.0
 
     def cfg(node: int) -> ConfigRecord:
         return ConfigRecord({**config.to_dict(), "secagg-id": ids[node]})
@@ -162,39 +153,40 @@ def _run_secagg(grid, mode, nodes, weights, make_content, length, server_round, 
         ok = []
         for node, reply in replies.items():
             try:
-                receive(dict(reply.content[SECAGG]))
+                receive(dict(reply.content[m.SECAGG]))
                 ok.append(node)
             except (InvalidMessageError, KeyError, TypeError) as exc:
                 log.warning("secagg: rejected message from %s: %s", node, exc)
                 result.rejected += 1
         return ok
 
-    replies = _exchange(grid, {n: RecordDict({SECAGG_CONFIG: cfg(n)}) for n in nodes}, STAGE_KEYS, timeout, result)
+    replies = exchange(grid, {n: RecordDict({m.SECAGG_CONFIG: cfg(n)}) for n in nodes}, m.SECAGG_KEYS, timeout, result)
     u1 = feed(replies, server.receive_advertisement)
     broadcast = server.public_keys_message()
-    replies = _exchange(grid, {n: RecordDict({SECAGG_CONFIG: cfg(n), SECAGG: ConfigRecord(broadcast)}) for n in u1},
-                        STAGE_SHARES, timeout, result)
+    replies = exchange(grid, {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: ConfigRecord(broadcast)}) for n in u1},
+                       m.SECAGG_SHARES, timeout, result)
     u2 = feed(replies, server.receive_shares)
     routed = server.forward_shares()
     contents = {}
     for n in u2:
-        content = make_content(n, {"privacy": mode.name, "weight": weights[n], "clip-norm": clip_norm,
-                                   "noise-std": noise_std})
-        content[SECAGG_CONFIG] = cfg(n)
-        content[SECAGG] = ConfigRecord(routed[ids[n]])
+        content = make_content(n)
+        content[m.SECAGG_CONFIG] = cfg(n)
+        content[m.SECAGG] = ConfigRecord(routed[ids[n]])
+        content[m.SUM] = ConfigRecord({"values": values, "length": length})
         contents[n] = content
-    replies = _exchange(grid, contents, m.TRAIN, timeout, result)
+    replies = exchange(grid, contents, message_type, timeout, result)
     u3 = feed(replies, server.receive_masked_input)
-    train_replies = [replies[n] for n in u3]
+    stage3 = {n: replies[n] for n in u3}
     request = server.unmask_request()
-    replies = _exchange(grid, {n: RecordDict({SECAGG_CONFIG: cfg(n), SECAGG: ConfigRecord(request)}) for n in u3},
-                        STAGE_UNMASK, timeout, result)
+    replies = exchange(grid, {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: ConfigRecord(request)}) for n in u3},
+                       m.SECAGG_UNMASK, timeout, result)
     feed(replies, server.receive_unmask_response)
     survivor_ids = set(server.survivors)
     result.survivors = [n for n in nodes if ids[n] in survivor_ids]
     if mode.he:
-        result.ciphertext = server.encrypted_aggregate()
+        result.sealed = SealedSum("bfv", server.encrypted_aggregate(), values, config.to_dict())
     else:
         result.plaintext = dequantize_sum(server.aggregate(), config)
-    result.secagg_config = config.to_dict()  # type: ignore[attr-defined]
-    return [r for r in train_replies if r.metadata.src_node_id in set(result.survivors)]
+        if values == "count":
+            result.plaintext = np.rint(result.plaintext)
+    return [stage3[n] for n in result.survivors if n in stage3]

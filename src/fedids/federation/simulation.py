@@ -92,20 +92,19 @@ def run_simulated(data: PreparedData, parts: list[np.ndarray], config: Federatio
     def evaluate(detector: Detector) -> dict:
         return evaluate_rows(detector, data, test_rows)
 
-    decrypt = None
+    opener = None
     if he_secret_context:
-        from fedids.federation.private import decrypt_global
+        from fedids.federation.private import open_sum
         from fedids.privacy.keys import load_secret_context
 
         secret = load_secret_context(he_secret_context)
 
-        def decrypt(encrypted, length: int) -> np.ndarray:
-            return decrypt_global(encrypted.kind, encrypted.ciphertext, encrypted.weight, encrypted.secagg,
-                                  secret, length)
+        def opener(sealed, length: int) -> np.ndarray:
+            return open_sum(sealed, secret, length)
 
     result: list[FederationState] = []
     server = make_server_app(config, out_dir, expected_clients=len(parts), evaluate=evaluate,
-                             resume=resume, on_round=on_round, result=result, decrypt=decrypt)
+                             resume=resume, on_round=on_round, result=result, opener=opener)
     client = client_app or make_client_app(str(out_dir / "partitions"), he_secret_context)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"logging_level": logging.ERROR, "log_to_driver": False,

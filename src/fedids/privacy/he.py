@@ -268,8 +268,8 @@ def _as_update(vector: np.ndarray) -> np.ndarray:
     array = np.asarray(vector)
     if array.ndim != 1 or array.size == 0:
         raise ValueError(f"expected a non-empty 1-D update, got shape {array.shape}")
-    if array.dtype != np.float32:
-        raise ValueError(f"expected float32, got {array.dtype}")
+    if array.dtype not in (np.float32, np.float64):
+        raise ValueError(f"expected float32 or float64, got {array.dtype}")
     if not np.all(np.isfinite(array)):
         raise ValueError("update contains NaN or Inf")
     return array
@@ -283,7 +283,7 @@ def encrypt_update(secret_context: bytes, vector: np.ndarray) -> bytes:
     secret_context : bytes
         The clients' context (:attr:`HEKeys.secret_context`).
     vector : numpy.ndarray
-        Shape ``(d,)``, float32, finite. Values are pre-weighted by the caller; every
+        Shape ``(d,)``, float32 or float64, finite. Values are pre-weighted by the caller; every
         coordinate of the eventual sum must stay below :data:`MAX_ABS_SUM` in absolute value.
 
     Returns

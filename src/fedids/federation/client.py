@@ -1,0 +1,354 @@
+"""What one IoT gateway does with each message: turns messages into :mod:`fedids.task` calls and vectors.
+
+Raw flows never leave this process. In every mode the client answers with vectors for the secure sum
+(:mod:`fedids.federation.aggregation`), sealed as its mode says (:func:`seal`); in the plaintext mode the
+training reply also carries the local model itself, so the server can run robust strategies, compression
+and the energy ledger. Nothing here imports the server side.
+
+Where the mode hides sums from the server (``he``), the client opens them itself: the statistics sum
+(:func:`handle_setup`, cached in the node's state), the last two global sums of training (the global
+model and, from their difference, the server momentum), and the calibration sums (moments, confusion
+matrices) that decide the final head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from fedids.data.preprocess import FlowScaler, LabelVocabulary, compute_feature_stats
+from fedids.federation import aggregation as agg
+from fedids.federation import messages as m
+from fedids.federation.compression import COMPRESSED, Compression, compress_reply
+from fedids.federation.private import COUNT, REAL, PrivacyMode, encode_for_ckks, open_sum
+from fedids.federation.setup import RunSetup, frame_stats_vector, own_class_counts, setup_from_sum
+from fedids.model.artifacts import Detector, save_detector
+from fedids.model.train import TrainConfig, get_weights, set_weights
+from fedids.task import PreparedData, compute_label_counts, evaluate_rows, new_model, prepare, train_rows
+
+LOCAL_VAL_FRACTION = 0.2
+_SETUP_STATE = "fedids-setup"
+_SECAGG_STATE = "fedids-secagg"
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from any parts (stable across processes, unlike ``hash``)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _config_value(config, key, default):
+    return config[key] if key in config else default
+
+
+# ------------------------------------------------------------------------------------ sealing
+def seal(msg: Message, vector: np.ndarray, context: Context | None, secret_context: bytes | None) -> RecordDict:
+    """This client's vector for the sum ``msg`` asks for (:data:`~fedids.federation.messages.SUM`), sealed
+    by the run's mode: in the clear, CKKS-encrypted, SecAgg-masked or both (BFV)."""
+    spec = msg.content[m.SUM]
+    values, length = str(spec["values"]), int(spec["length"])
+    vector = np.asarray(vector, np.float64)
+    if vector.shape != (length,) or values not in (REAL, COUNT):
+        raise ValueError(f"vector of shape {vector.shape} for a {values} sum of length {length}")
+    mode = PrivacyMode.parse(str(msg.content[m.CONFIG]["privacy"]))
+    if mode.secagg:
+        client = _restore_secagg(context, secret_context, mode)
+        out = client.masked_input(dict(msg.content[m.SECAGG]), vector)
+        _save_secagg(context, client)
+        return RecordDict({m.SECAGG: ConfigRecord(out)})
+    if mode.he:
+        from fedids.privacy.he import encrypt_update
+
+        blob = encrypt_update(_need(secret_context), encode_for_ckks(vector, values))
+        return RecordDict({m.CONTRIBUTION: ArrayRecord({"ct": Array(np.frombuffer(blob, dtype=np.uint8))})})
+    return RecordDict({m.CONTRIBUTION: ArrayRecord({"value": Array(vector)})})
+
+
+def _need(secret_context: bytes | None) -> bytes:
+    if secret_context is None:
+        raise RuntimeError("this run is encrypted and this client has no HE key (he-secret-context)")
+    return secret_context
+
+
+def _restore_secagg(context: Context | None, secret_context: bytes | None, mode: PrivacyMode):
+    from fedids.privacy.secagg import SecAggClient
+
+    if context is None or _SECAGG_STATE not in context.state:
+        raise RuntimeError("secure aggregation message without a prior key stage on this node")
+    state = dict(context.state[_SECAGG_STATE])
+    if mode.he:
+        from fedids.privacy.he_secagg import HESecAggClient
+
+        client = HESecAggClient.from_state_dict(state)
+        client._secret_context = _need(secret_context)  # noqa: SLF001 (the key file is not part of the state)
+        return client
+    return SecAggClient.from_state_dict(state)
+
+
+def _save_secagg(context: Context, client) -> None:
+    context.state[_SECAGG_STATE] = ConfigRecord(client.state_dict())
+
+
+def handle_secagg_stage(msg: Message, context: Context, stage: str, secret_context: bytes | None) -> Message:
+    """SecAgg stages 1, 2 and 4 (stage 3 is the exchange's own message); state kept in the node's state."""
+    from fedids.privacy.secagg import SecAggClient, SecAggConfig
+
+    cfg = dict(msg.content[m.SECAGG_CONFIG])
+    client_id = int(cfg.pop("secagg-id"))
+    if stage == "keys":
+        client = SecAggClient(SecAggConfig.from_dict(cfg), client_id)
+        out = client.advertise_keys()
+    else:
+        client = _restore_secagg(context, secret_context, PrivacyMode(he=False, secagg=True))
+        if client.client_id != client_id:
+            raise RuntimeError("secure aggregation state belongs to another client id")
+        out = client.share_keys(dict(msg.content[m.SECAGG])) if stage == "shares" else client.unmask(dict(msg.content[m.SECAGG]))
+    if stage == "unmask":
+        del context.state[_SECAGG_STATE]
+    else:
+        _save_secagg(context, client)
+    return Message(RecordDict({m.SECAGG: ConfigRecord(out)}), reply_to=msg)
+
+
+# ------------------------------------------------------------------------------ setup round
+def handle_stats(msg: Message, frame: pd.DataFrame, key: str, device_profile: str | None = None,
+                 context: Context | None = None, secret_context: bytes | None = None) -> Message:
+    """The statistics of this client: a sealed count vector in a private mode (``msg`` asks for a sum),
+    else the plaintext histogram, label counts and device profile."""
+    if m.SUM in msg.content:  # the client key is an identifier (reproducible sampling), not data
+        content = seal(msg, frame_stats_vector(frame), context, secret_context)
+        content[m.INFO] = ConfigRecord({"client-key": key})
+        return Message(content, reply_to=msg)
+    from fedids.data.schema import FEATURES, LABEL
+
+    stats = compute_feature_stats(frame[list(FEATURES)].to_numpy(dtype=np.float32))
+    return m.stats_reply(msg, key, stats, compute_label_counts(frame[LABEL].to_numpy()), device_profile)
+
+
+def handle_setup(msg: Message, context: Context, secret_context: bytes | None) -> Message:
+    """``he``: open the sealed statistics sum, derive the run's setup, keep it in the node's state, and
+    tell the server the vocabulary (to size the model) and the setup's digest (to check agreement)."""
+    from fedids.federation.setup import STATS_LENGTH
+
+    (stats,) = m.decode_sealed(msg.content, ("stats",)).values()
+    setup = setup_from_sum(open_sum(stats, _need(secret_context), STATS_LENGTH))
+    context.state[_SETUP_STATE] = m.encode_setup(setup)
+    return Message(RecordDict({m.INFO: ConfigRecord({"labels": list(setup.vocabulary.labels),
+                                                    "digest": setup.digest(), "unknown-rows": setup.unknown_rows})}),
+                   reply_to=msg)
+
+
+def run_setup(msg: Message, context: Context | None) -> RunSetup:
+    """The setup a message runs under: sent in the clear, or derived here from the sealed sum (``he``)."""
+    if m.PREPROCESSING in msg.content:
+        return m.decode_setup_message(msg.content)
+    if context is None or _SETUP_STATE not in context.state:
+        raise RuntimeError("encrypted run without a setup on this node (query.setup did not reach it)")
+    setup = m.decode_setup(context.state[_SETUP_STATE])
+    if str(msg.content[m.CONFIG]["setup-digest"]) != setup.digest():
+        raise RuntimeError("the server's setup digest does not match this node's setup")
+    return setup
+
+
+# --------------------------------------------------------------------------- global models
+def global_models(msg: Message, n_classes: int, hidden: int, secret_context: bytes | None,
+                  server_lr: float) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """The global model a message carries and the server momentum (from the previous global model)."""
+    shapes = [tuple(w.shape) for w in get_weights(new_model(n_classes, hidden))]
+    layout = agg.UpdateLayout(tuple(shapes))
+    sealed = m.decode_sealed(msg.content, ("current", "previous"))
+
+    def resolve(name: str, plain_key: str) -> list[np.ndarray] | None:
+        if name in sealed:
+            return agg.finalize_update(layout, open_sum(sealed[name], _need(secret_context), layout.length)).weights
+        if plain_key in msg.content:
+            arrays = [a.numpy() for a in msg.content[plain_key].values()]
+            if [tuple(a.shape) for a in arrays] != shapes:
+                raise ValueError("global model has the wrong shapes")
+            return arrays
+        return None
+
+    current = resolve("current", m.ARRAYS)
+    if current is None:
+        raise ValueError("message carries no global model")
+    return current, agg.momentum_between(resolve("previous", m.PREVIOUS), current, server_lr)
+
+
+# ---------------------------------------------------------------------------------- training
+def _train_local(model, data: PreparedData, setup: RunSetup, config, key: str, server_round: int):
+    """Local training as the message configures it (plain, or DP-SGD); returns (result, dpsgd epsilon)."""
+    train_cfg = TrainConfig(
+        epochs=int(config["local-epochs"]), batch_size=int(config["batch-size"]), lr=float(config["lr"]),
+        proximal_mu=float(_config_value(config, "proximal-mu", 0.0)),
+        absent_logit_scale=float(_config_value(config, "absent-logit-scale", 1.0)),
+        seed=derive_seed(config["seed"], server_round, key))
+    torch.manual_seed(train_cfg.seed)
+    rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
+    weights = np.asarray(setup.class_weights, dtype=np.float32)
+    scaled = setup.scaler.transform(data.features)
+    dpsgd_noise = float(_config_value(config, "dpsgd-noise", 0.0))
+    dpsgd_target = float(_config_value(config, "dpsgd-target-epsilon", 0.0))
+    if not (dpsgd_noise > 0 or dpsgd_target > 0):
+        anchors = [p.detach().clone() for p in model.parameters()] if train_cfg.proximal_mu > 0 else None
+        return train_rows(model, data, scaled, setup.vocabulary, rows, train_cfg, global_params=anchors,
+                          class_weights=weights), None
+    # Sample-level DP-SGD (Opacus): the epsilon covers one flow window of this client's rows, over the
+    # rounds so far (every round runs the same steps; fedids.privacy.dpsgd says why that composes).
+    from fedids.privacy import dpsgd
+
+    delta = float(config["dpsgd-delta"])
+    train_cfg = dataclasses.replace(train_cfg, batch_size=int(config["dpsgd-batch-size"]), lr=float(config["dpsgd-lr"]))
+    targets = setup.vocabulary.encode(data.labels[rows])
+    n_rows = max(int(np.sum(targets >= 0)), 1)
+    rate = dpsgd.sample_rate(n_rows, train_cfg.batch_size)
+    steps = train_cfg.epochs * dpsgd.steps_per_epoch(n_rows, train_cfg.batch_size)
+    if dpsgd_target > 0:
+        dpsgd_noise = dpsgd.calibrate_noise(dpsgd_target, delta, rate, int(config["rounds"]) * steps)
+    dp = dpsgd.fit_dpsgd(model, scaled, data.windows[rows], targets, train_cfg, noise_multiplier=dpsgd_noise,
+                         max_grad_norm=float(config["dpsgd-clip"]), target_delta=delta, class_weights=weights)
+    return dp.result, dpsgd.epsilon_spent(dpsgd_noise, rate, server_round * steps, delta)
+
+
+def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | None = None,
+                 context: Context | None = None, secret_context: bytes | None = None) -> Message:
+    """Evaluate the incoming global model on the local validation split, train on the local rest, and
+    reply: the local model and metrics (plaintext mode), or a sealed update contribution."""
+    config = msg.content[m.CONFIG]
+    setup = run_setup(msg, context)
+    hidden, window, server_round = int(config["hidden"]), int(config["window"]), int(config["server-round"])
+    if list(config["labels"]) != list(setup.vocabulary.labels):
+        raise ValueError("the message's labels differ from the run's vocabulary")
+    server_lr, server_momentum = float(config["server-lr"]), float(config["server-momentum"])
+    global_weights, momentum = global_models(msg, len(setup.vocabulary.labels), hidden, secret_context, server_lr)
+    data = prepare(frame, window=window, test_fraction=LOCAL_VAL_FRACTION)
+    model = new_model(len(setup.vocabulary.labels), hidden)
+    set_weights(model, global_weights)
+    detector = Detector(model, setup.scaler, setup.vocabulary, window, {"round": server_round})
+    if model_dir:
+        save_detector(model_dir, detector)
+    local_f1 = evaluate_rows(detector, data, data.test_rows)["macro_f1"] if len(data.test_rows) else float("nan")
+    result, dpsgd_epsilon = _train_local(model, data, setup, config, key, server_round)
+    mode = PrivacyMode.parse(str(config["privacy"]))
+    if not mode.private:
+        return _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, config, context)
+    start = time.process_time()
+    local = get_weights(model)
+    if mode.dp:  # clip and noise the update before it becomes a proposal (fedids.privacy.dp)
+        local = _noised_local(global_weights, local, config)
+    weight, shares = agg.client_shares(own_class_counts(data.labels, setup.vocabulary), setup.class_totals,
+                                       setup.class_weights, weighting=str(config["client-weighting"]),
+                                       class_head=str(config["head-aggregation"]) == "class")
+    proposal = agg.propose(global_weights, momentum, local, server_lr=server_lr, server_momentum=server_momentum)
+    examples = len(data.labels) / max(setup.rows, 1)
+    metrics = {"clients": 1.0, "examples": examples, "loss": examples * float(result.losses[-1]),
+               "train_ks": result.seconds / 1e3, "dpsgd_epsilon": dpsgd_epsilon or 0.0}
+    if np.isfinite(local_f1):
+        metrics |= {"local_f1": float(local_f1), "local_f1_clients": 1.0}
+    layout = agg.UpdateLayout(tuple(tuple(w.shape) for w in local))
+    metrics["privacy_ks"] = (time.process_time() - start) / 1e3
+    vector = agg.update_contribution(layout, proposal, weight, shares, metrics)
+    return Message(seal(msg, vector, context, secret_context), reply_to=msg)
+
+
+def _noised_local(global_weights: list[np.ndarray], local: list[np.ndarray], config) -> list[np.ndarray]:
+    from fedids.privacy.dp import add_gaussian_noise, clip_update
+
+    shapes = [tuple(w.shape) for w in local]
+    update = agg.flatten(local) - agg.flatten(global_weights)
+    update, _ = clip_update(update.astype(np.float32), float(config["clip-norm"]))
+    # Noise from the OS's entropy, never from the run seed the server knows.
+    update = add_gaussian_noise(update.astype(np.float64), float(config["noise-std"]), np.random.default_rng())
+    return agg.unflatten(agg.flatten(global_weights) + update, shapes)
+
+
+def _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, config, context) -> Message:
+    """The plaintext mode's reply: the local model (or its compressed update) and per-client metrics."""
+    metrics = MetricRecord({
+        m.NUM_EXAMPLES: int(len(data.labels)), m.TRAIN_LOSS: float(result.losses[-1]),
+        m.LOCAL_F1: float(local_f1), m.TRAIN_SECONDS: float(result.seconds),
+        m.TRAIN_EXAMPLES: int(result.examples), m.LOCAL_EPOCHS: int(config["local-epochs"]),
+    })
+    if dpsgd_epsilon is not None:
+        metrics[m.DPSGD_EPSILON] = float(dpsgd_epsilon)
+    compression = Compression.parse(str(_config_value(config, "compression", "none")))
+    if compression.active:
+        update = compress_reply(global_weights, get_weights(model), compression, context)
+        return Message(RecordDict({COMPRESSED: update, m.METRICS: metrics}), reply_to=msg)
+    return Message(RecordDict({m.ARRAYS: ArrayRecord(get_weights(model)), m.METRICS: metrics}), reply_to=msg)
+
+
+# -------------------------------------------------------------------------- calibration
+def _final_model(msg: Message, setup: RunSetup, secret_context: bytes | None):
+    config = msg.content[m.CONFIG]
+    hidden = int(config["hidden"])
+    weights, _ = global_models(msg, len(setup.vocabulary.labels), hidden, secret_context,
+                               float(config["server-lr"]))
+    model = new_model(len(setup.vocabulary.labels), hidden)
+    set_weights(model, weights)
+    return model
+
+
+def _local_features(msg: Message, frame: pd.DataFrame, setup: RunSetup, model):
+    """The model's GRU features and class indices of this client's windows per split ("train": the rows
+    :func:`handle_train` trains on; "validation": the local validation rows)."""
+    from fedids.federation.calibration import hidden_features
+
+    data = prepare(frame, window=int(msg.content[m.CONFIG]["window"]), test_fraction=LOCAL_VAL_FRACTION)
+    scaled = setup.scaler.transform(data.features)
+    splits = {"train": data.train_rows if len(data.train_rows) else np.arange(len(data.labels)),
+              "validation": data.test_rows}
+    return {name: (hidden_features(model, scaled, data.windows[rows]), setup.vocabulary.encode(data.labels[rows]))
+            for name, rows in splits.items()}
+
+
+def handle_features(msg: Message, frame: pd.DataFrame, context: Context | None = None,
+                    secret_context: bytes | None = None) -> Message:
+    """Per-class moments of the final global model's features over the local training windows, as a real
+    vector for the sum (:func:`fedids.federation.calibration.moments_vector`)."""
+    from fedids.federation.calibration import class_moments, moments_vector
+
+    setup = run_setup(msg, context)
+    model = _final_model(msg, setup, secret_context)
+    features, targets = _local_features(msg, frame, setup, model)["train"]
+    moments = class_moments(features, targets, len(setup.vocabulary.labels))
+    return Message(seal(msg, moments_vector(moments, setup.rows), context, secret_context), reply_to=msg)
+
+
+def handle_validate(msg: Message, frame: pd.DataFrame, context: Context | None = None,
+                    secret_context: bytes | None = None) -> Message:
+    """Confusion matrices of the candidate heads (sent, or refitted here from the sealed moments sum) on
+    the final model's features of the local validation and training windows, as a count vector."""
+    from fedids.federation.calibration import candidate_heads, confusion_vector, head_confusions
+
+    setup = run_setup(msg, context)
+    model = _final_model(msg, setup, secret_context)
+    heads = candidate_heads(msg, model, setup, secret_context)
+    splits = _local_features(msg, frame, setup, model)
+    n = len(setup.vocabulary.labels)
+    confusions = {name: head_confusions(*splits[name], heads, n) for name in m.CHECK_SPLITS}
+    return Message(seal(msg, confusion_vector(confusions), context, secret_context), reply_to=msg)
+
+
+def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) -> Detector:
+    """The final global model a ``query.global`` message describes, with its calibrated head if kept."""
+    from fedids.federation.calibration import apply_final_head
+
+    model = _final_model(msg, setup, secret_context)
+    apply_final_head(msg, model, setup, secret_context)
+    return Detector(model, setup.scaler, setup.vocabulary, int(msg.content[m.CONFIG]["window"]), {"final": True})
+
+
+def handle_final_model(msg: Message, model_dir: str, context: Context | None, secret_context: bytes | None) -> None:
+    """Write the final global model (plaintext or opened here) to ``model_dir`` for the detector."""
+    save_detector(model_dir, final_detector(msg, run_setup(msg, context), secret_context))
+
+
+__all__ = ["LOCAL_VAL_FRACTION", "derive_seed", "seal", "handle_secagg_stage", "handle_stats", "handle_setup",
+           "handle_train", "handle_features", "handle_validate", "handle_final_model", "final_detector",
+           "run_setup", "global_models", "FlowScaler", "LabelVocabulary"]

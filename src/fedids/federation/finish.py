@@ -1,0 +1,158 @@
+"""After the last round: head calibration (in every mode) and publishing the final model to the clients.
+
+Calibration (:mod:`fedids.federation.calibration`) takes two more secure sums: the clients' per-class
+feature moments under the final model, then the confusion matrices of the old and the refitted head on
+their local windows. Where the server may read the sums (``none``, ``secagg``), it refits the head and
+decides; under ``he`` the server only forwards the sealed sums, and every client refits the head from the
+decrypted moments with the run's calibration seed and applies the same decision (all deterministic, so
+every client ends with the same model). The server learns nothing it could not before: at most the sums.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from flwr.app import RecordDict
+
+from fedids.federation import messages as m
+from fedids.federation.calibration import (check_confusion_vector, check_moments_vector, confusions_from_vector,
+                                           decide, moments_from_vector, moments_length, refit_head)
+from fedids.federation.client import derive_seed
+from fedids.federation.private import COUNT, REAL, SumResult
+from fedids.federation.rounds import Run, model_content
+from fedids.federation.secure_rounds import exchange, secure_sum
+from fedids.federation.state import GLOBAL_DIR, SUMMARY_KEYS, FederationState, GlobalModel
+from fedids.model.artifacts import save_detector
+from fedids.task import new_model
+
+log = logging.getLogger("fedids.server")
+
+
+def _config(run: Run) -> dict:
+    c = run.config
+    lr, _ = c.server_step
+    return {"labels": list(run.labels), "window": c.window, "hidden": c.hidden, "privacy": run.mode.name,
+            "server-lr": lr, "setup-digest": run.digest, "calibration-seed": derive_seed(c.seed, "ccvr")}
+
+
+def _model(run: Run, weights: list[np.ndarray]):
+    from fedids.model.train import set_weights
+
+    model = new_model(len(run.labels), run.config.hidden)
+    set_weights(model, weights)
+    return model
+
+
+def _readable(run: Run, result: SumResult, length: int) -> np.ndarray | None:
+    if result.plaintext is not None:
+        return result.plaintext
+    return run.opener(result.sealed, length) if run.opener is not None else None
+
+
+def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
+    """CCVR head calibration with its check; returns the final global model and the calibration record."""
+    current = models["current"]
+    n, hidden = len(run.labels), run.config.hidden
+    nodes = sorted(run.keys)
+    base = {"current": current, "previous": models.get("previous")}
+    moments_sum, _ = secure_sum(run.grid, mode=run.mode, nodes=nodes, message_type=m.QUERY_FEATURES,
+                                make_content=lambda node: model_content(run, base, _config(run)),
+                                length=moments_length(n, hidden), values=REAL, he_public=run.he_public,
+                                timeout=run.config.timeout_s, check=_plain_check(run, "moments"))
+    if not moments_sum.ok:
+        return current, {"method": "ccvr", "clients": 0, "kept": False, "reason": "no moments"}
+    moments_total = _readable(run, moments_sum, moments_length(n, hidden))
+    seed = derive_seed(run.config.seed, "ccvr")
+    heads = None
+    if moments_sum.plaintext is not None:  # the server may read the sum: it refits and sends the heads
+        model = _model(run, current.plain)
+        moments = moments_from_vector(moments_total, n, hidden, run.setup.rows)
+        old = (model.head.weight.detach().numpy().copy(), model.head.bias.detach().numpy().copy())
+        heads = [old, refit_head(model.head, moments, seed)]
+
+    def validate_content(node: int) -> RecordDict:
+        if heads is not None:
+            content = model_content(run, base, _config(run))
+            content[m.HEADS] = m.encode_heads(heads)
+            return content
+        return model_content(run, base, _config(run), {"moments": moments_sum.sealed})
+
+    check_sum, _ = secure_sum(run.grid, mode=run.mode, nodes=nodes, message_type=m.QUERY_VALIDATE,
+                              make_content=validate_content, length=2 * 2 * n * n, values=COUNT,
+                              he_public=run.he_public, timeout=run.config.timeout_s,
+                              check=_plain_check(run, "confusion"))
+    classes = 0
+    if moments_total is not None:
+        classes = int((moments_from_vector(moments_total, n, hidden, run.setup.rows).count >= 2).sum())
+    record = {"method": "ccvr", "clients": len(moments_sum.survivors), "rejected": moments_sum.rejected,
+              "classes": classes, "bytes_up": int(moments_sum.bytes_up + check_sum.bytes_up), "kept": None,
+              "validation": {"clients": len(check_sum.survivors), "rejected": check_sum.rejected}}
+    final = GlobalModel(current.plain, current.sealed)
+    if not check_sum.ok:
+        return final, record | {"kept": False, "reason": "no client could check it"}
+    if run.mode.he:
+        final.calibration = {"moments": moments_sum.sealed, "confusion": check_sum.sealed}
+    confusion_total = _readable(run, check_sum, 2 * 2 * n * n)
+    if confusion_total is None:  # he without an evaluator: only the clients know the outcome
+        return final, record | {"reason": "sealed: decided by the clients"}
+    confusions = confusions_from_vector(confusion_total, 2, n)
+    kept, reason, scores = decide(confusions)
+    log.info("calibration: calibrated head %s (%s)", "kept" if kept else "discarded", reason)
+    before = _test(run, current.plain)
+    if kept:
+        if heads is None:  # he with an evaluator: refit as the clients do, for the server-side test
+            moments = moments_from_vector(moments_total, n, hidden, run.setup.rows)
+            heads = [None, refit_head(_model(run, current.plain).head, moments, seed)]
+        final.plain = current.plain[:-2] + [heads[1][0].astype(np.float32), heads[1][1].astype(np.float32)]
+    record["validation"] |= {"kept": bool(kept), "reason": reason,
+                             **{f"{split}_windows": int(confusions[split][0].sum()) for split in m.CHECK_SPLITS},
+                             **{f"{split}_macro_f1_{w}": scores[split][i] for split in m.CHECK_SPLITS
+                                for i, w in enumerate(("before", "after"))}}
+    record |= {"kept": bool(kept), "reason": reason, "before": before, "test": _test(run, final.plain)}
+    return final, record
+
+
+def _plain_check(run: Run, what: str):
+    """Per-client plausibility checks where the server sees each vector (plaintext mode only)."""
+    if run.mode.private:
+        return None
+    n, hidden = len(run.labels), run.config.hidden
+    if what == "moments":
+        return lambda node, v: check_moments_vector(v, n, hidden, run.setup.rows, run.plain_counts[node])
+    return lambda node, v: check_confusion_vector(v, n, run.plain_counts[node])
+
+
+def _test(run: Run, weights: list[np.ndarray] | None) -> dict:
+    detector = run.detector(weights, {}) if weights is not None else None
+    if detector is None:
+        return {k: float("nan") for k in SUMMARY_KEYS}
+    result = run.evaluate(detector)
+    return {k: result[k] for k in SUMMARY_KEYS}
+
+
+def save_final(run: Run, final: GlobalModel, state: FederationState) -> None:
+    if final.plain is None or run.setup is None:
+        return
+    metadata = {"mode": "federated", "round": state.completed_round, "calibrated": bool(state.calibration.get("kept")),
+                "test_metrics": state.calibration.get("test")}
+    save_detector(run.out_dir / GLOBAL_DIR, run.detector(final.plain, metadata))
+
+
+def publish(run: Run, models: dict) -> None:
+    """Send the final global model to every client (``query.global``), so a node's detector gets the last
+    round's (calibrated) model. Failures are logged: training itself is already complete."""
+    final = models["current"]
+    if run.mode.he:  # clients open the sums themselves; the evaluator's plaintext copy never leaves
+        content = model_content(run, {"current": GlobalModel(None, final.sealed, final.calibration),
+                                      "previous": models.get("previous")}, _config(run))
+    else:
+        content = model_content(run, {"current": GlobalModel(final.plain)}, _config(run))
+    replies = exchange(run.grid, {n: content for n in sorted(run.keys)}, m.QUERY_GLOBAL, run.config.timeout_s,
+                       SumResult())
+    missing = set(run.keys) - set(replies)
+    if missing:
+        log.warning("%d clients did not store the final model", len(missing))
+
+
+__all__ = ["calibrate", "publish", "save_final"]

@@ -1,0 +1,409 @@
+"""The round loop of the central server, the same in every privacy mode.
+
+:func:`run_federation` is ``start`` (wait for clients, sum their statistics, derive the setup), then per
+round ``select -> send and securely sum -> server step -> evaluate -> checkpoint``, then head calibration
+and publishing the final model (:mod:`fedids.federation.finish`). Each step is a small function below.
+
+Every averaging strategy (FedAvg, FedAvgM, FedProx) runs through one pipeline
+(:mod:`fedids.federation.aggregation`): each selected client's update becomes a weighted *proposal* in a
+sum-able vector; a backend adds the vectors (numpy, CKKS, SecAgg, BFV + SecAgg); the sum is the next global
+model. In the plaintext mode the server builds the vectors from the clients' models (so it can also
+validate each one, decompress, and keep the energy ledger); in the private modes the clients build and
+seal them. Where the mode hides the sum (``he``), the server keeps the sealed sums of the last two rounds
+and clients open them. Robust strategies (Krum, FedMedian, FedTrimmedAvg) need each update and stay
+plaintext-only (:class:`~fedids.federation.config.FederationConfig` refuses them with a privacy mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from fedids.federation import adaptive, plain
+from fedids.federation import aggregation as agg
+from fedids.federation import messages as m
+from fedids.federation.client import LOCAL_VAL_FRACTION
+from fedids.federation.compression import Compression
+from fedids.federation.config import FederationConfig
+from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult
+from fedids.federation.secure_rounds import exchange, secure_sum
+from fedids.federation.setup import STATS_LENGTH, RunSetup, setup_from_counts, setup_from_sum
+from fedids.federation.state import (GLOBAL_DIR, SUMMARY_KEYS, FederationState, GlobalModel, RoundRecord,
+                                     load_checkpoint, load_state, save_checkpoint, write_state)
+from fedids.federation.strategies import make_strategy
+from fedids.model.artifacts import Detector, save_detector
+from fedids.model.train import get_weights
+from fedids.privacy.dp import PrivacyBudgetExceeded, distributed_noise_std
+from fedids.privacy.keys import load_public_context
+from fedids.task import environment, new_model
+
+log = logging.getLogger("fedids.server")
+Opener = Callable[[SealedSum, int], np.ndarray]
+"""The operator's evaluator for ``he`` modes: opens a sealed sum (it holds a *client* key, never the server)."""
+
+
+@dataclass
+class Run:
+    """Everything a round needs that does not change between rounds."""
+
+    grid: Grid
+    config: FederationConfig
+    mode: PrivacyMode
+    out_dir: Path
+    keys: dict[int, str]                    # node id -> client key
+    labels: list[str]                       # the vocabulary (the server learns it in every mode)
+    setup: RunSetup | None                  # None where the server may not see the summed statistics
+    digest: str
+    layout: agg.UpdateLayout
+    he_public: bytes | None
+    opener: Opener | None
+    evaluate: Callable[[Detector], dict]
+    plain_counts: dict[int, np.ndarray] = field(default_factory=dict)  # plaintext mode: node -> class counts
+    rows_of: dict[str, int] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
+
+    def detector(self, weights: list[np.ndarray], metadata: dict) -> Detector | None:
+        if self.setup is None:
+            return None
+        model = new_model(len(self.labels), self.config.hidden)
+        from fedids.model.train import set_weights
+
+        set_weights(model, weights)
+        return Detector(model, self.setup.scaler, self.setup.vocabulary, self.config.window, metadata)
+
+
+# ------------------------------------------------------------------------------------ start
+def start(grid: Grid, config: FederationConfig, out_dir: Path, expected_clients: int,
+          evaluate: Callable[[Detector], dict], opener: Opener | None) -> Run:
+    """Wait for the clients, sum their statistics and derive the run's setup."""
+    mode = PrivacyMode.parse(config.privacy)
+    he_public = load_public_context(config.he_public_context) if mode.he else None
+    nodes = plain.wait_for_nodes(grid, expected_clients, config.timeout_s)
+    plain_counts, rows_of, profiles = {}, {}, {}
+    if not mode.private:
+        keys, rows_of, stats, label_counts, labels_of, profiles = plain.collect_stats(grid, nodes, config.timeout_s)
+        setup = setup_from_counts(stats, label_counts)
+        plain_counts = {n: np.array([labels_of[k].get(lab, 0) for lab in setup.vocabulary.labels]) for n, k in keys.items()}
+        labels, digest = list(setup.vocabulary.labels), setup.digest()
+    else:
+        keys, setup, labels, digest = _private_setup(grid, mode, nodes, config, he_public, opener)
+    if setup is not None and setup.unknown_rows:
+        log.warning("%d rows carry a label outside the known label universe and are left out", setup.unknown_rows)
+    shapes = tuple(tuple(w.shape) for w in get_weights(new_model(len(labels), config.hidden)))
+    return Run(grid, config, mode, out_dir, keys, labels, setup, digest, agg.UpdateLayout(shapes), he_public,
+               opener, evaluate, plain_counts, rows_of, profiles)
+
+
+def _private_setup(grid, mode, nodes, config, he_public, opener):
+    """The statistics of every client, securely summed; ``he``: clients open the sum and derive the setup."""
+    base = RecordDict({m.CONFIG: ConfigRecord({"privacy": mode.name})})
+    result, replies = secure_sum(grid, mode=mode, nodes=nodes, message_type=m.QUERY_STATS,
+                                 make_content=lambda n: RecordDict(dict(base)), length=STATS_LENGTH, values=COUNT,
+                                 he_public=he_public, timeout=config.timeout_s)
+    if not result.ok:
+        raise RuntimeError("no client returned usable statistics")
+    keys = _client_keys(replies)
+    if result.plaintext is not None:
+        setup = setup_from_sum(result.plaintext)
+        return keys, setup, list(setup.vocabulary.labels), setup.digest()
+    content = m.add_sealed(RecordDict({m.CONFIG: ConfigRecord({"privacy": mode.name})}), {"stats": result.sealed})
+    answers = exchange(grid, {n: content for n in keys}, m.QUERY_SETUP, config.timeout_s, SumResult())
+    agreed = [(list(r.content[m.INFO]["labels"]), str(r.content[m.INFO]["digest"])) for r in answers.values()]
+    if not agreed or any(a != agreed[0] for a in agreed):
+        raise RuntimeError("clients derived different setups from the same statistics sum")
+    labels, digest = agreed[0]
+    setup = setup_from_sum(opener(result.sealed, STATS_LENGTH)) if opener else None
+    keys = {n: k for n, k in keys.items() if n in answers}
+    return keys, setup, labels, digest
+
+
+def _client_keys(replies: list[Message]) -> dict[int, str]:
+    keys: dict[int, str] = {}
+    for reply in replies:
+        key = str(reply.content[m.INFO]["client-key"])
+        if key in keys.values():
+            log.warning("rejected client %s: duplicate client key %s", reply.metadata.src_node_id, key)
+            continue
+        keys[reply.metadata.src_node_id] = key
+    return keys
+
+
+# ------------------------------------------------------------------------------------ rounds
+def select(run: Run, server_round: int, ledger, model_bytes: int) -> tuple[list[int], dict[int, int]]:
+    """The round's clients (and, under the energy ledger, their local epochs)."""
+    config = run.config
+    if config.energy_managed:
+        return plain.select_adaptive(ledger, run.keys, config, server_round, model_bytes)
+    return plain.sample_clients(run.keys, config.fraction_train, config.min_clients, config.seed, server_round), {}
+
+
+def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> dict:
+    """What a training message configures (one place, so both apps read the same keys)."""
+    c, mode = run.config, run.mode
+    server_lr, server_momentum = c.server_step
+    cfg = {"server-round": server_round, "labels": list(run.labels), "window": c.window, "hidden": c.hidden,
+           "local-epochs": c.local_epochs, "batch-size": c.batch_size, "lr": c.lr, "seed": c.seed,
+           "absent-logit-scale": c.absent_logit_scale, "proximal-mu": c.proximal_mu if c.strategy == "fedprox" else 0.0,
+           "dpsgd-noise": c.dpsgd_noise_multiplier, "dpsgd-clip": c.dpsgd_clip_norm, "dpsgd-delta": c.target_delta,
+           "dpsgd-target-epsilon": c.dpsgd_target_epsilon, "dpsgd-batch-size": c.dpsgd_batch_size,
+           "dpsgd-lr": c.dpsgd_lr, "rounds": c.rounds, "compression": c.compression, "privacy": mode.name,
+           "server-lr": server_lr, "server-momentum": server_momentum, "setup-digest": run.digest,
+           # DP needs equal weights and whole-update averaging for its sensitivity bound.
+           "client-weighting": "equal" if mode.dp else c.client_weighting,
+           "head-aggregation": "examples" if mode.dp else c.head_aggregation}
+    if mode.dp:
+        sigma = accountant.noise_multiplier
+        # Under SecAgg the noise shares are sized for the threshold: the sum keeps sigma*C if most drop.
+        n = _secagg_threshold(len(chosen)) if mode.secagg else len(chosen)
+        cfg |= {"clip-norm": c.clip_norm, "noise-std": distributed_noise_std(sigma, c.clip_norm, n)}
+    return cfg
+
+
+def _secagg_threshold(n: int) -> int:
+    from fedids.privacy.secagg import SecAggConfig
+
+    return SecAggConfig(n_clients=n, vector_length=1).t
+
+
+def model_content(run: Run, models: dict[str, GlobalModel | None], config: dict,
+                  extra_sealed: dict | None = None) -> RecordDict:
+    """A message carrying the global model(s): plaintext arrays where the server holds them, else sealed
+    (with, under ``he``, the sealed calibration sums of the final model and any ``extra_sealed``)."""
+    content = RecordDict({m.CONFIG: ConfigRecord(config)})
+    if run.setup is not None and not run.mode.he:
+        prep, entries = m.setup_entries(run.setup)
+        content[m.PREPROCESSING] = prep
+        content[m.CONFIG] = ConfigRecord({**config, **entries})
+    sealed = dict(extra_sealed or {})
+    for name, plain_key in (("current", m.ARRAYS), ("previous", m.PREVIOUS)):
+        model = models.get(name)
+        if model is None:
+            continue
+        if model.sealed is not None:
+            sealed[name] = model.sealed
+        else:
+            content[plain_key] = ArrayRecord(model.plain)
+    if models.get("current") is not None and models["current"].calibration:
+        sealed |= models["current"].calibration
+    return m.add_sealed(content, sealed)
+
+
+@dataclass
+class RoundOutcome:
+    current: GlobalModel
+    summary: dict               # metrics of the round (means), where the server may read them
+    survivors: int
+    rejected: int
+    bytes_down: int
+    bytes_up: int
+    server_seconds: float
+    participants: dict | None = None
+    replies: list[Message] = field(default_factory=list)
+
+
+def train_round(run: Run, server_round: int, chosen: list[int], epochs_of: dict[int, int],
+                models: dict[str, GlobalModel | None], accountant, ledger, strategy) -> RoundOutcome:
+    """Send the global model, have the chosen clients train, and sum what they return."""
+    config = train_config(run, server_round, chosen, accountant)
+    if not run.mode.private:
+        return _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, strategy)
+    result, _ = secure_sum(run.grid, mode=run.mode, nodes=chosen, message_type=m.TRAIN,
+                           make_content=lambda n: model_content(run, models, config), length=run.layout.length,
+                           values=REAL, he_public=run.he_public, timeout=run.config.timeout_s)
+    if not result.ok:
+        raise RuntimeError(f"round {server_round}: no valid client update")
+    current, summary = server_step(run, result)
+    return RoundOutcome(current, summary, len(result.survivors), result.rejected, result.bytes_down,
+                        result.bytes_up, result.server_seconds)
+
+
+def server_step(run: Run, result: SumResult) -> tuple[GlobalModel, dict]:
+    """The next global model from a sum: finalised here where the mode shows the sum, else kept sealed
+    (and opened by the operator's evaluator, when there is one, for the server-side test only)."""
+    total = result.plaintext
+    if total is None and run.opener is not None:
+        total = run.opener(result.sealed, run.layout.length)
+    aggregate = agg.finalize_update(run.layout, total) if total is not None else None
+    summary = aggregate.mean_metrics() if aggregate is not None else {}
+    plain_weights = aggregate.weights if aggregate is not None else None
+    return GlobalModel(plain_weights, result.sealed), summary
+
+
+def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, strategy) -> RoundOutcome:
+    current = models["current"].plain
+    compression = Compression.parse(run.config.compression)
+
+    def make_content(node: int, extra: dict) -> RecordDict:
+        return model_content(run, {"current": models["current"]}, {**config, **extra})
+
+    start = time.perf_counter()
+    replies, rejected, up_of = plain.collect_plain(run.grid, chosen, make_content, run.keys, list(run.layout.shapes),
+                                                   run.config, server_round, epochs_of, compression, current)
+    replies.sort(key=lambda r: run.keys[r.metadata.src_node_id])
+    model_bytes = sum(w.nbytes for w in current)
+    participants = plain.charge(ledger, replies, run.keys, model_bytes, up_of)
+    summary = {"train_loss": plain.weighted_mean(replies, m.TRAIN_LOSS),
+               "local_val_macro_f1": _nanmean([float(r.content[m.METRICS][m.LOCAL_F1]) for r in replies]),
+               "client_seconds": plain.mean_metric(replies, m.TRAIN_SECONDS),
+               "dpsgd_epsilon": plain.max_metric(replies, m.DPSGD_EPSILON)}
+    server_start = time.perf_counter()
+    if run.config.averaging:
+        total = sum(_plain_contribution(run, r, models, config) for r in replies)
+        new = agg.finalize_update(run.layout, total).weights
+    else:  # robust strategies need each update: Flower's own aggregation
+        new_arrays, _ = strategy.aggregate_train(server_round, replies)
+        new = [a.numpy() for a in new_arrays.values()]
+    server_seconds = time.perf_counter() - server_start
+    log.debug("round %d: collected in %.2f s", server_round, server_start - start)
+    return RoundOutcome(GlobalModel(new), summary, len(replies), rejected, model_bytes * len(chosen),
+                        sum(up_of.values()), server_seconds, participants, replies)
+
+
+def _plain_contribution(run: Run, reply: Message, models, config: dict) -> np.ndarray:
+    """The vector a private client would seal, built by the server from a plaintext reply."""
+    node = reply.metadata.src_node_id
+    local = [a.numpy() for a in reply.content[m.ARRAYS].values()]
+    current = models["current"].plain
+    previous = models.get("previous")
+    momentum = agg.momentum_between(previous.plain if previous else None, current, float(config["server-lr"]))
+    proposal = agg.propose(current, momentum, local, server_lr=float(config["server-lr"]),
+                           server_momentum=float(config["server-momentum"]))
+    weight, shares = agg.client_shares(run.plain_counts[node], run.setup.class_totals, run.setup.class_weights,
+                                       weighting=str(config["client-weighting"]),
+                                       class_head=str(config["head-aggregation"]) == "class")
+    return agg.update_contribution(run.layout, proposal, weight, shares, {})
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+# ------------------------------------------------------------------------------- the loop
+def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *, expected_clients: int,
+                   evaluate: Callable[[Detector], dict], resume: bool = False,
+                   on_round: Callable[[RoundRecord], None] | None = None,
+                   opener: Opener | None = None) -> FederationState:
+    """Run (or resume) a federated training; see the module docstring. Returns the final state.
+
+    ``opener`` is the operator's evaluator for ``he`` modes: it holds a *client* key and opens the sealed
+    sums for the server-side test and the saved model. The round loop and the sums never see a secret key.
+    """
+    from fedids.federation import finish
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = start(grid, config, out_dir, expected_clients, evaluate, opener)
+    if run.mode.he and opener is None:
+        log.warning("no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext")
+    state, models, accountant, ledger = _restore(run, resume)
+    strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
+    for server_round in range(state.completed_round + 1, config.rounds + 1):
+        if _stop_for_budget(run, state, accountant):
+            break
+        started = time.perf_counter()
+        model_bytes = 4 * run.layout.model_size
+        chosen, epochs_of = select(run, server_round, ledger, model_bytes)
+        if not chosen:
+            state.stopped = f"energy budget exhausted: no client can pay for round {server_round}"
+            log.warning("%s", state.stopped)
+            write_state(out_dir, state)
+            break
+        outcome = train_round(run, server_round, chosen, epochs_of, models, accountant, ledger, strategy)
+        if accountant is not None:
+            accountant.step()
+        models = {"current": outcome.current, "previous": models["current"]}
+        record = _evaluate_round(run, server_round, outcome, accountant, time.perf_counter() - started)
+        _checkpoint(run, state, server_round, models, record, accountant, ledger)
+        if on_round:
+            on_round(record)
+    if config.calibration == "ccvr" and not run.mode.dp and not config.dpsgd and state.history:
+        # The head refit reads clients' feature moments, which no DP mechanism here covers.
+        models["current"], state.calibration = finish.calibrate(run, models)
+        write_state(out_dir, state)
+        finish.save_final(run, models["current"], state)
+    finish.publish(run, models)
+    return state
+
+
+def _restore(run: Run, resume: bool):
+    config, out_dir = run.config, run.out_dir
+    state = FederationState(config=asdict(config))
+    state.setup = {"labels": run.labels, "digest": run.digest}
+    accountant = plain.make_accountant(config, run.mode, run.keys)
+    ledger = None if run.mode.private else adaptive.EnergyLedger.create(
+        run.profiles, run.rows_of, budget_j=config.energy_budget_j, hidden=config.hidden, window=config.window,
+        train_fraction=1.0 - LOCAL_VAL_FRACTION)
+    models: dict[str, GlobalModel | None] = {"current": GlobalModel(get_weights(new_model(len(run.labels),
+                                                                                   config.hidden, config.seed))),
+                                             "previous": None}
+    previous = load_state(out_dir) if resume else None
+    if previous is not None and previous.completed_round > 0:
+        saved = {k: v for k, v in {**asdict(FederationConfig()), **previous.config}.items() if k != "rounds"}
+        if saved != {k: v for k, v in asdict(config).items() if k != "rounds"}:
+            raise ValueError(f"{out_dir}: cannot resume, the run was started with different settings")
+        state.completed_round, state.history = previous.completed_round, previous.history
+        state.privacy, state.adaptive = previous.privacy, previous.adaptive
+        loaded = load_checkpoint(out_dir, state.completed_round, state.privacy.get("sealed"))
+        models = {"current": loaded["current"], "previous": loaded.get("previous")}
+        if accountant is not None:
+            accountant.load_state_dict(state.privacy["accountant"])
+        if ledger is not None and state.adaptive:
+            ledger.load_state_dict(state.adaptive)
+        log.info("resuming after round %d", state.completed_round)
+    return state, models, accountant, ledger
+
+
+def _stop_for_budget(run: Run, state: FederationState, accountant) -> bool:
+    if accountant is None or not run.config.target_epsilon:
+        return False
+    try:
+        accountant.check_budget(run.config.target_epsilon, run.config.target_delta)
+    except PrivacyBudgetExceeded as exc:
+        log.warning("%s", exc)
+        state.stopped = str(exc)
+        write_state(run.out_dir, state)
+        return True
+    return False
+
+
+def _evaluate_round(run: Run, server_round: int, outcome: RoundOutcome, accountant, seconds: float) -> RoundRecord:
+    metadata = {"mode": "federated", "environment": environment(), "config": asdict(run.config),
+                "clients": len(run.keys), "round": server_round}
+    detector = run.detector(outcome.current.plain, metadata) if outcome.current.plain is not None else None
+    test = run.evaluate(detector) if detector is not None else {k: float("nan") for k in SUMMARY_KEYS}
+    s = outcome.summary
+    return RoundRecord(
+        round=server_round, clients=outcome.survivors, rejected=outcome.rejected,
+        train_loss=float(s.get("train_loss", float("nan"))),
+        local_val_macro_f1=float(s.get("local_val_macro_f1", float("nan"))),
+        test={k: test[k] for k in SUMMARY_KEYS}, seconds=seconds, bytes_down=int(outcome.bytes_down),
+        bytes_up=int(outcome.bytes_up), privacy=run.mode.name,
+        epsilon=accountant.epsilon(run.config.target_delta) if accountant is not None else None,
+        client_seconds=s.get("client_seconds"), client_privacy_seconds=s.get("client_privacy_seconds"),
+        dpsgd_epsilon=s.get("dpsgd_epsilon"),
+        energy_j=sum(p["energy_j"] for p in outcome.participants.values()) if outcome.participants is not None else None,
+        participants=outcome.participants, server_seconds=outcome.server_seconds)
+
+
+def _checkpoint(run: Run, state: FederationState, server_round: int, models, record: RoundRecord, accountant,
+                ledger) -> None:
+    """Checkpoint first, then the state that points at it, then the model the detector reloads."""
+    sealed = save_checkpoint(run.out_dir, server_round, models)
+    state.completed_round = server_round
+    state.history.append(asdict(record))
+    state.privacy = {"accountant": accountant.state_dict() if accountant else None, "sealed": sealed}
+    state.adaptive = ledger.state_dict() if ledger is not None else {}
+    write_state(run.out_dir, state)
+    if models["current"].plain is not None and run.setup is not None:
+        metadata = {"mode": "federated", "config": asdict(run.config), "round": server_round,
+                    "test_metrics": record.test}
+        save_detector(run.out_dir / GLOBAL_DIR, run.detector(models["current"].plain, metadata))
