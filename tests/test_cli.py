@@ -117,3 +117,23 @@ def test_federate_command_on_real_data_with_baselines(tmp_path):
 def test_federate_rejects_a_bad_partition_before_training(tmp_path):
     proc = run("federate", "--partition", "shared:1.5", "--clients", "3", "--rounds", "1", "--out", str(tmp_path / "r"))
     _assert_one_line_error(proc, "shared")
+
+
+@pytest.mark.slow
+def test_federate_scores_the_users_own_test_files_and_names_untrained_classes(tmp_path):
+    """`--test-data`: every round and the final model are scored on the given file (all its rows), and a
+    class that only the test file holds is named in a warning (the model cannot learn it)."""
+    train = [DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
+             DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"]
+    test = [DATA / "trafficlabelling-mondirkb" / "baseline_sqli.csv", DATA / "trafficlabelling-mondirkb" / "baseline_ddos.csv"]
+    out = tmp_path / "run"
+    proc = run("federate", *[a for f in train for a in ("--data", str(f))],
+               *[a for f in test for a in ("--test-data", str(f))],
+               "--clients", "2", "--partition", "iid", "--rounds", "1", "--hidden", "8", "--window", "4",
+               "--privacy", "secagg", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "warning:" in proc.stderr and "Web Attack - Sql Injection" in proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert "DDoS" in proc.stderr.split("warning:")[1]
+    assert results["test_rows"] == 1021                   # every row of the test files, nothing of --data
+    assert results["federated"]["privacy"] == "secagg" and 0.0 <= results["federated"]["macro_f1"] <= 1.0

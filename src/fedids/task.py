@@ -67,6 +67,30 @@ def prepare(frame: pd.DataFrame, *, window: int = DEFAULT_WINDOW, test_fraction:
     )
 
 
+def prepare_with_test(train_frame: pd.DataFrame, test_frame: pd.DataFrame, *,
+                      window: int = DEFAULT_WINDOW) -> PreparedData:
+    """Train on every flow of ``train_frame`` and test on every flow of ``test_frame`` (the user's own
+    held-out files): each is time-ordered and windowed on its own, so no window reaches across them."""
+    parts = []
+    for frame in (train_frame, test_frame):
+        frame = sort_by_time(frame)
+        parts.append((frame, frame[list(FEATURES)].to_numpy(dtype=np.float32),
+                       compute_window_indices(host_keys(frame), window), frame[LABEL].astype(str).to_numpy()))
+    (train, f_train, w_train, l_train), (test, f_test, w_test, l_test) = parts
+    return PreparedData(
+        frame=pd.concat([train, test], ignore_index=True),
+        features=np.concatenate([f_train, f_test]),
+        windows=np.concatenate([w_train, np.where(w_test >= 0, w_test + len(train), -1)]),
+        test_mask=np.r_[np.zeros(len(train), dtype=bool), np.ones(len(test), dtype=bool)],
+        labels=np.concatenate([l_train, l_test]),
+    )
+
+
+def classes_without_training_rows(data: PreparedData) -> list[str]:
+    """Labels that occur among the test rows but not among the training rows (a model cannot learn them)."""
+    return sorted(set(data.labels[data.test_rows]) - set(data.labels[data.train_rows]))
+
+
 def compute_label_counts(labels: np.ndarray) -> dict[str, int]:
     values, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
     return {str(v): int(c) for v, c in zip(values, counts)}

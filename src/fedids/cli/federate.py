@@ -77,12 +77,14 @@ def federate(
     compression: str = typer.Option("none", help="Client update compression: none | int8 | topk:FRACTION "
                                                  "(plaintext only)."),
     head_aggregation: str = typer.Option("class", help="class: average each output row by the clients' examples "
-                                                       "of that class (keeps rare classes; plaintext only) | examples: plain FedAvg."),
+                                                       "of that class (keeps rare classes; every mode but dp) | examples: plain FedAvg."),
     calibration: str = typer.Option("ccvr", help="ccvr: after the last round, refit the classifier head on "
-                                                 "the clients' per-class feature statistics (plaintext only) | none."),
+                                                 "the clients' summed per-class feature statistics, then check it (every mode but dp) | none."),
     client_weighting: str = typer.Option("objective", help="objective: weigh each client's update by its share of "
-                                                           "the class-weighted loss (he and secagg too) | "
+                                                           "the class-weighted loss (every mode but dp) | "
                                                            "examples: by its flows (FedAvg)."),
+    test_data: Optional[list[Path]] = typer.Option(None, "--test-data", help="Score every round and the final "
+                                                   "model on these CSV files instead of a held-out split of --data."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory."),
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""
@@ -92,6 +94,7 @@ def federate(
             raise InputError(f"{resume}: nothing to resume ({RUN_FILE} missing)")
         args = json.loads(run_file.read_text())
         args["data"] = [Path(p) for p in args["data"]] if args["data"] else None
+        args["test_data"] = [Path(p) for p in args.get("test_data") or []] or None
         args["out_dir"] = resume
         _run(**args, resuming=True)
         return
@@ -107,10 +110,11 @@ def federate(
                 dpsgd_batch_size=dpsgd_batch_size, dpsgd_lr=dpsgd_lr,
                 selection=selection, energy_budget=energy_budget, max_local_epochs=max_local_epochs,
                 compression=compression, head_aggregation=head_aggregation, client_weighting=client_weighting,
-                calibration=calibration)
+                calibration=calibration, test_data=[str(p) for p in test_data] if test_data else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RUN_FILE, args)
     args["data"] = data
+    args["test_data"] = test_data
     args["out_dir"] = out_dir
     _run(**args, resuming=False)
 
@@ -121,20 +125,18 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
          noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0, dpsgd_epsilon: float = 0.0,
          dpsgd_batch_size: int = 256, dpsgd_lr: float = 1e-2,
          selection: str = "random", energy_budget: float = 0.0, max_local_epochs: int = 0,
-         compression: str = "none", head_aggregation: str = "class", server_momentum: float = 0.9,
-         server_lr: float = 1.0, client_weighting: str = "examples", calibration: str = "none") -> None:
+         compression: str = "none", head_aggregation: str = "class", server_momentum: float = 0.5,
+         server_lr: float = 1.0, client_weighting: str = "objective", calibration: str = "ccvr",
+         test_data: list[Path] | None = None) -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.partition import PartitionSpec
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
     from fedids.model.train import TrainConfig
-    from fedids.task import prepare
+    from fedids.task import classes_without_training_rows, prepare, prepare_with_test
 
     modes = _parse_modes(mode)
     secret_path, public_path = _key_paths(privacy, keys, out_dir)
-    if privacy != "none" and strategy not in ("fedavg", "fedprox"):
-        err.print(f"[dim]--privacy {privacy}: aggregating with plain FedAvg (the server sees only a sum)[/dim]")
-        strategy = "fedavg"
     try:
         config = FederationConfig(rounds=rounds, fraction_train=fraction, min_clients=1, strategy=strategy,
                                   server_momentum=server_momentum, server_lr=server_lr,
@@ -151,10 +153,17 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
             raise ValueError("--clients must be >= 1")
         PartitionSpec.parse(partition)                 # a typo fails here, before data is loaded
         frame = load_frame(data, seed)
-        prepared = prepare(frame, window=window, test_fraction=test_fraction, split=split)
+        if test_data:
+            prepared = prepare_with_test(frame, load_data(test_data).frame, window=window)
+        else:
+            prepared = prepare(frame, window=window, test_fraction=test_fraction, split=split)
         parts = make_partitions(prepared, clients, partition, seed, segment)
     except ValueError as exc:
         raise InputError(f"federate: {exc}") from None
+    untrained = classes_without_training_rows(prepared)
+    if untrained:
+        err.print(f"[yellow]warning:[/yellow] no training flows of {', '.join(untrained)}: the model cannot learn "
+                  f"{'this class' if len(untrained) == 1 else 'these classes'} (try --split label-time or --test-data)")
     _print_partitions(summarise_partitions(prepared.labels, parts), out_dir / "partitions.csv")
     if sum(1 for p in parts if len(p)) < clients:
         err.print(f"[yellow]warning:[/yellow] {sum(1 for p in parts if not len(p))} client(s) got no data and are left out")
@@ -194,7 +203,7 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
         if not state.history:
             raise InputError(f"federate: no round completed ({state.stopped or 'see the log'})")
         final = state.history[-1]["test"]
-        if state.calibration:
+        if state.calibration.get("before"):
             before, after = state.calibration["before"]["macro_f1"], state.calibration["test"]["macro_f1"]
             check = state.calibration.get("validation") or {}
             verdict = ("kept" if state.calibration.get("kept") else "discarded") if check else "unchecked"
