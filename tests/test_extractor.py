@@ -608,3 +608,125 @@ def test_ipv6_tcp_flow(tmp_path):
     assert (row["Total Length of Fwd Packets"], row["Total Length of Bwd Packets"]) == (0, 100)
     assert (row["Fwd Header Length"], row["Bwd Header Length"]) == (20, 20)
     assert row["Init_Win_bytes_backward"] == 500
+
+
+# ------------------------------------------------------------------------------------------------
+# Same flows and features as the per-packet extractor this one replaced (tests/extractor_reference.py)
+# ------------------------------------------------------------------------------------------------
+
+def boundary_cases_pcap(path: Path) -> Path:
+    """Packets that exercise every flow boundary: 120-s cuts continued from either side, idle
+    splits, RST and FIN closes with leftovers and port reuse, bulks, idle periods, IPv6, VLAN."""
+    S, SA, A_, PA, RA, FA = (dpkt.tcp.TH_SYN, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, dpkt.tcp.TH_ACK,
+                             dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK,
+                             dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK)
+    C, D = "10.0.0.3", "10.0.0.4"
+    recs: list[tuple[int, bytes]] = []
+
+    def udp(t_us, src, dst, sport, dport, n, vlan=False):
+        u = dpkt.udp.UDP(sport=sport, dport=dport, data=b"u" * n)
+        ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=17, data=u)
+        recs.append((t_us, eth_frame(ip, vlan=vlan)))
+
+    def tcp(t_us, src, dst, sport, dport, flags, payload=b"", vlan=True):
+        recs.append((t_us, eth_frame(tcp_ip(src, dst, sport, dport, flags, 1000, payload), vlan=vlan,
+                                     pad_to=60)))
+
+    for k in range(22):  # a 330-s UDP conversation, both sides talking: cut at 120 s twice
+        udp(k * 15_000_000 + 7, A if k % 3 else B, B if k % 3 else A, 5000 if k % 3 else 6000,
+            6000 if k % 3 else 5000, 10 + k)
+    udp(1_000, C, D, 7000, 53, 30)  # silent for 130 s, then the other side: a new flow from D
+    udp(131_001_000, D, C, 53, 7000, 60)
+    t = 2_000_000
+    for flags, fwd, data in ((S, 1, b""), (SA, 0, b""), (A_, 1, b""), (PA, 1, b"q" * 40),
+                             (RA, 0, b""), (A_, 1, b""), (S, 1, b""), (SA, 0, b""),
+                             (PA, 1, b"x" * 100), *[(PA, 1, b"y" * 500)] * 6, (A_, 1, b""),
+                             (FA, 1, b""), (FA, 0, b""), (A_, 1, b""), (A_, 0, b"late")):
+        t += 6_000_000 if data == b"late" else (400_000 if flags == A_ and fwd and not data else 9_000)
+        if flags == PA and data == b"x" * 100:
+            t += 7_000_000  # an idle period inside the flow
+        tcp(t, A if fwd else B, B if fwd else A, 40000 if fwd else 443, 443 if fwd else 40000, flags,
+            data)
+    a6, b6 = socket.inet_pton(socket.AF_INET6, "2001:db8::1"), socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+    for k in range(4):
+        seg = dpkt.tcp.TCP(sport=50000 if k % 2 == 0 else 443, dport=443 if k % 2 == 0 else 50000,
+                           flags=S if k == 0 else PA, win=900, off=5, data=b"z" * (k * 10))
+        ip6 = dpkt.ip6.IP6(src=a6 if k % 2 == 0 else b6, dst=b6 if k % 2 == 0 else a6, nxt=6, hlim=64,
+                           data=seg)
+        ip6.plen = len(bytes(seg))
+        recs.append((3_000_000 + k * 1000, b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + bytes(ip6)))
+    recs.sort(key=lambda r: r[0])
+    return write_pcap(path, [(T0 + us // 1_000_000, us % 1_000_000, frame) for us, frame in recs])
+
+
+@pytest.fixture(scope="module")
+def comparison_captures(tmp_path_factory) -> dict[str, Path]:
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_extractor", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extractor.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_extractor", bench)
+    spec.loader.exec_module(bench)
+    tmp = tmp_path_factory.mktemp("compare")
+    synthetic = tmp / "synthetic.pcap"
+    bench.write_capture(synthetic, flows=400, seed=3)
+    _, records = read_pcap_records(SYNFLOOD)
+    flood = write_pcap(tmp / "flood.pcap", [(s, u, f) for s, u, _, f, _ in records[:3000]])
+    return {"masscan": MASSCAN, "nmap": NMAP, "synflood_3000": flood, "synthetic": synthetic,
+            "boundaries": boundary_cases_pcap(tmp / "boundaries.pcap")}
+
+
+@pytest.mark.parametrize("mode", ["cicids2017", "corrected"])
+@pytest.mark.parametrize("capture", ["masscan", "nmap", "synflood_3000", "synthetic", "boundaries"])
+def test_array_extractor_matches_the_per_packet_reference(comparison_captures, capture, mode):
+    from extractor_reference import reference_flows
+
+    path = comparison_captures[capture]
+    key = ["src_ip", "src_port", "dst_ip", "dst_port", "protocol", "start_us"]
+    new = extract_pcap(path, mode=mode).frame
+    new = new.assign(start_us=new["timestamp"].astype("int64"))
+    ref = reference_flows(path, mode=mode)
+    new = new.sort_values(key).reset_index(drop=True)
+    ref = ref.sort_values(key).reset_index(drop=True)
+    assert len(new) == len(ref) > 0
+    pd.testing.assert_frame_equal(new[key].astype(str), ref[key].astype(str))
+    np.testing.assert_allclose(new[list(FEATURES)].to_numpy(), ref[list(FEATURES)].to_numpy(dtype=float),
+                               rtol=1e-9, atol=1e-3)
+
+
+@pytest.mark.parametrize("capture", ["nmap", "boundaries", "synthetic"])
+def test_flows_fed_in_small_batches_equal_flows_of_the_whole_file(comparison_captures, capture):
+    """Live capture feeds the flow table batch by batch (open flows, closes and 120-s cuts carried
+    over); the flows must be those of the whole file at once."""
+    from collections import Counter
+
+    from fedids.data.features import CICIDS2017, flow_features
+    from fedids.detect.extractor.capture import open_capture
+    from fedids.detect.extractor.decode import decode
+    from fedids.detect.extractor.flows import FlowTable
+
+    path = comparison_captures[capture]
+    raw = next(open_capture(path).chunks())
+    packets = decode(raw, "cicids2017", Counter())
+    table = FlowTable(idle_us=120_000_000, active_us=120_000_000)
+    rows = []
+    for lo in range(0, len(packets), 7):
+        part = packets.take(np.arange(lo, min(lo + 7, len(packets))))
+        for batch in (table.feed(part, int(part.ts.max())),):
+            if batch is not None:
+                rows.append(np.column_stack([batch.start_us, batch.sport, batch.dport,
+                                             flow_features(batch.packets, batch.dport, CICIDS2017)]))
+    batch = table.flush()
+    if batch is not None:
+        rows.append(np.column_stack([batch.start_us, batch.sport, batch.dport,
+                                     flow_features(batch.packets, batch.dport, CICIDS2017)]))
+    fed = np.concatenate(rows)
+    whole = extract_pcap(path).frame
+    expected = np.column_stack([whole["timestamp"].astype("int64"), whole["src_port"], whole["dst_port"],
+                                whole[list(FEATURES)].to_numpy()])
+    fed = fed[np.lexsort(fed[:, :3].T[::-1])]
+    expected = expected[np.lexsort(expected[:, :3].T[::-1])]
+    np.testing.assert_allclose(fed, expected, rtol=1e-12, atol=1e-6)
+    assert table.after_close == extract_pcap(path).skipped.get("after_close", 0)

@@ -12,8 +12,10 @@ Nanosecond timestamps are read at microsecond precision (truncated), as CICFlowM
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +24,12 @@ import numpy as np
 
 from fedids.errors import InputError
 
-PAD = 128
-"""Zero bytes after the last packet of a buffer, so that fixed-width header reads never run off it."""
+CHUNK_BYTES = 256 << 20
+"""Capture files are turned into packet arrays this many bytes at a time (the file itself is mapped
+into memory, not copied), so memory stays bounded for any file size."""
 
-CHUNK_BYTES = 128 << 20
-"""Capture files are read this many bytes at a time (memory stays bounded for any file size)."""
+_POPULATE_MAX = 2 << 30
+"""Files up to this size are mapped with ``MAP_POPULATE`` (the kernel maps every page at once)."""
 
 MAX_CAPLEN = 262144
 """libpcap's largest snapshot length for the link types read here: a record claiming more is damage."""
@@ -50,13 +53,11 @@ _PCAPNG_BOM = 0x1A2B3C4D
 class RawPackets:
     """Packets as arrays over one byte buffer.
 
-    ``data`` is the buffer as ``uint8`` (``buf``, the same memory, serves substring searches), with
-    at least :data:`PAD` zero bytes after the last packet. Packet ``i`` is
+    ``data`` is the buffer (``uint8``, read-only for a mapped file). Packet ``i`` is
     ``data[off[i]: off[i] + caplen[i]]``, ``wirelen[i]`` bytes long on the wire, captured at
     ``ts_us[i]`` (microseconds since the epoch) on an interface of link type ``linktype[i]``.
     """
 
-    buf: bytearray
     data: np.ndarray
     off: np.ndarray
     caplen: np.ndarray
@@ -71,22 +72,32 @@ class RawPackets:
     def from_frames(cls, frames: list[tuple[int, int, int, bytes]], linktype: int) -> RawPackets:
         """From ``(sec, usec, wire_len, frame)`` tuples (live capture)."""
         lengths = np.fromiter((len(f[3]) for f in frames), dtype=np.int64, count=len(frames))
-        buf = bytearray(b"".join(f[3] for f in frames))
-        buf.extend(bytes(PAD))
+        buf = np.frombuffer(b"".join(f[3] for f in frames), dtype=np.uint8)
         sec = np.fromiter((f[0] for f in frames), dtype=np.int64, count=len(frames))
         usec = np.fromiter((f[1] for f in frames), dtype=np.int64, count=len(frames))
         wire = np.fromiter((f[2] for f in frames), dtype=np.int64, count=len(frames))
-        return cls(buf, np.frombuffer(buf, dtype=np.uint8), np.cumsum(lengths) - lengths, lengths,
+        return cls(buf, np.cumsum(lengths) - lengths, lengths,
                    wire, sec * 1_000_000 + usec, np.full(len(frames), linktype, dtype=np.int64))
 
 
-def _views(buf: bytearray, big_endian: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(u16, u32)``: arrays whose element ``k`` is the integer stored at byte offset ``k``."""
-    order = ">" if big_endian else "<"
-    n = len(buf)
-    u16 = np.ndarray(shape=(n - 1,), dtype=order + "u2", buffer=buf, strides=(1,))
-    u32 = np.ndarray(shape=(n - 3,), dtype=order + "u4", buffer=buf, strides=(1,))
-    return u16, u32
+def rows(data: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes from each offset in ``at``, as a ``(len(at), width)`` uint8 matrix: one
+    gather of fixed-size records (reads past the end of ``data`` give zeros)."""
+    at = np.asarray(at, dtype=np.int64)
+    n = len(data)
+    if n >= width:
+        records = np.ndarray(shape=(n - width + 1,), dtype=f"V{width}", buffer=data, strides=(1,))
+        out = records[np.clip(at, 0, n - width)].view(np.uint8).reshape(-1, width)
+    else:
+        out = np.zeros((len(at), width), dtype=np.uint8)
+    tail = np.flatnonzero(at > n - width)
+    if len(tail):  # near the end: read from a zero-padded copy of the last bytes
+        padded = np.zeros(2 * width, dtype=np.uint8)
+        keep = min(width, n)
+        padded[width - keep: width] = data[n - keep:]
+        k = np.clip(at[tail] - (n - width), 0, width)
+        out[tail] = np.lib.stride_tricks.sliding_window_view(padded, width)[k]
+    return out
 
 
 def open_capture(path: Path) -> CaptureReader:
@@ -126,23 +137,15 @@ class CaptureReader:
     def chunks(self) -> Iterator[RawPackets]:
         raise NotImplementedError
 
-    def _buffers(self, start: int) -> Iterator[tuple[bytearray, int, bool]]:
-        """``(buffer, bytes used, last)``: the file from ``start`` in chunks; each buffer begins with
-        the bytes the previous one left unconsumed (``self._keep``, set by the caller)."""
-        self._keep = b""
+    def _map(self) -> np.ndarray:
+        """The whole file as a read-only uint8 array over a memory map (no copy)."""
+        size = self.path.stat().st_size
+        flags = mmap.MAP_SHARED
+        if size <= _POPULATE_MAX and hasattr(mmap, "MAP_POPULATE"):
+            flags |= mmap.MAP_POPULATE
         with self.path.open("rb") as fh:
-            fh.seek(start)
-            remaining = self.path.stat().st_size - start
-            while True:
-                want = min(CHUNK_BYTES, max(remaining, 0))
-                keep = self._keep
-                buf = bytearray(len(keep) + want + PAD)
-                buf[: len(keep)] = keep
-                got = fh.readinto(memoryview(buf)[len(keep): len(keep) + want]) if want else 0
-                remaining -= got
-                yield buf, len(keep) + got, remaining <= 0 or got == 0
-                if remaining <= 0 or got == 0:
-                    return
+            mapped = mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+        return np.frombuffer(mapped, dtype=np.uint8)
 
 
 class PcapReader(CaptureReader):
@@ -159,41 +162,58 @@ class PcapReader(CaptureReader):
         self.limit = max(snaplen, MAX_CAPLEN)
 
     def chunks(self) -> Iterator[RawPackets]:
-        unpack = struct.Struct(">I" if self.big_endian else "<I").unpack_from
-        for buf, used, last in self._buffers(24):
-            offs: list[int] = []
-            append = offs.append
-            o, limit = 0, self.limit
-            while o + 16 <= used:
+        data = self._map()
+        n, o = len(data), 24
+        while True:
+            offs, o = self._walk(data, o, min(n, o + CHUNK_BYTES))
+            if offs:
+                yield self._arrays(data, np.asarray(offs, dtype=np.int64))
+            if o >= n or not offs:
+                break
+        if o + 16 <= n:
+            caplen = struct.unpack_from(">I" if self.big_endian else "<I", data, o + 8)[0]
+            if caplen > self.limit:
+                self.error = (f"invalid packet capture length {caplen}, bigger than the "
+                              f"snapshot length {self.limit}")
+        if o < n and self.error is None:
+            self.error = f"truncated dump file; {n - o} bytes of an incomplete record at the end"
+
+    def _walk(self, buf: np.ndarray, o: int, stop: int) -> tuple[list[int], int]:
+        """Offsets of the complete records from ``o`` that start before ``stop``, and where the walk
+        stopped.
+
+        The per-packet loop of the extractor: the captured length at ``o + 8`` is read through four
+        ``uint32`` views of the buffer (one per alignment), the cheapest read Python has."""
+        mv = memoryview(buf)
+        words = [mv[k: k + 4 * ((len(buf) - k) // 4)].cast("I") for k in range(4)]
+        swap = self.big_endian != (sys.byteorder == "big")  # file order differs from the machine's
+        offs: list[int] = []
+        append, limit, used = offs.append, self.limit, len(buf)
+        stop = min(stop, used - 15)
+        if swap:
+            unpack = struct.Struct(">I" if self.big_endian else "<I").unpack_from
+            while o < stop:
                 caplen = unpack(buf, o + 8)[0]
-                if caplen > limit:
-                    self.error = (f"invalid packet capture length {caplen}, bigger than the "
-                                  f"snapshot length {limit}")
-                    last = True
-                    break
-                if o + 16 + caplen > used:
+                if caplen > limit or o + 16 + caplen > used:
                     break
                 append(o)
                 o += 16 + caplen
-            self._keep = bytes(buf[o:used]) if not last else b""
-            if last and o < used and self.error is None:
-                self.error = (f"truncated dump file; {used - o} bytes of an incomplete record "
-                              "at the end")
-            if offs:
-                yield self._arrays(buf, np.asarray(offs, dtype=np.int64))
-            if last:
-                return
+            return offs, o
+        while o < stop:
+            caplen = words[o & 3][(o >> 2) + 2]
+            if caplen > limit or o + 16 + caplen > used:
+                break
+            append(o)
+            o += 16 + caplen
+        return offs, o
 
-    def _arrays(self, buf: bytearray, offs: np.ndarray) -> RawPackets:
-        _, u32 = _views(buf, self.big_endian)
-        sec = u32[offs].astype(np.int64)
-        frac = u32[offs + 4].astype(np.int64)
-        if self.nanoseconds:
-            frac //= 1000
+    def _arrays(self, buf: np.ndarray, offs: np.ndarray) -> RawPackets:
+        head = np.ascontiguousarray(rows(buf, offs, 16)).view(">u4" if self.big_endian else "<u4")
+        head = head.astype(np.int64)
+        frac = head[:, 1] // 1000 if self.nanoseconds else head[:, 1]
         self.packets += len(offs)
-        return RawPackets(buf, np.frombuffer(buf, dtype=np.uint8), offs + 16,
-                          u32[offs + 8].astype(np.int64), u32[offs + 12].astype(np.int64),
-                          sec * 1_000_000 + frac, np.full(len(offs), self.linktype, dtype=np.int64))
+        return RawPackets(buf, offs + 16, head[:, 2], head[:, 3], head[:, 0] * 1_000_000 + frac,
+                          np.full(len(offs), self.linktype, dtype=np.int64))
 
 
 class PcapngReader(CaptureReader):
@@ -210,21 +230,23 @@ class PcapngReader(CaptureReader):
         self._section = 0  # index in _ifaces of the current section's interface 0
 
     def chunks(self) -> Iterator[RawPackets]:
-        for buf, used, last in self._buffers(0):
-            rows: list[tuple[int, int, int, int, int]] = []
-            o = self._walk(buf, used, rows, last)
-            self._keep = bytes(buf[o:used]) if not last else b""
-            if last and o < used and self.error is None:
-                self.error = f"truncated pcapng file; {used - o} bytes of an incomplete block at the end"
-            if rows:
-                yield self._arrays(buf, rows)
-            if last or self.error:
-                return
+        data = self._map()
+        n, o = len(data), 0
+        while True:
+            found: list[tuple[int, int, int, int, int]] = []
+            o = self._walk(data, o, min(n, o + CHUNK_BYTES), found)
+            if found:
+                yield self._arrays(data, found)
+            if o >= n or self.error or not found:
+                break
+        if o < n and self.error is None:
+            self.error = f"truncated pcapng file; {n - o} bytes of an incomplete block at the end"
 
-    def _walk(self, buf: bytearray, used: int, rows: list, last: bool) -> int:
-        """Walk the complete blocks in ``buf[:used]``; returns where the first incomplete one starts."""
-        o = 0
-        while o + 12 <= used:
+    def _walk(self, buf: np.ndarray, o: int, stop: int, found: list) -> int:
+        """Walk the complete blocks from ``o`` that start before ``stop`` (packets into ``found``);
+        returns where the walk stopped."""
+        used = len(buf)
+        while o + 12 <= used and o < stop:
             btype = struct.unpack_from("<I", buf, o)[0]
             if btype == _PCAPNG_SHB:
                 bom = struct.unpack_from("<I", buf, o + 8)[0]
@@ -240,13 +262,13 @@ class PcapngReader(CaptureReader):
                 return o
             if o + length > used:
                 return o
-            self._block(buf, o, btype, length, order, rows)
+            self._block(buf, o, btype, length, order, found)
             if self.error:
                 return o
             o += length
         return o
 
-    def _block(self, buf: bytearray, o: int, btype: int, length: int, order: str, rows: list) -> None:
+    def _block(self, buf: np.ndarray, o: int, btype: int, length: int, order: str, rows: list) -> None:
         if btype == 1:  # interface description
             linktype, _, snaplen = struct.unpack_from(order + "HHI", buf, o + 8)
             per_s, offset_s = self._options(buf, o + 16, o + length - 4, order)
@@ -276,7 +298,7 @@ class PcapngReader(CaptureReader):
         rows.append((data, caplen, wire, iface, (hi << 32) | lo))
 
     @staticmethod
-    def _options(buf: bytearray, o: int, end: int, order: str) -> tuple[int, int]:
+    def _options(buf: np.ndarray, o: int, end: int, order: str) -> tuple[int, int]:
         """``(timestamp units per second, offset in seconds)`` from an interface block's options."""
         per_s, offset_s = 1_000_000, 0
         while o + 4 <= end:
@@ -284,14 +306,14 @@ class PcapngReader(CaptureReader):
             if code == 0:
                 break
             if code == 9 and size >= 1:  # if_tsresol
-                r = buf[o + 4]
+                r = int(buf[o + 4])
                 per_s = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
             elif code == 14 and size >= 8:  # if_tsoffset
                 offset_s = struct.unpack_from(order + "q", buf, o + 4)[0]
             o += 4 + ((size + 3) & ~3)
         return per_s, offset_s
 
-    def _arrays(self, buf: bytearray, rows: list) -> RawPackets:
+    def _arrays(self, buf: np.ndarray, rows: list) -> RawPackets:
         data, caplen, wire, iface, units = (np.asarray(c) for c in zip(*rows))
         ts = np.empty(len(rows), dtype=np.int64)
         dlt = np.empty(len(rows), dtype=np.int64)
@@ -307,5 +329,5 @@ class PcapngReader(CaptureReader):
             ts[m] = us + offset_s * 1_000_000
             dlt[m] = link
         self.packets += len(rows)
-        return RawPackets(buf, np.frombuffer(buf, dtype=np.uint8), data.astype(np.int64),
+        return RawPackets(buf, data.astype(np.int64),
                           caplen.astype(np.int64), wire.astype(np.int64), ts, dlt)
