@@ -199,20 +199,30 @@ class PcapReader(CaptureReader):
                 append(o)
                 o += 16 + caplen
             return offs, o
-        while o < stop:
-            caplen = words[o & 3][(o >> 2) + 2]
-            if caplen > limit or o + 16 + caplen > used:
-                break
-            append(o)
-            o += 16 + caplen
+        w = words
+        try:  # the hot loop: no checks inside; damaged or cut records are found after it
+            while o < stop:
+                append(o)
+                o += 16 + w[o & 3][(o >> 2) + 2]
+        except IndexError:
+            pass
+        if offs:
+            starts = np.asarray(offs, dtype=np.int64)
+            caplen = np.diff(np.append(starts, o)) - 16
+            bad = np.flatnonzero((caplen > limit) | (starts + 16 + caplen > used))
+            if len(bad):
+                o = int(starts[bad[0]])
+                del offs[bad[0]:]
         return offs, o
 
     def _arrays(self, buf: np.ndarray, offs: np.ndarray) -> RawPackets:
-        head = np.ascontiguousarray(rows(buf, offs, 16)).view(">u4" if self.big_endian else "<u4")
-        head = head.astype(np.int64)
-        frac = head[:, 1] // 1000 if self.nanoseconds else head[:, 1]
+        head = rows(buf, offs, 16).view(">u4" if self.big_endian else "<u4")
+        frac = head[:, 1].astype(np.int64)
+        if self.nanoseconds:
+            frac //= 1000
         self.packets += len(offs)
-        return RawPackets(buf, offs + 16, head[:, 2], head[:, 3], head[:, 0] * 1_000_000 + frac,
+        return RawPackets(buf, offs + 16, head[:, 2].astype(np.int64), head[:, 3].astype(np.int64),
+                          head[:, 0].astype(np.int64) * 1_000_000 + frac,
                           np.full(len(offs), self.linktype, dtype=np.int64))
 
 

@@ -90,11 +90,16 @@ class Packets:
 
 
 def _be16(m: np.ndarray, col: int) -> np.ndarray:
+    """Big-endian 16-bit integer at column ``col`` of a row matrix, as int64."""
+    if m.flags.c_contiguous and m.shape[1] % 2 == 0 and col % 2 == 0:
+        return m.view(">u2")[:, col // 2].astype(np.int64)
     return (m[:, col].astype(np.int64) << 8) | m[:, col + 1]
 
 
 def _be(m: np.ndarray, col: int, width: int) -> np.ndarray:
     """Big-endian unsigned integer of ``width`` (4 or 8) bytes at column ``col``, as uint64."""
+    if m.flags.c_contiguous and m.shape[1] % width == 0 and col % width == 0:
+        return m.view(f">u{width}")[:, col // width].astype(np.uint64)
     return np.ascontiguousarray(m[:, col: col + width]).view(f">u{width}").ravel().astype(np.uint64)
 
 
