@@ -279,6 +279,9 @@ class PcapngReader(CaptureReader):
         return o
 
     def _block(self, buf: np.ndarray, o: int, btype: int, length: int, order: str, rows: list) -> None:
+        if length < {1: 20, 2: 32, 3: 16, 6: 32}.get(btype, 12):
+            self.error = f"block of type {btype} too short ({length} bytes)"
+            return
         if btype == 1:  # interface description
             linktype, _, snaplen = struct.unpack_from(order + "HHI", buf, o + 8)
             per_s, offset_s = self._options(buf, o + 16, o + length - 4, order)
