@@ -12,6 +12,9 @@ from rich.table import Table
 from fedids.cli.common import app, load_data, write_json
 from fedids.console import err, out, progress_bar
 from fedids.errors import InputError
+from fedids.federation.config import FederationConfig
+
+_D = FederationConfig()  # every default below comes from the one settings object (tests/test_config_drift.py)
 
 MODES = ("federated", "centralized", "local")
 RUN_FILE, RESULTS_FILE = "run.json", "results.json"
@@ -41,46 +44,46 @@ def federate(
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (model, checkpoints, results)."),
     clients: int = typer.Option(10, help="Number of simulated IoT clients."),
     partition: str = typer.Option("dirichlet:0.5", help="iid | dirichlet:ALPHA | shared:FRACTION | host"),
-    rounds: int = typer.Option(10, help="Federated rounds."),
+    rounds: int = typer.Option(_D.rounds, help="Federated rounds."),
     mode: str = typer.Option("federated", help="federated, centralized, local, a comma list, or all."),
-    strategy: str = typer.Option("fedavgm", help="fedavgm (FedAvg + server momentum) | fedavg | fedprox | krum | fedmedian | fedtrimmedavg"),
-    server_momentum: float = typer.Option(0.5, help="FedAvgM: momentum of the server's step (0 = FedAvg)."),
-    server_lr: float = typer.Option(1.0, help="FedAvgM: server learning rate applied to the averaged update."),
-    fraction: float = typer.Option(1.0, help="Fraction of clients sampled per round."),
-    local_epochs: int = typer.Option(1, help="Local epochs per round."),
-    lr: float = typer.Option(3e-3, help="Client learning rate (Adam)."),
-    batch_size: int = typer.Option(64, help="Client batch size (also the centralized and local baselines')."),
-    proximal_mu: float = typer.Option(0.01, help="FedProx proximal term (with --strategy fedprox)."),
-    hidden: int = typer.Option(64, help="GRU hidden units."),
-    window: int = typer.Option(10, help="Flows per window."),
+    strategy: str = typer.Option(_D.strategy, help="fedavgm (FedAvg + server momentum) | fedavg | fedprox | krum | fedmedian | fedtrimmedavg"),
+    server_momentum: float = typer.Option(_D.server_momentum, help="FedAvgM: momentum of the server's step (0 = FedAvg)."),
+    server_lr: float = typer.Option(_D.server_lr, help="FedAvgM: server learning rate applied to the averaged update."),
+    fraction: float = typer.Option(_D.fraction_train, help="Fraction of clients sampled per round."),
+    local_epochs: int = typer.Option(_D.local_epochs, help="Local epochs per round."),
+    lr: float = typer.Option(_D.lr, help="Client learning rate (Adam)."),
+    batch_size: int = typer.Option(_D.batch_size, help="Client batch size (also the centralized and local baselines')."),
+    proximal_mu: float = typer.Option(_D.proximal_mu, help="FedProx proximal term (with --strategy fedprox)."),
+    hidden: int = typer.Option(_D.hidden, help="GRU hidden units."),
+    window: int = typer.Option(_D.window, help="Flows per window."),
     split: str = typer.Option("time", help="time | label-time (see `fedids train --help`)."),
     test_fraction: float = typer.Option(0.3, help="Share of flows held out by the server for testing."),
     segment: int = typer.Option(100, help="Consecutive flows of a host kept together when partitioning."),
-    seed: int = typer.Option(0, help="Random seed (partitions, sampling, initialisation, training)."),
-    privacy: str = typer.Option("none", help="none, he, secagg, dp or a +-joined mix (he+dp, secagg+dp, he+secagg+dp)."),
+    seed: int = typer.Option(_D.seed, help="Random seed (partitions, sampling, initialisation, training)."),
+    privacy: str = typer.Option(_D.privacy, help="none, he, secagg, dp or a +-joined mix (he+dp, secagg+dp, he+secagg+dp)."),
     keys: Optional[Path] = typer.Option(None, help="HE key set from `fedids keys init` (default: created in OUT/keys)."),
-    target_epsilon: float = typer.Option(0.0, help="dp: calibrate noise for this epsilon and stop before exceeding it."),
-    noise_multiplier: float = typer.Option(0.0, help="dp: noise std / clip norm; 0 = calibrate it from --target-epsilon."),
-    clip_norm: float = typer.Option(1.0, help="dp: L2 bound of each client's update."),
-    dpsgd_noise: float = typer.Option(0.0, help="> 0: clients train with Opacus DP-SGD at this noise multiplier."),
-    dpsgd_epsilon: float = typer.Option(0.0, help="> 0: clients train with Opacus DP-SGD, each calibrating its noise "
+    target_epsilon: float = typer.Option(_D.target_epsilon, help="dp: calibrate noise for this epsilon and stop before exceeding it."),
+    noise_multiplier: float = typer.Option(_D.noise_multiplier, help="dp: noise std / clip norm; 0 = calibrate it from --target-epsilon."),
+    clip_norm: float = typer.Option(_D.clip_norm, help="dp: L2 bound of each client's update."),
+    dpsgd_noise: float = typer.Option(_D.dpsgd_noise_multiplier, help="> 0: clients train with Opacus DP-SGD at this noise multiplier."),
+    dpsgd_epsilon: float = typer.Option(_D.dpsgd_target_epsilon, help="> 0: clients train with Opacus DP-SGD, each calibrating its noise "
                                                   "so that all rounds spend at most this epsilon per flow window "
                                                   "(sample-level DP; delta 1e-5)."),
-    dpsgd_batch_size: int = typer.Option(256, help="DP-SGD expected batch size (larger: less noise per example)."),
-    dpsgd_lr: float = typer.Option(1e-2, help="DP-SGD client learning rate (Adam)."),
-    selection: str = typer.Option("random", help="random | energy: prefer clients with energy budget left on "
+    dpsgd_batch_size: int = typer.Option(_D.dpsgd_batch_size, help="DP-SGD expected batch size (larger: less noise per example)."),
+    dpsgd_lr: float = typer.Option(_D.dpsgd_lr, help="DP-SGD client learning rate (Adam)."),
+    selection: str = typer.Option(_D.selection, help="random | energy: prefer clients with energy budget left on "
                                                  "efficient hardware (plaintext only; see docs/evaluation.md)."),
-    energy_budget: float = typer.Option(0.0, help="Joules each device may spend on the whole training; a client "
+    energy_budget: float = typer.Option(_D.energy_budget_j, help="Joules each device may spend on the whole training; a client "
                                                   "that cannot pay for a round is not selected. 0 = unlimited."),
-    max_local_epochs: int = typer.Option(0, help="> 0: adaptive local epochs, 1 up to this, fitted to each "
+    max_local_epochs: int = typer.Option(_D.max_local_epochs, help="> 0: adaptive local epochs, 1 up to this, fitted to each "
                                                  "client's per-round share of --energy-budget."),
-    compression: str = typer.Option("none", help="Client update compression: none | int8 | topk:FRACTION "
+    compression: str = typer.Option(_D.compression, help="Client update compression: none | int8 | topk:FRACTION "
                                                  "(plaintext only)."),
-    head_aggregation: str = typer.Option("class", help="class: average each output row by the clients' examples "
+    head_aggregation: str = typer.Option(_D.head_aggregation, help="class: average each output row by the clients' examples "
                                                        "of that class (keeps rare classes; every mode but dp) | examples: plain FedAvg."),
-    calibration: str = typer.Option("ccvr", help="ccvr: after the last round, refit the classifier head on "
+    calibration: str = typer.Option(_D.calibration, help="ccvr: after the last round, refit the classifier head on "
                                                  "the clients' summed per-class feature statistics, then check it (every mode but dp) | none."),
-    client_weighting: str = typer.Option("objective", help="objective: weigh each client's update by its share of "
+    client_weighting: str = typer.Option(_D.client_weighting, help="objective: weigh each client's update by its share of "
                                                            "the class-weighted loss (every mode but dp) | "
                                                            "examples: by its flows (FedAvg)."),
     test_data: Optional[list[Path]] = typer.Option(None, "--test-data", help="Score every round and the final "
@@ -121,16 +124,17 @@ def federate(
 
 def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fraction, local_epochs, lr,
          batch_size, proximal_mu, hidden, window, split, test_fraction, segment, seed, resuming: bool,
-         privacy: str = "none", keys: str | None = None, target_epsilon: float = 0.0,
-         noise_multiplier: float = 0.0, clip_norm: float = 1.0, dpsgd_noise: float = 0.0, dpsgd_epsilon: float = 0.0,
-         dpsgd_batch_size: int = 256, dpsgd_lr: float = 1e-2,
-         selection: str = "random", energy_budget: float = 0.0, max_local_epochs: int = 0,
-         compression: str = "none", head_aggregation: str = "class", server_momentum: float = 0.5,
-         server_lr: float = 1.0, client_weighting: str = "objective", calibration: str = "ccvr",
-         test_data: list[Path] | None = None) -> None:
+         privacy: str = _D.privacy, keys: str | None = None, target_epsilon: float = _D.target_epsilon,
+         noise_multiplier: float = _D.noise_multiplier, clip_norm: float = _D.clip_norm,
+         dpsgd_noise: float = _D.dpsgd_noise_multiplier, dpsgd_epsilon: float = _D.dpsgd_target_epsilon,
+         dpsgd_batch_size: int = _D.dpsgd_batch_size, dpsgd_lr: float = _D.dpsgd_lr,
+         selection: str = _D.selection, energy_budget: float = _D.energy_budget_j,
+         max_local_epochs: int = _D.max_local_epochs, compression: str = _D.compression,
+         head_aggregation: str = _D.head_aggregation, server_momentum: float = _D.server_momentum,
+         server_lr: float = _D.server_lr, client_weighting: str = _D.client_weighting,
+         calibration: str = _D.calibration, test_data: list[Path] | None = None) -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.partition import PartitionSpec
-    from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
     from fedids.model.train import TrainConfig
     from fedids.task import classes_without_training_rows, prepare, prepare_with_test

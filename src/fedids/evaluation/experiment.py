@@ -50,6 +50,9 @@ from fedids.console import err, progress_bar
 from fedids.evaluation import energy as en
 from fedids.evaluation.metrics import compute_metrics
 from fedids.evaluation.report import PAPER_REFERENCE, round_epsilon, write_report
+from fedids.federation.config import FederationConfig
+
+_FEDERATION = FederationConfig()  # the experiment's training settings default to the federation's
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,14 +94,14 @@ class ExperimentConfig:
 
     out_dir: Path
     data: tuple[str, ...] = ()
-    rounds: int = 10
+    rounds: int = _FEDERATION.rounds
     clients: int = 10
     partition: str = "dirichlet:0.5"
-    local_epochs: int = 1
-    batch_size: int = 128
-    lr: float = 3e-3
-    hidden: int = 64
-    window: int = 10
+    local_epochs: int = _FEDERATION.local_epochs
+    batch_size: int = _FEDERATION.batch_size
+    lr: float = _FEDERATION.lr
+    hidden: int = _FEDERATION.hidden
+    window: int = _FEDERATION.window
     split: str = "time"
     test_fraction: float = 0.3
     seed: int = 0

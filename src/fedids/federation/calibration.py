@@ -269,7 +269,7 @@ def candidate_heads(msg, model, setup, secret_context) -> list[tuple[np.ndarray,
     if moments is None:
         raise ValueError("query.validate carries neither candidate heads nor a moments sum")
     old = (model.head.weight.detach().numpy().copy(), model.head.bias.detach().numpy().copy())
-    return [old, refit_head(model.head, moments, int(msg.content[m.CONFIG]["calibration-seed"]))]
+    return [old, refit_head(model.head, moments, m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_seed)]
 
 
 def apply_final_head(msg, model, setup, secret_context) -> bool:

@@ -43,10 +43,6 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-def _config_value(config, key, default):
-    return config[key] if key in config else default
-
-
 # ------------------------------------------------------------------------------------ sealing
 def seal(msg: Message, vector: np.ndarray, context: Context | None, secret_context: bytes | None) -> RecordDict:
     """This client's vector for the sum ``msg`` asks for (:data:`~fedids.federation.messages.SUM`), sealed
@@ -56,7 +52,7 @@ def seal(msg: Message, vector: np.ndarray, context: Context | None, secret_conte
     vector = np.asarray(vector, np.float64)
     if vector.shape != (length,) or values not in (REAL, COUNT):
         raise ValueError(f"vector of shape {vector.shape} for a {values} sum of length {length}")
-    mode = PrivacyMode.parse(str(msg.content[m.CONFIG]["privacy"]))
+    mode = PrivacyMode.parse(str(spec["privacy"]))
     if mode.secagg:
         client = _restore_secagg(context, secret_context, mode)
         out = client.masked_input(dict(msg.content[m.SECAGG]), vector)
@@ -151,7 +147,7 @@ def run_setup(msg: Message, context: Context | None) -> RunSetup:
     if context is None or _SETUP_STATE not in context.state:
         raise RuntimeError("encrypted run without a setup on this node (query.setup did not reach it)")
     setup = m.decode_setup(context.state[_SETUP_STATE])
-    if str(msg.content[m.CONFIG]["setup-digest"]) != setup.digest():
+    if m.ModelInstructions.from_config(msg.content[m.CONFIG]).setup_digest != setup.digest():
         raise RuntimeError("the server's setup digest does not match this node's setup")
     return setup
 
@@ -181,20 +177,15 @@ def global_models(msg: Message, n_classes: int, hidden: int, secret_context: byt
 
 
 # ---------------------------------------------------------------------------------- training
-def _train_local(model, data: PreparedData, setup: RunSetup, config, key: str, server_round: int):
-    """Local training as the message configures it (plain, or DP-SGD); returns (result, dpsgd epsilon)."""
-    train_cfg = TrainConfig(
-        epochs=int(config["local-epochs"]), batch_size=int(config["batch-size"]), lr=float(config["lr"]),
-        proximal_mu=float(_config_value(config, "proximal-mu", 0.0)),
-        absent_logit_scale=float(_config_value(config, "absent-logit-scale", 1.0)),
-        seed=derive_seed(config["seed"], server_round, key))
+def _train_local(model, data: PreparedData, setup: RunSetup, ins: m.TrainInstructions, key: str):
+    """Local training as the instructions say (plain, or DP-SGD); returns (result, DP-SGD epsilon or None)."""
+    train_cfg = TrainConfig(epochs=ins.local_epochs, batch_size=ins.batch_size, lr=ins.lr, proximal_mu=ins.proximal_mu,
+                            absent_logit_scale=ins.absent_logit_scale, seed=derive_seed(ins.seed, ins.server_round, key))
     torch.manual_seed(train_cfg.seed)
     rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
     weights = np.asarray(setup.class_weights, dtype=np.float32)
     scaled = setup.scaler.transform(data.features)
-    dpsgd_noise = float(_config_value(config, "dpsgd-noise", 0.0))
-    dpsgd_target = float(_config_value(config, "dpsgd-target-epsilon", 0.0))
-    if not (dpsgd_noise > 0 or dpsgd_target > 0):
+    if not ins.dpsgd:
         anchors = [p.detach().clone() for p in model.parameters()] if train_cfg.proximal_mu > 0 else None
         return train_rows(model, data, scaled, setup.vocabulary, rows, train_cfg, global_params=anchors,
                           class_weights=weights), None
@@ -202,49 +193,48 @@ def _train_local(model, data: PreparedData, setup: RunSetup, config, key: str, s
     # rounds so far (every round runs the same steps; fedids.privacy.dpsgd says why that composes).
     from fedids.privacy import dpsgd
 
-    delta = float(config["dpsgd-delta"])
-    train_cfg = dataclasses.replace(train_cfg, batch_size=int(config["dpsgd-batch-size"]), lr=float(config["dpsgd-lr"]))
+    train_cfg = dataclasses.replace(train_cfg, batch_size=ins.dpsgd_batch_size, lr=ins.dpsgd_lr)
     targets = setup.vocabulary.encode(data.labels[rows])
     n_rows = max(int(np.sum(targets >= 0)), 1)
     rate = dpsgd.sample_rate(n_rows, train_cfg.batch_size)
     steps = train_cfg.epochs * dpsgd.steps_per_epoch(n_rows, train_cfg.batch_size)
-    if dpsgd_target > 0:
-        dpsgd_noise = dpsgd.calibrate_noise(dpsgd_target, delta, rate, int(config["rounds"]) * steps)
-    dp = dpsgd.fit_dpsgd(model, scaled, data.windows[rows], targets, train_cfg, noise_multiplier=dpsgd_noise,
-                         max_grad_norm=float(config["dpsgd-clip"]), target_delta=delta, class_weights=weights)
-    return dp.result, dpsgd.epsilon_spent(dpsgd_noise, rate, server_round * steps, delta)
+    noise = ins.dpsgd_noise
+    if ins.dpsgd_target_epsilon > 0:
+        noise = dpsgd.calibrate_noise(ins.dpsgd_target_epsilon, ins.dpsgd_delta, rate, ins.rounds * steps)
+    dp = dpsgd.fit_dpsgd(model, scaled, data.windows[rows], targets, train_cfg, noise_multiplier=noise,
+                         max_grad_norm=ins.dpsgd_clip, target_delta=ins.dpsgd_delta, class_weights=weights)
+    return dp.result, dpsgd.epsilon_spent(noise, rate, ins.server_round * steps, ins.dpsgd_delta)
 
 
 def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | None = None,
                  context: Context | None = None, secret_context: bytes | None = None) -> Message:
     """Evaluate the incoming global model on the local validation split, train on the local rest, and
     reply: the local model and metrics (plaintext mode), or a sealed update contribution."""
-    config = msg.content[m.CONFIG]
+    ins = m.TrainInstructions.from_config(msg.content[m.CONFIG])
     setup = run_setup(msg, context)
-    hidden, window, server_round = int(config["hidden"]), int(config["window"]), int(config["server-round"])
-    if list(config["labels"]) != list(setup.vocabulary.labels):
+    if list(ins.labels) != list(setup.vocabulary.labels):
         raise ValueError("the message's labels differ from the run's vocabulary")
-    server_lr, server_momentum = float(config["server-lr"]), float(config["server-momentum"])
-    global_weights, momentum = global_models(msg, len(setup.vocabulary.labels), hidden, secret_context, server_lr)
-    data = prepare(frame, window=window, test_fraction=LOCAL_VAL_FRACTION)
-    model = new_model(len(setup.vocabulary.labels), hidden)
+    global_weights, momentum = global_models(msg, len(ins.labels), ins.hidden, secret_context, ins.server_lr)
+    data = prepare(frame, window=ins.window, test_fraction=LOCAL_VAL_FRACTION)
+    model = new_model(len(ins.labels), ins.hidden)
     set_weights(model, global_weights)
-    detector = Detector(model, setup.scaler, setup.vocabulary, window, {"round": server_round})
+    detector = Detector(model, setup.scaler, setup.vocabulary, ins.window, {"round": ins.server_round})
     if model_dir:
         save_detector(model_dir, detector)
     local_f1 = evaluate_rows(detector, data, data.test_rows)["macro_f1"] if len(data.test_rows) else float("nan")
-    result, dpsgd_epsilon = _train_local(model, data, setup, config, key, server_round)
-    mode = PrivacyMode.parse(str(config["privacy"]))
+    result, dpsgd_epsilon = _train_local(model, data, setup, ins, key)
+    mode = PrivacyMode.parse(ins.privacy)
     if not mode.private:
-        return _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, config, context)
+        return _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, ins, context)
     start = time.process_time()
     local = get_weights(model)
     if mode.dp:  # clip and noise the update before it becomes a proposal (fedids.privacy.dp)
-        local = _noised_local(global_weights, local, config)
+        local = _noised_local(global_weights, local, ins)
     weight, shares = agg.client_shares(own_class_counts(data.labels, setup.vocabulary), setup.class_totals,
-                                       setup.class_weights, weighting=str(config["client-weighting"]),
-                                       class_head=str(config["head-aggregation"]) == "class")
-    proposal = agg.propose(global_weights, momentum, local, server_lr=server_lr, server_momentum=server_momentum)
+                                       setup.class_weights, weighting=ins.client_weighting,
+                                       class_head=ins.head_aggregation == "class")
+    proposal = agg.propose(global_weights, momentum, local, server_lr=ins.server_lr,
+                           server_momentum=ins.server_momentum)
     examples = len(data.labels) / max(setup.rows, 1)
     metrics = {"clients": 1.0, "examples": examples, "loss": examples * float(result.losses[-1]),
                "train_ks": result.seconds / 1e3, "dpsgd_epsilon": dpsgd_epsilon or 0.0}
@@ -256,27 +246,27 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     return Message(seal(msg, vector, context, secret_context), reply_to=msg)
 
 
-def _noised_local(global_weights: list[np.ndarray], local: list[np.ndarray], config) -> list[np.ndarray]:
+def _noised_local(global_weights: list[np.ndarray], local: list[np.ndarray], ins: m.TrainInstructions) -> list[np.ndarray]:
     from fedids.privacy.dp import add_gaussian_noise, clip_update
 
     shapes = [tuple(w.shape) for w in local]
     update = agg.flatten(local) - agg.flatten(global_weights)
-    update, _ = clip_update(update.astype(np.float32), float(config["clip-norm"]))
+    update, _ = clip_update(update.astype(np.float32), ins.clip_norm)
     # Noise from the OS's entropy, never from the run seed the server knows.
-    update = add_gaussian_noise(update.astype(np.float64), float(config["noise-std"]), np.random.default_rng())
+    update = add_gaussian_noise(update.astype(np.float64), ins.noise_std, np.random.default_rng())
     return agg.unflatten(agg.flatten(global_weights) + update, shapes)
 
 
-def _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, config, context) -> Message:
+def _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, ins, context) -> Message:
     """The plaintext mode's reply: the local model (or its compressed update) and per-client metrics."""
     metrics = MetricRecord({
         m.NUM_EXAMPLES: int(len(data.labels)), m.TRAIN_LOSS: float(result.losses[-1]),
         m.LOCAL_F1: float(local_f1), m.TRAIN_SECONDS: float(result.seconds),
-        m.TRAIN_EXAMPLES: int(result.examples), m.LOCAL_EPOCHS: int(config["local-epochs"]),
+        m.TRAIN_EXAMPLES: int(result.examples), m.LOCAL_EPOCHS: ins.local_epochs,
     })
     if dpsgd_epsilon is not None:
         metrics[m.DPSGD_EPSILON] = float(dpsgd_epsilon)
-    compression = Compression.parse(str(_config_value(config, "compression", "none")))
+    compression = Compression.parse(ins.compression)
     if compression.active:
         update = compress_reply(global_weights, get_weights(model), compression, context)
         return Message(RecordDict({COMPRESSED: update, m.METRICS: metrics}), reply_to=msg)
@@ -285,11 +275,9 @@ def _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsil
 
 # -------------------------------------------------------------------------- calibration
 def _final_model(msg: Message, setup: RunSetup, secret_context: bytes | None):
-    config = msg.content[m.CONFIG]
-    hidden = int(config["hidden"])
-    weights, _ = global_models(msg, len(setup.vocabulary.labels), hidden, secret_context,
-                               float(config["server-lr"]))
-    model = new_model(len(setup.vocabulary.labels), hidden)
+    ins = m.ModelInstructions.from_config(msg.content[m.CONFIG])
+    weights, _ = global_models(msg, len(setup.vocabulary.labels), ins.hidden, secret_context, ins.server_lr)
+    model = new_model(len(setup.vocabulary.labels), ins.hidden)
     set_weights(model, weights)
     return model
 
@@ -299,7 +287,8 @@ def _local_features(msg: Message, frame: pd.DataFrame, setup: RunSetup, model):
     :func:`handle_train` trains on; "validation": the local validation rows)."""
     from fedids.federation.calibration import hidden_features
 
-    data = prepare(frame, window=int(msg.content[m.CONFIG]["window"]), test_fraction=LOCAL_VAL_FRACTION)
+    data = prepare(frame, window=m.ModelInstructions.from_config(msg.content[m.CONFIG]).window,
+                   test_fraction=LOCAL_VAL_FRACTION)
     scaled = setup.scaler.transform(data.features)
     splits = {"train": data.train_rows if len(data.train_rows) else np.arange(len(data.labels)),
               "validation": data.test_rows}
@@ -341,7 +330,8 @@ def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) 
 
     model = _final_model(msg, setup, secret_context)
     apply_final_head(msg, model, setup, secret_context)
-    return Detector(model, setup.scaler, setup.vocabulary, int(msg.content[m.CONFIG]["window"]), {"final": True})
+    window = m.ModelInstructions.from_config(msg.content[m.CONFIG]).window
+    return Detector(model, setup.scaler, setup.vocabulary, window, {"final": True})
 
 
 def handle_final_model(msg: Message, model_dir: str, context: Context | None, secret_context: bytes | None) -> None:

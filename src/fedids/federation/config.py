@@ -1,7 +1,8 @@
-"""Settings of a federated run: the one place where every option and its default lives.
+"""Settings of a federated run: the one place where every option and its default lives (no Flower import,
+so the command line can read the defaults without loading the federation stack).
 
 The CLI (``fedids federate``), the experiment's modes and the deployment run config
-(``deploy/pyproject.toml``'s ``[tool.flwr.app.config]``) are derived from :class:`FederationConfig`; a
+(``deploy/flower-app/pyproject.toml``'s ``[tool.flwr.app.config]``) are derived from :class:`FederationConfig`; a
 test fails when one of them drifts from it.
 """
 
@@ -12,7 +13,21 @@ from dataclasses import dataclass
 from fedids.federation import adaptive
 from fedids.federation.compression import Compression
 from fedids.federation.private import PrivacyMode
-from fedids.federation.strategies import CLIENT_WEIGHTINGS, HEAD_AGGREGATIONS, PRIVATE_STRATEGIES, STRATEGIES
+
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "krum", "fedmedian", "fedtrimmedavg")
+# Under --privacy the server only ever sees a sum: the averaging strategies, whose server step (momentum
+# included) clients apply before their vectors are summed (fedids.federation.aggregation). The robust
+# strategies need each update in plaintext.
+PRIVATE_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
+# Strategies that take an example-weighted mean of the updates: class-aware head rows apply to them.
+AVERAGING_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
+HEAD_AGGREGATIONS = ("class", "examples")
+"""How the classifier head's rows are averaged under an averaging strategy: ``class`` (each class's row by
+that class's examples, see :mod:`fedids.federation.aggregation`) or ``examples`` (plain FedAvg weighting)."""
+CLIENT_WEIGHTINGS = ("examples", "objective")
+"""What an averaging strategy weighs client updates by: ``examples`` (FedAvg's ``num-examples``) or
+``objective`` (each client's share of the class-weighted training loss,
+:func:`fedids.federation.strategies.objective_weights`)."""
 
 RUN_ONLY_KEYS = ("test-data", "out-dir", "split")
 """Deployment run-config keys that are not federation settings (the server's data and output)."""

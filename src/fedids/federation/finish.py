@@ -31,9 +31,9 @@ log = logging.getLogger("fedids.server")
 
 def _config(run: Run) -> dict:
     c = run.config
-    lr, _ = c.server_step
-    return {"labels": list(run.labels), "window": c.window, "hidden": c.hidden, "privacy": run.mode.name,
-            "server-lr": lr, "setup-digest": run.digest, "calibration-seed": derive_seed(c.seed, "ccvr")}
+    return m.ModelInstructions(labels=tuple(run.labels), window=c.window, hidden=c.hidden, privacy=run.mode.name,
+                               server_lr=c.server_step[0], setup_digest=run.digest,
+                               calibration_seed=derive_seed(c.seed, "ccvr")).to_config()
 
 
 def _model(run: Run, weights: list[np.ndarray]):

@@ -31,7 +31,8 @@ MOMENTS = "moments"        # ArrayRecord: count, sum, outer (fedids.federation.c
 HEADS = "heads"            # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
 CONFUSION = "confusion"    # ArrayRecord: "<split>.<i>" = int64 (C, C) confusion matrix of candidate head i
 CHECK_SPLITS = ("validation", "train")  # the local windows a query.validate reply scores the heads on
-SUM = "sum"                # ConfigRecord: the secure sum a message asks for: "values" (real|count), "length"
+SUM = "sum"                # ConfigRecord: the secure sum a message asks for: "values" (real|count), "length",
+                           # "privacy" (the mode that seals it)
 CONTRIBUTION = "contribution"  # ArrayRecord: {"value": float64 (d,)} in the clear or {"ct": uint8} sealed
 SECAGG = "secagg"          # ConfigRecord: one SecAgg protocol message (flat int/bytes dict)
 SECAGG_CONFIG = "secagg-config"  # ConfigRecord: SecAggConfig.to_dict() plus "secagg-id"
@@ -268,3 +269,107 @@ def decode_sealed(content: RecordDict, names: tuple[str, ...]) -> dict:
         out[name] = SealedSum.from_meta({"kind": meta.get(f"{name}.kind"), "values": meta.get(f"{name}.values"),
                                          "secagg": secagg}, blob.tobytes())
     return out
+
+
+# ------------------------------------------------------------------- typed instruction records
+def _decode_fields(cls, record) -> dict:
+    """Read a dataclass's fields from a ConfigRecord (kebab-case keys), checking each value's type."""
+    import dataclasses
+
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f.name.replace("_", "-")
+        if key not in record:
+            if f.default is dataclasses.MISSING:
+                raise ValueError(f"{cls.__name__}: missing {key}")
+            continue
+        value = record[key]
+        kind = {"int": int, "float": float, "str": str, "tuple[str, ...]": tuple}[str(f.type)]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind is tuple and isinstance(value, list):
+            value = tuple(str(v) for v in value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{cls.__name__}: {key} must be {kind.__name__}, got {type(value).__name__}")
+        if kind is float and not np.isfinite(value):
+            raise ValueError(f"{cls.__name__}: {key} must be finite")
+        values[f.name] = value
+    return values
+
+
+class _Instructions:
+    """A typed ConfigRecord: ``to_config()`` for the sender, ``from_config()`` validates on receipt."""
+
+    def to_config(self) -> dict:
+        import dataclasses
+
+        return {f.name.replace("_", "-"): (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_config(cls, record):
+        instructions = cls(**_decode_fields(cls, record))
+        instructions.check()
+        return instructions
+
+    def check(self) -> None:
+        """Raise ValueError on values no honest server sends."""
+
+
+from dataclasses import dataclass as _dataclass  # noqa: E402  (kept beside the records it builds)
+
+
+@_dataclass(frozen=True)
+class ModelInstructions(_Instructions):
+    """What every message carrying a global model says about it (calibration, final model)."""
+
+    labels: tuple[str, ...]
+    window: int
+    hidden: int
+    privacy: str
+    server_lr: float
+    setup_digest: str
+    calibration_seed: int = 0
+
+    def check(self) -> None:
+        if not self.labels or self.window < 1 or self.hidden < 1 or not self.server_lr > 0:
+            raise ValueError("labels, window, hidden and server-lr must be non-empty / positive")
+
+
+@_dataclass(frozen=True)
+class TrainInstructions(ModelInstructions):
+    """A training message's settings (:func:`fedids.federation.rounds.train_config` writes them)."""
+
+    server_round: int = 1
+    rounds: int = 1
+    local_epochs: int = 1
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    absent_logit_scale: float = 1.0
+    proximal_mu: float = 0.0
+    server_momentum: float = 0.0
+    client_weighting: str = "examples"
+    head_aggregation: str = "examples"
+    compression: str = "none"
+    dpsgd_noise: float = 0.0
+    dpsgd_target_epsilon: float = 0.0
+    dpsgd_clip: float = 1.0
+    dpsgd_delta: float = 1e-5
+    dpsgd_batch_size: int = 256
+    dpsgd_lr: float = 1e-2
+    clip_norm: float = 0.0        # dp: the L2 bound of the update
+    noise_std: float = 0.0        # dp: this client's share of the Gaussian noise
+
+    def check(self) -> None:
+        super().check()
+        if not 1 <= self.server_round <= self.rounds or self.local_epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("server-round, rounds, local-epochs, batch-size and lr out of range")
+        if self.client_weighting not in ("objective", "examples", "equal") or self.head_aggregation not in ("class", "examples"):
+            raise ValueError(f"unknown weighting {self.client_weighting!r} / {self.head_aggregation!r}")
+        if min(self.dpsgd_noise, self.dpsgd_target_epsilon, self.clip_norm, self.noise_std) < 0:
+            raise ValueError("DP parameters must be >= 0")
+
+    @property
+    def dpsgd(self) -> bool:
+        return self.dpsgd_noise > 0 or self.dpsgd_target_epsilon > 0

@@ -104,9 +104,8 @@ def start(grid: Grid, config: FederationConfig, out_dir: Path, expected_clients:
 
 def _private_setup(grid, mode, nodes, config, he_public, opener):
     """The statistics of every client, securely summed; ``he``: clients open the sum and derive the setup."""
-    base = RecordDict({m.CONFIG: ConfigRecord({"privacy": mode.name})})
     result, replies = secure_sum(grid, mode=mode, nodes=nodes, message_type=m.QUERY_STATS,
-                                 make_content=lambda n: RecordDict(dict(base)), length=STATS_LENGTH, values=COUNT,
+                                 make_content=lambda n: RecordDict({m.CONFIG: ConfigRecord({})}), length=STATS_LENGTH, values=COUNT,
                                  he_public=he_public, timeout=config.timeout_s)
     if not result.ok:
         raise RuntimeError("no client returned usable statistics")
@@ -114,7 +113,7 @@ def _private_setup(grid, mode, nodes, config, he_public, opener):
     if result.plaintext is not None:
         setup = setup_from_sum(result.plaintext)
         return keys, setup, list(setup.vocabulary.labels), setup.digest()
-    content = m.add_sealed(RecordDict({m.CONFIG: ConfigRecord({"privacy": mode.name})}), {"stats": result.sealed})
+    content = m.add_sealed(RecordDict({m.CONFIG: ConfigRecord({})}), {"stats": result.sealed})
     answers = exchange(grid, {n: content for n in keys}, m.QUERY_SETUP, config.timeout_s, SumResult())
     agreed = [(list(r.content[m.INFO]["labels"]), str(r.content[m.INFO]["digest"])) for r in answers.values()]
     if not agreed or any(a != agreed[0] for a in agreed):
@@ -146,25 +145,26 @@ def select(run: Run, server_round: int, ledger, model_bytes: int) -> tuple[list[
 
 
 def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> dict:
-    """What a training message configures (one place, so both apps read the same keys)."""
+    """What a training message configures (:class:`~fedids.federation.messages.TrainInstructions`)."""
     c, mode = run.config, run.mode
     server_lr, server_momentum = c.server_step
-    cfg = {"server-round": server_round, "labels": list(run.labels), "window": c.window, "hidden": c.hidden,
-           "local-epochs": c.local_epochs, "batch-size": c.batch_size, "lr": c.lr, "seed": c.seed,
-           "absent-logit-scale": c.absent_logit_scale, "proximal-mu": c.proximal_mu if c.strategy == "fedprox" else 0.0,
-           "dpsgd-noise": c.dpsgd_noise_multiplier, "dpsgd-clip": c.dpsgd_clip_norm, "dpsgd-delta": c.target_delta,
-           "dpsgd-target-epsilon": c.dpsgd_target_epsilon, "dpsgd-batch-size": c.dpsgd_batch_size,
-           "dpsgd-lr": c.dpsgd_lr, "rounds": c.rounds, "compression": c.compression, "privacy": mode.name,
-           "server-lr": server_lr, "server-momentum": server_momentum, "setup-digest": run.digest,
-           # DP needs equal weights and whole-update averaging for its sensitivity bound.
-           "client-weighting": "equal" if mode.dp else c.client_weighting,
-           "head-aggregation": "examples" if mode.dp else c.head_aggregation}
+    dp = {}
     if mode.dp:
-        sigma = accountant.noise_multiplier
         # Under SecAgg the noise shares are sized for the threshold: the sum keeps sigma*C if most drop.
         n = _secagg_threshold(len(chosen)) if mode.secagg else len(chosen)
-        cfg |= {"clip-norm": c.clip_norm, "noise-std": distributed_noise_std(sigma, c.clip_norm, n)}
-    return cfg
+        dp = {"clip_norm": c.clip_norm,
+              "noise_std": distributed_noise_std(accountant.noise_multiplier, c.clip_norm, n)}
+    return m.TrainInstructions(
+        labels=tuple(run.labels), window=c.window, hidden=c.hidden, privacy=mode.name, server_lr=server_lr,
+        setup_digest=run.digest, server_round=server_round, rounds=c.rounds, local_epochs=c.local_epochs,
+        batch_size=c.batch_size, lr=c.lr, seed=c.seed, absent_logit_scale=c.absent_logit_scale,
+        proximal_mu=c.proximal_mu if c.strategy == "fedprox" else 0.0, server_momentum=server_momentum,
+        # DP needs equal weights and whole-update averaging for its sensitivity bound.
+        client_weighting="equal" if mode.dp else c.client_weighting,
+        head_aggregation="examples" if mode.dp else c.head_aggregation, compression=c.compression,
+        dpsgd_noise=c.dpsgd_noise_multiplier, dpsgd_target_epsilon=c.dpsgd_target_epsilon,
+        dpsgd_clip=c.dpsgd_clip_norm, dpsgd_delta=c.target_delta, dpsgd_batch_size=c.dpsgd_batch_size,
+        dpsgd_lr=c.dpsgd_lr, **dp).to_config()
 
 
 def _secagg_threshold(n: int) -> int:
@@ -273,12 +273,11 @@ def _plain_contribution(run: Run, reply: Message, models, config: dict) -> np.nd
     local = [a.numpy() for a in reply.content[m.ARRAYS].values()]
     current = models["current"].plain
     previous = models.get("previous")
-    momentum = agg.momentum_between(previous.plain if previous else None, current, float(config["server-lr"]))
-    proposal = agg.propose(current, momentum, local, server_lr=float(config["server-lr"]),
-                           server_momentum=float(config["server-momentum"]))
+    ins = m.TrainInstructions.from_config(config)
+    momentum = agg.momentum_between(previous.plain if previous else None, current, ins.server_lr)
+    proposal = agg.propose(current, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum)
     weight, shares = agg.client_shares(run.plain_counts[node], run.setup.class_totals, run.setup.class_weights,
-                                       weighting=str(config["client-weighting"]),
-                                       class_head=str(config["head-aggregation"]) == "class")
+                                       weighting=ins.client_weighting, class_head=ins.head_aggregation == "class")
     return agg.update_contribution(run.layout, proposal, weight, shares, {})
 
 

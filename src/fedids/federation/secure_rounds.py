@@ -82,7 +82,7 @@ def secure_sum(grid: Grid, *, mode: PrivacyMode, nodes: list[int], message_type:
         contents = {}
         for n in nodes:
             contents[n] = make_content(n)
-            contents[n][m.SUM] = ConfigRecord({"values": values, "length": length})
+            contents[n][m.SUM] = ConfigRecord({"values": values, "length": length, "privacy": mode.name})
         replies = exchange(grid, contents, message_type, timeout, result)
         accepted = _sum_single_stage(mode, replies, length, values, he_public, result, check)
     result.server_seconds = time.perf_counter() - start
@@ -172,7 +172,7 @@ def _run_secagg(grid, mode, nodes, message_type, make_content, length, values, s
         content = make_content(n)
         content[m.SECAGG_CONFIG] = cfg(n)
         content[m.SECAGG] = ConfigRecord(routed[ids[n]])
-        content[m.SUM] = ConfigRecord({"values": values, "length": length})
+        content[m.SUM] = ConfigRecord({"values": values, "length": length, "privacy": mode.name})
         contents[n] = content
     replies = exchange(grid, contents, message_type, timeout, result)
     u3 = feed(replies, server.receive_masked_input)

@@ -14,18 +14,10 @@ from flwr.serverapp.strategy import FedAvg, FedAvgM, FedMedian, FedProx, FedTrim
 
 from fedids.federation import messages as m
 
-STRATEGIES = ("fedavg", "fedavgm", "fedprox", "krum", "fedmedian", "fedtrimmedavg")
-# Under --privacy the server only ever sees a sum of contributions: plain (FedProx-)averaging. The
-# robust strategies need each update in plaintext and server momentum needs the plaintext model.
-PRIVATE_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
-# Strategies that take an example-weighted mean of the updates: class-aware head rows apply to them.
-AVERAGING_STRATEGIES = ("fedavg", "fedavgm", "fedprox")
-HEAD_AGGREGATIONS = ("class", "examples")
-"""How the classifier head's rows are averaged under an averaging strategy: ``class`` (each class's row by
-that class's examples, :func:`reweight_head_rows`) or ``examples`` (plain FedAvg weighting)."""
-CLIENT_WEIGHTINGS = ("examples", "objective")
-"""What an averaging strategy weighs client updates by: ``examples`` (FedAvg's ``num-examples``) or
-``objective`` (each client's share of the class-weighted training loss, :func:`objective_weights`)."""
+# The strategy names and options live with the settings (fedids.federation.config, free of Flower).
+from fedids.federation.config import (AVERAGING_STRATEGIES, CLIENT_WEIGHTINGS, HEAD_AGGREGATIONS,  # noqa: E402
+                                      PRIVATE_STRATEGIES, STRATEGIES)
+
 OBJECTIVE_WEIGHT = "objective-weight"  # metric the server adds to each reply under ``objective``
 
 
