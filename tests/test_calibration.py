@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import RecordDict
 
-from fedids.federation import messages as m
-from fedids.federation.calibration import ClassMoments, calibrate_head, class_moments
+from fedids.federation.calibration import (ClassMoments, calibrate_head, check_confusion_vector, check_moments_vector,
+                                           class_moments, confusion_vector, moments_from_vector, moments_vector)
 
 
 def _two_gaussians(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -17,10 +16,14 @@ def _two_gaussians(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def test_well_formed_moments_pass_the_servers_check():
+def test_moments_travel_as_a_vector_scaled_by_the_federations_rows_and_come_back():
     moments = class_moments(np.ones((3, 4)), np.array([0, 1, 1]), 2)
-    decoded = m.decode_moments_reply(RecordDict({m.MOMENTS: m.encode_moments(moments)}), 2, 4)
+    vector = moments_vector(moments, rows=1000)
+    assert np.abs(vector).max() <= 1.0                      # within the CKKS and SecAgg ranges
+    decoded = moments_from_vector(vector, 2, 4, rows=1000)
     assert decoded.count.tolist() == [1.0, 2.0]
+    np.testing.assert_allclose(decoded.outer, moments.outer)
+    check_moments_vector(vector, 2, 4, 1000, class_counts=np.array([1, 2]))
 
 
 def test_moments_of_two_clients_add_up_to_the_moments_of_their_pooled_features():
@@ -63,7 +66,13 @@ def test_malformed_moments_from_a_client_are_refused(spoil):
     else:
         moments = ClassMoments.zeros(3, 4)
     with pytest.raises(ValueError):
-        m.decode_moments_reply(RecordDict({m.MOMENTS: m.encode_moments(moments)}), 2, 4)
+        check_moments_vector(moments_vector(moments, 100), 2, 4, 100, class_counts=np.array([5, 5]))
+
+
+def test_moments_counting_more_windows_than_the_client_reported_are_refused():
+    moments = class_moments(np.ones((3, 4)), np.array([0, 1, 1]), 2)
+    with pytest.raises(ValueError, match="more windows"):
+        check_moments_vector(moments_vector(moments, 100), 2, 4, 100, class_counts=np.array([1, 1]))
 
 
 def test_macro_f1_from_a_merged_confusion_matrix_is_sklearns_on_the_pooled_predictions():
@@ -85,22 +94,21 @@ def test_macro_f1_from_a_merged_confusion_matrix_is_sklearns_on_the_pooled_predi
     assert np.isnan(macro_f1_from_confusion(np.zeros((3, 3))))
 
 
-@pytest.mark.parametrize("spoil", ["negative", "unequal rows", "dtype", "shape"])
+@pytest.mark.parametrize("spoil", ["negative", "unequal rows", "fraction", "shape"])
 def test_malformed_confusion_matrices_from_a_client_are_refused(spoil):
     confusions = np.array([[[5, 1], [0, 4]], [[6, 0], [1, 3]]], dtype=np.int64)
     if spoil == "negative":
         confusions[1, 0, 0] = -1
     elif spoil == "unequal rows":
         confusions[1, 0, 0] = 60
-    elif spoil == "dtype":
-        confusions = confusions.astype(np.float64)
+    elif spoil == "fraction":
+        confusions = confusions.astype(np.float64) + 0.5
     else:
         confusions = np.zeros((2, 3, 3), dtype=np.int64)
     good = np.array([[[5, 1], [0, 4]], [[6, 0], [1, 3]]], dtype=np.int64)
-    decoded = m.decode_confusion_reply(RecordDict({m.CONFUSION: m.encode_confusions({"validation": good, "train": good})}), 2, 2)
-    assert all(np.array_equal(decoded[k], good) for k in m.CHECK_SPLITS)
+    check_confusion_vector(confusion_vector({"validation": good, "train": good}), 2, class_counts=np.array([100, 100]))
     with pytest.raises(ValueError):
-        m.decode_confusion_reply(RecordDict({m.CONFUSION: m.encode_confusions({"validation": good, "train": confusions})}), 2, 2)
+        check_confusion_vector(confusion_vector({"validation": good, "train": confusions}), 2, np.array([100, 100]))
 
 
 @pytest.mark.parametrize("scores, kept", [

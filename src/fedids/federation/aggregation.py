@@ -182,7 +182,19 @@ def client_shares(own_counts: np.ndarray, total_counts: np.ndarray, class_weight
                   weighting: str, class_head: bool) -> tuple[float, np.ndarray]:
     """``(a_i, a_ic)`` for a client holding ``own_counts`` ``(C,)`` flows per class of a federation
     holding ``total_counts``: ``weighting`` ``objective`` (share of the class-weighted loss),
-    ``examples`` (share of the rows) or ``equal`` (``1``; DP needs equal weights for its sensitivity)."""
+    ``examples`` (share of the rows) or ``equal`` (``1``; DP needs equal weights for its sensitivity).
+
+    Why ``objective``: every client minimises the same class-weighted loss, normalised by its own total
+    weight ``W_i = sum_c w_c k_ic`` (:func:`fedids.model.train._loss`); the centralized objective over the
+    pooled data is ``sum_i W_i L_i / sum_i W_i``, so averaging updates by ``W_i``, not by example count
+    ``n_i``, makes FedAvg's first step the centralized one. Under label skew it matters: a client holding
+    200 flows of a rare attack among 2,000 benign ones counts for several times its ``n_i``.
+
+    Why class shares ``a_ic = k_ic / K_c`` for the head: weighing client ``i`` by ``n_i`` makes the row of a
+    class that few clients hold mostly the average of clients that never saw it (each of which pushed that
+    logit down): a rare class held by one client (CICIDS2017's SQL injection: 21 flows in all) is washed
+    out. Averaging row ``c`` by the clients' counts of class ``c`` keeps it.
+    """
     own, total = np.asarray(own_counts, np.float64), np.asarray(total_counts, np.float64)
     if weighting == "objective":
         w = np.asarray(class_weights, np.float64)

@@ -190,6 +190,9 @@ def moments_from_vector(total: np.ndarray, n_classes: int, hidden: int, rows: in
 def check_moments_vector(vector: np.ndarray, n_classes: int, hidden: int, rows: int, class_counts: np.ndarray) -> None:
     """Refuse one client's moments (plaintext mode) that are not real moments, or that count more windows
     of a class than the client reported flows of it."""
+    counts = np.asarray(vector[:n_classes], np.float64) * max(int(rows), 1)
+    if np.abs(counts - np.rint(counts)).max(initial=0.0) > 1e-6:
+        raise ValueError("class counts must be whole numbers")
     moments = moments_from_vector(vector, n_classes, hidden, rows)
     if (moments.count > np.asarray(class_counts)).any():
         raise ValueError("more windows of a class than the client reported flows of it")

@@ -27,7 +27,7 @@ that class's examples, see :mod:`fedids.federation.aggregation`) or ``examples``
 CLIENT_WEIGHTINGS = ("examples", "objective")
 """What an averaging strategy weighs client updates by: ``examples`` (FedAvg's ``num-examples``) or
 ``objective`` (each client's share of the class-weighted training loss,
-:func:`fedids.federation.strategies.objective_weights`)."""
+:func:`fedids.federation.aggregation.client_shares`)."""
 
 RUN_ONLY_KEYS = ("test-data", "out-dir", "split")
 """Deployment run-config keys that are not federation settings (the server's data and output)."""

@@ -27,9 +27,7 @@ CONFIG = "config"          # ConfigRecord sent by the server
 PREPROCESSING = "preprocessing"  # ArrayRecord: scaler center/scale
 STATS = "stats"            # ArrayRecord: feature histogram of a client
 INFO = "info"              # ConfigRecord: client key, labels, label counts
-MOMENTS = "moments"        # ArrayRecord: count, sum, outer (fedids.federation.calibration.ClassMoments)
 HEADS = "heads"            # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
-CONFUSION = "confusion"    # ArrayRecord: "<split>.<i>" = int64 (C, C) confusion matrix of candidate head i
 CHECK_SPLITS = ("validation", "train")  # the local windows a query.validate reply scores the heads on
 SUM = "sum"                # ConfigRecord: the secure sum a message asks for: "values" (real|count), "length",
                            # "privacy" (the mode that seals it)
@@ -112,29 +110,6 @@ def check_train_reply(content: RecordDict, shapes: list[tuple[int, ...]]) -> Non
         raise ValueError(f"invalid {NUM_EXAMPLES}: {n!r}")
 
 
-def encode_moments(moments) -> ArrayRecord:
-    """A :class:`~fedids.federation.calibration.ClassMoments` as float64 arrays."""
-    return ArrayRecord({k: Array(np.asarray(getattr(moments, k), dtype=np.float64)) for k in ("count", "sum", "outer")})
-
-
-def moments_reply(msg: Message, moments) -> Message:
-    """The reply to ``query.features``: a client's per-class feature moments."""
-    return Message(RecordDict({MOMENTS: encode_moments(moments)}), reply_to=msg)
-
-
-def decode_moments_reply(content: RecordDict, n_classes: int, hidden: int):
-    """Validate and decode a ``query.features`` reply; raises ValueError with the reason."""
-    from fedids.federation.calibration import ClassMoments
-
-    record = content[MOMENTS]
-    arrays = {k: record[k].numpy() for k in ("count", "sum", "outer")}
-    if any(a.dtype != np.float64 for a in arrays.values()):
-        raise ValueError("moments must be float64")
-    moments = ClassMoments(**arrays)
-    moments.check(n_classes, hidden)
-    return moments
-
-
 def encode_heads(heads: list[tuple[np.ndarray, np.ndarray]]) -> ArrayRecord:
     """Candidate linear heads ``[(weight (C, H), bias (C,)), ...]`` as float32 arrays."""
     record = ArrayRecord()
@@ -156,42 +131,6 @@ def decode_heads(record: ArrayRecord, n_classes: int, hidden: int) -> list[tuple
             raise ValueError(f"head {i} contains NaN or Inf")
         heads.append((weight, bias))
     return heads
-
-
-def encode_confusions(confusions: dict[str, np.ndarray]) -> ArrayRecord:
-    """``{split: (n_heads, C, C)}`` confusion matrices, keyed ``"<split>.<head index>"``."""
-    return ArrayRecord({f"{split}.{i}": Array(np.asarray(c)) for split, stack in confusions.items()
-                        for i, c in enumerate(stack)})
-
-
-def confusion_reply(msg: Message, confusions: dict[str, np.ndarray]) -> Message:
-    """The reply to ``query.validate``: int64 confusion matrices per split and candidate head."""
-    return Message(RecordDict({CONFUSION: encode_confusions(
-        {k: np.asarray(v, dtype=np.int64) for k, v in confusions.items()})}), reply_to=msg)
-
-
-def decode_confusion_reply(content: RecordDict, n_heads: int, n_classes: int) -> dict[str, np.ndarray]:
-    """Validate and decode a ``query.validate`` reply into ``{split: (n_heads, C, C) int64}`` for every split
-    of :data:`CHECK_SPLITS`; within a split every head must be scored on the same windows (equal row
-    sums). Raises ValueError with the reason."""
-    record = content[CONFUSION]
-    out = {}
-    for split in CHECK_SPLITS:
-        arrays = [record[f"{split}.{i}"].numpy() for i in range(n_heads)]
-        if any(a.dtype != np.int64 or a.shape != (n_classes, n_classes) for a in arrays):
-            raise ValueError(f"confusion matrices must be int64 ({n_classes}, {n_classes})")
-        stacked = np.stack(arrays)
-        if (stacked < 0).any():
-            raise ValueError("confusion counts must be >= 0")
-        if not (stacked.sum(axis=2) == stacked[0].sum(axis=1)).all():
-            raise ValueError("the heads were not scored on the same windows")
-        out[split] = stacked
-    return out
-
-
-# ------------------------------------------------------------------------- run setup and sums
-PREVIOUS = "previous"      # ArrayRecord: the global model before the current one (server momentum)
-DPSGD_EPSILON = "dpsgd-epsilon"
 
 
 def encode_setup(setup) -> ConfigRecord:

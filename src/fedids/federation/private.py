@@ -134,11 +134,3 @@ class SumResult:
     @property
     def ok(self) -> bool:
         return bool(self.survivors) and (self.plaintext is not None or self.sealed is not None)
-
-
-@dataclass(frozen=True)
-class KeyPaths:
-    """Where the key files of an ``he`` mode live (made by ``fedids keys init``)."""
-
-    client_secret: str | None = None   # clients only
-    server_public: str | None = None   # server only
