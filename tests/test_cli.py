@@ -137,3 +137,8 @@ def test_federate_scores_the_users_own_test_files_and_names_untrained_classes(tm
     assert "DDoS" in proc.stderr.split("warning:")[1]
     assert results["test_rows"] == 1021                   # every row of the test files, nothing of --data
     assert results["federated"]["privacy"] == "secagg" and 0.0 <= results["federated"]["macro_f1"] <= 1.0
+
+
+def test_a_robust_strategy_with_a_private_mode_is_one_error_line(tmp_path):
+    proc = run("federate", "--strategy", "krum", "--privacy", "secagg", "--rounds", "1", "--out", str(tmp_path / "r"))
+    _assert_one_line_error(proc, "krum", "plaintext")

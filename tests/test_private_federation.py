@@ -20,6 +20,8 @@ from fedids.federation.simulation import make_partitions, run_simulated
 from fedids.privacy.keys import init_keys, load_secret_context
 from fedids.task import prepare
 
+from private_messages import assert_no_unlisted_plaintext, recording_client_app
+
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
 pytestmark = pytest.mark.slow
 CONFIG = dict(rounds=1, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3, strategy="fedavg")
@@ -49,12 +51,18 @@ def test_every_private_mode_ends_with_the_plaintext_global_model(prepared, tmp_p
     reference = _final_weights(tmp_path / "none")
     for mode in ("he", "secagg", "he+secagg"):
         keys = init_keys(tmp_path / f"keys-{mode}", mode) if "he" in mode else None
+        secret = str(keys.secret_context) if keys else None
+        # he and secagg also record every reply a client sends (tests/private_messages.py)
+        app = (recording_client_app(tmp_path / mode / "partitions", secret, tmp_path / f"sent-{mode}")
+               if mode in ("he", "secagg") else None)
         cfg = FederationConfig(**config, privacy=mode, he_public_context=str(keys.public_context) if keys else "")
-        state = run_simulated(prepared, parts, cfg, tmp_path / mode,
-                              he_secret_context=str(keys.secret_context) if keys else None)
+        state = run_simulated(prepared, parts, cfg, tmp_path / mode, he_secret_context=secret, client_app=app)
         assert [h["clients"] for h in state.history] == [3, 3, 3] and state.history[0]["privacy"] == mode
         assert state.calibration["kept"] == reference_state.calibration["kept"], mode
         assert np.max(np.abs(_final_weights(tmp_path / mode) - reference)) <= 1e-3, mode
+        assert all(h["participants"] is None for h in state.history)  # no per-client record at the server
+        if app is not None:
+            assert_no_unlisted_plaintext(mode, tmp_path / f"sent-{mode}")
         if "he" in mode:
             # The server's copy of the key set is public: it cannot decrypt what the clients sent.
             public = (tmp_path / f"keys-{mode}" / "server" / "he_public_context.bin").read_bytes()

@@ -133,6 +133,11 @@ def decode_heads(record: ArrayRecord, n_classes: int, hidden: int) -> list[tuple
     return heads
 
 
+# ------------------------------------------------------------------------- run setup and sums
+PREVIOUS = "previous"      # ArrayRecord: the global model before the current one (server momentum)
+DPSGD_EPSILON = "dpsgd-epsilon"
+
+
 def encode_setup(setup) -> ConfigRecord:
     """A :class:`~fedids.federation.setup.RunSetup` as one ConfigRecord (float64 exact)."""
     return ConfigRecord({"center": [float(x) for x in setup.scaler.center], "scale": [float(x) for x in setup.scaler.scale],
