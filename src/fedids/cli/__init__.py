@@ -48,9 +48,9 @@ def main() -> None:
         _fail(f"{exc.format_message()}{hint}")
     except click.exceptions.ClickException as exc:
         _fail(exc.format_message())
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:  # click's wrapping of KeyboardInterrupt (and of detect's stop signals)
         err.print("interrupted")
-        sys.exit(130)
+        sys.exit(128 + int(getattr(exc.__cause__, "signum", 2)))
     except FedidsError as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:  # SIGINT; detect turns SIGTERM/SIGHUP into the same, with its signum

@@ -48,14 +48,16 @@ def data_synth(
     out_path: Path = typer.Option(..., "--out", "-o", help="Output CSV (CICIDS2017 TrafficLabelling format)."),
 ) -> None:
     """Generate synthetic IoT traffic with attack episodes, as a CICIDS2017 TrafficLabelling CSV."""
-    from fedids.data.formats import write_trafficlabelling_csv
-    from fedids.data.synth import SynthConfig, generate_flows
     from fedids.cli.outputs import check_outputs
     from fedids.cli.train import check_number
 
     check_number("data synth", "--difficulty", difficulty, 0, 100, open_low=True)
     check_number("data synth", "--seed", seed, 0, 2**32 - 1)
+    check_number("data synth", "--devices", devices, 4, 50_000)
+    check_number("data synth", "--hours", hours, 0.25, 168)
     check_outputs("data synth", [("--out", out_path, "file")])
+    from fedids.data.formats import write_trafficlabelling_csv
+    from fedids.data.synth import SynthConfig, generate_flows
 
     try:
         config = SynthConfig(devices=devices, hours=hours, seed=seed, difficulty=difficulty)

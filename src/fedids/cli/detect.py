@@ -17,16 +17,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from fedids.cli.outputs import check_outputs, write_json
 from fedids.cli.common import app
 from fedids.cli.train import check_number
 from fedids.console import err
-from fedids.detect.stream import DEFAULT_MAX_HOSTS
 
 MAX_HOSTS_LIMIT = 10_000_000
+DEFAULT_MAX_HOSTS = 16_384  # fedids.detect.stream.DEFAULT_MAX_HOSTS, not imported: pandas would load at startup
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None),
                                  signal.SIGINT) if s is not None)
 
@@ -88,6 +87,8 @@ class _Latency:
     def quantile_ms(self, q: float) -> float | None:
         if not self._batches:
             return None
+        import numpy as np
+
         secs, counts = np.array(self._batches).T
         order = np.argsort(secs)
         cum = np.cumsum(counts[order])
@@ -154,23 +155,24 @@ def detect(
                                help="Host-behaviour rules (SYN floods, scans) beside the model; see docs/edge.md."),
 ) -> None:
     """Score flows as they arrive and write one Suricata EVE alert line per detected attack flow."""
-    from fedids.detect.alerts import AlertWriter
-    from fedids.detect.behaviour import BehaviourDetector
-    from fedids.detect.sources import open_source
-    from fedids.detect.stream import ModelWatcher, StreamingDetector
-    from fedids.model.checks import resolve_threshold
+    from fedids.model.checks import check_threshold_args, resolve_threshold
 
     threads = _check_detect_args(threads, max_hosts, status_every, duration, idle_timeout, max_warnings)
     inputs = [model] + ([Path(input_spec)] if input_spec not in (None, "-") else [])
     check_outputs("detect", [("--out", Path(out_path), "append"), ("--summary", summary_path, "file")], inputs)
-    resolve_threshold(None, threshold, max_false_alarm_rate, "detect")  # argument errors before loading
+    check_threshold_args(threshold, max_false_alarm_rate, "detect")  # argument errors before loading
+    from fedids.detect.alerts import AlertWriter
+    from fedids.detect.behaviour import BehaviourDetector
+    from fedids.detect.sources import open_source
+    from fedids.detect.stream import ModelWatcher, StreamingDetector
+
+    say = _Reporter(max_warnings)
+    watcher = ModelWatcher(model, threads=threads,
+                           warn=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
     if model.is_dir():
         import torch
 
         torch.set_num_threads(threads)
-    say = _Reporter(max_warnings)
-    watcher = ModelWatcher(model, threads=threads,
-                           warn=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
     value, how = resolve_threshold(getattr(watcher.scorer, "default_threshold", None), threshold,
                                    max_false_alarm_rate, "detect")
     capture = {"duration_s": duration, "idle_timeout_s": idle_timeout}
@@ -178,15 +180,21 @@ def detect(
     run = _Run(source=source, watcher=watcher, writer=AlertWriter(out_path, warn=say),
                detector=StreamingDetector(watcher.scorer, max_hosts=max_hosts, threshold=value),
                behaviour=BehaviourDetector() if rules else None, status_every=status_every)
+    stopped: Stopped | None = None
     try:
         with _StopGuard().installed() as guard:
             run.loop(guard)
+    except Stopped as exc:
+        stopped = exc
     finally:
         run.writer.close()
         summary = run.summary(model, out_path, how)
         _print_summary(summary)
         if summary_path is not None:
             write_json(summary_path, summary)
+    if stopped is not None:
+        err.print(f"interrupted ({stopped})", markup=False, highlight=False)
+        raise typer.Exit(128 + stopped.signum)
 
 
 class _Run:

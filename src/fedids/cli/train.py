@@ -7,7 +7,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -37,9 +36,11 @@ def _check_train_args(window: int, epochs: int, hidden: int, test_fraction: floa
     check_number("train", "--max-false-alarm-rate", max_false_alarm_rate, 0, 1)
 
 
-def _validation_mask(prepared, fraction: float, split: str) -> np.ndarray:  # noqa: ANN001 - PreparedData
+def _validation_mask(prepared, fraction: float, split: str):  # noqa: ANN201 - bool ndarray  # noqa: ANN001 - PreparedData
     """The last ``fraction`` of the training flows in time (per label for ``label-time``): the slice the
     alert threshold is chosen on, never trained on, and earlier than every test flow of its label."""
+    import numpy as np
+
     from fedids.data.windows import time_split
 
     rows = prepared.train_rows
@@ -70,16 +71,18 @@ def train(
     default alert threshold is chosen on a validation slice before the test flows in time."""
     from dataclasses import replace
 
-    from fedids.model.artifacts import METADATA_FILE, MODEL_FILE, PREPROCESSING_FILE, save_detector
-    from fedids.model.train import TrainConfig
-    from fedids.task import prepare, train_centralized
-
     _check_train_args(window, epochs, hidden, test_fraction, validation_fraction, seed, max_false_alarm_rate)
     if split not in ("time", "label-time"):
         raise InputError(f"train: --split must be time or label-time, got {split!r}")
+    from fedids.model.checks import METADATA_FILE, MODEL_FILE, PREPROCESSING_FILE
+
     check_outputs("train", [("--out", out_dir, "dir"),
                             *(("--out", out_dir / name, "file") for name in (MODEL_FILE, PREPROCESSING_FILE,
                                                                              METADATA_FILE))], inputs=data)
+    from fedids.model.artifacts import save_detector
+    from fedids.model.train import TrainConfig
+    from fedids.task import prepare, train_centralized
+
     frame = load_data(data).frame
     try:
         prepared = prepare(frame, window=window, test_fraction=test_fraction, split=split)
@@ -92,7 +95,7 @@ def train(
         raise InputError("train: the split leaves no training or no test flows")
     with progress_bar("training", epochs * len(fit_data.train_rows)) as advance:
         detector, result = train_centralized(fit_data, config, hidden=hidden, window=window, progress=advance)
-    rule = _alert_rule(detector, prepared, np.flatnonzero(validation), max_false_alarm_rate)
+    rule = _alert_rule(detector, prepared, validation.nonzero()[0], max_false_alarm_rate)
     metrics, thresholded = _test_metrics(detector, prepared, rule)
     detector.metadata.update({
         "mode": "centralized", "data": [str(p) for p in data], "split": split,
@@ -113,7 +116,7 @@ def train(
     err.print(f"model written to {out_dir}")
 
 
-def _alert_rule(detector, prepared, rows: np.ndarray, max_rate: float) -> dict | None:  # noqa: ANN001
+def _alert_rule(detector, prepared, rows, max_rate: float) -> dict | None:  # noqa: ANN001
     """The default alert rule from the validation flows ``rows`` (None without BENIGN or validation flows)."""
     from fedids.data.schema import BENIGN_LABEL
     from fedids.detect.stream import decide
@@ -193,11 +196,13 @@ def evaluate(
     """Score every flow of the given files: accuracy, F1, MCC, per-class/family figures with the top class,
     and the alert operating point (false alerts per 1,000 benign flows, attack recall, per-class
     precision) at the model's threshold."""
+    from fedids.model.checks import check_threshold_args, resolve_threshold
+
+    check_threshold_args(threshold, max_false_alarm_rate, "evaluate")  # argument errors before loading
     from fedids.data.schema import FEATURES, LABEL
     from fedids.data.windows import compute_window_indices, host_keys, sort_by_time
     from fedids.detect.stream import decide, load_scorer, score_windows
     from fedids.evaluation.metrics import compute_metrics
-    from fedids.model.checks import resolve_threshold
 
     scorer = load_scorer(model)
     value, how = resolve_threshold(getattr(scorer, "default_threshold", None), threshold, max_false_alarm_rate,

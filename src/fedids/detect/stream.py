@@ -177,6 +177,9 @@ def load_scorer(path: str | Path, *, threads: int = 1) -> Scorer:
     """
     path = Path(path)
     if path.is_dir():
+        from fedids.model.checks import read_model_description
+
+        read_model_description(path)  # a bad description fails before torch is imported
         from fedids.model.artifacts import load_detector
 
         return TorchScorer(load_detector(path), source=str(path))

@@ -29,12 +29,20 @@ import torch
 
 from fedids.data.preprocess import FlowScaler, LabelVocabulary
 from fedids.errors import InputError
-from fedids.model.checks import MAX_HIDDEN, MAX_WINDOW, META_THRESHOLD, check_model_description
+from fedids.model.checks import (
+    MAX_HIDDEN,
+    MAX_WINDOW,
+    META_THRESHOLD,
+    METADATA_FILE,
+    MODEL_FILE,
+    PREPROCESSING_FILE,
+    read_model_description,
+)
 from fedids.model.gru import GRUDetector
 
-__all__ = ["Detector", "MAX_HIDDEN", "MAX_WINDOW", "META_THRESHOLD", "load_detector", "save_detector"]
+__all__ = ["Detector", "MAX_HIDDEN", "MAX_WINDOW", "META_THRESHOLD", "METADATA_FILE", "MODEL_FILE",
+           "PREPROCESSING_FILE", "load_detector", "save_detector"]
 
-MODEL_FILE, PREPROCESSING_FILE, METADATA_FILE = "model.pt", "preprocessing.json", "metadata.json"
 
 
 @dataclass
@@ -79,8 +87,7 @@ def load_detector(directory: str | Path) -> Detector:
     if not directory.is_dir():
         raise InputError(f"{directory}: model directory does not exist")
     try:
-        prep = json.loads((directory / PREPROCESSING_FILE).read_text())
-        window, labels = check_model_description(prep, str(directory))
+        prep, window, labels = read_model_description(directory)
         meta_path = directory / METADATA_FILE
         metadata = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         if not isinstance(metadata, dict):

@@ -4,12 +4,15 @@ edge detector can use it): window range, labels against the head, features, scal
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from fedids.data.schema import FEATURES, family_of
 from fedids.errors import InputError
 
+MODEL_FILE, PREPROCESSING_FILE, METADATA_FILE = "model.pt", "preprocessing.json", "metadata.json"
 MAX_WINDOW = 128
 """Longest window (flows per host) a model may have: `fedids train --window` refuses more. The training
 window index array alone is 8 bytes x flows x window (2.8 M CICIDS2017 flows at 128: 2.9 GB)."""
@@ -55,6 +58,20 @@ def check_features(features: Sequence[str] | None, source: str = "model") -> Non
         raise InputError(f"{source}: model expects other input features than the CICIDS2017 78")
 
 
+def read_model_description(directory: Path) -> tuple[dict, int, list[str]]:
+    """Read and check a model directory's ``preprocessing.json`` without torch (a bad model fails fast);
+    returns ``(description, window, labels)``."""
+    try:
+        prep = json.loads((Path(directory) / PREPROCESSING_FILE).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{directory}: not a fedids model directory ({PREPROCESSING_FILE} missing)") from None
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{directory}: corrupt model ({reason[:200]})") from None
+    window, labels = check_model_description(prep, str(directory))
+    return prep, window, labels
+
+
 def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     """Check ``preprocessing.json`` (parsed) against the schema; returns ``(window, labels)``."""
     if not isinstance(prep, dict) or not {"scaler", "labels", "window", "model"} <= set(prep):
@@ -89,6 +106,15 @@ def threshold_for_rate(rule: dict, max_false_alarm_rate: float) -> float:
     return float(max(rows, key=lambda r: r["max_false_alarm_rate"])["threshold"])
 
 
+def check_threshold_args(threshold: float | None, max_false_alarm_rate: float | None, command: str) -> None:
+    """Range and exclusivity of ``--threshold`` and ``--max-false-alarm-rate`` (NaN fails), before any work."""
+    if threshold is not None and max_false_alarm_rate is not None:
+        raise InputError(f"{command}: give --threshold or --max-false-alarm-rate, not both")
+    for option, value in (("--threshold", threshold), ("--max-false-alarm-rate", max_false_alarm_rate)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise InputError(f"{command}: {option} must be in [0, 1], got {value}")
+
+
 def resolve_threshold(rule: dict | None, threshold: float | None, max_false_alarm_rate: float | None,
                       command: str) -> tuple[float | None, str]:
     """The alert threshold a command uses, and how it was chosen (for messages and summaries).
@@ -96,16 +122,11 @@ def resolve_threshold(rule: dict | None, threshold: float | None, max_false_alar
     ``--threshold`` wins; ``--max-false-alarm-rate R`` reads the model's validation table (``rule``, the
     :data:`META_THRESHOLD` metadata); neither: the model's default rule, else the top class (None).
     """
-    if threshold is not None and max_false_alarm_rate is not None:
-        raise InputError(f"{command}: give --threshold or --max-false-alarm-rate, not both")
+    check_threshold_args(threshold, max_false_alarm_rate, command)
     if threshold is not None:
-        if not 0.0 <= threshold <= 1.0:  # NaN fails too
-            raise InputError(f"{command}: --threshold must be in [0, 1], got {threshold}")
         return float(threshold), f"--threshold {threshold:g}"
     valid_rule = isinstance(rule, dict) and isinstance(rule.get("threshold"), (int, float))
     if max_false_alarm_rate is not None:
-        if not 0.0 <= max_false_alarm_rate <= 1.0:
-            raise InputError(f"{command}: --max-false-alarm-rate must be in [0, 1], got {max_false_alarm_rate}")
         if not valid_rule:
             raise InputError(f"{command}: the model has no validation threshold table (train it with "
                              "`fedids train`), so --max-false-alarm-rate cannot be met; use --threshold")
