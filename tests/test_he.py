@@ -1,4 +1,5 @@
-"""CKKS aggregation (fedids.privacy.he) and the key files of the HE modes (fedids.privacy.keys)."""
+"""CKKS aggregation (fedids.privacy.he, measured alternative and shared ciphertext container) and the key
+files of the HE modes (fedids.privacy.keys)."""
 
 from __future__ import annotations
 
@@ -184,12 +185,16 @@ def test_init_keys_writes_private_files_0600(tmp_path):
     assert ts.context_from(secret).has_secret_key()
     assert not ts.context_from(public).has_secret_key()
     manifest = load_key_manifest(files.manifest)
-    assert manifest["scheme"] == "ckks" and manifest["mode"] == "he+dp"
+    # Every he mode seals BFV fixed-point vectors (fedids.federation.private).
+    assert manifest["scheme"] == "bfv" and manifest["mode"] == "he+dp"
     assert manifest["public_context_sha256"] == files.public_sha256
     # The key files work together.
-    total = EncryptedSum(public, 10)
-    total.add(encrypt_update(secret, np.full(10, 0.25, dtype=np.float32)))
-    assert np.allclose(decrypt_sum(secret, total.to_bytes(), 10), 0.25, atol=1e-6)
+    from fedids.privacy.he_secagg import EncryptedMaskedSum, decrypt_masked_sum, encrypt_masked
+
+    total = EncryptedMaskedSum(public, 10)
+    total.add(encrypt_masked(secret, np.full(10, 25, dtype=np.uint32)))
+    total.add(encrypt_masked(secret, np.full(10, 2**32 - 5, dtype=np.uint32)))  # -5 in two's complement
+    assert (decrypt_masked_sum(secret, total.to_bytes(), 10) == 20).all()
     # The manifest names files and parameters, not keys.
     assert len(json.dumps(manifest)) < 1000
 

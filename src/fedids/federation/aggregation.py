@@ -3,7 +3,7 @@
 Every client reply that the server combines — the model update, the statistics of the setup round, the
 feature moments and confusion matrices of head calibration, the training metrics — is a flat vector
 that the server only ever *adds up*. A secure-sum backend per mode does the adding (numpy for ``none``
-and ``dp``; CKKS for ``he``; SecAgg masks for ``secagg``; BFV-encrypted masks for ``he+secagg``); the
+and ``dp``; BFV for ``he``; SecAgg masks for ``secagg``; BFV-encrypted masks for ``he+secagg``); the
 server never needs an individual vector. This module is the shared, Flower-free part: how a client
 lays out its vector (:func:`update_contribution`) and how a sum becomes the next global model
 (:func:`finalize_update`). The ServerApp runs it where the mode shows it the sum, the clients run it
@@ -32,8 +32,8 @@ Vector layout of a model update (length :attr:`UpdateLayout.length`)::
 :func:`fedids.federation.strategies.objective_weights`) or of the examples; ``a_ic = k_ic / K_c`` its
 share of class ``c``. Each head row is averaged by ``a_ic`` (a rare class held by one client keeps that
 client's row), falling back to ``a_i`` for a class that no contributing client holds (share below
-:data:`MIN_CLASS_SHARE`, a threshold far above CKKS noise). Weights are shares of federation totals so
-every coordinate of a sum stays below 1 times the largest parameter (CKKS range, SecAgg clip range).
+:data:`MIN_CLASS_SHARE`, far above the fixed-point step). Weights are shares of federation totals so
+every coordinate of a sum stays below 1 times the largest parameter (the fixed-point clip range of the sealed modes).
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ METRICS = ("clients", "examples", "loss", "local_f1", "local_f1_clients", "train
 """Training metrics summed with every update: a count of contributions, the example share ``n_i / N``,
 the example-weighted loss, local validation macro-F1 (sum and how many clients had a validation slice),
 seconds of training and of privacy work (in thousands), and the DP-SGD epsilon spent (summed)."""
-COUNT_SCALE = 2.0 ** -16
-"""Counts travel as ``count * COUNT_SCALE`` under CKKS: exact after rounding for sums below 2**28."""
-
 
 def flatten(weights: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])

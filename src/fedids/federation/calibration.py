@@ -165,7 +165,7 @@ def keep_calibrated(scores: dict[str, list[float]]) -> tuple[bool, str]:
 # ------------------------------------------------------------- calibration through the secure sum
 def moments_vector(moments: ClassMoments, rows: int) -> np.ndarray:
     """A client's moments as a real vector for the sum, divided by the federation's ``rows`` so every
-    coordinate of the sum stays below 1 (CKKS range, SecAgg clip range)."""
+    coordinate of the sum stays below 1 (the fixed-point clip range of the sealed modes)."""
     scale = 1.0 / max(int(rows), 1)
     return np.concatenate([moments.count * scale, moments.sum.ravel() * scale, moments.outer.ravel() * scale])
 

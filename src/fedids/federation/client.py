@@ -26,7 +26,7 @@ from fedids.data.preprocess import FlowScaler, LabelVocabulary, compute_feature_
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.compression import COMPRESSED, Compression, compress_reply
-from fedids.federation.private import COUNT, REAL, PrivacyMode, encode_for_ckks, open_sum
+from fedids.federation.private import COUNT, REAL, PrivacyMode, open_sum
 from fedids.federation.setup import RunSetup, frame_stats_vector, own_class_counts, setup_from_sum
 from fedids.model.artifacts import Detector, save_detector
 from fedids.model.train import TrainConfig, get_weights, set_weights
@@ -46,7 +46,7 @@ def derive_seed(*parts: object) -> int:
 # ------------------------------------------------------------------------------------ sealing
 def seal(msg: Message, vector: np.ndarray, context: Context | None, secret_context: bytes | None) -> RecordDict:
     """This client's vector for the sum ``msg`` asks for (:data:`~fedids.federation.messages.SUM`), sealed
-    by the run's mode: in the clear, CKKS-encrypted, SecAgg-masked or both (BFV)."""
+    by the run's mode: in the clear, BFV-encrypted, SecAgg-masked, or masked and BFV-encrypted."""
     spec = msg.content[m.SUM]
     values, length = str(spec["values"]), int(spec["length"])
     vector = np.asarray(vector, np.float64)
@@ -58,10 +58,14 @@ def seal(msg: Message, vector: np.ndarray, context: Context | None, secret_conte
         out = client.masked_input(dict(msg.content[m.SECAGG]), vector)
         _save_secagg(context, client)
         return RecordDict({m.SECAGG: ConfigRecord(out)})
-    if mode.he:
-        from fedids.privacy.he import encrypt_update
+    if mode.he:  # fixed-point code of the sum's quantisation, BFV-encrypted (fedids.federation.private)
+        from fedids.privacy.he_secagg import encrypt_masked
+        from fedids.privacy.secagg import SecAggConfig, quantize
 
-        blob = encrypt_update(_need(secret_context), encode_for_ckks(vector, values))
+        quantisation = SecAggConfig.from_dict({k[len("quant."):]: spec[k] for k in spec if k.startswith("quant.")})
+        if quantisation.vector_length != length:
+            raise ValueError("the sum's quantisation does not match its length")
+        blob = encrypt_masked(_need(secret_context), quantize(vector, quantisation))
         return RecordDict({m.CONTRIBUTION: ArrayRecord({"ct": Array(np.frombuffer(blob, dtype=np.uint8))})})
     return RecordDict({m.CONTRIBUTION: ArrayRecord({"value": Array(vector)})})
 

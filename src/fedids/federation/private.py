@@ -9,14 +9,17 @@ mode           what the server receives from each client   what the server can r
 ``none``       its vector in plaintext                     each vector and the sum
 ``dp``         its vector in plaintext, update noised      each noised vector and the sum
 ``secagg``     a masked uint32 vector (Bonawitz et al.)    only the sum
-``he``         CKKS ciphertexts (one key, held by clients)  nothing: clients decrypt the sum
+``he``         BFV ciphertexts of fixed-point vectors     nothing: clients decrypt the sum
 ``he+secagg``  BFV-encrypted masked vectors                nothing; a client colluding with the server
                                                            still learns no other client's vector
 =============  ==========================================  ===========================================
 
 Two kinds of vector travel: ``real`` values (weights, moments, metrics) and ``count`` values (histograms,
-label counts, confusion matrices), which every backend sums exactly: CKKS carries ``count * 2**-16``
-and the receiver rounds; SecAgg quantises them with step 1 (:func:`secagg_clip_range`).
+label counts, confusion matrices). Both sealed modes carry SecAgg's fixed-point code (integers modulo
+``2**32``, step ``n * clip / 2**31``: 3.7e-8 for 10 clients of weights clipped to 8, exact for counts,
+which use step 1, :func:`secagg_clip_range`): ``secagg`` masks it, ``he`` BFV-encrypts it, ``he+secagg``
+does both. Why BFV and not CKKS for ``he``: an exact integer sum at 16 bytes per value (4x float32)
+against CKKS's 28 bytes (7x) at 1e-6 error (measured in ``fedids.privacy.he``; ``benchmarks/bench_rounds.py``).
 
 The ``he`` server keeps sums it cannot read as :class:`SealedSum` and forwards them; clients (and the
 operator's evaluator, which holds a client key) open them with :func:`open_sum`.
@@ -28,7 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedids.federation.aggregation import COUNT_SCALE
 
 REAL, COUNT = "real", "count"
 SECAGG_CLIP_RANGE = 8.0  # real vectors: model weights and shares of totals; |x| beyond this is an error
@@ -76,15 +78,11 @@ def secagg_clip_range(values: str, n_clients: int) -> float:
     return (2**31 - 1) / (1.5 * n_clients)
 
 
-def encode_for_ckks(vector: np.ndarray, values: str) -> np.ndarray:
-    return np.asarray(vector, np.float64) * (COUNT_SCALE if values == COUNT else 1.0)
-
-
 @dataclass(frozen=True)
 class SealedSum:
     """A sum the ``he`` server holds but cannot read: ciphertext plus what a key holder needs to open it."""
 
-    kind: str                    # "ckks" | "bfv"
+    kind: str                    # "bfv" (the only kind today; named so a later scheme can be told apart)
     ciphertext: bytes
     values: str = REAL           # REAL | COUNT
     secagg: dict = field(default_factory=dict)  # the round's SecAggConfig (to de-quantise a "bfv" sum)
@@ -94,7 +92,7 @@ class SealedSum:
 
     @classmethod
     def from_meta(cls, meta: dict, ciphertext: bytes) -> "SealedSum":
-        if meta.get("kind") not in ("ckks", "bfv") or meta.get("values") not in (REAL, COUNT):
+        if meta.get("kind") != "bfv" or meta.get("values") not in (REAL, COUNT):
             raise ValueError(f"unknown sealed sum {meta.get('kind')!r}/{meta.get('values')!r}")
         return cls(str(meta["kind"]), ciphertext, str(meta["values"]), dict(meta.get("secagg") or {}))
 
@@ -104,11 +102,6 @@ def open_sum(sealed: SealedSum, secret_context: bytes, length: int) -> np.ndarra
 
     Returns the ``(length,)`` float64 sum; ``count`` sums are rounded to whole numbers.
     """
-    if sealed.kind == "ckks":
-        from fedids.privacy.he import decrypt_sum
-
-        total = decrypt_sum(secret_context, sealed.ciphertext, length)
-        return np.rint(total / COUNT_SCALE) if sealed.values == COUNT else total
     if sealed.kind == "bfv":
         from fedids.privacy.he_secagg import decrypt_masked_sum
         from fedids.privacy.secagg import SecAggConfig, dequantize_sum

@@ -6,7 +6,7 @@ and publishing the final model (:mod:`fedids.federation.finish`). Each step is a
 
 Every averaging strategy (FedAvg, FedAvgM, FedProx) runs through one pipeline
 (:mod:`fedids.federation.aggregation`): each selected client's update becomes a weighted *proposal* in a
-sum-able vector; a backend adds the vectors (numpy, CKKS, SecAgg, BFV + SecAgg); the sum is the next global
+sum-able vector; a backend adds the vectors (numpy, BFV, SecAgg, BFV + SecAgg); the sum is the next global
 model. In the plaintext mode the server builds the vectors from the clients' models (so it can also
 validate each one, decompress, and keep the energy ledger); in the private modes the clients build and
 seal them. Where the mode hides the sum (``he``), the server keeps the sealed sums of the last two rounds

@@ -2,7 +2,7 @@
 
 Single-message modes (``none``, ``dp``, ``he``) send each client one message of the exchange's type
 (``train``, ``query.stats``, ``query.features``, ``query.validate``) and add the vectors that arrive:
-in numpy, or as CKKS ciphertexts with only the public context (``he``). Secure-aggregation modes
+in numpy, or as BFV ciphertexts of fixed-point vectors with only the public context (``he``). Secure-aggregation modes
 (``secagg``, ``he+secagg``) wrap that message in the four SecAgg stages (``train.secagg_keys``,
 ``train.secagg_shares``, the exchange's own message with the masked vector, ``train.secagg_unmask``); a
 client that fails or goes silent after sending its keys is a dropout and the sum still completes while
@@ -79,23 +79,37 @@ def secure_sum(grid: Grid, *, mode: PrivacyMode, nodes: list[int], message_type:
         accepted = _run_secagg(grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public,
                                timeout, result)
     else:
+        spec = {"values": values, "length": length, "privacy": mode.name}
+        quantisation = _quantisation(nodes, length, values, sum_id) if mode.he else None
+        if quantisation is not None:
+            spec |= {f"quant.{k}": v for k, v in quantisation.to_dict().items()}
         contents = {}
         for n in nodes:
             contents[n] = make_content(n)
-            contents[n][m.SUM] = ConfigRecord({"values": values, "length": length, "privacy": mode.name})
+            contents[n][m.SUM] = ConfigRecord(spec)
         replies = exchange(grid, contents, message_type, timeout, result)
-        accepted = _sum_single_stage(mode, replies, length, values, he_public, result, check)
+        accepted = _sum_single_stage(mode, replies, length, values, he_public, result, check, quantisation)
     result.server_seconds = time.perf_counter() - start
     return result, accepted
 
 
+def _quantisation(nodes: list[int], length: int, values: str, sum_id: int):
+    """How ``he`` clients quantise their vectors before BFV encryption: SecAgg's fixed-point code (step
+    ``n * clip / 2**31``, exact integer sums modulo ``2**32``) without the masks."""
+    from fedids.privacy.secagg import SecAggConfig
+
+    n = max(len(nodes), 2)
+    return SecAggConfig(n_clients=n, vector_length=length, round_id=sum_id, clip_range=secagg_clip_range(values, n))
+
+
 def _sum_single_stage(mode: PrivacyMode, replies: dict[int, Message], length: int, values: str,
-                      he_public: bytes | None, result: SumResult, check=None) -> list[Message]:
+                      he_public: bytes | None, result: SumResult, check=None, quantisation=None) -> list[Message]:
     accepted: list[Message] = []
     if mode.he:
-        from fedids.privacy.he import EncryptedSum, InvalidCiphertextError
+        from fedids.privacy.he import InvalidCiphertextError
+        from fedids.privacy.he_secagg import EncryptedMaskedSum
 
-        total = EncryptedSum(he_public, length)  # refuses a context that holds a secret key
+        total = EncryptedMaskedSum(he_public, length)  # refuses a context that holds a secret key
         for node in sorted(replies):
             try:
                 blob = replies[node].content[m.CONTRIBUTION]["ct"].numpy()
@@ -109,7 +123,7 @@ def _sum_single_stage(mode: PrivacyMode, replies: dict[int, Message], length: in
             result.survivors.append(node)
             accepted.append(replies[node])
         if result.survivors:
-            result.sealed = SealedSum("ckks", total.to_bytes(), values)
+            result.sealed = SealedSum("bfv", total.to_bytes(), values, quantisation.to_dict())
         return accepted
     running = np.zeros(length, dtype=np.float64)
     for node in sorted(replies):  # node order fixed, so the float sum is reproducible

@@ -6,8 +6,8 @@ Layout written by :func:`init_keys` into ``out_dir``::
     server/he_public_context.bin   server's public-only context                   (0644)
     keys.json                      mode, scheme, parameters, SHA-256 of the public context
 
-``he`` (with or without ``dp``) gets a CKKS key set (:mod:`fedids.privacy.he`); ``he+secagg``
-gets a BFV key set (:mod:`fedids.privacy.he_secagg`). ``secagg`` alone needs no key files: its
+Every ``he`` mode gets a BFV key set (:mod:`fedids.privacy.he_secagg`): clients encrypt fixed-point
+vectors (``he``) or masked fixed-point vectors (``he+secagg``). ``secagg`` alone needs no key files: its
 X25519 keys are fresh every round. Hand ``client/`` to the clients out of band and ``server/`` to
 the server; the server's copy cannot decrypt. Nothing here logs or prints key material.
 """
@@ -112,19 +112,14 @@ def init_keys(out_dir: str | Path, mode: str, *, force: bool = False) -> KeyFile
         for path in (secret_path, public_path, manifest_path):
             if path.exists():
                 raise InputError(f"{path}: key file exists; use --force to replace the key set")
-    if "secagg" in components:
-        from fedids.privacy.he_secagg import (BFV_COEFF_MOD_BIT_SIZES, BFV_PLAIN_MODULUS,
-                                              BFV_POLY_MODULUS_DEGREE, create_bfv_keys)
-        keys = create_bfv_keys()
-        params: dict[str, object] = {"poly_modulus_degree": BFV_POLY_MODULUS_DEGREE,
-                                     "coeff_mod_bit_sizes": list(BFV_COEFF_MOD_BIT_SIZES),
-                                     "plain_modulus": BFV_PLAIN_MODULUS}
-    else:
-        from fedids.privacy.he import (COEFF_MOD_BIT_SIZES, POLY_MODULUS_DEGREE, SCALE_BITS,
-                                       create_he_keys)
-        keys = create_he_keys()
-        params = {"poly_modulus_degree": POLY_MODULUS_DEGREE,
-                  "coeff_mod_bit_sizes": list(COEFF_MOD_BIT_SIZES), "scale_bits": SCALE_BITS}
+    # Every he mode seals BFV fixed-point vectors (fedids.federation.private says why); the CKKS module
+    # (fedids.privacy.he) stays for its measurements and the ciphertext container both schemes share.
+    from fedids.privacy.he_secagg import (BFV_COEFF_MOD_BIT_SIZES, BFV_PLAIN_MODULUS, BFV_POLY_MODULUS_DEGREE,
+                                          create_bfv_keys)
+    keys = create_bfv_keys()
+    params: dict[str, object] = {"poly_modulus_degree": BFV_POLY_MODULUS_DEGREE,
+                                 "coeff_mod_bit_sizes": list(BFV_COEFF_MOD_BIT_SIZES),
+                                 "plain_modulus": BFV_PLAIN_MODULUS}
     secret_path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(secret_path.parent, 0o700)
     public_path.parent.mkdir(parents=True, exist_ok=True)
