@@ -12,9 +12,9 @@ from rich.table import Table
 from fedids.cli.common import app, load_data, write_json
 from fedids.console import err, out, progress_bar
 from fedids.errors import InputError
-from fedids.federation.config import FederationConfig
+from fedids.federation.config import config_defaults
 
-_D = FederationConfig()  # every default below comes from the one settings object (tests/test_config_drift.py)
+_D = config_defaults()  # every default below comes from FederationConfig (tests/test_config_drift.py)
 
 MODES = ("federated", "centralized", "local")
 RUN_FILE, RESULTS_FILE = "run.json", "results.json"
@@ -135,6 +135,7 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
          calibration: str = _D.calibration, test_data: list[Path] | None = None) -> None:
     from fedids.federation.baselines import run_centralized, run_local
     from fedids.federation.partition import PartitionSpec
+    from fedids.federation.config import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated, summarise_partitions
     from fedids.model.train import TrainConfig
     from fedids.task import classes_without_training_rows, prepare, prepare_with_test

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedids.federation import adaptive
-from fedids.federation.compression import Compression
-from fedids.federation.private import PrivacyMode
-
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "krum", "fedmedian", "fedtrimmedavg")
 # Under --privacy the server only ever sees a sum: the averaging strategies, whose server step (momentum
 # included) clients apply before their vectors are summed (fedids.federation.aggregation). The robust
@@ -82,6 +78,11 @@ class FederationConfig:
     compression: str = "none"      # none | int8 | topk:FRACTION (the update a client uploads)
 
     def __post_init__(self) -> None:
+        # Imported here: the command line reads the defaults at startup without loading numpy.
+        from fedids.federation import adaptive
+        from fedids.federation.compression import Compression
+        from fedids.federation.private import PrivacyMode
+
         if self.rounds < 1:
             raise ValueError("rounds must be >= 1")
         if not 0.0 < self.fraction_train <= 1.0:
@@ -161,3 +162,10 @@ class FederationConfig:
         return cls(**{fields[k]: v for k, v in run_config.items() if k in fields})
 
 
+def config_defaults():
+    """Every field's default, read without constructing (and validating) a config: what the command line
+    shows at startup, before numpy is loaded."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(FederationConfig)})
