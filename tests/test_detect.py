@@ -415,3 +415,34 @@ def test_synflood_capture_raises_ddos_alerts_from_the_flood_rule(real, tmp_path)
     assert {(a["dest_ip"], a["dest_port"]) for a in flood} == {("10.10.10.10", 25565)}
     assert all("behaviour rule" in a["alert"]["signature"] for a in flood)
     assert sum(a["fedids"]["family"] in ("dos", "ddos") for a in runs["--no-rules"]) < 100
+
+
+def _strip_labels(path: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The same flows with empty Label cells, and without the Label column."""
+    head, *rows = path.read_bytes().rstrip(b"\n").split(b"\n")
+    empty, none = tmp_path / "empty-labels.csv", tmp_path / "no-label.csv"
+    empty.write_bytes(b"\n".join([head, *(r[:r.rfind(b",") + 1] for r in rows)]) + b"\n")
+    none.write_bytes(b"\n".join([head[:head.rfind(b",")], *(r[:r.rfind(b",")] for r in rows)]) + b"\n")
+    return empty, none
+
+
+def _decisions(root: Path, source) -> list[str]:
+    detector = StreamingDetector(OnnxScorer((root / "int8.onnx").read_bytes(), source="int8.onnx"))
+    return [label for frame in source.batches() for label in detector.process(frame).labels.tolist()]
+
+
+def test_unlabelled_flows_are_scored_from_csv_stdin_and_pcap(real, tmp_path):
+    """Labels are only for evaluation: the same flows without labels get the same decisions."""
+    from fedids.detect.sources import CsvFileSource
+
+    _, _, root = real
+    expected = _decisions(root, CsvFileSource(PORTSCAN_CSV))
+    assert len(expected) == 1000 and expected.count("PortScan") > 900
+    empty, none = _strip_labels(PORTSCAN_CSV, tmp_path)
+    assert _decisions(root, CsvFileSource(empty)) == expected
+    assert _decisions(root, CsvFileSource(none)) == expected
+    stdin = StdinSource(io.BytesIO(none.read_bytes()))
+    assert sorted(_decisions(root, stdin)) == sorted(expected)  # stdin keeps arrival order, the file time order
+    assert not stdin.stats.bad
+    pcap = _decisions(root, PcapSource(PCAPS / "esnet_masscan_tcp_0_1000_20190821.pcap"))
+    assert len(pcap) > 1000 and pcap.count("PortScan") > 900

@@ -32,6 +32,10 @@ def data_inspect(paths: list[Path] = typer.Argument(..., help="CSV files to insp
             table.add_row(f"dropped: {reason}", f"{n:,}")
         for reason, n in rep.repaired.items():
             table.add_row(f"repaired: {reason}", f"{n:,}")
+        if rep.unlabelled:
+            table.add_row("kept without a label", f"{rep.unlabelled:,}")
+        for word, n in rep.unknown_labels.items():
+            table.add_row(f"unknown label {word!r}", f"{n:,}")
         for label, n in sorted(rep.label_counts.items(), key=lambda kv: -kv[1]):
             table.add_row(f"label {label}", f"{n:,}")
         for fam, n in sorted(rep.family_counts.items(), key=lambda kv: -kv[1]):
