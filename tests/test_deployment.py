@@ -28,7 +28,7 @@ from fedids.federation import deployment as dep
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "cicids2017"
-APP = ROOT / "deploy" / "flower-app"
+APP = dep.APP_DIR  # the Flower app shipped in the package; deploy/flower-app links to it
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,6 +143,12 @@ def test_init_writes_private_keys_0600_refuses_to_overwrite_and_force_replaces(t
     runbook = (out / dep.RUNBOOK).read_text()
     secrets = [p.read_bytes().decode() for p in private]
     assert "PRIVATE KEY" not in runbook and not any(s.splitlines()[1] in runbook for s in secrets)
+
+
+def test_flower_app_ships_inside_the_package():
+    package = Path(dep.__file__).resolve().parent
+    assert APP.resolve().is_relative_to(package) and (APP / "pyproject.toml").is_file()
+    assert (ROOT / "deploy" / "flower-app").resolve() == APP.resolve()  # the checkout's path still works
 
 
 def test_runbook_holds_the_exact_commands_with_offline_settings(tmp_path):

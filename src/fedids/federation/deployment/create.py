@@ -1,0 +1,159 @@
+"""``fedids deploy init``: generate and write every key, certificate and configuration file of a deployment
+(private keys mode 0600 from the first byte, in 0700 folders), its plan and its runbook."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from fedids.errors import InputError
+from fedids.federation.deployment.commands import (
+    SUPERLINK_PORT, format_address, format_config_pairs, render_flwr_config, validate_host,
+)
+from fedids.federation.deployment.keys import (
+    create_ca, create_node_key, create_server_certificate, encode_certificate, encode_node_private_key,
+    encode_node_public_key, encode_private_key, node_key_fingerprint,
+)
+from fedids.federation.deployment.layout import (
+    APP_DIR, CA_CERT, CA_KEY, DEFAULT_DATA_PATH, DEFAULT_MODEL_DIR, DEFAULT_RUN_DIR, DEFAULT_TEST_DATA, MANIFEST,
+    NODE_KEY, NODE_PUB, RUNBOOK, SERVER_CERT, SERVER_KEY, DeploymentLayout, DeploymentPlan, supernode_name,
+)
+from fedids.federation.deployment.runbook import render_runbook
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 from the first byte (then rename into place)."""
+    tmp = path.with_name(path.name + ".part")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(tmp, 0o600)  # in case the umask was stricter than needed, keep the mode exact
+    os.replace(tmp, path)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def init_deployment(out_dir: str | Path, superlink_host: str, *, nodes: int = 3, port: int = SUPERLINK_PORT,
+                    force: bool = False, extra_hosts: Sequence[str] = (), data_path: str = DEFAULT_DATA_PATH,
+                    model_dir: str = DEFAULT_MODEL_DIR, test_data: str = DEFAULT_TEST_DATA,
+                    run_dir: str = DEFAULT_RUN_DIR, app_dir: str | Path = APP_DIR,
+                    rounds: int = 10) -> DeploymentPlan:
+    """Generate the CA, the SuperLink certificate, ``nodes`` SuperNode key pairs and the runbook.
+
+    Parameters
+    ----------
+    out_dir : path
+        Deployment folder (created); see :class:`DeploymentLayout`.
+    superlink_host : str
+        Name or IP address by which SuperNodes and the operator reach the SuperLink.
+    nodes : int
+        Number of SuperNodes (>= 1).
+    port : int
+        SuperLink port (Fleet, Control and Runtime APIs).
+    force : bool
+        Replace existing keys; without it, any existing key file raises ``InputError``.
+    extra_hosts : sequence of str
+        More names/addresses for the server certificate.
+    data_path, model_dir, test_data, run_dir, app_dir, rounds
+        Defaults written into the runbook's commands.
+
+    Returns
+    -------
+    DeploymentPlan
+        Also written to ``out_dir/deployment.json``; the runbook to ``out_dir/RUNBOOK.md``.
+    """
+    host, hosts, root = _check_request(out_dir, superlink_host, extra_hosts, nodes=nodes, port=port,
+                                       rounds=rounds, paths=(data_path, model_dir, test_data, run_dir), force=force)
+    layout = DeploymentLayout(root)
+    ca_pem = _write_tls(layout, host, hosts)
+    fingerprints = _write_node_keys(layout, nodes, ca_pem)
+    _write_operator(layout, format_address(host, port), ca_pem)
+    plan = DeploymentPlan(root=str(root), superlink_host=host, port=port, nodes=nodes, data_path=data_path,
+                          model_dir=model_dir, test_data=test_data, run_dir=run_dir, app_dir=str(app_dir),
+                          rounds=rounds, node_fingerprints=fingerprints,
+                          created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    _write_public(root / MANIFEST, json.dumps(asdict(plan), indent=1).encode())
+    _write_public(root / RUNBOOK, render_runbook(plan).encode())
+    return plan
+
+
+def _check_request(out_dir: str | Path, superlink_host: str, extra_hosts: Sequence[str], *, nodes: int,
+                   port: int, rounds: int, paths: Sequence[str], force: bool) -> tuple[str, list[str], Path]:
+    """Validate :func:`init_deployment`'s arguments before anything is written.
+
+    Returns the SuperLink host, every host for its certificate, and the resolved deployment folder.
+    """
+    if nodes < 1:
+        raise InputError(f"--nodes {nodes}: need at least one SuperNode")
+    if rounds < 1:
+        raise InputError(f"--rounds {rounds}: must be >= 1")
+    host = validate_host(superlink_host)
+    hosts = [host, *(validate_host(h) for h in extra_hosts)]
+    format_address(host, port)
+    root = Path(out_dir).expanduser().resolve()
+    for value in paths:
+        if not Path(value).is_absolute():
+            raise InputError(f"{value}: give an absolute path (it is read by a Flower process on another host)")
+        format_config_pairs({"path": value})
+    layout = DeploymentLayout(root)
+    existing = [p for p in layout.private_files(nodes) if p.exists()]
+    if existing and not force:
+        raise InputError(f"{existing[0]}: key already exists; pass --force to replace every key in {root}")
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root}: exists and is not a directory")
+    return host, hosts, root
+
+
+def _write_tls(layout: DeploymentLayout, host: str, hosts: Sequence[str]) -> bytes:
+    """The CA (``ca/``) and the SuperLink's certificate (``superlink/``); returns the CA certificate (PEM)."""
+    ca_key, ca_cert = create_ca(f"fedids CA for {host}"[:64])
+    server_key, server_cert = create_server_certificate(ca_key, ca_cert, hosts)
+    ca_pem = encode_certificate(ca_cert)
+
+    _write_private(_private_dir(layout.ca_dir) / CA_KEY, encode_private_key(ca_key))
+    _write_public(layout.ca_dir / CA_CERT, ca_pem)
+    _write_private(_private_dir(layout.superlink_dir) / SERVER_KEY, encode_private_key(server_key))
+    _write_public(layout.superlink_dir / SERVER_CERT, encode_certificate(server_cert))
+    _write_public(layout.superlink_dir / CA_CERT, ca_pem)
+    return ca_pem
+
+
+def _write_node_keys(layout: DeploymentLayout, nodes: int, ca_pem: bytes) -> list[str]:
+    """One key pair per SuperNode (``supernode-K/``, public half also in ``operator/node-keys/``);
+    returns their fingerprints."""
+    fingerprints = []
+    (layout.operator_dir / "node-keys").mkdir(parents=True, exist_ok=True)
+    for index in range(1, nodes + 1):
+        key = create_node_key()
+        public = encode_node_public_key(key, comment=supernode_name(index))
+        directory = _private_dir(layout.supernode_dir(index))
+        _write_private(directory / NODE_KEY, encode_node_private_key(key))
+        _write_public(directory / NODE_PUB, public)
+        _write_public(directory / CA_CERT, ca_pem)
+        _write_public(layout.node_public_key(index), public)
+        fingerprints.append(node_key_fingerprint(public))
+    return fingerprints
+
+
+def _write_operator(layout: DeploymentLayout, address: str, ca_pem: bytes) -> None:
+    """The operator's CA copy and its Flower CLI configuration (``operator/flwr-home/config.toml``)."""
+    _write_public(layout.operator_dir / CA_CERT, ca_pem)
+    layout.flwr_home.mkdir(parents=True, exist_ok=True)
+    _write_public(layout.flwr_home / "config.toml",
+                  render_flwr_config(address, layout.operator_dir / CA_CERT).encode())
