@@ -42,7 +42,8 @@ class RoundRecord:
                                         # plaintext mode; their mean where only the sum is seen)
     energy_j: float | None = None       # modelled joules of this round's clients (plaintext mode only)
     participants: dict | None = None    # client key -> epochs, examples, bytes_up, energy_j (plaintext)
-    server_seconds: float | None = None  # the server's share of the round: summing and the server step
+    server_seconds: float | None = None  # the server's own work in the round (summing, unmasking, the server
+                                         # step), without the time spent waiting for clients
 
 
 @dataclass
