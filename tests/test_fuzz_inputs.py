@@ -208,3 +208,86 @@ def test_a_flood_with_one_timestamp_keeps_bounded_rule_state():
     assert sizes["flood_keys"] == 1 and sizes["flood_events"] <= rules.rules.flood_events_per_key
     assert sizes["scan_events"] <= rules.rules.max_events
     assert (out.labels == "DDoS").sum() == n - rules.rules.flood_min_flows + 1
+
+
+# ---- captures and model files --------------------------------------------------------------------------
+
+def _capture_offsets(data: bytes) -> list[int]:
+    return sorted({0, 1, 4, 8, 23, 24, 25, 39, 40, 41, *range(50, len(data), max(1, len(data) // 30))})
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_captures_cut_at_many_offsets_and_corrupted_yield_flows_or_one_error(kind, tmp_path):
+    from fuzz_corpus import NMAP, corrupt, pcap_to_pcapng
+    from fedids.detect.sources import PcapSource
+
+    data = NMAP.read_bytes() if kind == "pcap" else pcap_to_pcapng(NMAP.read_bytes())
+    path = tmp_path / f"fuzz.{kind}"
+    whole = None
+    blobs = [data[:cut] for cut in _capture_offsets(data)] + [corrupt(data, seed, 60) for seed in range(15)] + [data]
+    for blob in blobs:
+        path.write_bytes(blob)
+        try:
+            source = PcapSource(path)
+            flows = sum(len(frame) for frame in source.batches())
+        except InputError as exc:
+            assert "\n" not in str(exc)
+            continue
+        whole = flows
+    assert whole and whole > 30  # the intact capture, last
+
+
+def test_corrupt_onnx_files_are_refused_with_one_line(capsys):
+    from fuzz_corpus import corrupt
+    from fedids.detect.stream import OnnxScorer
+    from fedids.model.export import build_onnx_model
+
+    data = build_onnx_model(_small_detector()).SerializeToString()
+    refused = 0
+    for seed in range(60):
+        blob = corrupt(data, seed, 1 + seed % 20) if seed % 3 else data[: (seed * 997) % len(data)]
+        try:
+            scorer = OnnxScorer(blob, source="m.onnx")
+        except InputError as exc:
+            refused += 1
+            assert str(exc).startswith("m.onnx: ") and "\n" not in str(exc)
+            continue
+        assert scorer.labels == ["BENIGN", "DDoS"] and scorer.window == 3  # only weights were hit
+    assert refused > 40 and "EP Error" not in capsys.readouterr().out
+
+
+def _small_detector():
+    import torch
+
+    from fedids.data.preprocess import FlowScaler, LabelVocabulary
+    from fedids.model.artifacts import Detector
+    from fedids.model.gru import GRUDetector
+
+    torch.manual_seed(0)
+    return Detector(model=GRUDetector(79, 2, 4), scaler=FlowScaler(np.zeros(78), np.ones(78)),
+                    vocabulary=LabelVocabulary(["BENIGN", "DDoS"]), window=3, metadata={})
+
+
+def test_hot_reload_of_an_inconsistent_model_keeps_the_previous_one(tmp_path):
+    """Issue 15: a label list shorter than the head was accepted on reload and crashed mid-stream."""
+    from fuzz_corpus import PORTSCAN
+    from fedids.detect.stream import ModelWatcher, StreamingDetector
+    from fedids.model.artifacts import save_detector
+
+    save_detector(tmp_path / "m", _small_detector())
+    clock = [0.0]
+    warnings: list[str] = []
+    watcher = ModelWatcher(tmp_path / "m", clock=lambda: clock[0], warn=warnings.append)
+    detector = StreamingDetector(watcher.scorer)
+    flows = load_flows([PORTSCAN]).frame
+    detector.process(flows.iloc[:100])
+    for change in ({"labels": ["BENIGN"]}, {"window": 0}, {"window": 1_000_000}, {"labels": ["BENIGN", "BENIGN"]}):
+        prep = json.loads((tmp_path / "m" / "preprocessing.json").read_text())
+        (tmp_path / "m" / "preprocessing.json").write_text(json.dumps(dict(prep, **change)))
+        model_pt = tmp_path / "m" / "model.pt"
+        model_pt.write_bytes(model_pt.read_bytes())  # a new model.pt: the watcher's signal to reload
+        clock[0] += 10
+        assert not watcher.poll()
+        assert detector.process(flows.iloc[100:200]).proba.shape == (100, 2)  # still the old model
+        (tmp_path / "m" / "preprocessing.json").write_text(json.dumps(prep))
+    assert watcher.failures == 4 and all("keeping the previous model" in w for w in warnings)

@@ -22,6 +22,8 @@ imports neither torch nor onnxruntime at import time, so an edge install without
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 from collections import OrderedDict
@@ -96,7 +98,10 @@ class OnnxScorer:
         # every unrolled step (measured about 2x slower). The file stays int8; only the loaded copy is float.
         options.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
-            self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+            # onnxruntime prints "EP Error ..." banners to stdout for some corrupt files before raising or
+            # retrying: the user gets one error line from us instead.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors derive from Exception directly
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputError(f"{source}: corrupt or unsupported ONNX model ({reason[:200]})") from None
@@ -107,8 +112,8 @@ class OnnxScorer:
         """Read and check the fedids metadata against the graph (labels vs outputs, window vs inputs)."""
         from fedids.model.checks import check_features, check_labels, check_window
 
-        meta = session.get_modelmeta().custom_metadata_map
         try:
+            meta = session.get_modelmeta().custom_metadata_map  # UnicodeDecodeError on corrupt text
             labels = json.loads(meta["fedids.labels"])
             window = json.loads(meta["fedids.window"])
             features = json.loads(meta.get("fedids.features", "null"))
