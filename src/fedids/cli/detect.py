@@ -16,6 +16,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -141,9 +142,9 @@ def detect(
     interface: str | None = typer.Option(None, "--interface", help="Capture live on this interface."),
     out_path: str = typer.Option(..., "--out", "-o", help="Alerts file (EVE JSON lines, appended); - for stdout."),
     threshold: float | None = typer.Option(None, help="Alert when 1 - P(BENIGN) >= this."),
-    max_false_alarm_rate: float | None = typer.Option(
-        None, help="Alert threshold from the model's validation table: at most this many false alerts per benign "
-                   "validation flow (default: the model's default rule, else the top class)."),
+    max_false_alarm_rate: Annotated[float | None, typer.Option(
+        help="Alert threshold from the model's validation table: at most this many false alerts per benign "
+             "validation flow (default: the model's default rule, else the top class).")] = None,
     threads: int = typer.Option(1, help="CPU threads for the model (capped at the machine's cores)."),
     max_hosts: int = typer.Option(DEFAULT_MAX_HOSTS, help="Hosts remembered (least recently seen forgotten)."),
     status_every: float = typer.Option(5.0, help="Seconds between status lines on stderr; 0 turns them off."),
@@ -151,8 +152,9 @@ def detect(
     duration: float | None = typer.Option(None, help="Live capture: stop after this many seconds."),
     idle_timeout: float = typer.Option(120.0, help="Live capture: seconds of silence that end a flow."),
     max_warnings: int = typer.Option(20, help="Input problems printed before they are only counted."),
-    rules: bool = typer.Option(True, "--rules/--no-rules",
-                               help="Host-behaviour rules (SYN floods, scans) beside the model; see docs/edge.md."),
+    rules: Annotated[bool, typer.Option("--rules/--no-rules",
+                                        help="Host-behaviour rules (SYN floods, scans) beside the model; see "
+                                             "docs/edge.md.")] = True,
 ) -> None:
     """Score flows as they arrive and write one Suricata EVE alert line per detected attack flow."""
     from fedids.model.checks import check_threshold_args, resolve_threshold
