@@ -18,12 +18,12 @@ def _two_gaussians(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def test_moments_travel_as_a_vector_scaled_by_the_federations_rows_and_come_back():
     moments = class_moments(np.ones((3, 4)), np.array([0, 1, 1]), 2)
-    vector = moments_vector(moments, rows=1000)
+    vector = moments_vector(moments, totals=np.array([1000, 1000]))
     assert np.abs(vector).max() <= 1.0                      # within the CKKS and SecAgg ranges
-    decoded = moments_from_vector(vector, 2, 4, rows=1000)
+    decoded = moments_from_vector(vector, 2, 4, totals=np.array([1000, 1000]))
     assert decoded.count.tolist() == [1.0, 2.0]
     np.testing.assert_allclose(decoded.outer, moments.outer)
-    check_moments_vector(vector, 2, 4, 1000, class_counts=np.array([1, 2]))
+    check_moments_vector(vector, 2, 4, np.array([1000, 1000]), class_counts=np.array([1, 2]))
 
 
 def test_moments_of_two_clients_add_up_to_the_moments_of_their_pooled_features():
@@ -66,13 +66,13 @@ def test_malformed_moments_from_a_client_are_refused(spoil):
     else:
         moments = ClassMoments.zeros(3, 4)
     with pytest.raises(ValueError):
-        check_moments_vector(moments_vector(moments, 100), 2, 4, 100, class_counts=np.array([5, 5]))
+        check_moments_vector(moments_vector(moments, np.array([100, 100])), 2, 4, np.array([100, 100]), class_counts=np.array([5, 5]))
 
 
 def test_moments_counting_more_windows_than_the_client_reported_are_refused():
     moments = class_moments(np.ones((3, 4)), np.array([0, 1, 1]), 2)
     with pytest.raises(ValueError, match="more windows"):
-        check_moments_vector(moments_vector(moments, 100), 2, 4, 100, class_counts=np.array([1, 1]))
+        check_moments_vector(moments_vector(moments, np.array([100, 100])), 2, 4, np.array([100, 100]), class_counts=np.array([1, 1]))
 
 
 def test_macro_f1_from_a_merged_confusion_matrix_is_sklearns_on_the_pooled_predictions():

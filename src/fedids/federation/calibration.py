@@ -97,8 +97,15 @@ def calibrate_head(head: nn.Linear, moments: ClassMoments, *, seed: int, samples
         n, draws = moments.count[c], max(MIN_SAMPLES, int(round(p * samples_per_class * len(used))))
         mean = moments.sum[c] / n
         cov = moments.outer[c] / n - np.outer(mean, mean)
-        cov = (cov + cov.T) / 2 + 1e-5 * np.eye(len(mean))  # symmetric and positive definite despite rounding
-        xs.append(rng.multivariate_normal(mean, cov, size=draws, method="eigh"))
+        # Nearest covariance with eigenvalues >= 1e-5 (a continuous function of the moments), then its
+        # Cholesky factor, which is continuous too: moments that differ in the last digits (a secure sum's
+        # fixed-point code) draw nearly the same virtual features. Sampling through an eigendecomposition
+        # may flip or reorder eigenvectors and draw entirely different ones (measured with numpy's
+        # method="eigh": 1.2 points of macro-F1 between none and secagg on the synthetic default).
+        values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+        cov = (vectors * np.maximum(values, 1e-5)) @ vectors.T
+        factor = np.linalg.cholesky((cov + cov.T) / 2)
+        xs.append(mean + rng.standard_normal((draws, len(mean))) @ factor.T)
         ys.append(np.full(draws, c))
     if len(xs) < 2:
         return len(xs)
@@ -163,37 +170,48 @@ def keep_calibrated(scores: dict[str, list[float]]) -> tuple[bool, str]:
 
 
 # ------------------------------------------------------------- calibration through the secure sum
-def moments_vector(moments: ClassMoments, rows: int) -> np.ndarray:
-    """A client's moments as a real vector for the sum, divided by the federation's ``rows`` so every
-    coordinate of the sum stays below 1 (the fixed-point clip range of the sealed modes)."""
-    scale = 1.0 / max(int(rows), 1)
-    return np.concatenate([moments.count * scale, moments.sum.ravel() * scale, moments.outer.ravel() * scale])
+def _class_scale(totals: np.ndarray, n_classes: int) -> np.ndarray:
+    totals = np.asarray(totals, np.float64)
+    if totals.shape != (n_classes,):
+        raise ValueError(f"class totals have shape {totals.shape}, expected ({n_classes},)")
+    return np.maximum(totals, 1.0)
+
+
+def moments_vector(moments: ClassMoments, totals: np.ndarray) -> np.ndarray:
+    """A client's moments as a real vector for the sum, each class's divided by the federation's flows of
+    that class (``totals``, ``(C,)``): every coordinate of the sum stays below 1 (the sealed modes' clip
+    range) and a rare class keeps the full relative precision of the fixed-point code."""
+    scale = 1.0 / _class_scale(totals, len(moments.count))
+    return np.concatenate([moments.count * scale, (moments.sum * scale[:, None]).ravel(),
+                           (moments.outer * scale[:, None, None]).ravel()])
 
 
 def moments_length(n_classes: int, hidden: int) -> int:
     return n_classes * (1 + hidden + hidden * hidden)
 
 
-def moments_from_vector(total: np.ndarray, n_classes: int, hidden: int, rows: int) -> ClassMoments:
+def moments_from_vector(total: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray) -> ClassMoments:
     """Inverse of :func:`moments_vector` for a sum; raises ValueError on implausible moments."""
-    total = np.asarray(total, np.float64) * max(int(rows), 1)
+    total = np.asarray(total, np.float64)
     if total.shape != (moments_length(n_classes, hidden),):
         raise ValueError(f"moments sum has {total.size} values")
-    count = np.rint(total[:n_classes])
-    s = total[n_classes:n_classes + n_classes * hidden].reshape(n_classes, hidden)
-    outer = total[n_classes + n_classes * hidden:].reshape(n_classes, hidden, hidden)
+    scale = _class_scale(totals, n_classes)
+    count = np.rint(total[:n_classes] * scale)
+    s = total[n_classes:n_classes + n_classes * hidden].reshape(n_classes, hidden) * scale[:, None]
+    outer = total[n_classes + n_classes * hidden:].reshape(n_classes, hidden, hidden) * scale[:, None, None]
     moments = ClassMoments(count, s, outer)
     moments.check(n_classes, hidden)
     return moments
 
 
-def check_moments_vector(vector: np.ndarray, n_classes: int, hidden: int, rows: int, class_counts: np.ndarray) -> None:
+def check_moments_vector(vector: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray,
+                         class_counts: np.ndarray) -> None:
     """Refuse one client's moments (plaintext mode) that are not real moments, or that count more windows
     of a class than the client reported flows of it."""
-    counts = np.asarray(vector[:n_classes], np.float64) * max(int(rows), 1)
+    counts = np.asarray(vector[:n_classes], np.float64) * _class_scale(totals, n_classes)
     if np.abs(counts - np.rint(counts)).max(initial=0.0) > 1e-6:
         raise ValueError("class counts must be whole numbers")
-    moments = moments_from_vector(vector, n_classes, hidden, rows)
+    moments = moments_from_vector(vector, n_classes, hidden, totals)
     if (moments.count > np.asarray(class_counts)).any():
         raise ValueError("more windows of a class than the client reported flows of it")
 
@@ -257,7 +275,7 @@ def _opened_moments(msg, model, setup, secret_context) -> ClassMoments | None:
     if secret_context is None:
         raise RuntimeError("this run is encrypted and this client has no HE key (he-secret-context)")
     return moments_from_vector(open_sum(sealed["moments"], secret_context, moments_length(n, hidden)), n, hidden,
-                               setup.rows)
+                               setup.class_totals)
 
 
 def candidate_heads(msg, model, setup, secret_context) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -310,7 +310,7 @@ def handle_features(msg: Message, frame: pd.DataFrame, context: Context | None =
     model = _final_model(msg, setup, secret_context)
     features, targets = _local_features(msg, frame, setup, model)["train"]
     moments = class_moments(features, targets, len(setup.vocabulary.labels))
-    return Message(seal(msg, moments_vector(moments, setup.rows), context, secret_context), reply_to=msg)
+    return Message(seal(msg, moments_vector(moments, setup.class_totals), context, secret_context), reply_to=msg)
 
 
 def handle_validate(msg: Message, frame: pd.DataFrame, context: Context | None = None,

@@ -67,7 +67,7 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
     heads = None
     if moments_sum.plaintext is not None:  # the server may read the sum: it refits and sends the heads
         model = _model(run, current.plain)
-        moments = moments_from_vector(moments_total, n, hidden, run.setup.rows)
+        moments = moments_from_vector(moments_total, n, hidden, run.setup.class_totals)
         old = (model.head.weight.detach().numpy().copy(), model.head.bias.detach().numpy().copy())
         heads = [old, refit_head(model.head, moments, seed)]
 
@@ -84,7 +84,7 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
                               check=_plain_check(run, "confusion"))
     classes = 0
     if moments_total is not None:
-        classes = int((moments_from_vector(moments_total, n, hidden, run.setup.rows).count >= 2).sum())
+        classes = int((moments_from_vector(moments_total, n, hidden, run.setup.class_totals).count >= 2).sum())
     record = {"method": "ccvr", "clients": len(moments_sum.survivors), "rejected": moments_sum.rejected,
               "classes": classes, "bytes_up": int(moments_sum.bytes_up + check_sum.bytes_up), "kept": None,
               "validation": {"clients": len(check_sum.survivors), "rejected": check_sum.rejected}}
@@ -102,7 +102,7 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
     before = _test(run, current.plain)
     if kept:
         if heads is None:  # he with an evaluator: refit as the clients do, for the server-side test
-            moments = moments_from_vector(moments_total, n, hidden, run.setup.rows)
+            moments = moments_from_vector(moments_total, n, hidden, run.setup.class_totals)
             heads = [None, refit_head(_model(run, current.plain).head, moments, seed)]
         final.plain = current.plain[:-2] + [heads[1][0].astype(np.float32), heads[1][1].astype(np.float32)]
     record["validation"] |= {"kept": bool(kept), "reason": reason,
@@ -119,7 +119,7 @@ def _plain_check(run: Run, what: str):
         return None
     n, hidden = len(run.labels), run.config.hidden
     if what == "moments":
-        return lambda node, v: check_moments_vector(v, n, hidden, run.setup.rows, run.plain_counts[node])
+        return lambda node, v: check_moments_vector(v, n, hidden, run.setup.class_totals, run.plain_counts[node])
     return lambda node, v: check_confusion_vector(v, n, run.plain_counts[node])
 
 
