@@ -137,6 +137,13 @@ def _summary(metrics: dict) -> dict:
     return {k: float(metrics[k]) for k in SUMMARY_KEYS}
 
 
+def _alarms(metrics: dict) -> dict:
+    """What a SOC sees (fedids.evaluation.metrics.false_alarms): false alerts per 1,000 benign test flows
+    and the share of attack flows alerted, at the model's top-class decision."""
+    fa = metrics.get("false_alarms") or {}
+    return {"false_alarms_per_1000": fa.get("per_1000"), "attack_recall": fa.get("attack_recall")}
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe copy: numpy scalars to Python, NaN/inf to None, keys to str."""
     if isinstance(value, dict):
@@ -264,8 +271,13 @@ def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: Experime
         return {"status": f"not run: no round completed ({getattr(state, 'stopped', None) or 'unknown'})"}, None
     detector = load_detector(run_dir / "global") if (run_dir / "global").is_dir() else None
     last = state.history[-1]
-    final = state.calibration["test"] if state.calibration else last["test"]  # after head calibration, if any
-    entry = {"status": "ok", "kind": "federated", "privacy": mode, **_summary(final),
+    final = state.calibration.get("test") or last["test"]  # after head calibration, if any
+    alarms = {}
+    if detector is not None:
+        from fedids.task import evaluate_rows
+
+        alarms = _alarms(evaluate_rows(detector, prepared, prepared.test_rows))
+    entry = {"status": "ok", "kind": "federated", "privacy": mode, **_summary(final), **alarms,
              "rounds": state.completed_round, "seconds": seconds, "epsilon": round_epsilon(last),
              "dp_unit": dp_unit(mode),
              "stopped": getattr(state, "stopped", None), "history": state.history, "run_dir": str(run_dir)}
@@ -710,8 +722,9 @@ def run_experiment(cfg: ExperimentConfig, frame: pd.DataFrame | None = None) -> 
     with progress_bar("centralized baseline", None):
         t0 = time.perf_counter()
         central, _ = train_centralized(pooled, base_cfg, hidden=cfg.hidden, window=cfg.window)
-        entries["centralized"] = {"status": "ok", "kind": "baseline",
-                                  **_summary(evaluate_rows(central, prepared, prepared.test_rows)),
+        central_metrics = evaluate_rows(central, prepared, prepared.test_rows)
+        entries["centralized"] = {"status": "ok", "kind": "baseline", **_summary(central_metrics),
+                                  **_alarms(central_metrics),
                                   "seconds": time.perf_counter() - t0}
     with progress_bar("local-only baselines", len(parts)) as advance:
         t0, c0 = time.perf_counter(), time.process_time()
