@@ -106,9 +106,17 @@ def test_malformed_confusion_matrices_from_a_client_are_refused(spoil):
     else:
         confusions = np.zeros((2, 3, 3), dtype=np.int64)
     good = np.array([[[5, 1], [0, 4]], [[6, 0], [1, 3]]], dtype=np.int64)
-    check_confusion_vector(confusion_vector({"validation": good, "train": good}), 2, class_counts=np.array([100, 100]))
+    from fedids.evaluation.metrics import SCORE_BINS
+
+    histograms = np.zeros((2, 2, SCORE_BINS))
+    histograms[:, 0, 0] = good.sum(axis=(1, 2))  # every validation window counted once per head
+    check_confusion_vector(confusion_vector({"validation": good, "train": good}, histograms), 2,
+                           class_counts=np.array([100, 100]))
     with pytest.raises(ValueError):
-        check_confusion_vector(confusion_vector({"validation": good, "train": confusions}), 2, np.array([100, 100]))
+        check_confusion_vector(confusion_vector({"validation": good, "train": confusions}, histograms), 2,
+                               np.array([100, 100]))
+    with pytest.raises(ValueError, match="histograms"):  # histograms that do not count the windows
+        check_confusion_vector(confusion_vector({"validation": good, "train": good}), 2, np.array([100, 100]))
 
 
 @pytest.mark.parametrize("scores, kept", [
@@ -123,3 +131,23 @@ def test_the_calibrated_head_is_kept_only_where_client_windows_show_it_helps(sco
     from fedids.federation.calibration import keep_calibrated
 
     assert keep_calibrated(scores)[0] is kept
+
+
+def test_the_alert_threshold_from_summed_histograms_meets_the_budget_like_the_exact_rule():
+    """Clients share score histograms, not scores: the threshold chosen from their sum allows at most the
+    budgeted false alerts on the validation windows, and sits at most one bin above the exact rule's."""
+    from fedids.evaluation.metrics import (SCORE_BINS, choose_threshold, choose_threshold_from_histograms,
+                                           score_histogram)
+
+    rng = np.random.default_rng(0)
+    benign = rng.beta(1, 30, 20_000)          # mostly near 0, a long tail
+    attack = rng.beta(8, 2, 3_000)
+    clients = np.array_split(np.arange(20_000), 4)
+    summed = sum(score_histogram(benign[c]) for c in clients)
+    for rate in (0.0, 1e-3, 1e-2):
+        rule = choose_threshold_from_histograms(summed, score_histogram(attack), rate)
+        exact = choose_threshold(np.r_[benign, attack], np.r_[np.ones(20_000, bool), np.zeros(3_000, bool)], rate)
+        assert (benign >= rule["threshold"]).sum() == rule["validation_false_alerts"] <= np.floor(rate * 20_000)
+        assert exact["threshold"] <= rule["threshold"] <= exact["threshold"] + 1.0 / SCORE_BINS + 1e-12
+        assert rule["validation_attack_recall"] == pytest.approx((attack >= rule["threshold"]).mean())
+

@@ -144,6 +144,26 @@ def _alarms(metrics: dict) -> dict:
     return {"false_alarms_per_1000": fa.get("per_1000"), "attack_recall": fa.get("attack_recall")}
 
 
+def _alarms_at_threshold(detector: Detector, prepared: PreparedData) -> dict:
+    """The thresholded operating point on the test rows: the model's own alert rule (chosen on validation
+    windows: the clients' summed histograms for a federated model), false alerts per 1,000 benign flows
+    and attack recall there. Empty when the model has no rule."""
+    from fedids.detect.stream import decide
+    from fedids.evaluation.metrics import false_alarms
+    from fedids.model.checks import META_THRESHOLD
+    from fedids.task import predict_labels
+
+    rule = detector.metadata.get(META_THRESHOLD)
+    if not rule:
+        return {}
+    rows = prepared.test_rows
+    _, proba = predict_labels(detector, prepared.features, prepared.windows[rows])
+    labels, _, _ = decide(proba, list(detector.vocabulary.labels), float(rule["threshold"]))
+    fa = false_alarms(prepared.labels[rows], labels)
+    return {"threshold": float(rule["threshold"]), "threshold_budget": rule.get("max_false_alarm_rate"),
+            "threshold_false_alarms_per_1000": fa["per_1000"], "threshold_attack_recall": fa["attack_recall"]}
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe copy: numpy scalars to Python, NaN/inf to None, keys to str."""
     if isinstance(value, dict):
@@ -277,6 +297,7 @@ def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: Experime
         from fedids.task import evaluate_rows
 
         alarms = _alarms(evaluate_rows(detector, prepared, prepared.test_rows))
+        alarms |= _alarms_at_threshold(detector, prepared)
     entry = {"status": "ok", "kind": "federated", "privacy": mode, **_summary(final), **alarms,
              "rounds": state.completed_round, "seconds": seconds, "epsilon": round_epsilon(last),
              "dp_unit": dp_unit(mode),

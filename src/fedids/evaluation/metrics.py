@@ -124,3 +124,47 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         },
         "confusion": {"labels": labels, "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
     }
+
+
+SCORE_BINS = 4096
+"""Bins of the attack-score histograms that federated clients sum (:func:`threshold_rule_from_histograms`):
+thresholds are chosen at multiples of 1/4096."""
+
+
+def score_histogram(attack_score: np.ndarray) -> np.ndarray:
+    """``(SCORE_BINS,)`` int64 counts of ``attack_score`` in [0, 1]; bin ``k`` holds ``[k/B, (k+1)/B)``
+    (1.0 in the last)."""
+    bins = np.minimum((np.clip(np.asarray(attack_score, np.float64), 0.0, 1.0) * SCORE_BINS).astype(np.int64),
+                      SCORE_BINS - 1)
+    return np.bincount(bins, minlength=SCORE_BINS).astype(np.int64)
+
+
+def choose_threshold_from_histograms(benign: np.ndarray, attack: np.ndarray,
+                                     max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> dict:
+    """:func:`choose_threshold` from summed score histograms (federated clients share counts, not scores):
+    the lowest bin edge ``j / SCORE_BINS`` with at most ``floor(rate * n_benign)`` benign flows at or above
+    it. Same keys as :func:`choose_threshold`; the threshold is at most one bin above the exact one."""
+    if not 0.0 <= max_false_alarm_rate <= 1.0:
+        raise ValueError(f"max_false_alarm_rate must be in [0, 1], got {max_false_alarm_rate}")
+    benign, attack = np.asarray(benign, np.int64), np.asarray(attack, np.int64)
+    above_b = np.cumsum(benign[::-1])[::-1]  # benign flows with score >= edge j
+    above_a = np.cumsum(attack[::-1])[::-1]
+    n_benign, n_attack = int(benign.sum()), int(attack.sum())
+    allowed = int(np.floor(max_false_alarm_rate * n_benign + 1e-9))
+    ok = np.flatnonzero(above_b <= allowed)
+    j = int(ok[0]) if len(ok) else SCORE_BINS  # SCORE_BINS: no edge allows it, alert on nothing below 1
+    threshold = j / SCORE_BINS
+    false_alerts = int(above_b[j]) if j < SCORE_BINS else 0
+    recall = (float(above_a[j]) / n_attack if j < SCORE_BINS else 0.0) if n_attack else None
+    return {"threshold": float(threshold), "max_false_alarm_rate": float(max_false_alarm_rate),
+            "validation_benign": n_benign, "validation_false_alerts": false_alerts,
+            "validation_attack_recall": recall}
+
+
+def threshold_rule_from_histograms(benign: np.ndarray, attack: np.ndarray,
+                                   max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> dict:
+    """:func:`threshold_rule` (the default rule plus the table over :data:`RATE_GRID`) from histograms."""
+    rule = choose_threshold_from_histograms(benign, attack, max_false_alarm_rate)
+    rule["table"] = [{k: v for k, v in choose_threshold_from_histograms(benign, attack, r).items()
+                      if k in ("max_false_alarm_rate", "threshold", "validation_attack_recall")} for r in RATE_GRID]
+    return rule

@@ -255,16 +255,20 @@ def _modes(p: _Page) -> None:
     if entries:
         p.add("<table><tr><th>mode</th><th>accuracy</th><th>macro-F1</th><th>weighted-F1</th><th>MCC</th>"
               "<th>false alerts per thousand benign flows</th><th>attack recall</th>"
+              "<th>alert threshold (validation)</th><th>false alerts per thousand benign at it</th>"
+              "<th>attack recall at it</th>"
               "<th>final epsilon</th><th>epsilon protects one</th><th>wall time (s)</th></tr>")
         for mode, entry in entries.items():
             name = html.escape(mode)
             if not _ok(entry):
-                p.add(f"<tr><th>{name}</th><td colspan=\"9\" class=\"missing\">"
+                p.add(f"<tr><th>{name}</th><td colspan=\"12\" class=\"missing\">"
                       f"{p.text(['modes', 'entries', mode, 'status'])}</td></tr>")
                 continue
             cells = "".join(p.num(["modes", "entries", mode, k], 3, "td") for k in _MODE_KEYS)
             cells += p.maybe(["modes", "entries", mode, "false_alarms_per_1000"], 2, "td")
             cells += p.maybe(["modes", "entries", mode, "attack_recall"], 3, "td")
+            for key, decimals in (("threshold", 4), ("threshold_false_alarms_per_1000", 2), ("threshold_attack_recall", 3)):
+                cells += p.maybe(["modes", "entries", mode, key], decimals, "td")
             cells += p.maybe(["modes", "entries", mode, "epsilon"], 2, "td")
             cells += f"<td>{html.escape(str(entry.get('dp_unit') or ''))}</td>"
             cells += p.maybe(["modes", "entries", mode, "seconds"], 1, "td")

@@ -219,9 +219,11 @@ def check_moments_vector(vector: np.ndarray, n_classes: int, hidden: int, totals
 def check_confusion_vector(vector: np.ndarray, n_classes: int, class_counts: np.ndarray) -> None:
     """Refuse one client's confusion counts (plaintext mode): negative, heads scored on different windows,
     or more windows of a class than the client reported flows of it."""
-    confusions = confusions_from_vector(vector, 2, n_classes)
+    confusions, histograms = validation_from_vector(vector, 2, n_classes)
     if not np.array_equal(vector, np.rint(vector)):
         raise ValueError("confusion counts must be whole numbers")
+    if not (histograms.sum(axis=(1, 2)) == confusions["validation"].sum(axis=(1, 2))).all():
+        raise ValueError("score histograms do not count the validation windows")
     windows = 0
     for stack in confusions.values():
         if not (stack.sum(axis=2) == stack[0].sum(axis=1)).all():
@@ -231,21 +233,73 @@ def check_confusion_vector(vector: np.ndarray, n_classes: int, class_counts: np.
         raise ValueError("more windows of a class than the client reported flows of it")
 
 
-def confusion_vector(confusions: dict[str, np.ndarray]) -> np.ndarray:
-    """``{split: (n_heads, C, C)}`` confusion counts, splits in ``CHECK_SPLITS`` order, as one count vector."""
+def confusion_vector(confusions: dict[str, np.ndarray], histograms: np.ndarray | None = None) -> np.ndarray:
+    """``{split: (n_heads, C, C)}`` confusion counts, splits in ``CHECK_SPLITS`` order, then the validation
+    windows' attack-score histograms ``(n_heads, 2, SCORE_BINS)`` (benign, attack; zeros if not given), as
+    one count vector: what ``query.validate`` sums."""
+    from fedids.evaluation.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
 
-    return np.concatenate([np.asarray(confusions[s], np.float64).ravel() for s in CHECK_SPLITS])
+    n_heads = len(next(iter(confusions.values())))
+    hist = np.zeros((n_heads, 2, SCORE_BINS)) if histograms is None else np.asarray(histograms, np.float64)
+    return np.concatenate([np.asarray(confusions[s], np.float64).ravel() for s in CHECK_SPLITS] + [hist.ravel()])
+
+
+def validation_length(n_classes: int, n_heads: int = 2) -> int:
+    from fedids.evaluation.metrics import SCORE_BINS
+    from fedids.federation.messages import CHECK_SPLITS
+
+    return len(CHECK_SPLITS) * n_heads * n_classes * n_classes + n_heads * 2 * SCORE_BINS
+
+
+def score_histograms(features: np.ndarray, targets: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """``(len(heads), 2, SCORE_BINS)`` histograms of the attack score ``1 - P(BENIGN)`` (BENIGN is class 0)
+    of each head on ``features``: row 0 over benign windows, row 1 over attack windows; targets ``-1``
+    skipped. Summed over clients, they choose the alert threshold without any score leaving a client."""
+    from fedids.evaluation.metrics import score_histogram
+
+    keep = targets >= 0
+    out = []
+    for weight, bias in heads:
+        logits = features[keep] @ np.asarray(weight, np.float64).T + np.asarray(bias, np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        score = 1.0 - proba[:, 0] / proba.sum(axis=1)
+        benign = targets[keep] == 0
+        out.append([score_histogram(score[benign]), score_histogram(score[~benign])])
+    return np.asarray(out, dtype=np.int64)
+
+
+def alert_rule(histograms: np.ndarray, head: int) -> dict | None:
+    """The default alert rule of the final model (head ``head``) from the summed validation histograms
+    (:func:`fedids.evaluation.metrics.threshold_rule_from_histograms`); None without benign windows."""
+    from fedids.evaluation.metrics import threshold_rule_from_histograms
+
+    benign, attack = histograms[head]
+    if not benign.sum():
+        return None
+    rule = threshold_rule_from_histograms(benign, attack)
+    rule["validation"] = "each client's latest local flows in time (not trained on), summed histograms"
+    return rule
 
 
 def confusions_from_vector(total: np.ndarray, n_heads: int, n_classes: int) -> dict[str, np.ndarray]:
+    """The confusion matrices of a :func:`confusion_vector` (sum); raises ValueError on a bad one."""
+    return validation_from_vector(total, n_heads, n_classes)[0]
+
+
+def validation_from_vector(total: np.ndarray, n_heads: int, n_classes: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``(confusions, histograms)`` of a :func:`confusion_vector` (sum); raises ValueError on a bad one."""
+    from fedids.evaluation.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
 
     counts = np.rint(np.asarray(total, np.float64)).astype(np.int64)
     size = n_heads * n_classes * n_classes
-    if counts.shape != (len(CHECK_SPLITS) * size,) or (counts < 0).any():
+    if counts.shape != (validation_length(n_classes, n_heads),) or (counts < 0).any():
         raise ValueError("confusion sum has the wrong size or negative counts")
-    return {s: counts[i * size:(i + 1) * size].reshape(n_heads, n_classes, n_classes) for i, s in enumerate(CHECK_SPLITS)}
+    confusions = {s: counts[i * size:(i + 1) * size].reshape(n_heads, n_classes, n_classes)
+                  for i, s in enumerate(CHECK_SPLITS)}
+    return confusions, counts[len(CHECK_SPLITS) * size:].reshape(n_heads, 2, SCORE_BINS)
 
 
 def decide(confusions: dict[str, np.ndarray]) -> tuple[bool, str, dict[str, list[float]]]:
@@ -293,21 +347,23 @@ def candidate_heads(msg, model, setup, secret_context) -> list[tuple[np.ndarray,
     return [old, refit_head(model.head, moments, m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_seed)]
 
 
-def apply_final_head(msg, model, setup, secret_context) -> bool:
-    """``he``: decide from the sealed confusion sum whether the refitted head is kept, and apply it to
-    ``model``; returns whether it was (in the plaintext-sum modes the server already applied it)."""
+def apply_final_head(msg, model, setup, secret_context) -> tuple[bool, dict | None]:
+    """``he``: decide from the sealed confusion sum whether the refitted head is kept, apply it to
+    ``model``, and derive the alert rule; returns ``(kept, rule)`` (``(False, None)`` in the plaintext-sum
+    modes, where the server already applied both)."""
     from fedids.federation import messages as m
     from fedids.federation.private import open_sum
 
     sealed = m.decode_sealed(msg.content, ("confusion",))
     if "confusion" not in sealed:
-        return False
+        return False, None
     n = len(setup.vocabulary.labels)
-    total = open_sum(sealed["confusion"], secret_context, 2 * 2 * n * n)
-    kept, _, _ = decide(confusions_from_vector(total, 2, n))
+    confusions, histograms = validation_from_vector(open_sum(sealed["confusion"], secret_context,
+                                                             validation_length(n)), 2, n)
+    kept, _, _ = decide(confusions)
     if kept:
         _, (weight, bias) = candidate_heads(msg, model, setup, secret_context)
         with torch.no_grad():
             model.head.weight.copy_(torch.from_numpy(weight))
             model.head.bias.copy_(torch.from_numpy(bias))
-    return kept
+    return kept, alert_rule(histograms, int(kept))

@@ -317,7 +317,7 @@ def handle_validate(msg: Message, frame: pd.DataFrame, context: Context | None =
                     secret_context: bytes | None = None) -> Message:
     """Confusion matrices of the candidate heads (sent, or refitted here from the sealed moments sum) on
     the final model's features of the local validation and training windows, as a count vector."""
-    from fedids.federation.calibration import candidate_heads, confusion_vector, head_confusions
+    from fedids.federation.calibration import candidate_heads, confusion_vector, head_confusions, score_histograms
 
     setup = run_setup(msg, context)
     model = _final_model(msg, setup, secret_context)
@@ -325,17 +325,26 @@ def handle_validate(msg: Message, frame: pd.DataFrame, context: Context | None =
     splits = _local_features(msg, frame, setup, model)
     n = len(setup.vocabulary.labels)
     confusions = {name: head_confusions(*splits[name], heads, n) for name in m.CHECK_SPLITS}
-    return Message(seal(msg, confusion_vector(confusions), context, secret_context), reply_to=msg)
+    histograms = score_histograms(*splits["validation"], heads)  # the alert threshold's evidence
+    return Message(seal(msg, confusion_vector(confusions, histograms), context, secret_context), reply_to=msg)
 
 
 def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) -> Detector:
     """The final global model a ``query.global`` message describes, with its calibrated head if kept."""
     from fedids.federation.calibration import apply_final_head
 
+    from fedids.model.checks import META_THRESHOLD
+
     model = _final_model(msg, setup, secret_context)
-    apply_final_head(msg, model, setup, secret_context)
-    window = m.ModelInstructions.from_config(msg.content[m.CONFIG]).window
-    return Detector(model, setup.scaler, setup.vocabulary, window, {"final": True})
+    _, rule = apply_final_head(msg, model, setup, secret_context)
+    ins = m.ModelInstructions.from_config(msg.content[m.CONFIG])
+    metadata = {"final": True}
+    if rule is None and ins.alert_threshold >= 0:  # chosen by the server from the summed histograms
+        rule = {"threshold": ins.alert_threshold, "max_false_alarm_rate": ins.alert_max_false_alarm_rate,
+                "validation": "summed histograms of the clients' validation windows"}
+    if rule is not None:
+        metadata[META_THRESHOLD] = rule
+    return Detector(model, setup.scaler, setup.vocabulary, ins.window, metadata)
 
 
 def handle_final_model(msg: Message, model_dir: str, context: Context | None, secret_context: bytes | None) -> None:

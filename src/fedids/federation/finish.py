@@ -16,8 +16,9 @@ import numpy as np
 from flwr.app import RecordDict
 
 from fedids.federation import messages as m
-from fedids.federation.calibration import (check_confusion_vector, check_moments_vector, confusions_from_vector,
-                                           decide, moments_from_vector, moments_length, refit_head)
+from fedids.federation.calibration import (alert_rule, check_confusion_vector, check_moments_vector, decide,
+                                           moments_from_vector, moments_length, refit_head, validation_from_vector,
+                                           validation_length)
 from fedids.federation.client import derive_seed
 from fedids.federation.private import COUNT, REAL, SumResult
 from fedids.federation.rounds import Run, model_content
@@ -29,11 +30,13 @@ from fedids.task import new_model
 log = logging.getLogger("fedids.server")
 
 
-def _config(run: Run) -> dict:
+def _config(run: Run, rule: dict | None = None) -> dict:
     c = run.config
+    alert = {} if not rule else {"alert_threshold": float(rule["threshold"]),
+                                 "alert_max_false_alarm_rate": float(rule["max_false_alarm_rate"])}
     return m.ModelInstructions(labels=tuple(run.labels), window=c.window, hidden=c.hidden, privacy=run.mode.name,
                                server_lr=c.server_step[0], setup_digest=run.digest,
-                               calibration_seed=derive_seed(c.seed, "ccvr")).to_config()
+                               calibration_seed=derive_seed(c.seed, "ccvr"), **alert).to_config()
 
 
 def _model(run: Run, weights: list[np.ndarray]):
@@ -79,7 +82,7 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
         return model_content(run, base, _config(run), {"moments": moments_sum.sealed})
 
     check_sum, _ = secure_sum(run.grid, mode=run.mode, nodes=nodes, message_type=m.QUERY_VALIDATE,
-                              make_content=validate_content, length=2 * 2 * n * n, values=COUNT,
+                              make_content=validate_content, length=validation_length(n), values=COUNT,
                               he_public=run.he_public, timeout=run.config.timeout_s,
                               check=_plain_check(run, "confusion"))
     classes = 0
@@ -93,11 +96,12 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
         return final, record | {"kept": False, "reason": "no client could check it"}
     if run.mode.he:
         final.calibration = {"moments": moments_sum.sealed, "confusion": check_sum.sealed}
-    confusion_total = _readable(run, check_sum, 2 * 2 * n * n)
+    confusion_total = _readable(run, check_sum, validation_length(n))
     if confusion_total is None:  # he without an evaluator: only the clients know the outcome
         return final, record | {"reason": "sealed: decided by the clients"}
-    confusions = confusions_from_vector(confusion_total, 2, n)
+    confusions, histograms = validation_from_vector(confusion_total, 2, n)
     kept, reason, scores = decide(confusions)
+    final.alert_rule = record["alert_rule"] = alert_rule(histograms, int(kept))
     log.info("calibration: calibrated head %s (%s)", "kept" if kept else "discarded", reason)
     before = _test(run, current.plain)
     if kept:
@@ -134,8 +138,12 @@ def _test(run: Run, weights: list[np.ndarray] | None) -> dict:
 def save_final(run: Run, final: GlobalModel, state: FederationState) -> None:
     if final.plain is None or run.setup is None:
         return
+    from fedids.model.checks import META_THRESHOLD
+
     metadata = {"mode": "federated", "round": state.completed_round, "calibrated": bool(state.calibration.get("kept")),
                 "test_metrics": state.calibration.get("test")}
+    if final.alert_rule:
+        metadata[META_THRESHOLD] = final.alert_rule
     save_detector(run.out_dir / GLOBAL_DIR, run.detector(final.plain, metadata))
 
 
@@ -146,8 +154,8 @@ def publish(run: Run, models: dict) -> None:
     if run.mode.he:  # clients open the sums themselves; the evaluator's plaintext copy never leaves
         content = model_content(run, {"current": GlobalModel(None, final.sealed, final.calibration),
                                       "previous": models.get("previous")}, _config(run))
-    else:
-        content = model_content(run, {"current": GlobalModel(final.plain)}, _config(run))
+    else:  # the server chose the alert threshold from the summed histograms: the clients store it
+        content = model_content(run, {"current": GlobalModel(final.plain)}, _config(run, final.alert_rule))
     replies = exchange(run.grid, {n: content for n in sorted(run.keys)}, m.QUERY_GLOBAL, run.config.timeout_s,
                        SumResult())
     missing = set(run.keys) - set(replies)

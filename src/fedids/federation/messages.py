@@ -274,6 +274,8 @@ class ModelInstructions(_Instructions):
     server_lr: float
     setup_digest: str
     calibration_seed: int = 0
+    alert_threshold: float = -1.0            # the final model's alert threshold (-1: none chosen)
+    alert_max_false_alarm_rate: float = 0.0  # the validation false-alarm budget it was chosen for
 
     def check(self) -> None:
         if not self.labels or self.window < 1 or self.hidden < 1 or not self.server_lr > 0:

@@ -66,6 +66,7 @@ class GlobalModel:
     plain: list[np.ndarray] | None = None
     sealed: SealedSum | None = None
     calibration: dict | None = None  # he: sealed "moments" and "confusion" sums that decide the final head
+    alert_rule: dict | None = None   # the alert threshold chosen on the clients' summed validation histograms
 
 
 def write_state(out_dir: Path, state: FederationState) -> None:
