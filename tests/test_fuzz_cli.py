@@ -172,6 +172,16 @@ def _argument_cases(root: Path, model_dir: Path, onnx_file: Path, f: dict[str, P
         ["data", "synth", "--out", str(root / "s.csv"), "--seed", "-1"],
         ["evaluate", "--model", str(onnx_file), "--data", csv, "--threshold", "-0.1"],
     ]
+    fed = ["federate", "--data", str(fc.SQLI), "--out", str(root / "arg-fed")]
+    exp = ["experiment", "paper", "--data", str(fc.SQLI), "--out", str(root / "arg-exp")]
+    argv += [fed + [option, value] for option, value in (
+        ("--server-momentum", "nan"), ("--server-lr", "0"), ("--lr", "-1"), ("--batch-size", "0"), ("--hidden", "0"),
+        ("--window", "100000"), ("--segment", "0"), ("--partition", "dirichlet:nan"), ("--fraction", "nan"),
+        ("--dpsgd-epsilon", "nan"), ("--clip-norm", "inf"), ("--rounds", "0"), ("--clients", "-3"),
+        ("--seed", "-1"), ("--test-fraction", "1.5"), ("--strategy", "bogus"))]
+    argv += [exp + [option, value] for option, value in (
+        ("--rounds", "0"), ("--target-epsilon", "nan"), ("--partition", "shared:9"), ("--seed", "-1"),
+        ("--modes", "bogus"))]
     cases = [Case(" ".join(a[:1] + a[-2:]), a, expect=2) for a in argv]
     cases.append(Case("detect --threads 100000 (capped)", det + ["--threads", "100000", "--summary",
                                                                   str(root / "threads.json")], expect=0))

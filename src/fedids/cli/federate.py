@@ -156,6 +156,8 @@ def _run(*, data, out_dir: Path, clients, partition, rounds, mode, strategy, fra
                                   client_weighting=client_weighting, calibration=calibration)
         if clients < 1:
             raise ValueError("--clients must be >= 1")
+        if segment < 1:
+            raise ValueError("--segment must be >= 1")
         PartitionSpec.parse(partition)                 # a typo fails here, before data is loaded
         frame = load_frame(data, seed)
         if test_data:

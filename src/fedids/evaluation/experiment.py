@@ -120,6 +120,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.clients < 1 or self.local_epochs < 1:
             raise ValueError("rounds, clients and local epochs must be >= 1")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not self.target_epsilon > 0:
             raise ValueError("target epsilon must be > 0")
 

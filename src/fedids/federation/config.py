@@ -83,6 +83,7 @@ class FederationConfig:
         from fedids.federation.compression import Compression
         from fedids.federation.private import PrivacyMode
 
+        self._check_numbers()
         if self.rounds < 1:
             raise ValueError("rounds must be >= 1")
         if not 0.0 < self.fraction_train <= 1.0:
@@ -130,6 +131,32 @@ class FederationConfig:
             # client sample, HE/SecAgg a full, dense update.
             raise ValueError(f"selection, energy budget, adaptive epochs and compression are for the plaintext "
                              f"mode only, not privacy {self.privacy}")
+
+    def _check_numbers(self) -> None:
+        """Finite numbers in their ranges: a typo fails here with the setting's name, before any work."""
+        import dataclasses
+        import math
+
+        from fedids.model.checks import MAX_HIDDEN, MAX_WINDOW
+
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name.replace('_', '-')} must be a finite number, got {value}")
+        positive = ("server_lr", "lr", "timeout_s", "clip_norm", "dpsgd_clip_norm", "dpsgd_lr")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.server_momentum < 1.0:
+            raise ValueError(f"server-momentum must be in [0, 1), got {self.server_momentum}")
+        if not 0.0 < self.target_delta < 1.0:
+            raise ValueError(f"target-delta must be in (0, 1), got {self.target_delta}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.proximal_mu < 0 or self.absent_logit_scale < 0:
+            raise ValueError("proximal-mu and absent-logit-scale must be >= 0")
+        if self.batch_size < 1 or not 1 <= self.hidden <= MAX_HIDDEN or self.window > MAX_WINDOW:
+            raise ValueError(f"batch-size must be >= 1, hidden in 1..{MAX_HIDDEN}, window at most {MAX_WINDOW}")
 
     @property
     def server_step(self) -> tuple[float, float]:

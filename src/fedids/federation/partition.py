@@ -22,6 +22,8 @@ Every function is pure: it returns row indices and takes its randomness from ``r
 
 from __future__ import annotations
 
+import math
+
 import ipaddress
 from dataclasses import dataclass
 
@@ -49,6 +51,8 @@ class PartitionSpec:
                 value = float(arg)
             except ValueError:
                 raise ValueError(f"partition {text!r}: {arg!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ValueError(f"partition {text!r}: {arg!r} is not a finite number")
             if name == "dirichlet" and value <= 0:
                 raise ValueError(f"partition {text!r}: ALPHA must be > 0")
             if name == "shared" and not 0.0 <= value <= 1.0:
