@@ -251,13 +251,14 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
 
 
 def _noised_local(global_weights: list[np.ndarray], local: list[np.ndarray], ins: m.TrainInstructions) -> list[np.ndarray]:
-    from fedids.privacy.dp import add_gaussian_noise, clip_update
+    from fedids.privacy.dp import clip_update
+    from fedids.privacy.secure_random import SecureGaussian
 
     shapes = [tuple(w.shape) for w in local]
     update = agg.flatten(local) - agg.flatten(global_weights)
     update, _ = clip_update(update.astype(np.float32), ins.clip_norm)
-    # Noise from the OS's entropy, never from the run seed the server knows.
-    update = add_gaussian_noise(update.astype(np.float64), ins.noise_std, np.random.default_rng())
+    # Noise from a ChaCha20 keystream keyed by the OS, never from the run seed the server knows.
+    update = update.astype(np.float64) + SecureGaussian().normal(update.shape, ins.noise_std)
     return agg.unflatten(agg.flatten(global_weights) + update, shapes)
 
 

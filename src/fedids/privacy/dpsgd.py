@@ -31,13 +31,18 @@ Guarantees
   computed from the local label counts, and ``TrainConfig.absent_logit_scale`` depends on which classes
   are present; pass public (e.g. server-provided) weights and keep the scale at 1.0 for a strict
   guarantee. ``n_rows`` itself is treated as public, as Opacus does.
+* Privacy randomness is nobody's seed: the Gaussian noise comes from a ChaCha20 keystream keyed by
+  ``os.urandom`` (:mod:`fedids.privacy.secure_random`), and Poisson sampling from a generator seeded by
+  ``os.urandom``, never from ``config.seed``, which the server knows. Two runs with the same seed differ.
 * Not covered: floating-point side channels of Gaussian sampling (``secure_mode`` is off).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -216,8 +221,8 @@ def fit_dpsgd(
     weight = torch.as_tensor(class_weights, dtype=torch.float32)
     logit_scale = torch.as_tensor(np.where(counts > 0, 1.0, config.absent_logit_scale), dtype=torch.float32)
 
-    gen = torch.Generator().manual_seed(config.seed)
-    noise_gen = torch.Generator().manual_seed(config.seed + 1)
+    # Sampling: a generator seeded from the OS, not from config.seed (which the server knows).
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big") >> 1)
     twin = to_dp_model(model)
     # The loader yields row numbers only; windows are gathered per batch, as in fit(), so memory stays
     # O(n_flows * n_features).
@@ -236,8 +241,8 @@ def fit_dpsgd(
             max_grad_norm=max_grad_norm,
             poisson_sampling=True,
             loss_reduction="sum",
-            noise_generator=noise_gen,
         )
+    _secure_noise(dp_optimizer)
 
     result = TrainResult(examples=len(targets))
     start = time.perf_counter()
@@ -269,3 +274,24 @@ def fit_dpsgd(
     copy_back(dp_model, model)
     epsilon = float(engine.get_epsilon(delta=target_delta))
     return DPSGDResult(result=result, epsilon=epsilon, delta=target_delta)
+
+
+def _secure_noise(optimizer) -> None:  # noqa: ANN001 (Opacus' DPOptimizer)
+    """Make ``optimizer`` add its Gaussian noise from :class:`~fedids.privacy.secure_random.SecureGaussian`
+    instead of a torch generator (Opacus' ``add_noise`` with only the source of the noise replaced)."""
+    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+
+    from fedids.privacy.secure_random import SecureGaussian
+
+    source = SecureGaussian()
+
+    def add_noise(self) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+            noise = torch.from_numpy(source.normal(tuple(p.summed_grad.shape), std)).to(p.summed_grad.dtype)
+            p.grad = (p.summed_grad + noise).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+    optimizer.add_noise = types.MethodType(add_noise, optimizer)
+
