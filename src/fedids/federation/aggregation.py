@@ -141,7 +141,6 @@ class Aggregate:
 
     weights: list[np.ndarray]
     metrics: dict[str, float]
-    total_weight: float
 
     def mean_metrics(self) -> dict[str, float]:
         """Per-round means: example-weighted loss, mean local macro-F1, mean seconds, mean DP-SGD epsilon."""
@@ -172,7 +171,7 @@ def finalize_update(layout: UpdateLayout, total: np.ndarray) -> Aggregate:
     weight_shape, bias_shape = layout.shapes[-HEAD_ARRAYS:]
     flat = np.concatenate([total[:body_n] / weight, rows[:, :-1].ravel(), rows[:, -1]])
     assert rows[:, :-1].shape == tuple(weight_shape) and rows[:, -1].shape == tuple(bias_shape)
-    return Aggregate(unflatten(flat, list(layout.shapes)), metrics, float(weight))
+    return Aggregate(unflatten(flat, list(layout.shapes)), metrics)
 
 
 def client_shares(own_counts: np.ndarray, total_counts: np.ndarray, class_weights: np.ndarray, *,
@@ -204,14 +203,3 @@ def client_shares(own_counts: np.ndarray, total_counts: np.ndarray, class_weight
         raise ValueError(f"unknown weighting {weighting!r}")
     shares = np.where(total > 0, own / np.where(total > 0, total, 1.0), 0.0) if class_head else np.zeros_like(own)
     return weight, shares
-
-
-# ------------------------------------------------------------------ the other sum-able exchanges
-def count_vector(counts: np.ndarray) -> np.ndarray:
-    """Integer counts as a contribution (float64; exact through every backend)."""
-    return np.asarray(counts, np.float64).ravel()
-
-
-def round_counts(total: np.ndarray) -> np.ndarray:
-    """A summed count vector back to int64 (backends add at most a fraction of a count of noise)."""
-    return np.rint(np.asarray(total, np.float64)).astype(np.int64)

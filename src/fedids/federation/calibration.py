@@ -283,11 +283,6 @@ def alert_rule(histograms: np.ndarray, head: int) -> dict | None:
     return rule
 
 
-def confusions_from_vector(total: np.ndarray, n_heads: int, n_classes: int) -> dict[str, np.ndarray]:
-    """The confusion matrices of a :func:`confusion_vector` (sum); raises ValueError on a bad one."""
-    return validation_from_vector(total, n_heads, n_classes)[0]
-
-
 def validation_from_vector(total: np.ndarray, n_heads: int, n_classes: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``(confusions, histograms)`` of a :func:`confusion_vector` (sum); raises ValueError on a bad one."""
     from fedids.evaluation.metrics import SCORE_BINS

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from fedids.data.preprocess import FlowScaler, LabelVocabulary, compute_feature_stats
+from fedids.data.preprocess import compute_feature_stats
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.compression import COMPRESSED, Compression, compress_reply
@@ -355,4 +355,4 @@ def handle_final_model(msg: Message, model_dir: str, context: Context | None, se
 
 __all__ = ["LOCAL_VAL_FRACTION", "derive_seed", "seal", "handle_secagg_stage", "handle_stats", "handle_setup",
            "handle_train", "handle_features", "handle_validate", "handle_final_model", "final_detector",
-           "run_setup", "global_models", "FlowScaler", "LabelVocabulary"]
+           "run_setup", "global_models"]

@@ -66,11 +66,12 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
     if not moments_sum.ok:
         return current, {"method": "ccvr", "clients": 0, "kept": False, "reason": "no moments"}
     moments_total = _readable(run, moments_sum, moments_length(n, hidden))
+    moments = (moments_from_vector(moments_total, n, hidden, run.setup.class_totals)
+               if moments_total is not None else None)
     seed = derive_seed(run.config.seed, "ccvr")
     heads = None
     if moments_sum.plaintext is not None:  # the server may read the sum: it refits and sends the heads
         model = _model(run, current.plain)
-        moments = moments_from_vector(moments_total, n, hidden, run.setup.class_totals)
         old = (model.head.weight.detach().numpy().copy(), model.head.bias.detach().numpy().copy())
         heads = [old, refit_head(model.head, moments, seed)]
 
@@ -85,9 +86,7 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
                               make_content=validate_content, length=validation_length(n), values=COUNT,
                               he_public=run.he_public, timeout=run.config.timeout_s,
                               check=_plain_check(run, "confusion"))
-    classes = 0
-    if moments_total is not None:
-        classes = int((moments_from_vector(moments_total, n, hidden, run.setup.class_totals).count >= 2).sum())
+    classes = int((moments.count >= 2).sum()) if moments is not None else 0
     record = {"method": "ccvr", "clients": len(moments_sum.survivors), "rejected": moments_sum.rejected,
               "classes": classes, "bytes_up": int(moments_sum.bytes_up + check_sum.bytes_up), "kept": None,
               "validation": {"clients": len(check_sum.survivors), "rejected": check_sum.rejected}}
@@ -106,7 +105,6 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
     before = _test(run, current.plain)
     if kept:
         if heads is None:  # he with an evaluator: refit as the clients do, for the server-side test
-            moments = moments_from_vector(moments_total, n, hidden, run.setup.class_totals)
             heads = [None, refit_head(_model(run, current.plain).head, moments, seed)]
         final.plain = current.plain[:-2] + [heads[1][0].astype(np.float32), heads[1][1].astype(np.float32)]
     record["validation"] |= {"kept": bool(kept), "reason": reason,

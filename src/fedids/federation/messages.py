@@ -49,6 +49,11 @@ LOCAL_EPOCHS = "local-epochs"      # epochs the client trained this round
 DEVICE_PROFILE = "device-profile"  # optional in the stats reply: the client's hardware profile
 
 
+def record_bytes(record: ArrayRecord) -> int:
+    """Array bytes of a record, from its metadata (no decoding)."""
+    return int(sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values()))
+
+
 def encode_preprocessing(scaler: FlowScaler) -> ArrayRecord:
     return ArrayRecord({"center": Array(scaler.center.astype(np.float64)),
                         "scale": Array(scaler.scale.astype(np.float64))})
@@ -282,28 +287,30 @@ class ModelInstructions(_Instructions):
             raise ValueError("labels, window, hidden and server-lr must be non-empty / positive")
 
 
-@_dataclass(frozen=True)
+@_dataclass(frozen=True, kw_only=True)
 class TrainInstructions(ModelInstructions):
-    """A training message's settings (:func:`fedids.federation.rounds.train_config` writes them)."""
+    """A training message's settings (:func:`fedids.federation.rounds.train_config` writes them, from
+    :class:`~fedids.federation.config.FederationConfig`: no defaults here, so a missing key is an error,
+    not a second copy of a default)."""
 
-    server_round: int = 1
-    rounds: int = 1
-    local_epochs: int = 1
-    batch_size: int = 64
-    lr: float = 3e-3
-    seed: int = 0
-    absent_logit_scale: float = 1.0
-    proximal_mu: float = 0.0
-    server_momentum: float = 0.0
-    client_weighting: str = "examples"
-    head_aggregation: str = "examples"
-    compression: str = "none"
-    dpsgd_noise: float = 0.0
-    dpsgd_target_epsilon: float = 0.0
-    dpsgd_clip: float = 1.0
-    dpsgd_delta: float = 1e-5
-    dpsgd_batch_size: int = 256
-    dpsgd_lr: float = 1e-2
+    server_round: int
+    rounds: int
+    local_epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    absent_logit_scale: float
+    proximal_mu: float
+    server_momentum: float
+    client_weighting: str
+    head_aggregation: str
+    compression: str
+    dpsgd_noise: float
+    dpsgd_target_epsilon: float
+    dpsgd_clip: float
+    dpsgd_delta: float
+    dpsgd_batch_size: int
+    dpsgd_lr: float
     clip_norm: float = 0.0        # dp: the L2 bound of the update
     noise_std: float = 0.0        # dp: this client's share of the Gaussian noise
 

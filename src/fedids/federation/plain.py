@@ -159,11 +159,6 @@ def check_work(metrics) -> None:
         raise ValueError(f"implausible work reported: {examples!r} examples, {epochs!r} epochs")
 
 
-def record_bytes(record: ArrayRecord) -> int:
-    """Array bytes of a record, from its metadata (no decoding)."""
-    return int(sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values()))
-
-
 def collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, str], shapes, config, server_round,
                    epochs_of: dict[int, int], compression: Compression, global_weights: list[np.ndarray]):
     """Send the training messages and validate the replies: returns (accepted, rejected count, node ->
@@ -186,7 +181,7 @@ def collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, s
                 del reply.content[COMPRESSED]  # Flower's strategies expect exactly one ArrayRecord
                 reply.content[m.ARRAYS] = ArrayRecord(weights)
             else:
-                up = record_bytes(reply.content[m.ARRAYS]) if m.ARRAYS in reply.content else 0
+                up = m.record_bytes(reply.content[m.ARRAYS]) if m.ARRAYS in reply.content else 0
             m.check_train_reply(reply.content, shapes)
             check_work(reply.content[m.METRICS])
             if node in epochs_of and int(reply.content[m.METRICS].get(m.LOCAL_EPOCHS, -1)) != epochs_of[node]:

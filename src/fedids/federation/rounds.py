@@ -40,7 +40,7 @@ from fedids.federation.state import (GLOBAL_DIR, SUMMARY_KEYS, FederationState, 
                                      load_checkpoint, load_state, save_checkpoint, write_state)
 from fedids.federation.strategies import make_strategy
 from fedids.model.artifacts import Detector, save_detector
-from fedids.model.train import get_weights
+from fedids.model.train import get_weights, set_weights
 from fedids.privacy.dp import PrivacyBudgetExceeded, distributed_noise_std
 from fedids.privacy.keys import load_public_context
 from fedids.task import environment, new_model
@@ -74,8 +74,6 @@ class Run:
         if self.setup is None:
             return None
         model = new_model(len(self.labels), self.config.hidden)
-        from fedids.model.train import set_weights
-
         set_weights(model, weights)
         return Detector(model, self.setup.scaler, self.setup.vocabulary, self.config.window, metadata)
 
@@ -244,7 +242,6 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
     def make_content(node: int, extra: dict) -> RecordDict:
         return model_content(run, {"current": models["current"]}, {**config, **extra})
 
-    start = time.perf_counter()
     replies, rejected, up_of = plain.collect_plain(run.grid, chosen, make_content, run.keys, list(run.layout.shapes),
                                                    run.config, server_round, epochs_of, compression, current)
     replies.sort(key=lambda r: run.keys[r.metadata.src_node_id])
@@ -256,29 +253,30 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
                "dpsgd_epsilon": plain.max_metric(replies, m.DPSGD_EPSILON)}
     server_start = time.perf_counter()
     if run.config.averaging:
-        total = sum(_plain_contribution(run, r, models, config) for r in replies)
-        new = agg.finalize_update(run.layout, total).weights
+        new = agg.finalize_update(run.layout, _plain_sum(run, replies, models, config)).weights
     else:  # robust strategies need each update: Flower's own aggregation
         new_arrays, _ = strategy.aggregate_train(server_round, replies)
         new = [a.numpy() for a in new_arrays.values()]
     server_seconds = time.perf_counter() - server_start
-    log.debug("round %d: collected in %.2f s", server_round, server_start - start)
     return RoundOutcome(GlobalModel(new), summary, len(replies), rejected, model_bytes * len(chosen),
                         sum(up_of.values()), server_seconds, participants, replies)
 
 
-def _plain_contribution(run: Run, reply: Message, models, config: dict) -> np.ndarray:
-    """The vector a private client would seal, built by the server from a plaintext reply."""
-    node = reply.metadata.src_node_id
-    local = [a.numpy() for a in reply.content[m.ARRAYS].values()]
-    current = models["current"].plain
-    previous = models.get("previous")
+def _plain_sum(run: Run, replies: list[Message], models, config: dict) -> np.ndarray:
+    """The sum of the vectors the private clients would seal, built by the server from plaintext replies
+    (the instructions and the server momentum are the round's, read once)."""
     ins = m.TrainInstructions.from_config(config)
+    current, previous = models["current"].plain, models.get("previous")
     momentum = agg.momentum_between(previous.plain if previous else None, current, ins.server_lr)
-    proposal = agg.propose(current, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum)
-    weight, shares = agg.client_shares(run.plain_counts[node], run.setup.class_totals, run.setup.class_weights,
-                                       weighting=ins.client_weighting, class_head=ins.head_aggregation == "class")
-    return agg.update_contribution(run.layout, proposal, weight, shares, {})
+    total = np.zeros(run.layout.length)
+    for reply in replies:
+        local = [a.numpy() for a in reply.content[m.ARRAYS].values()]
+        proposal = agg.propose(current, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum)
+        weight, shares = agg.client_shares(run.plain_counts[reply.metadata.src_node_id], run.setup.class_totals,
+                                           run.setup.class_weights, weighting=ins.client_weighting,
+                                           class_head=ins.head_aggregation == "class")
+        total += agg.update_contribution(run.layout, proposal, weight, shares, {})
+    return total
 
 
 def _nanmean(values: list[float]) -> float:

@@ -35,7 +35,7 @@ def payload_bytes(content: RecordDict) -> int:
     size = 0
     for record in content.values():
         if isinstance(record, ArrayRecord):
-            size += sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values())
+            size += m.record_bytes(record)
         elif isinstance(record, ConfigRecord):
             size += sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in record.values())
     return size
