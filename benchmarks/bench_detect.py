@@ -58,8 +58,11 @@ from fedids.task import prepare, train_centralized
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
-CAPTURES = ("esnet_masscan_tcp_0_1000_20190821.pcap", "esnet_nmap_80_all.pcap",
-            "stopddos_pkt.TCP.synflood.spoofed.pcap")
+CAPTURES = (
+    "esnet_masscan_tcp_0_1000_20190821.pcap",
+    "esnet_nmap_80_all.pcap",
+    "stopddos_pkt.TCP.synflood.spoofed.pcap",
+)
 N_WINDOWS = 16_384
 LATENCY_CALLS, LATENCY_WARMUP = 2000, 200
 
@@ -67,9 +70,13 @@ LATENCY_CALLS, LATENCY_WARMUP = 2000, 200
 def _percentiles(samples: list[tuple[float, float]]) -> dict:
     """``samples``: (wall, thread CPU) seconds per call -> p50/p99 in ms of both."""
     wall, cpu = (np.asarray(x) * 1000.0 for x in zip(*samples))
-    return {"p50": float(np.percentile(wall, 50)), "p99": float(np.percentile(wall, 99)),
-            "cpu_p50": float(np.percentile(cpu, 50)), "cpu_p99": float(np.percentile(cpu, 99)),
-            "calls": len(wall)}
+    return {
+        "p50": float(np.percentile(wall, 50)),
+        "p99": float(np.percentile(wall, 99)),
+        "cpu_p50": float(np.percentile(cpu, 50)),
+        "cpu_p99": float(np.percentile(cpu, 99)),
+        "calls": len(wall),
+    }
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -96,8 +103,8 @@ def measure_backend(scorer, features: np.ndarray, windows: np.ndarray, frame, re
     picks = rng.integers(0, len(windows), LATENCY_WARMUP + LATENCY_CALLS)
     times = []
     for k, i in enumerate(picks):
-        f, w = compact_rows(features, windows[i:i + 1])
-        sample = _timed(lambda: scorer.score(f, w))
+        f, w = compact_rows(features, windows[i : i + 1])
+        sample = _timed(lambda f=f, w=w: scorer.score(f, w))
         if k >= LATENCY_WARMUP:
             times.append(sample)
     model_latency = _percentiles(times)
@@ -106,20 +113,20 @@ def measure_backend(scorer, features: np.ndarray, windows: np.ndarray, frame, re
     features = frame[list(FEATURES)].to_numpy(dtype=np.float32)
     detector, times = StreamingDetector(scorer), []
     for k in range(LATENCY_WARMUP + LATENCY_CALLS):
-        sample = _timed(lambda: detector.process_arrays(hosts[k:k + 1], features[k:k + 1]))
+        sample = _timed(lambda k=k: detector.process_arrays(hosts[k : k + 1], features[k : k + 1]))
         if k >= LATENCY_WARMUP:
             times.append(sample)
     detector_latency = _percentiles(times)
-    one_flow = [frame.iloc[i:i + 1] for i in range(LATENCY_WARMUP + LATENCY_CALLS)]
+    one_flow = [frame.iloc[i : i + 1] for i in range(LATENCY_WARMUP + LATENCY_CALLS)]
     detector, times = StreamingDetector(scorer), []
     for k, part in enumerate(one_flow):
-        sample = _timed(lambda: detector.process(part))
+        sample = _timed(lambda part=part: detector.process(part))
         if k >= LATENCY_WARMUP:
             times.append(sample)
     frame_latency = _percentiles(times)
 
     # The model's own cost: each call gets 256 windows and just the flows they use (prepared here).
-    chunks = [compact_rows(features, windows[lo:lo + 256]) for lo in range(0, len(windows), 256)]
+    chunks = [compact_rows(features, windows[lo : lo + 256]) for lo in range(0, len(windows), 256)]
 
     def score_all() -> None:
         for f, w in chunks:
@@ -128,12 +135,14 @@ def measure_backend(scorer, features: np.ndarray, windows: np.ndarray, frame, re
     def stream_all() -> None:
         d = StreamingDetector(scorer)
         for lo in range(0, len(frame), 4096):
-            d.process(frame.iloc[lo:lo + 4096])
+            d.process(frame.iloc[lo : lo + 4096])
 
     return {
         "latency_ms": {"model": model_latency, "detector": detector_latency, "detector_frame": frame_latency},
-        "throughput_flows_per_s": {"model": _median_rate(score_all, len(windows), repeats),
-                                   "detector": _median_rate(stream_all, len(frame), repeats)},
+        "throughput_flows_per_s": {
+            "model": _median_rate(score_all, len(windows), repeats),
+            "detector": _median_rate(stream_all, len(frame), repeats),
+        },
     }
 
 
@@ -154,11 +163,15 @@ def measure_pcaps(scorer, repeats: int) -> dict:
             total_s.append(t2 - t0)
             flows, packets = result.flows, int(result.packets or 0)
         e, t = statistics.median(extract_s), statistics.median(total_s)
-        out[name] = {"flows": flows, "packets": packets,
-                     "extractor_flows_per_s": flows / e, "extractor_packets_per_s": packets / e,
-                     "extract_and_detect_flows_per_s": flows / t,
-                     "detector_share_of_time": (t - e) / t,
-                     "labels": {str(k): int(v) for k, v in zip(labels, counts)}}
+        out[name] = {
+            "flows": flows,
+            "packets": packets,
+            "extractor_flows_per_s": flows / e,
+            "extractor_packets_per_s": packets / e,
+            "extract_and_detect_flows_per_s": flows / t,
+            "detector_share_of_time": (t - e) / t,
+            "labels": {str(k): int(v) for k, v in zip(labels, counts)},
+        }
     return out
 
 
@@ -194,7 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
         "onnx_float": OnnxScorer(float_onnx.read_bytes(), source=str(float_onnx)),
         "onnx_int8": OnnxScorer(int8_onnx.read_bytes(), source=str(int8_onnx)),
     }
-    results = {name: measure_backend(s, data.features, idx, frame, args.repeats) for name, s in backends.items()}
+    results = {
+        name: measure_backend(s, data.features, idx, frame, args.repeats) for name, s in backends.items()
+    }
     pcaps = measure_pcaps(load_scorer(int8_onnx), args.repeats)
 
     report = {
@@ -213,9 +228,14 @@ def main(argv: list[str] | None = None) -> dict:
         "pcap": pcaps,
         "targets": {"p99_latency_ms_max": 1.0, "batched_flows_per_s_min": 50_000},
         "environment": {
-            "fedids": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__, "cpu": platform.processor() or platform.machine(),
-            "cores_visible": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "fedids": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "cpu": platform.processor() or platform.machine(),
+            "cores_visible": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
         },
         "seconds": time.perf_counter() - started,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -224,18 +244,24 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for name, r in results.items():
         lat, thr = r["latency_ms"], r["throughput_flows_per_s"]
-        print(f"{name:14s} latency model p50 {lat['model']['p50']:.3f} p99 {lat['model']['p99']:.3f} "
-              f"(cpu p99 {lat['model']['cpu_p99']:.3f}) ms | "
-              f"detector p50 {lat['detector']['p50']:.3f} p99 {lat['detector']['p99']:.3f} "
-              f"(cpu p99 {lat['detector']['cpu_p99']:.3f}) ms "
-              f"(frame p50 {lat['detector_frame']['p50']:.3f}) | "
-              f"batched model {thr['model']['wall']:,.0f}/s (cpu {thr['model']['cpu']:,.0f}/s), "
-              f"detector {thr['detector']['wall']:,.0f}/s (cpu {thr['detector']['cpu']:,.0f}/s)")
+        print(
+            f"{name:14s} latency model p50 {lat['model']['p50']:.3f} p99 {lat['model']['p99']:.3f} "
+            f"(cpu p99 {lat['model']['cpu_p99']:.3f}) ms | "
+            f"detector p50 {lat['detector']['p50']:.3f} p99 {lat['detector']['p99']:.3f} "
+            f"(cpu p99 {lat['detector']['cpu_p99']:.3f}) ms "
+            f"(frame p50 {lat['detector_frame']['p50']:.3f}) | "
+            f"batched model {thr['model']['wall']:,.0f}/s (cpu {thr['model']['cpu']:,.0f}/s), "
+            f"detector {thr['detector']['wall']:,.0f}/s (cpu {thr['detector']['cpu']:,.0f}/s)"
+        )
     print("sizes:", report["model_sizes_bytes"])
     for name, p in pcaps.items():
-        print(f"{name}: {p['flows']:,} flows, extractor {p['extractor_flows_per_s']:,.0f} flows/s, "
-              f"extractor+detector {p['extract_and_detect_flows_per_s']:,.0f} flows/s, labels {p['labels']}")
-    print(f"load average before {load_before}, after {report['environment']['loadavg_after']}; wrote {args.out}")
+        print(
+            f"{name}: {p['flows']:,} flows, extractor {p['extractor_flows_per_s']:,.0f} flows/s, "
+            f"extractor+detector {p['extract_and_detect_flows_per_s']:,.0f} flows/s, labels {p['labels']}"
+        )
+    print(
+        f"load average before {load_before}, after {report['environment']['loadavg_after']}; wrote {args.out}"
+    )
     return report
 
 

@@ -47,9 +47,15 @@ RESULTS = ROOT / "benchmarks" / "results" / "extractor.json"
 # One connection: (sender is the client?, TCP flags, payload bytes, microseconds after the previous).
 _SYN, _ACK, _PSH, _FIN = 0x02, 0x10, 0x08, 0x01
 CONNECTION = (
-    (True, _SYN, 0, 0), (False, _SYN | _ACK, 0, 180), (True, _ACK, 0, 160),
-    (True, _PSH | _ACK, 320, 90), (False, _ACK, 0, 150), (False, _PSH | _ACK, 1200, 2400),
-    (True, _ACK, 0, 140), (False, _PSH | _ACK, 600, 300), (True, _FIN | _ACK, 0, 5000),
+    (True, _SYN, 0, 0),
+    (False, _SYN | _ACK, 0, 180),
+    (True, _ACK, 0, 160),
+    (True, _PSH | _ACK, 320, 90),
+    (False, _ACK, 0, 150),
+    (False, _PSH | _ACK, 1200, 2400),
+    (True, _ACK, 0, 140),
+    (False, _PSH | _ACK, 600, 300),
+    (True, _FIN | _ACK, 0, 5000),
     (False, _FIN | _ACK, 0, 170),
 )
 
@@ -71,15 +77,24 @@ def write_capture(path: Path, flows: int, seed: int = 0) -> int:
         server = bytes((192, 168, 0, 1 + f % 50))
         cport, sport = 1024 + f % 60000, 443 if f % 3 else 80
         src, dst, sp, dp = (client, server, cport, sport) if client_sends else (server, client, sport, cport)
-        tcp = (sp.to_bytes(2, "big") + dp.to_bytes(2, "big") + (1000 + s).to_bytes(4, "big")
-               + (2000 + s).to_bytes(4, "big") + bytes((0x50, flags)) + (64240).to_bytes(2, "big")
-               + b"\0\0\0\0")
-        ip = (bytes((0x45, 0)) + (20 + 20 + size).to_bytes(2, "big") + b"\0\0\x40\0\x40\x06\0\0"
-              + src + dst)
+        tcp = (
+            sp.to_bytes(2, "big")
+            + dp.to_bytes(2, "big")
+            + (1000 + s).to_bytes(4, "big")
+            + (2000 + s).to_bytes(4, "big")
+            + bytes((0x50, flags))
+            + (64240).to_bytes(2, "big")
+            + b"\0\0\0\0"
+        )
+        ip = bytes((0x45, 0)) + (20 + 20 + size).to_bytes(2, "big") + b"\0\0\x40\0\x40\x06\0\0" + src + dst
         vlan = b"\x81\x00\x00\x0a" if f % 2 else b""
         frame = b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02" + vlan + b"\x08\x00" + ip + tcp + b"\xab" * size
-        records.append(((t // 1_000_000).to_bytes(4, "little") + (t % 1_000_000).to_bytes(4, "little")
-                        + len(frame).to_bytes(4, "little") * 2 + frame))
+        records.append(
+            (t // 1_000_000).to_bytes(4, "little")
+            + (t % 1_000_000).to_bytes(4, "little")
+            + len(frame).to_bytes(4, "little") * 2
+            + frame
+        )
     header = (0xA1B2C3D4).to_bytes(4, "little") + (2).to_bytes(2, "little") + (4).to_bytes(2, "little")
     header += bytes(8) + (262144).to_bytes(4, "little") + (1).to_bytes(4, "little")
     path.write_bytes(header + b"".join(records))
@@ -113,8 +128,9 @@ print(flows, 0)
 def _run(code: str, path: Path) -> tuple[float, int]:
     """Whole-process wall seconds and the flow count the process printed."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True,
-                         text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], check=True, capture_output=True, text=True, cwd=ROOT
+    )
     seconds = time.perf_counter() - t0
     return seconds, int(out.stdout.split()[0])
 
@@ -123,7 +139,7 @@ def _timed(tools: dict[str, str], path: Path, runs: int) -> dict[str, dict]:
     """Median whole-process seconds of each tool on ``path``, runs alternating between tools."""
     times: dict[str, list[float]] = {name: [] for name in tools}
     flows: dict[str, int] = {}
-    for name, code in tools.items():  # warm-up: page cache, .pyc files
+    for code in tools.values():  # warm-up: page cache, .pyc files
         _run(code, path)
     for _ in range(runs):
         for name, code in tools.items():
@@ -132,8 +148,12 @@ def _timed(tools: dict[str, str], path: Path, runs: int) -> dict[str, dict]:
     out = {}
     for name in tools:
         median = statistics.median(times[name])
-        out[name] = {"median_s": median, "runs_s": times[name], "flows": flows[name],
-                     "flows_per_s": flows[name] / median}
+        out[name] = {
+            "median_s": median,
+            "runs_s": times[name],
+            "flows": flows[name],
+            "flows_per_s": flows[name] / median,
+        }
     return out
 
 
@@ -150,16 +170,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         capture = Path(tmp) / "synthetic.pcap"
         packets = write_capture(capture, args.flows)
-        same = _timed({"fedids": FEDIDS, "fedids_frame": FEDIDS_FRAME, "nfstream": NFSTREAM}, capture,
-                      args.runs)
+        same = _timed(
+            {"fedids": FEDIDS, "fedids_frame": FEDIDS_FRAME, "nfstream": NFSTREAM}, capture, args.runs
+        )
         size = capture.stat().st_size
     ratio = same["fedids"]["flows_per_s"] / same["nfstream"]["flows_per_s"]
     ratio_frame = same["fedids_frame"]["flows_per_s"] / same["nfstream"]["flows_per_s"]
-    print(f"synthetic capture, {packets:,} packets, {args.flows:,} connections: "
-          f"fedids {same['fedids']['median_s']:.2f} s ({same['fedids']['flows_per_s']:,.0f} flows/s), "
-          f"with the pandas frame {same['fedids_frame']['median_s']:.2f} s, "
-          f"nfstream {same['nfstream']['median_s']:.2f} s ({same['nfstream']['flows_per_s']:,.0f} flows/s): "
-          f"{ratio:.2f}x ({ratio_frame:.2f}x with the frame)")
+    print(
+        f"synthetic capture, {packets:,} packets, {args.flows:,} connections: "
+        f"fedids {same['fedids']['median_s']:.2f} s ({same['fedids']['flows_per_s']:,.0f} flows/s), "
+        f"with the pandas frame {same['fedids_frame']['median_s']:.2f} s, "
+        f"nfstream {same['nfstream']['median_s']:.2f} s ({same['nfstream']['flows_per_s']:,.0f} flows/s): "
+        f"{ratio:.2f}x ({ratio_frame:.2f}x with the frame)"
+    )
     real = []
     for name in CAPTURES:
         path = PCAPS / name
@@ -173,14 +196,23 @@ def main() -> None:
         "command": f"python benchmarks/bench_extractor.py --runs {args.runs} --flows {args.flows}",
         "runs": args.runs,
         "statistic": "median of whole-process wall seconds",
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    # The machine may be shared: 1-minute load average before and after the runs.
-                    "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0]},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            # The machine may be shared: 1-minute load average before and after the runs.
+            "loadavg_1min_before": load_before,
+            "loadavg_1min_after": os.getloadavg()[0],
+        },
         "versions": {"nfstream": nfstream.__version__, "numpy": np.__version__},
-        "synthetic": {"packets": packets, "connections": args.flows, "bytes": size, **same,
-                      "ratio_fedids_over_nfstream": ratio,
-                      "ratio_fedids_frame_over_nfstream": ratio_frame},
+        "synthetic": {
+            "packets": packets,
+            "connections": args.flows,
+            "bytes": size,
+            **same,
+            "ratio_fedids_over_nfstream": ratio,
+            "ratio_fedids_frame_over_nfstream": ratio_frame,
+        },
         "real_captures": real,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 from _common import REAL_FILES, write_result
@@ -38,22 +37,43 @@ def main() -> None:
         start = time.perf_counter()
         detector, _ = train_centralized(data, TrainConfig(epochs=args.epochs, seed=seed))
         gru = evaluate_rows(detector, data, test)
-        runs["gru"].append({k: gru[k] for k in SUMMARY} | {"seconds": time.perf_counter() - start,
-                                                           "per_class_f1": {c: v["f1"] for c, v in gru["per_class"].items()}})
+        runs["gru"].append(
+            {k: gru[k] for k in SUMMARY}
+            | {
+                "seconds": time.perf_counter() - start,
+                "per_class_f1": {c: v["f1"] for c, v in gru["per_class"].items()},
+            }
+        )
         start = time.perf_counter()
         forest = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
         forest.fit(data.features[train], data.labels[train])
         rf = compute_metrics(data.labels[test], forest.predict(data.features[test]))
-        runs["random_forest"].append({k: rf[k] for k in SUMMARY} | {"seconds": time.perf_counter() - start,
-                                                                    "per_class_f1": {c: v["f1"] for c, v in rf["per_class"].items()}})
-        print(f"seed {seed}: GRU macro-F1 {gru['macro_f1']:.4f} MCC {gru['mcc']:.4f} | "
-              f"RF macro-F1 {rf['macro_f1']:.4f} MCC {rf['mcc']:.4f}")
+        runs["random_forest"].append(
+            {k: rf[k] for k in SUMMARY}
+            | {
+                "seconds": time.perf_counter() - start,
+                "per_class_f1": {c: v["f1"] for c, v in rf["per_class"].items()},
+            }
+        )
+        print(
+            f"seed {seed}: GRU macro-F1 {gru['macro_f1']:.4f} MCC {gru['mcc']:.4f} | "
+            f"RF macro-F1 {rf['macro_f1']:.4f} MCC {rf['mcc']:.4f}"
+        )
     median = {name: {k: statistics.median(r[k] for r in rs) for k in SUMMARY} for name, rs in runs.items()}
-    write_result("gru_vs_rf", {
-        "data": [str(p.name) for p in REAL_FILES], "split": "label-time 70/30", "train_rows": int(len(train)),
-        "test_rows": int(len(test)), "epochs": args.epochs, "seeds": args.seeds, "median": median,
-        "gru_minus_rf_macro_f1": median["gru"]["macro_f1"] - median["random_forest"]["macro_f1"], "runs": runs,
-    })
+    write_result(
+        "gru_vs_rf",
+        {
+            "data": [str(p.name) for p in REAL_FILES],
+            "split": "label-time 70/30",
+            "train_rows": int(len(train)),
+            "test_rows": int(len(test)),
+            "epochs": args.epochs,
+            "seeds": args.seeds,
+            "median": median,
+            "gru_minus_rf_macro_f1": median["gru"]["macro_f1"] - median["random_forest"]["macro_f1"],
+            "runs": runs,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "cicids2017"
 MLCVE = DATA / "machinelearningcve-paris-svg" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"
 TRAFFICLABELLING = sorted((DATA / "trafficlabelling-mondirkb").glob("*.csv")) + sorted(
-    (DATA / "trafficlabelling-netsentinel").glob("*.csv"))
+    (DATA / "trafficlabelling-netsentinel").glob("*.csv")
+)
 RESULTS = ROOT / "benchmarks" / "results" / "loader.json"
 
 _CHILD = r"""
@@ -85,11 +86,11 @@ def build_trafficlabelling(path: Path, n_rows: int, rng: np.random.Generator) ->
     reps = -(-n_rows // len(real))
     frame = pd.concat([real] * reps, ignore_index=True).iloc[:n_rows].copy()
     # Distinct rows (the loader drops exact duplicates) that still look like the originals.
-    frame["timestamp"] = (frame["timestamp"].to_numpy()
-                          + (np.arange(n_rows) * 1_000).astype("timedelta64[us]"))
+    frame["timestamp"] = frame["timestamp"].to_numpy() + (np.arange(n_rows) * 1_000).astype("timedelta64[us]")
     frame["src_port"] = rng.integers(1024, 65536, n_rows).astype(np.int32)
-    frame["Flow Duration"] = (frame["Flow Duration"].to_numpy(np.float64)
-                              + rng.integers(0, 1_000, n_rows)).astype(np.float32)
+    frame["Flow Duration"] = (
+        frame["Flow Duration"].to_numpy(np.float64) + rng.integers(0, 1_000, n_rows)
+    ).astype(np.float32)
     inf_rows = rng.choice(n_rows, size=n_rows // 1000, replace=False)
     frame.loc[inf_rows, ["Flow Bytes/s", "Flow Packets/s"]] = np.inf
     return write_trafficlabelling_csv(frame, path)
@@ -97,8 +98,13 @@ def build_trafficlabelling(path: Path, n_rows: int, rng: np.random.Generator) ->
 
 def run_child(mode: str, path: Path, chunk_rows: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", _CHILD, mode, str(path), str(chunk_rows)],
-                          capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode, str(path), str(chunk_rows)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child failed ({mode}, {path}):\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -108,8 +114,11 @@ def measure(path: Path, runs: int, chunk_rows: int, reference: bool) -> dict:
     loads = [run_child("loader", path, chunk_rows) for _ in range(runs)]
     median_s = statistics.median(r["seconds"] for r in loads)
     out = {
-        "file": (str(path.resolve().relative_to(ROOT.parent.resolve()))
-                 if path.resolve().is_relative_to(ROOT.parent.resolve()) else "synthetic (temp dir)"),
+        "file": (
+            str(path.resolve().relative_to(ROOT.parent.resolve()))
+            if path.resolve().is_relative_to(ROOT.parent.resolve())
+            else "synthetic (temp dir)"
+        ),
         "bytes": path.stat().st_size,
         "rows_read": loads[0]["rows_read"],
         "rows_kept": loads[0]["rows_kept"],
@@ -125,8 +134,10 @@ def measure(path: Path, runs: int, chunk_rows: int, reference: bool) -> dict:
     if reference:
         ref = run_child("pandas", path, chunk_rows)
         out["reference_pandas_read_csv"] = {
-            "seconds": round(ref["seconds"], 4), "rows_per_s": round(ref["rows_read"] / ref["seconds"]),
-            "peak_rss_mib": round(ref["peak_rss_mib"], 1), "frame_mib": round(ref["frame_mib"], 1),
+            "seconds": round(ref["seconds"], 4),
+            "rows_per_s": round(ref["rows_read"] / ref["seconds"]),
+            "peak_rss_mib": round(ref["peak_rss_mib"], 1),
+            "frame_mib": round(ref["frame_mib"], 1),
             "note": "one run; whole file at once, float64/object columns, no cleaning",
         }
     return out
@@ -145,9 +156,14 @@ def main() -> None:
     results: dict = {
         "benchmark": "fedids.data.loader.load_flows",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "numpy": np.__version__,
-                    "pandas": pd.__version__, "pyarrow": pa.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "pyarrow": pa.__version__,
+        },
         "cases": {},
     }
     results["cases"]["machinelearningcve"] = measure(MLCVE, args.runs, args.chunk_rows, not args.no_reference)

@@ -63,8 +63,12 @@ def _row_parts() -> tuple[bytes, list[bytes]]:
     for line in rest.splitlines():
         cells = line.split(b",")
         row = dict(zip(names, cells))
-        if (row["Protocol"] == b"6" and float(row["Total Length of Fwd Packets"]) == 0
-                and float(row["Total Length of Bwd Packets"]) == 0 and float(row["Total Fwd Packets"]) <= 2):
+        if (
+            row["Protocol"] == b"6"
+            and float(row["Total Length of Fwd Packets"]) == 0
+            and float(row["Total Length of Bwd Packets"]) == 0
+            and float(row["Total Fwd Packets"]) <= 2
+        ):
             return head, cells
     raise SystemExit("no payload-less TCP row in the template")
 
@@ -84,7 +88,9 @@ def _stream(kind: str, n: int, head: bytes, cells: list[bytes]):
         row[col["Source IP"]] = src
         row[col["Flow ID"]] = src + b"-" + str(i).encode()
         row[col["Source Port"]] = str(1024 + i % 60000).encode()
-        row[col["Timestamp"]] = b"7/7/2017 3:56" if kind == "flood" else f"7/7/2017 3:{56 + i % 2:02d}".encode()
+        row[col["Timestamp"]] = (
+            b"7/7/2017 3:56" if kind == "flood" else f"7/7/2017 3:{56 + i % 2:02d}".encode()
+        )
         buf.append(b",".join(row))
         if len(buf) == CHUNK:
             yield b"\n".join(buf) + b"\n"
@@ -97,9 +103,27 @@ def run_one(model: Path, kind: str, n: int, root: Path) -> dict:
     head, cells = _row_parts()
     summary, alerts = root / f"{kind}-{n}.json", root / f"{kind}-{n}.jsonl"
     with open(root / "stderr.log", "wb") as log:
-        proc = subprocess.Popen([FEDIDS, "detect", "--model", str(model), "--input", "-", "--out", str(alerts),
-                                 "--summary", str(summary), "--status-every", "0", "--max-warnings", "0"],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(
+            [
+                FEDIDS,
+                "detect",
+                "--model",
+                str(model),
+                "--input",
+                "-",
+                "--out",
+                str(alerts),
+                "--summary",
+                str(summary),
+                "--status-every",
+                "0",
+                "--max-warnings",
+                "0",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         start = time.perf_counter()
         for chunk in _stream(kind, n, head, cells):
             proc.stdin.write(chunk)
@@ -108,14 +132,25 @@ def run_one(model: Path, kind: str, n: int, root: Path) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"fedids detect failed ({proc.returncode}): {(root / 'stderr.log').read_text()[-2000:]}")
+        raise SystemExit(
+            f"fedids detect failed ({proc.returncode}): {(root / 'stderr.log').read_text()[-2000:]}"
+        )
     report = json.loads(summary.read_text())
     alerts.unlink()
-    return {"kind": kind, "flows_in": n, "flows_scored": report["flows"], "skipped": report["skipped"],
-            "alerts": report["alerts"], "hosts_kept": report["hosts"], "hosts_evicted": report["evicted_hosts"],
-            "rule_state": report["rule_state"], "rule_alerts": report["rule_alerts"],
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 2),
-            "flows_per_s": round(n / seconds)}
+    return {
+        "kind": kind,
+        "flows_in": n,
+        "flows_scored": report["flows"],
+        "skipped": report["skipped"],
+        "alerts": report["alerts"],
+        "hosts_kept": report["hosts"],
+        "hosts_evicted": report["evicted_hosts"],
+        "rule_state": report["rule_state"],
+        "rule_alerts": report["rule_alerts"],
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "seconds": round(seconds, 2),
+        "flows_per_s": round(n / seconds),
+    }
 
 
 def main() -> None:
@@ -127,8 +162,10 @@ def main() -> None:
     if args.train_to:
         _train_to(args.train_to)
         return
-    sizes = {"sources": (20_000, 50_000, 100_000) if args.quick else (50_000, 100_000, 200_000),
-             "flood": (50_000, 100_000, 200_000) if args.quick else (250_000, 500_000, 1_000_000)}
+    sizes = {
+        "sources": (20_000, 50_000, 100_000) if args.quick else (50_000, 100_000, 200_000),
+        "flood": (50_000, 100_000, 200_000) if args.quick else (250_000, 500_000, 1_000_000),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = args.model or _model(root)
@@ -137,12 +174,25 @@ def main() -> None:
             for n in ns:
                 runs.append(run_one(model, kind, n, root))
                 print(json.dumps(runs[-1]), flush=True)
-    ceiling = {kind: {"smallest_mib": min(r["peak_rss_mib"] for r in runs if r["kind"] == kind and r["flows_in"] == ns[0]),
-                      "largest_mib": max(r["peak_rss_mib"] for r in runs if r["kind"] == kind and r["flows_in"] == ns[-1])}
-               for kind, ns in sizes.items()}
-    write_result("memory" + ("_quick" if args.quick else ""), {
-        "command": "fedids detect --model MODEL.onnx --input - (rules on, default --max-hosts 16384)",
-        "runs": runs, "ceiling": ceiling})
+    ceiling = {
+        kind: {
+            "smallest_mib": min(
+                r["peak_rss_mib"] for r in runs if r["kind"] == kind and r["flows_in"] == ns[0]
+            ),
+            "largest_mib": max(
+                r["peak_rss_mib"] for r in runs if r["kind"] == kind and r["flows_in"] == ns[-1]
+            ),
+        }
+        for kind, ns in sizes.items()
+    }
+    write_result(
+        "memory" + ("_quick" if args.quick else ""),
+        {
+            "command": "fedids detect --model MODEL.onnx --input - (rules on, default --max-hosts 16384)",
+            "runs": runs,
+            "ceiling": ceiling,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -60,8 +60,13 @@ def run_none(updates: np.ndarray, round_id: int) -> dict[str, float]:
         total += np.frombuffer(blob, dtype=np.float32)
     server = time.perf_counter() - start
     mean = total / len(updates)
-    return {"client_s": statistics.median(client_times), "upload_bytes": len(blobs[0]),
-            "server_s": server, "decrypt_s": 0.0, "mean": mean}
+    return {
+        "client_s": statistics.median(client_times),
+        "upload_bytes": len(blobs[0]),
+        "server_s": server,
+        "decrypt_s": 0.0,
+        "mean": mean,
+    }
 
 
 def run_he(updates: np.ndarray, round_id: int, keys) -> dict[str, float]:  # noqa: ANN001
@@ -83,12 +88,23 @@ def run_he(updates: np.ndarray, round_id: int, keys) -> dict[str, float]:  # noq
     start = time.perf_counter()
     summed = decrypt_sum(keys.secret_context, aggregate, UPDATE_LENGTH)
     decrypt = time.perf_counter() - start
-    return {"client_s": statistics.median(client_times), "upload_bytes": upload,
-            "server_s": server_time, "decrypt_s": decrypt, "mean": summed / len(updates)}
+    return {
+        "client_s": statistics.median(client_times),
+        "upload_bytes": upload,
+        "server_s": server_time,
+        "decrypt_s": decrypt,
+        "mean": summed / len(updates),
+    }
 
 
-def _run_secagg(updates: np.ndarray, round_id: int, make_client: Callable, make_server: Callable,
-                server_finish: Callable, client_finish: Callable) -> dict[str, float]:
+def _run_secagg(
+    updates: np.ndarray,
+    round_id: int,
+    make_client: Callable,
+    make_server: Callable,
+    server_finish: Callable,
+    client_finish: Callable,
+) -> dict[str, float]:
     """One SecAgg round; ``server_finish(server)`` ends stage 4 on the server and
     ``client_finish(result, config)`` turns its result into the uint32 aggregate on a client."""
     n = len(updates)
@@ -103,23 +119,35 @@ def _run_secagg(updates: np.ndarray, round_id: int, make_client: Callable, make_
     total = client_finish(result, config)
     decrypt = time.perf_counter() - start
     mean = dequantize_sum(total, config) / len(trace.survivors)
-    return {"client_s": statistics.median(trace.client_seconds.values()),
-            "upload_bytes": statistics.median(trace.upload_bytes.values()),
-            "server_s": server_time, "decrypt_s": decrypt, "mean": mean}
+    return {
+        "client_s": statistics.median(trace.client_seconds.values()),
+        "upload_bytes": statistics.median(trace.upload_bytes.values()),
+        "server_s": server_time,
+        "decrypt_s": decrypt,
+        "mean": mean,
+    }
 
 
 def run_secagg(updates: np.ndarray, round_id: int) -> dict[str, float]:
-    return _run_secagg(updates, round_id, SecAggClient, SecAggServer,
-                       lambda server: server.aggregate(), lambda total, config: total)
+    return _run_secagg(
+        updates,
+        round_id,
+        SecAggClient,
+        SecAggServer,
+        lambda server: server.aggregate(),
+        lambda total, config: total,
+    )
 
 
 def run_he_secagg(updates: np.ndarray, round_id: int, keys) -> dict[str, float]:  # noqa: ANN001
     return _run_secagg(
-        updates, round_id,
+        updates,
+        round_id,
         lambda config, c: HESecAggClient(config, c, keys.secret_context),
         lambda config: HESecAggServer(config, keys.public_context),
         lambda server: server.encrypted_aggregate(),
-        lambda blob, config: decrypt_masked_sum(keys.secret_context, blob, config.vector_length))
+        lambda blob, config: decrypt_masked_sum(keys.secret_context, blob, config.vector_length),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             row["upload_ratio"] = row["upload_bytes"] / float_bytes
             row["max_abs_error"] = max(float(np.max(np.abs(r["mean"] - reference))) for r in runs)
             rows.append(row)
-            print(f"{mode:>10} n={n:<4} client {row['client_s'] * 1e3:9.2f} ms  upload "
-                  f"{row['upload_bytes'] / 1e3:8.1f} KB ({row['upload_ratio']:5.2f}x)  server "
-                  f"{row['server_s'] * 1e3:9.1f} ms  decrypt {row['decrypt_s'] * 1e3:7.1f} ms  "
-                  f"err {row['max_abs_error']:.1e}", flush=True)
+            print(
+                f"{mode:>10} n={n:<4} client {row['client_s'] * 1e3:9.2f} ms  upload "
+                f"{row['upload_bytes'] / 1e3:8.1f} KB ({row['upload_ratio']:5.2f}x)  server "
+                f"{row['server_s'] * 1e3:9.1f} ms  decrypt {row['decrypt_s'] * 1e3:7.1f} ms  "
+                f"err {row['max_abs_error']:.1e}",
+                flush=True,
+            )
     report = {
         "benchmark": "privacy aggregation cost per round",
         "update_length": UPDATE_LENGTH,
@@ -164,13 +195,18 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "statistic": "median over repeats (per-client figures: median over clients)",
         "command": " ".join(["python benchmarks/bench_privacy.py", *(argv or sys.argv[1:])]),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None},
-        "parameters": {"he": "CKKS N=4096 [49,60] scale 2^36",
-                       "secagg": "X25519 + ChaCha20-Poly1305 shares, Shamir GF(2^521-1), "
-                                 "ChaCha20 masks, uint32, threshold n - floor(0.3 n)",
-                       "he+secagg": "secagg with BFV N=4096 [60,49] t=8796092858369"},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        },
+        "parameters": {
+            "he": "CKKS N=4096 [49,60] scale 2^36",
+            "secagg": "X25519 + ChaCha20-Poly1305 shares, Shamir GF(2^521-1), "
+            "ChaCha20 masks, uint32, threshold n - floor(0.3 n)",
+            "he+secagg": "secagg with BFV N=4096 [60,49] t=8796092858369",
+        },
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,26 +52,50 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
             keys = init_keys(Path(tmp) / f"keys-{mode}", mode) if "he" in mode else None
-            config = FederationConfig(rounds=args.rounds, min_clients=args.clients, privacy=mode, calibration="none",
-                                      he_public_context=str(keys.public_context) if keys else "")
-            state = run_simulated(data, parts, config, Path(tmp) / mode,
-                                  he_secret_context=str(keys.secret_context) if keys else None)
+            config = FederationConfig(
+                rounds=args.rounds,
+                min_clients=args.clients,
+                privacy=mode,
+                calibration="none",
+                he_public_context=str(keys.public_context) if keys else "",
+            )
+            state = run_simulated(
+                data,
+                parts,
+                config,
+                Path(tmp) / mode,
+                he_secret_context=str(keys.secret_context) if keys else None,
+            )
             history = state.history
             upload = statistics.median(h["bytes_up"] / max(h["clients"], 1) for h in history)
-            rows[mode] = {"round_s": statistics.median(h["seconds"] for h in history),
-                          "rounds_s": [h["seconds"] for h in history],
-                          "server_s": statistics.median(h.get("server_seconds") or 0.0 for h in history),
-                          "upload_per_client_bytes": upload, "upload_ratio_to_float32": upload / model_bytes,
-                          "macro_f1": history[-1]["test"]["macro_f1"]}
-            print(f"{mode:10s} round {rows[mode]['round_s']:.2f} s  upload/client {upload / 1e3:.0f} kB "
-                  f"({rows[mode]['upload_ratio_to_float32']:.2f}x float32)", file=sys.stderr)
+            rows[mode] = {
+                "round_s": statistics.median(h["seconds"] for h in history),
+                "rounds_s": [h["seconds"] for h in history],
+                "server_s": statistics.median(h.get("server_seconds") or 0.0 for h in history),
+                "upload_per_client_bytes": upload,
+                "upload_ratio_to_float32": upload / model_bytes,
+                "macro_f1": history[-1]["test"]["macro_f1"],
+            }
+            print(
+                f"{mode:10s} round {rows[mode]['round_s']:.2f} s  upload/client {upload / 1e3:.0f} kB "
+                f"({rows[mode]['upload_ratio_to_float32']:.2f}x float32)",
+                file=sys.stderr,
+            )
     base = rows.get("none", {}).get("round_s")
     for row in rows.values():
         row["ratio_to_none"] = row["round_s"] / base if base else None
-    result = {"benchmark": "rounds", "clients": args.clients, "rounds": args.rounds, "model_float32_bytes": model_bytes,
-              "machine": {"python": platform.python_version(), "processor": platform.processor(),
-                          "cpus": __import__("os").cpu_count()},
-              "results": rows}
+    result = {
+        "benchmark": "rounds",
+        "clients": args.clients,
+        "rounds": args.rounds,
+        "model_float32_bytes": model_bytes,
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.processor(),
+            "cpus": __import__("os").cpu_count(),
+        },
+        "results": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     return result

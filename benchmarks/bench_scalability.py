@@ -52,8 +52,15 @@ def _supports_he() -> str | None:
     return None
 
 
-def run_one(clients: int, privacy: str, rounds: int, fraction: float, rows_per_client: int, seed: int,
-            strategy: str = "fedavg") -> dict:
+def run_one(
+    clients: int,
+    privacy: str,
+    rounds: int,
+    fraction: float,
+    rows_per_client: int,
+    seed: int,
+    strategy: str = "fedavg",
+) -> dict:
     """One configuration, in this process; returns its measurements."""
     import numpy as np
     import torch
@@ -89,17 +96,25 @@ def run_one(clients: int, privacy: str, rounds: int, fraction: float, rows_per_c
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     hist = state.history
     return {
-        "clients": len(parts), "requested_clients": clients, "privacy": privacy, "strategy": strategy,
+        "clients": len(parts),
+        "requested_clients": clients,
+        "privacy": privacy,
+        "strategy": strategy,
         "rounds": len(hist),
         "sampled_per_round": int(np.mean([h["clients"] for h in hist])) if hist else None,
-        "flows": int(len(prepared.labels)), "devices_synthesised": devices,
+        "flows": int(len(prepared.labels)),
+        "devices_synthesised": devices,
         # Steady state: the first round also pays for starting every sampled client's Python process
         # (torch import) in the Ray workers, so it is reported apart.
-        "seconds_per_round": float(np.mean([h["seconds"] for h in hist[1:]] or [hist[0]["seconds"]])) if hist else None,
+        "seconds_per_round": float(np.mean([h["seconds"] for h in hist[1:]] or [hist[0]["seconds"]]))
+        if hist
+        else None,
         "first_round_seconds": float(hist[0]["seconds"]) if hist else None,
         "round_seconds": [float(h["seconds"]) for h in hist],
-        "run_seconds": total_s, "setup_seconds": setup_s,
-        "server_peak_rss_mb": rss_kb * 1024 / 1e6, "tracemalloc_peak_mb": heap_peak / 1e6,
+        "run_seconds": total_s,
+        "setup_seconds": setup_s,
+        "server_peak_rss_mb": rss_kb * 1024 / 1e6,
+        "tracemalloc_peak_mb": heap_peak / 1e6,
         "bytes_per_round": int(np.mean([h["bytes_down"] + h["bytes_up"] for h in hist])) if hist else None,
         "bytes_up_per_client": int(np.mean([h["bytes_up"] / h["clients"] for h in hist])) if hist else None,
         "status": "ok",
@@ -129,8 +144,10 @@ def extrapolate(runs: list[dict], total_ram_mb: float, fraction: float) -> dict:
         t = _fit([r["sampled_per_round"] for r in ok], [r["seconds_per_round"] for r in ok])
         mem = _fit([r["clients"] for r in ok], [r["server_peak_rss_mb"] for r in ok])
         entry: dict = {"measured_clients": [r["clients"] for r in ok]}
-        words = [f"{privacy} ({len(ok)} sizes, {min(entry['measured_clients']):,} to "
-                 f"{max(entry['measured_clients']):,} clients):"]
+        words = [
+            f"{privacy} ({len(ok)} sizes, {min(entry['measured_clients']):,} to "
+            f"{max(entry['measured_clients']):,} clients):"
+        ]
         if t and t[1] > 0:
             entry["seconds_per_sampled_client"], entry["round_intercept_s"] = t[1], t[0]
             entry["clients_at_round_limit"] = int(max(0.0, (ROUND_LIMIT_S - t[0]) / t[1]) / fraction)
@@ -140,22 +157,28 @@ def extrapolate(runs: list[dict], total_ram_mb: float, fraction: float) -> dict:
         if mem and mem[1] > 0:
             entry["rss_mb_per_client"], entry["rss_intercept_mb"] = mem[1], mem[0]
             entry["clients_at_half_ram"] = int(max(0.0, (total_ram_mb / 2 - mem[0]) / mem[1]))
-            words.append(f"each simulated client adds about {mem[1]:.2f} MB to the server's peak memory "
-                         f"(base {mem[0]:,.0f} MB);")
+            words.append(
+                f"each simulated client adds about {mem[1]:.2f} MB to the server's peak memory "
+                f"(base {mem[0]:,.0f} MB);"
+            )
         limits = [v for k, v in entry.items() if k in ("clients_at_round_limit", "clients_at_half_ram")]
         if limits:
             entry["one_machine_limit_clients"] = min(limits)
-            words.append(f"extrapolated linearly, one machine like this one reaches a {ROUND_LIMIT_S:.0f}-s round "
-                         f"or half its {total_ram_mb:,.0f} MB of RAM at about {min(limits):,} clients "
-                         f"({fraction:.0%} sampled per round).")
+            words.append(
+                f"extrapolated linearly, one machine like this one reaches a {ROUND_LIMIT_S:.0f}-s round "
+                f"or half its {total_ram_mb:,.0f} MB of RAM at about {min(limits):,} clients "
+                f"({fraction:.0%} sampled per round)."
+            )
         else:
             words.append("too few sizes to extrapolate.")
         lines.append(" ".join(words))
         out[privacy] = entry
     if lines:
-        lines.append("Beyond that, and for real devices in any case, the deployment engine takes over: one "
-                     "SuperNode per device trains in parallel, so a round costs the slowest sampled client plus "
-                     "the server's aggregation instead of the simulation's shared cores.")
+        lines.append(
+            "Beyond that, and for real devices in any case, the deployment engine takes over: one "
+            "SuperNode per device trains in parallel, so a round costs the slowest sampled client plus "
+            "the server's aggregation instead of the simulation's shared cores."
+        )
     out["text"] = " ".join(lines) if lines else "no configuration completed"
     return out
 
@@ -175,8 +198,9 @@ def main() -> None:
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        result = run_one(args.one, args.privacy, args.rounds, args.fraction, args.rows_per_client, args.seed,
-                         args.strategy)
+        result = run_one(
+            args.one, args.privacy, args.rounds, args.fraction, args.rows_per_client, args.seed, args.strategy
+        )
         print("RESULT " + json.dumps(result))
         return
     modes = [m.strip() for m in args.privacy.split(",") if m.strip()]
@@ -188,15 +212,37 @@ def main() -> None:
             if reason:
                 runs.append({"clients": n, "privacy": privacy, "status": f"not run: {reason}"})
                 continue
-            cmd = [sys.executable, __file__, "--one", str(n), "--privacy", privacy, "--rounds", str(args.rounds),
-                   "--fraction", str(args.fraction), "--rows-per-client", str(args.rows_per_client),
-                   "--seed", str(args.seed), "--strategy", args.strategy]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                str(n),
+                "--privacy",
+                privacy,
+                "--rounds",
+                str(args.rounds),
+                "--fraction",
+                str(args.fraction),
+                "--rows-per-client",
+                str(args.rows_per_client),
+                "--seed",
+                str(args.seed),
+                "--strategy",
+                args.strategy,
+            ]
             print(f"{n} clients, privacy {privacy} ...", flush=True)
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s,
-                                      env={**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"})
+                proc = subprocess.run(
+                    cmd,
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout_s,
+                    env={**os.environ, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"},
+                )
             except subprocess.TimeoutExpired:
-                runs.append({"clients": n, "privacy": privacy, "status": f"not run: over {args.timeout_s:.0f} s"})
+                runs.append(
+                    {"clients": n, "privacy": privacy, "status": f"not run: over {args.timeout_s:.0f} s"}
+                )
                 continue
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -204,16 +250,28 @@ def main() -> None:
                 runs.append({"clients": n, "privacy": privacy, "status": f"failed: {tail}"})
                 print(f"  failed: {tail}", flush=True)
                 continue
-            result = json.loads(lines[-1][len("RESULT "):])
-            print(f"  {result['seconds_per_round']:.2f} s/round, peak RSS {result['server_peak_rss_mb']:.0f} MB, "
-                  f"{result['bytes_per_round']:,} bytes/round", flush=True)
+            result = json.loads(lines[-1][len("RESULT ") :])
+            print(
+                f"  {result['seconds_per_round']:.2f} s/round, peak RSS {result['server_peak_rss_mb']:.0f} MB, "
+                f"{result['bytes_per_round']:,} bytes/round",
+                flush=True,
+            )
             runs.append(result)
     ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6
     command = "python benchmarks/bench_scalability.py " + " ".join(sys.argv[1:])
-    write_result(args.name, {"command": command.strip(), "strategy": args.strategy, "seed": args.seed,
-                             "rounds": args.rounds,
-                                 "fraction": args.fraction, "rows_per_client": args.rows_per_client, "runs": runs,
-                                 "extrapolation": extrapolate(runs, ram_mb, args.fraction)})
+    write_result(
+        args.name,
+        {
+            "command": command.strip(),
+            "strategy": args.strategy,
+            "seed": args.seed,
+            "rounds": args.rounds,
+            "fraction": args.fraction,
+            "rows_per_client": args.rows_per_client,
+            "runs": runs,
+            "extrapolation": extrapolate(runs, ram_mb, args.fraction),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def compute_features(raw: pd.DataFrame, *, mode: FeatureMode = "cicids2017") -> 
         values = raw[m.source].to_numpy(dtype=np.float64) * m.scale
         out[m.feature] = np.round(values) if m.integer else values
 
-    duration_us = (raw["end_us"].to_numpy(dtype=np.int64) - raw["start_us"].to_numpy(dtype=np.int64))
+    duration_us = raw["end_us"].to_numpy(dtype=np.int64) - raw["start_us"].to_numpy(dtype=np.int64)
     out["Flow Duration"] = duration_us.astype(np.float64)
     fwd = out["Total Fwd Packets"]
     bwd = out["Total Backward Packets"]
@@ -111,8 +111,14 @@ def _apply_cicids2017_quirks(raw: pd.DataFrame, out: dict[str, np.ndarray]) -> N
     total = out["Total Length of Fwd Packets"] + out["Total Length of Bwd Packets"]
     out["Average Packet Size"] = np.where(n > 0, (total + first_len) / np.maximum(n, 1.0), 0.0)
 
-    for column in ("Fwd Avg Bytes/Bulk", "Fwd Avg Packets/Bulk", "Fwd Avg Bulk Rate",
-                   "Bwd Avg Bytes/Bulk", "Bwd Avg Packets/Bulk", "Bwd Avg Bulk Rate"):
+    for column in (
+        "Fwd Avg Bytes/Bulk",
+        "Fwd Avg Packets/Bulk",
+        "Fwd Avg Bulk Rate",
+        "Bwd Avg Bytes/Bulk",
+        "Bwd Avg Packets/Bulk",
+        "Bwd Avg Bulk Rate",
+    ):
         out[column] = np.zeros(len(raw))
     out["Subflow Fwd Packets"] = out["Total Fwd Packets"]
     out["Subflow Fwd Bytes"] = out["Total Length of Fwd Packets"]
@@ -123,13 +129,18 @@ def _apply_cicids2017_quirks(raw: pd.DataFrame, out: dict[str, np.ndarray]) -> N
     out["act_data_pkt_fwd"] = out["act_data_pkt_fwd"] - first_is_data
 
 
-
 _DLT_NULL, _DLT_EN10MB, _DLT_RAW, _DLT_RAW_BSD, _DLT_LOOP = 0, 1, 12, 14, 108
 _DLT_LINUX_SLL, _DLT_IPV4, _DLT_IPV6, _DLT_LINUX_SLL2 = 113, 228, 229, 276
 _SUPPORTED_LINKTYPES = {
-    _DLT_NULL: "BSD loopback", _DLT_EN10MB: "Ethernet", _DLT_RAW: "raw IP", _DLT_RAW_BSD: "raw IP",
-    _DLT_LOOP: "OpenBSD loopback", _DLT_LINUX_SLL: "Linux cooked", _DLT_IPV4: "raw IPv4",
-    _DLT_IPV6: "raw IPv6", _DLT_LINUX_SLL2: "Linux cooked v2",
+    _DLT_NULL: "BSD loopback",
+    _DLT_EN10MB: "Ethernet",
+    _DLT_RAW: "raw IP",
+    _DLT_RAW_BSD: "raw IP",
+    _DLT_LOOP: "OpenBSD loopback",
+    _DLT_LINUX_SLL: "Linux cooked",
+    _DLT_IPV4: "raw IPv4",
+    _DLT_IPV6: "raw IPv6",
+    _DLT_LINUX_SLL2: "Linux cooked v2",
 }
 _ETH_IPV4, _ETH_IPV6 = 0x0800, 0x86DD
 _ETH_VLAN_TAGS = (0x8100, 0x88A8, 0x9100)  # 802.1Q, 802.1ad (QinQ), legacy QinQ
@@ -223,14 +234,16 @@ def _make_decoder(linktype: int, mode: FeatureMode, tool_hits: dict | None = Non
         else:  # TSO capture with IP length 0: the captured bytes are all there is
             payload = len(seg.data)
         payload = max(payload, 0)
-        if (tool_hits is not None and isinstance(seg, tcp_cls) and seg.data
-                and (tool := match_scanner(bytes(seg.data)))):
+        if (
+            tool_hits is not None
+            and isinstance(seg, tcp_cls)
+            and seg.data
+            and (tool := match_scanner(bytes(seg.data)))
+        ):
             tool_hits[conversation_key(ip.p, src, seg.sport, dst, seg.dport)] = tool
         return (src, dst, seg.sport, seg.dport, ip.p, payload, hdr, payload, flags, window)
 
     return decode
-
-
 
 
 @functools.cache
@@ -243,8 +256,9 @@ def _netflower() -> tuple[type, type]:
         from netflower._flow import Flow
         from netflower._session import FlowSession
     except ImportError as exc:
-        raise FedidsError(f"netflower cannot be imported ({exc}); install libpcap0.8 and "
-                          "fedids[edge] (make venv)") from exc
+        raise FedidsError(
+            f"netflower cannot be imported ({exc}); install libpcap0.8 and fedids[edge] (make venv)"
+        ) from exc
     if version != "1.1.0" or ACTIVE_TIMEOUT != ACTIVITY_TIMEOUT_S:
         # Private hooks below are those of netflower 1.1.0 (pinned in pyproject.toml).
         raise FedidsError(f"netflower {version} found, fedids needs exactly 1.1.0")
@@ -261,8 +275,16 @@ def _netflower() -> tuple[type, type]:
             self.first_backward = False
             self.last_bwd_win = -1
 
-        def add_packet(self, direction: int, pkt_len: int, header_len: int, payload_len: int,
-                       timestamp: float, flags: int = 0, window: int = -1) -> None:
+        def add_packet(
+            self,
+            direction: int,
+            pkt_len: int,
+            header_len: int,
+            payload_len: int,
+            timestamp: float,
+            flags: int = 0,
+            window: int = -1,
+        ) -> None:
             if self.first_flags < 0:
                 self.first_flags = flags
                 self.first_len = pkt_len
@@ -274,8 +296,14 @@ def _netflower() -> tuple[type, type]:
     class _FlowTable(FlowSession):
         """Collects finished flows as records instead of writing CSV rows."""
 
-        def __init__(self, *, idle_timeout_s: float, active_timeout_s: float, base_s: int,
-                     tool_hits: dict | None = None) -> None:
+        def __init__(
+            self,
+            *,
+            idle_timeout_s: float,
+            active_timeout_s: float,
+            base_s: int,
+            tool_hits: dict | None = None,
+        ) -> None:
             super().__init__(writer=None, flow_timeout=idle_timeout_s, active_timeout=active_timeout_s)
             self.finished: list[dict[str, Any]] = []
             self.base_s = base_s
@@ -290,8 +318,10 @@ def _netflower() -> tuple[type, type]:
         def _flush_flow(self, key: tuple, flow: Flow) -> None:
             record = _flow_record(flow, self.base_s)
             if self.tool_hits:
-                record["tool"] = self.tool_hits.pop(conversation_key(
-                    flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port), None)
+                record["tool"] = self.tool_hits.pop(
+                    conversation_key(flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port),
+                    None,
+                )
             self.finished.append(record)
             self._flows.pop(key, None)
 
@@ -327,9 +357,9 @@ def _flow_record(flow: Any, base_s: int) -> dict[str, Any]:
     return record
 
 
-
-def reference_flows(path, *, mode: str = "cicids2017", active_timeout_s: float = 120.0,
-                    idle_timeout_s: float = 120.0) -> pd.DataFrame:
+def reference_flows(
+    path, *, mode: str = "cicids2017", active_timeout_s: float = 120.0, idle_timeout_s: float = 120.0
+) -> pd.DataFrame:
     """Flows of a microsecond pcap as the old extractor made them: 5-tuple, ``start_us`` and the 78
     features (no ordering guarantee)."""
     flow_table_cls, _ = _netflower()
@@ -342,8 +372,9 @@ def reference_flows(path, *, mode: str = "cicids2017", active_timeout_s: float =
     for us, buf, _ in records:
         sec, usec = divmod(us, US_PER_S)
         if table is None:
-            table = flow_table_cls(idle_timeout_s=idle_timeout_s, active_timeout_s=active_timeout_s,
-                                   base_s=sec - _CLOCK_MARGIN_S)
+            table = flow_table_cls(
+                idle_timeout_s=idle_timeout_s, active_timeout_s=active_timeout_s, base_s=sec - _CLOCK_MARGIN_S
+            )
         decoded = decode(len(buf), buf)
         if isinstance(decoded, str):
             continue

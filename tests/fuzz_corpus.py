@@ -47,15 +47,16 @@ def set_cell(header: bytes, line: bytes, column: str, value: bytes) -> bytes:
 
 # ---- hand-made CSV faults ----------------------------------------------------------------------------
 
+
 def unlabelled_csv(path: Path = BENIGN_TL) -> bytes:
     """A CICIDS2017 CSV whose Label cells are empty: what a user's own flow meter writes."""
     head, lines = csv_lines(path)
-    return b"\n".join([head, *(line[:line.rfind(b",") + 1] for line in lines)]) + b"\n"
+    return b"\n".join([head, *(line[: line.rfind(b",") + 1] for line in lines)]) + b"\n"
 
 
 def csv_without_label_column(path: Path = BENIGN_TL) -> bytes:
     head, lines = csv_lines(path)
-    return b"\n".join([head[:head.rfind(b",")], *(line[:line.rfind(b",")] for line in lines)]) + b"\n"
+    return b"\n".join([head[: head.rfind(b",")], *(line[: line.rfind(b",")] for line in lines)]) + b"\n"
 
 
 def csv_with_every_row_fault(path: Path = PORTSCAN, rows: int = 300) -> bytes:
@@ -81,6 +82,7 @@ def compressed(data: bytes) -> bytes:
 
 # ---- stdin -------------------------------------------------------------------------------------------
 
+
 def json_flow(values: dict | None = None) -> dict:
     """One JSON flow: a real PortScan row's 78 features, plus overrides."""
     from fedids.data.loader import load_flows
@@ -88,7 +90,9 @@ def json_flow(values: dict | None = None) -> dict:
 
     row = load_flows([PORTSCAN], drop_duplicates=False).frame.iloc[0]
     flow = {f: float(row[f]) for f in FEATURES}
-    flow.update(src_ip="10.0.0.1", dst_ip="10.0.0.2", src_port=1234, protocol=6, timestamp="2017-07-07T15:56:00")
+    flow.update(
+        src_ip="10.0.0.1", dst_ip="10.0.0.2", src_port=1234, protocol=6, timestamp="2017-07-07T15:56:00"
+    )
     flow.update(values or {})
     return flow
 
@@ -96,21 +100,25 @@ def json_flow(values: dict | None = None) -> dict:
 def bad_json_lines() -> list[bytes]:
     """Lines that once killed a running detector (issue 15), and more."""
     good = json_flow()
-    big = json.dumps(good).replace('"Flow Duration": ', '"Flow Duration": ' + "9" * 400 + ", \"x\": ", 1)
-    huge = json.dumps(good).replace('"Flow Duration": ', '"Flow Duration": ' + "9" * 5000 + ", \"x\": ", 1)
+    big = json.dumps(good).replace('"Flow Duration": ', '"Flow Duration": ' + "9" * 400 + ', "x": ', 1)
+    huge = json.dumps(good).replace('"Flow Duration": ', '"Flow Duration": ' + "9" * 5000 + ', "x": ', 1)
     return [
-        big.encode(), huge.encode(),
+        big.encode(),
+        huge.encode(),
         json.dumps(json_flow({"timestamp": 1e20})).encode(),
         json.dumps(json_flow({"timestamp": -1e12})).encode(),
         json.dumps(json_flow({"timestamp": "9999-12-31T23:59:59-05:00"})).encode(),
         json.dumps(json_flow({"timestamp": "0001-01-01T00:00:00+05:00"})).encode(),
-        json.dumps(json_flow({"src_port": 10 ** 30, "protocol": -1})).encode(),
+        json.dumps(json_flow({"src_port": 10**30, "protocol": -1})).encode(),
         json.dumps(json_flow({"Flow Duration": "NaN", "Flow Bytes/s": "Infinity"})).encode(),
         b"[" * 100_000 + b"]" * 100_000,
         b'{"a": 1}\x00\x00',
         b"\r\r\r",
         b"\xff\xfe garbage \x96",
-        b"null", b"[]", b"{}", b'"text"',
+        b"null",
+        b"[]",
+        b"{}",
+        b'"text"',
         b"x" * (200 << 10),
     ]
 
@@ -129,6 +137,7 @@ def first_line_faults() -> dict[str, bytes]:
 
 # ---- captures ----------------------------------------------------------------------------------------
 
+
 def pcap_to_pcapng(data: bytes) -> bytes:
     """The packets of a classic little-endian pcap as pcapng (SHB, IDB, one EPB per packet)."""
     magic, _, _, _, _, snaplen, linktype = struct.unpack("<IHHiIII", data[:24])
@@ -138,14 +147,21 @@ def pcap_to_pcapng(data: bytes) -> bytes:
         body += b"\0" * (-len(body) % 4)
         return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
 
-    out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
-           block(1, struct.pack("<HHI", linktype, 0, snaplen))]
+    out = [
+        block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
+        block(1, struct.pack("<HHI", linktype, 0, snaplen)),
+    ]
     pos = 24
     while pos + 16 <= len(data):
-        sec, usec, incl, orig = struct.unpack("<IIII", data[pos:pos + 16])
+        sec, usec, incl, orig = struct.unpack("<IIII", data[pos : pos + 16])
         stamp = sec * 1_000_000 + usec
-        out.append(block(6, struct.pack("<IIIII", 0, stamp >> 32, stamp & 0xFFFFFFFF, incl, orig)
-                         + data[pos + 16:pos + 16 + incl]))
+        out.append(
+            block(
+                6,
+                struct.pack("<IIIII", 0, stamp >> 32, stamp & 0xFFFFFFFF, incl, orig)
+                + data[pos + 16 : pos + 16 + incl],
+            )
+        )
         pos += 16 + incl
     return b"".join(out)
 
@@ -163,13 +179,32 @@ def corrupt(data: bytes, seed: int, flips: int = 40) -> bytes:
 
 # ---- hypothesis strategies ---------------------------------------------------------------------------
 
-NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10 ** 30), 10 ** 30),
-                    st.sampled_from([0, -1, -3, 10 ** 6, 2 ** 63, float("nan")]))
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**30), 10**30),
+    st.sampled_from([0, -1, -3, 10**6, 2**63, float("nan")]),
+)
 
-LINE_FAULTS = st.sampled_from([
-    b'"', b'""', b",", b"\x00", b"\r", b"\xff\x96", b"Infinity", b"-1", b"9" * 400, b"1e309", b"",
-    b"Web Attack \x96 XSS", b"Ransomware", b"2017-07-07 15:56:00", b"7/7/2017 3:56 PM", b"\n",
-])
+LINE_FAULTS = st.sampled_from(
+    [
+        b'"',
+        b'""',
+        b",",
+        b"\x00",
+        b"\r",
+        b"\xff\x96",
+        b"Infinity",
+        b"-1",
+        b"9" * 400,
+        b"1e309",
+        b"",
+        b"Web Attack \x96 XSS",
+        b"Ransomware",
+        b"2017-07-07 15:56:00",
+        b"7/7/2017 3:56 PM",
+        b"\n",
+    ]
+)
 
 
 @st.composite
@@ -189,14 +224,17 @@ def mutated_csv(draw, path: Path = SQLI) -> bytes:
         elif kind == 2:
             lines.insert(i, draw(st.binary(max_size=200)).replace(b"\n", b""))
         else:
-            lines[i] = lines[i][:draw(st.integers(0, len(lines[i])))]
+            lines[i] = lines[i][: draw(st.integers(0, len(lines[i])))]
     data = b"\n".join([head, *lines]) + b"\n"
     cut = draw(st.one_of(st.just(len(data)), st.integers(len(head) + 1, len(data))))
     return data[:cut]
 
 
-STDIN_LINES = st.lists(st.one_of(
-    st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")),
-    st.text(max_size=200).map(lambda s: s.replace("\n", "").encode()),
-    LINE_FAULTS.map(lambda b: b.replace(b"\n", b"")),
-), max_size=12)
+STDIN_LINES = st.lists(
+    st.one_of(
+        st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")),
+        st.text(max_size=200).map(lambda s: s.replace("\n", "").encode()),
+        LINE_FAULTS.map(lambda b: b.replace(b"\n", b"")),
+    ),
+    max_size=12,
+)

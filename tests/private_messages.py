@@ -20,14 +20,18 @@ from fedids.federation.client_app import make_client_app
 # What the threat-model table lists per mode: (record key, record kind, allowed entries).
 SECAGG_PROTOCOL = {"client_id", "round", "c_pk", "s_pk", "shares", "masked", "b_shares", "s_shares"}
 LISTED = {
-    "he": {(m.CONTRIBUTION, "arrays", frozenset({"ct"})), (m.INFO, "config", frozenset({"client-key"})),
-           (m.INFO, "config", frozenset({"labels", "digest", "unknown-rows"}))},
+    "he": {
+        (m.CONTRIBUTION, "arrays", frozenset({"ct"})),
+        (m.INFO, "config", frozenset({"client-key"})),
+        (m.INFO, "config", frozenset({"labels", "digest", "unknown-rows"})),
+    },
     "secagg": {(m.INFO, "config", frozenset({"client-key"}))},
 }
 
 
 def _recorder(directory: str):
     """A Flower mod writing the shape of every reply (record kinds, keys, array dtypes) to ``directory``."""
+
     def mod(message, context, call_next):
         reply = call_next(message, context)
         entry = {"type": message.metadata.message_type, "records": []}
@@ -44,6 +48,7 @@ def _recorder(directory: str):
         with open(os.path.join(directory, f"{os.getpid()}.jsonl"), "a") as f:
             f.write(json.dumps(entry) + "\n")
         return reply
+
     return mod
 
 

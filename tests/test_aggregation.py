@@ -15,19 +15,27 @@ LAYOUT = agg.UpdateLayout(SHAPES)
 
 
 def model(body: float, head: np.ndarray) -> list[np.ndarray]:
-    return [np.full(4, body, np.float32), head.astype(np.float32).reshape(2, 1), head[:, 0].astype(np.float32)]
+    return [
+        np.full(4, body, np.float32),
+        head.astype(np.float32).reshape(2, 1),
+        head[:, 0].astype(np.float32),
+    ]
 
 
 def summed(proposals, weights, shares, metrics=None) -> np.ndarray:
-    return sum(agg.update_contribution(LAYOUT, p, w, s, metrics or {}) for p, w, s in zip(proposals, weights, shares))
+    return sum(
+        agg.update_contribution(LAYOUT, p, w, s, metrics or {}) for p, w, s in zip(proposals, weights, shares)
+    )
 
 
 def test_each_class_row_is_averaged_by_its_own_examples_and_the_body_by_client_weights():
     # client 1: classes (a, b) = (90, 0); client 2: (5, 5); weights = their shares of the examples
     locals_ = [model(1.0, np.array([[1.0], [10.0]])), model(3.0, np.array([[3.0], [-2.0]]))]
     totals = np.array([95, 5])
-    shares = [agg.client_shares(c, totals, np.ones(2), weighting="examples", class_head=True)
-              for c in (np.array([90, 0]), np.array([5, 5]))]
+    shares = [
+        agg.client_shares(c, totals, np.ones(2), weighting="examples", class_head=True)
+        for c in (np.array([90, 0]), np.array([5, 5]))
+    ]
     result = agg.finalize_update(LAYOUT, summed(locals_, [s[0] for s in shares], [s[1] for s in shares]))
     np.testing.assert_allclose(result.weights[0], 0.9 * 1.0 + 0.1 * 3.0, rtol=1e-6)
     np.testing.assert_allclose(result.weights[1][:, 0], [(90 * 1.0 + 5 * 3.0) / 95, -2.0], rtol=1e-6)
@@ -36,7 +44,9 @@ def test_each_class_row_is_averaged_by_its_own_examples_and_the_body_by_client_w
 
 def test_a_class_no_contributing_client_holds_keeps_the_plain_average():
     locals_ = [model(0.0, np.array([[2.0], [4.0]])), model(0.0, np.array([[6.0], [8.0]]))]
-    result = agg.finalize_update(LAYOUT, summed(locals_, [0.75, 0.25], [np.array([0.75, 0.0]), np.array([0.25, 0.0])]))
+    result = agg.finalize_update(
+        LAYOUT, summed(locals_, [0.75, 0.25], [np.array([0.75, 0.0]), np.array([0.25, 0.0])])
+    )
     np.testing.assert_allclose(result.weights[1][1, 0], 0.75 * 4.0 + 0.25 * 8.0, rtol=1e-6)
 
 
@@ -49,11 +59,26 @@ def test_objective_weights_are_each_clients_share_of_the_class_weighted_loss():
 
 
 def _reply(node: int, weights: list[np.ndarray], n: float) -> Message:
-    content = RecordDict({"arrays": ArrayRecord({f"w{i}": Array(w) for i, w in enumerate(weights)}),
-                          "metrics": MetricRecord({"num-examples": float(n)})})
-    return Message(content, metadata=Metadata(run_id=1, message_id=f"m{node}", src_node_id=node, dst_node_id=0,
-                                              reply_to_message_id="i", group_id="1", created_at=0.0, ttl=60.0,
-                                              message_type="train"))
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({f"w{i}": Array(w) for i, w in enumerate(weights)}),
+            "metrics": MetricRecord({"num-examples": float(n)}),
+        }
+    )
+    return Message(
+        content,
+        metadata=Metadata(
+            run_id=1,
+            message_id=f"m{node}",
+            src_node_id=node,
+            dst_node_id=0,
+            reply_to_message_id="i",
+            group_id="1",
+            created_at=0.0,
+            ttl=60.0,
+            message_type="train",
+        ),
+    )
 
 
 @pytest.mark.parametrize("lr, mu", [(1.0, 0.5), (0.7, 0.9), (1.0, 0.0)])
@@ -62,18 +87,25 @@ def test_weighted_proposals_reproduce_flowers_fedavgm_round_after_round(lr, mu):
     global models) and Flower's FedAvgM (which stores its momentum) end with the same model."""
     rng = np.random.default_rng(0)
     weights = np.array([0.5, 0.3, 0.2])
-    flower = FedAvgM(server_learning_rate=lr, server_momentum=mu, min_available_nodes=1, min_train_nodes=1,
-                     fraction_evaluate=0.0)
+    flower = FedAvgM(
+        server_learning_rate=lr,
+        server_momentum=mu,
+        min_available_nodes=1,
+        min_train_nodes=1,
+        fraction_evaluate=0.0,
+    )
     ours = [model(0.5, np.array([[0.1], [-0.2]]))]
     theirs = [w.copy() for w in ours[0]]
     for server_round in range(1, 4):
         locals_ = [[w + rng.normal(0, 0.1, w.shape).astype(np.float32) for w in theirs] for _ in weights]
         flower.current_arrays = ArrayRecord({f"w{i}": Array(w) for i, w in enumerate(theirs)})
-        arrays, _ = flower.aggregate_train(server_round, [_reply(i, l, w) for i, (l, w) in enumerate(zip(locals_, weights))])
+        arrays, _ = flower.aggregate_train(
+            server_round, [_reply(i, loc, w) for i, (loc, w) in enumerate(zip(locals_, weights))]
+        )
         theirs = [a.numpy() for a in arrays.values()]
         current = ours[-1]
         momentum = agg.momentum_between(ours[-2] if len(ours) > 1 else None, current, lr)
-        proposals = [agg.propose(current, momentum, l, server_lr=lr, server_momentum=mu) for l in locals_]
+        proposals = [agg.propose(current, momentum, loc, server_lr=lr, server_momentum=mu) for loc in locals_]
         ours.append(agg.finalize_update(LAYOUT, summed(proposals, weights, [np.zeros(2)] * 3)).weights)
         for a, b in zip(ours[-1], theirs):
             np.testing.assert_allclose(a, b, atol=1e-6, err_msg=f"round {server_round}")
@@ -83,10 +115,18 @@ def test_the_sum_of_the_survivors_is_their_weighted_mean_and_carries_their_metri
     """A client that drops out is simply missing from the sum: the mean renormalises by the weights the
     vector carries, and the summed metrics count the survivors."""
     locals_ = [model(float(i), np.array([[i], [i]])) for i in range(3)]
-    metrics = [{"clients": 1.0, "examples": 0.2, "loss": 0.2 * 0.5}, {"clients": 1.0, "examples": 0.3, "loss": 0.3 * 1.0}]
-    result = agg.finalize_update(LAYOUT, summed(locals_[:2], [0.2, 0.3], [np.zeros(2)] * 2, None)
-                                 + sum(agg.update_contribution(LAYOUT, [np.zeros_like(w) for w in locals_[0]], 0.0,
-                                                               np.zeros(2), m) for m in metrics))
+    metrics = [
+        {"clients": 1.0, "examples": 0.2, "loss": 0.2 * 0.5},
+        {"clients": 1.0, "examples": 0.3, "loss": 0.3 * 1.0},
+    ]
+    result = agg.finalize_update(
+        LAYOUT,
+        summed(locals_[:2], [0.2, 0.3], [np.zeros(2)] * 2, None)
+        + sum(
+            agg.update_contribution(LAYOUT, [np.zeros_like(w) for w in locals_[0]], 0.0, np.zeros(2), m)
+            for m in metrics
+        ),
+    )
     np.testing.assert_allclose(result.weights[0], (0.2 * 0 + 0.3 * 1) / 0.5, rtol=1e-6)
     means = result.mean_metrics()
     assert means["clients"] == 2 and means["train_loss"] == pytest.approx((0.1 + 0.3) / 0.5)
@@ -98,5 +138,7 @@ def test_a_robust_strategy_gets_the_plaintext_replies_and_takes_their_median():
     from fedids.federation.strategies import make_strategy
 
     locals_ = [model(v, np.array([[v], [v]])) for v in (0.0, 1.0, 100.0)]  # one outlier
-    arrays, _ = make_strategy("fedmedian").aggregate_train(1, [_reply(i, l, 1.0) for i, l in enumerate(locals_)])
+    arrays, _ = make_strategy("fedmedian").aggregate_train(
+        1, [_reply(i, loc, 1.0) for i, loc in enumerate(locals_)]
+    )
     assert all(np.allclose(a.numpy(), 1.0) for a in arrays.values())

@@ -21,29 +21,47 @@ def flows(src, dst, port, seconds, *, payload=0.0, fwd_packets=1.0, protocol=6) 
     frame = pd.DataFrame(np.zeros((n, len(FEATURES)), dtype=np.float32), columns=list(FEATURES))
     frame["Total Fwd Packets"] = fwd_packets
     frame["Total Length of Fwd Packets"] = payload
-    frame = frame.assign(src_ip=src, dst_ip=dst, dst_port=port, protocol=protocol,
-                         timestamp=pd.Timestamp("2024-01-01") + pd.to_timedelta(seconds, unit="s"),
-                         seq=np.arange(n))
+    frame = frame.assign(
+        src_ip=src,
+        dst_ip=dst,
+        dst_port=port,
+        protocol=protocol,
+        timestamp=pd.Timestamp("2024-01-01") + pd.to_timedelta(seconds, unit="s"),
+        seq=np.arange(n),
+    )
     return frame
 
 
 def benign_scores(n: int) -> BatchScores:
     proba = np.tile(np.array([[0.9, 0.05, 0.05]], dtype=np.float32), (n, 1))
     labels, score, p = decide(proba, CLASSES, None)
-    return BatchScores(labels=labels, is_alert=labels != "BENIGN", attack_score=score, label_probability=p,
-                       proba=proba, classes=CLASSES, model="m")
+    return BatchScores(
+        labels=labels,
+        is_alert=labels != "BENIGN",
+        attack_score=score,
+        label_probability=p,
+        proba=proba,
+        classes=CLASSES,
+        model="m",
+    )
 
 
-RULES = BehaviourRules(flood_window_s=10, flood_min_flows=50, flood_min_sources=20, scan_window_s=60,
-                       scan_min_targets=10)
+RULES = BehaviourRules(
+    flood_window_s=10, flood_min_flows=50, flood_min_sources=20, scan_window_s=60, scan_min_targets=10
+)
 
 
 def test_spoofed_syn_flood_is_ddos_from_the_threshold_on():
     n = 120
-    frame = flows([f"10.0.{i // 250}.{i % 250}" for i in range(n)], ["192.0.2.1"] * n, [80] * n,
-                  np.linspace(0, 5, n), payload=6.0)  # 6 bytes: Ethernet padding, still payload-less
+    frame = flows(
+        [f"10.0.{i // 250}.{i % 250}" for i in range(n)],
+        ["192.0.2.1"] * n,
+        [80] * n,
+        np.linspace(0, 5, n),
+        payload=6.0,
+    )  # 6 bytes: Ethernet padding, still payload-less
     labels, reasons, _ = BehaviourDetector(RULES).observe(frame)
-    assert labels[:49].tolist() == [None] * 49          # the evidence
+    assert labels[:49].tolist() == [None] * 49  # the evidence
     assert labels[49:].tolist() == [DDOS_LABEL] * (n - 49)
     assert reasons[49] == "50 payload-less TCP flows to 192.0.2.1:80 from 50 sources in 10 s"
 
@@ -94,9 +112,15 @@ def test_apply_never_overrides_the_model_and_alerts_name_the_rule():
     scores = benign_scores(n)
     labels = scores.labels.copy()
     labels[55] = "PortScan"  # the model's own verdict on one flow
-    scores = BatchScores(labels=labels, is_alert=labels != "BENIGN", attack_score=scores.attack_score,
-                         label_probability=scores.label_probability, proba=scores.proba, classes=CLASSES,
-                         model="m")
+    scores = BatchScores(
+        labels=labels,
+        is_alert=labels != "BENIGN",
+        attack_score=scores.attack_score,
+        label_probability=scores.label_probability,
+        proba=scores.proba,
+        classes=CLASSES,
+        model="m",
+    )
     merged = BehaviourDetector(RULES).apply(frame, scores)
     assert merged.labels[55] == "PortScan" and merged.reasons[55] is None
     assert merged.is_alert[49:].all() and not merged.is_alert[:49].any()
@@ -106,17 +130,27 @@ def test_apply_never_overrides_the_model_and_alerts_name_the_rule():
     assert rule_alert["alert"]["signature_id"] == signature_id(DDOS_LABEL) + RULE_SIGNATURE_OFFSET
     assert "behaviour rule" in rule_alert["alert"]["signature"]
     model_alert = next(a for a in alerts if a["fedids"]["label"] == "PortScan")
-    assert "rule" not in model_alert["fedids"] and model_alert["alert"]["signature_id"] == signature_id("PortScan")
+    assert "rule" not in model_alert["fedids"] and model_alert["alert"]["signature_id"] == signature_id(
+        "PortScan"
+    )
 
 
 def test_a_tool_signature_outranks_the_model_and_rate_rules_do_not():
-    frame = flows(["203.0.113.7"] * 3, ["192.0.2.80"] * 3, [80] * 3, [0.0, 1.0, 2.0], payload=300.0,
-                  fwd_packets=5.0)
+    frame = flows(
+        ["203.0.113.7"] * 3, ["192.0.2.80"] * 3, [80] * 3, [0.0, 1.0, 2.0], payload=300.0, fwd_packets=5.0
+    )
     frame[TOOL] = ["nmap", None, ""]
-    proba = np.array([[0.1, 0.8, 0.1]] * 3, dtype=np.float32)   # the model says DDoS for all three
+    proba = np.array([[0.1, 0.8, 0.1]] * 3, dtype=np.float32)  # the model says DDoS for all three
     labels, score, p = decide(proba, CLASSES, None)
-    scores = BatchScores(labels=labels, is_alert=labels != "BENIGN", attack_score=score, label_probability=p,
-                         proba=proba, classes=CLASSES, model="m")
+    scores = BatchScores(
+        labels=labels,
+        is_alert=labels != "BENIGN",
+        attack_score=score,
+        label_probability=p,
+        proba=proba,
+        classes=CLASSES,
+        model="m",
+    )
     merged = BehaviourDetector(RULES).apply(frame, scores)
     assert merged.labels.tolist() == [SCAN_LABEL, "DDoS", "DDoS"]
     assert merged.reasons[0] == "payload carries the nmap scanner signature"
@@ -126,8 +160,9 @@ def test_a_tool_signature_outranks_the_model_and_rate_rules_do_not():
 def test_key_cap_bounds_memory():
     rules = BehaviourRules(scan_min_targets=10, max_keys=100)
     n = 1000
-    frame = flows([f"10.4.{i // 250}.{i % 250}" for i in range(n)], ["192.0.2.1"] * n, list(range(n)),
-                  np.zeros(n))
+    frame = flows(
+        [f"10.4.{i // 250}.{i % 250}" for i in range(n)], ["192.0.2.1"] * n, list(range(n)), np.zeros(n)
+    )
     detector = BehaviourDetector(rules)
     detector.observe(frame)
     assert len(detector._scan) <= 100 and len(detector._flood) <= 100
@@ -140,8 +175,14 @@ def test_rules_are_validated(bad):
 
 
 def test_scanner_signatures_and_direction_free_conversation_keys():
-    ua = b"GET / HTTP/1.1\r\nUser-Agent: Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org)\r\n"
+    ua = (
+        b"GET / HTTP/1.1\r\nUser-Agent: Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org)\r\n"
+    )
     assert match_scanner(ua) == "nmap"
     assert match_scanner(b"GET / HTTP/1.1\r\nUser-Agent: curl/8.0\r\n") is None
-    assert conversation_key(6, "10.0.0.1", 4000, "10.0.0.2", 80) == conversation_key(6, "10.0.0.2", 80, "10.0.0.1", 4000)
-    assert conversation_key(6, "10.0.0.1", 4000, "10.0.0.2", 80) != conversation_key(17, "10.0.0.1", 4000, "10.0.0.2", 80)
+    assert conversation_key(6, "10.0.0.1", 4000, "10.0.0.2", 80) == conversation_key(
+        6, "10.0.0.2", 80, "10.0.0.1", 4000
+    )
+    assert conversation_key(6, "10.0.0.1", 4000, "10.0.0.2", 80) != conversation_key(
+        17, "10.0.0.1", 4000, "10.0.0.2", 80
+    )

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from fedids.federation.calibration import (ClassMoments, calibrate_head, check_confusion_vector, check_moments_vector,
-                                           class_moments, confusion_vector, moments_from_vector, moments_vector)
+from fedids.federation.calibration import (
+    ClassMoments,
+    calibrate_head,
+    check_confusion_vector,
+    check_moments_vector,
+    class_moments,
+    confusion_vector,
+    moments_from_vector,
+    moments_vector,
+)
 
 
 def _two_gaussians(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -19,7 +27,7 @@ def _two_gaussians(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
 def test_moments_travel_as_a_vector_scaled_by_the_federations_rows_and_come_back():
     moments = class_moments(np.ones((3, 4)), np.array([0, 1, 1]), 2)
     vector = moments_vector(moments, totals=np.array([1000, 1000]))
-    assert np.abs(vector).max() <= 1.0                      # within the CKKS and SecAgg ranges
+    assert np.abs(vector).max() <= 1.0  # within the CKKS and SecAgg ranges
     decoded = moments_from_vector(vector, 2, 4, totals=np.array([1000, 1000]))
     assert decoded.count.tolist() == [1.0, 2.0]
     np.testing.assert_allclose(decoded.outer, moments.outer)
@@ -33,7 +41,11 @@ def test_moments_of_two_clients_add_up_to_the_moments_of_their_pooled_features()
     pooled = class_moments(np.concatenate([xa, xb]), np.concatenate([ya, yb]), 3)
     for a, b in zip((merged.count, merged.sum, merged.outer), (pooled.count, pooled.sum, pooled.outer)):
         np.testing.assert_allclose(a, b)
-    assert merged.count.tolist() == [float((ya == 0).sum() + (yb == 0).sum()), float((ya == 1).sum() + (yb == 1).sum()), 0.0]
+    assert merged.count.tolist() == [
+        float((ya == 0).sum() + (yb == 0).sum()),
+        float((ya == 1).sum() + (yb == 1).sum()),
+        0.0,
+    ]
 
 
 def test_a_head_that_calls_everything_class_0_is_refitted_to_separate_the_classes():
@@ -66,13 +78,25 @@ def test_malformed_moments_from_a_client_are_refused(spoil):
     else:
         moments = ClassMoments.zeros(3, 4)
     with pytest.raises(ValueError):
-        check_moments_vector(moments_vector(moments, np.array([100, 100])), 2, 4, np.array([100, 100]), class_counts=np.array([5, 5]))
+        check_moments_vector(
+            moments_vector(moments, np.array([100, 100])),
+            2,
+            4,
+            np.array([100, 100]),
+            class_counts=np.array([5, 5]),
+        )
 
 
 def test_moments_counting_more_windows_than_the_client_reported_are_refused():
     moments = class_moments(np.ones((3, 4)), np.array([0, 1, 1]), 2)
     with pytest.raises(ValueError, match="more windows"):
-        check_moments_vector(moments_vector(moments, np.array([100, 100])), 2, 4, np.array([100, 100]), class_counts=np.array([1, 1]))
+        check_moments_vector(
+            moments_vector(moments, np.array([100, 100])),
+            2,
+            4,
+            np.array([100, 100]),
+            class_counts=np.array([1, 1]),
+        )
 
 
 def test_macro_f1_from_a_merged_confusion_matrix_is_sklearns_on_the_pooled_predictions():
@@ -89,7 +113,9 @@ def test_macro_f1_from_a_merged_confusion_matrix_is_sklearns_on_the_pooled_predi
     for i, (w, b) in enumerate(heads):
         pred = np.argmax(x @ w.T + b, axis=1)
         names = np.array(["BENIGN", "DDoS", "PortScan", "Bot"])
-        assert macro_f1_from_confusion(merged[i]) == pytest.approx(compute_metrics(names[y], names[pred])["macro_f1"])
+        assert macro_f1_from_confusion(merged[i]) == pytest.approx(
+            compute_metrics(names[y], names[pred])["macro_f1"]
+        )
     assert merged[0].sum() == len(y) and (merged[0].sum(axis=1) == merged[1].sum(axis=1)).all()
     assert np.isnan(macro_f1_from_confusion(np.zeros((3, 3))))
 
@@ -110,23 +136,30 @@ def test_malformed_confusion_matrices_from_a_client_are_refused(spoil):
 
     histograms = np.zeros((2, 2, SCORE_BINS))
     histograms[:, 0, 0] = good.sum(axis=(1, 2))  # every validation window counted once per head
-    check_confusion_vector(confusion_vector({"validation": good, "train": good}, histograms), 2,
-                           class_counts=np.array([100, 100]))
+    check_confusion_vector(
+        confusion_vector({"validation": good, "train": good}, histograms),
+        2,
+        class_counts=np.array([100, 100]),
+    )
     with pytest.raises(ValueError):
-        check_confusion_vector(confusion_vector({"validation": good, "train": confusions}, histograms), 2,
-                               np.array([100, 100]))
+        check_confusion_vector(
+            confusion_vector({"validation": good, "train": confusions}, histograms), 2, np.array([100, 100])
+        )
     with pytest.raises(ValueError, match="histograms"):  # histograms that do not count the windows
         check_confusion_vector(confusion_vector({"validation": good, "train": good}), 2, np.array([100, 100]))
 
 
-@pytest.mark.parametrize("scores, kept", [
-    ({"validation": [0.80, 0.85], "train": [0.99, 0.90]}, False),    # the training windows decide
-    ({"validation": [0.96, 0.95], "train": [0.87, 0.92]}, True),
-    ({"validation": [1.0, 1.0], "train": [0.999, 0.998]}, False),
-    ({"validation": [float("nan")] * 2, "train": [0.5, 0.6]}, True),  # no validation windows at all
-    ({"validation": [1.0, 1.0], "train": [1.0, 1.0]}, False),        # no evidence: keep the old head
-    ({"validation": [0.5, 0.6], "train": [float("nan")] * 2}, False),
-])
+@pytest.mark.parametrize(
+    "scores, kept",
+    [
+        ({"validation": [0.80, 0.85], "train": [0.99, 0.90]}, False),  # the training windows decide
+        ({"validation": [0.96, 0.95], "train": [0.87, 0.92]}, True),
+        ({"validation": [1.0, 1.0], "train": [0.999, 0.998]}, False),
+        ({"validation": [float("nan")] * 2, "train": [0.5, 0.6]}, True),  # no validation windows at all
+        ({"validation": [1.0, 1.0], "train": [1.0, 1.0]}, False),  # no evidence: keep the old head
+        ({"validation": [0.5, 0.6], "train": [float("nan")] * 2}, False),
+    ],
+)
 def test_the_calibrated_head_is_kept_only_where_client_windows_show_it_helps(scores, kept):
     from fedids.federation.calibration import keep_calibrated
 
@@ -136,18 +169,25 @@ def test_the_calibrated_head_is_kept_only_where_client_windows_show_it_helps(sco
 def test_the_alert_threshold_from_summed_histograms_meets_the_budget_like_the_exact_rule():
     """Clients share score histograms, not scores: the threshold chosen from their sum allows at most the
     budgeted false alerts on the validation windows, and sits at most one bin above the exact rule's."""
-    from fedids.evaluation.metrics import (SCORE_BINS, choose_threshold, choose_threshold_from_histograms,
-                                           score_histogram)
+    from fedids.evaluation.metrics import (
+        SCORE_BINS,
+        choose_threshold,
+        choose_threshold_from_histograms,
+        score_histogram,
+    )
 
     rng = np.random.default_rng(0)
-    benign = rng.beta(1, 30, 20_000)          # mostly near 0, a long tail
+    benign = rng.beta(1, 30, 20_000)  # mostly near 0, a long tail
     attack = rng.beta(8, 2, 3_000)
     clients = np.array_split(np.arange(20_000), 4)
     summed = sum(score_histogram(benign[c]) for c in clients)
     for rate in (0.0, 1e-3, 1e-2):
         rule = choose_threshold_from_histograms(summed, score_histogram(attack), rate)
-        exact = choose_threshold(np.r_[benign, attack], np.r_[np.ones(20_000, bool), np.zeros(3_000, bool)], rate)
-        assert (benign >= rule["threshold"]).sum() == rule["validation_false_alerts"] <= np.floor(rate * 20_000)
+        exact = choose_threshold(
+            np.r_[benign, attack], np.r_[np.ones(20_000, bool), np.zeros(3_000, bool)], rate
+        )
+        assert (
+            (benign >= rule["threshold"]).sum() == rule["validation_false_alerts"] <= np.floor(rate * 20_000)
+        )
         assert exact["threshold"] <= rule["threshold"] <= exact["threshold"] + 1.0 / SCORE_BINS + 1e-12
         assert rule["validation_attack_recall"] == pytest.approx((attack >= rule["threshold"]).mean())
-

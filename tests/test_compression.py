@@ -44,9 +44,9 @@ def test_int8_round_trip_error_is_at_most_half_a_step_per_tensor() -> None:
     for d, b, scale in zip(delta, back, payload["scale"]):
         assert b.shape == d.shape and b.dtype == np.float32
         assert scale == pytest.approx(np.abs(d).max() / 127)
-        assert np.abs(d - b).max() <= scale / 2 * (1 + 1e-5)       # per-tensor scale: small tensors keep precision
+        assert np.abs(d - b).max() <= scale / 2 * (1 + 1e-5)  # per-tensor scale: small tensors keep precision
     n = sum(int(np.prod(s)) for s in SHAPES)
-    assert payload_bytes(payload) == n + 4 * len(SHAPES)           # one byte per value, one float per tensor
+    assert payload_bytes(payload) == n + 4 * len(SHAPES)  # one byte per value, one float per tensor
 
 
 def test_int8_all_zero_update() -> None:
@@ -66,14 +66,14 @@ def test_topk_keeps_exactly_k_largest_and_feeds_back_the_rest() -> None:
     back = np.concatenate([b.ravel() for b in decode(payload, spec, SHAPES)])
     assert np.count_nonzero(back) == k
     assert np.abs(back).min(initial=np.inf, where=back != 0) >= np.abs(flat[back == 0]).max()  # the k largest
-    assert np.array_equal(back + residual, flat)                    # nothing lost: sent + kept = update
+    assert np.array_equal(back + residual, flat)  # nothing lost: sent + kept = update
 
     # Error feedback: the residual is added to the next update, so entries too small to be sent once
     # accumulate until they are.
     payload2, residual2 = encode(delta, spec, residual)
     sent2 = np.concatenate([b.ravel() for b in decode(payload2, spec, SHAPES)])
     assert np.allclose(sent2 + residual2, flat + residual)
-    small = np.argsort(np.abs(flat))[flat.size // 2]                # a median entry: not sent at first
+    small = np.argsort(np.abs(flat))[flat.size // 2]  # a median entry: not sent at first
     assert back[small] == 0.0
     total, r = 0.0, None
     for _ in range(200):
@@ -88,14 +88,22 @@ def test_decode_rejects_malformed_payloads() -> None:
     good8, _ = encode(_delta(), int8)
     goodk, _ = encode(_delta(), topk)
     bad = [
-        (int8, {**good8, "q": good8["q"].astype(np.int16)}),                    # wrong dtype
-        (int8, {**good8, "q": good8["q"][:-1]}),                                 # wrong length
-        (int8, {**good8, "scale": np.array([np.nan, 1, 1], np.float32)}),        # NaN scale
-        (int8, {"q": good8["q"]}),                                               # missing array
-        (topk, {**goodk, "value": np.where(np.arange(goodk["value"].size) == 0, np.inf, goodk["value"]).astype(np.float32)}),
-        (topk, {**goodk, "index": np.full_like(goodk["index"], 3)}),             # repeated indices
+        (int8, {**good8, "q": good8["q"].astype(np.int16)}),  # wrong dtype
+        (int8, {**good8, "q": good8["q"][:-1]}),  # wrong length
+        (int8, {**good8, "scale": np.array([np.nan, 1, 1], np.float32)}),  # NaN scale
+        (int8, {"q": good8["q"]}),  # missing array
+        (
+            topk,
+            {
+                **goodk,
+                "value": np.where(np.arange(goodk["value"].size) == 0, np.inf, goodk["value"]).astype(
+                    np.float32
+                ),
+            },
+        ),
+        (topk, {**goodk, "index": np.full_like(goodk["index"], 3)}),  # repeated indices
         (topk, {**goodk, "index": (goodk["index"] + 60000).astype(np.uint16)}),  # out of range
-        (topk, {**goodk, "value": goodk["value"][:-1]}),                         # wrong count
+        (topk, {**goodk, "value": goodk["value"][:-1]}),  # wrong count
     ]
     for spec, payload in bad:
         with pytest.raises(ValueError):
@@ -114,18 +122,24 @@ def test_int8_and_topk_uploads_in_a_real_flower_run(tmp_path) -> None:
     """int8 cuts the upload about 4x and still trains; top-k (error feedback in node state) cuts it more."""
     data = cicids_sample()
     parts = make_partitions(data, 3, "iid", seed=0, segment=50)
-    base = dict(rounds=2, min_clients=1, hidden=16, window=5, batch_size=64, lr=1e-2, seed=7, strategy="fedavg")
-    runs = {c: run_simulated(data, parts, FederationConfig(compression=c, **base), tmp_path / c.replace(":", "-"))
-            for c in ("none", "int8", "topk:0.05")}
+    base = dict(
+        rounds=2, min_clients=1, hidden=16, window=5, batch_size=64, lr=1e-2, seed=7, strategy="fedavg"
+    )
+    runs = {
+        c: run_simulated(data, parts, FederationConfig(compression=c, **base), tmp_path / c.replace(":", "-"))
+        for c in ("none", "int8", "topk:0.05")
+    }
     for name, state in runs.items():
-        assert [h["clients"] for h in state.history] == [3, 3] and all(h["rejected"] == 0 for h in state.history), name
+        assert [h["clients"] for h in state.history] == [3, 3] and all(
+            h["rejected"] == 0 for h in state.history
+        ), name
     plain = runs["none"].history[-1]
-    assert plain["bytes_up"] == plain["bytes_down"]                 # full float32 weights each way
+    assert plain["bytes_up"] == plain["bytes_down"]  # full float32 weights each way
     for h in runs["int8"].history:
-        assert 0.24 < h["bytes_up"] / h["bytes_down"] < 0.27        # 1 byte instead of 4, plus the scales
+        assert 0.24 < h["bytes_up"] / h["bytes_down"] < 0.27  # 1 byte instead of 4, plus the scales
         assert sum(p["bytes_up"] for p in h["participants"].values()) == h["bytes_up"]
     for h in runs["topk:0.05"].history:
-        assert 0.07 < h["bytes_up"] / h["bytes_down"] < 0.08        # 5% of the values, 6 bytes each
+        assert 0.07 < h["bytes_up"] / h["bytes_down"] < 0.08  # 5% of the values, 6 bytes each
     f1 = {name: state.history[-1]["test"]["macro_f1"] for name, state in runs.items()}
     assert f1["none"] > 0.8 and f1["int8"] > f1["none"] - 0.05, f1
-    assert f1["topk:0.05"] > 0.3, f1                                 # above any one-class guess (0.2)
+    assert f1["topk:0.05"] > 0.3, f1  # above any one-class guess (0.2)

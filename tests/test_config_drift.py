@@ -14,15 +14,34 @@ ROOT = Path(__file__).resolve().parents[1]
 FEDERATION = ROOT / "src" / "fedids" / "federation"
 DEFAULTS = FederationConfig()
 # `fedids federate` option -> FederationConfig field, where the names differ.
-CLI_NAMES = {"fraction": "fraction_train", "dpsgd_noise": "dpsgd_noise_multiplier",
-             "dpsgd_epsilon": "dpsgd_target_epsilon", "energy_budget": "energy_budget_j"}
-CLI_ONLY = {"data", "out_dir", "clients", "partition", "mode", "split", "test_fraction", "segment", "keys",
-            "resume", "test_data"}
+CLI_NAMES = {
+    "fraction": "fraction_train",
+    "dpsgd_noise": "dpsgd_noise_multiplier",
+    "dpsgd_epsilon": "dpsgd_target_epsilon",
+    "energy_budget": "energy_budget_j",
+}
+CLI_ONLY = {
+    "data",
+    "out_dir",
+    "clients",
+    "partition",
+    "mode",
+    "split",
+    "test_fraction",
+    "segment",
+    "keys",
+    "resume",
+    "test_data",
+}
 
 
 def test_the_deployment_run_config_lists_every_setting_at_its_default():
-    config = tomllib.loads((ROOT / "deploy" / "flower-app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    fields = {f.name.replace("_", "-"): getattr(DEFAULTS, f.name) for f in dataclasses.fields(FederationConfig)}
+    config = tomllib.loads((ROOT / "deploy" / "flower-app" / "pyproject.toml").read_text())["tool"]["flwr"][
+        "app"
+    ]["config"]
+    fields = {
+        f.name.replace("_", "-"): getattr(DEFAULTS, f.name) for f in dataclasses.fields(FederationConfig)
+    }
     assert set(config) == set(fields) | set(RUN_ONLY_KEYS)
     drifted = {k: (config[k], v) for k, v in fields.items() if config[k] != v}
     assert not drifted, f"run config differs from FederationConfig: {drifted}"
@@ -33,12 +52,19 @@ def test_every_federate_option_defaults_to_federation_config():
     from fedids.cli.federate import _run, federate
 
     options = {name: p.default.default for name, p in inspect.signature(federate).parameters.items()}
-    unknown = set(options) - CLI_ONLY - {f.name for f in dataclasses.fields(FederationConfig)} - set(CLI_NAMES)
+    unknown = (
+        set(options) - CLI_ONLY - {f.name for f in dataclasses.fields(FederationConfig)} - set(CLI_NAMES)
+    )
     assert not unknown, f"options with no FederationConfig field: {unknown}"
-    drifted = {name: (value, getattr(DEFAULTS, CLI_NAMES.get(name, name))) for name, value in options.items()
-               if name not in CLI_ONLY and value != getattr(DEFAULTS, CLI_NAMES.get(name, name))}
+    drifted = {
+        name: (value, getattr(DEFAULTS, CLI_NAMES.get(name, name)))
+        for name, value in options.items()
+        if name not in CLI_ONLY and value != getattr(DEFAULTS, CLI_NAMES.get(name, name))
+    }
     assert not drifted, f"CLI defaults differ from FederationConfig: {drifted}"
-    keyword = {n: p.default for n, p in inspect.signature(_run).parameters.items() if p.default is not inspect._empty}
+    keyword = {
+        n: p.default for n, p in inspect.signature(_run).parameters.items() if p.default is not inspect._empty
+    }
     drifted = {n: v for n, v in keyword.items() if n in options and n not in CLI_ONLY and v != options[n]}
     assert not drifted, f"_run defaults differ: {drifted}"
 
@@ -66,22 +92,51 @@ def _federation_imports(path: Path) -> set[str]:
 
 
 def test_the_client_side_imports_nothing_from_the_server_side():
-    server_side = {"server_app", "rounds", "plain", "finish", "secure_rounds", "state", "strategies", "simulation",
-                   "deployment", "baselines"}
+    server_side = {
+        "server_app",
+        "rounds",
+        "plain",
+        "finish",
+        "secure_rounds",
+        "state",
+        "strategies",
+        "simulation",
+        "deployment",
+        "baselines",
+    }
     seen, todo = set(), ["client_app"]
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        todo += [n for n in _federation_imports(FEDERATION / f"{name}.py") if (FEDERATION / f"{n}.py").exists()]
+        todo += [
+            n for n in _federation_imports(FEDERATION / f"{name}.py") if (FEDERATION / f"{n}.py").exists()
+        ]
     assert not seen & server_side, f"the client reaches {seen & server_side}"
 
 
 def test_no_function_of_the_round_loop_exceeds_80_lines():
-    for name in ("rounds", "plain", "finish", "secure_rounds", "aggregation", "client", "client_app", "server_app",
-                 "setup", "state", "config", "private", "messages", "calibration"):
+    for name in (
+        "rounds",
+        "plain",
+        "finish",
+        "secure_rounds",
+        "aggregation",
+        "client",
+        "client_app",
+        "server_app",
+        "setup",
+        "state",
+        "config",
+        "private",
+        "messages",
+        "calibration",
+    ):
         tree = ast.parse((FEDERATION / f"{name}.py").read_text())
-        long = [(n.name, n.end_lineno - n.lineno + 1) for n in ast.walk(tree)
-                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80]
+        long = [
+            (n.name, n.end_lineno - n.lineno + 1)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 80
+        ]
         assert not long, f"{name}.py: {long}"

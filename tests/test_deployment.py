@@ -51,7 +51,7 @@ def test_server_certificate_is_signed_by_the_ca_and_names_the_host_and_loopback(
     assert ca_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in eku
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert cert.not_valid_before_utc < now < cert.not_valid_after_utc
     assert (cert.not_valid_after_utc - now).days >= dep.SERVER_VALID_DAYS - 1
 
@@ -78,8 +78,10 @@ def _serve_tls_once(cert_pem: Path, key_pem: Path) -> tuple[int, threading.Threa
     return port, thread
 
 
-@pytest.mark.parametrize("server_name, accepted", [("superlink.example.org", True), ("127.0.0.1", True),
-                                                   ("localhost", True), ("other.example.org", False)])
+@pytest.mark.parametrize(
+    "server_name, accepted",
+    [("superlink.example.org", True), ("127.0.0.1", True), ("localhost", True), ("other.example.org", False)],
+)
 def test_tls_handshake_verifies_against_the_generated_ca(tmp_path, server_name, accepted):
     plan = dep.init_deployment(tmp_path / "d", "superlink.example.org", nodes=1, port=9443)
     link = plan.layout.superlink_dir
@@ -115,9 +117,14 @@ def test_node_keys_load_with_flowers_own_loaders(tmp_path):
     plan = dep.init_deployment(tmp_path / "d", "127.0.0.1", nodes=2)
     for index in (1, 2):
         node = plan.layout.supernode_dir(index)
-        registered = try_load_public_key(plan.layout.node_public_key(index))  # what `flwr supernode register` sends
-        private, public = _try_setup_client_authentication(argparse.Namespace(
-            auth_supernode_private_key=str(node / dep.NODE_KEY), auth_supernode_public_key=None))
+        registered = try_load_public_key(
+            plan.layout.node_public_key(index)
+        )  # what `flwr supernode register` sends
+        private, public = _try_setup_client_authentication(
+            argparse.Namespace(
+                auth_supernode_private_key=str(node / dep.NODE_KEY), auth_supernode_public_key=None
+            )
+        )
         assert public_key_to_bytes(public) == registered  # the SuperNode proves the key that was registered
         assert private.curve.name == "secp384r1"
         assert (node / dep.NODE_PUB).read_bytes() == plan.layout.node_public_key(index).read_bytes()
@@ -154,8 +161,9 @@ def test_flower_app_ships_inside_the_package():
 def test_runbook_holds_the_exact_commands_with_offline_settings(tmp_path):
     plan = dep.init_deployment(tmp_path / "d", "10.1.2.3", nodes=2, port=8443, rounds=5)
     runbook = (tmp_path / "d" / dep.RUNBOOK).read_text()
-    link = dep.superlink_command(ca_cert="ca.crt", cert="superlink.crt", key="superlink.key", port=8443,
-                                 database="superlink-state.db")
+    link = dep.superlink_command(
+        ca_cert="ca.crt", cert="superlink.crt", key="superlink.key", port=8443, database="superlink-state.db"
+    )
     assert " ".join(link) in runbook
     assert "--disable-runtime-dependency-installation" in link and "--enable-supernode-auth" in link
     assert runbook.count("export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1") == 4  # every machine
@@ -173,12 +181,16 @@ def test_fingerprint_matches_ssh_keygen(tmp_path):
         pytest.skip("ssh-keygen not installed")
     plan = dep.init_deployment(tmp_path / "d", "127.0.0.1", nodes=1)
     pub = plan.layout.supernode_dir(1) / dep.NODE_PUB
-    listed = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        ["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True
+    ).stdout
     assert listed.split()[1] == plan.node_fingerprints[0] == dep.node_key_fingerprint(pub.read_bytes())
     assert listed.split()[0] == "384"
 
 
-@pytest.mark.parametrize("host", ["https://a.example", "a.example:8000", "bad host", "", "-a.example", "a..b"])
+@pytest.mark.parametrize(
+    "host", ["https://a.example", "a.example:8000", "bad host", "", "-a.example", "a..b"]
+)
 def test_bad_superlink_hosts_are_refused(tmp_path, host):
     with pytest.raises(InputError, match="superlink-host"):
         dep.init_deployment(tmp_path / "d", host, nodes=1)
@@ -194,8 +206,14 @@ def test_ipv6_hosts_are_bracketed_in_addresses():
 def test_config_pairs_round_trip_through_flowers_parser():
     from flwr.common.config import parse_config_args
 
-    values = {"rounds": 2, "lr": 0.003, "fraction-train": 1.0, "test-data": "/srv/my data/t.csv",
-              "flag": True, "strategy": "fedavg"}
+    values = {
+        "rounds": 2,
+        "lr": 0.003,
+        "fraction-train": 1.0,
+        "test-data": "/srv/my data/t.csv",
+        "flag": True,
+        "strategy": "fedavg",
+    }
     parsed = parse_config_args([dep.format_config_pairs(values)])
     assert parsed == values
     assert all(type(parsed[k]) is type(v) for k, v in values.items())  # 1.0 stays a float
@@ -212,14 +230,22 @@ def test_flower_app_is_valid_and_its_run_config_is_what_the_server_accepts():
 
     config, _ = load_and_validate(APP / "pyproject.toml")  # what `flwr run` checks, modules included
     components = config["tool"]["flwr"]["app"]["components"]
-    assert components == {"serverapp": "fedids.federation.server_app:app",
-                          "clientapp": "fedids.federation.client_app:app"}
+    assert components == {
+        "serverapp": "fedids.federation.server_app:app",
+        "clientapp": "fedids.federation.client_app:app",
+    }
     run_config = config["tool"]["flwr"]["app"]["config"]
     FederationConfig.from_run_config(run_config)  # no unknown key, valid values
-    every_key = {f.replace("_", "-") for f in FederationConfig.__dataclass_fields__} | {"test-data", "out-dir", "split"}
+    every_key = {f.replace("_", "-") for f in FederationConfig.__dataclass_fields__} | {
+        "test-data",
+        "out-dir",
+        "split",
+    }
     assert set(run_config) == every_key  # every server setting can be overridden with --run-config
     for key, value in FederationConfig().__dict__.items():
-        assert type(run_config[key.replace("_", "-")]) is type(value), key  # neither Flower nor the server converts
+        assert type(run_config[key.replace("_", "-")]) is type(value), (
+            key
+        )  # neither Flower nor the server converts
     plan = dep.DeploymentPlan(root="/x", superlink_host="h", port=1, nodes=3)
     assert set(plan.run_config()) <= set(run_config)
 
@@ -238,8 +264,18 @@ def test_flwr_config_is_read_by_flower(tmp_path, monkeypatch):
 
 def test_run_status_is_parsed_from_flwr_ls_json():
     # Shape of `flwr ls fedids --run-id N --format json` output from flwr 1.42.0 (abridged).
-    text = "Using SuperLink: fedids\n" + json.dumps({"success": True, "runs": [
-        {"run-id": "12650074625087512603", "federation-id": "@none/default", "status": "finished:completed"}]})
+    text = "Using SuperLink: fedids\n" + json.dumps(
+        {
+            "success": True,
+            "runs": [
+                {
+                    "run-id": "12650074625087512603",
+                    "federation-id": "@none/default",
+                    "status": "finished:completed",
+                }
+            ],
+        }
+    )
     status = dep.parse_run_status(text, 12650074625087512603)
     assert status.finished and status.succeeded
     failed = json.dumps({"success": True, "runs": [{"run-id": "7", "status": "finished:failed"}]})
@@ -250,8 +286,17 @@ def test_run_status_is_parsed_from_flwr_ls_json():
 
 def test_cli_init_prints_the_runbook_but_no_key_and_refuses_to_overwrite(tmp_path):
     fedids = Path(sys.executable).parent / "fedids"
-    args = [str(fedids), "deploy", "init", "--out", str(tmp_path / "d"), "--superlink-host", "10.0.0.1",
-            "--nodes", "2"]
+    args = [
+        str(fedids),
+        "deploy",
+        "init",
+        "--out",
+        str(tmp_path / "d"),
+        "--superlink-host",
+        "10.0.0.1",
+        "--nodes",
+        "2",
+    ]
     first = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "flower-superlink --ssl-ca-certfile ca.crt" in first.stdout
@@ -259,8 +304,9 @@ def test_cli_init_prints_the_runbook_but_no_key_and_refuses_to_overwrite(tmp_pat
     second = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert second.returncode == 2 and "--force" in second.stderr and "Traceback" not in second.stderr
     pub = tmp_path / "d" / "supernode-1" / dep.NODE_PUB
-    printed = subprocess.run([str(fedids), "deploy", "fingerprint", str(pub)], capture_output=True, text=True,
-                             timeout=120)
+    printed = subprocess.run(
+        [str(fedids), "deploy", "fingerprint", str(pub)], capture_output=True, text=True, timeout=120
+    )
     assert printed.stdout.strip() == dep.node_key_fingerprint(pub.read_bytes())
 
 
@@ -361,8 +407,9 @@ def _write_node_files(directory: Path) -> list[Path]:
     from fedids.data.formats import write_trafficlabelling_csv
     from fedids.data.loader import load_flows
 
-    sources = sorted((DATA / "trafficlabelling-mondirkb").glob("*.csv")) + \
-        sorted((DATA / "trafficlabelling-netsentinel").glob("*.csv"))
+    sources = sorted((DATA / "trafficlabelling-mondirkb").glob("*.csv")) + sorted(
+        (DATA / "trafficlabelling-netsentinel").glob("*.csv")
+    )
     assert len(sources) == 5, sources
     parts: list[list] = [[] for _ in range(4)]
     for source in sources:
@@ -372,7 +419,9 @@ def _write_node_files(directory: Path) -> list[Path]:
             parts[k].append(frame.iloc[k::4])
     paths = []
     for k, chunks in enumerate(parts):
-        paths.append(write_trafficlabelling_csv(pd.concat(chunks, ignore_index=True), directory / f"flows-{k}.csv"))
+        paths.append(
+            write_trafficlabelling_csv(pd.concat(chunks, ignore_index=True), directory / f"flows-{k}.csv")
+        )
     return paths
 
 
@@ -414,7 +463,8 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_an_unregistered_node(
-        tmp_path, processes):
+    tmp_path, processes
+):
     from fedids.data.loader import load_flows
     from fedids.federation.server_app import CHECKPOINT_DIR, GLOBAL_DIR, STATE_FILE
     from fedids.model.artifacts import Detector, load_detector
@@ -426,8 +476,16 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     files = _write_node_files(tmp_path)
     run_dir = tmp_path / "server-run"
     # 4 key pairs; only 1-3 are registered, so SuperNode 4 must be refused.
-    plan = dep.init_deployment(tmp_path / "deploy", "127.0.0.1", nodes=4, port=link_port,
-                               test_data=str(files[3]), run_dir=str(run_dir), app_dir=APP, rounds=2)
+    plan = dep.init_deployment(
+        tmp_path / "deploy",
+        "127.0.0.1",
+        nodes=4,
+        port=link_port,
+        test_data=str(files[3]),
+        run_dir=str(run_dir),
+        app_dir=APP,
+        rounds=2,
+    )
     layout = plan.layout
     operator_env = _host_env(layout.flwr_home)
 
@@ -436,22 +494,33 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
         if "Runtime task-token authentication failed" in report:
             # Flower gives a freshly started flwr-clientapp/-serverapp 30 s to send its first heartbeat;
             # past that the task is re-queued and a new process started, forever on an overloaded host.
-            message += (f"\nhint: app processes did not start within Flower's 30 s task-claim window; "
-                        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+            message += (
+                f"\nhint: app processes did not start within Flower's 30 s task-claim window; "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            )
         return f"{message}\n{report}"
 
     # 1. SuperLink host: the runbook's command, in the superlink/ folder (TLS + node authentication).
-    link = processes.start("superlink", dep.superlink_command(
-        ca_cert=dep.CA_CERT, cert=dep.SERVER_CERT, key=dep.SERVER_KEY, host="127.0.0.1", port=link_port),
-        cwd=layout.superlink_dir, env=_host_env(tmp_path / "hosts" / "superlink"))
+    link = processes.start(
+        "superlink",
+        dep.superlink_command(
+            ca_cert=dep.CA_CERT, cert=dep.SERVER_CERT, key=dep.SERVER_KEY, host="127.0.0.1", port=link_port
+        ),
+        cwd=layout.superlink_dir,
+        env=_host_env(tmp_path / "hosts" / "superlink"),
+    )
     try:
         _wait_for_port(link_port, link, 120)
     except AssertionError as exc:
         pytest.fail(failure(str(exc)))
 
     # 2. Operator: register the public keys of SuperNodes 1-3 (in parallel: each `flwr` start costs seconds).
-    registrations = {i: processes.start(f"register-{i}", dep.register_command(layout.node_public_key(i)),
-                                        cwd=tmp_path, env=operator_env) for i in (1, 2, 3)}
+    registrations = {
+        i: processes.start(
+            f"register-{i}", dep.register_command(layout.node_public_key(i)), cwd=tmp_path, env=operator_env
+        )
+        for i in (1, 2, 3)
+    }
     for i, reg in registrations.items():
         try:
             code = reg.wait(timeout=180)
@@ -463,20 +532,37 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     # 3. SuperNode hosts: the runbook's command, each with its own data file, model dir and FLWR_HOME.
     nodes = {}
     for index in (1, 2, 3, 4):
-        config = {"data-path": str(files[index - 1] if index < 4 else files[0]),
-                  "model-dir": str(tmp_path / "hosts" / f"node-{index}" / "model"),
-                  "client-key": dep.supernode_name(index)}
-        nodes[index] = processes.start(f"supernode-{index}", dep.supernode_command(
-            superlink=plan.address, root_certificates=dep.CA_CERT, private_key=dep.NODE_KEY, node_config=config,
-            runtime_port=node_ports[index - 1]),
-            cwd=layout.supernode_dir(index), env=_host_env(tmp_path / "hosts" / f"node-{index}" / "flwr-home"))
+        config = {
+            "data-path": str(files[index - 1] if index < 4 else files[0]),
+            "model-dir": str(tmp_path / "hosts" / f"node-{index}" / "model"),
+            "client-key": dep.supernode_name(index),
+        }
+        nodes[index] = processes.start(
+            f"supernode-{index}",
+            dep.supernode_command(
+                superlink=plan.address,
+                root_certificates=dep.CA_CERT,
+                private_key=dep.NODE_KEY,
+                node_config=config,
+                runtime_port=node_ports[index - 1],
+            ),
+            cwd=layout.supernode_dir(index),
+            env=_host_env(tmp_path / "hosts" / f"node-{index}" / "flwr-home"),
+        )
 
     # 4. Operator: start the run (the runbook's `flwr run`) and follow its real status.
     # min-clients 3: the plan counts 4 key pairs, but only the 3 registered nodes can join.
-    run_config = plan.run_config() | {"min-clients": 3, "hidden": 16, "window": 5, "batch-size": 64,
-                                      "lr": 0.01, "timeout-s": 600.0}
-    submitted = subprocess.run(dep.run_command(APP, run_config), env=operator_env, capture_output=True,
-                               text=True, timeout=300)
+    run_config = plan.run_config() | {
+        "min-clients": 3,
+        "hidden": 16,
+        "window": 5,
+        "batch-size": 64,
+        "lr": 0.01,
+        "timeout-s": 600.0,
+    }
+    submitted = subprocess.run(
+        dep.run_command(APP, run_config), env=operator_env, capture_output=True, text=True, timeout=300
+    )
     assert submitted.returncode == 0, failure(submitted.stdout + submitted.stderr)
     run_id = int(dep.parse_json_output(submitted.stdout)["run-id"])
 
@@ -485,9 +571,12 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
         nodes[4].poll()  # reap the refused node at once: its SuperExec watches for the parent to disappear
         for index in (1, 2, 3):
             if nodes[index].poll() is not None:
-                pytest.fail(failure(f"registered SuperNode {index} exited with code {nodes[index].returncode}"))
-        state_done = (run_dir / STATE_FILE).exists() and \
-            json.loads((run_dir / STATE_FILE).read_text())["completed_round"] == 2
+                pytest.fail(
+                    failure(f"registered SuperNode {index} exited with code {nodes[index].returncode}")
+                )
+        state_done = (run_dir / STATE_FILE).exists() and json.loads((run_dir / STATE_FILE).read_text())[
+            "completed_round"
+        ] == 2
         # `flwr ls` costs a Python start-up: ask every 20 s, or at once when the server has written round 2.
         if state_done or time.monotonic() - last_query > 20:
             try:
@@ -501,14 +590,24 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
         time.sleep(2)
     if status is None or not status.succeeded:
         try:
-            server_log = subprocess.run(["flwr", "log", str(run_id), dep.CONNECTION_NAME, "--show"],
-                                        env=operator_env, capture_output=True, text=True, timeout=300).stdout
+            server_log = subprocess.run(
+                ["flwr", "log", str(run_id), dep.CONNECTION_NAME, "--show"],
+                env=operator_env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            ).stdout
         except subprocess.TimeoutExpired:
             server_log = "(flwr log did not answer within 300 s)"
         pytest.fail(failure(f"run {run_id}: {status}\n----- ServerApp log -----\n{server_log}"))
     # The operator's check from the runbook agrees (exit 0 only for finished:completed).
-    waited = subprocess.run([str(Path(sys.executable).parent / "fedids"), "deploy", "wait", str(run_id)],
-                            env=operator_env, capture_output=True, text=True, timeout=300)
+    waited = subprocess.run(
+        [str(Path(sys.executable).parent / "fedids"), "deploy", "wait", str(run_id)],
+        env=operator_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert waited.returncode == 0 and "finished:completed" in waited.stdout, waited.stdout + waited.stderr
 
     # The unregistered SuperNode was refused: Flower logs its exit code 305 ("Failed to activate
@@ -543,7 +642,9 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     assert state["calibration"]["clients"] == 3 and state["calibration"]["rejected"] == 0, failure(str(state))
     assert state["calibration"]["validation"]["clients"] == 3, failure(str(state))
     assert final_f1 == pytest.approx(state["calibration"]["test"]["macro_f1"], abs=1e-9)
-    assert state["calibration"]["before"]["macro_f1"] == pytest.approx(history[-1]["test"]["macro_f1"], abs=1e-9)
+    assert state["calibration"]["before"]["macro_f1"] == pytest.approx(
+        history[-1]["test"]["macro_f1"], abs=1e-9
+    )
     assert final_f1 >= untrained_f1 + 0.15, (untrained_f1, history)
 
     # Each SuperNode wrote the final global model (sent once more after the last round) for its
@@ -554,10 +655,14 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     for index in (1, 2, 3):
         received = load_detector(tmp_path / "hosts" / f"node-{index}" / "model")
         assert received.metadata.get("final") is True
-        assert all(np.array_equal(a, b) for a, b in zip(get_weights(received.model), get_weights(final.model)))
+        assert all(
+            np.array_equal(a, b) for a, b in zip(get_weights(received.model), get_weights(final.model))
+        )
         assert all(np.array_equal(a, b) for a, b in zip(get_weights(received.model)[:-2], round2[:-2]))
         assert received.vocabulary.labels == final.vocabulary.labels
     assert not (tmp_path / "hosts" / "node-4" / "model").exists()
-    print(f"\ndeployment integration test: {time.monotonic() - started:.0f} s, run {run_id}, "
-          f"macro-F1 untrained {untrained_f1:.3f} -> round 1 {history[0]['test']['macro_f1']:.3f} -> "
-          f"round 2 {history[1]['test']['macro_f1']:.3f} -> calibrated {final_f1:.3f}")
+    print(
+        f"\ndeployment integration test: {time.monotonic() - started:.0f} s, run {run_id}, "
+        f"macro-F1 untrained {untrained_f1:.3f} -> round 1 {history[0]['test']['macro_f1']:.3f} -> "
+        f"round 2 {history[1]['test']['macro_f1']:.3f} -> calibrated {final_f1:.3f}"
+    )

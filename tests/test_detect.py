@@ -20,7 +20,14 @@ from fedids.data.windows import compute_window_indices, host_keys
 from fedids.detect.alerts import FLOW_ID_MASK, AlertWriter, build_alerts, signature_id
 from fedids.detect.behaviour import BehaviourDetector
 from fedids.detect.sources import LineParser, PcapSource, StdinSource, open_source
-from fedids.detect.stream import ModelWatcher, OnnxScorer, StreamingDetector, TorchScorer, decide, score_windows
+from fedids.detect.stream import (
+    ModelWatcher,
+    OnnxScorer,
+    StreamingDetector,
+    TorchScorer,
+    decide,
+    score_windows,
+)
 from fedids.errors import InputError
 from fedids.model.artifacts import save_detector
 from fedids.model.export import export_onnx
@@ -54,7 +61,7 @@ def _feed(detector: StreamingDetector, frame: pd.DataFrame, sizes: list[int]):
     parts, lo, k = [], 0, 0
     while lo < len(frame):
         n = sizes[k % len(sizes)]
-        parts.append(detector.process(frame.iloc[lo:lo + n]))
+        parts.append(detector.process(frame.iloc[lo : lo + n]))
         lo, k = lo + n, k + 1
     return np.concatenate([p.labels for p in parts]), np.concatenate([p.proba for p in parts])
 
@@ -128,7 +135,11 @@ def test_alerts_follow_the_eve_layout(real):
     assert list(a)[:3] == ["timestamp", "flow_id", "event_type"] and a["event_type"] == "alert"
     assert a["timestamp"] == first["timestamp"].strftime("%Y-%m-%dT%H:%M:%S.%f") + "+0000"
     assert (a["src_ip"], a["src_port"], a["dest_ip"], a["dest_port"]) == (
-        first["src_ip"], int(first["src_port"]), first["dst_ip"], int(first["dst_port"]))
+        first["src_ip"],
+        int(first["src_port"]),
+        first["dst_ip"],
+        int(first["dst_port"]),
+    )
     for alert in alerts:
         assert EVE_TIME.match(alert["timestamp"])
         assert isinstance(alert["flow_id"], int) and 0 <= alert["flow_id"] <= FLOW_ID_MASK
@@ -167,26 +178,42 @@ def test_stdin_csv_skips_and_counts_bad_lines_and_loses_no_flow(real):
     cut = rows[5].split(b",")
     bad = [
         b"complete garbage \x00\xff\n",
-        b",".join(cut[:40]) + b"\n",                                              # fields missing
-        b",".join(cut[:10] + [b"abc"] + cut[11:]),                                # non-numeric feature
-        b",".join(cut[:10] + [b""] + cut[11:]),                                   # empty feature
-        b",".join(cut[:2] + [b"70000"] + cut[3:]),                                # invalid source port
+        b",".join(cut[:40]) + b"\n",  # fields missing
+        b",".join(cut[:10] + [b"abc"] + cut[11:]),  # non-numeric feature
+        b",".join(cut[:10] + [b""] + cut[11:]),  # empty feature
+        b",".join(cut[:2] + [b"70000"] + cut[3:]),  # invalid source port
     ]
-    stream = [header, *rows[:100], bad[0], *rows[100:150], bad[1], bad[2], *rows[150:200], bad[3], bad[4],
-              b"\n", *rows[200:]]
+    stream = [
+        header,
+        *rows[:100],
+        bad[0],
+        *rows[100:150],
+        bad[1],
+        bad[2],
+        *rows[150:200],
+        bad[3],
+        bad[4],
+        b"\n",
+        *rows[200:],
+    ]
     messages = []
     source = StdinSource(io.BytesIO(b"".join(stream)), report=messages.append)
     frames = list(source.batches())
     got = pd.concat(frames, ignore_index=True)
     expected = load_flows([PORTSCAN_CSV]).frame.iloc[:300]
     assert len(got) == 300
-    np.testing.assert_array_equal(got[list(FEATURES)].to_numpy(np.float32),
-                                  expected[list(FEATURES)].to_numpy(np.float32))
+    np.testing.assert_array_equal(
+        got[list(FEATURES)].to_numpy(np.float32), expected[list(FEATURES)].to_numpy(np.float32)
+    )
     assert got["src_ip"].tolist() == expected["src_ip"].tolist()
     assert (got["timestamp"].to_numpy() == expected["timestamp"].to_numpy()).all()
     assert dict(source.stats.bad) == {
-        "binary data": 1, "malformed row": 1, "non-numeric value": 1, "missing value": 1,
-        "invalid port or protocol": 1}
+        "binary data": 1,
+        "malformed row": 1,
+        "non-numeric value": 1,
+        "missing value": 1,
+        "invalid port or protocol": 1,
+    }
     assert len(messages) == 5 and messages[0] == "stdin line 102: binary data (NUL bytes); skipped"
     assert messages[1] == "stdin line 153: malformed row (40 fields, header has 85); skipped"
     assert "non-numeric value (Total Length of Fwd Packets = 'abc')" in messages[2]
@@ -198,25 +225,37 @@ def test_stdin_json_lines_with_garbage(real):
     objs = []
     for rec in frame.to_dict("records"):
         obj = {f: float(rec[f]) for f in FEATURES}
-        obj.update(src_ip=rec["src_ip"], dst_ip=rec["dst_ip"], src_port=int(rec["src_port"]),
-                   dst_port=int(rec["dst_port"]), protocol=int(rec["protocol"]),
-                   timestamp=rec["timestamp"].isoformat())
+        obj.update(
+            src_ip=rec["src_ip"],
+            dst_ip=rec["dst_ip"],
+            src_port=int(rec["src_port"]),
+            dst_port=int(rec["dst_port"]),
+            protocol=int(rec["protocol"]),
+            timestamp=rec["timestamp"].isoformat(),
+        )
         objs.append(json.dumps(obj).encode())
     broken = dict(json.loads(objs[3]))
     del broken["Flow Duration"]
-    text = b"\n".join([*objs[:50], b"{not json", b"[1, 2, 3]", json.dumps(broken).encode(), *objs[50:]]) + b"\n"
+    text = (
+        b"\n".join([*objs[:50], b"{not json", b"[1, 2, 3]", json.dumps(broken).encode(), *objs[50:]]) + b"\n"
+    )
     source = StdinSource(io.BytesIO(text))
     got = pd.concat(list(source.batches()), ignore_index=True)
     assert len(got) == 200
     assert dict(source.stats.bad) == {"not a JSON object": 2, "missing value": 1}
     scorer = TorchScorer(detector, source="dir")
-    np.testing.assert_allclose(StreamingDetector(scorer).process(got).proba,
-                               StreamingDetector(scorer).process(frame).proba, atol=1e-6)
+    np.testing.assert_allclose(
+        StreamingDetector(scorer).process(got).proba,
+        StreamingDetector(scorer).process(frame).proba,
+        atol=1e-6,
+    )
 
 
 def test_line_parser_reads_the_machinelearningcve_header_without_label():
-    lines = _csv_lines(DATA / "machinelearningcve-paris-svg" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv")
-    header = lines[0].decode().rstrip("\r\n").rsplit(",", 1)[0]             # drop the Label column
+    lines = _csv_lines(
+        DATA / "machinelearningcve-paris-svg" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"
+    )
+    header = lines[0].decode().rstrip("\r\n").rsplit(",", 1)[0]  # drop the Label column
     rows = [ln.decode().rstrip("\r\n").rsplit(",", 1)[0] for ln in lines[1:21]]
     parser = LineParser()
     frame, bad = parser.parse(list(enumerate([header, *rows], start=1)))
@@ -253,19 +292,19 @@ def test_model_reload_on_change_keeps_old_model_on_failure(real, tmp_path):
     # A different model: the same detector with its head's bias pushed towards class 1.
     other = export_onnx(_with_bias(detector, 1, 5.0), tmp_path / "other.onnx").path.read_bytes()
     _write_atomic(path, other)
-    assert not watcher.poll() and watcher.scorer is first       # checked at most once per second
+    assert not watcher.poll() and watcher.scorer is first  # checked at most once per second
     now[0] = 1.5
     assert watcher.poll() and watcher.scorer is not first and watcher.reloads == 1
     windows = compute_window_indices(host_keys(data.frame), detector.window)[:50]
     assert (score_windows(watcher.scorer, data.features, windows).argmax(1) == 1).all()
     current = watcher.scorer
-    _write_atomic(path, b"half a model")                        # a broken file: keep the current one
+    _write_atomic(path, b"half a model")  # a broken file: keep the current one
     now[0] = 3.0
     assert not watcher.poll() and watcher.scorer is current and watcher.failures == 1
     assert "reload failed" in messages[-1]
     now[0] = 4.5
-    assert not watcher.poll() and watcher.failures == 1          # warned once per version
-    _write_atomic(path, (root / "int8.onnx").read_bytes())      # fixed: picked up again
+    assert not watcher.poll() and watcher.failures == 1  # warned once per version
+    _write_atomic(path, (root / "int8.onnx").read_bytes())  # fixed: picked up again
     now[0] = 6.0
     assert watcher.poll() and watcher.scorer.quantize == "int8" and watcher.reloads == 2
 
@@ -296,9 +335,23 @@ def test_detect_command_on_stdin_with_garbage(real, tmp_path):
     payload = b"".join([lines[0], *lines[1:200], b"garbage line\n", *lines[200:400]])
     out = tmp_path / "alerts.jsonl"
     summary = tmp_path / "summary.json"
-    run = subprocess.run([str(FEDIDS), "detect", "--model", str(root / "int8.onnx"), "--input", "-",
-                          "--out", str(out), "--summary", str(summary)],
-                         input=payload, capture_output=True, timeout=120)
+    run = subprocess.run(
+        [
+            str(FEDIDS),
+            "detect",
+            "--model",
+            str(root / "int8.onnx"),
+            "--input",
+            "-",
+            "--out",
+            str(out),
+            "--summary",
+            str(summary),
+        ],
+        input=payload,
+        capture_output=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr.decode()
     report = json.loads(summary.read_text())
     assert report["flows"] == 399 and report["skipped"] == {"malformed row": 1}
@@ -315,9 +368,24 @@ def test_detect_command_on_stdin_with_garbage(real, tmp_path):
 def test_detect_command_rejects_a_corrupt_model(tmp_path):
     model = tmp_path / "bad.onnx"
     model.write_bytes(b"\x00" * 100)
-    run = subprocess.run([str(FEDIDS), "detect", "--model", str(model), "--input", str(PORTSCAN_CSV),
-                          "--out", str(tmp_path / "a.jsonl")], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "corrupt or unsupported ONNX" in run.stderr and "Traceback" not in run.stderr
+    run = subprocess.run(
+        [
+            str(FEDIDS),
+            "detect",
+            "--model",
+            str(model),
+            "--input",
+            str(PORTSCAN_CSV),
+            "--out",
+            str(tmp_path / "a.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        run.returncode == 2 and "corrupt or unsupported ONNX" in run.stderr and "Traceback" not in run.stderr
+    )
     with pytest.raises(InputError, match="exactly one"):
         open_source(None, None)
 
@@ -339,13 +407,18 @@ def test_detect_with_an_onnx_model_needs_no_torch(real, tmp_path):
     """The edge install has onnxruntime and numpy but no torch, onnx, Flower or scikit-learn."""
     _, _, root = real
     out = tmp_path / "edge.jsonl"
-    run = subprocess.run([sys.executable, "-c", EDGE_ONLY, str(root / "int8.onnx"), str(PORTSCAN_CSV), str(out)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", EDGE_ONLY, str(root / "int8.onnx"), str(PORTSCAN_CSV), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert len(out.read_text().splitlines()) > 500
 
 
 # --- Done-when: the real captures ---------------------------------------------------------------
+
 
 def _pcap_alerts(root: Path, name: str, rules: bool = False) -> list[dict]:
     source = PcapSource(PCAPS / name)
@@ -361,9 +434,21 @@ def _pcap_alerts(root: Path, name: str, rules: bool = False) -> list[dict]:
 def test_masscan_capture_raises_portscan_alerts_for_the_scanner(real, tmp_path):
     _, _, root = real
     out = tmp_path / "masscan.jsonl"
-    run = subprocess.run([str(FEDIDS), "detect", "--model", str(root / "int8.onnx"), "--input",
-                          str(PCAPS / "esnet_masscan_tcp_0_1000_20190821.pcap"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            str(FEDIDS),
+            "detect",
+            "--model",
+            str(root / "int8.onnx"),
+            "--input",
+            str(PCAPS / "esnet_masscan_tcp_0_1000_20190821.pcap"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     alerts = [json.loads(x) for x in out.read_text().splitlines()]
     scanner = [a for a in alerts if a["src_ip"] == "172.31.15.102"]
@@ -404,9 +489,24 @@ def test_synflood_capture_raises_ddos_alerts_from_the_flood_rule(real, tmp_path)
     runs = {}
     for flag in ("--rules", "--no-rules"):
         out = tmp_path / f"{flag}.jsonl"
-        run = subprocess.run([str(FEDIDS), "detect", "--model", str(root / "int8.onnx"), "--input", capture,
-                              "--out", str(out), "--status-every", "0", flag],
-                             capture_output=True, text=True, timeout=600)
+        run = subprocess.run(
+            [
+                str(FEDIDS),
+                "detect",
+                "--model",
+                str(root / "int8.onnx"),
+                "--input",
+                capture,
+                "--out",
+                str(out),
+                "--status-every",
+                "0",
+                flag,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert run.returncode == 0, run.stderr
         runs[flag] = [json.loads(x) for x in out.read_text().splitlines()]
     flood = [a for a in runs["--rules"] if a["fedids"]["family"] == "ddos" and "rule" in a["fedids"]]
@@ -421,8 +521,8 @@ def _strip_labels(path: Path, tmp_path: Path) -> tuple[Path, Path]:
     """The same flows with empty Label cells, and without the Label column."""
     head, *rows = path.read_bytes().rstrip(b"\n").split(b"\n")
     empty, none = tmp_path / "empty-labels.csv", tmp_path / "no-label.csv"
-    empty.write_bytes(b"\n".join([head, *(r[:r.rfind(b",") + 1] for r in rows)]) + b"\n")
-    none.write_bytes(b"\n".join([head[:head.rfind(b",")], *(r[:r.rfind(b",")] for r in rows)]) + b"\n")
+    empty.write_bytes(b"\n".join([head, *(r[: r.rfind(b",") + 1] for r in rows)]) + b"\n")
+    none.write_bytes(b"\n".join([head[: head.rfind(b",")], *(r[: r.rfind(b",")] for r in rows)]) + b"\n")
     return empty, none
 
 
@@ -442,7 +542,9 @@ def test_unlabelled_flows_are_scored_from_csv_stdin_and_pcap(real, tmp_path):
     assert _decisions(root, CsvFileSource(empty)) == expected
     assert _decisions(root, CsvFileSource(none)) == expected
     stdin = StdinSource(io.BytesIO(none.read_bytes()))
-    assert sorted(_decisions(root, stdin)) == sorted(expected)  # stdin keeps arrival order, the file time order
+    assert sorted(_decisions(root, stdin)) == sorted(
+        expected
+    )  # stdin keeps arrival order, the file time order
     assert not stdin.stats.bad
     pcap = _decisions(root, PcapSource(PCAPS / "esnet_masscan_tcp_0_1000_20190821.pcap"))
     assert len(pcap) > 1000 and pcap.count("PortScan") > 900

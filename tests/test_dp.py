@@ -34,8 +34,7 @@ FAST_ORDERS = list(range(2, 64)) + [128, 256]
 
 def _opacus_rdp():
     """Opacus's own RDP analysis (an independent implementation), loaded without torch."""
-    path = Path(importlib.metadata.distribution("opacus").locate_file(
-        "opacus/accountants/analysis/rdp.py"))
+    path = Path(importlib.metadata.distribution("opacus").locate_file("opacus/accountants/analysis/rdp.py"))
     spec = importlib.util.spec_from_file_location("opacus_rdp_analysis", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -58,9 +57,10 @@ def test_clip_leaves_small_updates_alone():
 
 
 @settings(max_examples=200, deadline=None)
-@given(arrays(np.float32, st.integers(1, 300),
-              elements=st.floats(-1e4, 1e4, allow_nan=False, width=32)),
-       st.floats(1e-3, 1e3))
+@given(
+    arrays(np.float32, st.integers(1, 300), elements=st.floats(-1e4, 1e4, allow_nan=False, width=32)),
+    st.floats(1e-3, 1e3),
+)
 def test_clipped_norm_never_exceeds_the_bound(vector, clip_norm):
     clipped, was_clipped = clip_update(vector, clip_norm)
     norm = np.linalg.norm(clipped.astype(np.float64))
@@ -83,8 +83,7 @@ def test_distributed_noise_sums_to_the_calibrated_variance():
     std = distributed_noise_std(sigma, clip_norm, n)
     assert std == pytest.approx(sigma * clip_norm / math.sqrt(n))
     rng = np.random.default_rng(42)
-    total = sum(add_gaussian_noise(np.zeros(d, np.float32), std, rng).astype(np.float64)
-                for _ in range(n))
+    total = sum(add_gaussian_noise(np.zeros(d, np.float32), std, rng).astype(np.float64) for _ in range(n))
     target = (sigma * clip_norm) ** 2
     # (d - 1) s^2 / target ~ chi2(d - 1): two-sided 99.99% interval.
     lo, hi = stats.chi2.ppf([5e-5, 1 - 5e-5], d - 1) / (d - 1) * target
@@ -125,6 +124,7 @@ def test_full_participation_reduces_to_the_gaussian_mechanism():
     # q = 1: T rounds of sigma compose to one Gaussian mechanism with sigma / sqrt(T); its exact
     # epsilon (Balle & Wang 2018, in dp_accounting) must lie below the RDP bound.
     from dp_accounting import get_epsilon_gaussian
+
     sigma, rounds = 3.0, 16
     accountant = PrivacyAccountant(sigma, 1.0)
     accountant.step(rounds)
@@ -160,8 +160,7 @@ def test_calibration_round_trip():
 
 
 @settings(max_examples=10, deadline=None)
-@given(target=st.floats(0.5, 20.0), q=st.sampled_from([0.02, 0.1, 0.3, 1.0]),
-       rounds=st.integers(1, 300))
+@given(target=st.floats(0.5, 20.0), q=st.sampled_from([0.02, 0.1, 0.3, 1.0]), rounds=st.integers(1, 300))
 def test_calibrated_noise_never_overshoots(target, q, rounds):
     sigma = calibrate_noise_multiplier(target, 1e-5, q, rounds, orders=FAST_ORDERS)
     accountant = PrivacyAccountant(sigma, q, orders=FAST_ORDERS)

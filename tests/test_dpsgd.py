@@ -42,7 +42,13 @@ def _fit(epochs: int, noise: float):
     scaled, windows, y = _task(N_ROWS, seed=1)
     model = _model()
     out = fit_dpsgd(
-        model, scaled, windows, y, _config(epochs), noise_multiplier=noise, max_grad_norm=1.0,
+        model,
+        scaled,
+        windows,
+        y,
+        _config(epochs),
+        noise_multiplier=noise,
+        max_grad_norm=1.0,
         class_weights=np.ones(2, dtype=np.float32),
     )
     return model, out, (scaled, windows, y)
@@ -153,8 +159,8 @@ def test_multi_round_accounting_matches_the_live_accountant_and_calibration_meet
     rounds, target = 10, 8.0
     sigma = dpsgd.calibrate_noise(target, 1e-5, rate, rounds * steps)
     spent = [dpsgd.epsilon_spent(sigma, rate, r * steps, 1e-5) for r in range(1, rounds + 1)]
-    assert all(a < b for a, b in zip(spent, spent[1:]))           # every round spends more
-    assert target - 0.05 <= spent[-1] <= target                      # the budget, used up, never exceeded
+    assert all(a < b for a, b in zip(spent, spent[1:]))  # every round spends more
+    assert target - 0.05 <= spent[-1] <= target  # the budget, used up, never exceeded
     assert dpsgd.calibrate_noise(target / 2, 1e-5, rate, rounds * steps) > sigma
     assert dpsgd.sample_rate(10, 64) == 1.0 and dpsgd.sample_rate(130, 64) == pytest.approx(1 / 3)
     with pytest.raises(ValueError):

@@ -19,7 +19,9 @@ def test_device_joules_by_hand() -> None:
     assert pi.cpu_joules(10.0) == pytest.approx(80.0)
     nano5 = en.DEVICE_PROFILES["jetson-nano-5w"]
     # The 5 W mode runs the same cores at 918 instead of 1479 MHz: slower by the clock ratio.
-    assert nano5.core_speed_factor == pytest.approx(en.DEVICE_PROFILES["jetson-nano-10w"].core_speed_factor * 1479 / 918)
+    assert nano5.core_speed_factor == pytest.approx(
+        en.DEVICE_PROFILES["jetson-nano-10w"].core_speed_factor * 1479 / 918
+    )
     assert nano5.cpu_joules(2.0) == pytest.approx(5.0 * 2.0 * nano5.core_speed_factor / 2)
     assert en.DEVICE_PROFILES["host"].cpu_joules(5.0) is None  # no assumed power for the host
 
@@ -43,10 +45,23 @@ def _history() -> list[dict]:
     from fedids.federation.server_app import RoundRecord
 
     def rec(r: int, f1: float, secs: float | None, priv: float | None, eps: float | None) -> dict:
-        return asdict(RoundRecord(round=r, clients=4, rejected=0, train_loss=0.5, local_val_macro_f1=0.5,
-                                  test={"accuracy": 0.9, "macro_f1": f1, "weighted_f1": 0.9, "mcc": 0.8},
-                                  seconds=3.0, bytes_down=400_000, bytes_up=800_000, privacy="he+dp",
-                                  epsilon=eps, client_seconds=secs, client_privacy_seconds=priv))
+        return asdict(
+            RoundRecord(
+                round=r,
+                clients=4,
+                rejected=0,
+                train_loss=0.5,
+                local_val_macro_f1=0.5,
+                test={"accuracy": 0.9, "macro_f1": f1, "weighted_f1": 0.9, "mcc": 0.8},
+                seconds=3.0,
+                bytes_down=400_000,
+                bytes_up=800_000,
+                privacy="he+dp",
+                epsilon=eps,
+                client_seconds=secs,
+                client_privacy_seconds=priv,
+            )
+        )
 
     return [rec(1, 0.40, 2.0, 0.5, 1.0), rec(2, 0.70, 2.0, 0.5, 1.5), rec(3, 0.80, 2.0, 0.5, 1.9)]
 
@@ -54,9 +69,9 @@ def _history() -> list[dict]:
 def test_round_energy_from_a_federation_record() -> None:
     pi, wifi = en.DEVICE_PROFILES["raspberry-pi-4"], en.RADIO_PROFILES["wifi"]
     r = en.compute_round_energy(_history()[0], pi, wifi)
-    assert r.cpu_seconds == pytest.approx((2.0 + 0.5) * 4)           # per-client means times clients
+    assert r.cpu_seconds == pytest.approx((2.0 + 0.5) * 4)  # per-client means times clients
     assert r.cpu_seconds_parts == {"train": 8.0, "privacy": 2.0}
-    assert r.cpu_j == pytest.approx(6.4 * 10.0 * 5.0 / 4)              # 80 J
+    assert r.cpu_j == pytest.approx(6.4 * 10.0 * 5.0 / 4)  # 80 J
     assert r.radio_j == pytest.approx(0.8 * wifi.tx_j_per_mb + 0.4 * wifi.rx_j_per_mb)
     assert r.total_j == pytest.approx(r.cpu_j + r.radio_j)
     assert r.mb == pytest.approx(1.2) and r.per_client_mb == pytest.approx(0.3)
@@ -68,15 +83,17 @@ def test_summary_to_target() -> None:
     history = _history()
     s = en.summarise_history(history, pi, wifi, target_macro_f1=0.7)
     one = en.compute_round_energy(history[0], pi, wifi).total_j
-    assert s["rounds_to_target"] == 2                     # first round with macro-F1 >= 0.7
-    assert s["to_target_j"] == pytest.approx(2 * one)      # identical rounds
+    assert s["rounds_to_target"] == 2  # first round with macro-F1 >= 0.7
+    assert s["to_target_j"] == pytest.approx(2 * one)  # identical rounds
     assert s["to_target_mb"] == pytest.approx(2.4)
     assert s["total_mb"] == pytest.approx(3.6)
     assert s["total_j"] == pytest.approx(3 * one)
     assert s["mean_per_client_round_j"] == pytest.approx(one / 4)
     assert [x["epsilon"] for x in s["per_round"]] == [1.0, 1.5, 1.9]
     never = en.summarise_history(history, pi, wifi, target_macro_f1=0.95)
-    assert never["rounds_to_target"] is None and never["to_target_j"] is None and never["to_target_mb"] is None
+    assert (
+        never["rounds_to_target"] is None and never["to_target_j"] is None and never["to_target_mb"] is None
+    )
 
 
 def test_missing_cpu_seconds_gives_no_joules_but_keeps_radio() -> None:
@@ -100,8 +117,11 @@ def test_rapl_meter_sums_packages_and_corrects_wraparound(tmp_path) -> None:
     _powercap(tmp_path, {"intel-rapl:0": 1_000_000, "intel-rapl:1": 4_294_000_000, "intel-rapl:0:0": 5})
     assert en.rapl_unavailable_reason(tmp_path) is None
     with en.RaplMeter(tmp_path) as meter:
-        _powercap(tmp_path, {"intel-rapl:0": 3_500_000, "intel-rapl:1": 1_032_704, "intel-rapl:0:0": 999_999_999},
-                  max_range=4_294_967_296)
+        _powercap(
+            tmp_path,
+            {"intel-rapl:0": 3_500_000, "intel-rapl:1": 1_032_704, "intel-rapl:0:0": 999_999_999},
+            max_range=4_294_967_296,
+        )
     # package 0: 2.5 J; package 1 wrapped: 4_294_967_296 - 4_294_000_000 + 1_032_704 = 2_000_000 uJ.
     assert meter.joules == pytest.approx(4.5)
     assert meter.seconds >= 0

@@ -12,13 +12,13 @@ import torch
 
 from fedids.data.loader import load_flows
 from fedids.data.schema import FEATURES
+from fedids.detect.stream import OnnxScorer, TorchScorer, load_scorer, score_windows
 from fedids.errors import InputError
 from fedids.evaluation.metrics import compute_metrics
 from fedids.model.artifacts import load_detector, save_detector
 from fedids.model.compress import compute_sparsity, prune_detector
 from fedids.model.export import META_FEATURES, META_LABELS, META_WINDOW, export_onnx, quantize_int8_per_column
 from fedids.model.train import TrainConfig
-from fedids.detect.stream import OnnxScorer, TorchScorer, load_scorer, score_windows
 from fedids.task import predict_labels, prepare, train_centralized
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
@@ -95,8 +95,9 @@ def test_preprocessing_inside_the_graph_matches_the_scaler(real, tmp_path):
     flows[present == 0] = np.nan  # padding must not matter, whatever it holds
     rows = np.where(present > 0, np.arange(flows.shape[0] * flows.shape[1]).reshape(present.shape), -1)
     flat = flows.reshape(-1, flows.shape[2])
-    np.testing.assert_allclose(onnx_scorer.score(flat, rows), torch_scorer.score(flat, rows),
-                               atol=2e-5, rtol=0)
+    np.testing.assert_allclose(
+        onnx_scorer.score(flat, rows), torch_scorer.score(flat, rows), atol=2e-5, rtol=0
+    )
 
 
 def test_onnx_metadata_makes_the_file_self_describing(real, tmp_path):
@@ -126,12 +127,13 @@ def test_pruning_zeroes_the_smallest_weights_and_finetune_keeps_the_mask(real):
     w, orig = _weights(plain.detector), _weights(detector)
     assert orig[w == 0].abs().max() <= orig[w != 0].abs().min()
     assert torch.equal(w[w != 0], orig[w != 0])
-    tuned = prune_detector(detector, 0.5, finetune_frame=data.frame.iloc[data.train_rows],
-                           config=TrainConfig(epochs=1, lr=1e-3))
+    tuned = prune_detector(
+        detector, 0.5, finetune_frame=data.frame.iloc[data.train_rows], config=TrainConfig(epochs=1, lr=1e-3)
+    )
     assert tuned.finetune is not None and tuned.finetune.steps > 0
     wt = _weights(tuned.detector)
-    assert torch.equal(wt == 0, w == 0)                    # same mask after the fine-tune
-    assert not torch.equal(wt[wt != 0], w[w != 0])         # and the survivors did train
+    assert torch.equal(wt == 0, w == 0)  # same mask after the fine-tune
+    assert not torch.equal(wt[wt != 0], w[w != 0])  # and the survivors did train
     assert all(torch.equal(a, b) for a, b in zip(before, detector.model.parameters()))  # input untouched
     assert compute_sparsity(tuned.detector) == tuned.sparsity
 
@@ -141,8 +143,10 @@ def test_pruned_model_round_trips_and_exports(real, tmp_path):
     pruned = prune_detector(detector, 0.5).detector
     again = load_detector(save_detector(tmp_path / "p", pruned))
     rows = data.test_rows[:300]
-    np.testing.assert_array_equal(predict_labels(pruned, data.features, data.windows[rows])[1],
-                                  predict_labels(again, data.features, data.windows[rows])[1])
+    np.testing.assert_array_equal(
+        predict_labels(pruned, data.features, data.windows[rows])[1],
+        predict_labels(again, data.features, data.windows[rows])[1],
+    )
     result = export_onnx(again, tmp_path / "p8.onnx", quantize="int8", prune_amount=0.5)
     assert result.zero_weights >= result.weights // 2 - 1
 
@@ -153,15 +157,24 @@ def test_corrupt_or_foreign_onnx_is_an_input_error(real, tmp_path):
     (tmp_path / "garbage.onnx").write_bytes(b"this is not a protobuf at all" * 10)
     (tmp_path / "truncated.onnx").write_bytes(good[: len(good) // 2])
     (tmp_path / "empty.onnx").write_bytes(b"")
-    foreign = onnx.helper.make_model(onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]),
-        opset_imports=[onnx.helper.make_opsetid("", 17)])
+    foreign = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 17)],
+    )
     foreign.ir_version = 8
     (tmp_path / "foreign.onnx").write_bytes(foreign.SerializeToString())
-    for name, message in (("garbage", "corrupt or unsupported ONNX"), ("truncated", "corrupt or unsupported ONNX"),
-                          ("empty", "empty file"), ("foreign", "lacks fedids metadata"), ("missing", "no such")):
+    for name, message in (
+        ("garbage", "corrupt or unsupported ONNX"),
+        ("truncated", "corrupt or unsupported ONNX"),
+        ("empty", "empty file"),
+        ("foreign", "lacks fedids metadata"),
+        ("missing", "no such"),
+    ):
         with pytest.raises(InputError, match=message):
             load_scorer(tmp_path / f"{name}.onnx")
     with pytest.raises(InputError):
@@ -172,17 +185,39 @@ def test_export_command_reports_size_and_delta(real, tmp_path):
     _, _, model_dir = real
     test_csv = DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv"
     out = tmp_path / "edge.onnx"
-    run = subprocess.run([str(FEDIDS), "export", "--model", str(model_dir), "--out", str(out),
-                          "--prune", "0.3", "--quantize", "int8", "--data", str(test_csv)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            str(FEDIDS),
+            "export",
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--prune",
+            "0.3",
+            "--quantize",
+            "int8",
+            "--data",
+            str(test_csv),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["size_bytes"] == out.stat().st_size <= 64 * 1024
     ev = report["evaluation"]
     assert ev["flows"] == 1000
-    assert ev["delta"]["macro_f1"] == pytest.approx(ev["export"]["macro_f1"] - ev["float_pytorch"]["macro_f1"])
+    assert ev["delta"]["macro_f1"] == pytest.approx(
+        ev["export"]["macro_f1"] - ev["float_pytorch"]["macro_f1"]
+    )
     assert abs(report["sparsity"] - 0.3) < 1e-3
     assert "macro-F1" in run.stdout
-    bad = subprocess.run([str(FEDIDS), "export", "--model", str(tmp_path / "nope"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [str(FEDIDS), "export", "--model", str(tmp_path / "nope"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

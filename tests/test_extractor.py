@@ -42,6 +42,7 @@ pytestmark = pytest.mark.skipif(not PCAPS.is_dir(), reason="shared real data not
 # Independent references
 # ------------------------------------------------------------------------------------------------
 
+
 def read_pcap_records(path: Path) -> tuple[int, list[tuple[int, int, int, bytes, int]]]:
     """``(linktype, [(sec, usec, wire_len, frame, end_offset), ...])`` of a little-endian microsecond
     pcap, walked with struct; stops at the first incomplete record."""
@@ -53,13 +54,14 @@ def read_pcap_records(path: Path) -> tuple[int, list[tuple[int, int, int, bytes,
         sec, usec, caplen, wire = struct.unpack_from("<IIII", blob, off)
         if off + 16 + caplen > len(blob):
             break
-        out.append((sec, usec, wire, blob[off + 16: off + 16 + caplen], off + 16 + caplen))
+        out.append((sec, usec, wire, blob[off + 16 : off + 16 + caplen], off + 16 + caplen))
         off += 16 + caplen
     return linktype, out
 
 
-def write_pcap(path: Path, records: list[tuple[int, int, bytes]], linktype: int = 1,
-               wire_lens: list[int] | None = None) -> Path:
+def write_pcap(
+    path: Path, records: list[tuple[int, int, bytes]], linktype: int = 1, wire_lens: list[int] | None = None
+) -> Path:
     """Write ``(sec, usec, frame)`` records as a little-endian microsecond pcap with struct."""
     parts = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)]
     for i, (sec, usec, frame) in enumerate(records):
@@ -82,11 +84,17 @@ def tcp_packets_by_connection(path: Path) -> dict[frozenset, list[dict]]:
         l2 = 14 + 4 * len(getattr(eth, "vlan_tags", []))
         src = (socket.inet_ntoa(ip.src), tcp.sport)
         dst = (socket.inet_ntoa(ip.dst), tcp.dport)
-        groups[frozenset((src, dst))].append({
-            "us": sec * 1_000_000 + usec, "src": src, "flags": tcp.flags, "win": tcp.win,
-            "tcp_hdr": tcp.off * 4, "payload": ip.len - ip.hl * 4 - tcp.off * 4,
-            "on_wire_after_hdr": wire - l2 - ip.hl * 4 - tcp.off * 4,
-        })
+        groups[frozenset((src, dst))].append(
+            {
+                "us": sec * 1_000_000 + usec,
+                "src": src,
+                "flags": tcp.flags,
+                "win": tcp.win,
+                "tcp_hdr": tcp.off * 4,
+                "payload": ip.len - ip.hl * 4 - tcp.off * 4,
+                "on_wire_after_hdr": wire - l2 - ip.hl * 4 - tcp.off * 4,
+            }
+        )
     return groups
 
 
@@ -113,6 +121,7 @@ def synflood() -> ExtractResult:
 # ------------------------------------------------------------------------------------------------
 # Schema and column map
 # ------------------------------------------------------------------------------------------------
+
 
 def test_feature_map_covers_the_78_schema_features_in_order_with_time_units_in_microseconds():
     assert [m.feature for m in FEATURE_MAP] == list(FEATURES)
@@ -144,6 +153,7 @@ def test_frames_follow_the_canonical_schema_and_all_features_are_finite(which, r
 # ------------------------------------------------------------------------------------------------
 # The three real captures
 # ------------------------------------------------------------------------------------------------
+
 
 def test_masscan_vlan_tagged_capture_gives_one_flow_per_scanned_port(masscan):
     linktype, records = read_pcap_records(MASSCAN)
@@ -197,6 +207,7 @@ def test_every_tcp_udp_packet_is_in_a_flow_or_counted_as_skipped(nmap, masscan, 
 # Units and lengths against dpkt
 # ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", [NMAP, MASSCAN], ids=["nmap", "masscan"])
 def test_times_are_microseconds_and_lengths_match_dpkt(path):
     corrected = extract_pcap(path, mode="corrected").frame
@@ -207,7 +218,7 @@ def test_times_are_microseconds_and_lengths_match_dpkt(path):
         group = groups[frozenset(((row.src_ip, row.src_port), (row.dst_ip, row.dst_port)))]
         # The flow's packets: the next n packets of its connection from its first one on.
         first = next(k for k, p in enumerate(group) if p["us"] == start_us[i])
-        pkts = group[first: first + int(row["Total Fwd Packets"] + row["Total Backward Packets"])]
+        pkts = group[first : first + int(row["Total Fwd Packets"] + row["Total Backward Packets"])]
         times = np.array([p["us"] for p in pkts])
         fwd = [p for p in pkts if p["src"] == (row.src_ip, row.src_port)]
         bwd = [p for p in pkts if p["src"] != (row.src_ip, row.src_port)]
@@ -227,7 +238,6 @@ def test_times_are_microseconds_and_lengths_match_dpkt(path):
         assert compat.loc[i, "Total Length of Fwd Packets"] == sum(p["on_wire_after_hdr"] for p in fwd)
         assert compat.loc[i, "Total Length of Bwd Packets"] == sum(p["on_wire_after_hdr"] for p in bwd)
         assert compat.loc[i, "Init_Win_bytes_backward"] == (bwd[-1]["win"] if bwd else -1)
-
 
 
 def test_durations_are_microseconds_not_seconds(nmap):
@@ -252,8 +262,9 @@ def eth_frame(ip: dpkt.ip.IP, *, vlan: bool, pad_to: int = 0) -> bytes:
     return frame + b"\x00" * max(0, pad_to - len(frame))
 
 
-def tcp_ip(src: str, dst: str, sport: int, dport: int, flags: int, win: int, payload: bytes = b"",
-           opts: bytes = b"") -> dpkt.ip.IP:
+def tcp_ip(
+    src: str, dst: str, sport: int, dport: int, flags: int, win: int, payload: bytes = b"", opts: bytes = b""
+) -> dpkt.ip.IP:
     tcp = dpkt.tcp.TCP(sport=sport, dport=dport, flags=flags, win=win, opts=opts, data=payload)
     tcp.off = (20 + len(opts)) // 4
     return dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=6, ttl=64, data=tcp)
@@ -261,14 +272,23 @@ def tcp_ip(src: str, dst: str, sport: int, dport: int, flags: int, win: int, pay
 
 @pytest.fixture(scope="module")
 def handmade_pcap(tmp_path_factory) -> Path:
-    S, SA, A_, PA, RA = (dpkt.tcp.TH_SYN, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, dpkt.tcp.TH_ACK,
-                         dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK)
+    S, SA, _A, PA, RA = (
+        dpkt.tcp.TH_SYN,
+        dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK,
+    )
     udp = dpkt.udp.UDP(sport=5353, dport=53, data=b"q" * 20)
     udp_ip = dpkt.ip.IP(src=socket.inet_aton(A), dst=socket.inet_aton(B), p=17, data=udp)
     udp_back = dpkt.udp.UDP(sport=53, dport=5353, data=b"r" * 40)
     udp_back_ip = dpkt.ip.IP(src=socket.inet_aton(B), dst=socket.inet_aton(A), p=17, data=udp_back)
-    icmp = dpkt.ip.IP(src=socket.inet_aton(A), dst=socket.inet_aton(B), p=1,
-                      data=dpkt.icmp.ICMP(type=8, data=dpkt.icmp.ICMP.Echo(id=1, seq=1)))
+    icmp = dpkt.ip.IP(
+        src=socket.inet_aton(A),
+        dst=socket.inet_aton(B),
+        p=1,
+        data=dpkt.icmp.ICMP(type=8, data=dpkt.icmp.ICMP.Echo(id=1, seq=1)),
+    )
     arp = b"\xff" * 6 + b"\x04" * 6 + b"\x08\x06" + b"\x00" * 28
     cut_tcp = eth_frame(tcp_ip(A, B, 1, 2, S, 1), vlan=False)[: 14 + 20 + 8]  # TCP header cut short
     records = [
@@ -306,35 +326,74 @@ def test_handmade_flow_features_in_both_modes(handmade_pcap):
     flow_iats = [100, 150, 6_000_000, 150]
     fwd_iats = [250, 6_000_000]
     common = {
-        "Destination Port": 80, "Flow Duration": 6_000_400,
-        "Total Fwd Packets": 3, "Total Backward Packets": 2,
-        "Flow IAT Mean": np.mean(flow_iats), "Flow IAT Std": sample_std(flow_iats),
-        "Flow IAT Max": 6_000_000, "Flow IAT Min": 100,
-        "Fwd IAT Total": sum(fwd_iats), "Fwd IAT Mean": np.mean(fwd_iats),
-        "Fwd IAT Std": sample_std(fwd_iats), "Fwd IAT Max": 6_000_000, "Fwd IAT Min": 250,
-        "Bwd IAT Total": 6_000_300, "Bwd IAT Mean": 6_000_300, "Bwd IAT Std": 0,
-        "Bwd IAT Max": 6_000_300, "Bwd IAT Min": 6_000_300,
-        "Fwd Header Length": 24 + 20 + 20, "Bwd Header Length": 24 + 20, "Fwd Header Length.1": 64,
-        "Flow Packets/s": 5 / 6.0004, "Fwd Packets/s": 3 / 6.0004, "Bwd Packets/s": 2 / 6.0004,
-        "Init_Win_bytes_forward": 29200, "min_seg_size_forward": 20, "act_data_pkt_fwd": 2,
+        "Destination Port": 80,
+        "Flow Duration": 6_000_400,
+        "Total Fwd Packets": 3,
+        "Total Backward Packets": 2,
+        "Flow IAT Mean": np.mean(flow_iats),
+        "Flow IAT Std": sample_std(flow_iats),
+        "Flow IAT Max": 6_000_000,
+        "Flow IAT Min": 100,
+        "Fwd IAT Total": sum(fwd_iats),
+        "Fwd IAT Mean": np.mean(fwd_iats),
+        "Fwd IAT Std": sample_std(fwd_iats),
+        "Fwd IAT Max": 6_000_000,
+        "Fwd IAT Min": 250,
+        "Bwd IAT Total": 6_000_300,
+        "Bwd IAT Mean": 6_000_300,
+        "Bwd IAT Std": 0,
+        "Bwd IAT Max": 6_000_300,
+        "Bwd IAT Min": 6_000_300,
+        "Fwd Header Length": 24 + 20 + 20,
+        "Bwd Header Length": 24 + 20,
+        "Fwd Header Length.1": 64,
+        "Flow Packets/s": 5 / 6.0004,
+        "Fwd Packets/s": 3 / 6.0004,
+        "Bwd Packets/s": 2 / 6.0004,
+        "Init_Win_bytes_forward": 29200,
+        "min_seg_size_forward": 20,
+        "act_data_pkt_fwd": 2,
         # One gap over the 5 s activity timeout: active 0..250 us, then idle 6 s.
-        "Active Mean": 250, "Active Std": 0, "Active Max": 250, "Active Min": 250,
-        "Idle Mean": 6_000_000, "Idle Std": 0, "Idle Max": 6_000_000, "Idle Min": 6_000_000,
+        "Active Mean": 250,
+        "Active Std": 0,
+        "Active Max": 250,
+        "Active Min": 250,
+        "Idle Mean": 6_000_000,
+        "Idle Std": 0,
+        "Idle Max": 6_000_000,
+        "Idle Min": 6_000_000,
     }
     lengths = [0, 0, 10, 5, 0]  # payload bytes in packet order
     corrected = {
-        "Total Length of Fwd Packets": 15, "Total Length of Bwd Packets": 0,
-        "Fwd Packet Length Max": 10, "Fwd Packet Length Min": 0, "Fwd Packet Length Mean": 5,
+        "Total Length of Fwd Packets": 15,
+        "Total Length of Bwd Packets": 0,
+        "Fwd Packet Length Max": 10,
+        "Fwd Packet Length Min": 0,
+        "Fwd Packet Length Mean": 5,
         "Fwd Packet Length Std": sample_std([0, 10, 5]),
-        "Min Packet Length": 0, "Max Packet Length": 10, "Packet Length Mean": np.mean(lengths),
-        "Packet Length Std": sample_std(lengths), "Packet Length Variance": np.var(lengths, ddof=1),
-        "Average Packet Size": 3, "Flow Bytes/s": 15 / 6.0004,
-        "FIN Flag Count": 0, "SYN Flag Count": 2, "RST Flag Count": 1, "PSH Flag Count": 2,
-        "ACK Flag Count": 4, "URG Flag Count": 0, "CWE Flag Count": 0, "ECE Flag Count": 0,
-        "Fwd PSH Flags": 2, "Bwd PSH Flags": 0, "Down/Up Ratio": 2 / 3,
+        "Min Packet Length": 0,
+        "Max Packet Length": 10,
+        "Packet Length Mean": np.mean(lengths),
+        "Packet Length Std": sample_std(lengths),
+        "Packet Length Variance": np.var(lengths, ddof=1),
+        "Average Packet Size": 3,
+        "Flow Bytes/s": 15 / 6.0004,
+        "FIN Flag Count": 0,
+        "SYN Flag Count": 2,
+        "RST Flag Count": 1,
+        "PSH Flag Count": 2,
+        "ACK Flag Count": 4,
+        "URG Flag Count": 0,
+        "CWE Flag Count": 0,
+        "ECE Flag Count": 0,
+        "Fwd PSH Flags": 2,
+        "Bwd PSH Flags": 0,
+        "Down/Up Ratio": 2 / 3,
         "Init_Win_bytes_backward": 28960,  # first backward packet
         # netflower's subflows: the 6 s gap splits the flow in two; integer division.
-        "Subflow Fwd Packets": 1, "Subflow Fwd Bytes": 7, "Subflow Bwd Packets": 1,
+        "Subflow Fwd Packets": 1,
+        "Subflow Fwd Bytes": 7,
+        "Subflow Bwd Packets": 1,
         "Subflow Bwd Bytes": 0,
     }
     # Frames are padded to 64 bytes (VLAN-tagged): bytes after the TCP header on the wire.
@@ -351,11 +410,16 @@ def test_handmade_flow_features_in_both_modes(handmade_pcap):
         "Flow Bytes/s": sum(wire) / 6.0004,
         # first packet was a bare SYN: only the column that holds SYN is set
         **{c: float(c == "PSH Flag Count") for c in CICIDS2017_FLAG_COLUMNS},
-        "Fwd PSH Flags": 0, "Bwd PSH Flags": 0, "Down/Up Ratio": 0,
+        "Fwd PSH Flags": 0,
+        "Bwd PSH Flags": 0,
+        "Down/Up Ratio": 0,
         "Init_Win_bytes_backward": 0,  # last backward packet (the RST)
-        "Subflow Fwd Packets": 3, "Subflow Fwd Bytes": wire[0] + wire[2] + wire[3],
-        "Subflow Bwd Packets": 2, "Subflow Bwd Bytes": wire[1] + wire[4],
-        "Fwd Avg Bytes/Bulk": 0, "Bwd Avg Bulk Rate": 0,
+        "Subflow Fwd Packets": 3,
+        "Subflow Fwd Bytes": wire[0] + wire[2] + wire[3],
+        "Subflow Bwd Packets": 2,
+        "Subflow Bwd Bytes": wire[1] + wire[4],
+        "Fwd Avg Bytes/Bulk": 0,
+        "Bwd Avg Bulk Rate": 0,
     }
     for name, value in {**common, **corrected}.items():
         assert tcp[name] == pytest.approx(value, rel=1e-9, abs=1e-9), name
@@ -373,13 +437,16 @@ def test_handmade_flow_features_in_both_modes(handmade_pcap):
 # CICIDS2017 quirks, checked against the real CICIDS2017 rows
 # ------------------------------------------------------------------------------------------------
 
+
 def java_hashmap_order(keys: list[str]) -> list[str]:
     """Iteration order of a default ``java.util.HashMap`` (16 buckets) after inserting ``keys``."""
+
     def string_hash(s: str) -> int:
         h = 0
         for ch in s:
             h = (31 * h + ord(ch)) & 0xFFFFFFFF
         return h
+
     buckets: dict[int, list[str]] = defaultdict(list)
     for key in keys:
         h = string_hash(key)
@@ -390,10 +457,26 @@ def java_hashmap_order(keys: list[str]) -> list[str]:
 def test_cicids2017_flag_columns_follow_the_java_hashmap_order():
     inserted = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "CWR", "ECE"]
     written = java_hashmap_order(inserted)
-    headers = ["FIN Flag Count", "SYN Flag Count", "RST Flag Count", "PSH Flag Count",
-               "ACK Flag Count", "URG Flag Count", "CWE Flag Count", "ECE Flag Count"]
-    bits = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20,
-            "ECE": 0x40, "CWR": 0x80}
+    headers = [
+        "FIN Flag Count",
+        "SYN Flag Count",
+        "RST Flag Count",
+        "PSH Flag Count",
+        "ACK Flag Count",
+        "URG Flag Count",
+        "CWE Flag Count",
+        "ECE Flag Count",
+    ]
+    bits = {
+        "FIN": 0x01,
+        "SYN": 0x02,
+        "RST": 0x04,
+        "PSH": 0x08,
+        "ACK": 0x10,
+        "URG": 0x20,
+        "ECE": 0x40,
+        "CWR": 0x80,
+    }
     assert CICIDS2017_FLAG_COLUMNS == {h: bits[f] for h, f in zip(headers, written)}
 
 
@@ -422,8 +505,9 @@ def test_cicids2017_rows_show_the_quirks_that_mode_cicids2017_reproduces(cicids_
     fwd, bwd = d["Total Fwd Packets"], d["Total Backward Packets"]
     assert (d["Down/Up Ratio"] == np.floor(bwd / fwd)).all()
     n = fwd + bwd
-    np.testing.assert_allclose(d["Average Packet Size"], d["Packet Length Mean"] * (n + 1) / n,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        d["Average Packet Size"], d["Packet Length Mean"] * (n + 1) / n, rtol=1e-6, atol=1e-6
+    )
     one_fwd = d[(fwd == 1) & (d["Total Length of Fwd Packets"] > 0)]
     assert len(one_fwd) > 100 and (one_fwd["act_data_pkt_fwd"] == 0).all()
 
@@ -431,6 +515,7 @@ def test_cicids2017_rows_show_the_quirks_that_mode_cicids2017_reproduces(cicids_
 # ------------------------------------------------------------------------------------------------
 # Other link types and formats
 # ------------------------------------------------------------------------------------------------
+
 
 def test_pcapng_gives_the_same_flows_as_pcap(tmp_path, nmap):
     _, records = read_pcap_records(NMAP)
@@ -458,6 +543,7 @@ def test_raw_ip_link_type_gives_the_same_flows_as_ethernet(tmp_path, nmap_correc
 # ------------------------------------------------------------------------------------------------
 # Bad input
 # ------------------------------------------------------------------------------------------------
+
 
 def test_truncated_pcap_keeps_every_complete_packet_and_reports_it(tmp_path):
     blob = NMAP.read_bytes()
@@ -511,8 +597,9 @@ def test_unsupported_link_type_raises_input_error(tmp_path):
         extract_pcap(path)
 
 
-@pytest.mark.parametrize("kwargs", [{"mode": "cicflowmeter"}, {"active_timeout_s": 0},
-                                    {"idle_timeout_s": float("nan")}])
+@pytest.mark.parametrize(
+    "kwargs", [{"mode": "cicflowmeter"}, {"active_timeout_s": 0}, {"idle_timeout_s": float("nan")}]
+)
 def test_bad_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError):
         extract_pcap(NMAP, **kwargs)
@@ -530,10 +617,12 @@ def test_timeouts_split_a_long_connection(tmp_path):
 # Live capture
 # ------------------------------------------------------------------------------------------------
 
+
 def test_live_capture_on_loopback_yields_the_udp_flow_it_saw():
     try:
-        batches = capture_interface("lo", duration_s=3.0, packet_count=None, mode="corrected",
-                                    batch_interval_s=0.5)
+        batches = capture_interface(
+            "lo", duration_s=3.0, packet_count=None, mode="corrected", batch_interval_s=0.5
+        )
     except InputError as exc:
         pytest.skip(f"no live capture here: {exc}")
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -589,17 +678,25 @@ def test_ipv6_tcp_flow(tmp_path):
     a6, b6 = "2001:db8::1", "2001:db8::2"
 
     def ip6(src: str, dst: str, tcp: dpkt.tcp.TCP) -> dpkt.ip6.IP6:
-        packet = dpkt.ip6.IP6(src=socket.inet_pton(socket.AF_INET6, src),
-                              dst=socket.inet_pton(socket.AF_INET6, dst), nxt=6, hlim=64, data=tcp)
+        packet = dpkt.ip6.IP6(
+            src=socket.inet_pton(socket.AF_INET6, src),
+            dst=socket.inet_pton(socket.AF_INET6, dst),
+            nxt=6,
+            hlim=64,
+            data=tcp,
+        )
         packet.plen = len(bytes(tcp))
         return packet
 
     syn = dpkt.tcp.TCP(sport=50000, dport=443, flags=dpkt.tcp.TH_SYN, win=64800, off=5)
-    data = dpkt.tcp.TCP(sport=443, dport=50000, flags=dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, win=500,
-                        off=5, data=b"d" * 100)
+    data = dpkt.tcp.TCP(
+        sport=443, dport=50000, flags=dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, win=500, off=5, data=b"d" * 100
+    )
     eth6 = b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd"
-    path = write_pcap(tmp_path / "v6.pcap", [(T0, 10, eth6 + bytes(ip6(a6, b6, syn))),
-                                              (T0, 510, eth6 + bytes(ip6(b6, a6, data)))])
+    path = write_pcap(
+        tmp_path / "v6.pcap",
+        [(T0, 10, eth6 + bytes(ip6(a6, b6, syn))), (T0, 510, eth6 + bytes(ip6(b6, a6, data)))],
+    )
     result = extract_pcap(path, mode="corrected")
     assert result.skipped == {} and result.flows == 1
     row = result.frame.iloc[0]
@@ -614,12 +711,18 @@ def test_ipv6_tcp_flow(tmp_path):
 # Same flows and features as the per-packet extractor this one replaced (tests/extractor_reference.py)
 # ------------------------------------------------------------------------------------------------
 
+
 def boundary_cases_pcap(path: Path) -> Path:
     """Packets that exercise every flow boundary: 120-s cuts continued from either side, idle
     splits, RST and FIN closes with leftovers and port reuse, bulks, idle periods, IPv6, VLAN."""
-    S, SA, A_, PA, RA, FA = (dpkt.tcp.TH_SYN, dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, dpkt.tcp.TH_ACK,
-                             dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK, dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK,
-                             dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK)
+    S, SA, A_, PA, RA, FA = (
+        dpkt.tcp.TH_SYN,
+        dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_PUSH | dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_RST | dpkt.tcp.TH_ACK,
+        dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK,
+    )
     C, D = "10.0.0.3", "10.0.0.4"
     recs: list[tuple[int, bytes]] = []
 
@@ -629,30 +732,59 @@ def boundary_cases_pcap(path: Path) -> Path:
         recs.append((t_us, eth_frame(ip, vlan=vlan)))
 
     def tcp(t_us, src, dst, sport, dport, flags, payload=b"", vlan=True):
-        recs.append((t_us, eth_frame(tcp_ip(src, dst, sport, dport, flags, 1000, payload), vlan=vlan,
-                                     pad_to=60)))
+        recs.append(
+            (t_us, eth_frame(tcp_ip(src, dst, sport, dport, flags, 1000, payload), vlan=vlan, pad_to=60))
+        )
 
     for k in range(22):  # a 330-s UDP conversation, both sides talking: cut at 120 s twice
-        udp(k * 15_000_000 + 7, A if k % 3 else B, B if k % 3 else A, 5000 if k % 3 else 6000,
-            6000 if k % 3 else 5000, 10 + k)
+        udp(
+            k * 15_000_000 + 7,
+            A if k % 3 else B,
+            B if k % 3 else A,
+            5000 if k % 3 else 6000,
+            6000 if k % 3 else 5000,
+            10 + k,
+        )
     udp(1_000, C, D, 7000, 53, 30)  # silent for 130 s, then the other side: a new flow from D
     udp(131_001_000, D, C, 53, 7000, 60)
     t = 2_000_000
-    for flags, fwd, data in ((S, 1, b""), (SA, 0, b""), (A_, 1, b""), (PA, 1, b"q" * 40),
-                             (RA, 0, b""), (A_, 1, b""), (S, 1, b""), (SA, 0, b""),
-                             (PA, 1, b"x" * 100), *[(PA, 1, b"y" * 500)] * 6, (A_, 1, b""),
-                             (FA, 1, b""), (FA, 0, b""), (A_, 1, b""), (A_, 0, b"late")):
+    for flags, fwd, data in (
+        (S, 1, b""),
+        (SA, 0, b""),
+        (A_, 1, b""),
+        (PA, 1, b"q" * 40),
+        (RA, 0, b""),
+        (A_, 1, b""),
+        (S, 1, b""),
+        (SA, 0, b""),
+        (PA, 1, b"x" * 100),
+        *[(PA, 1, b"y" * 500)] * 6,
+        (A_, 1, b""),
+        (FA, 1, b""),
+        (FA, 0, b""),
+        (A_, 1, b""),
+        (A_, 0, b"late"),
+    ):
         t += 6_000_000 if data == b"late" else (400_000 if flags == A_ and fwd and not data else 9_000)
         if flags == PA and data == b"x" * 100:
             t += 7_000_000  # an idle period inside the flow
-        tcp(t, A if fwd else B, B if fwd else A, 40000 if fwd else 443, 443 if fwd else 40000, flags,
-            data)
-    a6, b6 = socket.inet_pton(socket.AF_INET6, "2001:db8::1"), socket.inet_pton(socket.AF_INET6, "2001:db8::2")
+        tcp(t, A if fwd else B, B if fwd else A, 40000 if fwd else 443, 443 if fwd else 40000, flags, data)
+    a6, b6 = (
+        socket.inet_pton(socket.AF_INET6, "2001:db8::1"),
+        socket.inet_pton(socket.AF_INET6, "2001:db8::2"),
+    )
     for k in range(4):
-        seg = dpkt.tcp.TCP(sport=50000 if k % 2 == 0 else 443, dport=443 if k % 2 == 0 else 50000,
-                           flags=S if k == 0 else PA, win=900, off=5, data=b"z" * (k * 10))
-        ip6 = dpkt.ip6.IP6(src=a6 if k % 2 == 0 else b6, dst=b6 if k % 2 == 0 else a6, nxt=6, hlim=64,
-                           data=seg)
+        seg = dpkt.tcp.TCP(
+            sport=50000 if k % 2 == 0 else 443,
+            dport=443 if k % 2 == 0 else 50000,
+            flags=S if k == 0 else PA,
+            win=900,
+            off=5,
+            data=b"z" * (k * 10),
+        )
+        ip6 = dpkt.ip6.IP6(
+            src=a6 if k % 2 == 0 else b6, dst=b6 if k % 2 == 0 else a6, nxt=6, hlim=64, data=seg
+        )
         ip6.plen = len(bytes(seg))
         recs.append((3_000_000 + k * 1000, b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + bytes(ip6)))
     recs.sort(key=lambda r: r[0])
@@ -665,7 +797,8 @@ def comparison_captures(tmp_path_factory) -> dict[str, Path]:
     import sys
 
     spec = importlib.util.spec_from_file_location(
-        "bench_extractor", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extractor.py")
+        "bench_extractor", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extractor.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("bench_extractor", bench)
     spec.loader.exec_module(bench)
@@ -674,8 +807,13 @@ def comparison_captures(tmp_path_factory) -> dict[str, Path]:
     bench.write_capture(synthetic, flows=400, seed=3)
     _, records = read_pcap_records(SYNFLOOD)
     flood = write_pcap(tmp / "flood.pcap", [(s, u, f) for s, u, _, f, _ in records[:3000]])
-    return {"masscan": MASSCAN, "nmap": NMAP, "synflood_3000": flood, "synthetic": synthetic,
-            "boundaries": boundary_cases_pcap(tmp / "boundaries.pcap")}
+    return {
+        "masscan": MASSCAN,
+        "nmap": NMAP,
+        "synflood_3000": flood,
+        "synthetic": synthetic,
+        "boundaries": boundary_cases_pcap(tmp / "boundaries.pcap"),
+    }
 
 
 @pytest.mark.parametrize("mode", ["cicids2017", "corrected"])
@@ -692,8 +830,9 @@ def test_array_extractor_matches_the_per_packet_reference(comparison_captures, c
     ref = ref.sort_values(key).reset_index(drop=True)
     assert len(new) == len(ref) > 0
     pd.testing.assert_frame_equal(new[key].astype(str), ref[key].astype(str))
-    np.testing.assert_allclose(new[list(FEATURES)].to_numpy(), ref[list(FEATURES)].to_numpy(dtype=float),
-                               rtol=1e-9, atol=1e-3)
+    np.testing.assert_allclose(
+        new[list(FEATURES)].to_numpy(), ref[list(FEATURES)].to_numpy(dtype=float), rtol=1e-9, atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("capture", ["nmap", "boundaries", "synthetic"])
@@ -716,16 +855,38 @@ def test_flows_fed_in_small_batches_equal_flows_of_the_whole_file(comparison_cap
         part = packets.take(np.arange(lo, min(lo + 7, len(packets))))
         for batch in (table.feed(part, int(part.ts.max())),):
             if batch is not None:
-                rows.append(np.column_stack([batch.start_us, batch.sport, batch.dport,
-                                             flow_features(batch.packets, batch.dport, CICIDS2017)]))
+                rows.append(
+                    np.column_stack(
+                        [
+                            batch.start_us,
+                            batch.sport,
+                            batch.dport,
+                            flow_features(batch.packets, batch.dport, CICIDS2017),
+                        ]
+                    )
+                )
     batch = table.flush()
     if batch is not None:
-        rows.append(np.column_stack([batch.start_us, batch.sport, batch.dport,
-                                     flow_features(batch.packets, batch.dport, CICIDS2017)]))
+        rows.append(
+            np.column_stack(
+                [
+                    batch.start_us,
+                    batch.sport,
+                    batch.dport,
+                    flow_features(batch.packets, batch.dport, CICIDS2017),
+                ]
+            )
+        )
     fed = np.concatenate(rows)
     whole = extract_pcap(path).frame
-    expected = np.column_stack([whole["timestamp"].astype("int64"), whole["src_port"], whole["dst_port"],
-                                whole[list(FEATURES)].to_numpy()])
+    expected = np.column_stack(
+        [
+            whole["timestamp"].astype("int64"),
+            whole["src_port"],
+            whole["dst_port"],
+            whole[list(FEATURES)].to_numpy(),
+        ]
+    )
     fed = fed[np.lexsort(fed[:, :3].T[::-1])]
     expected = expected[np.lexsort(expected[:, :3].T[::-1])]
     np.testing.assert_allclose(fed, expected, rtol=1e-12, atol=1e-6)

@@ -9,11 +9,18 @@ from flwr.clientapp import ClientApp
 
 from fedids.data.loader import load_flows
 from fedids.federation import messages as m
-from fedids.federation.client_app import (LOCAL_VAL_FRACTION, handle_features, handle_stats, handle_train,
-                                          handle_validate, load_local_frame, partition_path)
+from fedids.federation.client_app import (
+    LOCAL_VAL_FRACTION,
+    handle_features,
+    handle_stats,
+    handle_train,
+    handle_validate,
+    load_local_frame,
+    partition_path,
+)
 from fedids.federation.server_app import FederationConfig, FederationState, load_checkpoint, make_server_app
 from fedids.federation.simulation import make_partitions, run_simulated, write_partitions
-from fedids.task import evaluate_rows, new_model, prepare
+from fedids.task import evaluate_rows, prepare
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
 pytestmark = pytest.mark.slow
@@ -37,7 +44,9 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     assert full.history[-1]["test"]["macro_f1"] > 0.8
     # Interrupted after round 1, then resumed: identical weights to the uninterrupted run.
     run_simulated(prepared, parts, FederationConfig(rounds=1, **CONFIG), tmp_path / "cut")
-    resumed = run_simulated(prepared, parts, FederationConfig(rounds=2, **CONFIG), tmp_path / "cut", resume=True)
+    resumed = run_simulated(
+        prepared, parts, FederationConfig(rounds=2, **CONFIG), tmp_path / "cut", resume=True
+    )
     assert [h["test"] for h in resumed.history] == [h["test"] for h in full.history]
     full_models, cut_models = load_checkpoint(tmp_path / "full", 2), load_checkpoint(tmp_path / "cut", 2)
     for name in ("current", "previous"):  # the last two global models carry the server momentum
@@ -70,7 +79,9 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     app = ClientApp()
 
     def frame_of(context: Context):
-        return load_local_frame(partition_path(tmp_path / "partitions", int(context.node_config["partition-id"])))
+        return load_local_frame(
+            partition_path(tmp_path / "partitions", int(context.node_config["partition-id"]))
+        )
 
     @app.query("stats")
     def stats(msg: Message, context: Context) -> Message:
@@ -79,7 +90,10 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     @app.query("features")
     def features(msg: Message, context: Context) -> Message:
         reply = handle_features(msg, frame_of(context))
-        vector, pid = reply.content[m.CONTRIBUTION]["value"].numpy().copy(), int(context.node_config["partition-id"])
+        vector, pid = (
+            reply.content[m.CONTRIBUTION]["value"].numpy().copy(),
+            int(context.node_config["partition-id"]),
+        )
         n = len(msg.content[m.CONFIG]["labels"])
         if pid == 0:  # NaN moments: rejected, calibration goes on
             vector[n:] = np.nan
@@ -91,11 +105,14 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     @app.query("validate")
     def validate(msg: Message, context: Context) -> Message:
         reply = handle_validate(msg, frame_of(context))
-        vector, pid = reply.content[m.CONTRIBUTION]["value"].numpy().copy(), int(context.node_config["partition-id"])
+        vector, pid = (
+            reply.content[m.CONTRIBUTION]["value"].numpy().copy(),
+            int(context.node_config["partition-id"]),
+        )
         if pid == 0:  # negative counts: rejected
             vector[0] -= 1e6
         if pid == 1:  # the two heads scored on different windows: rejected
-            vector[-len(vector) // 4:] *= 2
+            vector[-len(vector) // 4 :] *= 2
         reply.content[m.CONTRIBUTION] = ArrayRecord({"value": Array(vector)})
         return reply
 
@@ -108,10 +125,19 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
         return reply
 
     result: list[FederationState] = []
-    server = make_server_app(FederationConfig(rounds=1, **CONFIG), tmp_path / "run", expected_clients=3,
-                             evaluate=lambda d: evaluate_rows(d, prepared, prepared.test_rows), result=result)
-    run_simulation(server_app=server, client_app=app, num_supernodes=3,
-                   backend_config={"client_resources": {"num_cpus": 1}})
+    server = make_server_app(
+        FederationConfig(rounds=1, **CONFIG),
+        tmp_path / "run",
+        expected_clients=3,
+        evaluate=lambda d: evaluate_rows(d, prepared, prepared.test_rows),
+        result=result,
+    )
+    run_simulation(
+        server_app=server,
+        client_app=app,
+        num_supernodes=3,
+        backend_config={"client_resources": {"num_cpus": 1}},
+    )
     record = result[0].history[0]
     assert record["clients"] == 2 and record["rejected"] == 1
     assert np.isfinite(record["test"]["macro_f1"])

@@ -28,6 +28,7 @@ from fedids.errors import InputError
 from fedids.model.checks import MAX_WINDOW, check_model_description, resolve_threshold
 from fuzz_corpus import (
     NUMBERS,
+    SQLI,
     STDIN_LINES,
     bad_json_lines,
     csv_lines,
@@ -36,7 +37,6 @@ from fuzz_corpus import (
     json_flow,
     mutated_csv,
     rows_in,
-    SQLI,
 )
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -75,8 +75,14 @@ def test_loader_on_the_hand_made_file_with_every_row_fault():
     assert rep.rows_read == rows_in(data) == 302
     assert rep.rows_kept + sum(rep.dropped.values()) == rep.rows_read
     got = {k: v for k, v in rep.dropped.items() if v}
-    assert got == {"malformed row": 3, "repeated header": 2, "oversized line": 1, "unknown label": 1,
-                   "non-finite value": 1, "timestamp out of range": 1}, got
+    assert got == {
+        "malformed row": 3,
+        "repeated header": 2,
+        "oversized line": 1,
+        "unknown label": 1,
+        "non-finite value": 1,
+        "timestamp out of range": 1,
+    }, got
     # the quote did not swallow the rest: every other row is there (the NUL bytes sit in a text cell)
     assert rep.rows_kept == 300 - 7
 
@@ -117,7 +123,9 @@ def test_stdin_survives_every_line_that_once_killed_the_detector():
     flows, bad, _ = _stdin(data)
     assert flows + sum(bad.values()) == _lines_in(data)
     assert flows == 2  # the two good lines; the NaN duration is a bad value even though rates get repaired
-    assert bad["timestamp out of range"] >= 2 and bad["number out of range"] >= 1 and bad["oversized line"] == 2
+    assert (
+        bad["timestamp out of range"] >= 2 and bad["number out of range"] >= 1 and bad["oversized line"] == 2
+    )
 
 
 @pytest.mark.parametrize("name", sorted(first_line_faults()))
@@ -130,16 +138,26 @@ def test_stdin_first_line_faults_cost_only_that_line(name):
 
 # ---- model schema and arguments ----------------------------------------------------------------------
 
+
 def _prep(window=10, labels=("BENIGN", "DDoS"), n_classes=None, hidden=8, n_inputs=len(FEATURES) + 1):
-    return {"scaler": {"center": [0.0] * 78, "scale": [1.0] * 78}, "labels": list(labels), "window": window,
-            "model": {"n_inputs": n_inputs, "n_classes": len(labels) if n_classes is None else n_classes,
-                      "hidden": hidden}}
+    return {
+        "scaler": {"center": [0.0] * 78, "scale": [1.0] * 78},
+        "labels": list(labels),
+        "window": window,
+        "model": {
+            "n_inputs": n_inputs,
+            "n_classes": len(labels) if n_classes is None else n_classes,
+            "hidden": hidden,
+        },
+    }
 
 
 @FUZZ
-@given(window=st.one_of(NUMBERS, st.text(max_size=5), st.none()),
-       labels=st.lists(st.sampled_from(["BENIGN", "DDoS", "PortScan", "Ransomware", "", "benign"]), max_size=5),
-       n_classes=st.integers(-2, 8))
+@given(
+    window=st.one_of(NUMBERS, st.text(max_size=5), st.none()),
+    labels=st.lists(st.sampled_from(["BENIGN", "DDoS", "PortScan", "Ransomware", "", "benign"]), max_size=5),
+    n_classes=st.integers(-2, 8),
+)
 def test_model_schema_accepts_only_consistent_descriptions(window, labels, n_classes):
     prep = _prep(window=window, labels=labels, n_classes=n_classes)
     try:
@@ -151,11 +169,24 @@ def test_model_schema_accepts_only_consistent_descriptions(window, labels, n_cla
     assert got_labels == labels and len(set(labels)) == len(labels) == n_classes
 
 
-@pytest.mark.parametrize("prep", [
-    _prep(window=0), _prep(window=-3), _prep(window=1_000_000), _prep(window=True), _prep(window=2.5),
-    _prep(labels=("BENIGN", "DDoS"), n_classes=3), _prep(labels=("BENIGN", "BENIGN")),
-    _prep(labels=("BENIGN", "Ransomware")), _prep(hidden=0), _prep(n_inputs=12), {"labels": []}, [], None,
-])
+@pytest.mark.parametrize(
+    "prep",
+    [
+        _prep(window=0),
+        _prep(window=-3),
+        _prep(window=1_000_000),
+        _prep(window=True),
+        _prep(window=2.5),
+        _prep(labels=("BENIGN", "DDoS"), n_classes=3),
+        _prep(labels=("BENIGN", "BENIGN")),
+        _prep(labels=("BENIGN", "Ransomware")),
+        _prep(hidden=0),
+        _prep(n_inputs=12),
+        {"labels": []},
+        [],
+        None,
+    ],
+)
 def test_model_schema_refuses_each_known_fault(prep):
     with pytest.raises(InputError):
         check_model_description(prep, "m")
@@ -176,8 +207,11 @@ def test_numeric_checks_refuse_nan_and_out_of_range(value):
 @FUZZ
 @given(st.one_of(st.none(), NUMBERS), st.one_of(st.none(), NUMBERS))
 def test_threshold_options_resolve_or_refuse(threshold, rate):
-    rule = {"threshold": 0.3, "max_false_alarm_rate": 0.001,
-            "table": [{"max_false_alarm_rate": r, "threshold": 1 - r} for r in (0.0, 0.001, 0.01)]}
+    rule = {
+        "threshold": 0.3,
+        "max_false_alarm_rate": 0.001,
+        "table": [{"max_false_alarm_rate": r, "threshold": 1 - r} for r in (0.0, 0.001, 0.01)],
+    }
     try:
         value, _ = resolve_threshold(rule, threshold, rate, "detect")
     except InputError:
@@ -186,6 +220,7 @@ def test_threshold_options_resolve_or_refuse(threshold, rate):
 
 
 # ---- bounded rule state ------------------------------------------------------------------------------
+
 
 def test_a_flood_with_one_timestamp_keeps_bounded_rule_state():
     """20,000 probes to one service from 20,000 sources with one timestamp: the flood rule fires and holds
@@ -200,9 +235,15 @@ def test_a_flood_with_one_timestamp_keeps_bounded_rule_state():
     frame.insert(4, "timestamp", pd.Timestamp("2017-07-07 15:56"))
     rules = BehaviourDetector()
     labels = np.array(["BENIGN"] * n, dtype=object)
-    scores = BatchScores(labels=labels, is_alert=np.zeros(n, bool), attack_score=np.zeros(n, np.float32),
-                         label_probability=np.ones(n, np.float32), proba=np.ones((n, 1), np.float32),
-                         classes=["BENIGN"], model="m")
+    scores = BatchScores(
+        labels=labels,
+        is_alert=np.zeros(n, bool),
+        attack_score=np.zeros(n, np.float32),
+        label_probability=np.ones(n, np.float32),
+        proba=np.ones((n, 1), np.float32),
+        classes=["BENIGN"],
+        model="m",
+    )
     out = rules.apply(frame, scores)
     sizes = rules.state_sizes()
     assert sizes["flood_keys"] == 1 and sizes["flood_events"] <= rules.rules.flood_events_per_key
@@ -212,19 +253,24 @@ def test_a_flood_with_one_timestamp_keeps_bounded_rule_state():
 
 # ---- captures and model files --------------------------------------------------------------------------
 
+
 def _capture_offsets(data: bytes) -> list[int]:
     return sorted({0, 1, 4, 8, 23, 24, 25, 39, 40, 41, *range(50, len(data), max(1, len(data) // 30))})
 
 
 @pytest.mark.parametrize("kind", ["pcap", "pcapng"])
 def test_captures_cut_at_many_offsets_and_corrupted_yield_flows_or_one_error(kind, tmp_path):
-    from fuzz_corpus import NMAP, corrupt, pcap_to_pcapng
     from fedids.detect.sources import PcapSource
+    from fuzz_corpus import NMAP, corrupt, pcap_to_pcapng
 
     data = NMAP.read_bytes() if kind == "pcap" else pcap_to_pcapng(NMAP.read_bytes())
     path = tmp_path / f"fuzz.{kind}"
     whole = None
-    blobs = [data[:cut] for cut in _capture_offsets(data)] + [corrupt(data, seed, 60) for seed in range(15)] + [data]
+    blobs = (
+        [data[:cut] for cut in _capture_offsets(data)]
+        + [corrupt(data, seed, 60) for seed in range(15)]
+        + [data]
+    )
     for blob in blobs:
         path.write_bytes(blob)
         try:
@@ -238,9 +284,9 @@ def test_captures_cut_at_many_offsets_and_corrupted_yield_flows_or_one_error(kin
 
 
 def test_corrupt_onnx_files_are_refused_with_one_line(capsys):
-    from fuzz_corpus import corrupt
     from fedids.detect.stream import OnnxScorer
     from fedids.model.export import build_onnx_model
+    from fuzz_corpus import corrupt
 
     data = build_onnx_model(_small_detector()).SerializeToString()
     refused = 0
@@ -264,15 +310,20 @@ def _small_detector():
     from fedids.model.gru import GRUDetector
 
     torch.manual_seed(0)
-    return Detector(model=GRUDetector(79, 2, 4), scaler=FlowScaler(np.zeros(78), np.ones(78)),
-                    vocabulary=LabelVocabulary(["BENIGN", "DDoS"]), window=3, metadata={})
+    return Detector(
+        model=GRUDetector(79, 2, 4),
+        scaler=FlowScaler(np.zeros(78), np.ones(78)),
+        vocabulary=LabelVocabulary(["BENIGN", "DDoS"]),
+        window=3,
+        metadata={},
+    )
 
 
 def test_hot_reload_of_an_inconsistent_model_keeps_the_previous_one(tmp_path):
     """Issue 15: a label list shorter than the head was accepted on reload and crashed mid-stream."""
-    from fuzz_corpus import PORTSCAN
     from fedids.detect.stream import ModelWatcher, StreamingDetector
     from fedids.model.artifacts import save_detector
+    from fuzz_corpus import PORTSCAN
 
     save_detector(tmp_path / "m", _small_detector())
     clock = [0.0]
@@ -281,7 +332,12 @@ def test_hot_reload_of_an_inconsistent_model_keeps_the_previous_one(tmp_path):
     detector = StreamingDetector(watcher.scorer)
     flows = load_flows([PORTSCAN]).frame
     detector.process(flows.iloc[:100])
-    for change in ({"labels": ["BENIGN"]}, {"window": 0}, {"window": 1_000_000}, {"labels": ["BENIGN", "BENIGN"]}):
+    for change in (
+        {"labels": ["BENIGN"]},
+        {"window": 0},
+        {"window": 1_000_000},
+        {"labels": ["BENIGN", "BENIGN"]},
+    ):
         prep = json.loads((tmp_path / "m" / "preprocessing.json").read_text())
         (tmp_path / "m" / "preprocessing.json").write_text(json.dumps(dict(prep, **change)))
         model_pt = tmp_path / "m" / "model.pt"

@@ -135,8 +135,9 @@ def test_malformed_uploads_are_rejected_and_leave_the_sum_intact(keys):
         "trailing bytes": valid + b"\0",
         "too few chunks": pack_chunks(SCHEME_CKKS, d, chunks[:1]),
         "garbage chunk": pack_chunks(SCHEME_CKKS, d, [chunks[0], os.urandom(len(chunks[1]))]),
-        "short last chunk": pack_chunks(SCHEME_CKKS, d, [chunks[0], ts.ckks_vector(
-            context, [0.1] * 900).serialize()]),
+        "short last chunk": pack_chunks(
+            SCHEME_CKKS, d, [chunks[0], ts.ckks_vector(context, [0.1] * 900).serialize()]
+        ),
         "other scale": pack_chunks(SCHEME_CKKS, d, [chunks[0], other_scale]),
         "wrong magic": b"XXXX" + valid[4:],
         "empty": b"",
@@ -158,12 +159,15 @@ def test_decrypt_rejects_a_blob_of_another_length(keys):
         decrypt_sum(keys.secret_context, total.to_bytes(), 999)
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros(10, dtype=np.int64),
-    np.zeros((2, 5), dtype=np.float32),
-    np.array([0.0, np.nan], dtype=np.float32),
-    np.array([0.0, 5000.0], dtype=np.float32),  # beyond the 4096 range of the parameters
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros(10, dtype=np.int64),
+        np.zeros((2, 5), dtype=np.float32),
+        np.array([0.0, np.nan], dtype=np.float32),
+        np.array([0.0, 5000.0], dtype=np.float32),  # beyond the 4096 range of the parameters
+    ],
+)
 def test_encrypt_rejects_bad_updates(keys, bad):
     with pytest.raises(ValueError):
         encrypt_update(keys.secret_context, bad)

@@ -18,8 +18,10 @@ from fedids.errors import InputError
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
 MLCVE = DATA / "machinelearningcve-paris-svg" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"
-MONDIRKB = {name: DATA / "trafficlabelling-mondirkb" / f"baseline_{name}.csv"
-            for name in ("ddos", "portscan", "sqli", "xss")}
+MONDIRKB = {
+    name: DATA / "trafficlabelling-mondirkb" / f"baseline_{name}.csv"
+    for name in ("ddos", "portscan", "sqli", "xss")
+}
 NETSENTINEL = DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"
 ALL_REAL = [MLCVE, *MONDIRKB.values(), NETSENTINEL]
 
@@ -91,12 +93,15 @@ def test_machinelearningcve_without_dedup_matches_readme_counts():
     assert rep.repaired["non-finite rate set to 0"] == 14
 
 
-@pytest.mark.parametrize("name,rows,label,family", [
-    ("ddos", 1000, "DDoS", "ddos"),
-    ("portscan", 1000, "PortScan", "portscan"),
-    ("sqli", 21, "Web Attack - Sql Injection", "webattack"),
-    ("xss", 652, "Web Attack - XSS", "webattack"),
-])
+@pytest.mark.parametrize(
+    "name,rows,label,family",
+    [
+        ("ddos", 1000, "DDoS", "ddos"),
+        ("portscan", 1000, "PortScan", "portscan"),
+        ("sqli", 21, "Web Attack - Sql Injection", "webattack"),
+        ("xss", 652, "Web Attack - XSS", "webattack"),
+    ],
+)
 def test_mondirkb_trafficlabelling_files(name, rows, label, family):
     path = MONDIRKB[name]
     result = load_flows([path])
@@ -150,8 +155,13 @@ def test_several_files_concatenate_with_continuing_seq():
     assert sum(calls) == 2972
     assert result.frame.index.equals(pd.RangeIndex(2972))
     counts = result.frame["label"].value_counts().to_dict()
-    assert counts == {"DDoS": 1000, "PortScan": 1000, "Web Attack - XSS": 652, "BENIGN": 299,
-                      "Web Attack - Sql Injection": 21}
+    assert counts == {
+        "DDoS": 1000,
+        "PortScan": 1000,
+        "Web Attack - XSS": 652,
+        "BENIGN": 299,
+        "Web Attack - Sql Injection": 21,
+    }
 
 
 def test_mixed_formats_keep_only_common_metadata():
@@ -200,14 +210,14 @@ def test_three_dash_spellings_and_utf8_en_dash_give_one_label(tmp_path):
     assert b"Web Attack \xc2\x96 Sql Injection" in rows[0]  # U+0096 encoded as UTF-8 in the original
     variants = {
         "u0096": b"Web Attack \xc2\x96 Sql Injection",
-        "cp1252": b"Web Attack \x96 Sql Injection",      # raw byte, not valid UTF-8
+        "cp1252": b"Web Attack \x96 Sql Injection",  # raw byte, not valid UTF-8
         "ascii": b"Web Attack - Sql Injection",
         "u2013": "Web Attack \u2013 Sql Injection".encode(),
     }
     paths = []
     for i, (name, label) in enumerate(variants.items()):
         path = tmp_path / f"{name}.csv"
-        body = [r.replace(b"Web Attack \xc2\x96 Sql Injection", label) for r in rows[i * 5:(i + 1) * 5]]
+        body = [r.replace(b"Web Attack \xc2\x96 Sql Injection", label) for r in rows[i * 5 : (i + 1) * 5]]
         path.write_bytes(b"\n".join([header, *body]) + b"\n")
         paths.append(path)
     result = load_flows(paths)
@@ -226,18 +236,19 @@ def test_quirks_are_dropped_or_repaired_with_reasons(tmp_path):
         return ",".join(cells).encode()
 
     body = [
-        edit(rows[0], "Flow Duration", "12x4"),          # non-numeric value
-        edit(rows[1], "Label", ""),                      # missing label
-        b"," * (len(names) - 1),                         # an all-empty row as in the originals
-        edit(rows[2], "Flow IAT Mean", ""),               # missing value
-        edit(rows[3], "Flow IAT Max", "Infinity"),        # non-finite outside the rates
-        edit(rows[4], "Source Port", "70000"),            # invalid port
-        edit(rows[5], "Timestamp", "31/31/2017 3:56"),    # unparseable timestamp
-        edit(rows[6], "Timestamp", "7/7/2017 3:56:41"),   # seconds: fine
+        edit(rows[0], "Flow Duration", "12x4"),  # non-numeric value
+        edit(rows[1], "Label", ""),  # missing label
+        b"," * (len(names) - 1),  # an all-empty row as in the originals
+        edit(rows[2], "Flow IAT Mean", ""),  # missing value
+        edit(rows[3], "Flow IAT Max", "Infinity"),  # non-finite outside the rates
+        edit(rows[4], "Source Port", "70000"),  # invalid port
+        edit(rows[5], "Timestamp", "31/31/2017 3:56"),  # unparseable timestamp
+        edit(rows[6], "Timestamp", "7/7/2017 3:56:41"),  # seconds: fine
         edit(edit(rows[7], "Flow Bytes/s", "Infinity"), "Flow Packets/s", "NaN"),  # repaired
-        edit(rows[8], "Init_Win_bytes_forward", "-1"),    # sentinel kept
-        rows[9], rows[9],                                 # exact duplicate
-        b"1,2,3",                                         # malformed: wrong number of fields
+        edit(rows[8], "Init_Win_bytes_forward", "-1"),  # sentinel kept
+        rows[9],
+        rows[9],  # exact duplicate
+        b"1,2,3",  # malformed: wrong number of fields
         rows[10],
     ]
     path = tmp_path / "quirks.csv"
@@ -245,9 +256,16 @@ def test_quirks_are_dropped_or_repaired_with_reasons(tmp_path):
     result = load_flows([path])
     rep = result.reports[0]
     assert rep.rows_read == 14
-    assert dropped(rep) == {"non-numeric value": 1, "missing label": 2, "missing value": 1,
-                            "non-finite value": 1, "invalid port or protocol": 1,
-                            "unparseable timestamp": 1, "duplicate": 1, "malformed row": 1}
+    assert dropped(rep) == {
+        "non-numeric value": 1,
+        "missing label": 2,
+        "missing value": 1,
+        "non-finite value": 1,
+        "invalid port or protocol": 1,
+        "unparseable timestamp": 1,
+        "duplicate": 1,
+        "malformed row": 1,
+    }
     assert rep.rows_kept == 5 == len(result.frame)
     assert rep.repaired["non-finite rate set to 0"] == 2
     assert rep.repaired["Init_Win_bytes_forward -1 sentinel kept"] == 1
@@ -257,14 +275,17 @@ def test_quirks_are_dropped_or_repaired_with_reasons(tmp_path):
     assert frame.loc[frame["seq"] == 9, "Init_Win_bytes_forward"].tolist() == [-1.0]
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("7/7/2017 3:56", "2017-07-07 03:56:00"),                   # originals: 12-hour clock, kept as is
-    ("07/07/2017 15:56:41", "2017-07-07 15:56:41"),
-    ("07/07/2017 15:56:41.000250", "2017-07-07 15:56:41.000250"),  # fedids writer
-    ("07/07/2017 03:56:41 PM", "2017-07-07 15:56:41"),          # CICFlowMeter
-    ("2017-07-07 15:56:41.123456", "2017-07-07 15:56:41.123456"),  # Engelen re-release
-    ("2017-07-07T15:56:41", "2017-07-07 15:56:41"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("7/7/2017 3:56", "2017-07-07 03:56:00"),  # originals: 12-hour clock, kept as is
+        ("07/07/2017 15:56:41", "2017-07-07 15:56:41"),
+        ("07/07/2017 15:56:41.000250", "2017-07-07 15:56:41.000250"),  # fedids writer
+        ("07/07/2017 03:56:41 PM", "2017-07-07 15:56:41"),  # CICFlowMeter
+        ("2017-07-07 15:56:41.123456", "2017-07-07 15:56:41.123456"),  # Engelen re-release
+        ("2017-07-07T15:56:41", "2017-07-07 15:56:41"),
+    ],
+)
 def test_timestamp_spellings(tmp_path, text, expected):
     header, rows = _lines(MONDIRKB["ddos"])
     cells = rows[0].decode().split(",")
@@ -320,30 +341,47 @@ ENGELEN_HEADER = (
 # Original (TrafficLabelling) name of each Engelen column that exists there under another name,
 # written out by hand from the two headers.
 ENGELEN_FROM_ORIGINAL = {
-    "Src IP": "Source IP", "Src Port": "Source Port", "Dst IP": "Destination IP",
-    "Dst Port": "Destination Port", "Total Fwd Packet": "Total Fwd Packets",
+    "Src IP": "Source IP",
+    "Src Port": "Source Port",
+    "Dst IP": "Destination IP",
+    "Dst Port": "Destination Port",
+    "Total Fwd Packet": "Total Fwd Packets",
     "Total Bwd packets": "Total Backward Packets",
     "Total Length of Fwd Packet": "Total Length of Fwd Packets",
     "Total Length of Bwd Packet": "Total Length of Bwd Packets",
-    "Packet Length Min": "Min Packet Length", "Packet Length Max": "Max Packet Length",
-    "CWR Flag Count": "CWE Flag Count", "Fwd Segment Size Avg": "Avg Fwd Segment Size",
-    "Bwd Segment Size Avg": "Avg Bwd Segment Size", "Fwd Bytes/Bulk Avg": "Fwd Avg Bytes/Bulk",
-    "Fwd Packet/Bulk Avg": "Fwd Avg Packets/Bulk", "Fwd Bulk Rate Avg": "Fwd Avg Bulk Rate",
-    "Bwd Bytes/Bulk Avg": "Bwd Avg Bytes/Bulk", "Bwd Packet/Bulk Avg": "Bwd Avg Packets/Bulk",
-    "Bwd Bulk Rate Avg": "Bwd Avg Bulk Rate", "FWD Init Win Bytes": "Init_Win_bytes_forward",
-    "Bwd Init Win Bytes": "Init_Win_bytes_backward", "Fwd Act Data Pkts": "act_data_pkt_fwd",
+    "Packet Length Min": "Min Packet Length",
+    "Packet Length Max": "Max Packet Length",
+    "CWR Flag Count": "CWE Flag Count",
+    "Fwd Segment Size Avg": "Avg Fwd Segment Size",
+    "Bwd Segment Size Avg": "Avg Bwd Segment Size",
+    "Fwd Bytes/Bulk Avg": "Fwd Avg Bytes/Bulk",
+    "Fwd Packet/Bulk Avg": "Fwd Avg Packets/Bulk",
+    "Fwd Bulk Rate Avg": "Fwd Avg Bulk Rate",
+    "Bwd Bytes/Bulk Avg": "Bwd Avg Bytes/Bulk",
+    "Bwd Packet/Bulk Avg": "Bwd Avg Packets/Bulk",
+    "Bwd Bulk Rate Avg": "Bwd Avg Bulk Rate",
+    "FWD Init Win Bytes": "Init_Win_bytes_forward",
+    "Bwd Init Win Bytes": "Init_Win_bytes_backward",
+    "Fwd Act Data Pkts": "act_data_pkt_fwd",
     "Fwd Seg Size Min": "min_seg_size_forward",
 }
 ENGELEN_LABELS = [
-    ("BENIGN", -1), ("Portscan", -1), ("DDoS", -1), ("DoS Hulk", -1), ("Botnet", -1),
-    ("Infiltration - Portscan", -1), ("DoS Hulk - Attempted", 0), ("Botnet - Attempted", 1),
-    ("Web Attack - XSS - Attempted", 0), ("Web Attack - SQL Injection", -1),
+    ("BENIGN", -1),
+    ("Portscan", -1),
+    ("DDoS", -1),
+    ("DoS Hulk", -1),
+    ("Botnet", -1),
+    ("Infiltration - Portscan", -1),
+    ("DoS Hulk - Attempted", 0),
+    ("Botnet - Attempted", 1),
+    ("Web Attack - XSS - Attempted", 0),
+    ("Web Attack - SQL Injection", -1),
 ]
 
 
 def write_engelen_fixture(path: Path) -> pd.DataFrame:
     """Ten real TrafficLabelling rows rewritten in the Engelen layout; returns the source rows."""
-    src = read_with_pandas(MONDIRKB["portscan"]).iloc[:len(ENGELEN_LABELS)].reset_index(drop=True)
+    src = read_with_pandas(MONDIRKB["portscan"]).iloc[: len(ENGELEN_LABELS)].reset_index(drop=True)
     out = pd.DataFrame(index=src.index)
     for col in ENGELEN_HEADER:
         original = ENGELEN_FROM_ORIGINAL.get(col, col)
@@ -390,11 +428,20 @@ def test_engelen_fixture_maps_columns_and_attempted_labels(tmp_path, mode):
     assert frame["dst_port"].tolist() == src["Destination Port"].iloc[kept].tolist()
     assert frame["timestamp"].iloc[1] == pd.Timestamp("2017-07-07 15:01:12.111111")
 
-    base = {"BENIGN": "benign", "Portscan": "portscan", "DDoS": "ddos", "DoS Hulk": "dos",
-            "Botnet": "botnet", "Infiltration - Portscan": "infiltration",
-            "Web Attack - SQL Injection": "webattack"}
-    by_mode = {"benign": ["BENIGN", "BENIGN", "BENIGN"],
-               "attack": ["DoS Hulk", "Botnet", "Web Attack - XSS"], "drop": []}
+    base = {
+        "BENIGN": "benign",
+        "Portscan": "portscan",
+        "DDoS": "ddos",
+        "DoS Hulk": "dos",
+        "Botnet": "botnet",
+        "Infiltration - Portscan": "infiltration",
+        "Web Attack - SQL Injection": "webattack",
+    }
+    by_mode = {
+        "benign": ["BENIGN", "BENIGN", "BENIGN"],
+        "attack": ["DoS Hulk", "Botnet", "Web Attack - XSS"],
+        "drop": [],
+    }
     labels = [label for label, _ in ENGELEN_LABELS[:6]] + by_mode[mode] + ["Web Attack - SQL Injection"]
     assert frame["label"].tolist() == labels
     families = {**base, "Web Attack - XSS": "webattack"}
@@ -496,9 +543,9 @@ def _ddos_lines() -> tuple[bytes, list[bytes]]:
 
 def test_an_unmatched_quote_is_one_bad_row_and_the_rest_is_kept(tmp_path):
     head, lines = _ddos_lines()
-    lines[3] = lines[3].replace(b",DDoS", b',"DDoS')                  # unmatched: would swallow the rest
-    lines[7] = lines[7].replace(b",DDoS", b',"DDoS"')                 # balanced: read unquoted
-    lines[9] = lines[9].replace(b",DDoS", b',"DD,oS"')                # a quoted comma: malformed
+    lines[3] = lines[3].replace(b",DDoS", b',"DDoS')  # unmatched: would swallow the rest
+    lines[7] = lines[7].replace(b",DDoS", b',"DDoS"')  # balanced: read unquoted
+    lines[9] = lines[9].replace(b",DDoS", b',"DD,oS"')  # a quoted comma: malformed
     path = tmp_path / "quote.csv"
     path.write_bytes(b"\n".join([head, *lines]) + b"\n")
     result = load_flows([path], drop_duplicates=False)
@@ -509,7 +556,7 @@ def test_an_unmatched_quote_is_one_bad_row_and_the_rest_is_kept(tmp_path):
 
 def test_repeated_header_and_oversized_cell_are_bad_rows(tmp_path):
     head, lines = _ddos_lines()
-    huge = lines[2].replace(b",DDoS", b"," + b"9" * (10 << 20) + b",DDoS")   # one 10 MB cell
+    huge = lines[2].replace(b",DDoS", b"," + b"9" * (10 << 20) + b",DDoS")  # one 10 MB cell
     body = [*lines[:500], head, huge, *lines[500:], head.replace(b"\n", b"") + b"\r"]
     path = tmp_path / "cat.csv"
     path.write_bytes(b"\n".join([head, *body]) + b"\n")

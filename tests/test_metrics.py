@@ -27,10 +27,18 @@ def test_perfect_prediction():
 
 
 def test_false_alarm_rate_hand_computed():
-    m = compute_metrics(np.array(["BENIGN", "BENIGN", "BENIGN", "DDoS", "DDoS", "PortScan"]),
-                        np.array(["BENIGN", "BENIGN", "DDoS", "DDoS", "PortScan", "BENIGN"]))
-    assert m["false_alarms"] == {"benign_flows": 3, "false_alerts": 1, "per_1000": 1000 / 3,
-                                 "attack_flows": 3, "attack_alerts": 2, "attack_recall": 2 / 3}
+    m = compute_metrics(
+        np.array(["BENIGN", "BENIGN", "BENIGN", "DDoS", "DDoS", "PortScan"]),
+        np.array(["BENIGN", "BENIGN", "DDoS", "DDoS", "PortScan", "BENIGN"]),
+    )
+    assert m["false_alarms"] == {
+        "benign_flows": 3,
+        "false_alerts": 1,
+        "per_1000": 1000 / 3,
+        "attack_flows": 3,
+        "attack_alerts": 2,
+        "attack_recall": 2 / 3,
+    }
 
 
 def test_threshold_keeps_the_validation_false_alarm_rate_within_budget():

@@ -34,7 +34,9 @@ def _history_task(n=3000, seed=0) -> pd.DataFrame:
 
 def test_gru_learns_from_history_and_round_trips(tmp_path):
     data = prepare(_history_task(), window=6)
-    detector, result = train_centralized(data, TrainConfig(epochs=6, batch_size=32, lr=1e-2), hidden=16, window=6)
+    detector, result = train_centralized(
+        data, TrainConfig(epochs=6, batch_size=32, lr=1e-2), hidden=16, window=6
+    )
     assert result.losses[-1] < result.losses[0]
     metrics = evaluate_rows(detector, data, data.test_rows)
     assert metrics["macro_f1"] > 0.9, metrics
@@ -48,8 +50,10 @@ def test_gru_learns_from_history_and_round_trips(tmp_path):
 
 def test_training_is_deterministic_for_a_seed():
     data = prepare(_history_task(800), window=4)
-    w = [get_weights(train_centralized(data, TrainConfig(epochs=1, seed=3), hidden=8, window=4)[0].model)
-         for _ in range(2)]
+    w = [
+        get_weights(train_centralized(data, TrainConfig(epochs=1, seed=3), hidden=8, window=4)[0].model)
+        for _ in range(2)
+    ]
     assert all(np.array_equal(a, b) for a, b in zip(*w))
 
 

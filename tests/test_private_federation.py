@@ -14,12 +14,18 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from fedids.data.loader import load_flows
-from fedids.federation.client_app import handle_secagg_stage, handle_stats, handle_train, load_local_frame, partition_path
-from fedids.federation.server_app import FederationConfig, load_checkpoint
+from fedids.errors import InputError
+from fedids.federation.client_app import (
+    handle_secagg_stage,
+    handle_stats,
+    handle_train,
+    load_local_frame,
+    partition_path,
+)
+from fedids.federation.server_app import FederationConfig
 from fedids.federation.simulation import make_partitions, run_simulated
 from fedids.privacy.keys import init_keys, load_secret_context
 from fedids.task import prepare
-
 from private_messages import assert_no_unlisted_plaintext, recording_client_app
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
@@ -29,8 +35,10 @@ CONFIG = dict(rounds=1, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e
 
 @pytest.fixture(scope="module")
 def prepared():
-    files = [DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
-             DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"]
+    files = [
+        DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
+        DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
+    ]
     return prepare(load_flows(files).frame, window=4, split="label-time")
 
 
@@ -53,9 +61,14 @@ def test_every_private_mode_ends_with_the_plaintext_global_model(prepared, tmp_p
         keys = init_keys(tmp_path / f"keys-{mode}", mode) if "he" in mode else None
         secret = str(keys.secret_context) if keys else None
         # he and secagg also record every reply a client sends (tests/private_messages.py)
-        app = (recording_client_app(tmp_path / mode / "partitions", secret, tmp_path / f"sent-{mode}")
-               if mode in ("he", "secagg") else None)
-        cfg = FederationConfig(**config, privacy=mode, he_public_context=str(keys.public_context) if keys else "")
+        app = (
+            recording_client_app(tmp_path / mode / "partitions", secret, tmp_path / f"sent-{mode}")
+            if mode in ("he", "secagg")
+            else None
+        )
+        cfg = FederationConfig(
+            **config, privacy=mode, he_public_context=str(keys.public_context) if keys else ""
+        )
         state = run_simulated(prepared, parts, cfg, tmp_path / mode, he_secret_context=secret, client_app=app)
         assert [h["clients"] for h in state.history] == [3, 3, 3] and state.history[0]["privacy"] == mode
         assert state.calibration["kept"] == reference_state.calibration["kept"], mode
@@ -67,7 +80,7 @@ def test_every_private_mode_ends_with_the_plaintext_global_model(prepared, tmp_p
             # The server's copy of the key set is public: it cannot decrypt what the clients sent.
             public = (tmp_path / f"keys-{mode}" / "server" / "he_public_context.bin").read_bytes()
             assert public != load_secret_context(keys.secret_context)
-            with pytest.raises(Exception):
+            with pytest.raises(InputError, match="secret key"):
                 load_secret_context(keys.public_context)
 
 
@@ -78,8 +91,9 @@ def test_dp_reports_epsilon_and_stops_at_the_budget(prepared, tmp_path):
     eps = [h["epsilon"] for h in state.history]
     assert len(eps) == 3 and eps[0] > 0 and eps[0] < eps[1] < eps[2]
     # A budget between the first and second round's epsilon: one round runs, then a clear stop.
-    cfg = FederationConfig(**{**CONFIG, "rounds": 3}, privacy="dp", noise_multiplier=1.0,
-                           target_epsilon=(eps[0] + eps[1]) / 2)
+    cfg = FederationConfig(
+        **{**CONFIG, "rounds": 3}, privacy="dp", noise_multiplier=1.0, target_epsilon=(eps[0] + eps[1]) / 2
+    )
     stopped = run_simulated(prepared, parts, cfg, tmp_path / "dp-budget")
     assert stopped.completed_round >= 1 and stopped.stopped and "epsilon" in stopped.stopped
     assert all(h["epsilon"] <= cfg.target_epsilon for h in stopped.history)
@@ -98,13 +112,17 @@ def test_secagg_completes_when_30_percent_drop_out_after_sending_keys(prepared, 
 
     @app.query("stats")
     def stats(msg: Message, context: Context) -> Message:
-        return handle_stats(msg, frame(context), f"p{int(context.node_config['partition-id']):02d}", context=context)
+        return handle_stats(
+            msg, frame(context), f"p{int(context.node_config['partition-id']):02d}", context=context
+        )
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         if int(context.node_config["partition-id"]) in dropouts:
             raise ConnectionError("device went offline after sending its keys")
-        return handle_train(msg, frame(context), f"p{int(context.node_config['partition-id']):02d}", context=context)
+        return handle_train(
+            msg, frame(context), f"p{int(context.node_config['partition-id']):02d}", context=context
+        )
 
     for stage in ("keys", "shares", "unmask"):
         app.train(f"secagg_{stage}")(lambda msg, context, s=stage: handle_secagg_stage(msg, context, s, None))

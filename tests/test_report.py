@@ -39,8 +39,14 @@ torch.set_num_threads(1)
 HIDDEN, WINDOW, ROUNDS = 32, 10, 2
 
 
-def _fedavg(data: PreparedData, parts: list[np.ndarray], rounds: int, *, dp_sigma: float | None = None,
-            clip: float = 1.0) -> tuple[Detector, list[dict]]:
+def _fedavg(
+    data: PreparedData,
+    parts: list[np.ndarray],
+    rounds: int,
+    *,
+    dp_sigma: float | None = None,
+    clip: float = 1.0,
+) -> tuple[Detector, list[dict]]:
     """Plain federated averaging over ``parts`` (each client trains on its own windows, as the ClientApp
     does); with ``dp_sigma`` every update is clipped and the sum carries N(0, (sigma * clip)^2)."""
     rows = np.concatenate(parts)
@@ -60,7 +66,13 @@ def _fedavg(data: PreparedData, parts: list[np.ndarray], rounds: int, *, dp_sigm
             local = new_model(len(vocab), HIDDEN, 0)
             set_weights(local, global_w)
             c0 = time.process_time()
-            fit(local, scaled, train.windows, vocab.encode(train.labels), TrainConfig(epochs=1, batch_size=64, seed=r))
+            fit(
+                local,
+                scaled,
+                train.windows,
+                vocab.encode(train.labels),
+                TrainConfig(epochs=1, batch_size=64, seed=r),
+            )
             train_s.append(time.process_time() - c0)
             c0 = time.process_time()
             delta = np.concatenate([w.ravel() for w in get_weights(local)]) - flat_global
@@ -74,16 +86,31 @@ def _fedavg(data: PreparedData, parts: list[np.ndarray], rounds: int, *, dp_sigm
             accountant.step()
         flat = flat_global + total / len(parts)
         sizes = np.cumsum([w.size for w in global_w])[:-1]
-        set_weights(model, [p.reshape(w.shape) for p, w in zip(np.split(flat.astype(np.float32), sizes), global_w)])
+        set_weights(
+            model, [p.reshape(w.shape) for p, w in zip(np.split(flat.astype(np.float32), sizes), global_w)]
+        )
         det = Detector(model, scaler, vocab, WINDOW, {})
         test = evaluate_rows(det, data, data.test_rows)
         nbytes = int(flat.size * 4)
-        history.append(asdict(RoundRecord(
-            round=r, clients=len(parts), rejected=0, train_loss=float("nan"), local_val_macro_f1=float("nan"),
-            test={k: test[k] for k in ("accuracy", "macro_f1", "weighted_f1", "mcc")},
-            seconds=time.perf_counter() - start, bytes_down=nbytes * len(parts), bytes_up=nbytes * len(parts),
-            privacy="dp" if dp_sigma else "none", epsilon=accountant.epsilon(1e-5) if accountant else None,
-            client_seconds=float(np.mean(train_s)), client_privacy_seconds=float(np.mean(priv_s)) if dp_sigma else None)))
+        history.append(
+            asdict(
+                RoundRecord(
+                    round=r,
+                    clients=len(parts),
+                    rejected=0,
+                    train_loss=float("nan"),
+                    local_val_macro_f1=float("nan"),
+                    test={k: test[k] for k in ("accuracy", "macro_f1", "weighted_f1", "mcc")},
+                    seconds=time.perf_counter() - start,
+                    bytes_down=nbytes * len(parts),
+                    bytes_up=nbytes * len(parts),
+                    privacy="dp" if dp_sigma else "none",
+                    epsilon=accountant.epsilon(1e-5) if accountant else None,
+                    client_seconds=float(np.mean(train_s)),
+                    client_privacy_seconds=float(np.mean(priv_s)) if dp_sigma else None,
+                )
+            )
+        )
     return Detector(model, scaler, vocab, WINDOW, {}), history
 
 
@@ -94,23 +121,43 @@ def _adaptive_section(data, parts, cfg, hist_none: list[dict], hist_dp: list[dic
     budget, fleet = ex.adaptive_budget_j(data, parts, cfg)
 
     def costed(history, joules, up=1.0):
-        return [{**h, "energy_j": joules * h["clients"], "bytes_up": int(h["bytes_up"] * up),
-                 "participants": {k: {"epochs": 1 + i % 2} for i, k in enumerate(list(fleet)[:h["clients"]])}}
-                for h in history]
+        return [
+            {
+                **h,
+                "energy_j": joules * h["clients"],
+                "bytes_up": int(h["bytes_up"] * up),
+                "participants": {k: {"epochs": 1 + i % 2} for i, k in enumerate(list(fleet)[: h["clients"]])},
+            }
+            for h in history
+        ]
 
-    runs = {"fedavg": {"status": "ok", "history": costed(hist_none, 1.0), "stopped": None, "seconds": 1.0},
-            "energy": {"status": "ok", "history": costed(hist_dp, 0.6), "seconds": 1.0,
-                       "stopped": "energy budget exhausted: no client can pay for round 4"},
-            "int8": {"status": "ok", "history": costed(hist_none, 1.0, 0.25), "stopped": None, "seconds": 1.0},
-            "topk": {"status": "failed: RuntimeError: not run in this fixture"}}
+    runs = {
+        "fedavg": {"status": "ok", "history": costed(hist_none, 1.0), "stopped": None, "seconds": 1.0},
+        "energy": {
+            "status": "ok",
+            "history": costed(hist_dp, 0.6),
+            "seconds": 1.0,
+            "stopped": "energy budget exhausted: no client can pay for round 4",
+        },
+        "int8": {"status": "ok", "history": costed(hist_none, 1.0, 0.25), "stopped": None, "seconds": 1.0},
+        "topk": {"status": "failed: RuntimeError: not run in this fixture"},
+    }
     return ex.summarise_adaptive(runs, ex.adaptive_settings(budget), cfg, budget_j=budget, fleet=fleet)
 
 
 def _entry(history: list[dict], privacy: str) -> dict:
     last = history[-1]
-    return {"status": "ok", "kind": "federated", "privacy": privacy, **{k: last["test"][k] for k in ex.SUMMARY_KEYS},
-            "rounds": len(history), "seconds": sum(h["seconds"] for h in history), "epsilon": ex.round_epsilon(last),
-            "dp_unit": ex.dp_unit(privacy), "history": history}
+    return {
+        "status": "ok",
+        "kind": "federated",
+        "privacy": privacy,
+        **{k: last["test"][k] for k in ex.SUMMARY_KEYS},
+        "rounds": len(history),
+        "seconds": sum(h["seconds"] for h in history),
+        "epsilon": ex.round_epsilon(last),
+        "dp_unit": ex.dp_unit(privacy),
+        "history": history,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -118,49 +165,79 @@ def results(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("report")
     frame = generate_flows(SynthConfig(devices=8, hours=0.5, seed=5, gateways=2))
     data = prepare(frame, window=WINDOW)
-    cfg = ex.ExperimentConfig(out_dir=tmp, rounds=ROUNDS, clients=3, hidden=HIDDEN, window=WINDOW, seed=5,
-                              command="pytest tests/test_report.py", shadows=1, mia_max_per_class=100,
-                              latency_calls=30, partition="iid")
+    cfg = ex.ExperimentConfig(
+        out_dir=tmp,
+        rounds=ROUNDS,
+        clients=3,
+        hidden=HIDDEN,
+        window=WINDOW,
+        seed=5,
+        command="pytest tests/test_report.py",
+        shadows=1,
+        mia_max_per_class=100,
+        latency_calls=30,
+        partition="iid",
+    )
     withheld, remaining = ex.split_withheld(data, 3, cfg.seed)
     parts = make_partitions(remaining, 3, "iid", cfg.seed)
-    out: dict = {"meta": ex.make_meta(cfg, data, parts, withheld, {"data": "synthetic", "synth": None}),
-                 "paper": report.PAPER_REFERENCE}
+    out: dict = {
+        "meta": ex.make_meta(cfg, data, parts, withheld, {"data": "synthetic", "synth": None}),
+        "paper": report.PAPER_REFERENCE,
+    }
     base = TrainConfig(epochs=ROUNDS, batch_size=64, seed=cfg.seed)
     mask = np.ones(len(data.labels), bool)
     mask[np.concatenate(parts)] = False
-    central, _ = train_centralized(PreparedData(data.frame, data.features, data.windows, mask, data.labels), base,
-                                   hidden=HIDDEN, window=WINDOW)
+    central, _ = train_centralized(
+        PreparedData(data.frame, data.features, data.windows, mask, data.labels),
+        base,
+        hidden=HIDDEN,
+        window=WINDOW,
+    )
     c0 = time.process_time()
     local = run_local(data, parts, base, hidden=HIDDEN, window=WINDOW).aggregate()
     local_cpu = time.process_time() - c0
     det_none, hist_none = _fedavg(data, parts, ROUNDS)
     det_dp, hist_dp = _fedavg(data, parts, ROUNDS, dp_sigma=0.8)
-    entries = {"centralized": {"status": "ok", "kind": "baseline",
-                               **{k: v for k, v in evaluate_rows(central, data, data.test_rows).items()
-                                  if k in ex.SUMMARY_KEYS}},
-               "local (mean)": {"status": "ok", "kind": "baseline", **local["mean"]},
-               "none": _entry(hist_none, "none"), "dp": _entry(hist_dp, "dp"),
-               "he": {"status": "not run: this fixture trains without Flower"}}
+    entries = {
+        "centralized": {
+            "status": "ok",
+            "kind": "baseline",
+            **{k: v for k, v in evaluate_rows(central, data, data.test_rows).items() if k in ex.SUMMARY_KEYS},
+        },
+        "local (mean)": {"status": "ok", "kind": "baseline", **local["mean"]},
+        "none": _entry(hist_none, "none"),
+        "dp": _entry(hist_dp, "dp"),
+        "he": {"status": "not run: this fixture trains without Flower"},
+    }
     out["modes"] = ex._section(cfg, partition="iid", entries=entries)
     shared_det, shared_hist = _fedavg(data, make_partitions(remaining, 3, "shared:0.5", cfg.seed), ROUNDS)
     per_class = evaluate_rows(shared_det, data, data.test_rows)["per_class"]
-    out["shared_0_5_avg_f1"] = ex._section(cfg, status="ok", partition="shared:0.5", privacy="none",
-                                           avg_f1=shared_hist[-1]["test"]["macro_f1"],
-                                           accuracy=shared_hist[-1]["test"]["accuracy"],
-                                           mcc=shared_hist[-1]["test"]["mcc"],
-                                           per_class_f1={k: v["f1"] for k, v in per_class.items()},
-                                           history=shared_hist)
+    out["shared_0_5_avg_f1"] = ex._section(
+        cfg,
+        status="ok",
+        partition="shared:0.5",
+        privacy="none",
+        avg_f1=shared_hist[-1]["test"]["macro_f1"],
+        accuracy=shared_hist[-1]["test"]["accuracy"],
+        mcc=shared_hist[-1]["test"]["mcc"],
+        per_class_f1={k: v["f1"] for k, v in per_class.items()},
+        history=shared_hist,
+    )
     best = det_none if entries["none"]["macro_f1"] >= entries["dp"]["macro_f1"] else det_dp
     out["per_family"] = ex.per_family_section(best, data, "federated (best)", cfg)
     out["model_size_bytes"], out["latency_ms"] = ex.size_and_latency_sections(
-        best, data, cfg, tmp / "export", "federated (best)")
+        best, data, cfg, tmp / "export", "federated (best)"
+    )
     out["update_bytes"] = ex.update_bytes_section(best, entries, cfg)
-    out["energy_j"], out["communication_mb"] = ex.energy_sections(entries, cfg, local_cpu, [len(p) for p in parts])
+    out["energy_j"], out["communication_mb"] = ex.energy_sections(
+        entries, cfg, local_cpu, [len(p) for p in parts]
+    )
     out["energy_j"]["rapl"] = {"status": "unavailable: not metered in this test"}
     out["scalability"] = ex.load_scalability(ex.DEFAULT_SCALABILITY)
     out["adaptive"] = _adaptive_section(data, parts, cfg, hist_none, hist_dp)
-    out["mia"] = ex.mia_section(data, parts, withheld, {"none": (det_none, entries["none"]),
-                                                        "dp": (det_dp, entries["dp"])}, cfg)
+    out["mia"] = ex.mia_section(
+        data, parts, withheld, {"none": (det_none, entries["none"]), "dp": (det_dp, entries["dp"])}, cfg
+    )
     return ex.clean_results(out)
 
 
@@ -194,7 +271,9 @@ class _Collector(HTMLParser):
             return
         self.stack.append((tag, a))
         if "data-key" in a:
-            self.tagged.append({"path": json.loads(a["data-key"]), "decimals": a.get("data-decimals"), "text": ""})
+            self.tagged.append(
+                {"path": json.loads(a["data-key"]), "decimals": a.get("data-decimals"), "text": ""}
+            )
 
     def handle_endtag(self, tag) -> None:
         if tag == "figure":
@@ -233,14 +312,16 @@ def _check_page(results: dict, page: str) -> _Collector:
     assert c.tagged, "no sourced values at all"
     for item in c.tagged:
         value = report.lookup(results, item["path"])
-        if item["decimals"] is None:                       # text: the JSON string itself
+        if item["decimals"] is None:  # text: the JSON string itself
             assert item["text"] == (value if isinstance(value, str) else json.dumps(value)), item
             continue
         decimals = int(item["decimals"])
         assert item["text"] == report.format_value(value, decimals), item
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             # Independent of the formatter: the printed number rounds the JSON number.
-            assert float(item["text"].replace(",", "")) == pytest.approx(value, abs=0.5 * 10 ** -decimals + 1e-9)
+            assert float(item["text"].replace(",", "")) == pytest.approx(
+                value, abs=0.5 * 10**-decimals + 1e-9
+            )
     # No number on the page that does not come from the JSON.
     stray = [m.group() for t in c.free_text for m in re.finditer(r"(?<![\w.+-])\d[\d,]*(?:\.\d+)?", t)]
     assert not stray, f"numbers printed without a JSON source: {stray[:10]}"
@@ -250,20 +331,39 @@ def _check_page(results: dict, page: str) -> _Collector:
 def test_report_sections_figures_and_numbers(results, page) -> None:
     c = _check_page(results, page)
     # The fixture measured these, so their figures must be real images, not "not measured".
-    for fig in ("fig-per-family", "fig-modes", "fig-f1-curves", "fig-epsilon", "fig-confusion", "fig-energy",
-                "fig-mia"):
+    for fig in (
+        "fig-per-family",
+        "fig-modes",
+        "fig-f1-curves",
+        "fig-epsilon",
+        "fig-confusion",
+        "fig-energy",
+        "fig-mia",
+    ):
         assert c.figures[fig]["img"], fig
     assert (c.figures["fig-scalability"]["img"] is not None) == (results["scalability"]["status"] == "ok")
     # Key figures are on the page with their JSON paths.
     paths = {json.dumps(t["path"]) for t in c.tagged}
-    for path in (["modes", "entries", "dp", "mcc"], ["shared_0_5_avg_f1", "avg_f1"], ["paper", "per_family", "ddos", "f1"],
-                 ["latency_ms", "variants", "float", "p99"], ["model_size_bytes", "variants", "int8"],
-                 ["update_bytes", "he_ckks"], ["mia", "models", "dp", "loss_threshold", "auc"],
-                 ["energy_j", "modes", "none", "raspberry-pi-4", "mean_per_client_round_j"],
-                 ["communication_mb", "modes", "dp", "per_client_round_mb"], ["modes", "command"], ["mia", "seed"],
-                 ["adaptive", "target_macro_f1"], ["adaptive", "energy_budget_j"], ["adaptive", "seed"],
-                 ["adaptive", "runs", "energy", "to_target_j"], ["adaptive", "runs", "int8", "to_target_mb"],
-                 ["adaptive", "runs", "int8", "mb_vs_fedavg"], ["adaptive", "runs", "fedavg", "final_macro_f1"]):
+    for path in (
+        ["modes", "entries", "dp", "mcc"],
+        ["shared_0_5_avg_f1", "avg_f1"],
+        ["paper", "per_family", "ddos", "f1"],
+        ["latency_ms", "variants", "float", "p99"],
+        ["model_size_bytes", "variants", "int8"],
+        ["update_bytes", "he_ckks"],
+        ["mia", "models", "dp", "loss_threshold", "auc"],
+        ["energy_j", "modes", "none", "raspberry-pi-4", "mean_per_client_round_j"],
+        ["communication_mb", "modes", "dp", "per_client_round_mb"],
+        ["modes", "command"],
+        ["mia", "seed"],
+        ["adaptive", "target_macro_f1"],
+        ["adaptive", "energy_budget_j"],
+        ["adaptive", "seed"],
+        ["adaptive", "runs", "energy", "to_target_j"],
+        ["adaptive", "runs", "int8", "to_target_mb"],
+        ["adaptive", "runs", "int8", "mb_vs_fedavg"],
+        ["adaptive", "runs", "fedavg", "final_macro_f1"],
+    ):
         assert json.dumps(path) in paths, path
     adaptive = results["adaptive"]["runs"]
     assert adaptive["int8"]["mb_vs_fedavg"] < 1.0 and adaptive["fedavg"]["j_vs_fedavg"] == 1.0
@@ -274,12 +374,15 @@ def test_report_sections_figures_and_numbers(results, page) -> None:
 
 def test_report_is_self_contained(page) -> None:
     assert "<script" not in page.lower()
-    assert not re.search(r"(src|href)=\"(https?:)?//", page)     # nothing loaded from the network
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing loaded from the network
 
 
 def test_missing_sections_say_so() -> None:
-    minimal = {"meta": {"command": "x", "seed": 1}, "paper": report.PAPER_REFERENCE,
-               "latency_ms": {"status": "not run: export code unavailable", "command": "x", "seed": 1}}
+    minimal = {
+        "meta": {"command": "x", "seed": 1},
+        "paper": report.PAPER_REFERENCE,
+        "latency_ms": {"status": "not run: export code unavailable", "command": "x", "seed": 1},
+    }
     page = report.render_report(minimal)
     c = _check_page(minimal, page)
     assert all("missing" in f["class"] for f in c.figures.values())
@@ -298,8 +401,19 @@ def test_results_round_trip_json(results, tmp_path) -> None:
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results, allow_nan=False))
     assert json.loads(path.read_text()) == results
-    for key in ("per_family", "modes", "shared_0_5_avg_f1", "model_size_bytes", "latency_ms", "update_bytes",
-                "energy_j", "communication_mb", "scalability", "mia", "adaptive"):
+    for key in (
+        "per_family",
+        "modes",
+        "shared_0_5_avg_f1",
+        "model_size_bytes",
+        "latency_ms",
+        "update_bytes",
+        "energy_j",
+        "communication_mb",
+        "scalability",
+        "mia",
+        "adaptive",
+    ):
         assert key in results, key
 
 
@@ -314,8 +428,23 @@ def test_experiment_command_end_to_end(tmp_path) -> None:
     # Two of the five privacy modes and no adaptive runs, to keep the suite's time: every mode and every
     # adaptive strategy also runs through Flower in test_private_federation, test_adaptive and
     # test_compression, and `make demo` runs this command's adaptive section.
-    result = CliRunner().invoke(app, ["experiment", "paper", "--quick", "--rounds", "2", "--clients", "3",
-                                      "--modes", "none,he+dpsgd", "--no-adaptive", "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "experiment",
+            "paper",
+            "--quick",
+            "--rounds",
+            "2",
+            "--clients",
+            "3",
+            "--modes",
+            "none,he+dpsgd",
+            "--no-adaptive",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     page = (out / "report.html").read_text()
@@ -332,19 +461,38 @@ def test_experiment_command_end_to_end(tmp_path) -> None:
 def test_privacy_mode_names() -> None:
     assert ex.split_mode("he+dpsgd") == ("he", True) and ex.split_mode("dpsgd") == ("none", True)
     assert ex.split_mode("he+secagg+dp") == ("he+secagg+dp", False)
-    assert ex.dp_unit("he+dp") == "client" and ex.dp_unit("he+dpsgd") == "flow window" and ex.dp_unit("he") is None
+    assert (
+        ex.dp_unit("he+dp") == "client"
+        and ex.dp_unit("he+dpsgd") == "flow window"
+        and ex.dp_unit("he") is None
+    )
     assert ex.round_epsilon({"epsilon": None, "dpsgd_epsilon": 3.0}) == 3.0 and ex.round_epsilon({}) is None
     assert ex.privacy_unsupported_reason("he+dpsgd") is None
-    kwargs, secret = ex.federation_kwargs(ex.ExperimentConfig(out_dir=Path("unused")), "dpsgd", Path("unused"))
+    kwargs, secret = ex.federation_kwargs(
+        ex.ExperimentConfig(out_dir=Path("unused")), "dpsgd", Path("unused")
+    )
     assert kwargs["dpsgd_target_epsilon"] == 8.0 and "privacy" not in kwargs and secret is None
 
 
 def test_experiment_helpers(tmp_path) -> None:
-    cmd = ex.make_command({"data": [Path("a b.csv")], "out": tmp_path / "o", "rounds": 3, "clients": 4,
-                           "partition": "iid", "local_epochs": 1, "split": "time", "seed": 7,
-                           "target_epsilon": 8.0, "quick": True})
+    cmd = ex.make_command(
+        {
+            "data": [Path("a b.csv")],
+            "out": tmp_path / "o",
+            "rounds": 3,
+            "clients": 4,
+            "partition": "iid",
+            "local_epochs": 1,
+            "split": "time",
+            "seed": 7,
+            "target_epsilon": 8.0,
+            "quick": True,
+        }
+    )
     assert cmd.startswith("fedids experiment paper --data 'a b.csv' --out ")
-    assert "--rounds 3 --clients 4 --partition iid" in cmd and cmd.endswith("--seed 7 --target-epsilon 8.0 --quick")
+    assert "--rounds 3 --clients 4 --partition iid" in cmd and cmd.endswith(
+        "--seed 7 --target-epsilon 8.0 --quick"
+    )
     assert ex.privacy_unsupported_reason("none") is None
     assert "not supported" in ex.privacy_unsupported_reason("he+quantum")
     missing = ex.load_scalability(tmp_path / "absent.json")
@@ -357,11 +505,11 @@ def test_split_withheld() -> None:
     data = prepare(generate_flows(SynthConfig(devices=6, hours=0.25, seed=2, gateways=1)), window=WINDOW)
     withheld, remaining = ex.split_withheld(data, 4, seed=3)
     train = set(data.train_rows)
-    assert set(withheld) <= train                                    # only training-period rows
-    assert not set(withheld) & set(remaining.train_rows)             # never given to a client
+    assert set(withheld) <= train  # only training-period rows
+    assert not set(withheld) & set(remaining.train_rows)  # never given to a client
     assert set(remaining.train_rows) | set(withheld) == train
     assert np.array_equal(remaining.test_rows, np.sort(np.r_[data.test_rows, withheld]))
-    assert 0.1 < len(withheld) / len(train) < 0.3                    # about one share in five
+    assert 0.1 < len(withheld) / len(train) < 0.3  # about one share in five
 
 
 def test_summary_lines(results) -> None:

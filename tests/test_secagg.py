@@ -25,8 +25,8 @@ from fedids.privacy.secagg import (
     B_SHARES,
     MASKED,
     S_SHARES,
-    SHARES,
     SHAMIR_PRIME,
+    SHARES,
     InvalidMessageError,
     SecAggAbort,
     SecAggClient,
@@ -88,8 +88,13 @@ def test_quantisation_clips_and_wraps():
     assert q.dtype == np.uint32
     scale = config.scale
     assert scale == math.floor((2**31 - 1) / (4 * 0.5))
-    assert q.view(np.int32).tolist() == [-round(0.5 * scale), -round(0.5 * scale), 0,
-                                         round(0.25 * scale), round(0.5 * scale)]
+    assert q.view(np.int32).tolist() == [
+        -round(0.5 * scale),
+        -round(0.5 * scale),
+        0,
+        round(0.25 * scale),
+        round(0.5 * scale),
+    ]
     # The sum of n extreme values still decodes without overflow.
     extremes = np.full(5, 0.5, dtype=np.float32)
     total = sum(quantize(-extremes, config).astype(np.uint64) for _ in range(4)) % (1 << 32)
@@ -109,11 +114,14 @@ def test_default_threshold_tolerates_30_percent():
     assert SecAggConfig.from_dict(config.to_dict()) == config
 
 
-@pytest.mark.parametrize("dropouts", [
-    {"share": [1000, 1001, 1002]},                       # 30% vanish after advertising keys
-    {"input": [1003, 1004, 1005]},                       # after sharing keys
-    {"share": [1000], "input": [1005], "unmask": [1009]},  # one at each later stage
-])
+@pytest.mark.parametrize(
+    "dropouts",
+    [
+        {"share": [1000, 1001, 1002]},  # 30% vanish after advertising keys
+        {"input": [1003, 1004, 1005]},  # after sharing keys
+        {"share": [1000], "input": [1005], "unmask": [1009]},  # one at each later stage
+    ],
+)
 def test_round_completes_with_30_percent_dropouts(dropouts):
     config, vectors, server, _, trace = _round(dropouts=dropouts)
     gone_before_input = set(dropouts.get("share", [])) | set(dropouts.get("input", []))
@@ -129,9 +137,14 @@ def test_round_completes_with_30_percent_dropouts(dropouts):
     assert server.reconstructed_b == set(survivors)
 
 
-@pytest.mark.parametrize("stage, closing", [
-    ("share", "forward_shares"), ("input", "unmask_request"), ("unmask", "aggregate"),
-])
+@pytest.mark.parametrize(
+    "stage, closing",
+    [
+        ("share", "forward_shares"),
+        ("input", "unmask_request"),
+        ("unmask", "aggregate"),
+    ],
+)
 def test_more_than_threshold_dropouts_abort(stage, closing):
     config = SecAggConfig(n_clients=10, vector_length=50)
     ids = list(range(10))
@@ -159,8 +172,7 @@ def test_masked_upload_is_uniform_and_uncorrelated_with_the_input():
     server = SecAggServer(config)
     clients = {c: SecAggClient(config, c) for c in vectors}
     trace = simulate_round(server, clients, vectors, keep_messages=True)
-    uploads = {m["client_id"]: np.frombuffer(m[MASKED], dtype="<u4")
-               for m in trace.received if MASKED in m}
+    uploads = {m["client_id"]: np.frombuffer(m[MASKED], dtype="<u4") for m in trace.received if MASKED in m}
     for c, y in uploads.items():
         # Top 6 bits in 64 equally likely bins, and uniform as a whole (KS).
         counts = np.bincount(y >> 26, minlength=64)
@@ -227,20 +239,28 @@ def test_server_never_receives_a_survivors_secrets():
 
 def test_clients_refuse_requests_that_would_reveal_both_secrets():
     from fedids.privacy.secagg import DROPPED, ROUND, SURVIVORS, pack_ids
+
     config, _, server, clients, _, _, request = _drive_manually()
     survivors = list(server.survivors)
-    both = {ROUND: config.round_id, SURVIVORS: pack_ids(survivors),
-            DROPPED: pack_ids([1003, 1004, survivors[-1]])}
+    both = {
+        ROUND: config.round_id,
+        SURVIVORS: pack_ids(survivors),
+        DROPPED: pack_ids([1003, 1004, survivors[-1]]),
+    }
     with pytest.raises(SecAggAbort, match="both"):
         clients[survivors[0]].unmask(both)
     me = survivors[1]
-    me_dropped = {ROUND: config.round_id, SURVIVORS: pack_ids([c for c in survivors if c != me]),
-                  DROPPED: pack_ids([1003, 1004, me])}
+    me_dropped = {
+        ROUND: config.round_id,
+        SURVIVORS: pack_ids([c for c in survivors if c != me]),
+        DROPPED: pack_ids([1003, 1004, me]),
+    }
     with pytest.raises(SecAggAbort, match="this client as dropped"):
         clients[me].unmask(me_dropped)
     with pytest.raises(SecAggAbort, match="does not match"):
-        clients[survivors[2]].unmask({ROUND: config.round_id, SURVIVORS: pack_ids(survivors),
-                                      DROPPED: pack_ids([1003])})
+        clients[survivors[2]].unmask(
+            {ROUND: config.round_id, SURVIVORS: pack_ids(survivors), DROPPED: pack_ids([1003])}
+        )
     # The honest request is answered.
     assert B_SHARES in clients[survivors[3]].unmask(request)
 
@@ -265,15 +285,17 @@ def test_tampered_share_ciphertext_fails_closed():
     blob[40] ^= 0x01
     records[3] = bytes(blob)
     with pytest.raises(SecAggAbort, match="authentication"):
-        clients[0].masked_input(dict(routed[0], **{SHARES: pack_records(sorted(records.items()))}),
-                                np.zeros(20, np.float32))
+        clients[0].masked_input(
+            dict(routed[0], **{SHARES: pack_records(sorted(records.items()))}), np.zeros(20, np.float32)
+        )
     # 2) a genuine ciphertext presented as another sender's (associated data mismatch)
     clients, routed = _routed()
     records = unpack_records(routed[0][SHARES], SHARES)
     records[1], records[2] = records[2], records[1]
     with pytest.raises(SecAggAbort, match="authentication"):
-        clients[0].masked_input(dict(routed[0], **{SHARES: pack_records(sorted(records.items()))}),
-                                np.zeros(20, np.float32))
+        clients[0].masked_input(
+            dict(routed[0], **{SHARES: pack_records(sorted(records.items()))}), np.zeros(20, np.float32)
+        )
     # 3) untouched, the same flow goes through
     clients, routed = _routed()
     message = clients[0].masked_input(routed[0], np.zeros(20, np.float32))
@@ -359,6 +381,7 @@ def bfv_keys():
 
 def test_bfv_parameters_do_not_wrap():
     from Crypto.Util.number import isPrime
+
     assert isPrime(BFV_PLAIN_MODULUS) and BFV_PLAIN_MODULUS % (2 * 4096) == 1
     assert (MAX_CLIENTS + 1) * (2**32 - 1) < BFV_PLAIN_MODULUS
     assert (MAX_CLIENTS + 2) * (2**32 - 1) >= BFV_PLAIN_MODULUS
@@ -391,8 +414,9 @@ def test_he_secagg_round_is_exact_and_only_clients_decrypt(bfv_keys):
     upload = next(m[MASKED] for m in trace.received if m.get("client_id") == 5 and MASKED in m)
     context = parse_secret_context(bfv_keys.secret_context)
     chunks = unpack_chunks(upload, SCHEME_BFV, d, 4096)
-    decrypted = np.concatenate([np.mod(ts.bfv_vector_from(context, c).decrypt(), BFV_PLAIN_MODULUS)
-                                for c in chunks]).astype(np.uint32)
+    decrypted = np.concatenate(
+        [np.mod(ts.bfv_vector_from(context, c).decrypt(), BFV_PLAIN_MODULUS) for c in chunks]
+    ).astype(np.uint32)
     assert not np.array_equal(decrypted, quantize(vectors[5], config))
     assert stats.kstest(decrypted / 2.0**32, "uniform").pvalue > 1e-4
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fedids.data import synth
 from fedids.data.schema import FAMILIES, FEATURES, family_of
 from fedids.data.synth import (
     ACK,
@@ -21,8 +22,8 @@ from fedids.data.synth import (
     LABELS,
     PSH,
     RST,
-    SYN,
     START,
+    SYN,
     URG,
     PacketArrays,
     SynthConfig,
@@ -30,7 +31,6 @@ from fedids.data.synth import (
     generate_flows,
     write_synthetic_csv,
 )
-from fedids.data import synth
 
 F = {name: i for i, name in enumerate(FEATURES)}
 ATTACK_FAMILIES = ("ddos", "dos", "portscan", "botnet", "bruteforce")
@@ -51,22 +51,26 @@ def small_frame() -> pd.DataFrame:
 # Configuration
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"devices": 3}, "devices"),
-    ({"devices": 50_001, "gateways": 250}, "devices"),
-    ({"devices": 10.0}, "devices"),
-    ({"devices": True}, "devices"),
-    ({"hours": 0.1}, "hours"),
-    ({"hours": float("nan")}, "hours"),
-    ({"hours": "2"}, "hours"),
-    ({"seed": -1}, "seed"),
-    ({"gateways": 0}, "gateways"),
-    ({"gateways": 41}, "gateways"),
-    ({"difficulty": -0.5}, "difficulty"),
-    ({"difficulty": float("inf")}, "difficulty"),
-    ({"attack_fraction": 0.7}, "attack_fraction"),
-    ({"devices": 400, "gateways": 2}, "180"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"devices": 3}, "devices"),
+        ({"devices": 50_001, "gateways": 250}, "devices"),
+        ({"devices": 10.0}, "devices"),
+        ({"devices": True}, "devices"),
+        ({"hours": 0.1}, "hours"),
+        ({"hours": float("nan")}, "hours"),
+        ({"hours": "2"}, "hours"),
+        ({"seed": -1}, "seed"),
+        ({"gateways": 0}, "gateways"),
+        ({"gateways": 41}, "gateways"),
+        ({"difficulty": -0.5}, "difficulty"),
+        ({"difficulty": float("inf")}, "difficulty"),
+        ({"attack_fraction": 0.7}, "attack_fraction"),
+        ({"devices": 400, "gateways": 2}, "180"),
+    ],
+)
 def test_config_rejects_bad_values(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         SynthConfig(**kwargs)
@@ -88,6 +92,7 @@ def test_config_accepts_bounds() -> None:
 # Feature computation against hand calculation
 # ---------------------------------------------------------------------------------------------
 
+
 def _packets(rows: list[list[tuple]]) -> PacketArrays:
     """Rows of (ts_us, size, fwd, flags, header, window), padded with junk that must be ignored."""
     width = max(len(r) for r in rows) + 2
@@ -99,8 +104,15 @@ def _packets(rows: list[list[tuple]]) -> PacketArrays:
             arr["ts"][i, j], arr["size"][i, j], fwd[i, j] = ts, size, d
             arr["flags"][i, j], arr["header"][i, j], arr["window"][i, j] = flags, header, window
             valid[i, j] = True
-    return PacketArrays(ts_us=arr["ts"], size=arr["size"], fwd=fwd, flags=arr["flags"].astype(np.uint8),
-                        header=arr["header"], window=arr["window"], valid=valid)
+    return PacketArrays(
+        ts_us=arr["ts"],
+        size=arr["size"],
+        fwd=fwd,
+        flags=arr["flags"].astype(np.uint8),
+        header=arr["header"],
+        window=arr["window"],
+        valid=valid,
+    )
 
 
 TCP_FLOW = [  # handshake, one request/response, 6 s idle, teardown
@@ -128,33 +140,72 @@ def _expected_tcp() -> dict[str, float]:
     active = np.array([21_700.0, 1_100.0])  # [0, 21700] and [6021700, 6022800]
     return {
         "Flow Duration": dur,
-        "Total Fwd Packets": 6, "Total Backward Packets": 4,
-        "Total Length of Fwd Packets": 100, "Total Length of Bwd Packets": 2000,
-        "Fwd Packet Length Max": 100, "Fwd Packet Length Min": 0,
-        "Fwd Packet Length Mean": size[fwd].mean(), "Fwd Packet Length Std": size[fwd].std(ddof=1),
-        "Bwd Packet Length Mean": 500, "Bwd Packet Length Std": size[~fwd].std(ddof=1),
-        "Flow Bytes/s": 2100 / (dur / 1e6), "Flow Packets/s": 10 / (dur / 1e6),
-        "Flow IAT Mean": flow_iat.mean(), "Flow IAT Std": flow_iat.std(ddof=1),
-        "Flow IAT Max": 6_000_000, "Flow IAT Min": 100,
-        "Fwd IAT Total": ts[fwd][-1], "Fwd IAT Mean": f_iat.mean(), "Fwd IAT Std": f_iat.std(ddof=1),
-        "Fwd IAT Max": f_iat.max(), "Fwd IAT Min": f_iat.min(),
-        "Bwd IAT Total": ts[~fwd][-1] - ts[~fwd][0], "Bwd IAT Mean": b_iat.mean(),
-        "Bwd IAT Min": 100, "Bwd IAT Max": b_iat.max(),
-        "Fwd PSH Flags": 1, "Bwd PSH Flags": 1, "Fwd URG Flags": 0,
-        "Fwd Header Length": 40 + 32 * 5, "Bwd Header Length": 40 + 32 * 3,
-        "Fwd Packets/s": 6 / (dur / 1e6), "Bwd Packets/s": 4 / (dur / 1e6),
-        "Min Packet Length": 0, "Max Packet Length": 1460,
-        "Packet Length Mean": 210, "Packet Length Variance": size.var(ddof=1),
-        "FIN Flag Count": 2, "SYN Flag Count": 2, "RST Flag Count": 0, "PSH Flag Count": 2,
-        "ACK Flag Count": 9, "URG Flag Count": 0, "CWE Flag Count": 0, "ECE Flag Count": 0,
-        "Down/Up Ratio": 0, "Average Packet Size": 210, "Avg Fwd Segment Size": size[fwd].mean(),
-        "Avg Bwd Segment Size": 500, "Fwd Header Length.1": 200,
-        "Subflow Fwd Packets": 6, "Subflow Fwd Bytes": 100, "Subflow Bwd Packets": 4, "Subflow Bwd Bytes": 2000,
-        "Init_Win_bytes_forward": 29200, "Init_Win_bytes_backward": 65160,
-        "act_data_pkt_fwd": 1, "min_seg_size_forward": 32,
-        "Active Mean": active.mean(), "Active Std": active.std(ddof=1), "Active Max": 21_700,
-        "Active Min": 1_100, "Idle Mean": 6_000_000, "Idle Std": 0, "Idle Max": 6_000_000,
-        "Idle Min": 6_000_000, "Destination Port": 443,
+        "Total Fwd Packets": 6,
+        "Total Backward Packets": 4,
+        "Total Length of Fwd Packets": 100,
+        "Total Length of Bwd Packets": 2000,
+        "Fwd Packet Length Max": 100,
+        "Fwd Packet Length Min": 0,
+        "Fwd Packet Length Mean": size[fwd].mean(),
+        "Fwd Packet Length Std": size[fwd].std(ddof=1),
+        "Bwd Packet Length Mean": 500,
+        "Bwd Packet Length Std": size[~fwd].std(ddof=1),
+        "Flow Bytes/s": 2100 / (dur / 1e6),
+        "Flow Packets/s": 10 / (dur / 1e6),
+        "Flow IAT Mean": flow_iat.mean(),
+        "Flow IAT Std": flow_iat.std(ddof=1),
+        "Flow IAT Max": 6_000_000,
+        "Flow IAT Min": 100,
+        "Fwd IAT Total": ts[fwd][-1],
+        "Fwd IAT Mean": f_iat.mean(),
+        "Fwd IAT Std": f_iat.std(ddof=1),
+        "Fwd IAT Max": f_iat.max(),
+        "Fwd IAT Min": f_iat.min(),
+        "Bwd IAT Total": ts[~fwd][-1] - ts[~fwd][0],
+        "Bwd IAT Mean": b_iat.mean(),
+        "Bwd IAT Min": 100,
+        "Bwd IAT Max": b_iat.max(),
+        "Fwd PSH Flags": 1,
+        "Bwd PSH Flags": 1,
+        "Fwd URG Flags": 0,
+        "Fwd Header Length": 40 + 32 * 5,
+        "Bwd Header Length": 40 + 32 * 3,
+        "Fwd Packets/s": 6 / (dur / 1e6),
+        "Bwd Packets/s": 4 / (dur / 1e6),
+        "Min Packet Length": 0,
+        "Max Packet Length": 1460,
+        "Packet Length Mean": 210,
+        "Packet Length Variance": size.var(ddof=1),
+        "FIN Flag Count": 2,
+        "SYN Flag Count": 2,
+        "RST Flag Count": 0,
+        "PSH Flag Count": 2,
+        "ACK Flag Count": 9,
+        "URG Flag Count": 0,
+        "CWE Flag Count": 0,
+        "ECE Flag Count": 0,
+        "Down/Up Ratio": 0,
+        "Average Packet Size": 210,
+        "Avg Fwd Segment Size": size[fwd].mean(),
+        "Avg Bwd Segment Size": 500,
+        "Fwd Header Length.1": 200,
+        "Subflow Fwd Packets": 6,
+        "Subflow Fwd Bytes": 100,
+        "Subflow Bwd Packets": 4,
+        "Subflow Bwd Bytes": 2000,
+        "Init_Win_bytes_forward": 29200,
+        "Init_Win_bytes_backward": 65160,
+        "act_data_pkt_fwd": 1,
+        "min_seg_size_forward": 32,
+        "Active Mean": active.mean(),
+        "Active Std": active.std(ddof=1),
+        "Active Max": 21_700,
+        "Active Min": 1_100,
+        "Idle Mean": 6_000_000,
+        "Idle Std": 0,
+        "Idle Max": 6_000_000,
+        "Idle Min": 6_000_000,
+        "Destination Port": 443,
     }
 
 
@@ -175,8 +226,12 @@ def test_features_match_hand_calculation() -> None:
 
 
 def test_ecn_urg_and_down_up_ratio_counted() -> None:
-    flow = [(0, 0, True, FIN | PSH | URG, 20, 1024), (10, 0, False, RST | ACK, 20, 0),
-            (20, 5, False, ECE | CWR | ACK, 20, 7), (30, 5, False, ACK, 20, 7)]
+    flow = [
+        (0, 0, True, FIN | PSH | URG, 20, 1024),
+        (10, 0, False, RST | ACK, 20, 0),
+        (20, 5, False, ECE | CWR | ACK, 20, 7),
+        (30, 5, False, ACK, 20, 7),
+    ]
     out = dict(zip(FEATURES, compute_flow_features(_packets([flow]), np.array([80]))[0]))
     assert out["URG Flag Count"] == 1 and out["Fwd URG Flags"] == 1 and out["Bwd URG Flags"] == 0
     assert out["ECE Flag Count"] == 1 and out["CWE Flag Count"] == 1 and out["RST Flag Count"] == 1
@@ -187,11 +242,29 @@ def test_ecn_urg_and_down_up_ratio_counted() -> None:
 # Packet model
 # ---------------------------------------------------------------------------------------------
 
+
 def _plan(**cols: object) -> dict[str, np.ndarray]:
-    base = {"t0": 0.0, "src": 0, "dst": 1, "sport": 40000, "dport": 80, "label": 0, "device": 0,
-            "profile": synth._PROFILE["http_api"], "hs": synth.HS_FULL, "retries": 0, "flags0": 0,
-            "rounds": 1, "td": synth.TD_FIN, "rtt_f": 2e3, "rtt_b": 3e4, "size_shift": 0.0, "gap_us": 1e6,
-            "stack_f": synth._STACK["linux_iot"], "stack_b": synth._STACK["cloud_linux"]}
+    base = {
+        "t0": 0.0,
+        "src": 0,
+        "dst": 1,
+        "sport": 40000,
+        "dport": 80,
+        "label": 0,
+        "device": 0,
+        "profile": synth._PROFILE["http_api"],
+        "hs": synth.HS_FULL,
+        "retries": 0,
+        "flags0": 0,
+        "rounds": 1,
+        "td": synth.TD_FIN,
+        "rtt_f": 2e3,
+        "rtt_b": 3e4,
+        "size_shift": 0.0,
+        "gap_us": 1e6,
+        "stack_f": synth._STACK["linux_iot"],
+        "stack_b": synth._STACK["cloud_linux"],
+    }
     base.update(cols)
     n = max(len(np.atleast_1d(v)) for v in base.values())
     return {k: np.broadcast_to(np.asarray(v), (n,)).astype(synth._PLAN_DTYPES[k]) for k, v in base.items()}
@@ -219,8 +292,11 @@ def test_tcp_connection_packets() -> None:
 
 
 def test_failed_connections_and_udp() -> None:
-    plan = _plan(hs=np.array([synth.HS_REFUSED, synth.HS_UNANSWERED, synth.HS_FULL]), retries=3,
-                 profile=np.array([synth._PROFILE["probe"], synth._PROFILE["probe"], synth._PROFILE["dns"]]))
+    plan = _plan(
+        hs=np.array([synth.HS_REFUSED, synth.HS_UNANSWERED, synth.HS_FULL]),
+        retries=3,
+        profile=np.array([synth._PROFILE["probe"], synth._PROFILE["probe"], synth._PROFILE["dns"]]),
+    )
     p, counts = synth._simulate_packets(plan, np.random.default_rng(1))
     assert list(_valid(p, 0, "flags")) == [SYN, RST | ACK] and list(_valid(p, 0, "window")) == [29200, 0]
     assert list(_valid(p, 1, "flags")) == [SYN] * 4 and _valid(p, 1, "fwd").all()
@@ -243,6 +319,7 @@ def test_long_flows_are_cut_at_the_flow_timeout() -> None:
 # Generated frames
 # ---------------------------------------------------------------------------------------------
 
+
 def test_deterministic_for_a_seed(small_frame: pd.DataFrame) -> None:
     again = generate_flows(SMALL)
     pd.testing.assert_frame_equal(small_frame, again)
@@ -252,8 +329,21 @@ def test_deterministic_for_a_seed(small_frame: pd.DataFrame) -> None:
 
 def test_schema_and_dtypes(default_frame: pd.DataFrame) -> None:
     f = default_frame
-    expected = ["flow_id", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "timestamp", *FEATURES,
-                "seq", "label", "family", "device", "gateway"]
+    expected = [
+        "flow_id",
+        "src_ip",
+        "src_port",
+        "dst_ip",
+        "dst_port",
+        "protocol",
+        "timestamp",
+        *FEATURES,
+        "seq",
+        "label",
+        "family",
+        "device",
+        "gateway",
+    ]
     assert list(f.columns) == expected
     assert all(f[c].dtype == np.float32 for c in FEATURES)
     assert f["timestamp"].dtype == "datetime64[us]"
@@ -264,8 +354,17 @@ def test_schema_and_dtypes(default_frame: pd.DataFrame) -> None:
     assert set(f["label"].unique()) <= set(LABELS)
     assert all(family_of(label) == fam for label, fam in set(zip(f["label"], f["family"])))
     assert set(f["family"].unique()) == {"benign", *ATTACK_FAMILIES} and set(f["family"]) <= set(FAMILIES)
-    flow_id = (f["src_ip"] + "-" + f["dst_ip"] + "-" + f["src_port"].astype(str) + "-" + f["dst_port"].astype(str)
-               + "-" + f["protocol"].astype(str))
+    flow_id = (
+        f["src_ip"]
+        + "-"
+        + f["dst_ip"]
+        + "-"
+        + f["src_port"].astype(str)
+        + "-"
+        + f["dst_port"].astype(str)
+        + "-"
+        + f["protocol"].astype(str)
+    )
     assert (flow_id == f["flow_id"]).all()
     assert (f["Destination Port"] == f["dst_port"]).all()
     assert f["src_port"].between(1, 65535).all() and f["dst_port"].between(1, 65535).all()
@@ -289,10 +388,13 @@ def test_features_finite_and_consistent(default_frame: pd.DataFrame) -> None:
     assert (c["Total Fwd Packets"] >= 1).all()
     assert np.allclose(c["Flow Duration"], c["Flow IAT Mean"] * (n - 1), rtol=1e-6)
     assert (c["Flow Duration"] <= FLOW_TIMEOUT_US).all()
-    assert (c["Fwd IAT Total"] <= c["Flow Duration"]).all() and (c["Bwd IAT Total"] <= c["Flow Duration"]).all()
+    assert (c["Fwd IAT Total"] <= c["Flow Duration"]).all() and (
+        c["Bwd IAT Total"] <= c["Flow Duration"]
+    ).all()
     assert (c["Flow IAT Max"] <= c["Flow Duration"]).all() and (c["Flow IAT Min"] <= c["Flow IAT Max"]).all()
-    assert np.allclose(c["Total Length of Fwd Packets"], c["Fwd Packet Length Mean"] * c["Total Fwd Packets"],
-                       rtol=1e-6)
+    assert np.allclose(
+        c["Total Length of Fwd Packets"], c["Fwd Packet Length Mean"] * c["Total Fwd Packets"], rtol=1e-6
+    )
     assert np.allclose(nbytes, c["Average Packet Size"] * n, rtol=1e-6)
     assert np.allclose(nbytes, c["Packet Length Mean"] * n, rtol=1e-6)
     assert np.allclose(c["Packet Length Variance"], c["Packet Length Std"] ** 2, rtol=1e-5)
@@ -318,7 +420,9 @@ def test_features_finite_and_consistent(default_frame: pd.DataFrame) -> None:
 
 def test_ports_protocols_and_addresses(default_frame: pd.DataFrame) -> None:
     f = default_frame
-    proto_of_port = f[f["family"] == "benign"].groupby("dst_port")["protocol"].agg(set)  # scans probe any port
+    proto_of_port = (
+        f[f["family"] == "benign"].groupby("dst_port")["protocol"].agg(set)
+    )  # scans probe any port
     for port in (53, 123, 5683, 5353, 1900, 32100):
         assert proto_of_port[port] == {17}, port
     for port in (443, 8883, 1883, 80, 554):
@@ -403,8 +507,9 @@ def test_csv_round_trip(tmp_path, small_frame: pd.DataFrame) -> None:
     assert back["family"].tolist() == small_frame["family"].tolist()
     assert back["src_ip"].astype(str).tolist() == small_frame["src_ip"].tolist()
     assert (back["timestamp"].to_numpy() == small_frame["timestamp"].to_numpy()).all()
-    np.testing.assert_array_equal(back[list(FEATURES)].to_numpy(np.float32),
-                                  small_frame[list(FEATURES)].to_numpy(np.float32))  # 9 digits keep float32
+    np.testing.assert_array_equal(
+        back[list(FEATURES)].to_numpy(np.float32), small_frame[list(FEATURES)].to_numpy(np.float32)
+    )  # 9 digits keep float32
 
 
 @pytest.mark.slow

@@ -9,15 +9,15 @@ each flow's window from the flows of the same host that precede it.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from fedids import __version__
-from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary, compute_feature_stats
+from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
 from fedids.data.schema import FEATURES, LABEL
 from fedids.data.windows import DEFAULT_WINDOW, compute_window_indices, host_keys, sort_by_time, time_split
 from fedids.evaluation.metrics import compute_metrics
@@ -51,8 +51,9 @@ class PreparedData:
         return np.flatnonzero(self.test_mask)
 
 
-def prepare(frame: pd.DataFrame, *, window: int = DEFAULT_WINDOW, test_fraction: float = 0.3,
-            split: str = "time") -> PreparedData:
+def prepare(
+    frame: pd.DataFrame, *, window: int = DEFAULT_WINDOW, test_fraction: float = 0.3, split: str = "time"
+) -> PreparedData:
     """Sort ``frame`` by time, split it and compute every flow's window (see module docstring)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -67,15 +68,22 @@ def prepare(frame: pd.DataFrame, *, window: int = DEFAULT_WINDOW, test_fraction:
     )
 
 
-def prepare_with_test(train_frame: pd.DataFrame, test_frame: pd.DataFrame, *,
-                      window: int = DEFAULT_WINDOW) -> PreparedData:
+def prepare_with_test(
+    train_frame: pd.DataFrame, test_frame: pd.DataFrame, *, window: int = DEFAULT_WINDOW
+) -> PreparedData:
     """Train on every flow of ``train_frame`` and test on every flow of ``test_frame`` (the user's own
     held-out files): each is time-ordered and windowed on its own, so no window reaches across them."""
     parts = []
     for frame in (train_frame, test_frame):
         frame = sort_by_time(frame)
-        parts.append((frame, frame[list(FEATURES)].to_numpy(dtype=np.float32),
-                       compute_window_indices(host_keys(frame), window), frame[LABEL].astype(str).to_numpy()))
+        parts.append(
+            (
+                frame,
+                frame[list(FEATURES)].to_numpy(dtype=np.float32),
+                compute_window_indices(host_keys(frame), window),
+                frame[LABEL].astype(str).to_numpy(),
+            )
+        )
     (train, f_train, w_train, l_train), (test, f_test, w_test, l_test) = parts
     return PreparedData(
         frame=pd.concat([train, test], ignore_index=True),
@@ -101,7 +109,9 @@ def fit_preprocessing(features: np.ndarray, labels: np.ndarray) -> tuple[FlowSca
     return FlowScaler.fit(features), LabelVocabulary.from_counts(compute_label_counts(labels))
 
 
-def preprocessing_from_stats(stats: FeatureStats, label_counts: dict[str, int]) -> tuple[FlowScaler, LabelVocabulary]:
+def preprocessing_from_stats(
+    stats: FeatureStats, label_counts: dict[str, int]
+) -> tuple[FlowScaler, LabelVocabulary]:
     """The same preprocessing from aggregated statistics (federated clients send these, not rows)."""
     return FlowScaler.from_stats(stats), LabelVocabulary.from_counts(label_counts)
 
@@ -111,21 +121,39 @@ def new_model(n_classes: int, hidden: int = DEFAULT_HIDDEN, seed: int = 0) -> GR
     return GRUDetector(len(FEATURES) + 1, n_classes, hidden)
 
 
-def train_rows(model: GRUDetector, data: PreparedData, scaled: np.ndarray, vocabulary: LabelVocabulary,
-               rows: np.ndarray, config: TrainConfig, *, global_params: list[torch.Tensor] | None = None,
-               class_weights: np.ndarray | None = None,
-               progress: Callable[[int], None] | None = None) -> TrainResult:
+def train_rows(
+    model: GRUDetector,
+    data: PreparedData,
+    scaled: np.ndarray,
+    vocabulary: LabelVocabulary,
+    rows: np.ndarray,
+    config: TrainConfig,
+    *,
+    global_params: list[torch.Tensor] | None = None,
+    class_weights: np.ndarray | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrainResult:
     """Train on the windows ending at ``rows`` (indices into ``data``).
 
     ``class_weights`` default to the local label frequencies; federated clients pass the weights of the
     global label counts so that every client optimises the same objective.
     """
     targets = vocabulary.encode(data.labels[rows])
-    return fit(model, scaled, data.windows[rows], targets, config, class_weights=class_weights,
-               global_params=global_params, progress=progress)
+    return fit(
+        model,
+        scaled,
+        data.windows[rows],
+        targets,
+        config,
+        class_weights=class_weights,
+        global_params=global_params,
+        progress=progress,
+    )
 
 
-def predict_labels(detector: Detector, features: np.ndarray, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict_labels(
+    detector: Detector, features: np.ndarray, windows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Predicted label strings ``(n,)`` and class probabilities ``(n, n_classes)`` for each window."""
     proba = predict_proba(detector.model, detector.scaler.transform(features), windows)
     return detector.vocabulary.decode(proba.argmax(axis=1)), proba
@@ -141,14 +169,20 @@ def environment() -> dict:
     return {"fedids": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def train_centralized(data: PreparedData, config: TrainConfig, *, hidden: int = DEFAULT_HIDDEN,
-                      window: int = DEFAULT_WINDOW,
-                      progress: Callable[[int], None] | None = None) -> tuple[Detector, TrainResult]:
+def train_centralized(
+    data: PreparedData,
+    config: TrainConfig,
+    *,
+    hidden: int = DEFAULT_HIDDEN,
+    window: int = DEFAULT_WINDOW,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Detector, TrainResult]:
     """Centralized baseline: fit preprocessing and the GRU on the training rows of ``data``."""
     rows = data.train_rows
     scaler, vocab = fit_preprocessing(data.features[rows], data.labels[rows])
     model = new_model(len(vocab), hidden, config.seed)
     result = train_rows(model, data, scaler.transform(data.features), vocab, rows, config, progress=progress)
-    detector = Detector(model=model, scaler=scaler, vocabulary=vocab, window=window,
-                        metadata={"environment": environment()})
+    detector = Detector(
+        model=model, scaler=scaler, vocabulary=vocab, window=window, metadata={"environment": environment()}
+    )
     return detector, result

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import sys
 
+# Importing a command module registers its commands on `app`.
+from fedids.cli import data as _data  # noqa: F401,E402
+from fedids.cli import demo as _demo  # noqa: F401,E402
+from fedids.cli import deploy as _deploy  # noqa: F401,E402
+from fedids.cli import detect as _detect  # noqa: F401,E402
+from fedids.cli import experiment as _experiment  # noqa: F401,E402
+from fedids.cli import export as _export  # noqa: F401,E402
+from fedids.cli import federate as _federate  # noqa: F401,E402
+from fedids.cli import keys as _keys  # noqa: F401,E402
+from fedids.cli import train as _train  # noqa: F401,E402
 from fedids.cli.common import app
 from fedids.console import err
 from fedids.errors import FedidsError
-
-# Importing a command module registers its commands on `app`.
-from fedids.cli import data as _data  # noqa: F401,E402
-from fedids.cli import train as _train  # noqa: F401,E402
-from fedids.cli import federate as _federate  # noqa: F401,E402
-from fedids.cli import keys as _keys  # noqa: F401,E402
-from fedids.cli import export as _export  # noqa: F401,E402
-from fedids.cli import detect as _detect  # noqa: F401,E402
-from fedids.cli import deploy as _deploy  # noqa: F401,E402
-from fedids.cli import experiment as _experiment  # noqa: F401,E402
-from fedids.cli import demo as _demo  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 
@@ -48,7 +47,9 @@ def main() -> None:
         _fail(f"{exc.format_message()}{hint}")
     except click.exceptions.ClickException as exc:
         _fail(exc.format_message())
-    except click.exceptions.Abort as exc:  # click's wrapping of KeyboardInterrupt (and of detect's stop signals)
+    except (
+        click.exceptions.Abort
+    ) as exc:  # click's wrapping of KeyboardInterrupt (and of detect's stop signals)
         err.print("interrupted")
         sys.exit(128 + int(getattr(exc.__cause__, "signum", 2)))
     except FedidsError as exc:

@@ -9,8 +9,12 @@ import typer
 from fedids.console import err, progress_bar
 from fedids.errors import InputError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Federated, privacy-preserving intrusion detection for IoT networks.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Federated, privacy-preserving intrusion detection for IoT networks.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and generate flow data.")
 app.add_typer(data_app, name="data")
 
@@ -28,9 +32,13 @@ def load_data(paths: list[Path], labels: str = "required"):
         dropped = sum(rep.dropped.values())
         reasons = ", ".join(f"{k} {v:,}" for k, v in rep.dropped.items() if v)
         unknown = ", ".join(repr(w) for w in list(rep.unknown_labels)[:3])
-        err.print(f"[dim]{rep.path}: {rep.format}, {rep.rows_read:,} rows read, {rep.rows_kept:,} kept, "
-                  f"{dropped:,} dropped{f' ({reasons})' if reasons else ''}"
-                  f"{f'; unknown labels {unknown}' if unknown else ''}[/dim]", soft_wrap=True, highlight=False)
+        err.print(
+            f"[dim]{rep.path}: {rep.format}, {rep.rows_read:,} rows read, {rep.rows_kept:,} kept, "
+            f"{dropped:,} dropped{f' ({reasons})' if reasons else ''}"
+            f"{f'; unknown labels {unknown}' if unknown else ''}[/dim]",
+            soft_wrap=True,
+            highlight=False,
+        )
     if len(result.frame) == 0:
         raise InputError(f"{', '.join(map(str, paths))}: no usable flows")
     return result

@@ -14,8 +14,10 @@ from fedids.errors import InputError
 
 
 @data_app.command("inspect")
-def data_inspect(paths: list[Path] = typer.Argument(..., help="CSV files to inspect."),
-                 as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables.")) -> None:
+def data_inspect(
+    paths: list[Path] = typer.Argument(..., help="CSV files to inspect."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
     """Format, rows, dropped rows with reasons, label and family counts of each file."""
     result = load_data(paths)
     reports = [r.to_dict() for r in result.reports]
@@ -49,7 +51,9 @@ def data_synth(
     hours: float = typer.Option(2.0, help="Simulated hours of traffic."),
     seed: int = typer.Option(0, help="Random seed (same seed, same file)."),
     difficulty: float = typer.Option(1.0, help="Overlap between attack and benign traffic (>1 harder)."),
-    out_path: Path = typer.Option(..., "--out", "-o", help="Output CSV (CICIDS2017 TrafficLabelling format)."),
+    out_path: Path = typer.Option(
+        ..., "--out", "-o", help="Output CSV (CICIDS2017 TrafficLabelling format)."
+    ),
 ) -> None:
     """Generate synthetic IoT traffic with attack episodes, as a CICIDS2017 TrafficLabelling CSV."""
     from fedids.cli.outputs import check_outputs
@@ -71,6 +75,6 @@ def data_synth(
         frame = generate_flows(config, progress=advance)
     write_trafficlabelling_csv(frame, out_path)
     counts = frame["family"].value_counts().to_dict()
-    err.print(f"wrote {len(frame):,} flows to {out_path}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-
-
+    err.print(
+        f"wrote {len(frame):,} flows to {out_path}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    )

@@ -29,8 +29,11 @@ def demo(
     clients: int = typer.Option(10, help="Simulated IoT clients."),
     seed: int = typer.Option(0, help="Random seed."),
     pcap: Path = typer.Option(DEMO_PCAP, help="Real capture to run the detector on."),
-    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
-                                  help="Include the adaptive-strategies comparison (four short federated runs)."),
+    adaptive: bool = typer.Option(
+        True,
+        "--adaptive/--no-adaptive",
+        help="Include the adaptive-strategies comparison (four short federated runs).",
+    ),
 ) -> None:
     """Run the whole pipeline on synthetic IoT traffic and write a report (about 10 minutes on 2 cores)."""
     from fedids.cli.detect import detect
@@ -44,28 +47,55 @@ def demo(
     csv = write_synthetic_csv(SynthConfig(seed=seed), out_dir / "data" / "synthetic.csv")
     err.print(f"[bold]1/4[/bold] synthetic IoT traffic: {csv}")
     err.print("[bold]2/4[/bold] federated training (none, he+dp, he+dpsgd), baselines, evaluation, report")
-    cfg = ExperimentConfig(out_dir=out_dir / "experiment", data=(str(csv),), rounds=rounds, clients=clients,
-                           seed=seed, modes=DEMO_MODES, target_epsilon=8.0, shadows=2,
-                           latency_calls=300, adaptive=adaptive,
-                           command=f"fedids demo --out {out_dir} --rounds {rounds} --clients {clients} --seed {seed}"
-                                   + ("" if adaptive else " --no-adaptive"))
+    cfg = ExperimentConfig(
+        out_dir=out_dir / "experiment",
+        data=(str(csv),),
+        rounds=rounds,
+        clients=clients,
+        seed=seed,
+        modes=DEMO_MODES,
+        target_epsilon=8.0,
+        shadows=2,
+        latency_calls=300,
+        adaptive=adaptive,
+        command=f"fedids demo --out {out_dir} --rounds {rounds} --clients {clients} --seed {seed}"
+        + ("" if adaptive else " --no-adaptive"),
+    )
     results = run_experiment(cfg)
     entries = results.get("modes", {}).get("entries", {})
     # The detector is the best private model (both are epsilon 8); plaintext only if neither trained.
     private = [m for m in DEMO_MODES if m != "none" and entries.get(m, {}).get("status") == "ok"]
-    chosen = (max(private, key=lambda m: entries[m]["macro_f1"]) if private
-              else "none" if entries.get("none", {}).get("status") == "ok" else None)
+    chosen = (
+        max(private, key=lambda m: entries[m]["macro_f1"])
+        if private
+        else "none"
+        if entries.get("none", {}).get("status") == "ok"
+        else None
+    )
     if chosen is None:
         raise InputError(f"demo: no federated model was trained (see {cfg.out_dir / 'results.json'})")
     model_dir = Path(entries[chosen]["run_dir"]) / "global"
     onnx_path = out_dir / f"detector-{chosen.replace('+', '-')}-int8.onnx"
     exported = export_onnx(load_detector(model_dir), onnx_path, quantize="int8")
-    err.print(f"[bold]3/4[/bold] int8 ONNX model of the {chosen} global model: {onnx_path} ({exported.size_bytes:,} B)")
+    err.print(
+        f"[bold]3/4[/bold] int8 ONNX model of the {chosen} global model: {onnx_path} ({exported.size_bytes:,} B)"
+    )
     alerts, summary = out_dir / "alerts.jsonl", out_dir / "detect-summary.json"
     alerts.unlink(missing_ok=True)
-    detect(model=onnx_path, input_spec=str(pcap), interface=None, out_path=str(alerts), threshold=None,
-           threads=1, max_hosts=16384, status_every=0.0, summary_path=summary, duration=None,
-           idle_timeout=120.0, max_warnings=5)
+    detect(
+        model=onnx_path,
+        input_spec=str(pcap),
+        interface=None,
+        out_path=str(alerts),
+        threshold=None,
+        threads=1,
+        max_hosts=16384,
+        status_every=0.0,
+        summary_path=summary,
+        duration=None,
+        idle_timeout=120.0,
+        max_warnings=5,
+    )
     detected = json.loads(summary.read_text()) if summary.exists() else {}
     err.print(f"[bold]4/4[/bold] detection on {pcap.name}: alerts in {alerts}")
     report = Path(cfg.out_dir) / "report.html"

@@ -8,7 +8,6 @@ run fails); ``fingerprint`` prints a public key's OpenSSH fingerprint to check i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,44 +15,72 @@ from fedids.cli.common import app
 from fedids.console import err, out
 from fedids.errors import InputError
 
-deploy_app = typer.Typer(no_args_is_help=True,
-                         help="Run fedids on separate machines (Flower SuperLink + SuperNodes, TLS, node keys).")
+deploy_app = typer.Typer(
+    no_args_is_help=True,
+    help="Run fedids on separate machines (Flower SuperLink + SuperNodes, TLS, node keys).",
+)
 app.add_typer(deploy_app, name="deploy")
 
 
 @deploy_app.command("init")
 def deploy_init(
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Deployment folder to create (one sub-folder per machine)."),
-    superlink_host: str = typer.Option(..., "--superlink-host",
-                                       help="Host name or IP address by which SuperNodes reach the SuperLink."),
+    out_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Deployment folder to create (one sub-folder per machine)."
+    ),
+    superlink_host: str = typer.Option(
+        ..., "--superlink-host", help="Host name or IP address by which SuperNodes reach the SuperLink."
+    ),
     nodes: int = typer.Option(3, "--nodes", "-n", help="Number of SuperNodes (one key pair each)."),
     port: int = typer.Option(8000, help="SuperLink port (Fleet, Control and Runtime APIs share it)."),
-    extra_host: Optional[list[str]] = typer.Option(None, "--extra-host",
-                                                   help="Another name/IP for the SuperLink certificate; repeatable."),
+    extra_host: list[str] | None = typer.Option(
+        None, "--extra-host", help="Another name/IP for the SuperLink certificate; repeatable."
+    ),
     data_path: str = typer.Option("/srv/fedids/flows.csv", help="Runbook: each SuperNode's local flow file."),
-    model_dir: str = typer.Option("/srv/fedids/model", help="Runbook: where each SuperNode writes the global model."),
-    test_data: str = typer.Option("/srv/fedids/test.csv", help="Runbook: the server's test file (SuperLink host)."),
-    run_dir: str = typer.Option("/srv/fedids/run", help="Runbook: the server's run directory (SuperLink host)."),
-    app_dir: Optional[Path] = typer.Option(None, help="Runbook: the Flower app folder (default: deploy/flower-app)."),
+    model_dir: str = typer.Option(
+        "/srv/fedids/model", help="Runbook: where each SuperNode writes the global model."
+    ),
+    test_data: str = typer.Option(
+        "/srv/fedids/test.csv", help="Runbook: the server's test file (SuperLink host)."
+    ),
+    run_dir: str = typer.Option(
+        "/srv/fedids/run", help="Runbook: the server's run directory (SuperLink host)."
+    ),
+    app_dir: Path | None = typer.Option(
+        None, help="Runbook: the Flower app folder (default: deploy/flower-app)."
+    ),
     rounds: int = typer.Option(10, help="Runbook: federated rounds."),
     force: bool = typer.Option(False, "--force", help="Replace existing keys in --out."),
 ) -> None:
     """Generate a CA, the SuperLink TLS certificate and SuperNode key pairs, and print the runbook."""
-    from fedids.federation.deployment import APP_DIR, RUNBOOK, init_deployment, render_runbook
     from fedids.cli.outputs import check_outputs
     from fedids.cli.train import check_number
+    from fedids.federation.deployment import APP_DIR, RUNBOOK, init_deployment, render_runbook
 
     check_number("deploy init", "--nodes", nodes, 1, 10_000)
     check_number("deploy init", "--port", port, 1, 65_535)
     check_number("deploy init", "--rounds", rounds, 1, 100_000)
     check_outputs("deploy init", [("--out", out_dir, "dir")])
 
-    plan = init_deployment(out_dir, superlink_host, nodes=nodes, port=port, force=force,
-                           extra_hosts=extra_host or (), data_path=data_path, model_dir=model_dir,
-                           test_data=test_data, run_dir=run_dir, app_dir=app_dir or APP_DIR, rounds=rounds)
+    plan = init_deployment(
+        out_dir,
+        superlink_host,
+        nodes=nodes,
+        port=port,
+        force=force,
+        extra_hosts=extra_host or (),
+        data_path=data_path,
+        model_dir=model_dir,
+        test_data=test_data,
+        run_dir=run_dir,
+        app_dir=app_dir or APP_DIR,
+        rounds=rounds,
+    )
     out.print(render_runbook(plan), markup=False, highlight=False, soft_wrap=True)
-    err.print(f"[green]wrote[/green] {plan.root} ({plan.nodes} SuperNode key pairs, private keys mode 0600); "
-              f"runbook: {Path(plan.root) / RUNBOOK}", highlight=False)
+    err.print(
+        f"[green]wrote[/green] {plan.root} ({plan.nodes} SuperNode key pairs, private keys mode 0600); "
+        f"runbook: {Path(plan.root) / RUNBOOK}",
+        highlight=False,
+    )
 
 
 @deploy_app.command("wait")
@@ -64,8 +91,8 @@ def deploy_wait(
     poll_s: float = typer.Option(5.0, "--poll", help="Seconds between status queries."),
 ) -> None:
     """Wait until a run finishes; exit 0 if it completed, 1 if it failed or was stopped."""
-    from fedids.federation.deployment import wait_for_run
     from fedids.cli.train import check_number
+    from fedids.federation.deployment import wait_for_run
 
     check_number("deploy wait", "--timeout", timeout_s, 0, 10 * 365 * 86_400, open_low=True)
     check_number("deploy wait", "--poll", poll_s, 0, 86_400, open_low=True)
@@ -76,7 +103,7 @@ def deploy_wait(
         raise InputError(f"run {run_id}: {exc}") from None
     except TimeoutError as exc:
         err.print(f"[red]timeout:[/red] {exc}", highlight=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     out.print(f"run {run_id}: {status.status}", highlight=False)
     if not status.succeeded:
         err.print(f"see the ServerApp's log: flwr log {run_id} {connection} --show", highlight=False)
@@ -84,7 +111,9 @@ def deploy_wait(
 
 
 @deploy_app.command("fingerprint")
-def deploy_fingerprint(public_key: Path = typer.Argument(..., help="OpenSSH public key file (auth.pub).")) -> None:
+def deploy_fingerprint(
+    public_key: Path = typer.Argument(..., help="OpenSSH public key file (auth.pub)."),
+) -> None:
     """Print a SuperNode public key's fingerprint (the same as `ssh-keygen -lf`)."""
     from fedids.federation.deployment import node_key_fingerprint
 

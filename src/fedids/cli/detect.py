@@ -20,15 +20,20 @@ from typing import Annotated
 
 import typer
 
-from fedids.cli.outputs import check_outputs, write_json
 from fedids.cli.common import app
+from fedids.cli.outputs import check_outputs, write_json
 from fedids.cli.train import check_number
 from fedids.console import err
 
 MAX_HOSTS_LIMIT = 10_000_000
-DEFAULT_MAX_HOSTS = 16_384  # fedids.detect.stream.DEFAULT_MAX_HOSTS, not imported: pandas would load at startup
-STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None),
-                                 signal.SIGINT) if s is not None)
+DEFAULT_MAX_HOSTS = (
+    16_384  # fedids.detect.stream.DEFAULT_MAX_HOSTS, not imported: pandas would load at startup
+)
+STOP_SIGNALS = tuple(
+    s
+    for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None), signal.SIGINT)
+    if s is not None
+)
 
 
 class Stopped(KeyboardInterrupt):
@@ -65,7 +70,7 @@ class _StopGuard:
             raise Stopped(signum)
 
     @contextmanager
-    def installed(self) -> Iterator["_StopGuard"]:
+    def installed(self) -> Iterator[_StopGuard]:
         previous = {s: signal.signal(s, self.handler) for s in STOP_SIGNALS}
         try:
             yield self
@@ -111,12 +116,21 @@ class _Reporter:
         if self.seen <= self.limit:
             err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
         elif self.seen == self.limit + 1:
-            err.print(f"warning: more than {self.limit} input problems; counting the rest, see the summary",
-                      markup=False, highlight=False)
+            err.print(
+                f"warning: more than {self.limit} input problems; counting the rest, see the summary",
+                markup=False,
+                highlight=False,
+            )
 
 
-def _check_detect_args(threads: int, max_hosts: int, status_every: float, duration: float | None,
-                       idle_timeout: float, max_warnings: int) -> int:
+def _check_detect_args(
+    threads: int,
+    max_hosts: int,
+    status_every: float,
+    duration: float | None,
+    idle_timeout: float,
+    max_warnings: int,
+) -> int:
     """Range checks (NaN fails every one); returns ``threads`` capped at the machine's cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     check_number("detect", "--threads", threads, 1, 1_000_000)
@@ -127,41 +141,62 @@ def _check_detect_args(threads: int, max_hosts: int, status_every: float, durati
     if duration is not None:
         check_number("detect", "--duration", duration, 0, 10 * 365 * 86_400, open_low=True)
     if threads > cores:
-        err.print(f"warning: --threads {threads} capped at the {cores} cores of this machine",
-                  markup=False, highlight=False)
+        err.print(
+            f"warning: --threads {threads} capped at the {cores} cores of this machine",
+            markup=False,
+            highlight=False,
+        )
     return min(threads, cores)
 
 
 @app.command("detect")
 def detect(
-    model: Path = typer.Option(..., "--model", "-m",
-                               help="Model directory or .onnx file; reloaded when it changes on disk."),
-    input_spec: str | None = typer.Option(None, "--input", "-i",
-                                          help="CICIDS2017 CSV (Label column optional), .pcap/.pcapng, or - "
-                                               "(CSV/JSON lines on stdin)."),
+    model: Path = typer.Option(
+        ..., "--model", "-m", help="Model directory or .onnx file; reloaded when it changes on disk."
+    ),
+    input_spec: str | None = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="CICIDS2017 CSV (Label column optional), .pcap/.pcapng, or - (CSV/JSON lines on stdin).",
+    ),
     interface: str | None = typer.Option(None, "--interface", help="Capture live on this interface."),
-    out_path: str = typer.Option(..., "--out", "-o", help="Alerts file (EVE JSON lines, appended); - for stdout."),
+    out_path: str = typer.Option(
+        ..., "--out", "-o", help="Alerts file (EVE JSON lines, appended); - for stdout."
+    ),
     threshold: float | None = typer.Option(None, help="Alert when 1 - P(BENIGN) >= this."),
-    max_false_alarm_rate: Annotated[float | None, typer.Option(
-        help="Alert threshold from the model's validation table: at most this many false alerts per benign "
-             "validation flow (default: the model's default rule, else the top class).")] = None,
+    max_false_alarm_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Alert threshold from the model's validation table: at most this many false alerts per benign "
+            "validation flow (default: the model's default rule, else the top class)."
+        ),
+    ] = None,
     threads: int = typer.Option(1, help="CPU threads for the model (capped at the machine's cores)."),
-    max_hosts: int = typer.Option(DEFAULT_MAX_HOSTS, help="Hosts remembered (least recently seen forgotten)."),
+    max_hosts: int = typer.Option(
+        DEFAULT_MAX_HOSTS, help="Hosts remembered (least recently seen forgotten)."
+    ),
     status_every: float = typer.Option(5.0, help="Seconds between status lines on stderr; 0 turns them off."),
     summary_path: Path | None = typer.Option(None, "--summary", help="Also write the final summary as JSON."),
     duration: float | None = typer.Option(None, help="Live capture: stop after this many seconds."),
     idle_timeout: float = typer.Option(120.0, help="Live capture: seconds of silence that end a flow."),
     max_warnings: int = typer.Option(20, help="Input problems printed before they are only counted."),
-    rules: Annotated[bool, typer.Option("--rules/--no-rules",
-                                        help="Host-behaviour rules (SYN floods, scans) beside the model; see "
-                                             "docs/edge.md.")] = True,
+    rules: Annotated[
+        bool,
+        typer.Option(
+            "--rules/--no-rules",
+            help="Host-behaviour rules (SYN floods, scans) beside the model; see docs/edge.md.",
+        ),
+    ] = True,
 ) -> None:
     """Score flows as they arrive and write one Suricata EVE alert line per detected attack flow."""
     from fedids.model.checks import check_threshold_args, resolve_threshold
 
     threads = _check_detect_args(threads, max_hosts, status_every, duration, idle_timeout, max_warnings)
     inputs = [model] + ([Path(input_spec)] if input_spec not in (None, "-") else [])
-    check_outputs("detect", [("--out", Path(out_path), "append"), ("--summary", summary_path, "file")], inputs)
+    check_outputs(
+        "detect", [("--out", Path(out_path), "append"), ("--summary", summary_path, "file")], inputs
+    )
     check_threshold_args(threshold, max_false_alarm_rate, "detect")  # argument errors before loading
     from fedids.detect.alerts import AlertWriter
     from fedids.detect.behaviour import BehaviourDetector
@@ -169,19 +204,26 @@ def detect(
     from fedids.detect.stream import ModelWatcher, StreamingDetector
 
     say = _Reporter(max_warnings)
-    watcher = ModelWatcher(model, threads=threads,
-                           warn=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True))
+    watcher = ModelWatcher(
+        model, threads=threads, warn=lambda m: err.print(m, markup=False, highlight=False, soft_wrap=True)
+    )
     if model.is_dir():
         import torch
 
         torch.set_num_threads(threads)
-    value, how = resolve_threshold(getattr(watcher.scorer, "default_threshold", None), threshold,
-                                   max_false_alarm_rate, "detect")
+    value, how = resolve_threshold(
+        getattr(watcher.scorer, "default_threshold", None), threshold, max_false_alarm_rate, "detect"
+    )
     capture = {"duration_s": duration, "idle_timeout_s": idle_timeout}
     source = open_source(input_spec, interface, report=say, capture_options=capture)
-    run = _Run(source=source, watcher=watcher, writer=AlertWriter(out_path, warn=say),
-               detector=StreamingDetector(watcher.scorer, max_hosts=max_hosts, threshold=value),
-               behaviour=BehaviourDetector() if rules else None, status_every=status_every)
+    run = _Run(
+        source=source,
+        watcher=watcher,
+        writer=AlertWriter(out_path, warn=say),
+        detector=StreamingDetector(watcher.scorer, max_hosts=max_hosts, threshold=value),
+        behaviour=BehaviourDetector() if rules else None,
+        status_every=status_every,
+    )
     stopped: Stopped | None = None
     try:
         with _StopGuard().installed() as guard:
@@ -232,24 +274,36 @@ class _Run:
         if self.status_every > 0 and now - self.last_status >= self.status_every:
             d = self.detector
             rate = (d.flows_seen - self.flows_at_status) / (now - self.last_status)
-            err.print(f"detect: {d.flows_seen:,} flows ({rate:,.0f}/s), {self.writer.count:,} alerts, "
-                      f"p99 latency {_ms(self.latency.quantile_ms(0.99))}, "
-                      f"{sum(self.source.stats.bad.values()):,} skipped, {d.n_hosts:,} hosts",
-                      markup=False, highlight=False)
+            err.print(
+                f"detect: {d.flows_seen:,} flows ({rate:,.0f}/s), {self.writer.count:,} alerts, "
+                f"p99 latency {_ms(self.latency.quantile_ms(0.99))}, "
+                f"{sum(self.source.stats.bad.values()):,} skipped, {d.n_hosts:,} hosts",
+                markup=False,
+                highlight=False,
+            )
             self.last_status, self.flows_at_status = now, d.flows_seen
 
     def summary(self, model: Path, out_path: str, how: str) -> dict:
         seconds = time.monotonic() - self.started
         d, source, behaviour = self.detector, self.source, self.behaviour
         summary = {
-            "source": source.name, "model": str(model), "alerts_file": out_path,
-            "flows": d.flows_seen, "alerts": self.writer.count, "alerts_by_label": dict(self.by_label),
-            "threshold": d.threshold, "threshold_rule": how,
-            "skipped": dict(source.stats.bad), "hosts": d.n_hosts, "evicted_hosts": d.evicted,
-            "model_reloads": self.watcher.reloads, "reload_failures": self.watcher.failures,
+            "source": source.name,
+            "model": str(model),
+            "alerts_file": out_path,
+            "flows": d.flows_seen,
+            "alerts": self.writer.count,
+            "alerts_by_label": dict(self.by_label),
+            "threshold": d.threshold,
+            "threshold_rule": how,
+            "skipped": dict(source.stats.bad),
+            "hosts": d.n_hosts,
+            "evicted_hosts": d.evicted,
+            "model_reloads": self.watcher.reloads,
+            "reload_failures": self.watcher.failures,
             "rule_alerts": dict(behaviour.relabelled) if behaviour is not None else {},
             "rule_state": behaviour.state_sizes() if behaviour is not None else {},
-            "seconds": seconds, "flows_per_s": d.flows_seen / seconds if seconds > 0 else 0.0,
+            "seconds": seconds,
+            "flows_per_s": d.flows_seen / seconds if seconds > 0 else 0.0,
             "latency_ms": {"p50": self.latency.quantile_ms(0.5), "p99": self.latency.quantile_ms(0.99)},
         }
         if source.stats.packets:
@@ -259,8 +313,12 @@ class _Run:
 
 def _print_summary(summary: dict) -> None:
     threshold = "top class" if summary["threshold"] is None else f"threshold {summary['threshold']:.6g}"
-    err.print(f"summary: {summary['flows']:,} flows, {summary['alerts']:,} alerts "
-              f"{json.dumps(summary['alerts_by_label'])} ({threshold}), skipped {json.dumps(summary['skipped'])}, "
-              f"{summary['flows_per_s']:,.0f} flows/s, latency p50 {_ms(summary['latency_ms']['p50'])} "
-              f"p99 {_ms(summary['latency_ms']['p99'])}, {summary['model_reloads']} model reloads",
-              markup=False, highlight=False, soft_wrap=True)
+    err.print(
+        f"summary: {summary['flows']:,} flows, {summary['alerts']:,} alerts "
+        f"{json.dumps(summary['alerts_by_label'])} ({threshold}), skipped {json.dumps(summary['skipped'])}, "
+        f"{summary['flows_per_s']:,.0f} flows/s, latency p50 {_ms(summary['latency_ms']['p50'])} "
+        f"p99 {_ms(summary['latency_ms']['p99'])}, {summary['model_reloads']} model reloads",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,47 +10,89 @@ from fedids.cli.common import app
 from fedids.console import err, out
 from fedids.errors import InputError
 
-experiment_app = typer.Typer(no_args_is_help=True, help="Reproduce the paper's evaluation and write a report.")
+experiment_app = typer.Typer(
+    no_args_is_help=True, help="Reproduce the paper's evaluation and write a report."
+)
 app.add_typer(experiment_app, name="experiment")
 
 
 @experiment_app.command("paper")
 def paper(
-    data: Optional[list[Path]] = typer.Option(None, "--data", "-d",
-                                              help="CSV file(s); default: the synthetic IoT traffic."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for results.json, report.html and the runs."),
-    rounds: Optional[int] = typer.Option(None, help="Federated rounds (default 10; 3 with --quick)."),
-    clients: Optional[int] = typer.Option(None, help="Participating clients (default 10; 4 with --quick); one "
-                                                     "more is withheld as the membership-inference non-members."),
+    data: list[Path] | None = typer.Option(
+        None, "--data", "-d", help="CSV file(s); default: the synthetic IoT traffic."
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Directory for results.json, report.html and the runs."
+    ),
+    rounds: int | None = typer.Option(None, help="Federated rounds (default 10; 3 with --quick)."),
+    clients: int | None = typer.Option(
+        None,
+        help="Participating clients (default 10; 4 with --quick); one "
+        "more is withheld as the membership-inference non-members.",
+    ),
     partition: str = typer.Option("dirichlet:0.5", help="iid | dirichlet:ALPHA | shared:FRACTION | host"),
-    local_epochs: int = typer.Option(1, help="Local epochs per round (baselines train rounds x local epochs)."),
-    target_epsilon: float = typer.Option(8.0, help="Epsilon (delta 1e-5) of the DP modes: client-level for he+dp "
-                                                   "and he+secagg+dp, per flow window for he+dpsgd."),
+    local_epochs: int = typer.Option(
+        1, help="Local epochs per round (baselines train rounds x local epochs)."
+    ),
+    target_epsilon: float = typer.Option(
+        8.0,
+        help="Epsilon (delta 1e-5) of the DP modes: client-level for he+dp "
+        "and he+secagg+dp, per flow window for he+dpsgd.",
+    ),
     split: str = typer.Option("time", help="time | label-time (see `fedids train --help`)."),
     seed: int = typer.Option(0, help="Seed of data synthesis, partitions, sampling, training and attacks."),
-    quick: bool = typer.Option(False, "--quick", help="Small synthetic data, few rounds and clients: minutes."),
-    scalability: Optional[Path] = typer.Option(None, help="Scalability JSON to include (default: "
-                                                          "benchmarks/results/scalability.json)."),
-    modes: Optional[str] = typer.Option(None, help="Federated privacy modes to run, a comma list (default: none, "
-                                                   "he, he+dp, he+dpsgd, he+secagg+dp)."),
-    adaptive: bool = typer.Option(True, "--adaptive/--no-adaptive",
-                                  help="Compare plain FedAvg with energy-aware selection + adaptive epochs and "
-                                       "int8 / top-k update compression (four more federated runs)."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Small synthetic data, few rounds and clients: minutes."
+    ),
+    scalability: Path | None = typer.Option(
+        None, help="Scalability JSON to include (default: benchmarks/results/scalability.json)."
+    ),
+    modes: str | None = typer.Option(
+        None,
+        help="Federated privacy modes to run, a comma list (default: none, "
+        "he, he+dp, he+dpsgd, he+secagg+dp).",
+    ),
+    adaptive: bool = typer.Option(
+        True,
+        "--adaptive/--no-adaptive",
+        help="Compare plain FedAvg with energy-aware selection + adaptive epochs and "
+        "int8 / top-k update compression (four more federated runs).",
+    ),
 ) -> None:
     """Run baselines, federated privacy modes, shared:0.5, compression, energy, adaptive strategies,
     membership inference."""
-    from fedids.evaluation.experiment import (DEFAULT_MODES, DEFAULT_SCALABILITY, REPORT_FILE, ExperimentConfig,
-                                              make_command, privacy_unsupported_reason, quick_synth, run_experiment,
-                                              summary_lines)
+    from fedids.evaluation.experiment import (
+        DEFAULT_MODES,
+        DEFAULT_SCALABILITY,
+        REPORT_FILE,
+        ExperimentConfig,
+        make_command,
+        privacy_unsupported_reason,
+        quick_synth,
+        run_experiment,
+        summary_lines,
+    )
 
     chosen = DEFAULT_MODES if modes is None else tuple(m.strip() for m in modes.split(",") if m.strip())
 
     rounds = rounds if rounds is not None else (3 if quick else 10)
     clients = clients if clients is not None else (4 if quick else 10)
-    command = make_command({"data": data, "out": out_dir, "rounds": rounds, "clients": clients,
-                            "partition": partition, "local_epochs": local_epochs, "split": split, "seed": seed,
-                            "target_epsilon": target_epsilon, "quick": quick, "adaptive": adaptive,
-                            "modes": ",".join(chosen)})
+    command = make_command(
+        {
+            "data": data,
+            "out": out_dir,
+            "rounds": rounds,
+            "clients": clients,
+            "partition": partition,
+            "local_epochs": local_epochs,
+            "split": split,
+            "seed": seed,
+            "target_epsilon": target_epsilon,
+            "quick": quick,
+            "adaptive": adaptive,
+            "modes": ",".join(chosen),
+        }
+    )
     try:
         if not chosen:
             raise ValueError("--modes is empty")
@@ -60,13 +101,24 @@ def paper(
             if reason:
                 raise ValueError(f"--modes: {reason}")
         cfg = ExperimentConfig(
-            out_dir=out_dir, data=tuple(str(p) for p in data or ()), rounds=rounds, clients=clients,
-            partition=partition, local_epochs=local_epochs, split=split, seed=seed, quick=quick,
-            target_epsilon=target_epsilon, command=command, modes=chosen,
-            shadows=2 if quick else 4, mia_max_per_class=300 if quick else 5000,
+            out_dir=out_dir,
+            data=tuple(str(p) for p in data or ()),
+            rounds=rounds,
+            clients=clients,
+            partition=partition,
+            local_epochs=local_epochs,
+            split=split,
+            seed=seed,
+            quick=quick,
+            target_epsilon=target_epsilon,
+            command=command,
+            modes=chosen,
+            shadows=2 if quick else 4,
+            mia_max_per_class=300 if quick else 5000,
             latency_calls=300 if quick else 1000,
             scalability_path=scalability if scalability is not None else DEFAULT_SCALABILITY,
-            synth=quick_synth(seed) if quick and not data else {}, adaptive=adaptive,
+            synth=quick_synth(seed) if quick and not data else {},
+            adaptive=adaptive,
         )
         from fedids.federation.partition import PartitionSpec
 

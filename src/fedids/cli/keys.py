@@ -15,7 +15,9 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("init")
 def keys_init(
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for client/ (secret) and server/ (public)."),
+    out_dir: Path = typer.Option(
+        ..., "--out", "-o", help="Directory for client/ (secret) and server/ (public)."
+    ),
     mode: str = typer.Option("he", help="Privacy mode the keys are for: he, he+dp, he+secagg, he+secagg+dp."),
     force: bool = typer.Option(False, help="Replace an existing key set."),
 ) -> None:
@@ -26,6 +28,8 @@ def keys_init(
 
     check_outputs("keys init", [("--out", out_dir, "dir")])
     files = init_keys(out_dir, mode, force=force)
-    err.print(f"{files.scheme} key set for {mode}:\n  clients (secret, 0600): {files.secret_context}\n"
-              f"  server (public only):   {files.public_context}\n  manifest:               {files.manifest}\n"
-              f"  public context SHA-256: {files.public_sha256}")
+    err.print(
+        f"{files.scheme} key set for {mode}:\n  clients (secret, 0600): {files.secret_context}\n"
+        f"  server (public only):   {files.public_context}\n  manifest:               {files.manifest}\n"
+        f"  public context SHA-256: {files.public_sha256}"
+    )

@@ -43,8 +43,9 @@ def _probe_directory(directory: Path, shown: str) -> None:
         raise InputError(f"{shown}: cannot write there: {exc.strerror or exc}") from None
 
 
-def check_outputs(command: str, outputs: Iterable[tuple[str, Path | None, str]],
-                  inputs: Iterable[Path | None] = ()) -> None:
+def check_outputs(
+    command: str, outputs: Iterable[tuple[str, Path | None, str]], inputs: Iterable[Path | None] = ()
+) -> None:
     """Check every output before work starts.
 
     Parameters

@@ -17,7 +17,9 @@ from fedids.errors import InputError
 from fedids.model.checks import DEFAULT_MAX_FALSE_ALARM_RATE, MAX_HIDDEN, MAX_WINDOW, META_THRESHOLD
 
 
-def check_number(command: str, option: str, value: float, lo: float, hi: float, *, open_low: bool = False) -> None:
+def check_number(
+    command: str, option: str, value: float, lo: float, hi: float, *, open_low: bool = False
+) -> None:
     """One ``error:`` line for a numeric option outside its range (NaN included)."""
     ok = math.isfinite(value) and (lo < value if open_low else lo <= value) and value <= hi
     if not ok:
@@ -25,8 +27,15 @@ def check_number(command: str, option: str, value: float, lo: float, hi: float, 
         raise InputError(f"{command}: {option} must be in {left}{lo:g}, {hi:g}], got {value}")
 
 
-def _check_train_args(window: int, epochs: int, hidden: int, test_fraction: float, validation_fraction: float,
-                      seed: int, max_false_alarm_rate: float) -> None:
+def _check_train_args(
+    window: int,
+    epochs: int,
+    hidden: int,
+    test_fraction: float,
+    validation_fraction: float,
+    seed: int,
+    max_false_alarm_rate: float,
+) -> None:
     check_number("train", "--window", window, 1, MAX_WINDOW)
     check_number("train", "--epochs", epochs, 1, 10_000)
     check_number("train", "--hidden", hidden, 1, MAX_HIDDEN)
@@ -54,17 +63,25 @@ def _validation_mask(prepared, fraction: float, split: str):  # noqa: ANN201 - b
 def train(
     data: list[Path] = DataOpt,
     out_dir: Path = typer.Option(..., "--out", "-o", help="Model directory to write."),
-    window: int = typer.Option(10, help=f"Flows per window (the flow and its host's predecessors), 1..{MAX_WINDOW}."),
+    window: int = typer.Option(
+        10, help=f"Flows per window (the flow and its host's predecessors), 1..{MAX_WINDOW}."
+    ),
     epochs: int = typer.Option(5, help="Training epochs."),
     hidden: int = typer.Option(64, help=f"GRU hidden units, 1..{MAX_HIDDEN}."),
-    split: str = typer.Option("time", help="time: last 30% of flows test; label-time: last 30% of each label."),
+    split: str = typer.Option(
+        "time", help="time: last 30% of flows test; label-time: last 30% of each label."
+    ),
     test_fraction: float = typer.Option(0.3, help="Share of flows held out for testing."),
     validation_fraction: float = typer.Option(
-        0.2, help="Share of the training flows (the latest, per label with label-time) held out to choose the "
-                  "alert threshold."),
+        0.2,
+        help="Share of the training flows (the latest, per label with label-time) held out to choose the "
+        "alert threshold.",
+    ),
     max_false_alarm_rate: float = typer.Option(
-        DEFAULT_MAX_FALSE_ALARM_RATE, help="Default alert budget: false alerts per benign flow on the validation "
-                                           "slice (0.001: one per 1,000)."),
+        DEFAULT_MAX_FALSE_ALARM_RATE,
+        help="Default alert budget: false alerts per benign flow on the validation "
+        "slice (0.001: one per 1,000).",
+    ),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Centralized baseline: train the GRU detector on pooled data and evaluate it on a time split; the
@@ -76,9 +93,14 @@ def train(
         raise InputError(f"train: --split must be time or label-time, got {split!r}")
     from fedids.model.checks import METADATA_FILE, MODEL_FILE, PREPROCESSING_FILE
 
-    check_outputs("train", [("--out", out_dir, "dir"),
-                            *(("--out", out_dir / name, "file") for name in (MODEL_FILE, PREPROCESSING_FILE,
-                                                                             METADATA_FILE))], inputs=data)
+    check_outputs(
+        "train",
+        [
+            ("--out", out_dir, "dir"),
+            *(("--out", out_dir / name, "file") for name in (MODEL_FILE, PREPROCESSING_FILE, METADATA_FILE)),
+        ],
+        inputs=data,
+    )
     from fedids.model.artifacts import save_detector
     from fedids.model.train import TrainConfig
     from fedids.task import prepare, train_centralized
@@ -97,18 +119,30 @@ def train(
         detector, result = train_centralized(fit_data, config, hidden=hidden, window=window, progress=advance)
     rule = _alert_rule(detector, prepared, validation.nonzero()[0], max_false_alarm_rate)
     metrics, thresholded = _test_metrics(detector, prepared, rule)
-    detector.metadata.update({
-        "mode": "centralized", "data": [str(p) for p in data], "split": split,
-        "test_fraction": test_fraction, "validation_fraction": validation_fraction, "window": window,
-        "train_config": vars(config) | {}, "train_rows": int(len(fit_data.train_rows)),
-        "validation_rows": int(validation.sum()), "test_rows": int(len(prepared.test_rows)),
-        "losses": result.losses, "train_seconds": result.seconds,
-        "test_metrics": {k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "mcc", "false_alarms")},
-    })
+    detector.metadata.update(
+        {
+            "mode": "centralized",
+            "data": [str(p) for p in data],
+            "split": split,
+            "test_fraction": test_fraction,
+            "validation_fraction": validation_fraction,
+            "window": window,
+            "train_config": vars(config) | {},
+            "train_rows": int(len(fit_data.train_rows)),
+            "validation_rows": int(validation.sum()),
+            "test_rows": int(len(prepared.test_rows)),
+            "losses": result.losses,
+            "train_seconds": result.seconds,
+            "test_metrics": {
+                k: metrics[k] for k in ("accuracy", "macro_f1", "weighted_f1", "mcc", "false_alarms")
+            },
+        }
+    )
     if rule is not None:
         detector.metadata[META_THRESHOLD] = rule
         detector.metadata["test_metrics_at_threshold"] = {
-            k: thresholded[k] for k in ("accuracy", "macro_f1", "mcc", "false_alarms", "per_class")}
+            k: thresholded[k] for k in ("accuracy", "macro_f1", "mcc", "false_alarms", "per_class")
+        }
     save_detector(out_dir, detector)
     print_summary(metrics, title=f"test split ({len(prepared.test_rows):,} flows, top class)")
     if thresholded is not None:
@@ -158,7 +192,9 @@ def print_summary(metrics: dict, title: str) -> None:
     for col in ("family", "precision", "recall", "F1", "support"):
         fam.add_column(col, justify="right" if col != "family" else "left")
     for name, v in metrics["per_family"].items():
-        fam.add_row(name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", f"{v['support']:,}")
+        fam.add_row(
+            name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", f"{v['support']:,}"
+        )
     out.print(fam)
 
 
@@ -172,7 +208,9 @@ def print_operating_point(metrics: dict, rule: dict | None, how: str = "") -> No
         table.add_column(col, justify="right")
     per_1000 = "n/a" if fa["per_1000"] is None else f"{fa['per_1000']:.3f}"
     recall = "n/a" if fa["attack_recall"] is None else f"{fa['attack_recall']:.4f}"
-    table.add_row(f"{fa['benign_flows']:,}", f"{fa['false_alerts']:,}", per_1000, f"{fa['attack_flows']:,}", recall)
+    table.add_row(
+        f"{fa['benign_flows']:,}", f"{fa['false_alerts']:,}", per_1000, f"{fa['attack_flows']:,}", recall
+    )
     out.print(table)
     cls = Table(title="per class")
     for col in ("label", "precision", "recall", "support"):
@@ -184,14 +222,20 @@ def print_operating_point(metrics: dict, rule: dict | None, how: str = "") -> No
 
 @app.command("evaluate")
 def evaluate(
-    model: Path = typer.Option(..., "--model", "-m", help="Model directory from `fedids train`/`federate`, or "
-                                                          "an ONNX file from `fedids export`."),
+    model: Path = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="Model directory from `fedids train`/`federate`, or an ONNX file from `fedids export`.",
+    ),
     data: list[Path] = DataOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     threshold: float | None = typer.Option(None, help="Alert when 1 - P(BENIGN) >= this."),
     max_false_alarm_rate: float | None = typer.Option(
-        None, help="Alert threshold from the model's validation table: validation false alerts per benign "
-                   "flow at most this (default: the model's default rule)."),
+        None,
+        help="Alert threshold from the model's validation table: validation false alerts per benign "
+        "flow at most this (default: the model's default rule).",
+    ),
 ) -> None:
     """Score every flow of the given files: accuracy, F1, MCC, per-class/family figures with the top class,
     and the alert operating point (false alerts per 1,000 benign flows, attack recall, per-class
@@ -205,8 +249,9 @@ def evaluate(
     from fedids.evaluation.metrics import compute_metrics
 
     scorer = load_scorer(model)
-    value, how = resolve_threshold(getattr(scorer, "default_threshold", None), threshold, max_false_alarm_rate,
-                                   "evaluate")
+    value, how = resolve_threshold(
+        getattr(scorer, "default_threshold", None), threshold, max_false_alarm_rate, "evaluate"
+    )
     frame = sort_by_time(load_data(data).frame)
     windows = compute_window_indices(host_keys(frame), scorer.window)
     proba = score_windows(scorer, frame[list(FEATURES)].to_numpy(dtype="float32"), windows)

@@ -22,13 +22,14 @@ def out_of_range(ts: np.ndarray) -> np.ndarray:
 
 # Tried in order; the format that parsed the previous chunk is tried first.
 TIMESTAMP_READ_FORMATS: tuple[str, ...] = (
-    "%d/%m/%Y %H:%M",          # originals: 7/7/2017 3:56
-    "%d/%m/%Y %H:%M:%S",       # originals, some files
-    "%d/%m/%Y %H:%M:%S.%f",    # fedids.data.formats.TIMESTAMP_WRITE_FORMAT
-    "%d/%m/%Y %I:%M:%S %p",    # CICFlowMeter's own output (Engelen WTMC 2021 code)
+    "%d/%m/%Y %H:%M",  # originals: 7/7/2017 3:56
+    "%d/%m/%Y %H:%M:%S",  # originals, some files
+    "%d/%m/%Y %H:%M:%S.%f",  # fedids.data.formats.TIMESTAMP_WRITE_FORMAT
+    "%d/%m/%Y %I:%M:%S %p",  # CICFlowMeter's own output (Engelen WTMC 2021 code)
     "%d/%m/%Y %I:%M %p",
-    "ISO8601",                 # Engelen 2021 re-release: 2017-07-07 15:56:12.123456
+    "ISO8601",  # Engelen 2021 re-release: 2017-07-07 15:56:12.123456
 )
+
 
 def decode(raw: bytes) -> str:
     """UTF-8, else cp1252: the originals mix both (web-attack labels hold a raw 0x96 en dash)."""
@@ -36,8 +37,6 @@ def decode(raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("cp1252", errors="replace")
-
-
 
 
 def parse_numeric(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,7 +133,9 @@ def _iso8601(text: pa.Array) -> pa.Array:
     try:  # Arrow's own ISO parser, when every value is ISO 8601 without a zone
         return pc.cast(text, pa.timestamp("us"))
     except pa.ArrowInvalid:
-        return _strptime_fraction(pc.replace_substring(text, "T", " ", max_replacements=1), "%Y-%m-%d %H:%M:%S")
+        return _strptime_fraction(
+            pc.replace_substring(text, "T", " ", max_replacements=1), "%Y-%m-%d %H:%M:%S"
+        )
 
 
 def parse_timestamps(col: pa.ChunkedArray, order: list[str]) -> np.ndarray:
@@ -159,9 +160,11 @@ def parse_timestamps(col: pa.ChunkedArray, order: list[str]) -> np.ndarray:
         todo = todo[~ok]
     order.sort(key=lambda f: -hits.get(f, 0))
     if len(todo):
-        rest = pd.to_datetime(pd.Series(text.take(pa.array(todo)).to_pylist(), dtype=object),
-                              format="ISO8601", errors="coerce", utc=True)
+        rest = pd.to_datetime(
+            pd.Series(text.take(pa.array(todo)).to_pylist(), dtype=object),
+            format="ISO8601",
+            errors="coerce",
+            utc=True,
+        )
         out[todo] = rest.dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
     return out
-
-

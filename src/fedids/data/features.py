@@ -32,8 +32,17 @@ import numpy as np
 from fedids.data.schema import FEATURES
 
 __all__ = [
-    "ACTIVITY_TIMEOUT_US", "CICIDS2017", "CICIDS2017_FLAG_COLUMNS", "CORRECTED", "FEATURE_MAP",
-    "FeatureMapping", "FlowPackets", "SEMANTICS", "SYNTHETIC", "Semantics", "flow_features",
+    "ACTIVITY_TIMEOUT_US",
+    "CICIDS2017",
+    "CICIDS2017_FLAG_COLUMNS",
+    "CORRECTED",
+    "FEATURE_MAP",
+    "FeatureMapping",
+    "FlowPackets",
+    "SEMANTICS",
+    "SYNTHETIC",
+    "Semantics",
+    "flow_features",
 ]
 
 ACTIVITY_TIMEOUT_US = 5_000_000
@@ -69,9 +78,16 @@ of a flow. In the 11,998 reference rows every flag column is 0 or 1, ``SYN Flag 
 ``Fwd PSH Flags`` (itself first-packet-only) in every row, and the one ECN-setup SYN (SYN+ECE+CWR) shows
 up as ``PSH``, ``RST`` and ``ECE Flag Count``; tests/test_extractor.py re-derives the order."""
 
-_TRUE_FLAG_COLUMNS = {"FIN Flag Count": FIN, "SYN Flag Count": SYN, "RST Flag Count": RST,
-                      "PSH Flag Count": PSH, "ACK Flag Count": ACK, "URG Flag Count": URG,
-                      "CWE Flag Count": CWR, "ECE Flag Count": ECE}
+_TRUE_FLAG_COLUMNS = {
+    "FIN Flag Count": FIN,
+    "SYN Flag Count": SYN,
+    "RST Flag Count": RST,
+    "PSH Flag Count": PSH,
+    "ACK Flag Count": ACK,
+    "URG Flag Count": URG,
+    "CWE Flag Count": CWR,
+    "ECE Flag Count": ECE,
+}
 
 
 @dataclass(frozen=True)
@@ -108,12 +124,18 @@ class Semantics:
     final_active_period: bool = False
 
 
-CICIDS2017 = Semantics("cicids2017", first_packet_flags=True, first_length_twice=True,
-                       integer_down_up=True, bulk=False, subflows=False, last_backward_window=True,
-                       data_packets_skip_first=True)
+CICIDS2017 = Semantics(
+    "cicids2017",
+    first_packet_flags=True,
+    first_length_twice=True,
+    integer_down_up=True,
+    bulk=False,
+    subflows=False,
+    last_backward_window=True,
+    data_packets_skip_first=True,
+)
 CORRECTED = Semantics("corrected")
-SYNTHETIC = Semantics("synthetic", integer_down_up=True, bulk=False, subflows=False,
-                      final_active_period=True)
+SYNTHETIC = Semantics("synthetic", integer_down_up=True, bulk=False, subflows=False, final_active_period=True)
 SEMANTICS: dict[str, Semantics] = {s.name: s for s in (CICIDS2017, CORRECTED, SYNTHETIC)}
 
 
@@ -170,11 +192,19 @@ FEATURE_MAP: tuple[FeatureMapping, ...] = (
     _M("Bwd IAT Max", "bwd_iat_max", "us", _S, integer=True),
     _M("Bwd IAT Min", "bwd_iat_min", "us", _S, integer=True),
     _M("Fwd PSH Flags", "fwd_psh_flags", "packets", cicids2017="PSH " + _FIRST_ONLY),
-    _M("Bwd PSH Flags", "bwd_psh_flags", "packets",
-       cicids2017="0: V3 counted it only for a backward first packet (0 in all reference rows)"),
+    _M(
+        "Bwd PSH Flags",
+        "bwd_psh_flags",
+        "packets",
+        cicids2017="0: V3 counted it only for a backward first packet (0 in all reference rows)",
+    ),
     _M("Fwd URG Flags", "fwd_urg_flags", "packets", cicids2017="URG " + _FIRST_ONLY),
-    _M("Bwd URG Flags", "bwd_urg_flags", "packets",
-       cicids2017="0: as Bwd PSH Flags (0 in all reference rows)"),
+    _M(
+        "Bwd URG Flags",
+        "bwd_urg_flags",
+        "packets",
+        cicids2017="0: as Bwd PSH Flags (0 in all reference rows)",
+    ),
     _M("Fwd Header Length", "fwd_header_len", "bytes"),  # sum of TCP/UDP header bytes
     _M("Bwd Header Length", "bwd_header_len", "bytes"),
     _M("Fwd Packets/s", None, "packets/s"),
@@ -192,10 +222,18 @@ FEATURE_MAP: tuple[FeatureMapping, ...] = (
     _M("URG Flag Count", "urg_flag_cnt", "packets", cicids2017="FIN " + _FIRST_ONLY),
     _M("CWE Flag Count", "cwr_flag_count", "packets", cicids2017="URG " + _FIRST_ONLY),
     _M("ECE Flag Count", "ece_flag_cnt", "packets", cicids2017="CWR " + _FIRST_ONLY),
-    _M("Down/Up Ratio", "down_up_ratio", "ratio",
-       cicids2017="floor(bwd/fwd packets): V3 used integer division"),
-    _M("Average Packet Size", "pkt_size_avg", "bytes",
-       cicids2017="(sum of lengths + first packet's length) / packets"),
+    _M(
+        "Down/Up Ratio",
+        "down_up_ratio",
+        "ratio",
+        cicids2017="floor(bwd/fwd packets): V3 used integer division",
+    ),
+    _M(
+        "Average Packet Size",
+        "pkt_size_avg",
+        "bytes",
+        cicids2017="(sum of lengths + first packet's length) / packets",
+    ),
     _M("Avg Fwd Segment Size", "fwd_seg_size_avg", "bytes"),
     _M("Avg Bwd Segment Size", "bwd_seg_size_avg", "bytes"),
     _M("Fwd Header Length.1", "fwd_header_len", "bytes"),  # CICIDS2017's duplicate column
@@ -205,19 +243,43 @@ FEATURE_MAP: tuple[FeatureMapping, ...] = (
     _M("Bwd Avg Bytes/Bulk", "bwd_byts_b_avg", "bytes", cicids2017=_ZERO),
     _M("Bwd Avg Packets/Bulk", "bwd_pkts_b_avg", "packets", cicids2017=_ZERO),
     _M("Bwd Avg Bulk Rate", "bwd_blk_rate_avg", "bytes/s", cicids2017=_ZERO),
-    _M("Subflow Fwd Packets", "subflow_fwd_pkts", "packets",
-       cicids2017="= Total Fwd Packets (equal in all reference rows)"),
-    _M("Subflow Fwd Bytes", "subflow_fwd_byts", "bytes",
-       cicids2017="= Total Length of Fwd Packets (equal in all reference rows)"),
-    _M("Subflow Bwd Packets", "subflow_bwd_pkts", "packets",
-       cicids2017="= Total Backward Packets (equal in all reference rows)"),
-    _M("Subflow Bwd Bytes", "subflow_bwd_byts", "bytes",
-       cicids2017="= Total Length of Bwd Packets (equal in all reference rows)"),
+    _M(
+        "Subflow Fwd Packets",
+        "subflow_fwd_pkts",
+        "packets",
+        cicids2017="= Total Fwd Packets (equal in all reference rows)",
+    ),
+    _M(
+        "Subflow Fwd Bytes",
+        "subflow_fwd_byts",
+        "bytes",
+        cicids2017="= Total Length of Fwd Packets (equal in all reference rows)",
+    ),
+    _M(
+        "Subflow Bwd Packets",
+        "subflow_bwd_pkts",
+        "packets",
+        cicids2017="= Total Backward Packets (equal in all reference rows)",
+    ),
+    _M(
+        "Subflow Bwd Bytes",
+        "subflow_bwd_byts",
+        "bytes",
+        cicids2017="= Total Length of Bwd Packets (equal in all reference rows)",
+    ),
     _M("Init_Win_bytes_forward", "init_fwd_win_byts", "bytes"),  # -1: none (UDP)
-    _M("Init_Win_bytes_backward", "init_bwd_win_byts", "bytes",
-       cicids2017="window of the LAST backward packet (V3 overwrote it per packet); -1: none"),
-    _M("act_data_pkt_fwd", "fwd_act_data_pkts", "packets",
-       cicids2017="the first packet is not counted (V3 counted in addPacket only)"),
+    _M(
+        "Init_Win_bytes_backward",
+        "init_bwd_win_byts",
+        "bytes",
+        cicids2017="window of the LAST backward packet (V3 overwrote it per packet); -1: none",
+    ),
+    _M(
+        "act_data_pkt_fwd",
+        "fwd_act_data_pkts",
+        "packets",
+        cicids2017="the first packet is not counted (V3 counted in addPacket only)",
+    ),
     _M("min_seg_size_forward", "fwd_seg_size_min", "bytes"),  # smallest fwd TCP/UDP header
     _M("Active Mean", "active_mean", "us", _S),
     _M("Active Std", "active_std", "us", _S),
@@ -343,8 +405,9 @@ def _bulk(p: FlowPackets, group: np.ndarray, n: int, forward: bool) -> tuple[np.
     return total_bytes / safe, total_packets / safe, rate
 
 
-def _flag_features(p: FlowPackets, group: np.ndarray, n: int, sem: Semantics,
-                   out: dict[str, np.ndarray]) -> None:
+def _flag_features(
+    p: FlowPackets, group: np.ndarray, n: int, sem: Semantics, out: dict[str, np.ndarray]
+) -> None:
     if sem.first_packet_flags:
         first = p.flags[p.starts].astype(np.int64)
         forward_first = p.fwd[p.starts]
@@ -364,8 +427,9 @@ def _flag_features(p: FlowPackets, group: np.ndarray, n: int, sem: Semantics,
         out[f"Bwd {name} Flags"] = np.bincount(group, weights=has & ~p.fwd, minlength=n)
 
 
-def _direction_features(p: FlowPackets, group: np.ndarray, n: int, sem: Semantics,
-                        out: dict[str, np.ndarray]) -> tuple[_Stats, _Stats]:
+def _direction_features(
+    p: FlowPackets, group: np.ndarray, n: int, sem: Semantics, out: dict[str, np.ndarray]
+) -> tuple[_Stats, _Stats]:
     fwd, bwd = p.fwd, ~p.fwd
     f = _Stats(p.size[fwd], group[fwd], n)
     b = _Stats(p.size[bwd], group[bwd], n)
@@ -412,8 +476,9 @@ def _first_of(x: np.ndarray, group: np.ndarray, mask: np.ndarray, n: int, *, las
     return out
 
 
-def flow_features(p: FlowPackets, dst_port: np.ndarray, semantics: Semantics | str = CICIDS2017
-                  ) -> np.ndarray:
+def flow_features(
+    p: FlowPackets, dst_port: np.ndarray, semantics: Semantics | str = CICIDS2017
+) -> np.ndarray:
     """All 78 CICIDS2017 features of the flows in ``p``.
 
     Parameters
@@ -439,8 +504,12 @@ def flow_features(p: FlowPackets, dst_port: np.ndarray, semantics: Semantics | s
     seconds = np.where(positive, duration / 1e6, 1.0)
     packets = f.n + b.n
     nbytes = f.sum + b.sum
-    for name, x in (("Flow Bytes/s", nbytes), ("Flow Packets/s", packets), ("Fwd Packets/s", f.n),
-                    ("Bwd Packets/s", b.n)):
+    for name, x in (
+        ("Flow Bytes/s", nbytes),
+        ("Flow Packets/s", packets),
+        ("Fwd Packets/s", f.n),
+        ("Bwd Packets/s", b.n),
+    ):
         out[name] = np.where(positive, x / seconds, 0.0)
     gaps, g, _ = _gaps(p.ts_us, group)
     iat = _Stats(gaps, g, n)

@@ -30,8 +30,6 @@ LABEL_SOURCE = "Label"
 _SNIFF_BYTES = 64 * 1024
 
 
-
-
 def normalise_header(columns: Sequence[str]) -> list[str]:
     """Strip the originals' leading spaces and name repeats like pandas (``X``, ``X.1``, ...)."""
     seen: dict[str, int] = {}
@@ -94,14 +92,18 @@ def detect_format(columns: Sequence[str]) -> str:
     present = set(names)
     # Fewest missing columns wins; on a tie the larger layout (trafficlabelling has every
     # machinelearningcve column).
-    fmt, missing = min(((f, [c for c in req if c not in present]) for f, req in _REQUIRED.items()),
-                       key=lambda fm: (len(fm[1]), -len(_REQUIRED[fm[0]])))
+    fmt, missing = min(
+        ((f, [c for c in req if c not in present]) for f, req in _REQUIRED.items()),
+        key=lambda fm: (len(fm[1]), -len(_REQUIRED[fm[0]])),
+    )
     if not missing:
         return fmt
     if len(missing) > len(_REQUIRED[fmt]) // 2:
         shown = ", ".join(repr(c) for c in names[:4]) or "nothing"
-        raise InputError(f"not a CICIDS2017 flow CSV: header starts with {shown} ({len(names)} columns); "
-                         "expected the MachineLearningCVE, TrafficLabelling or Engelen 2021 columns")
+        raise InputError(
+            f"not a CICIDS2017 flow CSV: header starts with {shown} ({len(names)} columns); "
+            "expected the MachineLearningCVE, TrafficLabelling or Engelen 2021 columns"
+        )
     unknown = [c for c in names if c not in _KNOWN]
     parts = []
     for col in missing:
@@ -118,11 +120,11 @@ def detect_format(columns: Sequence[str]) -> str:
 @dataclass
 class FileInfo:
     path: Path
-    header: list[str]       # normalised names
+    header: list[str]  # normalised names
     fmt: str
-    raw_header: bytes       # the header line as in the file
+    raw_header: bytes  # the header line as in the file
     has_label: bool
-    n_lines: int            # newline count + 1: an upper bound on the data rows + header
+    n_lines: int  # newline count + 1: an upper bound on the data rows + header
 
 
 def inspect_file(path: Path, label_mode: str = "required") -> FileInfo:
@@ -156,7 +158,7 @@ def inspect_file(path: Path, label_mode: str = "required") -> FileInfo:
     if end < 0 and len(sample) == _SNIFF_BYTES:
         raise InputError(f"{path}: no line break in the first {_SNIFF_BYTES // 1024} KiB; not a CSV file")
     header_bytes = sample if end < 0 else sample[:end]
-    rest = b"" if end < 0 else sample[end + 1:]
+    rest = b"" if end < 0 else sample[end + 1 :]
     header_text = decode(header_bytes.rstrip(b"\r"))
     try:
         header = next(csv.reader(io.StringIO(header_text)), [])
@@ -169,5 +171,11 @@ def inspect_file(path: Path, label_mode: str = "required") -> FileInfo:
         raise InputError(f"{path}: {exc}") from None
     if not rest.strip() and len(sample) < _SNIFF_BYTES:
         raise InputError(f"{path}: header only, 0 data rows")
-    return FileInfo(path=path, header=normalise_header(header), fmt=fmt, n_lines=n_lines,
-                     raw_header=header_bytes.rstrip(b"\r"), has_label=has_label)
+    return FileInfo(
+        path=path,
+        header=normalise_header(header),
+        fmt=fmt,
+        n_lines=n_lines,
+        raw_header=header_bytes.rstrip(b"\r"),
+        has_label=has_label,
+    )

@@ -55,12 +55,12 @@ class CleanLines(io.RawIOBase):
         self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._header = header.rstrip(b"\r")
         self._n_fields = n_fields
-        self._carry = b""          # start of a line whose end is in a later block
-        self._skipping = False     # inside an oversized line: drop bytes up to the next newline
+        self._carry = b""  # start of a line whose end is in a later block
+        self._skipping = False  # inside an oversized line: drop bytes up to the next newline
         self._out = memoryview(b"")
         self._eof = False
         self.dropped: Counter = Counter()
-        self._fh.readline()        # the header
+        self._fh.readline()  # the header
 
     def readable(self) -> bool:
         return True
@@ -91,7 +91,7 @@ class CleanLines(io.RawIOBase):
             if end < 0:
                 return b""
             self._skipping = False
-            raw = raw[end + 1:]
+            raw = raw[end + 1 :]
         data = self._carry + raw
         cut = data.rfind(b"\n") + 1
         self._carry = data[cut:]
@@ -121,7 +121,7 @@ class CleanLines(io.RawIOBase):
         quotes = np.flatnonzero(arr == _QUOTE)
         for i in np.unique(np.searchsorted(ends, quotes)):
             if int(i) not in bad:
-                bad[int(i)] = self._unquote(block[starts[i]:ends[i]])
+                bad[int(i)] = self._unquote(block[starts[i] : ends[i]])
         # Wrong field count (quoting is off, so commas count fields): counted here, because Arrow's handler
         # for invalid rows fails on rows that are not UTF-8.
         commas = np.bincount(np.searchsorted(ends, np.flatnonzero(arr == _COMMA)), minlength=len(ends))
@@ -133,7 +133,7 @@ class CleanLines(io.RawIOBase):
         pos = block.find(self._header)
         while pos >= 0:
             i = int(np.searchsorted(ends, pos))
-            if starts[i] == pos and block[pos:ends[i]].rstrip(b"\r") == self._header and i not in bad:
+            if starts[i] == pos and block[pos : ends[i]].rstrip(b"\r") == self._header and i not in bad:
                 bad[i] = None
                 self.dropped[LINE_HEADER] += 1
             pos = block.find(self._header, pos + 1)
@@ -141,7 +141,7 @@ class CleanLines(io.RawIOBase):
             return block
         parts, prev = [], 0
         for i in sorted(bad):
-            parts.append(block[prev:starts[i]])
+            parts.append(block[prev : starts[i]])
             if bad[i] is not None:
                 parts.append(bad[i] + b"\n")
             prev = int(ends[i]) + 1
@@ -154,8 +154,11 @@ class CleanLines(io.RawIOBase):
             rows = list(csv.reader([text], strict=True))
         except csv.Error:
             rows = []
-        if len(rows) != 1 or len(rows[0]) != self._n_fields or any(
-                ("," in f or '"' in f or "\n" in f) for f in rows[0]):
+        if (
+            len(rows) != 1
+            or len(rows[0]) != self._n_fields
+            or any(("," in f or '"' in f or "\n" in f) for f in rows[0])
+        ):
             self.dropped[LINE_MALFORMED] += 1
             return None
         return ",".join(rows[0]).encode("latin-1")

@@ -48,8 +48,15 @@ from fedids.data.lines import LINE_MALFORMED, CleanLines
 from fedids.data.schema import BENIGN_LABEL, FAMILY, FEATURES, LABEL, META, SEQ, family_of, normalise_label
 from fedids.errors import InputError
 
-__all__ = ["LoadReport", "LoadResult", "detect_format", "load_flows", "ATTEMPTED_MODES", "DROP_REASONS",
-           "LABEL_MODES"]
+__all__ = [
+    "LoadReport",
+    "LoadResult",
+    "detect_format",
+    "load_flows",
+    "ATTEMPTED_MODES",
+    "DROP_REASONS",
+    "LABEL_MODES",
+]
 
 ATTEMPTED_MODES: tuple[str, ...] = ("benign", "attack", "drop")
 LABEL_MODES: tuple[str, ...] = ("required", "optional")
@@ -59,19 +66,19 @@ _MAX_UNKNOWN_WORDS = 20
 """What :func:`load_flows` does with Engelen's ``"<attack> - Attempted"`` labels."""
 
 DROP_REASONS: tuple[str, ...] = (
-    "malformed row",            # wrong number of fields, an unmatched quote
-    "repeated header",          # the header line again (files concatenated with cat)
-    "oversized line",           # a line over fedids.data.lines.MAX_LINE_BYTES
-    "missing label",            # empty Label cell (e.g. the all-comma rows of the originals)
-    "unknown label",            # a Label that is no CICIDS2017 class (labels="required" only)
-    "non-numeric value",        # a feature, port or protocol cell that is not a number
-    "missing value",            # an empty feature, port or protocol cell
-    "non-finite value",         # Infinity/NaN (or beyond float32) in a feature other than the two rates
+    "malformed row",  # wrong number of fields, an unmatched quote
+    "repeated header",  # the header line again (files concatenated with cat)
+    "oversized line",  # a line over fedids.data.lines.MAX_LINE_BYTES
+    "missing label",  # empty Label cell (e.g. the all-comma rows of the originals)
+    "unknown label",  # a Label that is no CICIDS2017 class (labels="required" only)
+    "non-numeric value",  # a feature, port or protocol cell that is not a number
+    "missing value",  # an empty feature, port or protocol cell
+    "non-finite value",  # Infinity/NaN (or beyond float32) in a feature other than the two rates
     "invalid port or protocol",  # not an integer in 0..65535 (protocol 0..255)
     "unparseable timestamp",
-    "timestamp out of range",   # outside fedids.data.columns.TIMESTAMP_MIN..TIMESTAMP_MAX
-    "attempted attack",         # only with attempted="drop"
-    "duplicate",                # exact duplicate of an earlier row of the input
+    "timestamp out of range",  # outside fedids.data.columns.TIMESTAMP_MIN..TIMESTAMP_MAX
+    "attempted attack",  # only with attempted="drop"
+    "duplicate",  # exact duplicate of an earlier row of the input
 )
 """Reasons a row is dropped, in order of precedence: a row is counted under the first that applies."""
 
@@ -124,7 +131,8 @@ class LoadReport:
     rows_kept: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     repaired: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys((REPAIR_RATES, REPAIR_INIT_WIN_FWD, REPAIR_INIT_WIN_BWD), 0))
+        default_factory=lambda: dict.fromkeys((REPAIR_RATES, REPAIR_INIT_WIN_FWD, REPAIR_INIT_WIN_BWD), 0)
+    )
     label_counts: dict[str, int] = field(default_factory=dict)
     family_counts: dict[str, int] = field(default_factory=dict)
     unlabelled: int = 0
@@ -239,8 +247,17 @@ class _Chunk:
 class _FileReader:
     """Reads one file chunk by chunk into a :class:`_Collected`, filling its :class:`LoadReport`."""
 
-    def __init__(self, info: FileInfo, *, labels: _Labels, dedup: _Dedup | None, attempted: str,
-                 chunk_rows: int, seq0: int, label_mode: str = "required") -> None:
+    def __init__(
+        self,
+        info: FileInfo,
+        *,
+        labels: _Labels,
+        dedup: _Dedup | None,
+        attempted: str,
+        chunk_rows: int,
+        seq0: int,
+        label_mode: str = "required",
+    ) -> None:
         self.info = info
         self.label_mode = label_mode
         self.labels = labels
@@ -256,8 +273,9 @@ class _FileReader:
         src = sources(info.fmt, info.has_label)
         col_of = {name: f"c{i}" for i, name in enumerate(info.header)}
         self.src = {target: col_of[name] for target, name in src.items()}
-        self.text_cols = {self.src[m] for m in ("flow_id", "src_ip", "dst_ip", "timestamp", LABEL)
-                          if m in self.src}
+        self.text_cols = {
+            self.src[m] for m in ("flow_id", "src_ip", "dst_ip", "timestamp", LABEL) if m in self.src
+        }
         feature_cols = [self.src[f] for f in FEATURES]
         self.reused = {c for c in feature_cols if feature_cols.count(c) > 1}
 
@@ -270,13 +288,18 @@ class _FileReader:
     def chunks(self) -> Iterator[pa.Table]:
         """Yield the file as tables of ``chunk_rows`` rows (the last one shorter), all text columns."""
         cols = sorted(set(self.src.values()), key=lambda c: int(c[1:]))
-        read = pacsv.ReadOptions(column_names=[f"c{i}" for i in range(len(self.info.header))],
-                                 block_size=_BLOCK_BYTES)
+        read = pacsv.ReadOptions(
+            column_names=[f"c{i}" for i in range(len(self.info.header))], block_size=_BLOCK_BYTES
+        )
         # Everything is read as text: Arrow's float parser would reject a whole block for one
         # garbage cell, and the labels need their own decoding (UTF-8 or cp1252).
         convert = pacsv.ConvertOptions(
-            include_columns=cols, check_utf8=False, strings_can_be_null=True, null_values=[""],
-            column_types={c: (pa.binary() if c in self.text_cols else pa.string()) for c in cols})
+            include_columns=cols,
+            check_utf8=False,
+            strings_can_be_null=True,
+            null_values=[""],
+            column_types={c: (pa.binary() if c in self.text_cols else pa.string()) for c in cols},
+        )
         # Quoting off: CleanLines has removed or unquoted every line with a quote, so no row spans lines.
         parse = pacsv.ParseOptions(invalid_row_handler=self._on_invalid_row, quote_char=False)
         pending: list[pa.RecordBatch] = []
@@ -353,7 +376,9 @@ class _FileReader:
                     words[word] = words.get(word, 0) + int(counts[k])
         chunk = _Chunk(n=table.num_rows, classes=classes, idx=idx)
         if self.label_mode == "required":
-            chunk.flag("missing label", ~np.array([c is not None for c in classes] + [False])[idx] & ~unknown[idx])
+            chunk.flag(
+                "missing label", ~np.array([c is not None for c in classes] + [False])[idx] & ~unknown[idx]
+            )
             chunk.flag("unknown label", unknown[idx])
         return chunk
 
@@ -394,8 +419,10 @@ class _FileReader:
         for m, present in self.meta_present.items():
             if not present and table.column(self.src[m]).null_count < n:
                 name = self.info.header[int(self.src[m][1:])]
-                raise InputError(f"{self.info.path}: column {name!r} is empty in the first "
-                                 f"{self.chunk_rows} rows but not later; fill or empty it throughout")
+                raise InputError(
+                    f"{self.info.path}: column {name!r} is empty in the first "
+                    f"{self.chunk_rows} rows but not later; fill or empty it throughout"
+                )
         ports = {"dst_port": chunk.x32[FEATURES.index("Destination Port")].astype(np.float64)}
         for m in _NUMERIC_META:
             if self.meta_present.get(m):
@@ -463,17 +490,20 @@ class _FileReader:
             fix = ~np.isfinite(feats[j])
             rep.repaired[REPAIR_RATES] += int(fix.sum())
             feats[j, fix] = 0.0
-        for key, feat in ((REPAIR_INIT_WIN_FWD, "Init_Win_bytes_forward"),
-                          (REPAIR_INIT_WIN_BWD, "Init_Win_bytes_backward")):
+        for key, feat in (
+            (REPAIR_INIT_WIN_FWD, "Init_Win_bytes_forward"),
+            (REPAIR_INIT_WIN_BWD, "Init_Win_bytes_backward"),
+        ):
             rep.repaired[key] += int((feats[FEATURES.index(feat)] == -1).sum())
-        out.features[out.n:out.n + k] = feats.T
+        out.features[out.n : out.n + k] = feats.T
         out.n += k
         out.seq.append(seq[keep])
         keep_arrow = pa.array(keep)
         for m, values in chunk.meta.items():
             if m not in out.absent:
-                out.meta[m].append(pc.take(values, keep_arrow) if isinstance(values, pa.ChunkedArray)
-                                   else values[keep])
+                out.meta[m].append(
+                    pc.take(values, keep_arrow) if isinstance(values, pa.ChunkedArray) else values[keep]
+                )
 
         # Rows without a known label get the code of ("", ""): only kept with labels="optional".
         blank = out.vocab.setdefault(("", ""), len(out.vocab))
@@ -493,9 +523,15 @@ class _FileReader:
             rep.family_counts[family] = rep.family_counts.get(family, 0) + int(count)
 
 
-def load_flows(paths: Sequence[str | Path], *, attempted: str = "benign", drop_duplicates: bool = True,
-               chunk_rows: int = 200_000, progress: Callable[[int], None] | None = None,
-               labels: str = "required") -> LoadResult:
+def load_flows(
+    paths: Sequence[str | Path],
+    *,
+    attempted: str = "benign",
+    drop_duplicates: bool = True,
+    chunk_rows: int = 200_000,
+    progress: Callable[[int], None] | None = None,
+    labels: str = "required",
+) -> LoadResult:
     """Read CICIDS2017 CSV files (any of the three formats) into one canonical flow frame.
 
     Parameters
@@ -561,8 +597,15 @@ def load_flows(paths: Sequence[str | Path], *, attempted: str = "benign", drop_d
     reports = []
     seq0 = 0
     for info in infos:
-        reader = _FileReader(info, labels=classifier, dedup=dedup, attempted=attempted,
-                             chunk_rows=int(chunk_rows), seq0=seq0, label_mode=labels)
+        reader = _FileReader(
+            info,
+            labels=classifier,
+            dedup=dedup,
+            attempted=attempted,
+            chunk_rows=int(chunk_rows),
+            seq0=seq0,
+            label_mode=labels,
+        )
         rep = reader.read_all(out, progress)
         reports.append(rep)
         seq0 += reader.parsed_rows

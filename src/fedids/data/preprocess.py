@@ -36,7 +36,7 @@ class FeatureStats:
     count: int
     hist: np.ndarray
 
-    def merge(self, other: "FeatureStats") -> "FeatureStats":
+    def merge(self, other: FeatureStats) -> FeatureStats:
         if self.hist.shape != other.hist.shape:
             raise ValueError(f"cannot merge stats of shapes {self.hist.shape} and {other.hist.shape}")
         return FeatureStats(self.count + other.count, self.hist + other.hist)
@@ -68,7 +68,7 @@ class FlowScaler:
     scale: np.ndarray
 
     @classmethod
-    def from_stats(cls, stats: FeatureStats) -> "FlowScaler":
+    def from_stats(cls, stats: FeatureStats) -> FlowScaler:
         if stats.count == 0:
             raise ValueError("cannot fit a scaler on zero rows")
         median = _quantile_from_hist(stats.hist, 0.5)
@@ -78,7 +78,7 @@ class FlowScaler:
         return cls(center=median, scale=scale)
 
     @classmethod
-    def fit(cls, features: np.ndarray) -> "FlowScaler":
+    def fit(cls, features: np.ndarray) -> FlowScaler:
         return cls.from_stats(compute_feature_stats(features))
 
     def transform(self, features: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ class FlowScaler:
         return {"center": self.center.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FlowScaler":
+    def from_dict(cls, data: dict) -> FlowScaler:
         center = np.asarray(data["center"], dtype=np.float64)
         scale = np.asarray(data["scale"], dtype=np.float64)
         if center.shape != (len(FEATURES),) or scale.shape != center.shape:
@@ -105,7 +105,7 @@ class LabelVocabulary:
     labels: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_counts(cls, counts: dict[str, int]) -> "LabelVocabulary":
+    def from_counts(cls, counts: dict[str, int]) -> LabelVocabulary:
         others = sorted(label for label, n in counts.items() if n > 0 and label != BENIGN_LABEL)
         return cls([BENIGN_LABEL, *others])
 

@@ -96,5 +96,5 @@ def time_split(frame: pd.DataFrame, test_fraction: float = 0.3, per_label: bool 
             cut = int(round(len(rows) * (1.0 - test_fraction)))
             test[np.sort(rows)[cut:]] = True
     else:
-        test[int(round(n * (1.0 - test_fraction))):] = True
+        test[int(round(n * (1.0 - test_fraction))) :] = True
     return test

@@ -55,16 +55,16 @@ FLOW_ID_MASK = 0x7FFFFFFFFFFFF  # 51 bits, as Suricata's FlowGetId
 
 FAMILY_CLASSIFICATION: dict[str, tuple[str, int]] = {
     # family: (Suricata classtype description, its default priority in classification.config)
-    "ddos": ("Detection of a Denial of Service Attack", 2),        # denial-of-service
-    "dos": ("Detection of a Denial of Service Attack", 2),         # denial-of-service
-    "portscan": ("Detection of a Network Scan", 3),                # network-scan
-    "bruteforce": ("Attempted User Privilege Gain", 1),            # attempted-user
-    "webattack": ("Web Application Attack", 1),                    # web-application-attack
-    "botnet": ("A Network Trojan was detected", 1),                # trojan-activity
+    "ddos": ("Detection of a Denial of Service Attack", 2),  # denial-of-service
+    "dos": ("Detection of a Denial of Service Attack", 2),  # denial-of-service
+    "portscan": ("Detection of a Network Scan", 3),  # network-scan
+    "bruteforce": ("Attempted User Privilege Gain", 1),  # attempted-user
+    "webattack": ("Web Application Attack", 1),  # web-application-attack
+    "botnet": ("A Network Trojan was detected", 1),  # trojan-activity
     "infiltration": ("Targeted Malicious Activity was Detected", 1),  # targeted-activity
-    "heartbleed": ("Attempted Information Leak", 2),               # attempted-recon
+    "heartbleed": ("Attempted Information Leak", 2),  # attempted-recon
 }
-_UNKNOWN_CLASSIFICATION = ("Misc Attack", 2)                       # misc-attack
+_UNKNOWN_CLASSIFICATION = ("Misc Attack", 2)  # misc-attack
 
 PROTOCOL_NAMES: dict[int, str] = {1: "ICMP", 6: "TCP", 17: "UDP", 47: "GRE", 58: "IPv6-ICMP", 132: "SCTP"}
 """IANA protocol numbers -> the names Suricata writes in ``proto``; others are written as the number."""
@@ -87,15 +87,16 @@ def _family(label: str) -> str:
 def format_timestamp(value: Any) -> str:
     """EVE timestamp: ISO 8601 with microseconds and a ``+0000`` offset (naive input read as UTC)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
-        stamp = dt.datetime.now(dt.timezone.utc)
+        stamp = dt.datetime.now(dt.UTC)
     else:
         stamp = pd.Timestamp(value).to_pydatetime()
-        stamp = stamp.replace(tzinfo=dt.timezone.utc) if stamp.tzinfo is None else stamp
+        stamp = stamp.replace(tzinfo=dt.UTC) if stamp.tzinfo is None else stamp
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f%z")
 
 
-def compute_flow_id(src_ip: Any, src_port: Any, dest_ip: Any, dest_port: Any, proto: Any, start: Any,
-                    seq: Any = None) -> int:
+def compute_flow_id(
+    src_ip: Any, src_port: Any, dest_ip: Any, dest_port: Any, proto: Any, start: Any, seq: Any = None
+) -> int:
     """51-bit flow id from the 5-tuple, start time and the record's ``seq`` in its source.
 
     ``seq`` separates flow records that share 5-tuple and start time, which CICIDS2017's minute-resolution
@@ -129,9 +130,15 @@ def _timestamps(values: list[Any], column: pd.Series | None) -> list[str]:
 def _rule(label: str) -> tuple[str, dict[str, Any]]:
     family = _family(label)
     category, severity = FAMILY_CLASSIFICATION.get(family, _UNKNOWN_CLASSIFICATION)
-    return family, {"action": "allowed", "gid": GID, "signature_id": signature_id(label), "rev": REV,
-                    "signature": f"FEDIDS {family} detected ({label})", "category": category,
-                    "severity": severity}
+    return family, {
+        "action": "allowed",
+        "gid": GID,
+        "signature_id": signature_id(label),
+        "rev": REV,
+        "signature": f"FEDIDS {family} detected ({label})",
+        "category": category,
+        "severity": severity,
+    }
 
 
 def build_alerts(frame: pd.DataFrame, scores: BatchScores) -> list[dict]:
@@ -165,17 +172,25 @@ def build_alerts(frame: pd.DataFrame, scores: BatchScores) -> list[dict]:
         proto = PROTOCOL_NAMES.get(proto_num, str(proto_num)) if isinstance(proto_num, int) else None
         event: dict[str, Any] = {
             "timestamp": stamps[k],
-            "flow_id": compute_flow_id(src_ip[k], src_port[k], dst_ip[k], dst_port[k], proto_num, raw_stamps[k],
-                                       seqs[k]),
+            "flow_id": compute_flow_id(
+                src_ip[k], src_port[k], dst_ip[k], dst_port[k], proto_num, raw_stamps[k], seqs[k]
+            ),
             "event_type": "alert",
         }
-        for key, value in (("src_ip", src_ip[k]), ("src_port", src_port[k]), ("dest_ip", dst_ip[k]),
-                           ("dest_port", dst_port[k]), ("proto", proto)):
+        for key, value in (
+            ("src_ip", src_ip[k]),
+            ("src_port", src_port[k]),
+            ("dest_ip", dst_ip[k]),
+            ("dest_port", dst_port[k]),
+            ("proto", proto),
+        ):
             if value is not None:  # EVE omits what a flow does not have (no ports for ICMP)
                 event[key] = value
         event["alert"] = dict(alert)
         event["fedids"] = {
-            "label": label, "family": family, "score": round(float(scores.attack_score[row]), 6),
+            "label": label,
+            "family": family,
+            "score": round(float(scores.attack_score[row]), 6),
             "probability": round(float(scores.label_probability[row]), 6),
             "threshold": None if scores.threshold is None else round(float(scores.threshold), 6),
             "model": scores.model,
@@ -243,7 +258,7 @@ class AlertWriter:
         if self._close:
             self._fh.close()
 
-    def __enter__(self) -> "AlertWriter":
+    def __enter__(self) -> AlertWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
-from typing import Hashable
 
 import numpy as np
 import pandas as pd
@@ -79,8 +79,17 @@ class BehaviourRules:
     def __post_init__(self) -> None:
         if min(self.flood_window_s, self.scan_window_s) <= 0:
             raise ValueError("rule windows must be > 0 seconds")
-        if min(self.flood_min_flows, self.flood_min_sources, self.scan_min_targets,
-               self.probe_max_packets, self.max_keys, self.max_events) < 1:
+        if (
+            min(
+                self.flood_min_flows,
+                self.flood_min_sources,
+                self.scan_min_targets,
+                self.probe_max_packets,
+                self.max_keys,
+                self.max_events,
+            )
+            < 1
+        ):
             raise ValueError("rule thresholds must be >= 1")
 
     @property
@@ -96,7 +105,9 @@ class _SlidingCounts:
     """Per key: the events of the last ``window_s`` seconds (at most ``per_key``, the newest) and how many
     distinct values they hold; at most ``max_keys`` keys and ``max_events`` events in all."""
 
-    def __init__(self, window_s: float, max_keys: int, per_key: int = 1 << 30, max_events: int = 1 << 30) -> None:
+    def __init__(
+        self, window_s: float, max_keys: int, per_key: int = 1 << 30, max_events: int = 1 << 30
+    ) -> None:
         self.window_s = window_s
         self.max_keys = max_keys
         self.per_key = per_key
@@ -198,13 +209,18 @@ class BehaviourDetector:
             return labels, reasons, signature
         fwd_packets = frame["Total Fwd Packets"].to_numpy(dtype=np.float64)
         packets = fwd_packets + frame["Total Backward Packets"].to_numpy(dtype=np.float64)
-        payload = (frame["Total Length of Fwd Packets"].to_numpy(dtype=np.float64)
-                   + frame["Total Length of Bwd Packets"].to_numpy(dtype=np.float64))
+        payload = frame["Total Length of Fwd Packets"].to_numpy(dtype=np.float64) + frame[
+            "Total Length of Bwd Packets"
+        ].to_numpy(dtype=np.float64)
         proto_num = pd.to_numeric(pd.Series(proto), errors="coerce").to_numpy()
         # "Payload-less" allows CICFlowMeter's count of Ethernet padding: a bare 54-byte TCP segment is
         # padded to the 60-byte minimum frame, 6 bytes of "payload" (see docs/extractor.md).
-        probe = ((proto_num == _TCP) & (payload <= _PADDING_BYTES * packets)
-                 & (fwd_packets <= self.rules.probe_max_packets) & ~signature)
+        probe = (
+            (proto_num == _TCP)
+            & (payload <= _PADDING_BYTES * packets)
+            & (fwd_packets <= self.rules.probe_max_packets)
+            & ~signature
+        )
         t = _seconds(frame)
         r = self.rules
         for i in np.flatnonzero(probe):
@@ -214,8 +230,10 @@ class BehaviourDetector:
                 label = DDOS_LABEL if sources >= r.flood_min_sources else DOS_LABEL
                 labels[i] = label
                 most = "at least " if flows >= r.flood_events_per_key else ""
-                reasons[i] = (f"{most}{flows} payload-less TCP flows to {dst[i]}:{port[i]} from {most}{sources} "
-                              f"sources in {r.flood_window_s:g} s")
+                reasons[i] = (
+                    f"{most}{flows} payload-less TCP flows to {dst[i]}:{port[i]} from {most}{sources} "
+                    f"sources in {r.flood_window_s:g} s"
+                )
                 continue
             probes, targets = self._scan.add(src[i], t[i], target)
             if targets >= r.scan_min_targets:
@@ -231,15 +249,20 @@ class BehaviourDetector:
 
     def state_sizes(self) -> dict[str, int]:
         """Keys and events held by each rule (bounded by :class:`BehaviourRules`)."""
-        return {"flood_keys": len(self._flood), "flood_events": self._flood.events,
-                "scan_keys": len(self._scan), "scan_events": self._scan.events}
+        return {
+            "flood_keys": len(self._flood),
+            "flood_events": self._flood.events,
+            "scan_keys": len(self._scan),
+            "scan_events": self._scan.events,
+        }
 
     def apply(self, frame: pd.DataFrame, scores: BatchScores) -> BatchScores:
         """``scores`` with tool-signature flows, and flows the model called benign that a rate rule
         flags, turned into alerts."""
         labels, reasons, signature = self.observe(frame)
         flagged = np.array([x is not None for x in labels], dtype=bool) & (
-            (scores.labels == BENIGN_LABEL) | signature)
+            (scores.labels == BENIGN_LABEL) | signature
+        )
         if not flagged.any():
             return scores
         new_labels = scores.labels.copy()
@@ -250,7 +273,14 @@ class BehaviourDetector:
         probability = scores.label_probability.copy()
         for row in np.flatnonzero(flagged):
             label = labels[row]
-            probability[row] = scores.proba[row, scores.classes.index(label)] if label in scores.classes else 0.0
+            probability[row] = (
+                scores.proba[row, scores.classes.index(label)] if label in scores.classes else 0.0
+            )
         self.relabelled.update(labels[flagged].tolist())
-        return replace(scores, labels=new_labels, is_alert=scores.is_alert | flagged,
-                       label_probability=probability, reasons=kept)
+        return replace(
+            scores,
+            labels=new_labels,
+            is_alert=scores.is_alert | flagged,
+            label_probability=probability,
+            reasons=kept,
+        )

@@ -21,9 +21,9 @@ TOOL = "tool"
 present only in batches where some flow matched."""
 
 SCANNER_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"Nmap Scripting Engine", "nmap"),   # NSE's default User-Agent
+    (b"Nmap Scripting Engine", "nmap"),  # NSE's default User-Agent
     (b"User-Agent: masscan/", "masscan"),  # masscan --banners HTTP probe
-    (b"User-Agent: zgrab/", "zgrab"),      # ZMap project's banner grabber
+    (b"User-Agent: zgrab/", "zgrab"),  # ZMap project's banner grabber
 )
 
 

@@ -41,7 +41,6 @@ import numpy as np
 import pandas as pd
 
 from fedids.data.columns import TIMESTAMP_MAX, TIMESTAMP_MIN
-from fedids.data.lines import MAX_LINE_BYTES
 from fedids.data.formats import (
     ENGELEN2021_META,
     ENGELEN2021_SOURCES,
@@ -49,13 +48,14 @@ from fedids.data.formats import (
     FORMAT_TRAFFICLABELLING,
     TRAFFICLABELLING_META,
 )
+from fedids.data.lines import MAX_LINE_BYTES
 from fedids.data.schema import FEATURES, META, SEQ
 from fedids.data.windows import sort_by_time
 from fedids.errors import InputError
 
 DEFAULT_BATCH_ROWS = 4096
 READ_BYTES = 1 << 16
-MAX_INTEGER = 2 ** 63 - 1
+MAX_INTEGER = 2**63 - 1
 """Largest integer accepted in a JSON flow (larger: ``number out of range``)."""
 _EPOCH_MIN, _EPOCH_MAX = 0, int((TIMESTAMP_MAX - TIMESTAMP_MIN) / np.timedelta64(1, "s"))
 _STAMP_MIN = dt.datetime(1970, 1, 1)
@@ -99,14 +99,15 @@ class FlowSource:
 
 def _chunks(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
     for lo in range(0, len(frame), rows):
-        yield frame.iloc[lo:lo + rows]
+        yield frame.iloc[lo : lo + rows]
 
 
 class CsvFileSource(FlowSource):
     """A CICIDS2017 CSV file, through the shared loader, in time order."""
 
-    def __init__(self, path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS,
-                 report: Reporter | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS, report: Reporter | None = None
+    ) -> None:
         super().__init__(report)
         self.path, self.name, self.batch_rows = Path(path), str(path), batch_rows
 
@@ -127,8 +128,14 @@ class CsvFileSource(FlowSource):
 class PcapSource(FlowSource):
     """A pcap/pcapng capture, turned into flows by the extractor."""
 
-    def __init__(self, path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS,
-                 report: Reporter | None = None, **extract_options: Any) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        report: Reporter | None = None,
+        **extract_options: Any,
+    ) -> None:
         super().__init__(report)
         self.path, self.name, self.batch_rows = Path(path), str(path), batch_rows
         self.options = extract_options
@@ -228,7 +235,7 @@ def _timestamp(value: Any) -> dt.datetime:
             raise _BadRow("unparseable timestamp")
         if not _EPOCH_MIN <= value < _EPOCH_MAX:
             raise _BadRow("timestamp out of range", f"{value:.6g} s")
-        return dt.datetime.fromtimestamp(value, dt.timezone.utc).replace(tzinfo=None)
+        return dt.datetime.fromtimestamp(value, dt.UTC).replace(tzinfo=None)
     text = str(value).strip()
     if not text:
         raise _BadRow("missing value", "timestamp")
@@ -240,7 +247,7 @@ def _timestamp(value: Any) -> dt.datetime:
     try:
         stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
         if stamp.tzinfo:
-            stamp = stamp.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            stamp = stamp.astimezone(dt.UTC).replace(tzinfo=None)
     except (ValueError, OverflowError):  # year 9999 plus an offset overflows astimezone
         raise _BadRow("unparseable timestamp", text[:40]) from None
     return _in_range(stamp)
@@ -295,8 +302,11 @@ class LineParser:
         except (InputError, csv.Error):
             raise _BadRow("neither a JSON flow nor a CICIDS2017 CSV header") from None
         sources = dict(ENGELEN2021_SOURCES) if fmt == FORMAT_ENGELEN2021 else {f: f for f in FEATURES}
-        meta_map = ENGELEN2021_META if fmt == FORMAT_ENGELEN2021 else (
-            TRAFFICLABELLING_META if fmt == FORMAT_TRAFFICLABELLING else {})
+        meta_map = (
+            ENGELEN2021_META
+            if fmt == FORMAT_ENGELEN2021
+            else (TRAFFICLABELLING_META if fmt == FORMAT_TRAFFICLABELLING else {})
+        )
         position = {name: i for i, name in enumerate(header)}
         self._columns = {feature: position[col] for feature, col in sources.items()}
         self._meta_columns = {meta: position[col] for col, meta in meta_map.items() if col in position}
@@ -347,7 +357,9 @@ class LineParser:
         for pos, name in enumerate(names):
             values = [r[1].get(name) for r in rows]
             if name == "timestamp":
-                frame.insert(pos, name, pd.to_datetime(pd.Series(values, dtype=object)).astype("datetime64[us]"))
+                frame.insert(
+                    pos, name, pd.to_datetime(pd.Series(values, dtype=object)).astype("datetime64[us]")
+                )
             else:
                 frame.insert(pos, name, values)
         frame.insert(len(names), SEQ, np.arange(self.seq, self.seq + len(rows), dtype=np.int64))
@@ -388,12 +400,14 @@ class StdinSource(FlowSource):
                     end = chunk.find(b"\n")
                     if end < 0:
                         continue
-                    skipping, chunk = False, chunk[end + 1:]
+                    skipping, chunk = False, chunk[end + 1 :]
                 pending += chunk
                 *complete, pending = pending.split(b"\n")
                 if len(pending) > MAX_LINE_BYTES:
                     self._line_no += 1
-                    self._skip("oversized line", f"stdin line {self._line_no}", f"over {MAX_LINE_BYTES:,} bytes")
+                    self._skip(
+                        "oversized line", f"stdin line {self._line_no}", f"over {MAX_LINE_BYTES:,} bytes"
+                    )
                     pending, skipping = b"", True
             else:
                 complete, pending = ([pending] if pending.strip() else []), b""
@@ -432,9 +446,15 @@ def _decode(raw: bytes) -> str:
         return raw.decode("cp1252", errors="replace")
 
 
-def open_source(input_spec: str | None, interface: str | None = None, *, report: Reporter | None = None,
-                batch_rows: int = DEFAULT_BATCH_ROWS, stdin: BinaryIO | None = None,
-                capture_options: dict[str, Any] | None = None) -> FlowSource:
+def open_source(
+    input_spec: str | None,
+    interface: str | None = None,
+    *,
+    report: Reporter | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    stdin: BinaryIO | None = None,
+    capture_options: dict[str, Any] | None = None,
+) -> FlowSource:
     """Pick the source for ``--input`` (a CSV/pcap path or ``-``) or ``--interface``.
 
     Raises :class:`~fedids.errors.InputError` when neither or both are given, or the file is missing.

@@ -85,8 +85,9 @@ class OnnxScorer:
     chunk_rows : windows per ``session.run`` call.
     """
 
-    def __init__(self, data: bytes, *, source: str, threads: int = 1,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+    def __init__(
+        self, data: bytes, *, source: str, threads: int = 1, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -119,13 +120,16 @@ class OnnxScorer:
             features = json.loads(meta.get("fedids.features", "null"))
             threshold = json.loads(meta.get(META_THRESHOLD, "null"))
         except (KeyError, ValueError, TypeError, RecursionError):
-            raise InputError(f"{source}: ONNX model lacks fedids metadata (labels, window); "
-                             "export it with `fedids export`") from None
+            raise InputError(
+                f"{source}: ONNX model lacks fedids metadata (labels, window); export it with `fedids export`"
+            ) from None
         inputs, outputs = session.get_inputs(), session.get_outputs()
         names = [i.name for i in inputs]
         if names == ["flows", "present"]:
-            raise InputError(f"{source}: ONNX model in the window format of fedids 0.1 (inputs flows, "
-                             "present); export it again with this version's `fedids export`")
+            raise InputError(
+                f"{source}: ONNX model in the window format of fedids 0.1 (inputs flows, "
+                "present); export it again with this version's `fedids export`"
+            )
         if names != ["flows", "windows"] or len(outputs) != 1 or len(outputs[0].shape) != 2:
             raise InputError(f"{source}: ONNX model has inputs {names}, expected ['flows', 'windows']")
         n_out = outputs[0].shape[1] if isinstance(outputs[0].shape[1], int) else None
@@ -133,8 +137,10 @@ class OnnxScorer:
         self.window = check_window(window, source)
         check_features(features, source)
         if inputs[1].shape[1] != self.window or inputs[0].shape[1] != len(FEATURES):
-            raise InputError(f"{source}: ONNX graph inputs {inputs[0].shape}, {inputs[1].shape} do not match "
-                             f"window {self.window} and {len(FEATURES)} features")
+            raise InputError(
+                f"{source}: ONNX graph inputs {inputs[0].shape}, {inputs[1].shape} do not match "
+                f"window {self.window} and {len(FEATURES)} features"
+            )
         self.default_threshold = threshold if isinstance(threshold, dict) else None
         self.name = source
         self.quantize = meta.get("fedids.quantize", "none")
@@ -145,8 +151,10 @@ class OnnxScorer:
             # already compact enough (the streaming detector's batches): no renumbering
             parts = [self._run(np.ascontiguousarray(flows, dtype=np.float32), np.ascontiguousarray(windows))]
         else:
-            parts = [self._run(*compact_rows(flows, windows[lo:lo + self.chunk_rows]))
-                     for lo in range(0, len(windows), self.chunk_rows)]
+            parts = [
+                self._run(*compact_rows(flows, windows[lo : lo + self.chunk_rows]))
+                for lo in range(0, len(windows), self.chunk_rows)
+            ]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), np.float32)
 
     def _run(self, flows: np.ndarray, windows: np.ndarray) -> np.ndarray:
@@ -199,8 +207,9 @@ def load_scorer(path: str | Path, *, threads: int = 1) -> Scorer:
     return OnnxScorer(data, source=str(path), threads=threads)
 
 
-def score_windows(scorer: Scorer, features: np.ndarray, windows: np.ndarray,
-                  batch_rows: int = 4096) -> np.ndarray:
+def score_windows(
+    scorer: Scorer, features: np.ndarray, windows: np.ndarray, batch_rows: int = 4096
+) -> np.ndarray:
     """Class probabilities for windows given as row indices, as ``predict_labels`` takes them.
 
     Parameters
@@ -212,7 +221,9 @@ def score_windows(scorer: Scorer, features: np.ndarray, windows: np.ndarray,
     -------
     float32 ``(n_rows, n_classes)``.
     """
-    parts = [scorer.score(features, windows[lo:lo + batch_rows]) for lo in range(0, len(windows), batch_rows)]
+    parts = [
+        scorer.score(features, windows[lo : lo + batch_rows]) for lo in range(0, len(windows), batch_rows)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, len(scorer.labels)), np.float32)
 
 
@@ -250,9 +261,15 @@ class ModelWatcher:
     warn : called with one line when a reload fails or succeeds.
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 1, interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 warn: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        threads: int = 1,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.threads = threads
         self.interval_s = interval_s
@@ -318,8 +335,9 @@ class BatchScores:
     threshold: float | None = None
 
 
-def decide(proba: np.ndarray, classes: list[str],
-           threshold: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decide(
+    proba: np.ndarray, classes: list[str], threshold: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Turn class probabilities ``(n, n_classes)`` into ``(labels, attack_score, label_probability)``.
 
     ``threshold=None``: the most probable class (as ``predict_labels``). Otherwise a flow is an attack
@@ -358,8 +376,9 @@ class StreamingDetector:
     threshold : alert rule, see :func:`decide`.
     """
 
-    def __init__(self, scorer: Scorer, *, max_hosts: int = DEFAULT_MAX_HOSTS,
-                 threshold: float | None = None) -> None:
+    def __init__(
+        self, scorer: Scorer, *, max_hosts: int = DEFAULT_MAX_HOSTS, threshold: float | None = None
+    ) -> None:
         if max_hosts < 1:
             raise ValueError(f"max_hosts must be >= 1, got {max_hosts}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -394,15 +413,20 @@ class StreamingDetector:
         earlier flows of its host within the same frame. Returns :class:`BatchScores` in row order.
         """
         if len(frame) > _MAX_ROWS_PER_PASS:
-            parts = [self.process(frame.iloc[lo:lo + _MAX_ROWS_PER_PASS])
-                     for lo in range(0, len(frame), _MAX_ROWS_PER_PASS)]
+            parts = [
+                self.process(frame.iloc[lo : lo + _MAX_ROWS_PER_PASS])
+                for lo in range(0, len(frame), _MAX_ROWS_PER_PASS)
+            ]
             return BatchScores(
                 labels=np.concatenate([p.labels for p in parts]),
                 is_alert=np.concatenate([p.is_alert for p in parts]),
                 attack_score=np.concatenate([p.attack_score for p in parts]),
                 label_probability=np.concatenate([p.label_probability for p in parts]),
-                proba=np.concatenate([p.proba for p in parts]), classes=parts[-1].classes,
-                model=parts[-1].model, threshold=self.threshold)
+                proba=np.concatenate([p.proba for p in parts]),
+                classes=parts[-1].classes,
+                model=parts[-1].model,
+                threshold=self.threshold,
+            )
         return self.process_arrays(_hosts_of(frame), frame[list(FEATURES)].to_numpy(dtype=np.float32))
 
     def process_arrays(self, hosts: np.ndarray, features: np.ndarray) -> BatchScores:
@@ -413,12 +437,21 @@ class StreamingDetector:
         scorer = self.scorer
         features = np.asarray(features, dtype=np.float32)
         flows, windows = self._windows(np.asarray(hosts), features, scorer.window)
-        proba = scorer.score(flows, windows) if len(features) else np.zeros((0, len(scorer.labels)), np.float32)
+        proba = (
+            scorer.score(flows, windows) if len(features) else np.zeros((0, len(scorer.labels)), np.float32)
+        )
         labels, attack_score, label_p = decide(proba, scorer.labels, self.threshold)
         self.flows_seen += len(features)
-        return BatchScores(labels=labels, is_alert=labels != BENIGN_LABEL, attack_score=attack_score,
-                           label_probability=label_p, proba=proba, classes=list(scorer.labels),
-                           model=scorer.name, threshold=self.threshold)
+        return BatchScores(
+            labels=labels,
+            is_alert=labels != BENIGN_LABEL,
+            attack_score=attack_score,
+            label_probability=label_p,
+            proba=proba,
+            classes=list(scorer.labels),
+            model=scorer.name,
+            threshold=self.threshold,
+        )
 
     def _windows(self, hosts: np.ndarray, features: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw flows ``(k, 78)`` (stored history, then the batch) and the batch's windows ``(n, window)``
@@ -437,11 +470,11 @@ class StreamingDetector:
         slots = np.fromiter((self._slots.get(h, -1) for h in uniques), dtype=np.int64, count=len(uniques))
         known = np.flatnonzero(slots >= 0)
         count = np.minimum(self._count[slots[known]], need)
-        take = np.arange(depth)[None, :] >= (depth - count)[:, None]          # (known, depth)
-        history = self._table[slots[known]][take]                             # oldest first, per host
+        take = np.arange(depth)[None, :] >= (depth - count)[:, None]  # (known, depth)
+        history = self._table[slots[known]][take]  # oldest first, per host
         combined = np.concatenate([history, features]) if len(history) else features
         all_codes = np.concatenate([np.repeat(known, count), codes]) if len(history) else codes
-        idx = compute_window_indices(all_codes, window)[len(combined) - n:]
+        idx = compute_window_indices(all_codes, window)[len(combined) - n :]
         if need > 0 and n:
             self._store(uniques, slots, codes, idx, combined, need)
         return combined, idx
@@ -457,35 +490,42 @@ class StreamingDetector:
             slot = self._allocate(host)
         count = int(min(self._count[slot], need))
         flows = np.zeros((1, window, features.shape[1]), dtype=np.float32)
-        flows[0, window - 1 - count:window - 1] = self._table[slot, depth - count:]
+        flows[0, window - 1 - count : window - 1] = self._table[slot, depth - count :]
         flows[0, -1] = features[0]
-        self._table[slot, depth - need:] = flows[0, 1:]
+        self._table[slot, depth - need :] = flows[0, 1:]
         self._count[slot] = min(count + 1, need)
         steps = np.arange(window, dtype=np.int64)
         return flows[0], np.where(steps >= window - 1 - count, steps, -1)[None, :]
 
-    def _store(self, uniques: np.ndarray, slots: np.ndarray, codes: np.ndarray, idx: np.ndarray,
-               combined: np.ndarray, need: int) -> None:
+    def _store(
+        self,
+        uniques: np.ndarray,
+        slots: np.ndarray,
+        codes: np.ndarray,
+        idx: np.ndarray,
+        combined: np.ndarray,
+        need: int,
+    ) -> None:
         """Write each batch host's newest ``need`` flows into the table; evict least recently seen hosts."""
         last = np.full(len(uniques), -1, dtype=np.int64)
         np.maximum.at(last, codes, np.arange(len(codes)))
-        order = np.argsort(last, kind="stable")        # hosts of the batch, least recent first
-        if len(order) > self.max_hosts:                # more hosts in one batch than the cap
-            for c in order[:len(order) - self.max_hosts]:
+        order = np.argsort(last, kind="stable")  # hosts of the batch, least recent first
+        if len(order) > self.max_hosts:  # more hosts in one batch than the cap
+            for c in order[: len(order) - self.max_hosts]:
                 if slots[c] >= 0:
                     self._free.append(int(self._slots.pop(uniques[c])))
                 self.evicted += 1  # its history is forgotten, whether it had a slot or not
-            order = order[len(order) - self.max_hosts:]
-        for c in order:                                # the batch's known hosts become the most recent
+            order = order[len(order) - self.max_hosts :]
+        for c in order:  # the batch's known hosts become the most recent
             if slots[c] >= 0:
                 self._slots.move_to_end(uniques[c])
         for c in order:
             if slots[c] < 0:
                 slots[c] = self._allocate(uniques[c])
-        keep = idx[last[order], 1:]                    # (hosts, need): next history, right-aligned
+        keep = idx[last[order], 1:]  # (hosts, need): next history, right-aligned
         rows = combined[np.where(keep >= 0, keep, 0)]
         depth = self._table.shape[1]
-        self._table[slots[order], depth - need:] = rows
+        self._table[slots[order], depth - need :] = rows
         self._count[slots[order]] = (keep >= 0).sum(axis=1)
 
     def _allocate(self, host: Hashable) -> int:
@@ -494,8 +534,9 @@ class StreamingDetector:
         elif len(self._count) < self.max_hosts:
             slot = len(self._count)
             grown = min(self.max_hosts, max(1024, 2 * len(self._count)))
-            self._table = np.concatenate([self._table, np.zeros(
-                (grown - len(self._count), *self._table.shape[1:]), dtype=np.float32)])
+            self._table = np.concatenate(
+                [self._table, np.zeros((grown - len(self._count), *self._table.shape[1:]), dtype=np.float32)]
+            )
             self._count = np.concatenate([self._count, np.zeros(grown - len(self._count), np.int64)])
             self._free.extend(range(grown - 1, slot, -1))
         else:
@@ -508,16 +549,20 @@ class StreamingDetector:
     def _widen(self, depth: int) -> None:
         """A model with a longer window arrived: make room for longer histories (right-aligned)."""
         wider = np.zeros((len(self._table), depth, len(FEATURES)), dtype=np.float32)
-        wider[:, depth - self._table.shape[1]:] = self._table
+        wider[:, depth - self._table.shape[1] :] = self._table
         self._table = wider
 
     def state_dict(self) -> dict:
         """Host histories (least recently seen first, each ``(k, 78)`` oldest first) and counters;
         restore with :meth:`load_state_dict`."""
         depth = self._table.shape[1]
-        hosts = [(h, self._table[s, depth - self._count[s]:].copy()) for h, s in self._slots.items()]
-        return {"hosts": hosts, "flows_seen": self.flows_seen, "evicted": self.evicted,
-                "n_features": len(FEATURES)}
+        hosts = [(h, self._table[s, depth - self._count[s] :].copy()) for h, s in self._slots.items()]
+        return {
+            "hosts": hosts,
+            "flows_seen": self.flows_seen,
+            "evicted": self.evicted,
+            "n_features": len(FEATURES),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`; refuses histories of another feature count."""
@@ -526,15 +571,17 @@ class StreamingDetector:
         hosts = [(h, np.asarray(rows, dtype=np.float32)) for h, rows in state["hosts"]]
         for host, rows in hosts:
             if rows.ndim != 2 or rows.shape[1] != len(FEATURES):
-                raise ValueError(f"host {host!r}: history of shape {rows.shape}, expected (k, {len(FEATURES)})")
+                raise ValueError(
+                    f"host {host!r}: history of shape {rows.shape}, expected (k, {len(FEATURES)})"
+                )
         depth = max([self._table.shape[1], *(len(r) for _, r in hosts)])
         self._slots, self._free = OrderedDict(), []
         self._table = np.zeros((0, depth, len(FEATURES)), dtype=np.float32)
         self._count = np.zeros(0, dtype=np.int64)
-        for host, rows in hosts[-self.max_hosts:]:
+        for host, rows in hosts[-self.max_hosts :]:
             slot = self._allocate(host)
             if len(rows):
-                self._table[slot, depth - len(rows):] = rows
+                self._table[slot, depth - len(rows) :] = rows
             self._count[slot] = len(rows)
         self.flows_seen = int(state["flows_seen"])
         self.evicted = int(state["evicted"])

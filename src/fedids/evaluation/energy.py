@@ -33,11 +33,10 @@ workload so that the factor can be measured on a real device: run it there and h
 from __future__ import annotations
 
 import math
-import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -132,35 +131,64 @@ class RadioProfile:
 #   6.1 x 1479 / 918 ~= 9.8 in the 5 W mode (frequency ratio).
 _NANO_MAXN_FACTOR = 6.1
 _NANO_5W_FACTOR = _NANO_MAXN_FACTOR * 1479 / 918  # same cores, clock capped at 918 instead of 1479 MHz
-_SPEED_SOURCE = ("core_speed_factor is an estimate (clock ratio x per-clock throughput ratio, see "
-                 "fedids.evaluation.energy); measure it with measure_reference_workload on the device")
+_SPEED_SOURCE = (
+    "core_speed_factor is an estimate (clock ratio x per-clock throughput ratio, see "
+    "fedids.evaluation.energy); measure it with measure_reference_workload on the device"
+)
 
-DEVICE_PROFILES: dict[str, DeviceProfile] = {p.name: p for p in (
-    DeviceProfile(
-        "jetson-nano-10w", "NVIDIA Jetson Nano, MAXN (10 W) mode: 4 x Cortex-A57 at 1479 MHz",
-        cpu_load_w=10.0, cores=4, core_speed_factor=_NANO_MAXN_FACTOR,
-        source=("NVIDIA L4T Development Guide, 'Power Management for Jetson Nano', Supported Modes and Power "
+DEVICE_PROFILES: dict[str, DeviceProfile] = {
+    p.name: p
+    for p in (
+        DeviceProfile(
+            "jetson-nano-10w",
+            "NVIDIA Jetson Nano, MAXN (10 W) mode: 4 x Cortex-A57 at 1479 MHz",
+            cpu_load_w=10.0,
+            cores=4,
+            core_speed_factor=_NANO_MAXN_FACTOR,
+            source=(
+                "NVIDIA L4T Development Guide, 'Power Management for Jetson Nano', Supported Modes and Power "
                 "Efficiency: mode 0 MAXN, power budget 10 W, 4 cores online, CPU max 1479 MHz. The budget is "
                 "used as the board's power under CPU load (an upper bound: CPU-only training stays below it). "
-                + _SPEED_SOURCE)),
-    DeviceProfile(
-        "jetson-nano-5w", "NVIDIA Jetson Nano, 5 W mode: 2 x Cortex-A57 at 918 MHz",
-        cpu_load_w=5.0, cores=2, core_speed_factor=_NANO_5W_FACTOR,
-        source=("NVIDIA L4T Development Guide, 'Power Management for Jetson Nano': mode 1 '5W', power budget "
+                + _SPEED_SOURCE
+            ),
+        ),
+        DeviceProfile(
+            "jetson-nano-5w",
+            "NVIDIA Jetson Nano, 5 W mode: 2 x Cortex-A57 at 918 MHz",
+            cpu_load_w=5.0,
+            cores=2,
+            core_speed_factor=_NANO_5W_FACTOR,
+            source=(
+                "NVIDIA L4T Development Guide, 'Power Management for Jetson Nano': mode 1 '5W', power budget "
                 "5 W, 2 cores online, CPU max 918 MHz; budget used as load power (upper bound). "
-                + _SPEED_SOURCE)),
-    DeviceProfile(
-        "raspberry-pi-4", "Raspberry Pi 4 Model B: 4 x Cortex-A72 at 1.5 GHz",
-        cpu_load_w=6.4, cores=4, core_speed_factor=5.0,
-        source=("J. Geerling, Raspberry Pi Dramble power-consumption benchmarks (pidramble.com/wiki/benchmarks/"
+                + _SPEED_SOURCE
+            ),
+        ),
+        DeviceProfile(
+            "raspberry-pi-4",
+            "Raspberry Pi 4 Model B: 4 x Cortex-A72 at 1.5 GHz",
+            cpu_load_w=6.4,
+            cores=4,
+            core_speed_factor=5.0,
+            source=(
+                "J. Geerling, Raspberry Pi Dramble power-consumption benchmarks (pidramble.com/wiki/benchmarks/"
                 "power-consumption): Pi 4 B with 'stress --cpu 4' (400% CPU load) 1280 mA at 5 V = 6.4 W "
-                "(idle 540 mA, 2.7 W). " + _SPEED_SOURCE)),
-    DeviceProfile(
-        "host", "this machine (measured with RAPL where readable)",
-        cpu_load_w=None, cores=1, core_speed_factor=1.0,
-        source=("Intel/AMD RAPL package energy counters via Linux powercap "
-                "(/sys/class/powercap/intel-rapl*/energy_uj); no power figure is assumed when unreadable")),
-)}
+                "(idle 540 mA, 2.7 W). " + _SPEED_SOURCE
+            ),
+        ),
+        DeviceProfile(
+            "host",
+            "this machine (measured with RAPL where readable)",
+            cpu_load_w=None,
+            cores=1,
+            core_speed_factor=1.0,
+            source=(
+                "Intel/AMD RAPL package energy counters via Linux powercap "
+                "(/sys/class/powercap/intel-rapl*/energy_uj); no power figure is assumed when unreadable"
+            ),
+        ),
+    )
+}
 """The device table. ``host`` has no assumed power: its energy is measured (RAPL) or reported unavailable."""
 
 # Wi-Fi: Huang et al., "A Close Examination of Performance and Power Characteristics of 4G LTE Networks",
@@ -180,19 +208,48 @@ _BLE_MBIT_S = 0.5
 _LTEM_MBIT_S = 0.18
 _LTEM_W = 0.105 * 3.7
 
-RADIO_PROFILES: dict[str, RadioProfile] = {r.name: r for r in (
-    RadioProfile("wifi", "Wi-Fi 802.11n at 10 Mbit/s", _WIFI_TX_W, _WIFI_RX_W, _WIFI_MBIT_S, _WIFI_MBIT_S,
-                 source=("Huang et al., MobiSys 2012, Table 3 WiFi power model (alpha_u 283.17, alpha_d "
-                         "137.01 mW/Mbps, beta 132.86 mW) evaluated at 10 Mbit/s (assumed throughput)")),
-    RadioProfile("ble", "Bluetooth Low Energy, LE 1M PHY, 0.5 Mbit/s application throughput",
-                 4.8e-3 * 3.0, 4.6e-3 * 3.0, _BLE_MBIT_S, _BLE_MBIT_S,
-                 source=("Nordic nRF52840 Product Specification: TX 0 dBm 4.8 mA, RX 1 Mbit/s 4.6 mA at 3 V "
-                         "(DC/DC); 0.5 Mbit/s application throughput assumed")),
-    RadioProfile("lte-m", "LTE-M (Cat-M1), 23 dBm, 180 kbit/s", _LTEM_W, _LTEM_W, _LTEM_MBIT_S, _LTEM_MBIT_S,
-                 source=("Nordic nRF9160 Product Specification, modem current consumption: Cat-M1 uplink "
-                         "180 kbit/s at 23 dBm, 105 mA (band 20) at 3.7 V; downlink charged the same "
-                         "(conservative, no matching receive figure)")),
-)}
+RADIO_PROFILES: dict[str, RadioProfile] = {
+    r.name: r
+    for r in (
+        RadioProfile(
+            "wifi",
+            "Wi-Fi 802.11n at 10 Mbit/s",
+            _WIFI_TX_W,
+            _WIFI_RX_W,
+            _WIFI_MBIT_S,
+            _WIFI_MBIT_S,
+            source=(
+                "Huang et al., MobiSys 2012, Table 3 WiFi power model (alpha_u 283.17, alpha_d "
+                "137.01 mW/Mbps, beta 132.86 mW) evaluated at 10 Mbit/s (assumed throughput)"
+            ),
+        ),
+        RadioProfile(
+            "ble",
+            "Bluetooth Low Energy, LE 1M PHY, 0.5 Mbit/s application throughput",
+            4.8e-3 * 3.0,
+            4.6e-3 * 3.0,
+            _BLE_MBIT_S,
+            _BLE_MBIT_S,
+            source=(
+                "Nordic nRF52840 Product Specification: TX 0 dBm 4.8 mA, RX 1 Mbit/s 4.6 mA at 3 V "
+                "(DC/DC); 0.5 Mbit/s application throughput assumed"
+            ),
+        ),
+        RadioProfile(
+            "lte-m",
+            "LTE-M (Cat-M1), 23 dBm, 180 kbit/s",
+            _LTEM_W,
+            _LTEM_W,
+            _LTEM_MBIT_S,
+            _LTEM_MBIT_S,
+            source=(
+                "Nordic nRF9160 Product Specification, modem current consumption: Cat-M1 uplink "
+                "180 kbit/s at 23 dBm, 105 mA (band 20) at 3.7 V; downlink charged the same "
+                "(conservative, no matching receive figure)"
+            ),
+        ),
+    )
+}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,7 +263,9 @@ def _rapl_domains(root: Path) -> list[Path]:
     """Top-level package domains (``intel-rapl:N``), not their sub-zones (``intel-rapl:N:M``)."""
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1 and (p / "energy_uj").exists())
+    return sorted(
+        p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1 and (p / "energy_uj").exists()
+    )
 
 
 def rapl_unavailable_reason(root: Path = RAPL_ROOT) -> str | None:
@@ -249,7 +308,7 @@ class RaplMeter:
     def _read(self) -> list[int]:
         return [int((d / "energy_uj").read_text()) for d in _rapl_domains(self.root)]
 
-    def __enter__(self) -> "RaplMeter":
+    def __enter__(self) -> RaplMeter:
         reason = rapl_unavailable_reason(self.root)
         if reason:
             raise RuntimeError(f"RAPL unavailable: {reason}")
@@ -326,18 +385,26 @@ def compute_round_energy(record: Mapping, device: DeviceProfile, radio: RadioPro
     train_s = record.get("client_seconds")
     if train_s is not None and math.isfinite(float(train_s)):
         privacy_s = record.get("client_privacy_seconds")
-        parts = {"train": float(train_s) * clients,
-                 "privacy": float(privacy_s) * clients if privacy_s is not None else 0.0}
+        parts = {
+            "train": float(train_s) * clients,
+            "privacy": float(privacy_s) * clients if privacy_s is not None else 0.0,
+        }
         seconds: float | None = parts["train"] + parts["privacy"]
         cpu_j = device.cpu_joules(seconds)  # type: ignore[arg-type]
     else:
         seconds, parts, cpu_j = None, {}, None
     epsilon = record.get("epsilon")
     return RoundEnergy(
-        round=int(record.get("round", 0)), clients=clients,
+        round=int(record.get("round", 0)),
+        clients=clients,
         macro_f1=float(record.get("test", {}).get("macro_f1", math.nan)),
-        bytes_up=up, bytes_down=down, cpu_seconds=seconds, cpu_seconds_parts=parts, cpu_j=cpu_j,
-        radio_j=radio.joules(up, down), epsilon=None if epsilon is None else float(epsilon),
+        bytes_up=up,
+        bytes_down=down,
+        cpu_seconds=seconds,
+        cpu_seconds_parts=parts,
+        cpu_j=cpu_j,
+        radio_j=radio.joules(up, down),
+        epsilon=None if epsilon is None else float(epsilon),
     )
 
 
@@ -349,8 +416,12 @@ def rounds_to_target(history: Sequence[Mapping], target_macro_f1: float) -> int 
     return None
 
 
-def summarise_history(history: Sequence[Mapping], device: DeviceProfile, radio: RadioProfile,
-                      target_macro_f1: float | None = None) -> dict:
+def summarise_history(
+    history: Sequence[Mapping],
+    device: DeviceProfile,
+    radio: RadioProfile,
+    target_macro_f1: float | None = None,
+) -> dict:
     """Per-round and cumulative joules and MB of a federated history on one device/radio pair.
 
     Returns
@@ -363,15 +434,28 @@ def summarise_history(history: Sequence[Mapping], device: DeviceProfile, radio: 
     target is never reached).
     """
     rounds = [compute_round_energy(r, device, radio) for r in history]
-    per_round = [{
-        "round": r.round, "clients": r.clients, "macro_f1": r.macro_f1, "mb": r.mb, "per_client_mb": r.per_client_mb,
-        "cpu_seconds": r.cpu_seconds, "cpu_j": r.cpu_j, "radio_j": r.radio_j, "total_j": r.total_j,
-        "per_client_j": r.per_client_j, "epsilon": r.epsilon,
-    } for r in rounds]
+    per_round = [
+        {
+            "round": r.round,
+            "clients": r.clients,
+            "macro_f1": r.macro_f1,
+            "mb": r.mb,
+            "per_client_mb": r.per_client_mb,
+            "cpu_seconds": r.cpu_seconds,
+            "cpu_j": r.cpu_j,
+            "radio_j": r.radio_j,
+            "total_j": r.total_j,
+            "per_client_j": r.per_client_j,
+            "epsilon": r.epsilon,
+        }
+        for r in rounds
+    ]
     have_cpu = bool(rounds) and all(r.cpu_j is not None for r in rounds)
     per_client_j = [r.per_client_j for r in rounds if r.per_client_j is not None]
     out: dict = {
-        "device": device.name, "radio": radio.name, "per_round": per_round,
+        "device": device.name,
+        "radio": radio.name,
+        "per_round": per_round,
         "total_j": float(sum(r.total_j for r in rounds)) if have_cpu else None,  # type: ignore[misc]
         "total_radio_j": float(sum(r.radio_j for r in rounds)),
         "total_mb": float(sum(r.mb for r in rounds)),
@@ -384,8 +468,11 @@ def summarise_history(history: Sequence[Mapping], device: DeviceProfile, radio: 
         out["target_macro_f1"] = float(target_macro_f1)
         out["rounds_to_target"] = k
         out["to_target_mb"] = float(sum(r.mb for r in upto)) if k is not None else None
-        out["to_target_j"] = (float(sum(r.total_j for r in upto)) if k is not None and have_cpu  # type: ignore[misc]
-                              else None)
+        out["to_target_j"] = (
+            float(sum(r.total_j for r in upto))
+            if k is not None and have_cpu  # type: ignore[misc]
+            else None
+        )
     return out
 
 
@@ -393,8 +480,15 @@ def summarise_history(history: Sequence[Mapping], device: DeviceProfile, radio: 
 # Calibration
 
 
-def measure_reference_workload(rng: np.random.Generator, *, rows: int = 4096, epochs: int = 1,
-                               hidden: int = 64, window: int = 10, n_classes: int = 6) -> float:
+def measure_reference_workload(
+    rng: np.random.Generator,
+    *,
+    rows: int = 4096,
+    epochs: int = 1,
+    hidden: int = 64,
+    window: int = 10,
+    n_classes: int = 6,
+) -> float:
     """CPU seconds (``time.process_time``) of a fixed GRU training workload on random data.
 
     Run it on a device and on this machine, one thread each, and divide: that is the device's

@@ -40,7 +40,7 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,8 +162,12 @@ def _alarms_at_threshold(detector: Detector, prepared: PreparedData) -> dict:
     _, proba = predict_labels(detector, prepared.features, prepared.windows[rows])
     labels, _, _ = decide(proba, list(detector.vocabulary.labels), float(rule["threshold"]))
     fa = false_alarms(prepared.labels[rows], labels)
-    return {"threshold": float(rule["threshold"]), "threshold_budget": rule.get("max_false_alarm_rate"),
-            "threshold_false_alarms_per_1000": fa["per_1000"], "threshold_attack_recall": fa["attack_recall"]}
+    return {
+        "threshold": float(rule["threshold"]),
+        "threshold_budget": rule.get("max_false_alarm_rate"),
+        "threshold_false_alarms_per_1000": fa["per_1000"],
+        "threshold_attack_recall": fa["attack_recall"],
+    }
 
 
 def _clean(value: Any) -> Any:
@@ -196,17 +200,34 @@ def _write_results(path: Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
-def make_meta(cfg: ExperimentConfig, prepared: PreparedData, parts: list[np.ndarray], withheld: np.ndarray, source: dict) -> dict:
+def make_meta(
+    cfg: ExperimentConfig, prepared: PreparedData, parts: list[np.ndarray], withheld: np.ndarray, source: dict
+) -> dict:
     """The ``meta`` section: data, sizes, settings, versions and the command line."""
     from fedids import __version__
 
-    return {"title": "fedids paper evaluation", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "fedids": __version__, **source, "rows": int(len(prepared.labels)),
-            "test_rows": int(len(prepared.test_rows)), "clients": len(parts), "withheld_rows": int(len(withheld)),
-            "rounds": cfg.rounds, "partition": cfg.partition, "local_epochs": cfg.local_epochs,
-            "seed": cfg.seed, "quick": cfg.quick, "command": cfg.command, "torch_threads": 1,
-            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                        "platform": platform.platform()}}
+    return {
+        "title": "fedids paper evaluation",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "fedids": __version__,
+        **source,
+        "rows": int(len(prepared.labels)),
+        "test_rows": int(len(prepared.test_rows)),
+        "clients": len(parts),
+        "withheld_rows": int(len(withheld)),
+        "rounds": cfg.rounds,
+        "partition": cfg.partition,
+        "local_epochs": cfg.local_epochs,
+        "seed": cfg.seed,
+        "quick": cfg.quick,
+        "command": cfg.command,
+        "torch_threads": 1,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+    }
 
 
 def _section(cfg: ExperimentConfig, **extra: Any) -> dict:
@@ -240,9 +261,17 @@ def federation_kwargs(cfg: ExperimentConfig, mode: str, keys_dir: Path) -> tuple
     HE modes get a fresh key set in ``keys_dir`` (``fedids.privacy.keys.init_keys``); DP modes (``dp``
     and ``dpsgd``) are calibrated to ``cfg.target_epsilon`` over ``cfg.rounds``.
     """
-    kwargs: dict[str, Any] = dict(rounds=cfg.rounds, fraction_train=1.0, min_clients=1,
-                                  local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                  hidden=cfg.hidden, window=cfg.window, seed=cfg.seed)
+    kwargs: dict[str, Any] = dict(
+        rounds=cfg.rounds,
+        fraction_train=1.0,
+        min_clients=1,
+        local_epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        hidden=cfg.hidden,
+        window=cfg.window,
+        seed=cfg.seed,
+    )
     secret: str | None = None
     privacy, dpsgd = split_mode(mode)
     if dpsgd:
@@ -265,8 +294,14 @@ def federation_kwargs(cfg: ExperimentConfig, mode: str, keys_dir: Path) -> tuple
 # Sections
 
 
-def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: ExperimentConfig, mode: str, run_dir: Path,
-                  label: str) -> tuple[dict, Detector | None]:
+def run_federated(
+    prepared: PreparedData,
+    parts: list[np.ndarray],
+    cfg: ExperimentConfig,
+    mode: str,
+    run_dir: Path,
+    label: str,
+) -> tuple[dict, Detector | None]:
     """One federated run; returns its mode entry and the final global detector (or None)."""
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import run_simulated
@@ -279,18 +314,23 @@ def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: Experime
     config = FederationConfig(**kwargs)
     start = time.perf_counter()
     with progress_bar(f"federated {label}", cfg.rounds) as advance:
+
         def on_round(rec) -> None:
             spent = round_epsilon(dataclasses.asdict(rec))
             eps = f", epsilon {spent:.2f}" if spent is not None else ""
-            err.print(f"  {label} round {rec.round:>3}: test macro-F1 {rec.test['macro_f1']:.4f}, "
-                      f"MCC {rec.test['mcc']:.4f}{eps}, {rec.seconds:.1f} s")
+            err.print(
+                f"  {label} round {rec.round:>3}: test macro-F1 {rec.test['macro_f1']:.4f}, "
+                f"MCC {rec.test['mcc']:.4f}{eps}, {rec.seconds:.1f} s"
+            )
             advance(1)
 
         extra = {"he_secret_context": secret} if secret else {}
         state = run_simulated(prepared, parts, config, run_dir, on_round=on_round, **extra)
     seconds = time.perf_counter() - start
     if not state.history:
-        return {"status": f"not run: no round completed ({getattr(state, 'stopped', None) or 'unknown'})"}, None
+        return {
+            "status": f"not run: no round completed ({getattr(state, 'stopped', None) or 'unknown'})"
+        }, None
     detector = load_detector(run_dir / "global") if (run_dir / "global").is_dir() else None
     last = state.history[-1]
     final = state.calibration.get("test") or last["test"]  # after head calibration, if any
@@ -300,26 +340,48 @@ def run_federated(prepared: PreparedData, parts: list[np.ndarray], cfg: Experime
 
         alarms = _alarms(evaluate_rows(detector, prepared, prepared.test_rows))
         alarms |= _alarms_at_threshold(detector, prepared)
-    entry = {"status": "ok", "kind": "federated", "privacy": mode, **_summary(final), **alarms,
-             "rounds": state.completed_round, "seconds": seconds, "epsilon": round_epsilon(last),
-             "dp_unit": dp_unit(mode),
-             "stopped": getattr(state, "stopped", None), "history": state.history, "run_dir": str(run_dir)}
+    entry = {
+        "status": "ok",
+        "kind": "federated",
+        "privacy": mode,
+        **_summary(final),
+        **alarms,
+        "rounds": state.completed_round,
+        "seconds": seconds,
+        "epsilon": round_epsilon(last),
+        "dp_unit": dp_unit(mode),
+        "stopped": getattr(state, "stopped", None),
+        "history": state.history,
+        "run_dir": str(run_dir),
+    }
     return entry, detector
 
 
-def per_family_section(detector: Detector, prepared: PreparedData, model_name: str, cfg: ExperimentConfig) -> dict:
+def per_family_section(
+    detector: Detector, prepared: PreparedData, model_name: str, cfg: ExperimentConfig
+) -> dict:
     """Per-family one-vs-rest metrics and the confusion matrix of ``detector`` on the test rows."""
     from fedids.task import evaluate_rows
 
     metrics = evaluate_rows(detector, prepared, prepared.test_rows)
-    families = {fam: {k: v[k] for k in ("accuracy", "precision", "recall", "f1", "support")}
-                for fam, v in metrics["per_family"].items()}
-    return _section(cfg, status="ok", model=model_name, test_rows=int(len(prepared.test_rows)),
-                    families=families, confusion=metrics["confusion"], macro_f1=metrics["macro_f1"])
+    families = {
+        fam: {k: v[k] for k in ("accuracy", "precision", "recall", "f1", "support")}
+        for fam, v in metrics["per_family"].items()
+    }
+    return _section(
+        cfg,
+        status="ok",
+        model=model_name,
+        test_rows=int(len(prepared.test_rows)),
+        families=families,
+        confusion=metrics["confusion"],
+        macro_f1=metrics["macro_f1"],
+    )
 
 
-def size_and_latency_sections(detector: Detector, prepared: PreparedData, cfg: ExperimentConfig,
-                              work_dir: Path, model_name: str) -> tuple[dict, dict]:
+def size_and_latency_sections(
+    detector: Detector, prepared: PreparedData, cfg: ExperimentConfig, work_dir: Path, model_name: str
+) -> tuple[dict, dict]:
     """ONNX sizes (float, int8, pruned, pruned int8) with their test macro-F1, and batch-1 latency."""
     try:
         from fedids.detect.stream import OnnxScorer, compact_rows, score_windows
@@ -335,12 +397,20 @@ def size_and_latency_sections(detector: Detector, prepared: PreparedData, cfg: E
     # No fine-tune after pruning: fine-tuning on the pooled training rows would be centralized training
     # (it raised macro-F1 well above the federated model's in a trial), which a federation cannot do.
     pruned = prune_detector(detector, cfg.prune_amount)
-    variants = {"float": (detector, "none"), "int8": (detector, "int8"),
-                "pruned": (pruned.detector, "none"), "pruned_int8": (pruned.detector, "int8")}
+    variants = {
+        "float": (detector, "none"),
+        "int8": (detector, "int8"),
+        "pruned": (pruned.detector, "none"),
+        "pruned_int8": (pruned.detector, "int8"),
+    }
     sizes, f1, blobs = {}, {}, {}
     for name, (det, quant) in variants.items():
-        result = export_onnx(det, work_dir / f"model-{name}.onnx", quantize=quant,
-                             prune_amount=cfg.prune_amount if det is pruned.detector else 0.0)
+        result = export_onnx(
+            det,
+            work_dir / f"model-{name}.onnx",
+            quantize=quant,
+            prune_amount=cfg.prune_amount if det is pruned.detector else 0.0,
+        )
         blob = result.path.read_bytes()
         blobs[name] = blob
         sizes[name] = int(result.size_bytes)
@@ -355,8 +425,16 @@ def size_and_latency_sections(detector: Detector, prepared: PreparedData, cfg: E
     buf = io.BytesIO()
     torch.save(detector.model.state_dict(), buf)
     sizes["pytorch_state_dict"] = len(buf.getvalue())
-    size_section = _section(cfg, status="ok", model=model_name, variants=sizes, macro_f1=f1,
-                            prune_amount=cfg.prune_amount, sparsity=pruned.sparsity, prune_finetune="none")
+    size_section = _section(
+        cfg,
+        status="ok",
+        model=model_name,
+        variants=sizes,
+        macro_f1=f1,
+        prune_amount=cfg.prune_amount,
+        sparsity=pruned.sparsity,
+        prune_finetune="none",
+    )
     rng = np.random.default_rng(cfg.seed)
     picks = rng.choice(len(test_rows), size=min(cfg.latency_calls, len(test_rows)), replace=False)
     lat: dict[str, dict] = {}
@@ -364,20 +442,36 @@ def size_and_latency_sections(detector: Detector, prepared: PreparedData, cfg: E
         scorer = OnnxScorer(blobs[name], source=name, threads=1)
         times = []
         for i in picks:
-            flows, window_rows = compact_rows(prepared.features, windows[i:i + 1])
+            flows, window_rows = compact_rows(prepared.features, windows[i : i + 1])
             t0 = time.perf_counter()
             scorer.score(flows, window_rows)
             times.append((time.perf_counter() - t0) * 1000.0)
         times.sort()
-        lat[name] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
-                     "mean": float(statistics.fmean(times))}
-    estimate = {d.name: {"p50": lat["float"]["p50"] * d.core_speed_factor,
-                         "p99": lat["float"]["p99"] * d.core_speed_factor}
-                for d in en.DEVICE_PROFILES.values() if d.name != "host"}
-    latency_section = _section(cfg, status="ok", model=model_name, backend="onnxruntime", threads=1, batch=1,
-                               calls=int(len(picks)), variants=lat, device_estimate=estimate,
-                               what="wall time of one OnnxScorer.score call on one window (float model for "
-                                    "the device estimate)")
+        lat[name] = {
+            "p50": float(np.percentile(times, 50)),
+            "p99": float(np.percentile(times, 99)),
+            "mean": float(statistics.fmean(times)),
+        }
+    estimate = {
+        d.name: {
+            "p50": lat["float"]["p50"] * d.core_speed_factor,
+            "p99": lat["float"]["p99"] * d.core_speed_factor,
+        }
+        for d in en.DEVICE_PROFILES.values()
+        if d.name != "host"
+    }
+    latency_section = _section(
+        cfg,
+        status="ok",
+        model=model_name,
+        backend="onnxruntime",
+        threads=1,
+        batch=1,
+        calls=int(len(picks)),
+        variants=lat,
+        device_estimate=estimate,
+        what="wall time of one OnnxScorer.score call on one window (float model for the device estimate)",
+    )
     return size_section, latency_section
 
 
@@ -387,8 +481,16 @@ def update_bytes_section(detector: Detector, entries: dict, cfg: ExperimentConfi
     from fedids.model.train import get_weights
 
     flat = np.concatenate([w.ravel() for w in get_weights(detector.model)]).astype(np.float32)
-    out = _section(cfg, status="ok", parameters=int(flat.size), plaintext=int(flat.nbytes), he_ckks=None,
-                   he_encrypt_s=None, he_ratio=None, per_mode={})
+    out = _section(
+        cfg,
+        status="ok",
+        parameters=int(flat.size),
+        plaintext=int(flat.nbytes),
+        he_ckks=None,
+        he_encrypt_s=None,
+        he_ratio=None,
+        per_mode={},
+    )
     try:
         from fedids.privacy.he import create_he_keys, encrypt_update
 
@@ -405,8 +507,13 @@ def update_bytes_section(detector: Detector, entries: dict, cfg: ExperimentConfi
     return out
 
 
-def energy_sections(entries: dict, cfg: ExperimentConfig, local_cpu_s: float | None, client_rows: list[int],
-                    radio: str = "wifi") -> tuple[dict, dict]:
+def energy_sections(
+    entries: dict,
+    cfg: ExperimentConfig,
+    local_cpu_s: float | None,
+    client_rows: list[int],
+    radio: str = "wifi",
+) -> tuple[dict, dict]:
     """``energy_j`` and ``communication_mb`` from the federated histories and the baselines.
 
     Rounds whose records lack ``client_seconds`` get an estimate from the local baseline's measured CPU
@@ -420,8 +527,11 @@ def energy_sections(entries: dict, cfg: ExperimentConfig, local_cpu_s: float | N
         return _section(cfg, status=reason), _section(cfg, status=reason)
     reference = "none" if "none" in feds else max(feds, key=lambda m: feds[m]["macro_f1"])
     target = TARGET_FRACTION * feds[reference]["macro_f1"]
-    per_row_epoch = (local_cpu_s / (sum(client_rows) * cfg.rounds * cfg.local_epochs)
-                     if local_cpu_s and sum(client_rows) else None)
+    per_row_epoch = (
+        local_cpu_s / (sum(client_rows) * cfg.rounds * cfg.local_epochs)
+        if local_cpu_s and sum(client_rows)
+        else None
+    )
     from fedids.federation.client_app import LOCAL_VAL_FRACTION
 
     modes_out, sources, comm = {}, {}, {}
@@ -429,7 +539,13 @@ def energy_sections(entries: dict, cfg: ExperimentConfig, local_cpu_s: float | N
         history = e["history"]
         measured = all(h.get("client_seconds") is not None for h in history)
         if not measured and per_row_epoch is not None:
-            est = per_row_epoch * (1.0 - LOCAL_VAL_FRACTION) * cfg.local_epochs * sum(client_rows) / len(client_rows)
+            est = (
+                per_row_epoch
+                * (1.0 - LOCAL_VAL_FRACTION)
+                * cfg.local_epochs
+                * sum(client_rows)
+                / len(client_rows)
+            )
             history = [{**h, "client_seconds": est, "client_privacy_seconds": None} for h in history]
             sources[mode] = "estimated"
         else:
@@ -439,33 +555,56 @@ def energy_sections(entries: dict, cfg: ExperimentConfig, local_cpu_s: float | N
             s = en.summarise_history(history, d, r, target)
             modes_out[mode][d.name] = s
         ref = en.summarise_history(e["history"], devices[0], r, target)
-        comm[mode] = {"per_round_mb": [x["mb"] for x in ref["per_round"]], "total_mb": ref["total_mb"],
-                      "per_client_round_mb": ref["mean_per_client_round_mb"],
-                      "rounds_to_target": ref["rounds_to_target"], "to_target_mb": ref["to_target_mb"]}
+        comm[mode] = {
+            "per_round_mb": [x["mb"] for x in ref["per_round"]],
+            "total_mb": ref["total_mb"],
+            "per_client_round_mb": ref["mean_per_client_round_mb"],
+            "rounds_to_target": ref["rounds_to_target"],
+            "to_target_mb": ref["to_target_mb"],
+        }
     from fedids.data.schema import FEATURES
 
     raw_bytes = int(sum(client_rows)) * len(FEATURES) * 4
     baselines: dict[str, dict] = {
-        "centralized": {"what": f"radio energy of uploading the clients' raw flow features once over {radio}",
-                        **{d.name: r.joules(raw_bytes, 0) for d in devices}},
+        "centralized": {
+            "what": f"radio energy of uploading the clients' raw flow features once over {radio}",
+            **{d.name: r.joules(raw_bytes, 0) for d in devices},
+        },
     }
     if local_cpu_s is not None:
-        baselines["local"] = {"what": "CPU energy of local-only training on every client (measured CPU time)",
-                              **{d.name: d.cpu_joules(local_cpu_s) for d in devices}}
-    energy_section = _section(cfg, status="ok", radio=radio, target_macro_f1=target,
-                              target_rule=f"{TARGET_FRACTION:g} x the final macro-F1 of federated mode {reference}",
-                              cpu_seconds_source=sources,
-                              cpu_seconds_note=("measured: the clients' own timing of local training plus "
-                                                "clipping/noise/encryption/masking, per round; estimated: the "
-                                                "local baseline's CPU time per training row and epoch times the "
-                                                "clients' training rows (privacy work not included)"),
-                              modes=modes_out, baselines=baselines,
-                              profiles=en.profiles_table())
-    comm_section = _section(cfg, status="ok", modes=comm, baselines={
-        "centralized": {"total_mb": raw_bytes / en.BYTES_PER_MB,
-                        "what": "raw features of every training flow uploaded once (float32, one value per feature)"},
-        "local": {"total_mb": 0.0, "what": "nothing leaves the device"},
-    })
+        baselines["local"] = {
+            "what": "CPU energy of local-only training on every client (measured CPU time)",
+            **{d.name: d.cpu_joules(local_cpu_s) for d in devices},
+        }
+    energy_section = _section(
+        cfg,
+        status="ok",
+        radio=radio,
+        target_macro_f1=target,
+        target_rule=f"{TARGET_FRACTION:g} x the final macro-F1 of federated mode {reference}",
+        cpu_seconds_source=sources,
+        cpu_seconds_note=(
+            "measured: the clients' own timing of local training plus "
+            "clipping/noise/encryption/masking, per round; estimated: the "
+            "local baseline's CPU time per training row and epoch times the "
+            "clients' training rows (privacy work not included)"
+        ),
+        modes=modes_out,
+        baselines=baselines,
+        profiles=en.profiles_table(),
+    )
+    comm_section = _section(
+        cfg,
+        status="ok",
+        modes=comm,
+        baselines={
+            "centralized": {
+                "total_mb": raw_bytes / en.BYTES_PER_MB,
+                "what": "raw features of every training flow uploaded once (float32, one value per feature)",
+            },
+            "local": {"total_mb": 0.0, "what": "nothing leaves the device"},
+        },
+    )
     return energy_section, comm_section
 
 
@@ -482,7 +621,9 @@ ADAPTIVE_RUNS: dict[str, str] = {
 }
 
 
-def adaptive_budget_j(prepared: PreparedData, parts: list[np.ndarray], cfg: ExperimentConfig) -> tuple[float, dict]:
+def adaptive_budget_j(
+    prepared: PreparedData, parts: list[np.ndarray], cfg: ExperimentConfig
+) -> tuple[float, dict]:
     """The per-device energy budget of the ``energy`` run, and the fleet (client key -> device profile).
 
     Budget: what the median client spends, in the ledger's own model, under random sampling at one
@@ -500,20 +641,37 @@ def adaptive_budget_j(prepared: PreparedData, parts: list[np.ndarray], cfg: Expe
     per_example = adaptive.cpu_seconds_per_example_epoch(cfg.hidden, cfg.window)
     # The keys simulated clients report (client_app.client_key): partition-NNNN, by position in parts.
     fleet = adaptive.assign_profiles(f"partition-{i:04d}" for i in range(len(parts)))
-    costs = [adaptive.estimate_round_j(en.DEVICE_PROFILES[fleet[key]], int(round(len(p) * (1 - LOCAL_VAL_FRACTION))),
-                                       1, model_bytes, model_bytes, per_example)
-             for key, p in zip((f"partition-{i:04d}" for i in range(len(parts))), parts)]
+    costs = [
+        adaptive.estimate_round_j(
+            en.DEVICE_PROFILES[fleet[key]],
+            int(round(len(p) * (1 - LOCAL_VAL_FRACTION))),
+            1,
+            model_bytes,
+            model_bytes,
+            per_example,
+        )
+        for key, p in zip((f"partition-{i:04d}" for i in range(len(parts))), parts)
+    ]
     return ADAPTIVE_FRACTION * cfg.rounds * float(np.median(costs)), fleet
 
 
 def adaptive_settings(budget_j: float) -> dict[str, dict]:
     """FederationConfig settings of each run of the comparison (beside the common ones)."""
-    return {"fedavg": {}, "energy": {"selection": "energy", "energy_budget_j": budget_j,
-                                     "max_local_epochs": ADAPTIVE_MAX_EPOCHS},
-            "int8": {"compression": "int8"}, "topk": {"compression": ADAPTIVE_TOPK}}
+    return {
+        "fedavg": {},
+        "energy": {
+            "selection": "energy",
+            "energy_budget_j": budget_j,
+            "max_local_epochs": ADAPTIVE_MAX_EPOCHS,
+        },
+        "int8": {"compression": "int8"},
+        "topk": {"compression": ADAPTIVE_TOPK},
+    }
 
 
-def adaptive_section(prepared: PreparedData, parts: list[np.ndarray], cfg: ExperimentConfig, run_root: Path) -> dict:
+def adaptive_section(
+    prepared: PreparedData, parts: list[np.ndarray], cfg: ExperimentConfig, run_root: Path
+) -> dict:
     """Run the four federations of :data:`ADAPTIVE_RUNS` (Flower simulation) and summarise them."""
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import run_simulated
@@ -522,29 +680,54 @@ def adaptive_section(prepared: PreparedData, parts: list[np.ndarray], cfg: Exper
     settings = adaptive_settings(budget)
     runs: dict[str, dict] = {}
     for name, extra in settings.items():
-        config = FederationConfig(rounds=cfg.rounds, fraction_train=ADAPTIVE_FRACTION, min_clients=1, strategy="fedavg",
-                                  local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                  hidden=cfg.hidden, window=cfg.window, seed=cfg.seed, **extra)
+        config = FederationConfig(
+            rounds=cfg.rounds,
+            fraction_train=ADAPTIVE_FRACTION,
+            min_clients=1,
+            strategy="fedavg",
+            local_epochs=cfg.local_epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            hidden=cfg.hidden,
+            window=cfg.window,
+            seed=cfg.seed,
+            **extra,
+        )
         start = time.perf_counter()
         try:
             with progress_bar(f"adaptive {name}", cfg.rounds) as advance:
+
                 def on_round(rec, name=name) -> None:
-                    err.print(f"  {name} round {rec.round:>3}: test macro-F1 {rec.test['macro_f1']:.4f}, "
-                              f"{rec.clients} clients, {rec.energy_j:.2f} J, {rec.bytes_up:,} B up")
+                    err.print(
+                        f"  {name} round {rec.round:>3}: test macro-F1 {rec.test['macro_f1']:.4f}, "
+                        f"{rec.clients} clients, {rec.energy_j:.2f} J, {rec.bytes_up:,} B up"
+                    )
                     advance(1)
 
-                state = run_simulated(prepared, parts, config, run_root / f"adaptive-{name}", on_round=on_round)
-            runs[name] = {"status": "ok" if state.history else "not run: no round completed",
-                          "history": state.history, "stopped": state.stopped,
-                          "seconds": time.perf_counter() - start}
+                state = run_simulated(
+                    prepared, parts, config, run_root / f"adaptive-{name}", on_round=on_round
+                )
+            runs[name] = {
+                "status": "ok" if state.history else "not run: no round completed",
+                "history": state.history,
+                "stopped": state.stopped,
+                "seconds": time.perf_counter() - start,
+            }
         except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
             reason = str(exc).splitlines()[0][:300] if str(exc) else ""
             runs[name] = {"status": f"failed: {type(exc).__name__}: {reason}"}
     return summarise_adaptive(runs, settings, cfg, budget_j=budget, fleet=fleet)
 
 
-def summarise_adaptive(runs: dict[str, dict], settings: dict[str, dict], cfg: ExperimentConfig, *,
-                       budget_j: float, fleet: dict[str, str], radio: str = "wifi") -> dict:
+def summarise_adaptive(
+    runs: dict[str, dict],
+    settings: dict[str, dict],
+    cfg: ExperimentConfig,
+    *,
+    budget_j: float,
+    fleet: dict[str, str],
+    radio: str = "wifi",
+) -> dict:
     """The ``adaptive`` section from the runs' histories (``runs[name]``: status, history, stopped, seconds).
 
     Target: :data:`TARGET_FRACTION` x the best test macro-F1 plain FedAvg reached, the same for every run.
@@ -557,7 +740,9 @@ def summarise_adaptive(runs: dict[str, dict], settings: dict[str, dict], cfg: Ex
 
     base = runs.get("fedavg", {})
     if base.get("status") != "ok":
-        return _section(cfg, status=f"not run: plain FedAvg did not complete ({base.get('status', 'missing')})")
+        return _section(
+            cfg, status=f"not run: plain FedAvg did not complete ({base.get('status', 'missing')})"
+        )
     target = TARGET_FRACTION * max(h["test"]["macro_f1"] for h in base["history"])
     device, link = en.DEVICE_PROFILES[adaptive.FLEET_PROFILES[0]], en.RADIO_PROFILES[radio]
     out: dict[str, dict] = {}
@@ -573,16 +758,24 @@ def summarise_adaptive(runs: dict[str, dict], settings: dict[str, dict], cfg: Ex
         epochs = [p["epochs"] for h in history for p in (h.get("participants") or {}).values()]
         extra = settings.get(name, {})
         out[name] = {
-            "status": "ok", "what": ADAPTIVE_RUNS.get(name, name),
-            "selection": extra.get("selection", "random"), "compression": extra.get("compression", "none"),
-            "rounds": len(history), "stopped": run.get("stopped"), "seconds": run.get("seconds"),
+            "status": "ok",
+            "what": ADAPTIVE_RUNS.get(name, name),
+            "selection": extra.get("selection", "random"),
+            "compression": extra.get("compression", "none"),
+            "rounds": len(history),
+            "stopped": run.get("stopped"),
+            "seconds": run.get("seconds"),
             "final_macro_f1": history[-1]["test"]["macro_f1"],
             "best_macro_f1": max(h["test"]["macro_f1"] for h in history),
             "rounds_to_target": k,
-            "to_target_j": (float(sum(h["energy_j"] for h in history if h["round"] <= k))
-                            if k is not None and have_j else None),
+            "to_target_j": (
+                float(sum(h["energy_j"] for h in history if h["round"] <= k))
+                if k is not None and have_j
+                else None
+            ),
             "to_target_mb": mb["to_target_mb"],
-            "total_j": float(sum(joules)) if have_j else None, "total_mb": mb["total_mb"],
+            "total_j": float(sum(joules)) if have_j else None,
+            "total_mb": mb["total_mb"],
             "mean_clients": float(np.mean([h["clients"] for h in history])),
             "mean_local_epochs": float(np.mean(epochs)) if epochs else None,
             "upload_bytes_per_client_round": float(np.mean([h["bytes_up"] / h["clients"] for h in history])),
@@ -592,73 +785,120 @@ def summarise_adaptive(runs: dict[str, dict], settings: dict[str, dict], cfg: Ex
     for entry in out.values():
         if entry["status"] == "ok":
             for key, ratio in (("to_target_j", "j_vs_fedavg"), ("to_target_mb", "mb_vs_fedavg")):
-                entry[ratio] = (entry[key] / ref[key] if entry[key] is not None and ref[key] else None)
+                entry[ratio] = entry[key] / ref[key] if entry[key] is not None and ref[key] else None
     counts = {p: sum(1 for v in fleet.values() if v == p) for p in adaptive.FLEET_PROFILES}
-    return _section(cfg, status="ok", fraction_train=ADAPTIVE_FRACTION, clients=len(fleet), strategy="fedavg",
-                    radio=radio, target_macro_f1=target,
-                    target_rule=f"{TARGET_FRACTION:g} x the best test macro-F1 of plain FedAvg (run fedavg)",
-                    energy_budget_j=budget_j,
-                    budget_rule=(f"the median client's modelled energy for {ADAPTIVE_FRACTION:g} x {cfg.rounds} "
-                                 "one-epoch rounds (its expected spend under random sampling)"),
-                    max_local_epochs=ADAPTIVE_MAX_EPOCHS,
-                    energy_model=("joules = device CPU energy of examples x epochs x the reference CPU cost per "
-                                  "example-epoch (fedids.federation.adaptive), plus Wi-Fi radio energy of the bytes "
-                                  "each client sent and received; each client on its own device profile"),
-                    fleet=counts, runs=out)
+    return _section(
+        cfg,
+        status="ok",
+        fraction_train=ADAPTIVE_FRACTION,
+        clients=len(fleet),
+        strategy="fedavg",
+        radio=radio,
+        target_macro_f1=target,
+        target_rule=f"{TARGET_FRACTION:g} x the best test macro-F1 of plain FedAvg (run fedavg)",
+        energy_budget_j=budget_j,
+        budget_rule=(
+            f"the median client's modelled energy for {ADAPTIVE_FRACTION:g} x {cfg.rounds} "
+            "one-epoch rounds (its expected spend under random sampling)"
+        ),
+        max_local_epochs=ADAPTIVE_MAX_EPOCHS,
+        energy_model=(
+            "joules = device CPU energy of examples x epochs x the reference CPU cost per "
+            "example-epoch (fedids.federation.adaptive), plus Wi-Fi radio energy of the bytes "
+            "each client sent and received; each client on its own device profile"
+        ),
+        fleet=counts,
+        runs=out,
+    )
 
 
 def load_scalability(path: Path | None) -> dict:
     """The scalability benchmark's JSON, or a "not run" entry."""
     if path is None or not Path(path).exists():
-        return {"status": f"not run: {path} not found (run python benchmarks/bench_scalability.py)",
-                "command": "python benchmarks/bench_scalability.py"}
+        return {
+            "status": f"not run: {path} not found (run python benchmarks/bench_scalability.py)",
+            "command": "python benchmarks/bench_scalability.py",
+        }
     data = json.loads(Path(path).read_text())
     return {"status": "ok", "source": str(path), **data}
 
 
-def mia_section(prepared: PreparedData, parts: list[np.ndarray], withheld: np.ndarray,
-                targets: dict[str, tuple[Detector | None, dict]],
-                cfg: ExperimentConfig) -> dict:
+def mia_section(
+    prepared: PreparedData,
+    parts: list[np.ndarray],
+    withheld: np.ndarray,
+    targets: dict[str, tuple[Detector | None, dict]],
+    cfg: ExperimentConfig,
+) -> dict:
     """Loss-threshold and shadow-model attacks against each target ``{name: (detector, entry)}``."""
     from fedids.evaluation import mia
     from fedids.federation.client_app import LOCAL_VAL_FRACTION
     from fedids.model.train import TrainConfig
 
-    members = mia.Examples.concat([mia.client_examples(prepared, p, cfg.window, LOCAL_VAL_FRACTION)[0]
-                                   for p in parts], cfg.window)
+    members = mia.Examples.concat(
+        [mia.client_examples(prepared, p, cfg.window, LOCAL_VAL_FRACTION)[0] for p in parts], cfg.window
+    )
     # The withheld rows are cut like a client's (first 80% in time), so that members and non-members
     # cover the same stretch of time.
     non_members = mia.client_examples(prepared, withheld, cfg.window, LOCAL_VAL_FRACTION)[0]
-    pool_name = ("an iid sample of host segments withheld from every partition (never trained on), first "
-                 "part in time as for the clients")
+    pool_name = (
+        "an iid sample of host segments withheld from every partition (never trained on), first "
+        "part in time as for the clients"
+    )
     if len(non_members) < 50:
-        non_members = mia.Examples.concat([mia.client_examples(prepared, p, cfg.window, LOCAL_VAL_FRACTION)[1]
-                                           for p in parts], cfg.window)
+        non_members = mia.Examples.concat(
+            [mia.client_examples(prepared, p, cfg.window, LOCAL_VAL_FRACTION)[1] for p in parts], cfg.window
+        )
         pool_name = "the clients' local validation flows (never trained on; later in time than the members)"
     shadow_pool = mia.server_examples(prepared, prepared.test_rows)
-    shadow_cfg = mia.ShadowConfig(shadows=cfg.shadows, hidden=cfg.hidden,
-                                  train=TrainConfig(epochs=cfg.rounds * cfg.local_epochs, batch_size=cfg.batch_size,
-                                                    lr=cfg.lr, seed=cfg.seed))
-    out = _section(cfg, status="ok", members_pool="the participating clients' training windows, as each client built them",
-                   nonmember_pool=pool_name, shadow_pool="the server's held-out test flows",
-                   shadows=cfg.shadows, shadow_epochs=shadow_cfg.train.epochs, max_per_class=cfg.mia_max_per_class,
-                   what=("Members vs non-members balanced by class and host; AUC and advantage (TPR minus FPR) of a black-box "
-                         "attacker who sees output probabilities and the true label (see docs/evaluation.md)."),
-                   models={})
+    shadow_cfg = mia.ShadowConfig(
+        shadows=cfg.shadows,
+        hidden=cfg.hidden,
+        train=TrainConfig(
+            epochs=cfg.rounds * cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed
+        ),
+    )
+    out = _section(
+        cfg,
+        status="ok",
+        members_pool="the participating clients' training windows, as each client built them",
+        nonmember_pool=pool_name,
+        shadow_pool="the server's held-out test flows",
+        shadows=cfg.shadows,
+        shadow_epochs=shadow_cfg.train.epochs,
+        max_per_class=cfg.mia_max_per_class,
+        what=(
+            "Members vs non-members balanced by class and host; AUC and advantage (TPR minus FPR) of a black-box "
+            "attacker who sees output probabilities and the true label (see docs/evaluation.md)."
+        ),
+        models={},
+    )
     for k, (name, (detector, entry)) in enumerate(targets.items()):
         if detector is None:
             out["models"][name] = {"status": entry.get("status", "not run")}
             continue
         rng = np.random.default_rng([cfg.seed, 17, k])
-        model_out: dict[str, Any] = {"status": "ok", "epsilon": entry.get("epsilon"), "privacy": entry.get("privacy")}
+        model_out: dict[str, Any] = {
+            "status": "ok",
+            "epsilon": entry.get("epsilon"),
+            "privacy": entry.get("privacy"),
+        }
         err.print(f"  membership inference on {name}: loss threshold")
         model_out["loss_threshold"] = mia.loss_threshold_attack(
-            detector, prepared.features, members, non_members, rng, cfg.mia_max_per_class).as_dict()
+            detector, prepared.features, members, non_members, rng, cfg.mia_max_per_class
+        ).as_dict()
         err.print(f"  membership inference on {name}: {cfg.shadows} shadow models")
         try:
             model_out["shadow_model"] = mia.shadow_model_attack(
-                detector, prepared.features, shadow_pool, members, non_members, shadow_cfg, rng,
-                cfg.mia_max_per_class).as_dict()
+                detector,
+                prepared.features,
+                shadow_pool,
+                members,
+                non_members,
+                shadow_cfg,
+                rng,
+                cfg.mia_max_per_class,
+            ).as_dict()
         except ValueError as exc:
             model_out["shadow_model"] = f"not run: {exc}"
         out["models"][name] = model_out
@@ -730,15 +970,22 @@ def run_experiment(cfg: ExperimentConfig, frame: pd.DataFrame | None = None) -> 
     parts = [p for p in make_partitions(remaining, cfg.clients, cfg.partition, cfg.seed) if len(p)]
     if not parts:
         raise ValueError(f"partition {cfg.partition}: no client received any data")
-    results: dict[str, Any] = {"meta": make_meta(cfg, prepared, parts, withheld, source), "paper": PAPER_REFERENCE}
+    results: dict[str, Any] = {
+        "meta": make_meta(cfg, prepared, parts, withheld, source),
+        "paper": PAPER_REFERENCE,
+    }
     _write_results(results_path, results)
-    err.print(f"[bold]experiment[/bold]: {len(prepared.labels):,} flows, {len(parts)} clients "
-              f"(+1 withheld for membership inference), {cfg.rounds} rounds, partition {cfg.partition}")
+    err.print(
+        f"[bold]experiment[/bold]: {len(prepared.labels):,} flows, {len(parts)} clients "
+        f"(+1 withheld for membership inference), {cfg.rounds} rounds, partition {cfg.partition}"
+    )
 
     # Baselines on the participating clients' rows only (the withheld client never trains).
     train_rows = np.sort(np.concatenate(parts))
     entries: dict[str, dict] = {}
-    base_cfg = TrainConfig(epochs=cfg.rounds * cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    base_cfg = TrainConfig(
+        epochs=cfg.rounds * cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed
+    )
     mask = np.ones(len(prepared.labels), dtype=bool)
     mask[train_rows] = False
     pooled = PreparedData(prepared.frame, prepared.features, prepared.windows, mask, prepared.labels)
@@ -746,20 +993,28 @@ def run_experiment(cfg: ExperimentConfig, frame: pd.DataFrame | None = None) -> 
         t0 = time.perf_counter()
         central, _ = train_centralized(pooled, base_cfg, hidden=cfg.hidden, window=cfg.window)
         central_metrics = evaluate_rows(central, prepared, prepared.test_rows)
-        entries["centralized"] = {"status": "ok", "kind": "baseline", **_summary(central_metrics),
-                                  **_alarms(central_metrics),
-                                  "seconds": time.perf_counter() - t0}
+        entries["centralized"] = {
+            "status": "ok",
+            "kind": "baseline",
+            **_summary(central_metrics),
+            **_alarms(central_metrics),
+            "seconds": time.perf_counter() - t0,
+        }
     with progress_bar("local-only baselines", len(parts)) as advance:
         t0, c0 = time.perf_counter(), time.process_time()
         local = run_local(prepared, parts, base_cfg, hidden=cfg.hidden, window=cfg.window, progress=advance)
         local_cpu_s = time.process_time() - c0
         agg = local.aggregate()
         for key in ("mean", "worst"):
-            entries[f"local ({key})"] = {"status": "ok", "kind": "baseline",
-                                         **{k: agg[key][k] for k in SUMMARY_KEYS},
-                                         "seconds": time.perf_counter() - t0}
-    results["modes"] = _section(cfg, partition=cfg.partition, test_rows=int(len(prepared.test_rows)),
-                                entries=entries)
+            entries[f"local ({key})"] = {
+                "status": "ok",
+                "kind": "baseline",
+                **{k: agg[key][k] for k in SUMMARY_KEYS},
+                "seconds": time.perf_counter() - t0,
+            }
+    results["modes"] = _section(
+        cfg, partition=cfg.partition, test_rows=int(len(prepared.test_rows)), entries=entries
+    )
     _write_results(results_path, results)
 
     # Federated modes, metered with RAPL where readable.
@@ -771,7 +1026,9 @@ def run_experiment(cfg: ExperimentConfig, frame: pd.DataFrame | None = None) -> 
     try:
         for mode in cfg.modes:
             try:
-                entry, det = run_federated(prepared, parts, cfg, mode, out / "runs" / f"federated-{mode}", mode)
+                entry, det = run_federated(
+                    prepared, parts, cfg, mode, out / "runs" / f"federated-{mode}", mode
+                )
             except Exception as exc:  # noqa: BLE001 - one failed mode must not lose the rest of a long grid
                 reason = str(exc).splitlines()[0][:300] if str(exc) else ""
                 entry, det = {"status": f"failed: {type(exc).__name__}: {reason}"}, None
@@ -780,30 +1037,52 @@ def run_experiment(cfg: ExperimentConfig, frame: pd.DataFrame | None = None) -> 
             if entry["status"] != "ok":
                 err.print(f"[yellow]{mode}[/yellow]: {entry['status']}")
             _write_results(results_path, results)
-        shared_entry, _ = run_federated(prepared, make_partitions(remaining, len(parts), "shared:0.5", cfg.seed),
-                                        cfg, "none", out / "runs" / "federated-shared-0.5", "shared:0.5")
+        shared_entry, _ = run_federated(
+            prepared,
+            make_partitions(remaining, len(parts), "shared:0.5", cfg.seed),
+            cfg,
+            "none",
+            out / "runs" / "federated-shared-0.5",
+            "shared:0.5",
+        )
     finally:
         if meter is not None:
             meter.__exit__(None, None, None)
-    rapl = ({"status": "ok", "joules": meter.joules, "seconds": meter.seconds,
-             "what": "package energy of this machine during the privacy-mode and shared runs (all processes)"}
-            if meter is not None else {"status": f"unavailable: {rapl_reason}"})
+    rapl = (
+        {
+            "status": "ok",
+            "joules": meter.joules,
+            "seconds": meter.seconds,
+            "what": "package energy of this machine during the privacy-mode and shared runs (all processes)",
+        }
+        if meter is not None
+        else {"status": f"unavailable: {rapl_reason}"}
+    )
     if shared_entry.get("status") == "ok":
         shared_det = _load_global(shared_entry)
         per_class = evaluate_rows(shared_det, prepared, prepared.test_rows)["per_class"] if shared_det else {}
         present = set(prepared.labels[prepared.test_rows])
         results["shared_0_5_avg_f1"] = _section(
-            cfg, status="ok", partition="shared:0.5", privacy="none", avg_f1=shared_entry["macro_f1"],
-            accuracy=shared_entry["accuracy"], mcc=shared_entry["mcc"],
+            cfg,
+            status="ok",
+            partition="shared:0.5",
+            privacy="none",
+            avg_f1=shared_entry["macro_f1"],
+            accuracy=shared_entry["accuracy"],
+            mcc=shared_entry["mcc"],
             per_class_f1={k: v["f1"] for k, v in per_class.items() if k in present},
-            history=shared_entry["history"])
+            history=shared_entry["history"],
+        )
     else:
         results["shared_0_5_avg_f1"] = _section(cfg, status=shared_entry["status"])
     _write_results(results_path, results)
 
     # The best federated model: per family, sizes, latency, update bytes.
-    ran = {m: e for m, e in entries.items() if e.get("kind") == "federated" and e["status"] == "ok"
-           and detectors.get(m) is not None}
+    ran = {
+        m: e
+        for m, e in entries.items()
+        if e.get("kind") == "federated" and e["status"] == "ok" and detectors.get(m) is not None
+    }
     if ran:
         best = max(ran, key=lambda m: ran[m]["macro_f1"])
         best_det, best_name = detectors[best], f"federated ({best})"
@@ -863,19 +1142,28 @@ def summary_lines(results: dict) -> list[str]:
         lines.append("macro-F1: " + ", ".join(f"{m} {e['macro_f1']:.3f}" for m, e in ok.items()))
     shared = results.get("shared_0_5_avg_f1", {})
     if shared.get("status") == "ok":
-        lines.append(f"average F1 under shared:0.5: {shared['avg_f1']:.3f} (paper {PAPER_REFERENCE['shared_0_5_avg_f1']})")
+        lines.append(
+            f"average F1 under shared:0.5: {shared['avg_f1']:.3f} (paper {PAPER_REFERENCE['shared_0_5_avg_f1']})"
+        )
     size, lat = results.get("model_size_bytes", {}), results.get("latency_ms", {})
     if size.get("status") == "ok" and lat.get("status") == "ok":
         v = size["variants"]
-        lines.append(f"model: float {v['float']:,} B, int8 {v['int8']:,} B; latency p50 {lat['variants']['float']['p50']:.3f} ms, "
-                     f"p99 {lat['variants']['float']['p99']:.3f} ms")
+        lines.append(
+            f"model: float {v['float']:,} B, int8 {v['int8']:,} B; latency p50 {lat['variants']['float']['p50']:.3f} ms, "
+            f"p99 {lat['variants']['float']['p99']:.3f} ms"
+        )
     com = results.get("communication_mb", {})
     if com.get("status") == "ok":
-        lines.append("MB per client-round: " + ", ".join(f"{m} {c['per_client_round_mb']:.3f}"
-                                                          for m, c in com["modes"].items()))
+        lines.append(
+            "MB per client-round: "
+            + ", ".join(f"{m} {c['per_client_round_mb']:.3f}" for m, c in com["modes"].items())
+        )
     mia_models = results.get("mia", {}).get("models", {})
-    bits = [f"{m} AUC {v['loss_threshold']['auc']:.3f} adv {v['loss_threshold']['advantage']:.3f}"
-            for m, v in mia_models.items() if v.get("status") == "ok"]
+    bits = [
+        f"{m} AUC {v['loss_threshold']['auc']:.3f} adv {v['loss_threshold']['advantage']:.3f}"
+        for m, v in mia_models.items()
+        if v.get("status") == "ok"
+    ]
     if bits:
         lines.append("membership inference (loss threshold): " + "; ".join(bits))
     return lines[:5]
@@ -898,4 +1186,3 @@ def make_command(cfg_args: dict[str, Any]) -> str:
     if cfg_args.get("adaptive") is False:
         words.append("--no-adaptive")
     return " ".join(shlex.quote(w) for w in words)
-

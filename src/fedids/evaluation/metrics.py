@@ -18,8 +18,16 @@ from sklearn.metrics import (
 from fedids.data.schema import BENIGN_LABEL, family_of
 from fedids.model.checks import DEFAULT_MAX_FALSE_ALARM_RATE
 
-METRIC_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc", "false_alarms", "per_class", "per_family",
-               "confusion")
+METRIC_KEYS = (
+    "accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "mcc",
+    "false_alarms",
+    "per_class",
+    "per_family",
+    "confusion",
+)
 
 
 def false_alarms(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -33,29 +41,45 @@ def false_alarms(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     alert = np.asarray(y_pred) != BENIGN_LABEL
     n_benign, n_attack = int(benign.sum()), int((~benign).sum())
     fa, hit = int((benign & alert).sum()), int((~benign & alert).sum())
-    return {"benign_flows": n_benign, "false_alerts": fa,
-            "per_1000": 1000.0 * fa / n_benign if n_benign else None,
-            "attack_flows": n_attack, "attack_alerts": hit,
-            "attack_recall": hit / n_attack if n_attack else None}
+    return {
+        "benign_flows": n_benign,
+        "false_alerts": fa,
+        "per_1000": 1000.0 * fa / n_benign if n_benign else None,
+        "attack_flows": n_attack,
+        "attack_alerts": hit,
+        "attack_recall": hit / n_attack if n_attack else None,
+    }
 
 
 RATE_GRID: tuple[float, ...] = (0.0, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
 """False-alarm rates for which a model stores its validation threshold (``--max-false-alarm-rate``)."""
 
 
-def threshold_rule(attack_score: np.ndarray, is_benign: np.ndarray,
-                   max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> dict:
+def threshold_rule(
+    attack_score: np.ndarray,
+    is_benign: np.ndarray,
+    max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+) -> dict:
     """:func:`choose_threshold` at ``max_false_alarm_rate`` (the default rule), plus ``table``: the
     threshold and validation recall at every rate of :data:`RATE_GRID`, so that a detector can meet
     another budget without the validation data (:func:`threshold_for_rate`)."""
     rule = choose_threshold(attack_score, is_benign, max_false_alarm_rate)
-    rule["table"] = [{k: v for k, v in choose_threshold(attack_score, is_benign, r).items()
-                      if k in ("max_false_alarm_rate", "threshold", "validation_attack_recall")} for r in RATE_GRID]
+    rule["table"] = [
+        {
+            k: v
+            for k, v in choose_threshold(attack_score, is_benign, r).items()
+            if k in ("max_false_alarm_rate", "threshold", "validation_attack_recall")
+        }
+        for r in RATE_GRID
+    ]
     return rule
 
 
-def choose_threshold(attack_score: np.ndarray, is_benign: np.ndarray,
-                     max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> dict:
+def choose_threshold(
+    attack_score: np.ndarray,
+    is_benign: np.ndarray,
+    max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE,
+) -> dict:
     """The lowest alert threshold on ``attack_score`` (``1 - P(BENIGN)``) whose false-alarm rate on these
     (validation) flows stays at or below ``max_false_alarm_rate``.
 
@@ -75,10 +99,13 @@ def choose_threshold(attack_score: np.ndarray, is_benign: np.ndarray,
     else:
         threshold = float(min(1.0, np.nextafter(ranked[allowed], np.inf)))
     attacks = score[~benign]
-    return {"threshold": threshold, "max_false_alarm_rate": float(max_false_alarm_rate),
-            "validation_benign": int(len(ranked)),
-            "validation_false_alerts": int((ranked >= threshold).sum()),
-            "validation_attack_recall": float((attacks >= threshold).mean()) if len(attacks) else None}
+    return {
+        "threshold": threshold,
+        "max_false_alarm_rate": float(max_false_alarm_rate),
+        "validation_benign": int(len(ranked)),
+        "validation_false_alerts": int((ranked >= threshold).sum()),
+        "validation_attack_recall": float((attacks >= threshold).mean()) if len(attacks) else None,
+    }
 
 
 def _per_class(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
@@ -134,13 +161,16 @@ thresholds are chosen at multiples of 1/4096."""
 def score_histogram(attack_score: np.ndarray) -> np.ndarray:
     """``(SCORE_BINS,)`` int64 counts of ``attack_score`` in [0, 1]; bin ``k`` holds ``[k/B, (k+1)/B)``
     (1.0 in the last)."""
-    bins = np.minimum((np.clip(np.asarray(attack_score, np.float64), 0.0, 1.0) * SCORE_BINS).astype(np.int64),
-                      SCORE_BINS - 1)
+    bins = np.minimum(
+        (np.clip(np.asarray(attack_score, np.float64), 0.0, 1.0) * SCORE_BINS).astype(np.int64),
+        SCORE_BINS - 1,
+    )
     return np.bincount(bins, minlength=SCORE_BINS).astype(np.int64)
 
 
-def choose_threshold_from_histograms(benign: np.ndarray, attack: np.ndarray,
-                                     max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> dict:
+def choose_threshold_from_histograms(
+    benign: np.ndarray, attack: np.ndarray, max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE
+) -> dict:
     """:func:`choose_threshold` from summed score histograms (federated clients share counts, not scores):
     the lowest bin edge ``j / SCORE_BINS`` with at most ``floor(rate * n_benign)`` benign flows at or above
     it. Same keys as :func:`choose_threshold`; the threshold is at most one bin above the exact one."""
@@ -156,15 +186,26 @@ def choose_threshold_from_histograms(benign: np.ndarray, attack: np.ndarray,
     threshold = j / SCORE_BINS
     false_alerts = int(above_b[j]) if j < SCORE_BINS else 0
     recall = (float(above_a[j]) / n_attack if j < SCORE_BINS else 0.0) if n_attack else None
-    return {"threshold": float(threshold), "max_false_alarm_rate": float(max_false_alarm_rate),
-            "validation_benign": n_benign, "validation_false_alerts": false_alerts,
-            "validation_attack_recall": recall}
+    return {
+        "threshold": float(threshold),
+        "max_false_alarm_rate": float(max_false_alarm_rate),
+        "validation_benign": n_benign,
+        "validation_false_alerts": false_alerts,
+        "validation_attack_recall": recall,
+    }
 
 
-def threshold_rule_from_histograms(benign: np.ndarray, attack: np.ndarray,
-                                   max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE) -> dict:
+def threshold_rule_from_histograms(
+    benign: np.ndarray, attack: np.ndarray, max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE
+) -> dict:
     """:func:`threshold_rule` (the default rule plus the table over :data:`RATE_GRID`) from histograms."""
     rule = choose_threshold_from_histograms(benign, attack, max_false_alarm_rate)
-    rule["table"] = [{k: v for k, v in choose_threshold_from_histograms(benign, attack, r).items()
-                      if k in ("max_false_alarm_rate", "threshold", "validation_attack_recall")} for r in RATE_GRID]
+    rule["table"] = [
+        {
+            k: v
+            for k, v in choose_threshold_from_histograms(benign, attack, r).items()
+            if k in ("max_false_alarm_rate", "threshold", "validation_attack_recall")
+        }
+        for r in RATE_GRID
+    ]
     return rule

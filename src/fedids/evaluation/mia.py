@@ -84,19 +84,24 @@ class Examples:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, index: np.ndarray) -> "Examples":
-        return Examples(self.windows[index], self.labels[index], None if self.hosts is None else self.hosts[index])
+    def take(self, index: np.ndarray) -> Examples:
+        return Examples(
+            self.windows[index], self.labels[index], None if self.hosts is None else self.hosts[index]
+        )
 
     @staticmethod
-    def concat(parts: list["Examples"], window: int) -> "Examples":
+    def concat(parts: list[Examples], window: int) -> Examples:
         if not parts:
             return Examples(np.zeros((0, window), np.int64), np.zeros(0, dtype=object))
         hosts = None if any(p.hosts is None for p in parts) else np.concatenate([p.hosts for p in parts])
-        return Examples(np.concatenate([p.windows for p in parts]), np.concatenate([p.labels for p in parts]), hosts)
+        return Examples(
+            np.concatenate([p.windows for p in parts]), np.concatenate([p.labels for p in parts]), hosts
+        )
 
 
-def client_examples(data: PreparedData, rows: np.ndarray, window: int,
-                    val_fraction: float) -> tuple[Examples, Examples]:
+def client_examples(
+    data: PreparedData, rows: np.ndarray, window: int, val_fraction: float
+) -> tuple[Examples, Examples]:
     """The examples a federated client builds from its partition ``rows`` (indices into ``data``).
 
     Mirrors :func:`fedids.federation.client_app.handle_train`: the client sorts its flows by time (the
@@ -118,8 +123,10 @@ def client_examples(data: PreparedData, rows: np.ndarray, window: int,
     # Same cut as fedids.data.windows.time_split: the last round(n * fraction) flows are validation.
     cut = int(round(n * (1.0 - val_fraction))) if val_fraction > 0 else n
     labels = data.labels[rows]
-    return (Examples(windows[:cut], labels[:cut], hosts[:cut]),
-            Examples(windows[cut:], labels[cut:], hosts[cut:]))
+    return (
+        Examples(windows[:cut], labels[:cut], hosts[:cut]),
+        Examples(windows[cut:], labels[cut:], hosts[cut:]),
+    )
 
 
 def server_examples(data: PreparedData, rows: np.ndarray) -> Examples:
@@ -157,9 +164,14 @@ def score_examples(detector: Detector, features: np.ndarray, examples: Examples)
     return ExampleScores(proba=proba, true_index=true_index, loss=loss)
 
 
-def balanced_indices(member_labels: np.ndarray, nonmember_labels: np.ndarray, rng: np.random.Generator,
-                     max_per_class: int | None = None, member_hosts: np.ndarray | None = None,
-                     nonmember_hosts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+def balanced_indices(
+    member_labels: np.ndarray,
+    nonmember_labels: np.ndarray,
+    rng: np.random.Generator,
+    max_per_class: int | None = None,
+    member_hosts: np.ndarray | None = None,
+    nonmember_hosts: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Equal numbers of members and non-members per class, and per host within a class when hosts are given.
 
     For each stratum (label, or label and host) in both sets, ``min(count in members, count in
@@ -176,8 +188,14 @@ def balanced_indices(member_labels: np.ndarray, nonmember_labels: np.ndarray, rn
     nonmember_labels = np.asarray(nonmember_labels).astype(str)
     if (member_hosts is None) != (nonmember_hosts is None):
         raise ValueError("give hosts for both members and non-members, or for neither")
-    m_host = np.zeros(len(member_labels), str) if member_hosts is None else np.asarray(member_hosts).astype(str)
-    n_host = np.zeros(len(nonmember_labels), str) if nonmember_hosts is None else np.asarray(nonmember_hosts).astype(str)
+    m_host = (
+        np.zeros(len(member_labels), str) if member_hosts is None else np.asarray(member_hosts).astype(str)
+    )
+    n_host = (
+        np.zeros(len(nonmember_labels), str)
+        if nonmember_hosts is None
+        else np.asarray(nonmember_hosts).astype(str)
+    )
     m_idx, n_idx, per_class = [], [], {}
     for label in sorted(set(member_labels) & set(nonmember_labels)):
         m_in, n_in = member_labels == label, nonmember_labels == label
@@ -240,9 +258,15 @@ def _best_advantage(y: np.ndarray, s: np.ndarray) -> float:
     return float(np.max(tpr - fpr))
 
 
-def compute_attack_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarray, attack: str,
-                           fixed_threshold: float, per_class: dict[str, int] | None = None,
-                           rng: np.random.Generator | None = None, permutations: int = 200) -> AttackResult:
+def compute_attack_metrics(
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    attack: str,
+    fixed_threshold: float,
+    per_class: dict[str, int] | None = None,
+    rng: np.random.Generator | None = None,
+    permutations: int = 200,
+) -> AttackResult:
     """AUC, best-threshold advantage and advantage at ``fixed_threshold`` of an attack score.
 
     Parameters
@@ -265,31 +289,56 @@ def compute_attack_metrics(member_scores: np.ndarray, nonmember_scores: np.ndarr
     fixed = float(np.mean(member_scores >= fixed_threshold) - np.mean(nonmember_scores >= fixed_threshold))
     chance_auc = chance_adv = float("nan")
     if rng is not None and permutations > 0:
-        null = [(roc_auc_score(yy, s), _best_advantage(yy, s)) for yy in (rng.permutation(y) for _ in range(permutations))]
+        null = [
+            (roc_auc_score(yy, s), _best_advantage(yy, s))
+            for yy in (rng.permutation(y) for _ in range(permutations))
+        ]
         chance_auc = float(np.percentile([a for a, _ in null], 95))
         chance_adv = float(np.percentile([b for _, b in null], 95))
     return AttackResult(
-        attack=attack, auc=float(roc_auc_score(y, s)), advantage=advantage, accuracy=(1.0 + advantage) / 2.0,
-        tpr=float(tpr[best]), fpr=float(fpr[best]), threshold=float(thresholds[best]),
-        advantage_at_threshold=fixed, members=int(len(member_scores)), non_members=int(len(nonmember_scores)),
-        per_class=dict(per_class or {}), chance_auc_95=chance_auc, chance_advantage_95=chance_adv,
+        attack=attack,
+        auc=float(roc_auc_score(y, s)),
+        advantage=advantage,
+        accuracy=(1.0 + advantage) / 2.0,
+        tpr=float(tpr[best]),
+        fpr=float(fpr[best]),
+        threshold=float(thresholds[best]),
+        advantage_at_threshold=fixed,
+        members=int(len(member_scores)),
+        non_members=int(len(nonmember_scores)),
+        per_class=dict(per_class or {}),
+        chance_auc_95=chance_auc,
+        chance_advantage_95=chance_adv,
     )
 
 
 def _known(scores: ExampleScores, examples: Examples) -> tuple[ExampleScores, Examples]:
     keep = scores.known
-    return (ExampleScores(scores.proba[keep], scores.true_index[keep], scores.loss[keep]),
-            examples.take(np.flatnonzero(keep)))
+    return (
+        ExampleScores(scores.proba[keep], scores.true_index[keep], scores.loss[keep]),
+        examples.take(np.flatnonzero(keep)),
+    )
 
 
-def _balanced_scores(detector: Detector, features: np.ndarray, members: Examples, non_members: Examples,
-                     rng: np.random.Generator, max_per_class: int | None
-                     ) -> tuple[ExampleScores, ExampleScores, dict[str, int]]:
+def _balanced_scores(
+    detector: Detector,
+    features: np.ndarray,
+    members: Examples,
+    non_members: Examples,
+    rng: np.random.Generator,
+    max_per_class: int | None,
+) -> tuple[ExampleScores, ExampleScores, dict[str, int]]:
     m_scores, m_ex = _known(score_examples(detector, features, members), members)
     n_scores, n_ex = _known(score_examples(detector, features, non_members), non_members)
     both_hosts = m_ex.hosts is not None and n_ex.hosts is not None
-    mi, ni, per_class = balanced_indices(m_ex.labels, n_ex.labels, rng, max_per_class,
-                                         m_ex.hosts if both_hosts else None, n_ex.hosts if both_hosts else None)
+    mi, ni, per_class = balanced_indices(
+        m_ex.labels,
+        n_ex.labels,
+        rng,
+        max_per_class,
+        m_ex.hosts if both_hosts else None,
+        n_ex.hosts if both_hosts else None,
+    )
     if len(mi) == 0:
         raise ValueError("members and non-members share no class known to the model")
 
@@ -299,8 +348,14 @@ def _balanced_scores(detector: Detector, features: np.ndarray, members: Examples
     return pick(m_scores, mi), pick(n_scores, ni), per_class
 
 
-def loss_threshold_attack(detector: Detector, features: np.ndarray, members: Examples, non_members: Examples,
-                          rng: np.random.Generator, max_per_class: int | None = None) -> AttackResult:
+def loss_threshold_attack(
+    detector: Detector,
+    features: np.ndarray,
+    members: Examples,
+    non_members: Examples,
+    rng: np.random.Generator,
+    max_per_class: int | None = None,
+) -> AttackResult:
     """Yeom et al.'s loss-threshold attack on a class-balanced member/non-member set.
 
     Score = ``-loss`` (higher = member). ``advantage_at_threshold`` uses Yeom's threshold: predict
@@ -345,9 +400,16 @@ class ShadowConfig:
             raise ValueError("shadows must be >= 1")
 
 
-def shadow_model_attack(target: Detector, features: np.ndarray, pool: Examples, members: Examples,
-                        non_members: Examples, config: ShadowConfig, rng: np.random.Generator,
-                        max_per_class: int | None = None) -> AttackResult:
+def shadow_model_attack(
+    target: Detector,
+    features: np.ndarray,
+    pool: Examples,
+    members: Examples,
+    non_members: Examples,
+    config: ShadowConfig,
+    rng: np.random.Generator,
+    max_per_class: int | None = None,
+) -> AttackResult:
     """Shokri et al.'s shadow-model attack (see the module docstring).
 
     Parameters
@@ -363,7 +425,7 @@ def shadow_model_attack(target: Detector, features: np.ndarray, pool: Examples, 
     attack_x, attack_y = [], []
     for shard in shards:
         half = rng.permutation(shard)
-        in_ex, out_ex = pool.take(half[: len(half) // 2]), pool.take(half[len(half) // 2:])
+        in_ex, out_ex = pool.take(half[: len(half) // 2]), pool.take(half[len(half) // 2 :])
         if len(in_ex) == 0 or len(out_ex) == 0:
             continue
         last = in_ex.windows[:, -1]
@@ -380,8 +442,9 @@ def shadow_model_attack(target: Detector, features: np.ndarray, pool: Examples, 
     x, y = np.vstack(attack_x), np.concatenate(attack_y)
     if len(np.unique(y)) < 2:
         raise ValueError("the shadow models produced only one class of attack examples")
-    classifier = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05,
-                                                random_state=int(rng.integers(0, 2**31 - 1)))
+    classifier = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, random_state=int(rng.integers(0, 2**31 - 1))
+    )
     classifier.fit(x, y)
     m, n, per_class = _balanced_scores(target, features, members, non_members, rng, max_per_class)
     m_score = classifier.predict_proba(attack_features(m, config.top_k))[:, 1]

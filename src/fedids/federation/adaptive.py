@@ -43,8 +43,8 @@ client's work never changes, so there ``spent <= budget`` always holds.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -99,8 +99,15 @@ def resolve_profile(reported: str | None, assigned: str) -> tuple[str, str | Non
     return reported, None
 
 
-def estimate_round_j(profile: DeviceProfile, examples: int, epochs: int, bytes_down: int, bytes_up: int,
-                     cpu_s_per_example_epoch: float, radio: RadioProfile | None = None) -> float:
+def estimate_round_j(
+    profile: DeviceProfile,
+    examples: int,
+    epochs: int,
+    bytes_down: int,
+    bytes_up: int,
+    cpu_s_per_example_epoch: float,
+    radio: RadioProfile | None = None,
+) -> float:
     """Joules of one round on ``profile``: training work plus radio (see the module docstring)."""
     radio = radio or RADIO_PROFILES[RADIO]
     cpu_j = profile.cpu_joules(examples * epochs * cpu_s_per_example_epoch)
@@ -114,7 +121,7 @@ class ClientAccount:
     """One client's entry in the ledger (JSON-serialisable, saved in ``state.json``)."""
 
     profile: str
-    examples: int              # examples per local epoch: last reported, first estimated from the rows
+    examples: int  # examples per local epoch: last reported, first estimated from the rows
     bytes_up: int | None = None  # last upload size; None before the first (charged at full model size)
     spent_j: float = 0.0
     rounds: int = 0
@@ -123,7 +130,9 @@ class ClientAccount:
 class EnergyLedger:
     """Per-client energy accounts against a per-device budget (``budget_j`` 0 = unlimited)."""
 
-    def __init__(self, accounts: dict[str, ClientAccount], budget_j: float, cpu_s_per_example_epoch: float) -> None:
+    def __init__(
+        self, accounts: dict[str, ClientAccount], budget_j: float, cpu_s_per_example_epoch: float
+    ) -> None:
         if budget_j < 0 or not cpu_s_per_example_epoch > 0:
             raise ValueError("budget_j must be >= 0 and the per-example cost > 0")
         self.accounts = accounts
@@ -132,12 +141,22 @@ class EnergyLedger:
         self.radio = RADIO_PROFILES[RADIO]
 
     @classmethod
-    def create(cls, profiles: Mapping[str, str], rows: Mapping[str, int], *, budget_j: float, hidden: int,
-               window: int, train_fraction: float) -> "EnergyLedger":
+    def create(
+        cls,
+        profiles: Mapping[str, str],
+        rows: Mapping[str, int],
+        *,
+        budget_j: float,
+        hidden: int,
+        window: int,
+        train_fraction: float,
+    ) -> EnergyLedger:
         """A fresh ledger: ``rows`` are the clients' row counts from the statistics round, of which a
         client trains on ``round(rows * train_fraction)`` (its local validation split is the rest)."""
-        accounts = {key: ClientAccount(profiles[key], max(1, int(round(n * train_fraction))))
-                    for key, n in rows.items()}
+        accounts = {
+            key: ClientAccount(profiles[key], max(1, int(round(n * train_fraction))))
+            for key, n in rows.items()
+        }
         return cls(accounts, budget_j, cpu_seconds_per_example_epoch(hidden, window))
 
     # ---- estimates
@@ -146,8 +165,9 @@ class EnergyLedger:
         """Estimated joules of a round of ``epochs`` for ``key`` (upload: last reported size, or ``full_up``)."""
         acc = self.accounts[key]
         up = acc.bytes_up if acc.bytes_up is not None else full_up
-        return estimate_round_j(DEVICE_PROFILES[acc.profile], acc.examples, epochs, bytes_down, up, self.cpu_s,
-                                self.radio)
+        return estimate_round_j(
+            DEVICE_PROFILES[acc.profile], acc.examples, epochs, bytes_down, up, self.cpu_s, self.radio
+        )
 
     def remaining_j(self, key: str) -> float:
         return math.inf if not self.budget_j else self.budget_j - self.accounts[key].spent_j
@@ -178,15 +198,19 @@ class EnergyLedger:
         """Record one round the client reported; returns the joules charged."""
         acc = self.accounts[key]
         acc.examples, acc.bytes_up = int(examples), int(bytes_up)
-        joules = estimate_round_j(DEVICE_PROFILES[acc.profile], examples, epochs, bytes_down, bytes_up, self.cpu_s,
-                                  self.radio)
+        joules = estimate_round_j(
+            DEVICE_PROFILES[acc.profile], examples, epochs, bytes_down, bytes_up, self.cpu_s, self.radio
+        )
         acc.spent_j += joules
         acc.rounds += 1
         return joules
 
     def state_dict(self) -> dict:
-        return {"budget_j": self.budget_j, "cpu_s_per_example_epoch": self.cpu_s,
-                "accounts": {k: asdict(a) for k, a in self.accounts.items()}}
+        return {
+            "budget_j": self.budget_j,
+            "cpu_s_per_example_epoch": self.cpu_s,
+            "accounts": {k: asdict(a) for k, a in self.accounts.items()},
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore the accounts saved by :meth:`state_dict` (a resumed run continues where it stopped); a
@@ -194,8 +218,18 @@ class EnergyLedger:
         self.accounts = {**self.accounts, **{k: ClientAccount(**a) for k, a in state["accounts"].items()}}
 
 
-def select_clients(ledger: EnergyLedger, keys: Mapping[int, str], *, k: int, rule: str, epochs: int, seed: int,
-                   server_round: int, bytes_down: int, full_up: int) -> list[int]:
+def select_clients(
+    ledger: EnergyLedger,
+    keys: Mapping[int, str],
+    *,
+    k: int,
+    rule: str,
+    epochs: int,
+    seed: int,
+    server_round: int,
+    bytes_down: int,
+    full_up: int,
+) -> list[int]:
     """Nodes for one round under a budget; see the module docstring for the rule.
 
     ``keys`` maps node ids to client keys (iteration happens in key order, never node-id order, since
@@ -215,8 +249,9 @@ def select_clients(ledger: EnergyLedger, keys: Mapping[int, str], *, k: int, rul
         # Same generator as server_app.sample_clients: with every client eligible the draw is identical.
         rng = np.random.default_rng(derive_seed(seed, "sample", server_round))
         return [eligible[i] for i in sorted(rng.choice(len(eligible), size=k, replace=False))]
-    cheapest = min(ledger.cost_j(keys[n], 1, bytes_down, full_up) / ledger.accounts[keys[n]].examples
-                   for n in eligible)
+    cheapest = min(
+        ledger.cost_j(keys[n], 1, bytes_down, full_up) / ledger.accounts[keys[n]].examples for n in eligible
+    )
     weights = np.array([ledger.score(keys[n], bytes_down, full_up, cheapest) for n in eligible])
     rng = np.random.default_rng(derive_seed(seed, "energy-select", server_round))
     # Efraimidis-Spirakis: the k largest u^(1/w) are a weighted sample without replacement.

@@ -45,11 +45,20 @@ import numpy as np
 HEAD_ARRAYS = 2  # the classifier head is the model's last two arrays: weight (C, H) and bias (C,)
 MIN_CLASS_SHARE = 1e-4
 """A class whose contributing holders have less than this share of its flows is averaged like the body."""
-METRICS = ("clients", "examples", "loss", "local_f1", "local_f1_clients", "train_ks", "privacy_ks",
-           "dpsgd_epsilon")
+METRICS = (
+    "clients",
+    "examples",
+    "loss",
+    "local_f1",
+    "local_f1_clients",
+    "train_ks",
+    "privacy_ks",
+    "dpsgd_epsilon",
+)
 """Training metrics summed with every update: a count of contributions, the example share ``n_i / N``,
 the example-weighted loss, local validation macro-F1 (sum and how many clients had a validation slice),
 seconds of training and of privacy work (in thousands), and the DP-SGD epsilon spent (summed)."""
+
 
 def flatten(weights: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
@@ -96,8 +105,14 @@ def head_rows(weights: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(weight, np.float64), np.asarray(bias, np.float64)[:, None]], axis=1)
 
 
-def propose(global_weights: list[np.ndarray], momentum: list[np.ndarray] | None, local_weights: list[np.ndarray],
-            *, server_lr: float, server_momentum: float) -> list[np.ndarray]:
+def propose(
+    global_weights: list[np.ndarray],
+    momentum: list[np.ndarray] | None,
+    local_weights: list[np.ndarray],
+    *,
+    server_lr: float,
+    server_momentum: float,
+) -> list[np.ndarray]:
     """A client's proposal ``x = w - lr * (mu * m - (local - w))`` (float64); see the module docstring."""
     out = []
     for i, (w, local) in enumerate(zip(global_weights, local_weights)):
@@ -109,15 +124,24 @@ def propose(global_weights: list[np.ndarray], momentum: list[np.ndarray] | None,
     return out
 
 
-def momentum_between(previous: list[np.ndarray] | None, current: list[np.ndarray], server_lr: float) -> list[np.ndarray] | None:
+def momentum_between(
+    previous: list[np.ndarray] | None, current: list[np.ndarray], server_lr: float
+) -> list[np.ndarray] | None:
     """The server momentum after the step ``previous -> current`` (None before the first step)."""
     if previous is None:
         return None
-    return [(np.asarray(p, np.float64) - np.asarray(c, np.float64)) / server_lr for p, c in zip(previous, current)]
+    return [
+        (np.asarray(p, np.float64) - np.asarray(c, np.float64)) / server_lr for p, c in zip(previous, current)
+    ]
 
 
-def update_contribution(layout: UpdateLayout, proposal: list[np.ndarray], weight: float, class_shares: np.ndarray,
-                        metrics: dict[str, float]) -> np.ndarray:
+def update_contribution(
+    layout: UpdateLayout,
+    proposal: list[np.ndarray],
+    weight: float,
+    class_shares: np.ndarray,
+    metrics: dict[str, float],
+) -> np.ndarray:
     """The flat vector one client adds to the sum (float64, length ``layout.length``).
 
     ``weight`` is ``a_i``; ``class_shares`` the ``(C,)`` shares ``a_ic`` (all zero: the head is averaged
@@ -131,8 +155,16 @@ def update_contribution(layout: UpdateLayout, proposal: list[np.ndarray], weight
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}")
-    return np.concatenate([weight * body, (shares[:, None] * rows).ravel(), (weight * rows).ravel(),
-                           [weight], shares, [float(metrics.get(k, 0.0)) for k in METRICS]])
+    return np.concatenate(
+        [
+            weight * body,
+            (shares[:, None] * rows).ravel(),
+            (weight * rows).ravel(),
+            [weight],
+            shares,
+            [float(metrics.get(k, 0.0)) for k in METRICS],
+        ]
+    )
 
 
 @dataclass
@@ -145,12 +177,16 @@ class Aggregate:
     def mean_metrics(self) -> dict[str, float]:
         """Per-round means: example-weighted loss, mean local macro-F1, mean seconds, mean DP-SGD epsilon."""
         m, clients = self.metrics, max(self.metrics["clients"], 1e-12)
-        return {"train_loss": m["loss"] / m["examples"] if m["examples"] > 0 else float("nan"),
-                "local_val_macro_f1": (m["local_f1"] / m["local_f1_clients"] if m["local_f1_clients"] >= 0.5
-                                       else float("nan")),
-                "client_seconds": 1e3 * m["train_ks"] / clients, "client_privacy_seconds": 1e3 * m["privacy_ks"] / clients,
-                "dpsgd_epsilon": m["dpsgd_epsilon"] / clients if m["dpsgd_epsilon"] > 0 else None,
-                "clients": int(round(m["clients"]))}
+        return {
+            "train_loss": m["loss"] / m["examples"] if m["examples"] > 0 else float("nan"),
+            "local_val_macro_f1": (
+                m["local_f1"] / m["local_f1_clients"] if m["local_f1_clients"] >= 0.5 else float("nan")
+            ),
+            "client_seconds": 1e3 * m["train_ks"] / clients,
+            "client_privacy_seconds": 1e3 * m["privacy_ks"] / clients,
+            "dpsgd_epsilon": m["dpsgd_epsilon"] / clients if m["dpsgd_epsilon"] > 0 else None,
+            "clients": int(round(m["clients"])),
+        }
 
 
 def finalize_update(layout: UpdateLayout, total: np.ndarray) -> Aggregate:
@@ -159,11 +195,11 @@ def finalize_update(layout: UpdateLayout, total: np.ndarray) -> Aggregate:
     if total.shape != (layout.length,):
         raise ValueError(f"sum has {total.size} values, expected {layout.length}")
     c, body_n, head_n = layout.n_classes, layout.body_size, layout.head_size
-    by_class = total[body_n:body_n + head_n].reshape(c, -1)
-    by_client = total[body_n + head_n:body_n + 2 * head_n].reshape(c, -1)
+    by_class = total[body_n : body_n + head_n].reshape(c, -1)
+    by_client = total[body_n + head_n : body_n + 2 * head_n].reshape(c, -1)
     weight = total[body_n + 2 * head_n]
-    shares = total[body_n + 2 * head_n + 1:body_n + 2 * head_n + 1 + c]
-    metrics = dict(zip(METRICS, total[-len(METRICS):].tolist()))
+    shares = total[body_n + 2 * head_n + 1 : body_n + 2 * head_n + 1 + c]
+    metrics = dict(zip(METRICS, total[-len(METRICS) :].tolist()))
     if not weight > 0:
         raise ValueError("the sum holds no contribution")
     held = shares >= MIN_CLASS_SHARE
@@ -174,8 +210,14 @@ def finalize_update(layout: UpdateLayout, total: np.ndarray) -> Aggregate:
     return Aggregate(unflatten(flat, list(layout.shapes)), metrics)
 
 
-def client_shares(own_counts: np.ndarray, total_counts: np.ndarray, class_weights: np.ndarray, *,
-                  weighting: str, class_head: bool) -> tuple[float, np.ndarray]:
+def client_shares(
+    own_counts: np.ndarray,
+    total_counts: np.ndarray,
+    class_weights: np.ndarray,
+    *,
+    weighting: str,
+    class_head: bool,
+) -> tuple[float, np.ndarray]:
     """``(a_i, a_ic)`` for a client holding ``own_counts`` ``(C,)`` flows per class of a federation
     holding ``total_counts``: ``weighting`` ``objective`` (share of the class-weighted loss),
     ``examples`` (share of the rows) or ``equal`` (``1``; DP needs equal weights for its sensitivity).
@@ -201,5 +243,7 @@ def client_shares(own_counts: np.ndarray, total_counts: np.ndarray, class_weight
         weight = 1.0
     else:
         raise ValueError(f"unknown weighting {weighting!r}")
-    shares = np.where(total > 0, own / np.where(total > 0, total, 1.0), 0.0) if class_head else np.zeros_like(own)
+    shares = (
+        np.where(total > 0, own / np.where(total > 0, total, 1.0), 0.0) if class_head else np.zeros_like(own)
+    )
     return weight, shares

@@ -48,10 +48,10 @@ class ClassMoments:
     outer: np.ndarray
 
     @classmethod
-    def zeros(cls, n_classes: int, hidden: int) -> "ClassMoments":
+    def zeros(cls, n_classes: int, hidden: int) -> ClassMoments:
         return cls(np.zeros(n_classes), np.zeros((n_classes, hidden)), np.zeros((n_classes, hidden, hidden)))
 
-    def __add__(self, other: "ClassMoments") -> "ClassMoments":
+    def __add__(self, other: ClassMoments) -> ClassMoments:
         return ClassMoments(self.count + other.count, self.sum + other.sum, self.outer + other.outer)
 
     def check(self, n_classes: int, hidden: int) -> None:
@@ -65,11 +65,14 @@ class ClassMoments:
             raise ValueError("class counts must be whole numbers >= 0")
 
 
-def hidden_features(model: nn.Module, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def hidden_features(
+    model: nn.Module, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
     """The GRU's last hidden state ``(n, hidden)`` float64 (the head's input) for each window."""
     model.eval()
-    return forward_batches(lambda x: model.gru(x)[0][:, -1, :], scaled, windows, model.hidden,
-                           batch_size).astype(np.float64)
+    return forward_batches(
+        lambda x: model.gru(x)[0][:, -1, :], scaled, windows, model.hidden, batch_size
+    ).astype(np.float64)
 
 
 def class_moments(features: np.ndarray, targets: np.ndarray, n_classes: int) -> ClassMoments:
@@ -81,8 +84,15 @@ def class_moments(features: np.ndarray, targets: np.ndarray, n_classes: int) -> 
     return moments
 
 
-def calibrate_head(head: nn.Linear, moments: ClassMoments, *, seed: int, samples_per_class: int = SAMPLES_PER_CLASS,
-                   steps: int = STEPS, lr: float = 1e-2) -> int:
+def calibrate_head(
+    head: nn.Linear,
+    moments: ClassMoments,
+    *,
+    seed: int,
+    samples_per_class: int = SAMPLES_PER_CLASS,
+    steps: int = STEPS,
+    lr: float = 1e-2,
+) -> int:
     """Refit ``head`` in place on virtual features drawn from each class's Gaussian; returns the number of
     classes used (those with at least 2 windows; the others' rows keep their weights but still compete).
     Deterministic for a given ``seed``."""
@@ -124,14 +134,17 @@ def calibrate_head(head: nn.Linear, moments: ClassMoments, *, seed: int, samples
     return len(xs)
 
 
-def head_confusions(features: np.ndarray, targets: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]],
-                    n_classes: int) -> np.ndarray:
+def head_confusions(
+    features: np.ndarray, targets: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]], n_classes: int
+) -> np.ndarray:
     """Confusion matrices ``(len(heads), C, C)`` int64 (rows = true class) of linear ``heads``
     ``[(weight (C, H), bias (C,)), ...]`` applied to ``features (n, H)``; targets ``-1`` are skipped."""
     keep = targets >= 0
     out = np.zeros((len(heads), n_classes, n_classes), dtype=np.int64)
     for i, (weight, bias) in enumerate(heads):
-        pred = np.argmax(features[keep] @ np.asarray(weight, np.float64).T + np.asarray(bias, np.float64), axis=1)
+        pred = np.argmax(
+            features[keep] @ np.asarray(weight, np.float64).T + np.asarray(bias, np.float64), axis=1
+        )
         np.add.at(out[i], (targets[keep], pred), 1)
     return out
 
@@ -164,8 +177,10 @@ def keep_calibrated(scores: dict[str, list[float]]) -> tuple[bool, str]:
     six runs measured (three synthetic seeds, three real-data runs).
     """
     (train_before, train_after), (val_before, val_after) = scores["train"], scores["validation"]
-    detail = (f"training-window macro-F1 {train_before:.4f} -> {train_after:.4f}, "
-              f"validation {val_before:.4f} -> {val_after:.4f}")
+    detail = (
+        f"training-window macro-F1 {train_before:.4f} -> {train_after:.4f}, "
+        f"validation {val_before:.4f} -> {val_after:.4f}"
+    )
     return bool(np.isfinite(train_before) and np.isfinite(train_after) and train_after > train_before), detail
 
 
@@ -182,8 +197,13 @@ def moments_vector(moments: ClassMoments, totals: np.ndarray) -> np.ndarray:
     that class (``totals``, ``(C,)``): every coordinate of the sum stays below 1 (the sealed modes' clip
     range) and a rare class keeps the full relative precision of the fixed-point code."""
     scale = 1.0 / _class_scale(totals, len(moments.count))
-    return np.concatenate([moments.count * scale, (moments.sum * scale[:, None]).ravel(),
-                           (moments.outer * scale[:, None, None]).ravel()])
+    return np.concatenate(
+        [
+            moments.count * scale,
+            (moments.sum * scale[:, None]).ravel(),
+            (moments.outer * scale[:, None, None]).ravel(),
+        ]
+    )
 
 
 def moments_length(n_classes: int, hidden: int) -> int:
@@ -197,15 +217,16 @@ def moments_from_vector(total: np.ndarray, n_classes: int, hidden: int, totals: 
         raise ValueError(f"moments sum has {total.size} values")
     scale = _class_scale(totals, n_classes)
     count = np.rint(total[:n_classes] * scale)
-    s = total[n_classes:n_classes + n_classes * hidden].reshape(n_classes, hidden) * scale[:, None]
-    outer = total[n_classes + n_classes * hidden:].reshape(n_classes, hidden, hidden) * scale[:, None, None]
+    s = total[n_classes : n_classes + n_classes * hidden].reshape(n_classes, hidden) * scale[:, None]
+    outer = total[n_classes + n_classes * hidden :].reshape(n_classes, hidden, hidden) * scale[:, None, None]
     moments = ClassMoments(count, s, outer)
     moments.check(n_classes, hidden)
     return moments
 
 
-def check_moments_vector(vector: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray,
-                         class_counts: np.ndarray) -> None:
+def check_moments_vector(
+    vector: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray, class_counts: np.ndarray
+) -> None:
     """Refuse one client's moments (plaintext mode) that are not real moments, or that count more windows
     of a class than the client reported flows of it."""
     counts = np.asarray(vector[:n_classes], np.float64) * _class_scale(totals, n_classes)
@@ -242,7 +263,9 @@ def confusion_vector(confusions: dict[str, np.ndarray], histograms: np.ndarray |
 
     n_heads = len(next(iter(confusions.values())))
     hist = np.zeros((n_heads, 2, SCORE_BINS)) if histograms is None else np.asarray(histograms, np.float64)
-    return np.concatenate([np.asarray(confusions[s], np.float64).ravel() for s in CHECK_SPLITS] + [hist.ravel()])
+    return np.concatenate(
+        [np.asarray(confusions[s], np.float64).ravel() for s in CHECK_SPLITS] + [hist.ravel()]
+    )
 
 
 def validation_length(n_classes: int, n_heads: int = 2) -> int:
@@ -252,7 +275,9 @@ def validation_length(n_classes: int, n_heads: int = 2) -> int:
     return len(CHECK_SPLITS) * n_heads * n_classes * n_classes + n_heads * 2 * SCORE_BINS
 
 
-def score_histograms(features: np.ndarray, targets: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def score_histograms(
+    features: np.ndarray, targets: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
     """``(len(heads), 2, SCORE_BINS)`` histograms of the attack score ``1 - P(BENIGN)`` (BENIGN is class 0)
     of each head on ``features``: row 0 over benign windows, row 1 over attack windows; targets ``-1``
     skipped. Summed over clients, they choose the alert threshold without any score leaving a client."""
@@ -283,7 +308,9 @@ def alert_rule(histograms: np.ndarray, head: int) -> dict | None:
     return rule
 
 
-def validation_from_vector(total: np.ndarray, n_heads: int, n_classes: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def validation_from_vector(
+    total: np.ndarray, n_heads: int, n_classes: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``(confusions, histograms)`` of a :func:`confusion_vector` (sum); raises ValueError on a bad one."""
     from fedids.evaluation.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
@@ -292,9 +319,11 @@ def validation_from_vector(total: np.ndarray, n_heads: int, n_classes: int) -> t
     size = n_heads * n_classes * n_classes
     if counts.shape != (validation_length(n_classes, n_heads),) or (counts < 0).any():
         raise ValueError("confusion sum has the wrong size or negative counts")
-    confusions = {s: counts[i * size:(i + 1) * size].reshape(n_heads, n_classes, n_classes)
-                  for i, s in enumerate(CHECK_SPLITS)}
-    return confusions, counts[len(CHECK_SPLITS) * size:].reshape(n_heads, 2, SCORE_BINS)
+    confusions = {
+        s: counts[i * size : (i + 1) * size].reshape(n_heads, n_classes, n_classes)
+        for i, s in enumerate(CHECK_SPLITS)
+    }
+    return confusions, counts[len(CHECK_SPLITS) * size :].reshape(n_heads, 2, SCORE_BINS)
 
 
 def decide(confusions: dict[str, np.ndarray]) -> tuple[bool, str, dict[str, list[float]]]:
@@ -323,8 +352,9 @@ def _opened_moments(msg, model, setup, secret_context) -> ClassMoments | None:
     n, hidden = len(setup.vocabulary.labels), model.hidden
     if secret_context is None:
         raise RuntimeError("this run is encrypted and this client has no HE key (he-secret-context)")
-    return moments_from_vector(open_sum(sealed["moments"], secret_context, moments_length(n, hidden)), n, hidden,
-                               setup.class_totals)
+    return moments_from_vector(
+        open_sum(sealed["moments"], secret_context, moments_length(n, hidden)), n, hidden, setup.class_totals
+    )
 
 
 def candidate_heads(msg, model, setup, secret_context) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -339,7 +369,12 @@ def candidate_heads(msg, model, setup, secret_context) -> list[tuple[np.ndarray,
     if moments is None:
         raise ValueError("query.validate carries neither candidate heads nor a moments sum")
     old = (model.head.weight.detach().numpy().copy(), model.head.bias.detach().numpy().copy())
-    return [old, refit_head(model.head, moments, m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_seed)]
+    return [
+        old,
+        refit_head(
+            model.head, moments, m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_seed
+        ),
+    ]
 
 
 def apply_final_head(msg, model, setup, secret_context) -> tuple[bool, dict | None]:
@@ -353,8 +388,9 @@ def apply_final_head(msg, model, setup, secret_context) -> tuple[bool, dict | No
     if "confusion" not in sealed:
         return False, None
     n = len(setup.vocabulary.labels)
-    confusions, histograms = validation_from_vector(open_sum(sealed["confusion"], secret_context,
-                                                             validation_length(n)), 2, n)
+    confusions, histograms = validation_from_vector(
+        open_sum(sealed["confusion"], secret_context, validation_length(n)), 2, n
+    )
     kept, _, _ = decide(confusions)
     if kept:
         _, (weight, bias) = candidate_heads(msg, model, setup, secret_context)

@@ -44,7 +44,9 @@ def derive_seed(*parts: object) -> int:
 
 
 # ------------------------------------------------------------------------------------ sealing
-def seal(msg: Message, vector: np.ndarray, context: Context | None, secret_context: bytes | None) -> RecordDict:
+def seal(
+    msg: Message, vector: np.ndarray, context: Context | None, secret_context: bytes | None
+) -> RecordDict:
     """This client's vector for the sum ``msg`` asks for (:data:`~fedids.federation.messages.SUM`), sealed
     by the run's mode: in the clear, BFV-encrypted, SecAgg-masked, or masked and BFV-encrypted."""
     spec = msg.content[m.SUM]
@@ -62,7 +64,9 @@ def seal(msg: Message, vector: np.ndarray, context: Context | None, secret_conte
         from fedids.privacy.he_secagg import encrypt_masked
         from fedids.privacy.secagg import SecAggConfig, quantize
 
-        quantisation = SecAggConfig.from_dict({k[len("quant."):]: spec[k] for k in spec if k.startswith("quant.")})
+        quantisation = SecAggConfig.from_dict(
+            {k[len("quant.") :]: spec[k] for k in spec if k.startswith("quant.")}
+        )
         if quantisation.vector_length != length:
             raise ValueError("the sum's quantisation does not match its length")
         blob = encrypt_masked(_need(secret_context), quantize(vector, quantisation))
@@ -108,7 +112,11 @@ def handle_secagg_stage(msg: Message, context: Context, stage: str, secret_conte
         client = _restore_secagg(context, secret_context, PrivacyMode(he=False, secagg=True))
         if client.client_id != client_id:
             raise RuntimeError("secure aggregation state belongs to another client id")
-        out = client.share_keys(dict(msg.content[m.SECAGG])) if stage == "shares" else client.unmask(dict(msg.content[m.SECAGG]))
+        out = (
+            client.share_keys(dict(msg.content[m.SECAGG]))
+            if stage == "shares"
+            else client.unmask(dict(msg.content[m.SECAGG]))
+        )
     if stage == "unmask":
         del context.state[_SECAGG_STATE]
     else:
@@ -117,8 +125,14 @@ def handle_secagg_stage(msg: Message, context: Context, stage: str, secret_conte
 
 
 # ------------------------------------------------------------------------------ setup round
-def handle_stats(msg: Message, frame: pd.DataFrame, key: str, device_profile: str | None = None,
-                 context: Context | None = None, secret_context: bytes | None = None) -> Message:
+def handle_stats(
+    msg: Message,
+    frame: pd.DataFrame,
+    key: str,
+    device_profile: str | None = None,
+    context: Context | None = None,
+    secret_context: bytes | None = None,
+) -> Message:
     """The statistics of this client: a sealed count vector in a private mode (``msg`` asks for a sum),
     else the plaintext histogram, label counts and device profile."""
     if m.SUM in msg.content:  # the client key is an identifier (reproducible sampling), not data
@@ -139,9 +153,20 @@ def handle_setup(msg: Message, context: Context, secret_context: bytes | None) -
     (stats,) = m.decode_sealed(msg.content, ("stats",)).values()
     setup = setup_from_sum(open_sum(stats, _need(secret_context), STATS_LENGTH))
     context.state[_SETUP_STATE] = m.encode_setup(setup)
-    return Message(RecordDict({m.INFO: ConfigRecord({"labels": list(setup.vocabulary.labels),
-                                                    "digest": setup.digest(), "unknown-rows": setup.unknown_rows})}),
-                   reply_to=msg)
+    return Message(
+        RecordDict(
+            {
+                m.INFO: ConfigRecord(
+                    {
+                        "labels": list(setup.vocabulary.labels),
+                        "digest": setup.digest(),
+                        "unknown-rows": setup.unknown_rows,
+                    }
+                )
+            }
+        ),
+        reply_to=msg,
+    )
 
 
 def run_setup(msg: Message, context: Context | None) -> RunSetup:
@@ -157,8 +182,9 @@ def run_setup(msg: Message, context: Context | None) -> RunSetup:
 
 
 # --------------------------------------------------------------------------- global models
-def global_models(msg: Message, n_classes: int, hidden: int, secret_context: bytes | None,
-                  server_lr: float) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+def global_models(
+    msg: Message, n_classes: int, hidden: int, secret_context: bytes | None, server_lr: float
+) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """The global model a message carries and the server momentum (from the previous global model)."""
     shapes = [tuple(w.shape) for w in get_weights(new_model(n_classes, hidden))]
     layout = agg.UpdateLayout(tuple(shapes))
@@ -166,7 +192,9 @@ def global_models(msg: Message, n_classes: int, hidden: int, secret_context: byt
 
     def resolve(name: str, plain_key: str) -> list[np.ndarray] | None:
         if name in sealed:
-            return agg.finalize_update(layout, open_sum(sealed[name], _need(secret_context), layout.length)).weights
+            return agg.finalize_update(
+                layout, open_sum(sealed[name], _need(secret_context), layout.length)
+            ).weights
         if plain_key in msg.content:
             arrays = [a.numpy() for a in msg.content[plain_key].values()]
             if [tuple(a.shape) for a in arrays] != shapes:
@@ -183,16 +211,30 @@ def global_models(msg: Message, n_classes: int, hidden: int, secret_context: byt
 # ---------------------------------------------------------------------------------- training
 def _train_local(model, data: PreparedData, setup: RunSetup, ins: m.TrainInstructions, key: str):
     """Local training as the instructions say (plain, or DP-SGD); returns (result, DP-SGD epsilon or None)."""
-    train_cfg = TrainConfig(epochs=ins.local_epochs, batch_size=ins.batch_size, lr=ins.lr, proximal_mu=ins.proximal_mu,
-                            absent_logit_scale=ins.absent_logit_scale, seed=derive_seed(ins.seed, ins.server_round, key))
+    train_cfg = TrainConfig(
+        epochs=ins.local_epochs,
+        batch_size=ins.batch_size,
+        lr=ins.lr,
+        proximal_mu=ins.proximal_mu,
+        absent_logit_scale=ins.absent_logit_scale,
+        seed=derive_seed(ins.seed, ins.server_round, key),
+    )
     torch.manual_seed(train_cfg.seed)
     rows = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
     weights = np.asarray(setup.class_weights, dtype=np.float32)
     scaled = setup.scaler.transform(data.features)
     if not ins.dpsgd:
         anchors = [p.detach().clone() for p in model.parameters()] if train_cfg.proximal_mu > 0 else None
-        return train_rows(model, data, scaled, setup.vocabulary, rows, train_cfg, global_params=anchors,
-                          class_weights=weights), None
+        return train_rows(
+            model,
+            data,
+            scaled,
+            setup.vocabulary,
+            rows,
+            train_cfg,
+            global_params=anchors,
+            class_weights=weights,
+        ), None
     # Sample-level DP-SGD (Opacus): the epsilon covers one flow window of this client's rows, over the
     # rounds so far (every round runs the same steps; fedids.privacy.dpsgd says why that composes).
     from fedids.privacy import dpsgd
@@ -205,13 +247,28 @@ def _train_local(model, data: PreparedData, setup: RunSetup, ins: m.TrainInstruc
     noise = ins.dpsgd_noise
     if ins.dpsgd_target_epsilon > 0:
         noise = dpsgd.calibrate_noise(ins.dpsgd_target_epsilon, ins.dpsgd_delta, rate, ins.rounds * steps)
-    dp = dpsgd.fit_dpsgd(model, scaled, data.windows[rows], targets, train_cfg, noise_multiplier=noise,
-                         max_grad_norm=ins.dpsgd_clip, target_delta=ins.dpsgd_delta, class_weights=weights)
+    dp = dpsgd.fit_dpsgd(
+        model,
+        scaled,
+        data.windows[rows],
+        targets,
+        train_cfg,
+        noise_multiplier=noise,
+        max_grad_norm=ins.dpsgd_clip,
+        target_delta=ins.dpsgd_delta,
+        class_weights=weights,
+    )
     return dp.result, dpsgd.epsilon_spent(noise, rate, ins.server_round * steps, ins.dpsgd_delta)
 
 
-def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | None = None,
-                 context: Context | None = None, secret_context: bytes | None = None) -> Message:
+def handle_train(
+    msg: Message,
+    frame: pd.DataFrame,
+    key: str,
+    model_dir: str | None = None,
+    context: Context | None = None,
+    secret_context: bytes | None = None,
+) -> Message:
     """Evaluate the incoming global model on the local validation split, train on the local rest, and
     reply: the local model and metrics (plaintext mode), or a sealed update contribution."""
     ins = m.TrainInstructions.from_config(msg.content[m.CONFIG])
@@ -225,7 +282,9 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     detector = Detector(model, setup.scaler, setup.vocabulary, ins.window, {"round": ins.server_round})
     if model_dir:
         save_detector(model_dir, detector)
-    local_f1 = evaluate_rows(detector, data, data.test_rows)["macro_f1"] if len(data.test_rows) else float("nan")
+    local_f1 = (
+        evaluate_rows(detector, data, data.test_rows)["macro_f1"] if len(data.test_rows) else float("nan")
+    )
     result, dpsgd_epsilon = _train_local(model, data, setup, ins, key)
     mode = PrivacyMode.parse(ins.privacy)
     if not mode.private:
@@ -234,14 +293,24 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     local = get_weights(model)
     if mode.dp:  # clip and noise the update before it becomes a proposal (fedids.privacy.dp)
         local = _noised_local(global_weights, local, ins)
-    weight, shares = agg.client_shares(own_class_counts(data.labels, setup.vocabulary), setup.class_totals,
-                                       setup.class_weights, weighting=ins.client_weighting,
-                                       class_head=ins.head_aggregation == "class")
-    proposal = agg.propose(global_weights, momentum, local, server_lr=ins.server_lr,
-                           server_momentum=ins.server_momentum)
+    weight, shares = agg.client_shares(
+        own_class_counts(data.labels, setup.vocabulary),
+        setup.class_totals,
+        setup.class_weights,
+        weighting=ins.client_weighting,
+        class_head=ins.head_aggregation == "class",
+    )
+    proposal = agg.propose(
+        global_weights, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum
+    )
     examples = len(data.labels) / max(setup.rows, 1)
-    metrics = {"clients": 1.0, "examples": examples, "loss": examples * float(result.losses[-1]),
-               "train_ks": result.seconds / 1e3, "dpsgd_epsilon": dpsgd_epsilon or 0.0}
+    metrics = {
+        "clients": 1.0,
+        "examples": examples,
+        "loss": examples * float(result.losses[-1]),
+        "train_ks": result.seconds / 1e3,
+        "dpsgd_epsilon": dpsgd_epsilon or 0.0,
+    }
     if np.isfinite(local_f1):
         metrics |= {"local_f1": float(local_f1), "local_f1_clients": 1.0}
     layout = agg.UpdateLayout(tuple(tuple(w.shape) for w in local))
@@ -250,7 +319,9 @@ def handle_train(msg: Message, frame: pd.DataFrame, key: str, model_dir: str | N
     return Message(seal(msg, vector, context, secret_context), reply_to=msg)
 
 
-def _noised_local(global_weights: list[np.ndarray], local: list[np.ndarray], ins: m.TrainInstructions) -> list[np.ndarray]:
+def _noised_local(
+    global_weights: list[np.ndarray], local: list[np.ndarray], ins: m.TrainInstructions
+) -> list[np.ndarray]:
     from fedids.privacy.dp import clip_update
     from fedids.privacy.secure_random import SecureGaussian
 
@@ -264,11 +335,16 @@ def _noised_local(global_weights: list[np.ndarray], local: list[np.ndarray], ins
 
 def _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, ins, context) -> Message:
     """The plaintext mode's reply: the local model (or its compressed update) and per-client metrics."""
-    metrics = MetricRecord({
-        m.NUM_EXAMPLES: int(len(data.labels)), m.TRAIN_LOSS: float(result.losses[-1]),
-        m.LOCAL_F1: float(local_f1), m.TRAIN_SECONDS: float(result.seconds),
-        m.TRAIN_EXAMPLES: int(result.examples), m.LOCAL_EPOCHS: ins.local_epochs,
-    })
+    metrics = MetricRecord(
+        {
+            m.NUM_EXAMPLES: int(len(data.labels)),
+            m.TRAIN_LOSS: float(result.losses[-1]),
+            m.LOCAL_F1: float(local_f1),
+            m.TRAIN_SECONDS: float(result.seconds),
+            m.TRAIN_EXAMPLES: int(result.examples),
+            m.LOCAL_EPOCHS: ins.local_epochs,
+        }
+    )
     if dpsgd_epsilon is not None:
         metrics[m.DPSGD_EPSILON] = float(dpsgd_epsilon)
     compression = Compression.parse(ins.compression)
@@ -292,17 +368,25 @@ def _local_features(msg: Message, frame: pd.DataFrame, setup: RunSetup, model):
     :func:`handle_train` trains on; "validation": the local validation rows)."""
     from fedids.federation.calibration import hidden_features
 
-    data = prepare(frame, window=m.ModelInstructions.from_config(msg.content[m.CONFIG]).window,
-                   test_fraction=LOCAL_VAL_FRACTION)
+    data = prepare(
+        frame,
+        window=m.ModelInstructions.from_config(msg.content[m.CONFIG]).window,
+        test_fraction=LOCAL_VAL_FRACTION,
+    )
     scaled = setup.scaler.transform(data.features)
-    splits = {"train": data.train_rows if len(data.train_rows) else np.arange(len(data.labels)),
-              "validation": data.test_rows}
-    return {name: (hidden_features(model, scaled, data.windows[rows]), setup.vocabulary.encode(data.labels[rows]))
-            for name, rows in splits.items()}
+    splits = {
+        "train": data.train_rows if len(data.train_rows) else np.arange(len(data.labels)),
+        "validation": data.test_rows,
+    }
+    return {
+        name: (hidden_features(model, scaled, data.windows[rows]), setup.vocabulary.encode(data.labels[rows]))
+        for name, rows in splits.items()
+    }
 
 
-def handle_features(msg: Message, frame: pd.DataFrame, context: Context | None = None,
-                    secret_context: bytes | None = None) -> Message:
+def handle_features(
+    msg: Message, frame: pd.DataFrame, context: Context | None = None, secret_context: bytes | None = None
+) -> Message:
     """Per-class moments of the final global model's features over the local training windows, as a real
     vector for the sum (:func:`fedids.federation.calibration.moments_vector`)."""
     from fedids.federation.calibration import class_moments, moments_vector
@@ -311,14 +395,22 @@ def handle_features(msg: Message, frame: pd.DataFrame, context: Context | None =
     model = _final_model(msg, setup, secret_context)
     features, targets = _local_features(msg, frame, setup, model)["train"]
     moments = class_moments(features, targets, len(setup.vocabulary.labels))
-    return Message(seal(msg, moments_vector(moments, setup.class_totals), context, secret_context), reply_to=msg)
+    return Message(
+        seal(msg, moments_vector(moments, setup.class_totals), context, secret_context), reply_to=msg
+    )
 
 
-def handle_validate(msg: Message, frame: pd.DataFrame, context: Context | None = None,
-                    secret_context: bytes | None = None) -> Message:
+def handle_validate(
+    msg: Message, frame: pd.DataFrame, context: Context | None = None, secret_context: bytes | None = None
+) -> Message:
     """Confusion matrices of the candidate heads (sent, or refitted here from the sealed moments sum) on
     the final model's features of the local validation and training windows, as a count vector."""
-    from fedids.federation.calibration import candidate_heads, confusion_vector, head_confusions, score_histograms
+    from fedids.federation.calibration import (
+        candidate_heads,
+        confusion_vector,
+        head_confusions,
+        score_histograms,
+    )
 
     setup = run_setup(msg, context)
     model = _final_model(msg, setup, secret_context)
@@ -333,7 +425,6 @@ def handle_validate(msg: Message, frame: pd.DataFrame, context: Context | None =
 def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) -> Detector:
     """The final global model a ``query.global`` message describes, with its calibrated head if kept."""
     from fedids.federation.calibration import apply_final_head
-
     from fedids.model.checks import META_THRESHOLD
 
     model = _final_model(msg, setup, secret_context)
@@ -341,18 +432,35 @@ def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) 
     ins = m.ModelInstructions.from_config(msg.content[m.CONFIG])
     metadata = {"final": True}
     if rule is None and ins.alert_threshold >= 0:  # chosen by the server from the summed histograms
-        rule = {"threshold": ins.alert_threshold, "max_false_alarm_rate": ins.alert_max_false_alarm_rate,
-                "validation": "summed histograms of the clients' validation windows"}
+        rule = {
+            "threshold": ins.alert_threshold,
+            "max_false_alarm_rate": ins.alert_max_false_alarm_rate,
+            "validation": "summed histograms of the clients' validation windows",
+        }
     if rule is not None:
         metadata[META_THRESHOLD] = rule
     return Detector(model, setup.scaler, setup.vocabulary, ins.window, metadata)
 
 
-def handle_final_model(msg: Message, model_dir: str, context: Context | None, secret_context: bytes | None) -> None:
+def handle_final_model(
+    msg: Message, model_dir: str, context: Context | None, secret_context: bytes | None
+) -> None:
     """Write the final global model (plaintext or opened here) to ``model_dir`` for the detector."""
     save_detector(model_dir, final_detector(msg, run_setup(msg, context), secret_context))
 
 
-__all__ = ["LOCAL_VAL_FRACTION", "derive_seed", "seal", "handle_secagg_stage", "handle_stats", "handle_setup",
-           "handle_train", "handle_features", "handle_validate", "handle_final_model", "final_detector",
-           "run_setup", "global_models"]
+__all__ = [
+    "LOCAL_VAL_FRACTION",
+    "derive_seed",
+    "seal",
+    "handle_secagg_stage",
+    "handle_stats",
+    "handle_setup",
+    "handle_train",
+    "handle_features",
+    "handle_validate",
+    "handle_final_model",
+    "final_detector",
+    "run_setup",
+    "global_models",
+]

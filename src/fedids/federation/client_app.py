@@ -18,12 +18,34 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedids.federation import messages as m
-from fedids.federation.client import (LOCAL_VAL_FRACTION, derive_seed, handle_features, handle_final_model,
-                                      handle_secagg_stage, handle_setup, handle_stats, handle_train, handle_validate)
+from fedids.federation.client import (
+    LOCAL_VAL_FRACTION,
+    derive_seed,
+    handle_features,
+    handle_final_model,
+    handle_secagg_stage,
+    handle_setup,
+    handle_stats,
+    handle_train,
+    handle_validate,
+)
 
-__all__ = ["make_client_app", "app", "partition_path", "load_local_frame", "client_key", "LOCAL_VAL_FRACTION",
-           "derive_seed", "handle_features", "handle_final_model", "handle_secagg_stage", "handle_setup",
-           "handle_stats", "handle_train", "handle_validate"]
+__all__ = [
+    "make_client_app",
+    "app",
+    "partition_path",
+    "load_local_frame",
+    "client_key",
+    "LOCAL_VAL_FRACTION",
+    "derive_seed",
+    "handle_features",
+    "handle_final_model",
+    "handle_secagg_stage",
+    "handle_setup",
+    "handle_stats",
+    "handle_train",
+    "handle_validate",
+]
 
 
 def partition_path(partitions_dir: str | Path, partition_id: int) -> Path:
@@ -48,8 +70,9 @@ def client_key(context: Context) -> str:
     return f"partition-{int(cfg['partition-id']):04d}"
 
 
-def make_client_app(partitions_dir: str | None = None, he_secret_context: str | None = None,
-                    mods: list | None = None) -> ClientApp:
+def make_client_app(
+    partitions_dir: str | None = None, he_secret_context: str | None = None, mods: list | None = None
+) -> ClientApp:
     """Build the ClientApp.
 
     ``partitions_dir``: where simulated clients find their partition files. ``he_secret_context``: the
@@ -80,8 +103,14 @@ def make_client_app(partitions_dir: str | None = None, he_secret_context: str | 
         torch.set_num_threads(1)
         # A SuperNode may declare its hardware (node config device-profile) for energy-aware selection.
         profile = context.node_config.get(m.DEVICE_PROFILE)
-        return handle_stats(msg, local_frame(context), client_key(context), str(profile) if profile else None,
-                            context, secret(context))
+        return handle_stats(
+            msg,
+            local_frame(context),
+            client_key(context),
+            str(profile) if profile else None,
+            context,
+            secret(context),
+        )
 
     @app.query("setup")
     def setup(msg: Message, context: Context) -> Message:
@@ -109,8 +138,14 @@ def make_client_app(partitions_dir: str | None = None, he_secret_context: str | 
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)  # one core per virtual client (num_cpus=1)
         model_dir = context.node_config.get("model-dir")
-        return handle_train(msg, local_frame(context), client_key(context), str(model_dir) if model_dir else None,
-                            context=context, secret_context=secret(context))
+        return handle_train(
+            msg,
+            local_frame(context),
+            client_key(context),
+            str(model_dir) if model_dir else None,
+            context=context,
+            secret_context=secret(context),
+        )
 
     @app.train("secagg_keys")
     def secagg_keys(msg: Message, context: Context) -> Message:

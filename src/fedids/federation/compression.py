@@ -27,12 +27,12 @@ noise calibration assumes the full clipped update; the server rejects the combin
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
-COMPRESSED = "compressed-update"   # reply key of the compressed payload (an ArrayRecord)
+COMPRESSED = "compressed-update"  # reply key of the compressed payload (an ArrayRecord)
 RESIDUAL_STATE = "fedids-topk-residual"  # Context.state key of a client's top-k residual
 KINDS = ("none", "int8", "topk")
 
@@ -45,7 +45,7 @@ class Compression:
     fraction: float = 1.0
 
     @classmethod
-    def parse(cls, text: str) -> "Compression":
+    def parse(cls, text: str) -> Compression:
         name, _, arg = str(text).partition(":")
         if name in ("none", "int8") and not arg:
             return cls(name)
@@ -72,8 +72,9 @@ def _index_dtype(length: int) -> np.dtype:
     return np.dtype(np.uint16) if length <= 1 << 16 else np.dtype(np.uint32)
 
 
-def encode(delta: Sequence[np.ndarray], spec: Compression,
-           residual: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def encode(
+    delta: Sequence[np.ndarray], spec: Compression, residual: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Compress an update given as one array per tensor.
 
     Returns the payload (name -> array, what goes on the wire) and the new top-k residual (flat
@@ -100,7 +101,9 @@ def encode(delta: Sequence[np.ndarray], spec: Compression,
     raise ValueError(f"compression {spec.kind!r} has no encoder")
 
 
-def decode(payload: Mapping[str, np.ndarray], spec: Compression, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+def decode(
+    payload: Mapping[str, np.ndarray], spec: Compression, shapes: Sequence[tuple[int, ...]]
+) -> list[np.ndarray]:
     """The float32 update (one array per ``shapes`` entry) from a payload; ``ValueError`` when malformed."""
     sizes = [int(np.prod(s)) for s in shapes]
     length = sum(sizes)
@@ -121,8 +124,10 @@ def decode(payload: Mapping[str, np.ndarray], spec: Compression, shapes: Sequenc
         index, value = payload["index"], payload["value"]
         k = spec.k(length)
         if index.dtype != _index_dtype(length) or index.shape != (k,):
-            raise ValueError(f"topk payload index: dtype {index.dtype}, shape {index.shape}, expected "
-                             f"{_index_dtype(length)} ({k},)")
+            raise ValueError(
+                f"topk payload index: dtype {index.dtype}, shape {index.shape}, expected "
+                f"{_index_dtype(length)} ({k},)"
+            )
         if value.dtype != np.float32 or value.shape != (k,):
             raise ValueError(f"topk payload value: dtype {value.dtype}, shape {value.shape}")
         if (index >= length).any() or np.unique(index).size != k:
@@ -144,8 +149,9 @@ def payload_bytes(payload: Mapping[str, np.ndarray]) -> int:
 # ---- Flower glue: the client's reply and residual, the server's reconstruction
 
 
-def compress_reply(global_weights: Sequence[np.ndarray], new_weights: Sequence[np.ndarray], spec: Compression,
-                   context=None):
+def compress_reply(
+    global_weights: Sequence[np.ndarray], new_weights: Sequence[np.ndarray], spec: Compression, context=None
+):
     """The ArrayRecord a client sends for ``new_weights``; the top-k residual is read from and written
     to ``context.state`` (no error feedback without a context)."""
     from flwr.app import Array, ArrayRecord
@@ -153,17 +159,23 @@ def compress_reply(global_weights: Sequence[np.ndarray], new_weights: Sequence[n
     residual = None
     if spec.kind == "topk" and context is not None and RESIDUAL_STATE in context.state:
         residual = context.state[RESIDUAL_STATE]["residual"].numpy()
-    delta = [np.asarray(n, dtype=np.float32) - np.asarray(g, dtype=np.float32)
-             for g, n in zip(global_weights, new_weights)]
+    delta = [
+        np.asarray(n, dtype=np.float32) - np.asarray(g, dtype=np.float32)
+        for g, n in zip(global_weights, new_weights)
+    ]
     payload, residual = encode(delta, spec, residual)
     if residual is not None and context is not None:
         context.state[RESIDUAL_STATE] = ArrayRecord({"residual": Array(residual)})
     return ArrayRecord({name: Array(a) for name, a in payload.items()})
 
 
-def rebuild_weights(record, spec: Compression, global_weights: Sequence[np.ndarray]) -> tuple[list[np.ndarray], int]:
+def rebuild_weights(
+    record, spec: Compression, global_weights: Sequence[np.ndarray]
+) -> tuple[list[np.ndarray], int]:
     """Server side: ``global + decoded update`` as float32 arrays, and the payload's bytes."""
     payload = {name: record[name].numpy() for name in record.keys()}
     delta = decode(payload, spec, [tuple(g.shape) for g in global_weights])
-    weights = [(np.asarray(g, dtype=np.float32) + d).astype(np.float32) for g, d in zip(global_weights, delta)]
+    weights = [
+        (np.asarray(g, dtype=np.float32) + d).astype(np.float32) for g, d in zip(global_weights, delta)
+    ]
     return weights, payload_bytes(payload)

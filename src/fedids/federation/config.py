@@ -38,8 +38,8 @@ class FederationConfig:
     min_clients: int = 2
     strategy: str = "fedavgm"
     proximal_mu: float = 0.01
-    server_lr: float = 1.0          # fedavgm: step applied to the averaged update
-    server_momentum: float = 0.5    # fedavgm: momentum of that step (0.9 oscillated under label skew)
+    server_lr: float = 1.0  # fedavgm: step applied to the averaged update
+    server_momentum: float = 0.5  # fedavgm: momentum of that step (0.9 oscillated under label skew)
     local_epochs: int = 1
     batch_size: int = 64
     lr: float = 3e-3
@@ -51,31 +51,31 @@ class FederationConfig:
     privacy: str = "none"
     clip_norm: float = 1.0
     noise_multiplier: float = 0.0  # dp: > 0 fixed; 0 = calibrated from target_epsilon for the planned rounds
-    target_epsilon: float = 0.0    # dp: the budget; training stops with a message before exceeding it
+    target_epsilon: float = 0.0  # dp: the budget; training stops with a message before exceeding it
     target_delta: float = 1e-5
-    he_public_context: str = ""   # server copy of the HE key set (public only), for he modes
+    he_public_context: str = ""  # server copy of the HE key set (public only), for he modes
     dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with Opacus DP-SGD (sample-level DP)
-    dpsgd_target_epsilon: float = 0.0    # > 0: clients train with DP-SGD, each calibrating its noise so that
-                                         # all planned rounds spend at most this epsilon per flow window
-    dpsgd_clip_norm: float = 1.0         # per-example gradient bound for DP-SGD
+    dpsgd_target_epsilon: float = 0.0  # > 0: clients train with DP-SGD, each calibrating its noise so that
+    # all planned rounds spend at most this epsilon per flow window
+    dpsgd_clip_norm: float = 1.0  # per-example gradient bound for DP-SGD
     # DP-SGD's own step and batch: noise is added to each batch's gradient sum, so a larger batch has a
     # better signal-to-noise ratio, and the clipped, noised steps need a larger learning rate. Measured on
     # the synthetic default (10 clients, 5 rounds, epsilon 8): batch 64 / lr 3e-3 0.59 macro-F1, 64 / 1e-2
     # 0.64, 256 / 1e-2 0.71 (plaintext, same rounds: 0.72 before head calibration).
     dpsgd_batch_size: int = 256
     dpsgd_lr: float = 1e-2
-    calibration: str = "ccvr"            # ccvr: refit the head on clients' summed feature moments after
-                                         # training, then check it (fedids.federation.calibration) | none
+    calibration: str = "ccvr"  # ccvr: refit the head on clients' summed feature moments after
+    # training, then check it (fedids.federation.calibration) | none
     client_weighting: str = "objective"  # objective: share of the class-weighted loss | examples (FedAvg)
-                                         # (every mode but dp, where every client weighs the same)
-    head_aggregation: str = "class"      # class: each output row averaged by its class's examples | examples
-                                         # (every mode but dp, whose sensitivity bound needs equal weights)
+    # (every mode but dp, where every client weighs the same)
+    head_aggregation: str = "class"  # class: each output row averaged by its class's examples | examples
+    # (every mode but dp, whose sensitivity bound needs equal weights)
     # Adaptive strategies (plaintext only; fedids.federation.adaptive and .compression). The defaults
     # change nothing: uniform sampling, no budget, fixed local epochs, full float32 uploads.
-    selection: str = "random"      # random | energy (prefer clients with budget left and efficient hardware)
-    energy_budget_j: float = 0.0   # joules per device for the whole training; 0 = unlimited
-    max_local_epochs: int = 0      # > 0: adaptive local epochs in [1, this], fitted to the budget share
-    compression: str = "none"      # none | int8 | topk:FRACTION (the update a client uploads)
+    selection: str = "random"  # random | energy (prefer clients with budget left and efficient hardware)
+    energy_budget_j: float = 0.0  # joules per device for the whole training; 0 = unlimited
+    max_local_epochs: int = 0  # > 0: adaptive local epochs in [1, this], fitted to the budget share
+    compression: str = "none"  # none | int8 | topk:FRACTION (the update a client uploads)
 
     def __post_init__(self) -> None:
         # Imported here: the command line reads the defaults at startup without loading numpy.
@@ -94,8 +94,10 @@ class FederationConfig:
             raise ValueError("min-clients, local-epochs and window must be >= 1")
         mode = PrivacyMode.parse(self.privacy)  # raises on an unknown mode
         if mode.private and self.strategy not in PRIVATE_STRATEGIES:
-            raise ValueError(f"strategy {self.strategy} needs each client's update in plaintext; with privacy "
-                             f"{mode.name} use one of {', '.join(PRIVATE_STRATEGIES)}")
+            raise ValueError(
+                f"strategy {self.strategy} needs each client's update in plaintext; with privacy "
+                f"{mode.name} use one of {', '.join(PRIVATE_STRATEGIES)}"
+            )
         if mode.dp and (self.clip_norm <= 0 or self.noise_multiplier < 0 or self.target_epsilon < 0):
             raise ValueError("dp needs clip-norm > 0, noise-multiplier >= 0 and target-epsilon >= 0")
         if mode.dp and self.noise_multiplier == 0 and self.target_epsilon == 0:
@@ -112,25 +114,35 @@ class FederationConfig:
         if mode.he and not self.he_public_context:
             raise ValueError(f"privacy {self.privacy} needs he-public-context (see `fedids keys init`)")
         if self.head_aggregation not in HEAD_AGGREGATIONS:
-            raise ValueError(f"unknown head-aggregation {self.head_aggregation!r}: choose one of "
-                             f"{', '.join(HEAD_AGGREGATIONS)}")
+            raise ValueError(
+                f"unknown head-aggregation {self.head_aggregation!r}: choose one of "
+                f"{', '.join(HEAD_AGGREGATIONS)}"
+            )
         if self.client_weighting not in CLIENT_WEIGHTINGS:
-            raise ValueError(f"unknown client-weighting {self.client_weighting!r}: choose one of "
-                             f"{', '.join(CLIENT_WEIGHTINGS)}")
+            raise ValueError(
+                f"unknown client-weighting {self.client_weighting!r}: choose one of "
+                f"{', '.join(CLIENT_WEIGHTINGS)}"
+            )
         if self.calibration not in ("ccvr", "none"):
             raise ValueError(f"unknown calibration {self.calibration!r}: choose ccvr or none")
         if self.selection not in adaptive.SELECTIONS:
-            raise ValueError(f"unknown selection {self.selection!r}: choose one of {', '.join(adaptive.SELECTIONS)}")
+            raise ValueError(
+                f"unknown selection {self.selection!r}: choose one of {', '.join(adaptive.SELECTIONS)}"
+            )
         if self.energy_budget_j < 0 or self.max_local_epochs < 0:
             raise ValueError("energy-budget-j and max-local-epochs must be >= 0")
         if self.max_local_epochs and not self.energy_budget_j:
-            raise ValueError("max-local-epochs (adaptive local epochs) needs an energy-budget-j to fit them to")
+            raise ValueError(
+                "max-local-epochs (adaptive local epochs) needs an energy-budget-j to fit them to"
+            )
         compression = Compression.parse(self.compression)  # raises on an unknown codec
         if mode.private and (self.energy_managed or compression.active):
             # The private modes' guarantees assume what they were built for: DP's accounting a uniform
             # client sample, HE/SecAgg a full, dense update.
-            raise ValueError(f"selection, energy budget, adaptive epochs and compression are for the plaintext "
-                             f"mode only, not privacy {self.privacy}")
+            raise ValueError(
+                f"selection, energy budget, adaptive epochs and compression are for the plaintext "
+                f"mode only, not privacy {self.privacy}"
+            )
 
     def _check_numbers(self) -> None:
         """Finite numbers in their ranges: a typo fails here with the setting's name, before any work."""
@@ -156,7 +168,9 @@ class FederationConfig:
         if self.proximal_mu < 0 or self.absent_logit_scale < 0:
             raise ValueError("proximal-mu and absent-logit-scale must be >= 0")
         if self.batch_size < 1 or not 1 <= self.hidden <= MAX_HIDDEN or self.window > MAX_WINDOW:
-            raise ValueError(f"batch-size must be >= 1, hidden in 1..{MAX_HIDDEN}, window at most {MAX_WINDOW}")
+            raise ValueError(
+                f"batch-size must be >= 1, hidden in 1..{MAX_HIDDEN}, window at most {MAX_WINDOW}"
+            )
 
     @property
     def server_step(self) -> tuple[float, float]:
@@ -179,7 +193,7 @@ class FederationConfig:
         return self.selection != "random" or self.energy_budget_j > 0 or self.max_local_epochs > 0
 
     @classmethod
-    def from_run_config(cls, run_config: dict) -> "FederationConfig":
+    def from_run_config(cls, run_config: dict) -> FederationConfig:
         """Build from Flower run config (kebab-case); unknown keys are rejected."""
         fields = {f.replace("_", "-"): f for f in cls.__dataclass_fields__}
         known = set(fields) | set(RUN_ONLY_KEYS)

@@ -16,9 +16,17 @@ import numpy as np
 from flwr.app import RecordDict
 
 from fedids.federation import messages as m
-from fedids.federation.calibration import (alert_rule, check_confusion_vector, check_moments_vector, decide,
-                                           moments_from_vector, moments_length, refit_head, validation_from_vector,
-                                           validation_length)
+from fedids.federation.calibration import (
+    alert_rule,
+    check_confusion_vector,
+    check_moments_vector,
+    decide,
+    moments_from_vector,
+    moments_length,
+    refit_head,
+    validation_from_vector,
+    validation_length,
+)
 from fedids.federation.client import derive_seed
 from fedids.federation.private import COUNT, REAL, SumResult
 from fedids.federation.rounds import Run, model_content
@@ -32,11 +40,24 @@ log = logging.getLogger("fedids.server")
 
 def _config(run: Run, rule: dict | None = None) -> dict:
     c = run.config
-    alert = {} if not rule else {"alert_threshold": float(rule["threshold"]),
-                                 "alert_max_false_alarm_rate": float(rule["max_false_alarm_rate"])}
-    return m.ModelInstructions(labels=tuple(run.labels), window=c.window, hidden=c.hidden, privacy=run.mode.name,
-                               server_lr=c.server_step[0], setup_digest=run.digest,
-                               calibration_seed=derive_seed(c.seed, "ccvr"), **alert).to_config()
+    alert = (
+        {}
+        if not rule
+        else {
+            "alert_threshold": float(rule["threshold"]),
+            "alert_max_false_alarm_rate": float(rule["max_false_alarm_rate"]),
+        }
+    )
+    return m.ModelInstructions(
+        labels=tuple(run.labels),
+        window=c.window,
+        hidden=c.hidden,
+        privacy=run.mode.name,
+        server_lr=c.server_step[0],
+        setup_digest=run.digest,
+        calibration_seed=derive_seed(c.seed, "ccvr"),
+        **alert,
+    ).to_config()
 
 
 def _model(run: Run, weights: list[np.ndarray]):
@@ -59,15 +80,26 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
     n, hidden = len(run.labels), run.config.hidden
     nodes = sorted(run.keys)
     base = {"current": current, "previous": models.get("previous")}
-    moments_sum, _ = secure_sum(run.grid, mode=run.mode, nodes=nodes, message_type=m.QUERY_FEATURES,
-                                make_content=lambda node: model_content(run, base, _config(run)),
-                                length=moments_length(n, hidden), values=REAL, he_public=run.he_public,
-                                timeout=run.config.timeout_s, check=_plain_check(run, "moments"))
+    moments_sum, _ = secure_sum(
+        run.grid,
+        mode=run.mode,
+        nodes=nodes,
+        message_type=m.QUERY_FEATURES,
+        make_content=lambda node: model_content(run, base, _config(run)),
+        length=moments_length(n, hidden),
+        values=REAL,
+        he_public=run.he_public,
+        timeout=run.config.timeout_s,
+        check=_plain_check(run, "moments"),
+    )
     if not moments_sum.ok:
         return current, {"method": "ccvr", "clients": 0, "kept": False, "reason": "no moments"}
     moments_total = _readable(run, moments_sum, moments_length(n, hidden))
-    moments = (moments_from_vector(moments_total, n, hidden, run.setup.class_totals)
-               if moments_total is not None else None)
+    moments = (
+        moments_from_vector(moments_total, n, hidden, run.setup.class_totals)
+        if moments_total is not None
+        else None
+    )
     seed = derive_seed(run.config.seed, "ccvr")
     heads = None
     if moments_sum.plaintext is not None:  # the server may read the sum: it refits and sends the heads
@@ -82,14 +114,28 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
             return content
         return model_content(run, base, _config(run), {"moments": moments_sum.sealed})
 
-    check_sum, _ = secure_sum(run.grid, mode=run.mode, nodes=nodes, message_type=m.QUERY_VALIDATE,
-                              make_content=validate_content, length=validation_length(n), values=COUNT,
-                              he_public=run.he_public, timeout=run.config.timeout_s,
-                              check=_plain_check(run, "confusion"))
+    check_sum, _ = secure_sum(
+        run.grid,
+        mode=run.mode,
+        nodes=nodes,
+        message_type=m.QUERY_VALIDATE,
+        make_content=validate_content,
+        length=validation_length(n),
+        values=COUNT,
+        he_public=run.he_public,
+        timeout=run.config.timeout_s,
+        check=_plain_check(run, "confusion"),
+    )
     classes = int((moments.count >= 2).sum()) if moments is not None else 0
-    record = {"method": "ccvr", "clients": len(moments_sum.survivors), "rejected": moments_sum.rejected,
-              "classes": classes, "bytes_up": int(moments_sum.bytes_up + check_sum.bytes_up), "kept": None,
-              "validation": {"clients": len(check_sum.survivors), "rejected": check_sum.rejected}}
+    record = {
+        "method": "ccvr",
+        "clients": len(moments_sum.survivors),
+        "rejected": moments_sum.rejected,
+        "classes": classes,
+        "bytes_up": int(moments_sum.bytes_up + check_sum.bytes_up),
+        "kept": None,
+        "validation": {"clients": len(check_sum.survivors), "rejected": check_sum.rejected},
+    }
     final = GlobalModel(current.plain, current.sealed)
     if not check_sum.ok:
         return final, record | {"kept": False, "reason": "no client could check it"}
@@ -107,10 +153,16 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
         if heads is None:  # he with an evaluator: refit as the clients do, for the server-side test
             heads = [None, refit_head(_model(run, current.plain).head, moments, seed)]
         final.plain = current.plain[:-2] + [heads[1][0].astype(np.float32), heads[1][1].astype(np.float32)]
-    record["validation"] |= {"kept": bool(kept), "reason": reason,
-                             **{f"{split}_windows": int(confusions[split][0].sum()) for split in m.CHECK_SPLITS},
-                             **{f"{split}_macro_f1_{w}": scores[split][i] for split in m.CHECK_SPLITS
-                                for i, w in enumerate(("before", "after"))}}
+    record["validation"] |= {
+        "kept": bool(kept),
+        "reason": reason,
+        **{f"{split}_windows": int(confusions[split][0].sum()) for split in m.CHECK_SPLITS},
+        **{
+            f"{split}_macro_f1_{w}": scores[split][i]
+            for split in m.CHECK_SPLITS
+            for i, w in enumerate(("before", "after"))
+        },
+    }
     record |= {"kept": bool(kept), "reason": reason, "before": before, "test": _test(run, final.plain)}
     return final, record
 
@@ -121,7 +173,9 @@ def _plain_check(run: Run, what: str):
         return None
     n, hidden = len(run.labels), run.config.hidden
     if what == "moments":
-        return lambda node, v: check_moments_vector(v, n, hidden, run.setup.class_totals, run.plain_counts[node])
+        return lambda node, v: check_moments_vector(
+            v, n, hidden, run.setup.class_totals, run.plain_counts[node]
+        )
     return lambda node, v: check_confusion_vector(v, n, run.plain_counts[node])
 
 
@@ -138,8 +192,12 @@ def save_final(run: Run, final: GlobalModel, state: FederationState) -> None:
         return
     from fedids.model.checks import META_THRESHOLD
 
-    metadata = {"mode": "federated", "round": state.completed_round, "calibrated": bool(state.calibration.get("kept")),
-                "test_metrics": state.calibration.get("test")}
+    metadata = {
+        "mode": "federated",
+        "round": state.completed_round,
+        "calibrated": bool(state.calibration.get("kept")),
+        "test_metrics": state.calibration.get("test"),
+    }
     if final.alert_rule:
         metadata[META_THRESHOLD] = final.alert_rule
     save_detector(run.out_dir / GLOBAL_DIR, run.detector(final.plain, metadata))
@@ -150,12 +208,19 @@ def publish(run: Run, models: dict) -> None:
     round's (calibrated) model. Failures are logged: training itself is already complete."""
     final = models["current"]
     if run.mode.he:  # clients open the sums themselves; the evaluator's plaintext copy never leaves
-        content = model_content(run, {"current": GlobalModel(None, final.sealed, final.calibration),
-                                      "previous": models.get("previous")}, _config(run))
+        content = model_content(
+            run,
+            {
+                "current": GlobalModel(None, final.sealed, final.calibration),
+                "previous": models.get("previous"),
+            },
+            _config(run),
+        )
     else:  # the server chose the alert threshold from the summed histograms: the clients store it
         content = model_content(run, {"current": GlobalModel(final.plain)}, _config(run, final.alert_rule))
-    replies = exchange(run.grid, {n: content for n in sorted(run.keys)}, m.QUERY_GLOBAL, run.config.timeout_s,
-                       SumResult())
+    replies = exchange(
+        run.grid, {n: content for n in sorted(run.keys)}, m.QUERY_GLOBAL, run.config.timeout_s, SumResult()
+    )
     missing = set(run.keys) - set(replies)
     if missing:
         log.warning("%d clients did not store the final model", len(missing))

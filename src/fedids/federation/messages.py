@@ -21,20 +21,20 @@ QUERY_SETUP = "query.setup"  # he modes: clients open the sealed statistics sum 
 SECAGG_KEYS, SECAGG_SHARES, SECAGG_UNMASK = "train.secagg_keys", "train.secagg_shares", "train.secagg_unmask"
 
 # RecordDict keys.
-ARRAYS = "arrays"          # model weights (ArrayRecord), same key as Flower's strategies
-METRICS = "metrics"        # MetricRecord, same key as Flower's strategies
-CONFIG = "config"          # ConfigRecord sent by the server
+ARRAYS = "arrays"  # model weights (ArrayRecord), same key as Flower's strategies
+METRICS = "metrics"  # MetricRecord, same key as Flower's strategies
+CONFIG = "config"  # ConfigRecord sent by the server
 PREPROCESSING = "preprocessing"  # ArrayRecord: scaler center/scale
-STATS = "stats"            # ArrayRecord: feature histogram of a client
-INFO = "info"              # ConfigRecord: client key, labels, label counts
-HEADS = "heads"            # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
+STATS = "stats"  # ArrayRecord: feature histogram of a client
+INFO = "info"  # ConfigRecord: client key, labels, label counts
+HEADS = "heads"  # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
 CHECK_SPLITS = ("validation", "train")  # the local windows a query.validate reply scores the heads on
-SUM = "sum"                # ConfigRecord: the secure sum a message asks for: "values" (real|count), "length",
-                           # "privacy" (the mode that seals it)
+SUM = "sum"  # ConfigRecord: the secure sum a message asks for: "values" (real|count), "length",
+# "privacy" (the mode that seals it)
 CONTRIBUTION = "contribution"  # ArrayRecord: {"value": float64 (d,)} in the clear or {"ct": uint8} sealed
-SECAGG = "secagg"          # ConfigRecord: one SecAgg protocol message (flat int/bytes dict)
+SECAGG = "secagg"  # ConfigRecord: one SecAgg protocol message (flat int/bytes dict)
 SECAGG_CONFIG = "secagg-config"  # ConfigRecord: SecAggConfig.to_dict() plus "secagg-id"
-SEALED = "sealed"          # ArrayRecord: "<name>" = uint8 ciphertext of a sealed sum (he modes)
+SEALED = "sealed"  # ArrayRecord: "<name>" = uint8 ciphertext of a sealed sum (he modes)
 SEALED_META = "sealed-meta"  # ConfigRecord: "<name>.kind", "<name>.values", "<name>.secagg.<field>"
 
 # Metric keys.
@@ -43,7 +43,7 @@ TRAIN_LOSS = "train-loss"
 LOCAL_F1 = "local-val-macro-f1"
 TRAIN_SECONDS = "train-seconds"
 TRAIN_EXAMPLES = "train-examples"  # examples per local epoch (the work the energy ledger charges)
-LOCAL_EPOCHS = "local-epochs"      # epochs the client trained this round
+LOCAL_EPOCHS = "local-epochs"  # epochs the client trained this round
 
 # Info keys.
 DEVICE_PROFILE = "device-profile"  # optional in the stats reply: the client's hardware profile
@@ -55,8 +55,9 @@ def record_bytes(record: ArrayRecord) -> int:
 
 
 def encode_preprocessing(scaler: FlowScaler) -> ArrayRecord:
-    return ArrayRecord({"center": Array(scaler.center.astype(np.float64)),
-                        "scale": Array(scaler.scale.astype(np.float64))})
+    return ArrayRecord(
+        {"center": Array(scaler.center.astype(np.float64)), "scale": Array(scaler.scale.astype(np.float64))}
+    )
 
 
 def decode_preprocessing(record: ArrayRecord) -> FlowScaler:
@@ -67,23 +68,36 @@ def encode_vocabulary(vocab: LabelVocabulary) -> list[str]:
     return list(vocab.labels)
 
 
-def stats_reply(msg: Message, client_key: str, stats: FeatureStats, label_counts: dict[str, int],
-                device_profile: str | None = None) -> Message:
+def stats_reply(
+    msg: Message,
+    client_key: str,
+    stats: FeatureStats,
+    label_counts: dict[str, int],
+    device_profile: str | None = None,
+) -> Message:
     """The reply to ``query.stats``; ``device_profile`` (a name of ``fedids.evaluation.energy``) tells the
     server the client's hardware for energy accounting (absent: the server assigns one from the key)."""
     labels = sorted(label_counts)
-    info = {"client-key": client_key, "labels": labels, "label-counts": [int(label_counts[k]) for k in labels]}
+    info = {
+        "client-key": client_key,
+        "labels": labels,
+        "label-counts": [int(label_counts[k]) for k in labels],
+    }
     if device_profile:
         info[DEVICE_PROFILE] = str(device_profile)
-    content = RecordDict({
-        STATS: ArrayRecord({"hist": Array(stats.hist.astype(np.int64))}),
-        METRICS: MetricRecord({NUM_EXAMPLES: int(stats.count)}),
-        INFO: ConfigRecord(info),
-    })
+    content = RecordDict(
+        {
+            STATS: ArrayRecord({"hist": Array(stats.hist.astype(np.int64))}),
+            METRICS: MetricRecord({NUM_EXAMPLES: int(stats.count)}),
+            INFO: ConfigRecord(info),
+        }
+    )
     return Message(content, reply_to=msg)
 
 
-def decode_stats_reply(content: RecordDict, n_features: int, n_bins: int) -> tuple[str, FeatureStats, dict[str, int]]:
+def decode_stats_reply(
+    content: RecordDict, n_features: int, n_bins: int
+) -> tuple[str, FeatureStats, dict[str, int]]:
     """Validate and decode a stats reply; raises ValueError with the reason on a malformed payload."""
     hist = content[STATS]["hist"].numpy()
     if hist.shape != (n_features, n_bins) or hist.dtype != np.int64 or (hist < 0).any():
@@ -139,17 +153,23 @@ def decode_heads(record: ArrayRecord, n_classes: int, hidden: int) -> list[tuple
 
 
 # ------------------------------------------------------------------------- run setup and sums
-PREVIOUS = "previous"      # ArrayRecord: the global model before the current one (server momentum)
+PREVIOUS = "previous"  # ArrayRecord: the global model before the current one (server momentum)
 DPSGD_EPSILON = "dpsgd-epsilon"
 
 
 def encode_setup(setup) -> ConfigRecord:
     """A :class:`~fedids.federation.setup.RunSetup` as one ConfigRecord (float64 exact)."""
-    return ConfigRecord({"center": [float(x) for x in setup.scaler.center], "scale": [float(x) for x in setup.scaler.scale],
-                         "labels": list(setup.vocabulary.labels),
-                         "class-totals": [int(x) for x in setup.class_totals],
-                         "class-weights": [float(x) for x in setup.class_weights],
-                         "rows": int(setup.rows), "unknown-rows": int(setup.unknown_rows)})
+    return ConfigRecord(
+        {
+            "center": [float(x) for x in setup.scaler.center],
+            "scale": [float(x) for x in setup.scaler.scale],
+            "labels": list(setup.vocabulary.labels),
+            "class-totals": [int(x) for x in setup.class_totals],
+            "class-weights": [float(x) for x in setup.class_weights],
+            "rows": int(setup.rows),
+            "unknown-rows": int(setup.unknown_rows),
+        }
+    )
 
 
 def decode_setup(record: ConfigRecord):
@@ -159,10 +179,17 @@ def decode_setup(record: ConfigRecord):
     labels = list(record["labels"])
     totals = np.asarray(record["class-totals"], dtype=np.int64)
     weights = np.asarray(record["class-weights"], dtype=np.float32)
-    if len(labels) < 1 or totals.shape != (len(labels),) or weights.shape != totals.shape or (totals < 0).any():
+    if (
+        len(labels) < 1
+        or totals.shape != (len(labels),)
+        or weights.shape != totals.shape
+        or (totals < 0).any()
+    ):
         raise ValueError("setup: labels, class totals and class weights disagree")
     scaler = FlowScaler.from_dict({"center": record["center"], "scale": record["scale"]})
-    return RunSetup(scaler, LabelVocabulary(labels), totals, weights, int(record["rows"]), int(record["unknown-rows"]))
+    return RunSetup(
+        scaler, LabelVocabulary(labels), totals, weights, int(record["rows"]), int(record["unknown-rows"])
+    )
 
 
 def setup_entries(setup) -> tuple[ArrayRecord, dict]:
@@ -176,9 +203,14 @@ def decode_setup_message(content: RecordDict):
     """The setup of a plaintext message (PREPROCESSING record plus config entries)."""
     config = content[CONFIG]
     scaler = decode_preprocessing(content[PREPROCESSING])
-    record = ConfigRecord({"center": [float(x) for x in scaler.center], "scale": [float(x) for x in scaler.scale],
-                           "labels": list(config["labels"]),
-                           **{k: config[k] for k in ("class-totals", "class-weights", "rows", "unknown-rows")}})
+    record = ConfigRecord(
+        {
+            "center": [float(x) for x in scaler.center],
+            "scale": [float(x) for x in scaler.scale],
+            "labels": list(config["labels"]),
+            **{k: config[k] for k in ("class-totals", "class-weights", "rows", "unknown-rows")},
+        }
+    )
     return decode_setup(record)
 
 
@@ -214,9 +246,11 @@ def decode_sealed(content: RecordDict, names: tuple[str, ...]) -> dict:
         if blob.dtype != np.uint8 or blob.ndim != 1:
             raise ValueError(f"sealed sum {name} must be a 1-D uint8 array")
         prefix = f"{name}.secagg."
-        secagg = {k[len(prefix):]: meta[k] for k in meta if k.startswith(prefix)}
-        out[name] = SealedSum.from_meta({"kind": meta.get(f"{name}.kind"), "values": meta.get(f"{name}.values"),
-                                         "secagg": secagg}, blob.tobytes())
+        secagg = {k[len(prefix) :]: meta[k] for k in meta if k.startswith(prefix)}
+        out[name] = SealedSum.from_meta(
+            {"kind": meta.get(f"{name}.kind"), "values": meta.get(f"{name}.values"), "secagg": secagg},
+            blob.tobytes(),
+        )
     return out
 
 
@@ -252,8 +286,10 @@ class _Instructions:
     def to_config(self) -> dict:
         import dataclasses
 
-        return {f.name.replace("_", "-"): (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return {
+            f.name.replace("_", "-"): (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in dataclasses.fields(self)
+        }
 
     @classmethod
     def from_config(cls, record):
@@ -279,7 +315,7 @@ class ModelInstructions(_Instructions):
     server_lr: float
     setup_digest: str
     calibration_seed: int = 0
-    alert_threshold: float = -1.0            # the final model's alert threshold (-1: none chosen)
+    alert_threshold: float = -1.0  # the final model's alert threshold (-1: none chosen)
     alert_max_false_alarm_rate: float = 0.0  # the validation false-alarm budget it was chosen for
 
     def check(self) -> None:
@@ -311,14 +347,22 @@ class TrainInstructions(ModelInstructions):
     dpsgd_delta: float
     dpsgd_batch_size: int
     dpsgd_lr: float
-    clip_norm: float = 0.0        # dp: the L2 bound of the update
-    noise_std: float = 0.0        # dp: this client's share of the Gaussian noise
+    clip_norm: float = 0.0  # dp: the L2 bound of the update
+    noise_std: float = 0.0  # dp: this client's share of the Gaussian noise
 
     def check(self) -> None:
         super().check()
-        if not 1 <= self.server_round <= self.rounds or self.local_epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+        if (
+            not 1 <= self.server_round <= self.rounds
+            or self.local_epochs < 1
+            or self.batch_size < 1
+            or not self.lr > 0
+        ):
             raise ValueError("server-round, rounds, local-epochs, batch-size and lr out of range")
-        if self.client_weighting not in ("objective", "examples", "equal") or self.head_aggregation not in ("class", "examples"):
+        if self.client_weighting not in ("objective", "examples", "equal") or self.head_aggregation not in (
+            "class",
+            "examples",
+        ):
             raise ValueError(f"unknown weighting {self.client_weighting!r} / {self.head_aggregation!r}")
         if min(self.dpsgd_noise, self.dpsgd_target_epsilon, self.clip_norm, self.noise_std) < 0:
             raise ValueError("DP parameters must be >= 0")

@@ -22,9 +22,8 @@ Every function is pure: it returns row indices and takes its randomness from ``r
 
 from __future__ import annotations
 
-import math
-
 import ipaddress
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +40,7 @@ class PartitionSpec:
     value: float | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "PartitionSpec":
+    def parse(cls, text: str) -> PartitionSpec:
         """Parse ``iid``, ``host``, ``dirichlet:ALPHA`` or ``shared:FRACTION``; ValueError otherwise."""
         name, _, arg = text.strip().partition(":")
         if name in ("iid", "host") and not arg:
@@ -77,7 +76,9 @@ def _segment_labels(segments: np.ndarray, labels: np.ndarray) -> np.ndarray:
     counts = frame.groupby(["seg", "label"]).size().reset_index(name="n")
     counts["benign"] = counts["label"] == BENIGN_LABEL
     counts = counts.sort_values(["seg", "n", "benign"], ascending=[True, False, True])
-    return counts.drop_duplicates("seg").set_index("seg")["label"].reindex(range(segments.max() + 1)).to_numpy()
+    return (
+        counts.drop_duplicates("seg").set_index("seg")["label"].reindex(range(segments.max() + 1)).to_numpy()
+    )
 
 
 def _gateway(ip: str) -> str:
@@ -87,8 +88,14 @@ def _gateway(ip: str) -> str:
         return str(ip)
 
 
-def partition_rows(labels: np.ndarray, hosts: np.ndarray, n_clients: int, spec: PartitionSpec,
-                   rng: np.random.Generator, segment: int = DEFAULT_SEGMENT) -> list[np.ndarray]:
+def partition_rows(
+    labels: np.ndarray,
+    hosts: np.ndarray,
+    n_clients: int,
+    spec: PartitionSpec,
+    rng: np.random.Generator,
+    segment: int = DEFAULT_SEGMENT,
+) -> list[np.ndarray]:
     """Assign rows to ``n_clients`` clients.
 
     Parameters
@@ -145,5 +152,7 @@ def summarise_partitions(labels: np.ndarray, parts: list[np.ndarray]) -> pd.Data
     rows = []
     for client, idx in enumerate(parts):
         counts = pd.Series(labels[idx]).value_counts()
-        rows.append({"client": client, "rows": len(idx), "classes": int((counts > 0).sum()), **counts.to_dict()})
+        rows.append(
+            {"client": client, "rows": len(idx), "classes": int((counts > 0).sum()), **counts.to_dict()}
+        )
     return pd.DataFrame(rows).fillna(0)

@@ -44,8 +44,10 @@ def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
     Returns node->client-key, client-key->rows, merged stats, label counts over all clients,
     client-key->label counts and client-key->device profile (reported, or assigned from the key).
     """
-    messages = [Message(RecordDict({m.CONFIG: ConfigRecord({})}), message_type=m.QUERY_STATS, dst_node_id=n)
-                for n in nodes]
+    messages = [
+        Message(RecordDict({m.CONFIG: ConfigRecord({})}), message_type=m.QUERY_STATS, dst_node_id=n)
+        for n in nodes
+    ]
     keys: dict[int, str] = {}
     rows_of: dict[str, int] = {}
     merged: FeatureStats | None = None
@@ -83,7 +85,9 @@ def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
     return keys, rows_of, merged, labels, labels_of, profiles
 
 
-def sample_clients(keys: dict[int, str], fraction: float, minimum: int, seed: int, server_round: int) -> list[int]:
+def sample_clients(
+    keys: dict[int, str], fraction: float, minimum: int, seed: int, server_round: int
+) -> list[int]:
     """Nodes for one round: a seeded sample over client keys (not node ids, which change between runs)."""
     ordered = sorted(keys, key=keys.__getitem__)
     k = min(len(ordered), max(minimum, math.ceil(fraction * len(ordered))))
@@ -91,16 +95,24 @@ def sample_clients(keys: dict[int, str], fraction: float, minimum: int, seed: in
     return [ordered[i] for i in sorted(rng.choice(len(ordered), size=k, replace=False))]
 
 
-def make_accountant(config: FederationConfig, mode: PrivacyMode, keys: dict[int, str]) -> PrivacyAccountant | None:
+def make_accountant(
+    config: FederationConfig, mode: PrivacyMode, keys: dict[int, str]
+) -> PrivacyAccountant | None:
     if not mode.dp:
         return None
     per_round = min(len(keys), max(config.min_clients, math.ceil(config.fraction_train * len(keys))))
     sample_rate = per_round / len(keys)
     sigma = config.noise_multiplier
     if not sigma:
-        sigma = calibrate_noise_multiplier(config.target_epsilon, config.target_delta, sample_rate, config.rounds)
-        log.info("noise multiplier %.4f calibrated for epsilon %.3g over %d rounds", sigma, config.target_epsilon,
-                 config.rounds)
+        sigma = calibrate_noise_multiplier(
+            config.target_epsilon, config.target_delta, sample_rate, config.rounds
+        )
+        log.info(
+            "noise multiplier %.4f calibrated for epsilon %.3g over %d rounds",
+            sigma,
+            config.target_epsilon,
+            config.rounds,
+        )
     return PrivacyAccountant(sigma, sample_rate)
 
 
@@ -120,25 +132,46 @@ def mean_metric(replies: list[Message], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def select_adaptive(ledger: adaptive.EnergyLedger, keys: dict[int, str], config: FederationConfig,
-                     server_round: int, model_bytes: int) -> tuple[list[int], dict[int, int]]:
+def select_adaptive(
+    ledger: adaptive.EnergyLedger,
+    keys: dict[int, str],
+    config: FederationConfig,
+    server_round: int,
+    model_bytes: int,
+) -> tuple[list[int], dict[int, int]]:
     """Clients and their local epochs for one round under the energy ledger (see fedids.federation.adaptive).
 
     Uploads not yet reported are estimated at the full model size, the most a client sends.
     """
     k = min(len(keys), max(config.min_clients, math.ceil(config.fraction_train * len(keys))))
     least = 1 if config.max_local_epochs else config.local_epochs
-    chosen = adaptive.select_clients(ledger, keys, k=k, rule=config.selection, epochs=least, seed=config.seed,
-                                     server_round=server_round, bytes_down=model_bytes, full_up=model_bytes)
+    chosen = adaptive.select_clients(
+        ledger,
+        keys,
+        k=k,
+        rule=config.selection,
+        epochs=least,
+        seed=config.seed,
+        server_round=server_round,
+        bytes_down=model_bytes,
+        full_up=model_bytes,
+    )
     if not config.max_local_epochs:
         return chosen, {}
     rounds_left = config.rounds - server_round + 1
-    return chosen, {n: ledger.epochs_for(keys[n], rounds_left, config.max_local_epochs, model_bytes, model_bytes)
-                    for n in chosen}
+    return chosen, {
+        n: ledger.epochs_for(keys[n], rounds_left, config.max_local_epochs, model_bytes, model_bytes)
+        for n in chosen
+    }
 
 
-def charge(ledger: adaptive.EnergyLedger, replies: list[Message], keys: dict[int, str], model_bytes: int,
-            up_of: dict[int, int]) -> dict:
+def charge(
+    ledger: adaptive.EnergyLedger,
+    replies: list[Message],
+    keys: dict[int, str],
+    model_bytes: int,
+    up_of: dict[int, int],
+) -> dict:
     """Charge every accepted reply to the ledger; returns the round's ``participants`` record."""
     out = {}
     for reply in replies:
@@ -146,7 +179,9 @@ def charge(ledger: adaptive.EnergyLedger, replies: list[Message], keys: dict[int
         key = keys[node]
         epochs = int(metrics.get(m.LOCAL_EPOCHS, 1))
         examples = int(metrics.get(m.TRAIN_EXAMPLES, ledger.accounts[key].examples))
-        joules = ledger.charge(key, epochs=epochs, examples=examples, bytes_down=model_bytes, bytes_up=up_of[node])
+        joules = ledger.charge(
+            key, epochs=epochs, examples=examples, bytes_down=model_bytes, bytes_up=up_of[node]
+        )
         out[key] = {"epochs": epochs, "examples": examples, "bytes_up": int(up_of[node]), "energy_j": joules}
     return out
 
@@ -159,13 +194,29 @@ def check_work(metrics) -> None:
         raise ValueError(f"implausible work reported: {examples!r} examples, {epochs!r} epochs")
 
 
-def collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, str], shapes, config, server_round,
-                   epochs_of: dict[int, int], compression: Compression, global_weights: list[np.ndarray]):
+def collect_plain(
+    grid: Grid,
+    chosen: list[int],
+    make_content,
+    keys: dict[int, str],
+    shapes,
+    config,
+    server_round,
+    epochs_of: dict[int, int],
+    compression: Compression,
+    global_weights: list[np.ndarray],
+):
     """Send the training messages and validate the replies: returns (accepted, rejected count, node ->
     bytes uploaded). A compressed update is rebuilt into full weights (``global + update``) first, so
     the same checks and every strategy apply to it."""
-    messages = [Message(make_content(n, {"local-epochs": epochs_of[n]} if n in epochs_of else {}),
-                        message_type=m.TRAIN, dst_node_id=n) for n in chosen]
+    messages = [
+        Message(
+            make_content(n, {"local-epochs": epochs_of[n]} if n in epochs_of else {}),
+            message_type=m.TRAIN,
+            dst_node_id=n,
+        )
+        for n in chosen
+    ]
     replies, rejected, seen, up_of = [], 0, set(), {}
     for reply in grid.send_and_receive(messages, timeout=config.timeout_s):
         node = reply.metadata.src_node_id
@@ -185,9 +236,13 @@ def collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, s
             m.check_train_reply(reply.content, shapes)
             check_work(reply.content[m.METRICS])
             if node in epochs_of and int(reply.content[m.METRICS].get(m.LOCAL_EPOCHS, -1)) != epochs_of[node]:
-                raise ValueError(f"trained {reply.content[m.METRICS].get(m.LOCAL_EPOCHS)!r} epochs, asked {epochs_of[node]}")
+                raise ValueError(
+                    f"trained {reply.content[m.METRICS].get(m.LOCAL_EPOCHS)!r} epochs, asked {epochs_of[node]}"
+                )
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("round %d: rejected update from client %s: %s", server_round, keys.get(node, node), exc)
+            log.warning(
+                "round %d: rejected update from client %s: %s", server_round, keys.get(node, node), exc
+            )
             rejected += 1
             continue
         seen.add(node)
@@ -196,5 +251,3 @@ def collect_plain(grid: Grid, chosen: list[int], make_content, keys: dict[int, s
     if not replies:
         raise RuntimeError(f"round {server_round}: no valid client update")
     return replies, rejected, up_of
-
-

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 REAL, COUNT = "real", "count"
 SECAGG_CLIP_RANGE = 8.0  # real vectors: model weights and shares of totals; |x| beyond this is an error
 
@@ -43,7 +42,7 @@ class PrivacyMode:
     dp: bool = False
 
     @classmethod
-    def parse(cls, text: str) -> "PrivacyMode":
+    def parse(cls, text: str) -> PrivacyMode:
         from fedids.privacy.keys import parse_privacy_mode
 
         parts = parse_privacy_mode(text)
@@ -82,16 +81,16 @@ def secagg_clip_range(values: str, n_clients: int) -> float:
 class SealedSum:
     """A sum the ``he`` server holds but cannot read: ciphertext plus what a key holder needs to open it."""
 
-    kind: str                    # "bfv" (the only kind today; named so a later scheme can be told apart)
+    kind: str  # "bfv" (the only kind today; named so a later scheme can be told apart)
     ciphertext: bytes
-    values: str = REAL           # REAL | COUNT
+    values: str = REAL  # REAL | COUNT
     secagg: dict = field(default_factory=dict)  # the round's SecAggConfig (to de-quantise a "bfv" sum)
 
     def meta(self) -> dict:
         return {"kind": self.kind, "values": self.values, "secagg": dict(self.secagg)}
 
     @classmethod
-    def from_meta(cls, meta: dict, ciphertext: bytes) -> "SealedSum":
+    def from_meta(cls, meta: dict, ciphertext: bytes) -> SealedSum:
         if meta.get("kind") != "bfv" or meta.get("values") not in (REAL, COUNT):
             raise ValueError(f"unknown sealed sum {meta.get('kind')!r}/{meta.get('values')!r}")
         return cls(str(meta["kind"]), ciphertext, str(meta["values"]), dict(meta.get("secagg") or {}))
@@ -106,8 +105,10 @@ def open_sum(sealed: SealedSum, secret_context: bytes, length: int) -> np.ndarra
         from fedids.privacy.he_secagg import decrypt_masked_sum
         from fedids.privacy.secagg import SecAggConfig, dequantize_sum
 
-        total = dequantize_sum(decrypt_masked_sum(secret_context, sealed.ciphertext, length),
-                               SecAggConfig.from_dict(sealed.secagg))
+        total = dequantize_sum(
+            decrypt_masked_sum(secret_context, sealed.ciphertext, length),
+            SecAggConfig.from_dict(sealed.secagg),
+        )
         return np.rint(total) if sealed.values == COUNT else total
     raise ValueError(f"unknown sealed sum kind {sealed.kind!r}")
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
@@ -36,8 +36,17 @@ from fedids.federation.config import FederationConfig
 from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult
 from fedids.federation.secure_rounds import exchange, secure_sum
 from fedids.federation.setup import STATS_LENGTH, RunSetup, setup_from_counts, setup_from_sum
-from fedids.federation.state import (GLOBAL_DIR, SUMMARY_KEYS, FederationState, GlobalModel, RoundRecord,
-                                     load_checkpoint, load_state, save_checkpoint, write_state)
+from fedids.federation.state import (
+    GLOBAL_DIR,
+    SUMMARY_KEYS,
+    FederationState,
+    GlobalModel,
+    RoundRecord,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+    write_state,
+)
 from fedids.federation.strategies import make_strategy
 from fedids.model.artifacts import Detector, save_detector
 from fedids.model.train import get_weights, set_weights
@@ -58,9 +67,9 @@ class Run:
     config: FederationConfig
     mode: PrivacyMode
     out_dir: Path
-    keys: dict[int, str]                    # node id -> client key
-    labels: list[str]                       # the vocabulary (the server learns it in every mode)
-    setup: RunSetup | None                  # None where the server may not see the summed statistics
+    keys: dict[int, str]  # node id -> client key
+    labels: list[str]  # the vocabulary (the server learns it in every mode)
+    setup: RunSetup | None  # None where the server may not see the summed statistics
     digest: str
     layout: agg.UpdateLayout
     he_public: bytes | None
@@ -79,32 +88,68 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------ start
-def start(grid: Grid, config: FederationConfig, out_dir: Path, expected_clients: int,
-          evaluate: Callable[[Detector], dict], opener: Opener | None) -> Run:
+def start(
+    grid: Grid,
+    config: FederationConfig,
+    out_dir: Path,
+    expected_clients: int,
+    evaluate: Callable[[Detector], dict],
+    opener: Opener | None,
+) -> Run:
     """Wait for the clients, sum their statistics and derive the run's setup."""
     mode = PrivacyMode.parse(config.privacy)
     he_public = load_public_context(config.he_public_context) if mode.he else None
     nodes = plain.wait_for_nodes(grid, expected_clients, config.timeout_s)
     plain_counts, rows_of, profiles = {}, {}, {}
     if not mode.private:
-        keys, rows_of, stats, label_counts, labels_of, profiles = plain.collect_stats(grid, nodes, config.timeout_s)
+        keys, rows_of, stats, label_counts, labels_of, profiles = plain.collect_stats(
+            grid, nodes, config.timeout_s
+        )
         setup = setup_from_counts(stats, label_counts)
-        plain_counts = {n: np.array([labels_of[k].get(lab, 0) for lab in setup.vocabulary.labels]) for n, k in keys.items()}
+        plain_counts = {
+            n: np.array([labels_of[k].get(lab, 0) for lab in setup.vocabulary.labels])
+            for n, k in keys.items()
+        }
         labels, digest = list(setup.vocabulary.labels), setup.digest()
     else:
         keys, setup, labels, digest = _private_setup(grid, mode, nodes, config, he_public, opener)
     if setup is not None and setup.unknown_rows:
-        log.warning("%d rows carry a label outside the known label universe and are left out", setup.unknown_rows)
+        log.warning(
+            "%d rows carry a label outside the known label universe and are left out", setup.unknown_rows
+        )
     shapes = tuple(tuple(w.shape) for w in get_weights(new_model(len(labels), config.hidden)))
-    return Run(grid, config, mode, out_dir, keys, labels, setup, digest, agg.UpdateLayout(shapes), he_public,
-               opener, evaluate, plain_counts, rows_of, profiles)
+    return Run(
+        grid,
+        config,
+        mode,
+        out_dir,
+        keys,
+        labels,
+        setup,
+        digest,
+        agg.UpdateLayout(shapes),
+        he_public,
+        opener,
+        evaluate,
+        plain_counts,
+        rows_of,
+        profiles,
+    )
 
 
 def _private_setup(grid, mode, nodes, config, he_public, opener):
     """The statistics of every client, securely summed; ``he``: clients open the sum and derive the setup."""
-    result, replies = secure_sum(grid, mode=mode, nodes=nodes, message_type=m.QUERY_STATS,
-                                 make_content=lambda n: RecordDict({m.CONFIG: ConfigRecord({})}), length=STATS_LENGTH, values=COUNT,
-                                 he_public=he_public, timeout=config.timeout_s)
+    result, replies = secure_sum(
+        grid,
+        mode=mode,
+        nodes=nodes,
+        message_type=m.QUERY_STATS,
+        make_content=lambda n: RecordDict({m.CONFIG: ConfigRecord({})}),
+        length=STATS_LENGTH,
+        values=COUNT,
+        he_public=he_public,
+        timeout=config.timeout_s,
+    )
     if not result.ok:
         raise RuntimeError("no client returned usable statistics")
     keys = _client_keys(replies)
@@ -139,7 +184,9 @@ def select(run: Run, server_round: int, ledger, model_bytes: int) -> tuple[list[
     config = run.config
     if config.energy_managed:
         return plain.select_adaptive(ledger, run.keys, config, server_round, model_bytes)
-    return plain.sample_clients(run.keys, config.fraction_train, config.min_clients, config.seed, server_round), {}
+    return plain.sample_clients(
+        run.keys, config.fraction_train, config.min_clients, config.seed, server_round
+    ), {}
 
 
 def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> dict:
@@ -150,19 +197,38 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
     if mode.dp:
         # Under SecAgg the noise shares are sized for the threshold: the sum keeps sigma*C if most drop.
         n = _secagg_threshold(len(chosen)) if mode.secagg else len(chosen)
-        dp = {"clip_norm": c.clip_norm,
-              "noise_std": distributed_noise_std(accountant.noise_multiplier, c.clip_norm, n)}
+        dp = {
+            "clip_norm": c.clip_norm,
+            "noise_std": distributed_noise_std(accountant.noise_multiplier, c.clip_norm, n),
+        }
     return m.TrainInstructions(
-        labels=tuple(run.labels), window=c.window, hidden=c.hidden, privacy=mode.name, server_lr=server_lr,
-        setup_digest=run.digest, server_round=server_round, rounds=c.rounds, local_epochs=c.local_epochs,
-        batch_size=c.batch_size, lr=c.lr, seed=c.seed, absent_logit_scale=c.absent_logit_scale,
-        proximal_mu=c.proximal_mu if c.strategy == "fedprox" else 0.0, server_momentum=server_momentum,
+        labels=tuple(run.labels),
+        window=c.window,
+        hidden=c.hidden,
+        privacy=mode.name,
+        server_lr=server_lr,
+        setup_digest=run.digest,
+        server_round=server_round,
+        rounds=c.rounds,
+        local_epochs=c.local_epochs,
+        batch_size=c.batch_size,
+        lr=c.lr,
+        seed=c.seed,
+        absent_logit_scale=c.absent_logit_scale,
+        proximal_mu=c.proximal_mu if c.strategy == "fedprox" else 0.0,
+        server_momentum=server_momentum,
         # DP needs equal weights and whole-update averaging for its sensitivity bound.
         client_weighting="equal" if mode.dp else c.client_weighting,
-        head_aggregation="examples" if mode.dp else c.head_aggregation, compression=c.compression,
-        dpsgd_noise=c.dpsgd_noise_multiplier, dpsgd_target_epsilon=c.dpsgd_target_epsilon,
-        dpsgd_clip=c.dpsgd_clip_norm, dpsgd_delta=c.target_delta, dpsgd_batch_size=c.dpsgd_batch_size,
-        dpsgd_lr=c.dpsgd_lr, **dp).to_config()
+        head_aggregation="examples" if mode.dp else c.head_aggregation,
+        compression=c.compression,
+        dpsgd_noise=c.dpsgd_noise_multiplier,
+        dpsgd_target_epsilon=c.dpsgd_target_epsilon,
+        dpsgd_clip=c.dpsgd_clip_norm,
+        dpsgd_delta=c.target_delta,
+        dpsgd_batch_size=c.dpsgd_batch_size,
+        dpsgd_lr=c.dpsgd_lr,
+        **dp,
+    ).to_config()
 
 
 def _secagg_threshold(n: int) -> int:
@@ -171,8 +237,9 @@ def _secagg_threshold(n: int) -> int:
     return SecAggConfig(n_clients=n, vector_length=1).t
 
 
-def model_content(run: Run, models: dict[str, GlobalModel | None], config: dict,
-                  extra_sealed: dict | None = None) -> RecordDict:
+def model_content(
+    run: Run, models: dict[str, GlobalModel | None], config: dict, extra_sealed: dict | None = None
+) -> RecordDict:
     """A message carrying the global model(s): plaintext arrays where the server holds them, else sealed
     (with, under ``he``, the sealed calibration sums of the final model and any ``extra_sealed``)."""
     content = RecordDict({m.CONFIG: ConfigRecord(config)})
@@ -197,7 +264,7 @@ def model_content(run: Run, models: dict[str, GlobalModel | None], config: dict,
 @dataclass
 class RoundOutcome:
     current: GlobalModel
-    summary: dict               # metrics of the round (means), where the server may read them
+    summary: dict  # metrics of the round (means), where the server may read them
     survivors: int
     rejected: int
     bytes_down: int
@@ -207,20 +274,43 @@ class RoundOutcome:
     replies: list[Message] = field(default_factory=list)
 
 
-def train_round(run: Run, server_round: int, chosen: list[int], epochs_of: dict[int, int],
-                models: dict[str, GlobalModel | None], accountant, ledger, strategy) -> RoundOutcome:
+def train_round(
+    run: Run,
+    server_round: int,
+    chosen: list[int],
+    epochs_of: dict[int, int],
+    models: dict[str, GlobalModel | None],
+    accountant,
+    ledger,
+    strategy,
+) -> RoundOutcome:
     """Send the global model, have the chosen clients train, and sum what they return."""
     config = train_config(run, server_round, chosen, accountant)
     if not run.mode.private:
         return _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, strategy)
-    result, _ = secure_sum(run.grid, mode=run.mode, nodes=chosen, message_type=m.TRAIN,
-                           make_content=lambda n: model_content(run, models, config), length=run.layout.length,
-                           values=REAL, he_public=run.he_public, timeout=run.config.timeout_s)
+    result, _ = secure_sum(
+        run.grid,
+        mode=run.mode,
+        nodes=chosen,
+        message_type=m.TRAIN,
+        make_content=lambda n: model_content(run, models, config),
+        length=run.layout.length,
+        values=REAL,
+        he_public=run.he_public,
+        timeout=run.config.timeout_s,
+    )
     if not result.ok:
         raise RuntimeError(f"round {server_round}: no valid client update")
     current, summary = server_step(run, result)
-    return RoundOutcome(current, summary, len(result.survivors), result.rejected, result.bytes_down,
-                        result.bytes_up, result.server_seconds)
+    return RoundOutcome(
+        current,
+        summary,
+        len(result.survivors),
+        result.rejected,
+        result.bytes_down,
+        result.bytes_up,
+        result.server_seconds,
+    )
 
 
 def server_step(run: Run, result: SumResult) -> tuple[GlobalModel, dict]:
@@ -242,15 +332,27 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
     def make_content(node: int, extra: dict) -> RecordDict:
         return model_content(run, {"current": models["current"]}, {**config, **extra})
 
-    replies, rejected, up_of = plain.collect_plain(run.grid, chosen, make_content, run.keys, list(run.layout.shapes),
-                                                   run.config, server_round, epochs_of, compression, current)
+    replies, rejected, up_of = plain.collect_plain(
+        run.grid,
+        chosen,
+        make_content,
+        run.keys,
+        list(run.layout.shapes),
+        run.config,
+        server_round,
+        epochs_of,
+        compression,
+        current,
+    )
     replies.sort(key=lambda r: run.keys[r.metadata.src_node_id])
     model_bytes = sum(w.nbytes for w in current)
     participants = plain.charge(ledger, replies, run.keys, model_bytes, up_of)
-    summary = {"train_loss": plain.weighted_mean(replies, m.TRAIN_LOSS),
-               "local_val_macro_f1": _nanmean([float(r.content[m.METRICS][m.LOCAL_F1]) for r in replies]),
-               "client_seconds": plain.mean_metric(replies, m.TRAIN_SECONDS),
-               "dpsgd_epsilon": plain.max_metric(replies, m.DPSGD_EPSILON)}
+    summary = {
+        "train_loss": plain.weighted_mean(replies, m.TRAIN_LOSS),
+        "local_val_macro_f1": _nanmean([float(r.content[m.METRICS][m.LOCAL_F1]) for r in replies]),
+        "client_seconds": plain.mean_metric(replies, m.TRAIN_SECONDS),
+        "dpsgd_epsilon": plain.max_metric(replies, m.DPSGD_EPSILON),
+    }
     server_start = time.perf_counter()
     if run.config.averaging:
         new = agg.finalize_update(run.layout, _plain_sum(run, replies, models, config)).weights
@@ -258,8 +360,17 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
         new_arrays, _ = strategy.aggregate_train(server_round, replies)
         new = [a.numpy() for a in new_arrays.values()]
     server_seconds = time.perf_counter() - server_start
-    return RoundOutcome(GlobalModel(new), summary, len(replies), rejected, model_bytes * len(chosen),
-                        sum(up_of.values()), server_seconds, participants, replies)
+    return RoundOutcome(
+        GlobalModel(new),
+        summary,
+        len(replies),
+        rejected,
+        model_bytes * len(chosen),
+        sum(up_of.values()),
+        server_seconds,
+        participants,
+        replies,
+    )
 
 
 def _plain_sum(run: Run, replies: list[Message], models, config: dict) -> np.ndarray:
@@ -271,10 +382,16 @@ def _plain_sum(run: Run, replies: list[Message], models, config: dict) -> np.nda
     total = np.zeros(run.layout.length)
     for reply in replies:
         local = [a.numpy() for a in reply.content[m.ARRAYS].values()]
-        proposal = agg.propose(current, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum)
-        weight, shares = agg.client_shares(run.plain_counts[reply.metadata.src_node_id], run.setup.class_totals,
-                                           run.setup.class_weights, weighting=ins.client_weighting,
-                                           class_head=ins.head_aggregation == "class")
+        proposal = agg.propose(
+            current, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum
+        )
+        weight, shares = agg.client_shares(
+            run.plain_counts[reply.metadata.src_node_id],
+            run.setup.class_totals,
+            run.setup.class_weights,
+            weighting=ins.client_weighting,
+            class_head=ins.head_aggregation == "class",
+        )
         total += agg.update_contribution(run.layout, proposal, weight, shares, {})
     return total
 
@@ -285,10 +402,17 @@ def _nanmean(values: list[float]) -> float:
 
 
 # ------------------------------------------------------------------------------- the loop
-def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *, expected_clients: int,
-                   evaluate: Callable[[Detector], dict], resume: bool = False,
-                   on_round: Callable[[RoundRecord], None] | None = None,
-                   opener: Opener | None = None) -> FederationState:
+def run_federation(
+    grid: Grid,
+    config: FederationConfig,
+    out_dir: str | Path,
+    *,
+    expected_clients: int,
+    evaluate: Callable[[Detector], dict],
+    resume: bool = False,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    opener: Opener | None = None,
+) -> FederationState:
     """Run (or resume) a federated training; see the module docstring. Returns the final state.
 
     ``opener`` is the operator's evaluator for ``he`` modes: it holds a *client* key and opens the sealed
@@ -300,7 +424,9 @@ def run_federation(grid: Grid, config: FederationConfig, out_dir: str | Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     run = start(grid, config, out_dir, expected_clients, evaluate, opener)
     if run.mode.he and opener is None:
-        log.warning("no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext")
+        log.warning(
+            "no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext"
+        )
     state, models, accountant, ledger = _restore(run, resume)
     strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
     for server_round in range(state.completed_round + 1, config.rounds + 1):
@@ -336,12 +462,22 @@ def _restore(run: Run, resume: bool):
     state = FederationState(config=asdict(config))
     state.setup = {"labels": run.labels, "digest": run.digest}
     accountant = plain.make_accountant(config, run.mode, run.keys)
-    ledger = None if run.mode.private else adaptive.EnergyLedger.create(
-        run.profiles, run.rows_of, budget_j=config.energy_budget_j, hidden=config.hidden, window=config.window,
-        train_fraction=1.0 - LOCAL_VAL_FRACTION)
-    models: dict[str, GlobalModel | None] = {"current": GlobalModel(get_weights(new_model(len(run.labels),
-                                                                                   config.hidden, config.seed))),
-                                             "previous": None}
+    ledger = (
+        None
+        if run.mode.private
+        else adaptive.EnergyLedger.create(
+            run.profiles,
+            run.rows_of,
+            budget_j=config.energy_budget_j,
+            hidden=config.hidden,
+            window=config.window,
+            train_fraction=1.0 - LOCAL_VAL_FRACTION,
+        )
+    )
+    models: dict[str, GlobalModel | None] = {
+        "current": GlobalModel(get_weights(new_model(len(run.labels), config.hidden, config.seed))),
+        "previous": None,
+    }
     previous = load_state(out_dir) if resume else None
     if previous is not None and previous.completed_round > 0:
         saved = {k: v for k, v in {**asdict(FederationConfig()), **previous.config}.items() if k != "rounds"}
@@ -372,27 +508,45 @@ def _stop_for_budget(run: Run, state: FederationState, accountant) -> bool:
     return False
 
 
-def _evaluate_round(run: Run, server_round: int, outcome: RoundOutcome, accountant, seconds: float) -> RoundRecord:
-    metadata = {"mode": "federated", "environment": environment(), "config": asdict(run.config),
-                "clients": len(run.keys), "round": server_round}
+def _evaluate_round(
+    run: Run, server_round: int, outcome: RoundOutcome, accountant, seconds: float
+) -> RoundRecord:
+    metadata = {
+        "mode": "federated",
+        "environment": environment(),
+        "config": asdict(run.config),
+        "clients": len(run.keys),
+        "round": server_round,
+    }
     detector = run.detector(outcome.current.plain, metadata) if outcome.current.plain is not None else None
     test = run.evaluate(detector) if detector is not None else {k: float("nan") for k in SUMMARY_KEYS}
     s = outcome.summary
     return RoundRecord(
-        round=server_round, clients=outcome.survivors, rejected=outcome.rejected,
+        round=server_round,
+        clients=outcome.survivors,
+        rejected=outcome.rejected,
         train_loss=float(s.get("train_loss", float("nan"))),
         local_val_macro_f1=float(s.get("local_val_macro_f1", float("nan"))),
-        test={k: test[k] for k in SUMMARY_KEYS}, seconds=seconds, bytes_down=int(outcome.bytes_down),
-        bytes_up=int(outcome.bytes_up), privacy=run.mode.name,
+        test={k: test[k] for k in SUMMARY_KEYS},
+        seconds=seconds,
+        bytes_down=int(outcome.bytes_down),
+        bytes_up=int(outcome.bytes_up),
+        privacy=run.mode.name,
         epsilon=accountant.epsilon(run.config.target_delta) if accountant is not None else None,
-        client_seconds=s.get("client_seconds"), client_privacy_seconds=s.get("client_privacy_seconds"),
+        client_seconds=s.get("client_seconds"),
+        client_privacy_seconds=s.get("client_privacy_seconds"),
         dpsgd_epsilon=s.get("dpsgd_epsilon"),
-        energy_j=sum(p["energy_j"] for p in outcome.participants.values()) if outcome.participants is not None else None,
-        participants=outcome.participants, server_seconds=outcome.server_seconds)
+        energy_j=sum(p["energy_j"] for p in outcome.participants.values())
+        if outcome.participants is not None
+        else None,
+        participants=outcome.participants,
+        server_seconds=outcome.server_seconds,
+    )
 
 
-def _checkpoint(run: Run, state: FederationState, server_round: int, models, record: RoundRecord, accountant,
-                ledger) -> None:
+def _checkpoint(
+    run: Run, state: FederationState, server_round: int, models, record: RoundRecord, accountant, ledger
+) -> None:
     """Checkpoint first, then the state that points at it, then the model the detector reloads."""
     sealed = save_checkpoint(run.out_dir, server_round, models)
     state.completed_round = server_round
@@ -401,6 +555,10 @@ def _checkpoint(run: Run, state: FederationState, server_round: int, models, rec
     state.adaptive = ledger.state_dict() if ledger is not None else {}
     write_state(run.out_dir, state)
     if models["current"].plain is not None and run.setup is not None:
-        metadata = {"mode": "federated", "config": asdict(run.config), "round": server_round,
-                    "test_metrics": record.test}
+        metadata = {
+            "mode": "federated",
+            "config": asdict(run.config),
+            "round": server_round,
+            "test_metrics": record.test,
+        }
         save_detector(run.out_dir / GLOBAL_DIR, run.detector(models["current"].plain, metadata))

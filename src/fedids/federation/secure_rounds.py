@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
@@ -41,8 +41,9 @@ def payload_bytes(content: RecordDict) -> int:
     return size
 
 
-def exchange(grid: Grid, contents: dict[int, RecordDict], message_type: str, timeout: float,
-             result: SumResult) -> dict[int, Message]:
+def exchange(
+    grid: Grid, contents: dict[int, RecordDict], message_type: str, timeout: float, result: SumResult
+) -> dict[int, Message]:
     """Send one message per node; return the error-free replies by node (errors count as dropouts).
     The time spent waiting for the clients is taken off the server's own seconds."""
     messages = [Message(c, message_type=message_type, dst_node_id=n) for n, c in contents.items()]
@@ -54,7 +55,9 @@ def exchange(grid: Grid, contents: dict[int, RecordDict], message_type: str, tim
     for reply in answers:
         node = reply.metadata.src_node_id
         if reply.has_error():
-            log.warning("%s: client %s dropped out: %s", message_type, node, reply.error.reason.splitlines()[0][:200])
+            log.warning(
+                "%s: client %s dropped out: %s", message_type, node, reply.error.reason.splitlines()[0][:200]
+            )
             continue
         if node in replies or node not in contents:
             log.warning("%s: rejected duplicate or unsolicited reply from %s", message_type, node)
@@ -65,10 +68,20 @@ def exchange(grid: Grid, contents: dict[int, RecordDict], message_type: str, tim
     return replies
 
 
-def secure_sum(grid: Grid, *, mode: PrivacyMode, nodes: list[int], message_type: str,
-               make_content: Callable[[int], RecordDict], length: int, values: str, he_public: bytes | None,
-               timeout: float, sum_id: int | None = None,
-               check: Callable[[int, np.ndarray], None] | None = None) -> tuple[SumResult, list[Message]]:
+def secure_sum(
+    grid: Grid,
+    *,
+    mode: PrivacyMode,
+    nodes: list[int],
+    message_type: str,
+    make_content: Callable[[int], RecordDict],
+    length: int,
+    values: str,
+    he_public: bytes | None,
+    timeout: float,
+    sum_id: int | None = None,
+    check: Callable[[int, np.ndarray], None] | None = None,
+) -> tuple[SumResult, list[Message]]:
     """Sum the vectors the ``nodes`` return for ``message_type``; returns the sum and the accepted replies.
 
     ``make_content(node)`` builds a node's message; this function adds the sum's description
@@ -80,8 +93,9 @@ def secure_sum(grid: Grid, *, mode: PrivacyMode, nodes: list[int], message_type:
     start = time.perf_counter()
     sum_id = next(_SUM_IDS) if sum_id is None else sum_id
     if mode.secagg:
-        accepted = _run_secagg(grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public,
-                               timeout, result)
+        accepted = _run_secagg(
+            grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public, timeout, result
+        )
     else:
         spec = {"values": values, "length": length, "privacy": mode.name}
         quantisation = _quantisation(nodes, length, values, sum_id) if mode.he else None
@@ -103,11 +117,21 @@ def _quantisation(nodes: list[int], length: int, values: str, sum_id: int):
     from fedids.privacy.secagg import SecAggConfig
 
     n = max(len(nodes), 2)
-    return SecAggConfig(n_clients=n, vector_length=length, round_id=sum_id, clip_range=secagg_clip_range(values, n))
+    return SecAggConfig(
+        n_clients=n, vector_length=length, round_id=sum_id, clip_range=secagg_clip_range(values, n)
+    )
 
 
-def _sum_single_stage(mode: PrivacyMode, replies: dict[int, Message], length: int, values: str,
-                      he_public: bytes | None, result: SumResult, check=None, quantisation=None) -> list[Message]:
+def _sum_single_stage(
+    mode: PrivacyMode,
+    replies: dict[int, Message],
+    length: int,
+    values: str,
+    he_public: bytes | None,
+    result: SumResult,
+    check=None,
+    quantisation=None,
+) -> list[Message]:
     accepted: list[Message] = []
     if mode.he:
         from fedids.privacy.he import InvalidCiphertextError
@@ -134,7 +158,9 @@ def _sum_single_stage(mode: PrivacyMode, replies: dict[int, Message], length: in
         try:
             value = replies[node].content[m.CONTRIBUTION]["value"].numpy()
             if value.dtype != np.float64 or value.shape != (length,):
-                raise ValueError(f"vector has dtype {value.dtype} and shape {value.shape}, expected float64 ({length},)")
+                raise ValueError(
+                    f"vector has dtype {value.dtype} and shape {value.shape}, expected float64 ({length},)"
+                )
             if not np.isfinite(value).all():
                 raise ValueError("vector contains NaN or Inf")
             if check is not None:
@@ -150,13 +176,28 @@ def _sum_single_stage(mode: PrivacyMode, replies: dict[int, Message], length: in
     return accepted
 
 
-def _run_secagg(grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public, timeout,
-                result: SumResult) -> list[Message]:
+def _run_secagg(
+    grid,
+    mode,
+    nodes,
+    message_type,
+    make_content,
+    length,
+    values,
+    sum_id,
+    he_public,
+    timeout,
+    result: SumResult,
+) -> list[Message]:
     from fedids.privacy.secagg import InvalidMessageError, SecAggConfig, SecAggServer, dequantize_sum
 
     ids = {n: i + 1 for i, n in enumerate(nodes)}
-    config = SecAggConfig(n_clients=len(nodes), vector_length=length, round_id=sum_id,
-                          clip_range=secagg_clip_range(values, len(nodes)))
+    config = SecAggConfig(
+        n_clients=len(nodes),
+        vector_length=length,
+        round_id=sum_id,
+        clip_range=secagg_clip_range(values, len(nodes)),
+    )
     if mode.he:
         from fedids.privacy.he_secagg import HESecAggServer
 
@@ -178,11 +219,18 @@ def _run_secagg(grid, mode, nodes, message_type, make_content, length, values, s
                 result.rejected += 1
         return ok
 
-    replies = exchange(grid, {n: RecordDict({m.SECAGG_CONFIG: cfg(n)}) for n in nodes}, m.SECAGG_KEYS, timeout, result)
+    replies = exchange(
+        grid, {n: RecordDict({m.SECAGG_CONFIG: cfg(n)}) for n in nodes}, m.SECAGG_KEYS, timeout, result
+    )
     u1 = feed(replies, server.receive_advertisement)
     broadcast = server.public_keys_message()
-    replies = exchange(grid, {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: ConfigRecord(broadcast)}) for n in u1},
-                       m.SECAGG_SHARES, timeout, result)
+    replies = exchange(
+        grid,
+        {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: ConfigRecord(broadcast)}) for n in u1},
+        m.SECAGG_SHARES,
+        timeout,
+        result,
+    )
     u2 = feed(replies, server.receive_shares)
     routed = server.forward_shares()
     contents = {}
@@ -196,8 +244,13 @@ def _run_secagg(grid, mode, nodes, message_type, make_content, length, values, s
     u3 = feed(replies, server.receive_masked_input)
     stage3 = {n: replies[n] for n in u3}
     request = server.unmask_request()
-    replies = exchange(grid, {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: ConfigRecord(request)}) for n in u3},
-                       m.SECAGG_UNMASK, timeout, result)
+    replies = exchange(
+        grid,
+        {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: ConfigRecord(request)}) for n in u3},
+        m.SECAGG_UNMASK,
+        timeout,
+        result,
+    )
     feed(replies, server.receive_unmask_response)
     survivor_ids = set(server.survivors)
     result.survivors = [n for n in nodes if ids[n] in survivor_ids]

@@ -7,8 +7,8 @@ simulation or from the Flower run config in a deployment) and runs the round loo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from flwr.app import Context
@@ -17,26 +17,61 @@ from flwr.serverapp import Grid, ServerApp
 from fedids.federation.config import FederationConfig
 from fedids.federation.plain import sample_clients
 from fedids.federation.rounds import Opener, run_federation
-from fedids.federation.state import (CHECKPOINT_DIR, GLOBAL_DIR, STATE_FILE, SUMMARY_KEYS, FederationState,
-                                     RoundRecord, load_checkpoint, load_state)
+from fedids.federation.state import (
+    CHECKPOINT_DIR,
+    GLOBAL_DIR,
+    STATE_FILE,
+    SUMMARY_KEYS,
+    FederationState,
+    RoundRecord,
+    load_checkpoint,
+    load_state,
+)
 from fedids.model.artifacts import Detector
 
-__all__ = ["FederationConfig", "FederationState", "RoundRecord", "make_server_app", "run_federation", "app",
-           "load_state", "load_checkpoint", "sample_clients", "CHECKPOINT_DIR", "GLOBAL_DIR", "STATE_FILE",
-           "SUMMARY_KEYS"]
+__all__ = [
+    "FederationConfig",
+    "FederationState",
+    "RoundRecord",
+    "make_server_app",
+    "run_federation",
+    "app",
+    "load_state",
+    "load_checkpoint",
+    "sample_clients",
+    "CHECKPOINT_DIR",
+    "GLOBAL_DIR",
+    "STATE_FILE",
+    "SUMMARY_KEYS",
+]
 
 
-def make_server_app(config: FederationConfig, out_dir: str | Path, *, expected_clients: int,
-                    evaluate: Callable[[Detector], dict], resume: bool = False,
-                    on_round: Callable[[RoundRecord], None] | None = None,
-                    result: list | None = None, opener: Opener | None = None) -> ServerApp:
+def make_server_app(
+    config: FederationConfig,
+    out_dir: str | Path,
+    *,
+    expected_clients: int,
+    evaluate: Callable[[Detector], dict],
+    resume: bool = False,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    result: list | None = None,
+    opener: Opener | None = None,
+) -> ServerApp:
     """A ServerApp running :func:`run_federation` with settings given in Python (simulation)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        state = run_federation(grid, config, out_dir, expected_clients=expected_clients, evaluate=evaluate,
-                               resume=resume, on_round=on_round, opener=opener)
+        state = run_federation(
+            grid,
+            config,
+            out_dir,
+            expected_clients=expected_clients,
+            evaluate=evaluate,
+            resume=resume,
+            on_round=on_round,
+            opener=opener,
+        )
         if result is not None:
             result.append(state)
 
@@ -51,14 +86,21 @@ def _deployment_main(grid: Grid, context: Context) -> None:
     run_config = dict(context.run_config)
     config = FederationConfig.from_run_config(run_config)
     test_frame = load_flows([str(run_config["test-data"])]).frame
-    data = prepare(test_frame, window=config.window, test_fraction=0.5, split=str(run_config.get("split", "time")))
+    data = prepare(
+        test_frame, window=config.window, test_fraction=0.5, split=str(run_config.get("split", "time"))
+    )
     rows = np.arange(len(data.labels))  # the whole file is the server's held-out test set
 
     def evaluate(detector: Detector) -> dict:
         return evaluate_rows(detector, data, rows)
 
-    run_federation(grid, config, str(run_config.get("out-dir", "fedids-run")),
-                   expected_clients=config.min_clients, evaluate=evaluate)
+    run_federation(
+        grid,
+        config,
+        str(run_config.get("out-dir", "fedids-run")),
+        expected_clients=config.min_clients,
+        evaluate=evaluate,
+    )
 
 
 app = ServerApp()

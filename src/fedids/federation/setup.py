@@ -47,10 +47,10 @@ class RunSetup:
 
     scaler: FlowScaler
     vocabulary: LabelVocabulary
-    class_totals: np.ndarray   # (C,) flows of each vocabulary class in the federation
+    class_totals: np.ndarray  # (C,) flows of each vocabulary class in the federation
     class_weights: np.ndarray  # (C,) float32 weights of the training loss
     rows: int
-    unknown_rows: int          # rows whose label is outside KNOWN_LABELS (left out of training)
+    unknown_rows: int  # rows whose label is outside KNOWN_LABELS (left out of training)
 
     def digest(self) -> str:
         """A fingerprint that lets the server check that clients derived the same setup."""
@@ -65,8 +65,14 @@ def setup_from_counts(stats: FeatureStats, label_counts: dict[str, int], unknown
     """The setup from merged statistics and label counts (what the plaintext mode receives)."""
     vocabulary = LabelVocabulary.from_counts(label_counts)
     totals = np.array([label_counts.get(label, 0) for label in vocabulary.labels], dtype=np.int64)
-    return RunSetup(FlowScaler.from_stats(stats), vocabulary, totals, compute_class_weights(totals),
-                    int(stats.count), int(unknown_rows))
+    return RunSetup(
+        FlowScaler.from_stats(stats),
+        vocabulary,
+        totals,
+        compute_class_weights(totals),
+        int(stats.count),
+        int(unknown_rows),
+    )
 
 
 def setup_from_sum(total: np.ndarray) -> RunSetup:
@@ -76,7 +82,7 @@ def setup_from_sum(total: np.ndarray) -> RunSetup:
         raise ValueError(f"statistics sum has shape {total.shape} or negative counts")
     n_hist = len(FEATURES) * N_BINS
     hist = total[:n_hist].reshape(len(FEATURES), N_BINS)
-    counts = total[n_hist:n_hist + len(KNOWN_LABELS)]
+    counts = total[n_hist : n_hist + len(KNOWN_LABELS)]
     unknown, rows = int(total[-2]), int(total[-1])
     if rows < 1 or (hist.sum(axis=1) != rows).any() or counts.sum() + unknown != rows:
         raise ValueError("statistics sum does not add up: histograms, label counts and rows disagree")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -50,17 +50,24 @@ _PARTITION_COLUMNS = [*FEATURES, "src_ip", "timestamp", SEQ, LABEL, FAMILY]
 @dataclass
 class SimulationResult:
     state: FederationState
-    parts: list[np.ndarray]       # rows of the prepared data held by each (non-empty) client
-    summary: pd.DataFrame         # partition summary table
+    parts: list[np.ndarray]  # rows of the prepared data held by each (non-empty) client
+    summary: pd.DataFrame  # partition summary table
 
 
-def make_partitions(data: PreparedData, n_clients: int, partition: str, seed: int,
-                    segment: int = DEFAULT_SEGMENT) -> list[np.ndarray]:
+def make_partitions(
+    data: PreparedData, n_clients: int, partition: str, seed: int, segment: int = DEFAULT_SEGMENT
+) -> list[np.ndarray]:
     """Partition the training rows of ``data``; returns row indices into ``data`` per client."""
     train = data.train_rows
     spec = PartitionSpec.parse(partition)
-    local = partition_rows(data.labels[train], host_keys(data.frame.iloc[train]), n_clients, spec,
-                           np.random.default_rng(seed), segment)
+    local = partition_rows(
+        data.labels[train],
+        host_keys(data.frame.iloc[train]),
+        n_clients,
+        spec,
+        np.random.default_rng(seed),
+        segment,
+    )
     return [train[idx] for idx in local]
 
 
@@ -71,10 +78,18 @@ def write_partitions(data: PreparedData, parts: list[np.ndarray], directory: Pat
         data.frame.iloc[rows][columns].to_parquet(partition_path(directory, pid), index=False)
 
 
-def run_simulated(data: PreparedData, parts: list[np.ndarray], config: FederationConfig, out_dir: str | Path,
-                  *, resume: bool = False, on_round: Callable[[RoundRecord], None] | None = None,
-                  ray_init_args: dict | None = None, he_secret_context: str | None = None,
-                  client_app=None) -> FederationState:
+def run_simulated(
+    data: PreparedData,
+    parts: list[np.ndarray],
+    config: FederationConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    on_round: Callable[[RoundRecord], None] | None = None,
+    ray_init_args: dict | None = None,
+    he_secret_context: str | None = None,
+    client_app=None,
+) -> FederationState:
     """Run federated training over ``parts`` (non-empty row sets of ``data``) in Flower's simulation.
 
     ``he_secret_context``: the clients' HE key file for ``he`` modes. The virtual clients load it; so
@@ -103,12 +118,26 @@ def run_simulated(data: PreparedData, parts: list[np.ndarray], config: Federatio
             return open_sum(sealed, secret, length)
 
     result: list[FederationState] = []
-    server = make_server_app(config, out_dir, expected_clients=len(parts), evaluate=evaluate,
-                             resume=resume, on_round=on_round, result=result, opener=opener)
+    server = make_server_app(
+        config,
+        out_dir,
+        expected_clients=len(parts),
+        evaluate=evaluate,
+        resume=resume,
+        on_round=on_round,
+        result=result,
+        opener=opener,
+    )
     client = client_app or make_client_app(str(out_dir / "partitions"), he_secret_context)
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-               "init_args": {"logging_level": logging.ERROR, "log_to_driver": False,
-                             "include_dashboard": False, **(ray_init_args or {})}}
+    backend = {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {
+            "logging_level": logging.ERROR,
+            "log_to_driver": False,
+            "include_dashboard": False,
+            **(ray_init_args or {}),
+        },
+    }
     flwr_logger = logging.getLogger("flwr")
     previous_level = flwr_logger.level
     flwr_logger.setLevel(logging.WARNING)
@@ -117,8 +146,9 @@ def run_simulated(data: PreparedData, parts: list[np.ndarray], config: Federatio
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            run_simulation(server_app=server, client_app=client, num_supernodes=len(parts),
-                           backend_config=backend)
+            run_simulation(
+                server_app=server, client_app=client, num_supernodes=len(parts), backend_config=backend
+            )
     finally:
         flwr_logger.setLevel(previous_level)
         flwr_logger.removeFilter(quiet)

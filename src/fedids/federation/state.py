@@ -36,14 +36,14 @@ class RoundRecord:
     bytes_up: int
     privacy: str = "none"
     epsilon: float | None = None
-    client_seconds: float | None = None          # mean CPU seconds of local training per client
+    client_seconds: float | None = None  # mean CPU seconds of local training per client
     client_privacy_seconds: float | None = None  # mean CPU seconds of clipping/noise/encryption/masking
     dpsgd_epsilon: float | None = None  # sample-level DP-SGD epsilon so far (largest over clients in the
-                                        # plaintext mode; their mean where only the sum is seen)
-    energy_j: float | None = None       # modelled joules of this round's clients (plaintext mode only)
-    participants: dict | None = None    # client key -> epochs, examples, bytes_up, energy_j (plaintext)
+    # plaintext mode; their mean where only the sum is seen)
+    energy_j: float | None = None  # modelled joules of this round's clients (plaintext mode only)
+    participants: dict | None = None  # client key -> epochs, examples, bytes_up, energy_j (plaintext)
     server_seconds: float | None = None  # the server's own work in the round (summing, unmasking, the server
-                                         # step), without the time spent waiting for clients
+    # step), without the time spent waiting for clients
 
 
 @dataclass
@@ -51,11 +51,13 @@ class FederationState:
     config: dict
     completed_round: int = 0
     history: list[dict] = field(default_factory=list)
-    privacy: dict = field(default_factory=dict)   # accountant state, sealed global sums' metadata
-    stopped: str | None = None                    # why training ended early (privacy or energy budget)
+    privacy: dict = field(default_factory=dict)  # accountant state, sealed global sums' metadata
+    stopped: str | None = None  # why training ended early (privacy or energy budget)
     adaptive: dict = field(default_factory=dict)  # the energy ledger (fedids.federation.adaptive)
-    calibration: dict = field(default_factory=dict)  # head calibration after the last round: test before/after
-    setup: dict = field(default_factory=dict)     # what the server learned of the setup (vocabulary, digest)
+    calibration: dict = field(
+        default_factory=dict
+    )  # head calibration after the last round: test before/after
+    setup: dict = field(default_factory=dict)  # what the server learned of the setup (vocabulary, digest)
 
 
 @dataclass
@@ -66,7 +68,7 @@ class GlobalModel:
     plain: list[np.ndarray] | None = None
     sealed: SealedSum | None = None
     calibration: dict | None = None  # he: sealed "moments" and "confusion" sums that decide the final head
-    alert_rule: dict | None = None   # the alert threshold chosen on the clients' summed validation histograms
+    alert_rule: dict | None = None  # the alert threshold chosen on the clients' summed validation histograms
 
 
 def write_state(out_dir: Path, state: FederationState) -> None:
@@ -102,7 +104,9 @@ def save_checkpoint(out_dir: Path, server_round: int, models: dict[str, GlobalMo
     return meta
 
 
-def load_checkpoint(out_dir: Path, server_round: int, sealed_meta: dict | None = None) -> dict[str, GlobalModel]:
+def load_checkpoint(
+    out_dir: Path, server_round: int, sealed_meta: dict | None = None
+) -> dict[str, GlobalModel]:
     path = out_dir / CHECKPOINT_DIR / f"round-{server_round:04d}.npz"
     out: dict[str, GlobalModel] = {}
     with np.load(path, allow_pickle=False) as saved:

@@ -18,7 +18,9 @@ def make_strategy(name: str, *, trim_beta: float = 0.2, krum_malicious: int = 1,
     """Flower's strategy ``name`` for plaintext replies; the averaging ones fall back to FedAvg (unused:
     the pipeline aggregates them). Krum tolerates ``krum_malicious`` Byzantine clients; FedTrimmedAvg cuts
     ``trim_beta`` at each end."""
-    common = dict(min_train_nodes=1, min_available_nodes=1, fraction_evaluate=0.0, weighted_by_key=m.NUM_EXAMPLES)
+    common = dict(
+        min_train_nodes=1, min_available_nodes=1, fraction_evaluate=0.0, weighted_by_key=m.NUM_EXAMPLES
+    )
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
     if name == "krum":

@@ -40,9 +40,17 @@ from fedids.model.checks import (
 )
 from fedids.model.gru import GRUDetector
 
-__all__ = ["Detector", "MAX_HIDDEN", "MAX_WINDOW", "META_THRESHOLD", "METADATA_FILE", "MODEL_FILE",
-           "PREPROCESSING_FILE", "load_detector", "save_detector"]
-
+__all__ = [
+    "Detector",
+    "MAX_HIDDEN",
+    "MAX_WINDOW",
+    "META_THRESHOLD",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "PREPROCESSING_FILE",
+    "load_detector",
+    "save_detector",
+]
 
 
 @dataclass
@@ -104,8 +112,18 @@ def load_detector(directory: str | Path) -> Detector:
             metadata=metadata,
         )
     except FileNotFoundError as exc:
-        raise InputError(f"{directory}: not a fedids model directory ({Path(exc.filename).name} missing)") from None
-    except (ValueError, KeyError, TypeError, RuntimeError, EOFError, OSError, RecursionError,
-            pickle.UnpicklingError) as exc:
+        raise InputError(
+            f"{directory}: not a fedids model directory ({Path(exc.filename).name} missing)"
+        ) from None
+    except (
+        ValueError,
+        KeyError,
+        TypeError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        RecursionError,
+        pickle.UnpicklingError,
+    ) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{directory}: corrupt model ({reason[:200]})") from None

@@ -28,8 +28,12 @@ META_THRESHOLD = "alert_threshold"
 
 def check_window(window: object, source: str = "model") -> int:
     """``window`` as an int in 1..MAX_WINDOW, else :class:`InputError`."""
-    if isinstance(window, bool) or not isinstance(window, (int, float)) or not float(window).is_integer() \
-            or not 1 <= window <= MAX_WINDOW:
+    if (
+        isinstance(window, bool)
+        or not isinstance(window, (int, float))
+        or not float(window).is_integer()
+        or not 1 <= window <= MAX_WINDOW
+    ):
         raise InputError(f"{source}: window must be an integer in 1..{MAX_WINDOW}, got {window!r}")
     return int(window)
 
@@ -64,7 +68,9 @@ def read_model_description(directory: Path) -> tuple[dict, int, list[str]]:
     try:
         prep = json.loads((Path(directory) / PREPROCESSING_FILE).read_text())
     except FileNotFoundError:
-        raise InputError(f"{directory}: not a fedids model directory ({PREPROCESSING_FILE} missing)") from None
+        raise InputError(
+            f"{directory}: not a fedids model directory ({PREPROCESSING_FILE} missing)"
+        ) from None
     except (OSError, ValueError, RecursionError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{directory}: corrupt model ({reason[:200]})") from None
@@ -75,10 +81,15 @@ def read_model_description(directory: Path) -> tuple[dict, int, list[str]]:
 def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     """Check ``preprocessing.json`` (parsed) against the schema; returns ``(window, labels)``."""
     if not isinstance(prep, dict) or not {"scaler", "labels", "window", "model"} <= set(prep):
-        raise InputError(f"{source}: corrupt model (preprocessing.json lacks scaler, labels, window or model)")
+        raise InputError(
+            f"{source}: corrupt model (preprocessing.json lacks scaler, labels, window or model)"
+        )
     config = prep["model"]
-    if not isinstance(config, dict) or set(config) != {"n_inputs", "n_classes", "hidden"} or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in config.values()):
+    if (
+        not isinstance(config, dict)
+        or set(config) != {"n_inputs", "n_classes", "hidden"}
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in config.values())
+    ):
         raise InputError(f"{source}: corrupt model (model config {str(config)[:80]})")
     if config["n_inputs"] != len(FEATURES) + 1:
         raise InputError(f"{source}: model takes {config['n_inputs']} inputs, expected {len(FEATURES) + 1}")
@@ -115,8 +126,9 @@ def check_threshold_args(threshold: float | None, max_false_alarm_rate: float | 
             raise InputError(f"{command}: {option} must be in [0, 1], got {value}")
 
 
-def resolve_threshold(rule: dict | None, threshold: float | None, max_false_alarm_rate: float | None,
-                      command: str) -> tuple[float | None, str]:
+def resolve_threshold(
+    rule: dict | None, threshold: float | None, max_false_alarm_rate: float | None, command: str
+) -> tuple[float | None, str]:
     """The alert threshold a command uses, and how it was chosen (for messages and summaries).
 
     ``--threshold`` wins; ``--max-false-alarm-rate R`` reads the model's validation table (``rule``, the
@@ -128,15 +140,19 @@ def resolve_threshold(rule: dict | None, threshold: float | None, max_false_alar
     valid_rule = isinstance(rule, dict) and isinstance(rule.get("threshold"), (int, float))
     if max_false_alarm_rate is not None:
         if not valid_rule:
-            raise InputError(f"{command}: the model has no validation threshold table (train it with "
-                             "`fedids train`), so --max-false-alarm-rate cannot be met; use --threshold")
+            raise InputError(
+                f"{command}: the model has no validation threshold table (train it with "
+                "`fedids train`), so --max-false-alarm-rate cannot be met; use --threshold"
+            )
         try:
             value = threshold_for_rate(rule, max_false_alarm_rate)
         except (ValueError, KeyError, TypeError):
-            raise InputError(f"{command}: the model's threshold table has no entry at or below "
-                             f"{max_false_alarm_rate:g}") from None
+            raise InputError(
+                f"{command}: the model's threshold table has no entry at or below {max_false_alarm_rate:g}"
+            ) from None
         return value, f"validation false-alarm rate <= {max_false_alarm_rate:g}"
     if valid_rule:
-        return float(rule["threshold"]), (f"model default: validation false-alarm rate <= "
-                                          f"{rule.get('max_false_alarm_rate', 0):g}")
+        return float(rule["threshold"]), (
+            f"model default: validation false-alarm rate <= {rule.get('max_false_alarm_rate', 0):g}"
+        )
     return None, "top class (the model has no validation threshold)"

@@ -28,7 +28,10 @@ from fedids.model.artifacts import Detector
 from fedids.model.train import TrainConfig, TrainResult, fit
 
 PRUNED_PARAMETERS: tuple[tuple[str, str], ...] = (
-    ("gru", "weight_ih_l0"), ("gru", "weight_hh_l0"), ("head", "weight"))
+    ("gru", "weight_ih_l0"),
+    ("gru", "weight_hh_l0"),
+    ("head", "weight"),
+)
 """(submodule, parameter) pairs that pruning may zero."""
 
 DEFAULT_FINETUNE = TrainConfig(epochs=2, lr=1e-3)
@@ -56,8 +59,13 @@ def compute_sparsity(detector: Detector) -> float:
     return float(sum(int((m == 0).sum()) for m in mats) / sum(int(m.numel()) for m in mats))
 
 
-def prune_detector(detector: Detector, amount: float, *, finetune_frame: pd.DataFrame | None = None,
-                   config: TrainConfig = DEFAULT_FINETUNE) -> PruneResult:
+def prune_detector(
+    detector: Detector,
+    amount: float,
+    *,
+    finetune_frame: pd.DataFrame | None = None,
+    config: TrainConfig = DEFAULT_FINETUNE,
+) -> PruneResult:
     """Prune the smallest-magnitude ``amount`` of the weights; optionally fine-tune with the mask held.
 
     Parameters
@@ -95,7 +103,9 @@ def prune_detector(detector: Detector, amount: float, *, finetune_frame: pd.Data
         sparsity = compute_sparsity(pruned)
     pruned.metadata = dict(pruned.metadata)
     pruned.metadata["compression"] = {
-        "prune_amount": float(amount), "sparsity": sparsity, "method": "global L1-unstructured",
+        "prune_amount": float(amount),
+        "sparsity": sparsity,
+        "method": "global L1-unstructured",
         "finetune_rows": int(trained.examples) if trained else 0,
         "finetune_losses": trained.losses if trained else [],
     }

@@ -62,7 +62,11 @@ OPSET = 17
 INPUT_FLOWS, INPUT_WINDOWS, OUTPUT_PROBABILITIES = "flows", "windows", "probabilities"
 META_LABELS, META_WINDOW, META_FEATURES = "fedids.labels", "fedids.window", "fedids.features"
 META_QUANTIZE, META_PRUNE, META_VERSION, META_FORMAT = (
-    "fedids.quantize", "fedids.prune", "fedids.version", "fedids.format")
+    "fedids.quantize",
+    "fedids.prune",
+    "fedids.version",
+    "fedids.format",
+)
 FORMAT_NAME = "fedids-gru-indexed/2"
 """Value of :data:`META_FORMAT`: the input/output contract described in this module's docstring."""
 
@@ -120,8 +124,9 @@ class _GraphBuilder:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], stem: str | None = None, n_out: int = 1,
-           **attrs: object) -> list[str]:
+    def op(
+        self, op_type: str, inputs: list[str], stem: str | None = None, n_out: int = 1, **attrs: object
+    ) -> list[str]:
         outs = [self.name(stem or op_type.lower()) for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(op_type), **attrs))
         return outs
@@ -137,12 +142,25 @@ class _GraphBuilder:
             return self.const(stem, matrix)
         q, scale = quantize_int8_per_column(matrix)
         zero = np.zeros(scale.shape, dtype=np.int8)
-        return self.one("DequantizeLinear", [self.const(stem + "_q", q), self.const(stem + "_scale", scale),
-                                             self.const(stem + "_zero", zero)], stem, axis=1)
+        return self.one(
+            "DequantizeLinear",
+            [
+                self.const(stem + "_q", q),
+                self.const(stem + "_scale", scale),
+                self.const(stem + "_zero", zero),
+            ],
+            stem,
+            axis=1,
+        )
 
 
-def build_onnx_model(detector: Detector, *, quantize: str = "none", prune_amount: float = 0.0,
-                     metadata: dict[str, str] | None = None) -> onnx.ModelProto:
+def build_onnx_model(
+    detector: Detector,
+    *,
+    quantize: str = "none",
+    prune_amount: float = 0.0,
+    metadata: dict[str, str] | None = None,
+) -> onnx.ModelProto:
     """Build the self-contained ONNX graph of ``detector`` (see the module docstring).
 
     Parameters
@@ -187,64 +205,85 @@ def build_onnx_model(detector: Detector, *, quantize: str = "none", prune_amount
     scale = g.const("scale", detector.scaler.scale.astype(np.float32))
     scaled = g.one("Div", [g.one("Sub", [signed, center]), scale])
     scaled = g.one("Where", [g.one("IsNaN", [scaled]), zero, scaled])
-    scaled = g.one("Clip", [scaled, g.const("lo", np.array(-_CLIP, np.float32)),
-                            g.const("hi", np.array(_CLIP, np.float32))])                # (N, 78)
+    scaled = g.one(
+        "Clip",
+        [scaled, g.const("lo", np.array(-_CLIP, np.float32)), g.const("hi", np.array(_CLIP, np.float32))],
+    )  # (N, 78)
     # 2. Input projections, one weight matrix per gate so that no tensor is ever split along its last
     # axis (ORT copies such splits row by row: measured 15-20% of the run time). A real flow's presence
     # channel is 1, so its column of W_ih joins the bias; the r and z biases of both projections add up
     # (b_hn must stay inside r * (W_hn h + b_hn)). The padding row (x = 0) is the bias alone, appended
     # last so that index -1 reads it.
-    index_t = g.one("Transpose", [INPUT_WINDOWS], perm=[1, 0])                          # (W, B)
-    step_index = [g.one("Gather", [index_t, g.const(f"t{t}", np.array(t, dtype=np.int64))], "idx", axis=0)
-                  for t in range(window)]                                                # W x (B,)
+    index_t = g.one("Transpose", [INPUT_WINDOWS], perm=[1, 0])  # (W, B)
+    step_index = [
+        g.one("Gather", [index_t, g.const(f"t{t}", np.array(t, dtype=np.int64))], "idx", axis=0)
+        for t in range(window)
+    ]  # W x (B,)
     gate_steps: list[list[str]] = []
     for k, gate in enumerate("rzn"):
         rows = slice(k * hidden, (k + 1) * hidden)
         bias = b_ih[rows] + (b_hh[rows] if gate != "n" else 0.0)
-        proj = g.one("Add", [g.one("MatMul", [scaled, g.weight(f"w_i{gate}", w_ih[rows, :n_feat].T)]),
-                             g.const(f"b_i{gate}_present", bias + w_ih[rows, n_feat])])
+        proj = g.one(
+            "Add",
+            [
+                g.one("MatMul", [scaled, g.weight(f"w_i{gate}", w_ih[rows, :n_feat].T)]),
+                g.const(f"b_i{gate}_present", bias + w_ih[rows, n_feat]),
+            ],
+        )
         proj = g.one("Concat", [proj, g.const(f"b_i{gate}_pad", bias[None, :])], axis=0)  # (N + 1, H)
-        gate_steps.append([g.one("Gather", [proj, step_index[t]], f"gi{gate}", axis=0)
-                           for t in range(window)])                                      # W x (B, H)
-    w_hr, w_hz, w_hn = (g.weight(f"w_h{gate}", w_hh[k * hidden:(k + 1) * hidden].T)
-                        for k, gate in enumerate("rzn"))
+        gate_steps.append(
+            [g.one("Gather", [proj, step_index[t]], f"gi{gate}", axis=0) for t in range(window)]
+        )  # W x (B, H)
+    w_hr, w_hz, w_hn = (
+        g.weight(f"w_h{gate}", w_hh[k * hidden : (k + 1) * hidden].T) for k, gate in enumerate("rzn")
+    )
     b_hn = g.const("b_hn", b_hh[h2:])
-    h: str | None = None                                                          # (B, H)
+    h: str | None = None  # (B, H)
     for t in range(window):
         gi_r, gi_z, gi_n = gate_steps[0][t], gate_steps[1][t], gate_steps[2][t]
         if h is None:
             # h0 = 0: W_hh h0 vanishes, only the bias remains.
             r, z = g.one("Sigmoid", [gi_r]), g.one("Sigmoid", [gi_z])
             n = g.one("Tanh", [g.one("Add", [gi_n, g.one("Mul", [r, b_hn])])])
-            h = g.one("Sub", [n, g.one("Mul", [z, n])])                           # (1 - z) * n
+            h = g.one("Sub", [n, g.one("Mul", [z, n])])  # (1 - z) * n
             continue
         r = g.one("Sigmoid", [g.one("Add", [gi_r, g.one("MatMul", [h, w_hr])])])
         z = g.one("Sigmoid", [g.one("Add", [gi_z, g.one("MatMul", [h, w_hz])])])
         gh_n = g.one("Add", [g.one("MatMul", [h, w_hn]), b_hn])
         n = g.one("Tanh", [g.one("Add", [gi_n, g.one("Mul", [r, gh_n])])])
-        h = g.one("Add", [n, g.one("Mul", [z, g.one("Sub", [h, n])])])            # (1 - z) n + z h
+        h = g.one("Add", [n, g.one("Mul", [z, g.one("Sub", [h, n])])])  # (1 - z) n + z h
     assert h is not None
     logits = g.one("Add", [g.one("MatMul", [h, g.weight("w_head", w_head.T)]), g.const("b_head", b_head)])
     g.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], name="softmax", axis=1))
 
     n_classes = len(detector.vocabulary)
     graph = helper.make_graph(
-        g.nodes, "fedids_gru_detector",
-        inputs=[helper.make_tensor_value_info(INPUT_FLOWS, TensorProto.FLOAT, ["n_flows", n_feat]),
-                helper.make_tensor_value_info(INPUT_WINDOWS, TensorProto.INT64, ["batch", window])],
-        outputs=[helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, ["batch", n_classes])],
+        g.nodes,
+        "fedids_gru_detector",
+        inputs=[
+            helper.make_tensor_value_info(INPUT_FLOWS, TensorProto.FLOAT, ["n_flows", n_feat]),
+            helper.make_tensor_value_info(INPUT_WINDOWS, TensorProto.INT64, ["batch", window]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, ["batch", n_classes])
+        ],
         initializer=g.inits,
     )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="fedids", producer_version=__version__)
+    proto = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="fedids",
+        producer_version=__version__,
+    )
     proto.ir_version = 8  # onnxruntime >= 1.14 reads IR 8; newer IRs would lock out older edge runtimes
     helper.set_model_props(proto, _model_props(detector, window, quantize, prune_amount, metadata))
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
-def _model_props(detector: Detector, window: int, quantize: str, prune_amount: float,
-                 metadata: dict[str, str] | None) -> dict[str, str]:
+def _model_props(
+    detector: Detector, window: int, quantize: str, prune_amount: float, metadata: dict[str, str] | None
+) -> dict[str, str]:
     """``metadata_props``: labels, window, features, provenance, and the default alert rule chosen on
     validation data at training time (:data:`META_THRESHOLD`) when the model has one."""
     props = {
@@ -271,13 +310,20 @@ def count_zero_weights(detector: Detector) -> tuple[int, int]:
     return zero, total
 
 
-def export_onnx(detector: Detector, path: str | Path, *, quantize: str = "none", prune_amount: float = 0.0,
-                metadata: dict[str, str] | None = None) -> ExportResult:
+def export_onnx(
+    detector: Detector,
+    path: str | Path,
+    *,
+    quantize: str = "none",
+    prune_amount: float = 0.0,
+    metadata: dict[str, str] | None = None,
+) -> ExportResult:
     """Write :func:`build_onnx_model` to ``path`` atomically (temporary name, then rename), so a
     detector watching ``path`` never reads a half-written file."""
     path = Path(path)
-    data = build_onnx_model(detector, quantize=quantize, prune_amount=prune_amount,
-                            metadata=metadata).SerializeToString()
+    data = build_onnx_model(
+        detector, quantize=quantize, prune_amount=prune_amount, metadata=metadata
+    ).SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     tmp.write_bytes(data)
@@ -288,4 +334,6 @@ def export_onnx(detector: Detector, path: str | Path, *, quantize: str = "none",
 def export_result(detector: Detector, path: Path, data: bytes, quantize: str) -> ExportResult:
     """The :class:`ExportResult` of ``data`` (the serialised model) written to ``path``."""
     zero, total = count_zero_weights(detector)
-    return ExportResult(path=Path(path), size_bytes=len(data), quantize=quantize, weights=total, zero_weights=zero)
+    return ExportResult(
+        path=Path(path), size_bytes=len(data), quantize=quantize, weights=total, zero_weights=zero
+    )

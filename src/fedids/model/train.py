@@ -8,8 +8,8 @@ stays ``O(n_flows * n_features)`` rather than ``O(n_flows * window * n_features)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -115,7 +115,9 @@ def fit(
             y = torch.from_numpy(targets[rows])
             loss = _loss(model(x) * logit_scale, y, weight, config)
             if anchors is not None:
-                loss = loss + (mu / 2) * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors))
+                loss = loss + (mu / 2) * sum(
+                    ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchors)
+                )
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -131,8 +133,13 @@ def fit(
 
 
 @torch.no_grad()
-def forward_batches(fn: Callable[[torch.Tensor], torch.Tensor], scaled: np.ndarray, windows: np.ndarray,
-                    width: int, batch_size: int = 4096) -> np.ndarray:
+def forward_batches(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    scaled: np.ndarray,
+    windows: np.ndarray,
+    width: int,
+    batch_size: int = 4096,
+) -> np.ndarray:
     """``fn`` applied without gradients to the windows in batches: ``(n_rows, width)`` float32."""
     parts = []
     with torch.no_grad():
@@ -141,7 +148,9 @@ def forward_batches(fn: Callable[[torch.Tensor], torch.Tensor], scaled: np.ndarr
     return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.float32)
 
 
-def predict_proba(model: nn.Module, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def predict_proba(
+    model: nn.Module, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
     """Class probabilities ``(n_rows, n_classes)`` float32 for each window."""
     model.eval()
     n_classes = model.head.out_features  # type: ignore[union-attr]

@@ -30,13 +30,34 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "he": ("HEKeys", "create_he_keys", "encrypt_update", "EncryptedSum", "decrypt_sum",
-           "InvalidCiphertextError"),
-    "secagg": ("SecAggConfig", "SecAggClient", "SecAggServer", "SecAggAbort", "SecAggError",
-               "InvalidMessageError", "quantize", "dequantize_sum", "simulate_round"),
+    "he": (
+        "HEKeys",
+        "create_he_keys",
+        "encrypt_update",
+        "EncryptedSum",
+        "decrypt_sum",
+        "InvalidCiphertextError",
+    ),
+    "secagg": (
+        "SecAggConfig",
+        "SecAggClient",
+        "SecAggServer",
+        "SecAggAbort",
+        "SecAggError",
+        "InvalidMessageError",
+        "quantize",
+        "dequantize_sum",
+        "simulate_round",
+    ),
     "he_secagg": ("create_bfv_keys", "HESecAggClient", "HESecAggServer", "decrypt_masked_sum"),
-    "dp": ("clip_update", "add_gaussian_noise", "distributed_noise_std", "PrivacyAccountant",
-           "PrivacyBudgetExceeded", "calibrate_noise_multiplier"),
+    "dp": (
+        "clip_update",
+        "add_gaussian_noise",
+        "distributed_noise_std",
+        "PrivacyAccountant",
+        "PrivacyBudgetExceeded",
+        "calibrate_noise_multiplier",
+    ),
     "keys": ("init_keys", "load_secret_context", "load_public_context", "parse_privacy_mode"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

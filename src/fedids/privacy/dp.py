@@ -115,8 +115,13 @@ def _round_event(noise_multiplier: float, sample_rate: float) -> dp_event.DpEven
     return dp_event.PoissonSampledDpEvent(sample_rate, dp_event.GaussianDpEvent(noise_multiplier))
 
 
-def _epsilon(noise_multiplier: float, sample_rate: float, rounds: int, target_delta: float,
-             orders: Sequence[float] | None) -> float:
+def _epsilon(
+    noise_multiplier: float,
+    sample_rate: float,
+    rounds: int,
+    target_delta: float,
+    orders: Sequence[float] | None,
+) -> float:
     if rounds == 0:
         return 0.0
     accountant = RdpAccountant(orders)
@@ -144,8 +149,9 @@ class PrivacyAccountant:
     True
     """
 
-    def __init__(self, noise_multiplier: float, sample_rate: float,
-                 orders: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, noise_multiplier: float, sample_rate: float, orders: Sequence[float] | None = None
+    ) -> None:
         if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
             raise ValueError(f"noise_multiplier must be positive, got {noise_multiplier}")
         if not 0 < sample_rate <= 1:
@@ -177,8 +183,9 @@ class PrivacyAccountant:
     def epsilon_after(self, rounds: int, target_delta: float) -> float:
         """Epsilon that ``rounds`` more rounds would bring the total to (nothing is recorded)."""
         _check_delta(target_delta)
-        return _epsilon(self.noise_multiplier, self.sample_rate, self._rounds + rounds,
-                        target_delta, self.orders)
+        return _epsilon(
+            self.noise_multiplier, self.sample_rate, self._rounds + rounds, target_delta, self.orders
+        )
 
     def check_budget(self, target_epsilon: float, target_delta: float, rounds: int = 1) -> None:
         """Guard to call before a round: raise if it would exceed the budget.
@@ -194,12 +201,18 @@ class PrivacyAccountant:
             raise PrivacyBudgetExceeded(
                 f"stopping after {self._rounds} rounds: round {self._rounds + rounds} would raise "
                 f"epsilon to {epsilon:.3f} > target {target_epsilon:g} (delta={target_delta:g}); "
-                f"spent so far: {self.epsilon(target_delta):.3f}")
+                f"spent so far: {self.epsilon(target_delta):.3f}"
+            )
 
     def state_dict(self) -> dict[str, object]:
         """JSON-serialisable state (for checkpoints)."""
-        return {"accountant": "rdp", "noise_multiplier": self.noise_multiplier,
-                "sample_rate": self.sample_rate, "orders": self.orders, "rounds": self._rounds}
+        return {
+            "accountant": "rdp",
+            "noise_multiplier": self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "orders": self.orders,
+            "rounds": self._rounds,
+        }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         """Restore the rounds of a checkpoint made with the same mechanism.
@@ -214,8 +227,9 @@ class PrivacyAccountant:
             raise ValueError(f"accountant state keys {sorted(state)} != {sorted(expected)}")
         for key in ("accountant", "noise_multiplier", "sample_rate", "orders"):
             if state[key] != expected[key]:
-                raise ValueError(f"accountant state has {key}={state[key]!r}, this accountant "
-                                 f"{expected[key]!r}")
+                raise ValueError(
+                    f"accountant state has {key}={state[key]!r}, this accountant {expected[key]!r}"
+                )
         rounds = state["rounds"]
         if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
             raise ValueError(f"accountant state has an invalid round count {rounds!r}")
@@ -224,9 +238,14 @@ class PrivacyAccountant:
         self.step(rounds)
 
 
-def calibrate_noise_multiplier(target_epsilon: float, target_delta: float, sample_rate: float,
-                               rounds: int, tol: float = 1e-3,
-                               orders: Sequence[float] | None = None) -> float:
+def calibrate_noise_multiplier(
+    target_epsilon: float,
+    target_delta: float,
+    sample_rate: float,
+    rounds: int,
+    tol: float = 1e-3,
+    orders: Sequence[float] | None = None,
+) -> float:
     """Smallest noise multiplier (within ``tol``) that keeps ``rounds`` rounds within budget.
 
     Parameters
@@ -271,12 +290,18 @@ def calibrate_noise_multiplier(target_epsilon: float, target_delta: float, sampl
         hi, lo = lo, lo / 2.0
         if lo < tol:
             return hi  # even tiny noise meets the target
-    sigma = float(calibrate_dp_mechanism(
-        make_fresh_accountant=lambda: RdpAccountant(orders),
-        make_event_from_param=lambda s: dp_event.SelfComposedDpEvent(
-            _round_event(s, sample_rate), rounds),
-        target_epsilon=target_epsilon, target_delta=target_delta,
-        bracket_interval=ExplicitBracketInterval(lo, hi), tol=tol))
+    sigma = float(
+        calibrate_dp_mechanism(
+            make_fresh_accountant=lambda: RdpAccountant(orders),
+            make_event_from_param=lambda s: dp_event.SelfComposedDpEvent(
+                _round_event(s, sample_rate), rounds
+            ),
+            target_epsilon=target_epsilon,
+            target_delta=target_delta,
+            bracket_interval=ExplicitBracketInterval(lo, hi),
+            tol=tol,
+        )
+    )
     if epsilon(sigma) > target_epsilon:  # defence in depth: never hand out an overshooting sigma
         sigma = hi
     return sigma

@@ -98,8 +98,16 @@ def calibrate_noise(target_epsilon: float, delta: float, rate: float, steps: int
     if not target_epsilon > 0 or steps < 1:
         raise ValueError("target epsilon must be > 0 and steps >= 1")
     with _QuietRDP():
-        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=rate,
-                                          steps=steps, accountant="rdp", epsilon_tolerance=0.01))
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=rate,
+                steps=steps,
+                accountant="rdp",
+                epsilon_tolerance=0.01,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -294,4 +302,3 @@ def _secure_noise(optimizer) -> None:  # noqa: ANN001 (Opacus' DPOptimizer)
             _mark_as_processed(p.summed_grad)
 
     optimizer.add_noise = types.MethodType(add_noise, optimizer)
-

@@ -94,26 +94,32 @@ class HEKeys:
     scheme: str = "ckks"
 
     def __repr__(self) -> str:  # the default repr would print the secret key
-        return (f"HEKeys(scheme={self.scheme!r}, secret_context=<{len(self.secret_context)} bytes>, "
-                f"public_context=<{len(self.public_context)} bytes>)")
+        return (
+            f"HEKeys(scheme={self.scheme!r}, secret_context=<{len(self.secret_context)} bytes>, "
+            f"public_context=<{len(self.public_context)} bytes>)"
+        )
 
 
 def split_context(context: ts.Context, scheme: str) -> HEKeys:
     """Serialise a freshly created context into a client (secret) and a server (public) copy."""
     # Relinearisation/Galois keys are only needed for multiplications/rotations: aggregation adds.
-    secret = context.serialize(save_public_key=True, save_secret_key=True,
-                               save_galois_keys=False, save_relin_keys=False)
-    public = context.serialize(save_public_key=True, save_secret_key=False,
-                               save_galois_keys=False, save_relin_keys=False)
+    secret = context.serialize(
+        save_public_key=True, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+    )
+    public = context.serialize(
+        save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+    )
     check = ts.context_from(public)
     if check.has_secret_key() or not check.is_public():
         raise RuntimeError("TenSEAL serialised a secret key into the public context")
     return HEKeys(secret_context=secret, public_context=public, scheme=scheme)
 
 
-def create_he_keys(poly_modulus_degree: int = POLY_MODULUS_DEGREE,
-                   coeff_mod_bit_sizes: tuple[int, ...] = COEFF_MOD_BIT_SIZES,
-                   scale_bits: int = SCALE_BITS) -> HEKeys:
+def create_he_keys(
+    poly_modulus_degree: int = POLY_MODULUS_DEGREE,
+    coeff_mod_bit_sizes: tuple[int, ...] = COEFF_MOD_BIT_SIZES,
+    scale_bits: int = SCALE_BITS,
+) -> HEKeys:
     """Create a fresh CKKS key set for aggregation.
 
     Parameters
@@ -132,9 +138,12 @@ def create_he_keys(poly_modulus_degree: int = POLY_MODULUS_DEGREE,
     HEKeys
         ``secret_context`` for clients, ``public_context`` for the server.
     """
-    context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=poly_modulus_degree,
-                         coeff_mod_bit_sizes=list(coeff_mod_bit_sizes))
-    context.global_scale = 2.0 ** scale_bits
+    context = ts.context(
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=poly_modulus_degree,
+        coeff_mod_bit_sizes=list(coeff_mod_bit_sizes),
+    )
+    context.global_scale = 2.0**scale_bits
     return split_context(context, "ckks")
 
 
@@ -184,7 +193,7 @@ def unpack_chunks(blob: bytes, scheme: int, length: int, slots: int) -> list[byt
         offset += _CHUNK_LEN.size
         if size == 0 or offset + size > len(blob):
             raise InvalidCiphertextError(f"chunk {i}: empty or truncated ({size} bytes declared)")
-        chunks.append(blob[offset:offset + size])
+        chunks.append(blob[offset : offset + size])
         offset += size
     if offset != len(blob):
         raise InvalidCiphertextError(f"{len(blob) - offset} trailing bytes")
@@ -211,8 +220,9 @@ def parse_public_context(public_context: bytes) -> ts.Context:
         raise ValueError(f"not a TenSEAL context (corrupt or truncated: {type(err).__name__})") from None
     # An explicit raise, not `assert`: the check must survive `python -O`.
     if context.has_secret_key() or not context.is_public():
-        raise ValueError("refusing a context that holds a secret key: the server must only hold "
-                         "the public context")
+        raise ValueError(
+            "refusing a context that holds a secret key: the server must only hold the public context"
+        )
     return context
 
 
@@ -249,8 +259,13 @@ def data_parms_id(context: ts.Context) -> list[int]:
     return list(_seal(context).first_parms_id())
 
 
-def check_ciphertext(vector: ts.CKKSVector | ts.BFVVector, expected_size: int,
-                     parms_id: list[int], scale: float | None, index: int) -> None:
+def check_ciphertext(
+    vector: ts.CKKSVector | ts.BFVVector,
+    expected_size: int,
+    parms_id: list[int],
+    scale: float | None,
+    index: int,
+) -> None:
     """Check one deserialised chunk: value count, a fresh 2-polynomial ciphertext at the data level
     of this context, and (CKKS) the expected scale. Any mismatch would make addition fail half-way
     or corrupt the sum, so it is caught before the sum is touched."""
@@ -299,16 +314,19 @@ def encrypt_update(secret_context: bytes, vector: np.ndarray) -> bytes:
         raise ValueError(f"update values must stay below {limit} in absolute value")
     slots = context_slots(context)
     values = array.astype(np.float64)
-    chunks = [ts.ckks_vector(context, values[start:start + slots].tolist()).serialize()
-              for start in range(0, values.size, slots)]
+    chunks = [
+        ts.ckks_vector(context, values[start : start + slots].tolist()).serialize()
+        for start in range(0, values.size, slots)
+    ]
     return pack_chunks(SCHEME_CKKS, values.size, chunks)
 
 
 _VECTOR_FROM = {SCHEME_CKKS: ("CKKS", ts.ckks_vector_from), SCHEME_BFV: ("BFV", ts.bfv_vector_from)}
 
 
-def load_chunks(context: ts.Context, blob: bytes, scheme: int, length: int,
-                scale: float | None = None) -> list:
+def load_chunks(
+    context: ts.Context, blob: bytes, scheme: int, length: int, scale: float | None = None
+) -> list:
     """Parse and validate every ciphertext chunk of an upload or aggregate (layout, size, parameters,
     and for CKKS ``scale``); raises :class:`InvalidCiphertextError` on the first bad chunk."""
     name, vector_from = _VECTOR_FROM[scheme]
@@ -320,8 +338,9 @@ def load_chunks(context: ts.Context, blob: bytes, scheme: int, length: int,
         try:
             vector = vector_from(context, chunk)
         except Exception as err:
-            raise InvalidCiphertextError(f"chunk {i}: not a {name} ciphertext for this context "
-                                         f"({type(err).__name__})") from None
+            raise InvalidCiphertextError(
+                f"chunk {i}: not a {name} ciphertext for this context ({type(err).__name__})"
+            ) from None
         check_ciphertext(vector, sizes[i], parms_id, scale, i)
         vectors.append(vector)
     return vectors
@@ -332,7 +351,7 @@ def decrypt_chunks(vectors: list, length: int, slots: int, dtype: type) -> np.nd
     out = np.empty(length, dtype=dtype)
     for i, vector in enumerate(vectors):
         values = vector.decrypt()
-        out[i * slots:i * slots + len(values)] = values
+        out[i * slots : i * slots + len(values)] = values
     return out
 
 
@@ -423,5 +442,6 @@ def decrypt_sum(secret_context: bytes, blob: bytes, length: int) -> np.ndarray:
         Shape ``(length,)``, float64: the sum of the uploads, within the CKKS noise.
     """
     context = parse_secret_context(secret_context)
-    return decrypt_chunks(load_chunks(context, blob, SCHEME_CKKS, length), length, context_slots(context),
-                          np.float64)
+    return decrypt_chunks(
+        load_chunks(context, blob, SCHEME_CKKS, length), length, context_slots(context), np.float64
+    )

@@ -42,8 +42,8 @@ from fedids.privacy.he import (
     context_slots,
     decrypt_chunks,
     load_chunks,
-    parse_secret_context,
     pack_chunks,
+    parse_secret_context,
     split_context,
 )
 from fedids.privacy.secagg import (
@@ -65,9 +65,12 @@ MAX_CLIENTS = (BFV_PLAIN_MODULUS - 1) // (MODULUS - 1) - 1
 
 def create_bfv_keys() -> HEKeys:
     """Create a fresh BFV key set for ``he+secagg`` (``secret_context`` for clients only)."""
-    context = ts.context(ts.SCHEME_TYPE.BFV, poly_modulus_degree=BFV_POLY_MODULUS_DEGREE,
-                         plain_modulus=BFV_PLAIN_MODULUS,
-                         coeff_mod_bit_sizes=list(BFV_COEFF_MOD_BIT_SIZES))
+    context = ts.context(
+        ts.SCHEME_TYPE.BFV,
+        poly_modulus_degree=BFV_POLY_MODULUS_DEGREE,
+        plain_modulus=BFV_PLAIN_MODULUS,
+        coeff_mod_bit_sizes=list(BFV_COEFF_MOD_BIT_SIZES),
+    )
     return split_context(context, "bfv")
 
 
@@ -104,8 +107,10 @@ def encrypt_masked(secret_context: bytes, masked: np.ndarray) -> bytes:
     context = parse_secret_context(secret_context)
     slots = context_slots(context, SCHEME_BFV)
     values = array.astype(np.int64)
-    chunks = [ts.bfv_vector(context, values[start:start + slots].tolist()).serialize()
-              for start in range(0, values.size, slots)]
+    chunks = [
+        ts.bfv_vector(context, values[start : start + slots].tolist()).serialize()
+        for start in range(0, values.size, slots)
+    ]
     return pack_chunks(SCHEME_BFV, values.size, chunks)
 
 
@@ -152,7 +157,7 @@ class EncryptedMaskedSum(CiphertextSum):
             self._sum, self._first = self._first, None
         for i, acc in enumerate(self._sum):
             start = i * self._slots
-            acc += array[start:start + self._sizes[i]].tolist()
+            acc += array[start : start + self._sizes[i]].tolist()
         self._terms += 1
 
 
@@ -166,8 +171,9 @@ def decrypt_masked_sum(secret_context: bytes, blob: bytes, length: int) -> np.nd
         survivors' quantised updates (:func:`fedids.privacy.secagg.dequantize_sum`).
     """
     context = parse_secret_context(secret_context)
-    out = decrypt_chunks(load_chunks(context, blob, SCHEME_BFV, length), length,
-                         context_slots(context, SCHEME_BFV), np.int64)
+    out = decrypt_chunks(
+        load_chunks(context, blob, SCHEME_BFV, length), length, context_slots(context, SCHEME_BFV), np.int64
+    )
     # Decryption yields centred representatives in (-t/2, t/2); the true sum is their value mod t.
     return (np.mod(out, _plain_modulus(context)) % MODULUS).astype(np.uint32)
 
@@ -216,8 +222,7 @@ class HESecAggServer(SecAggServer):
 
     def aggregate(self) -> np.ndarray:
         """Not available: in ``he+secagg`` the server cannot see the aggregate."""
-        raise SecAggError("he+secagg: the server holds no plaintext aggregate; "
-                          "use encrypted_aggregate()")
+        raise SecAggError("he+secagg: the server holds no plaintext aggregate; use encrypted_aggregate()")
 
     def encrypted_aggregate(self) -> bytes:
         """Close stage 4: the BFV-encrypted sum of U3's quantised updates, masks removed.

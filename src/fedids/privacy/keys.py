@@ -19,7 +19,7 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fedids.errors import FedidsError, InputError
@@ -54,8 +54,10 @@ def parse_privacy_mode(mode: str) -> frozenset[str]:
     parts = mode.split("+")
     unknown = [p for p in parts if p not in PRIVACY_COMPONENTS]
     if unknown or len(set(parts)) != len(parts) or not parts:
-        raise FedidsError(f"privacy mode {mode!r}: expected 'none' or a '+'-joined combination "
-                          f"of {', '.join(PRIVACY_COMPONENTS)}")
+        raise FedidsError(
+            f"privacy mode {mode!r}: expected 'none' or a '+'-joined combination "
+            f"of {', '.join(PRIVACY_COMPONENTS)}"
+        )
     return frozenset(parts)
 
 
@@ -103,8 +105,9 @@ def init_keys(out_dir: str | Path, mode: str, *, force: bool = False) -> KeyFile
     """
     components = parse_privacy_mode(mode)
     if "he" not in components:
-        raise FedidsError(f"privacy mode {mode!r} needs no key files (secagg keys are fresh every "
-                          f"round; dp has none)")
+        raise FedidsError(
+            f"privacy mode {mode!r} needs no key files (secagg keys are fresh every round; dp has none)"
+        )
     out = Path(out_dir)
     secret_path, public_path = out / SECRET_CONTEXT_FILE, out / PUBLIC_CONTEXT_FILE
     manifest_path = out / MANIFEST_FILE
@@ -114,22 +117,34 @@ def init_keys(out_dir: str | Path, mode: str, *, force: bool = False) -> KeyFile
                 raise InputError(f"{path}: key file exists; use --force to replace the key set")
     # Every he mode seals BFV fixed-point vectors (fedids.federation.private says why); the CKKS module
     # (fedids.privacy.he) stays for its measurements and the ciphertext container both schemes share.
-    from fedids.privacy.he_secagg import (BFV_COEFF_MOD_BIT_SIZES, BFV_PLAIN_MODULUS, BFV_POLY_MODULUS_DEGREE,
-                                          create_bfv_keys)
+    from fedids.privacy.he_secagg import (
+        BFV_COEFF_MOD_BIT_SIZES,
+        BFV_PLAIN_MODULUS,
+        BFV_POLY_MODULUS_DEGREE,
+        create_bfv_keys,
+    )
+
     keys = create_bfv_keys()
-    params: dict[str, object] = {"poly_modulus_degree": BFV_POLY_MODULUS_DEGREE,
-                                 "coeff_mod_bit_sizes": list(BFV_COEFF_MOD_BIT_SIZES),
-                                 "plain_modulus": BFV_PLAIN_MODULUS}
+    params: dict[str, object] = {
+        "poly_modulus_degree": BFV_POLY_MODULUS_DEGREE,
+        "coeff_mod_bit_sizes": list(BFV_COEFF_MOD_BIT_SIZES),
+        "plain_modulus": BFV_PLAIN_MODULUS,
+    }
     secret_path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(secret_path.parent, 0o700)
     public_path.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(keys.public_context).hexdigest()
     _write_file(secret_path, keys.secret_context, 0o600)
     _write_file(public_path, keys.public_context, 0o644)
-    manifest = {"format": 1, "mode": mode, "scheme": keys.scheme, "parameters": params,
-                "public_context_sha256": digest,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "files": {"client": SECRET_CONTEXT_FILE, "server": PUBLIC_CONTEXT_FILE}}
+    manifest = {
+        "format": 1,
+        "mode": mode,
+        "scheme": keys.scheme,
+        "parameters": params,
+        "public_context_sha256": digest,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": {"client": SECRET_CONTEXT_FILE, "server": PUBLIC_CONTEXT_FILE},
+    }
     _write_file(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode(), 0o644)
     return KeyFiles(secret_path, public_path, manifest_path, keys.scheme, digest)
 
@@ -161,8 +176,10 @@ def load_secret_context(path: str | Path) -> bytes:
 
     path, data = _read(path)
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        raise InputError(f"{path}: permissions {stat.S_IMODE(path.stat().st_mode):04o} are too "
-                         f"open for a secret key; run chmod 600")
+        raise InputError(
+            f"{path}: permissions {stat.S_IMODE(path.stat().st_mode):04o} are too "
+            f"open for a secret key; run chmod 600"
+        )
     try:
         parse_secret_context(data)
     except ValueError as err:  # the message names the problem, never key bytes

@@ -55,14 +55,37 @@ features) and :mod:`~fedids.data.synth.generate` (the entry points).
 from __future__ import annotations
 
 from fedids.data.synth.config import (  # noqa: F401 (re-exported)
-    ACK, ACTIVITY_TIMEOUT_US, CWR, ECE, FIN, FLOW_TIMEOUT_US, LABEL_FAMILIES, LABELS, PSH, RST, START, SYN, URG,
+    ACK,
+    ACTIVITY_TIMEOUT_US,
+    CWR,
+    ECE,
+    FIN,
+    FLOW_TIMEOUT_US,
+    LABEL_FAMILIES,
+    LABELS,
+    PSH,
+    RST,
+    START,
+    SYN,
+    URG,
     SynthConfig,
 )
 from fedids.data.synth.generate import generate_flows, write_synthetic_csv
 from fedids.data.synth.packets import PacketArrays, _simulate_packets, compute_flow_features  # noqa: F401
 from fedids.data.synth.profiles import (  # noqa: F401 (re-exported)
-    _PROFILE, _STACK, HS_FULL, HS_HALF_OPEN, HS_NONE, HS_REFUSED, HS_SYNACK_RETRY, HS_UNANSWERED, TD_FIN,
-    TD_FIN_SERVER, TD_NONE, TD_RST_BWD, TD_RST_FWD,
+    _PROFILE,
+    _STACK,
+    HS_FULL,
+    HS_HALF_OPEN,
+    HS_NONE,
+    HS_REFUSED,
+    HS_SYNACK_RETRY,
+    HS_UNANSWERED,
+    TD_FIN,
+    TD_FIN_SERVER,
+    TD_NONE,
+    TD_RST_BWD,
+    TD_RST_FWD,
 )
 from fedids.data.synth.world import _PLAN_DTYPES  # noqa: F401 (tests build plans)
 

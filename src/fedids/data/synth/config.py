@@ -10,7 +10,6 @@ import numpy as np
 
 from fedids.data.schema import BENIGN_LABEL, normalise_label
 
-
 START = np.datetime64("2017-07-05T08:00:00", "us")
 """Wall-clock time of the first simulated microsecond (a Wednesday, like CICIDS2017's DoS day)."""
 
@@ -25,16 +24,42 @@ ACTIVITY_TIMEOUT_US = 5e6
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 1, 2, 4, 8, 16, 32, 64, 128
 
 _RAW_LABELS = (
-    BENIGN_LABEL, "DDoS", "DoS Hulk", "DoS slowloris", "DoS Slowhttptest", "DoS SYN Flood",
-    "PortScan", "Bot", "SSH-Patator", "FTP-Patator", "Telnet Brute Force", "HTTP Brute Force",
+    BENIGN_LABEL,
+    "DDoS",
+    "DoS Hulk",
+    "DoS slowloris",
+    "DoS Slowhttptest",
+    "DoS SYN Flood",
+    "PortScan",
+    "Bot",
+    "SSH-Patator",
+    "FTP-Patator",
+    "Telnet Brute Force",
+    "HTTP Brute Force",
 )
 LABELS: tuple[str, ...] = tuple(normalise_label(raw) for raw in _RAW_LABELS)
 """Every label the generator emits: CICIDS2017's names where CICIDS2017 has the class, normalised
 like :func:`fedids.data.schema.normalise_label` does. The brute force on web logins is called
 ``"HTTP Brute Force"``: CICIDS2017's ``"Web Attack - Brute Force"`` belongs to the web-attack family."""
-LABEL_FAMILIES: dict[str, str] = dict(zip(LABELS, (
-    "benign", "ddos", "dos", "dos", "dos", "dos", "portscan", "botnet", "bruteforce", "bruteforce",
-    "bruteforce", "bruteforce")))
+LABEL_FAMILIES: dict[str, str] = dict(
+    zip(
+        LABELS,
+        (
+            "benign",
+            "ddos",
+            "dos",
+            "dos",
+            "dos",
+            "dos",
+            "portscan",
+            "botnet",
+            "bruteforce",
+            "bruteforce",
+            "bruteforce",
+            "bruteforce",
+        ),
+    )
+)
 """The family :func:`fedids.data.schema.family_of` must give each label (checked by the tests)."""
 _L = {raw: i for i, raw in enumerate(_RAW_LABELS)}
 
@@ -93,10 +118,12 @@ class SynthConfig:
         _real("difficulty", 0.0, 5.0)
         _real("attack_fraction", 0.0, 0.6)
         if self.gateways > self.devices:
-            raise ValueError(f"SynthConfig.gateways ({self.gateways}) must not exceed devices ({self.devices})")
+            raise ValueError(
+                f"SynthConfig.gateways ({self.gateways}) must not exceed devices ({self.devices})"
+            )
         per_gateway = -(-self.devices // self.gateways)
         if per_gateway > 180:
             raise ValueError(
                 f"SynthConfig: {self.devices} devices on {self.gateways} gateways is {per_gateway} per "
-                "/24 subnet; at most 180 fit (use more gateways)")
-
+                "/24 subnet; at most 180 fit (use more gateways)"
+            )

@@ -15,7 +15,7 @@ from fedids.data.synth.benign import _plan_benign
 from fedids.data.synth.config import LABELS, START, SynthConfig
 from fedids.data.synth.packets import _features_of_plan
 from fedids.data.synth.profiles import _PT
-from fedids.data.synth.world import _World, _build_world
+from fedids.data.synth.world import _build_world, _World
 
 
 def generate_flows(config: SynthConfig, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
@@ -61,8 +61,17 @@ def _assemble(w: _World, plan: dict[str, np.ndarray], features: np.ndarray) -> p
     dst_ip = pd.Series(ips[plan["dst"]], dtype="str")
     src_port = plan["sport"].astype(np.int64)
     dst_port = plan["dport"].astype(np.int64)
-    flow_id = (src_ip + "-" + dst_ip + "-" + pd.Series(src_port).astype("str") + "-"
-               + pd.Series(dst_port).astype("str") + "-" + pd.Series(proto).astype("str"))
+    flow_id = (
+        src_ip
+        + "-"
+        + dst_ip
+        + "-"
+        + pd.Series(src_port).astype("str")
+        + "-"
+        + pd.Series(dst_port).astype("str")
+        + "-"
+        + pd.Series(proto).astype("str")
+    )
     labels = np.array(LABELS, dtype=object)[plan["label"].astype(np.int64)]
     families = np.array([family_of(x) for x in LABELS], dtype=object)[plan["label"].astype(np.int64)]
     data: dict[str, object] = {

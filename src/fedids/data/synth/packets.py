@@ -9,10 +9,34 @@ import numpy as np
 
 from fedids.data.features import SYNTHETIC, FlowPackets, flow_features
 from fedids.data.schema import FEATURES
-from fedids.data.synth.config import ACK, CWR, ECE, FLOW_TIMEOUT_US, PSH, RST, SYN, _MAX_ROUNDS, _UDP_MAX_PAYLOAD
+from fedids.data.synth.config import (
+    _MAX_ROUNDS,
+    _UDP_MAX_PAYLOAD,
+    ACK,
+    CWR,
+    ECE,
+    FLOW_TIMEOUT_US,
+    PSH,
+    RST,
+    SYN,
+)
 from fedids.data.synth.profiles import (
-    _HS_BASE_LEN, _HS_DIR, _HS_FLAGS, _HS_KIND, _MAX_RETRIES, _PT, _ST, _TD_DIR, _TD_FLAGS, _TD_KIND, _TD_LEN,
-    HS_FULL, HS_NONE, HS_SYNACK_RETRY, HS_UNANSWERED, TD_NONE,
+    _HS_BASE_LEN,
+    _HS_DIR,
+    _HS_FLAGS,
+    _HS_KIND,
+    _MAX_RETRIES,
+    _PT,
+    _ST,
+    _TD_DIR,
+    _TD_FLAGS,
+    _TD_KIND,
+    _TD_LEN,
+    HS_FULL,
+    HS_NONE,
+    HS_SYNACK_RETRY,
+    HS_UNANSWERED,
+    TD_NONE,
 )
 from fedids.data.synth.sampling import _jitter, _lognormal, _ragged_arange
 
@@ -43,14 +67,28 @@ class PacketArrays:
     valid: np.ndarray
 
 
-def _flat_packets(ts: np.ndarray, size: np.ndarray, fwd: np.ndarray, flags: np.ndarray,
-                  header: np.ndarray, window: np.ndarray, first: np.ndarray,
-                  counts: np.ndarray) -> FlowPackets:
+def _flat_packets(
+    ts: np.ndarray,
+    size: np.ndarray,
+    fwd: np.ndarray,
+    flags: np.ndarray,
+    header: np.ndarray,
+    window: np.ndarray,
+    first: np.ndarray,
+    counts: np.ndarray,
+) -> FlowPackets:
     """The first ``counts[i]`` packets from ``first[i]`` on of each flow, as :class:`FlowPackets`."""
     counts = np.asarray(counts, dtype=np.int64)
     idx = np.repeat(np.asarray(first, dtype=np.int64), counts) + _ragged_arange(counts)
-    return FlowPackets(starts=np.cumsum(counts) - counts, ts_us=ts[idx], size=size[idx],
-                       fwd=fwd[idx], flags=flags[idx], header=header[idx], window=window[idx])
+    return FlowPackets(
+        starts=np.cumsum(counts) - counts,
+        ts_us=ts[idx],
+        size=size[idx],
+        fwd=fwd[idx],
+        flags=flags[idx],
+        header=header[idx],
+        window=window[idx],
+    )
 
 
 def compute_flow_features(packets: PacketArrays, dst_port: np.ndarray) -> np.ndarray:
@@ -88,8 +126,10 @@ def compute_flow_features(packets: PacketArrays, dst_port: np.ndarray) -> np.nda
     valid = packets.valid
     counts = valid.sum(axis=1)
     width = valid.shape[1]
-    flat = [np.asarray(a).reshape(-1) for a in (packets.ts_us, packets.size, packets.fwd,
-                                                 packets.flags, packets.header, packets.window)]
+    flat = [
+        np.asarray(a).reshape(-1)
+        for a in (packets.ts_us, packets.size, packets.fwd, packets.flags, packets.header, packets.window)
+    ]
     first = np.arange(len(counts), dtype=np.int64) * width
     p = _flat_packets(*flat, first=first, counts=counts)
     return flow_features(p, dst_port, SYNTHETIC)
@@ -98,6 +138,7 @@ def compute_flow_features(packets: PacketArrays, dst_port: np.ndarray) -> np.nda
 # --------------------------------------------------------------------------------------------
 # Packet simulation
 # --------------------------------------------------------------------------------------------
+
 
 def _decode_burst(t: np.ndarray, n_seg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Position ``t`` in a burst laid out as ``seg seg ack seg seg ack ...`` (an ACK every 2 segments).
@@ -110,7 +151,9 @@ def _decode_burst(t: np.ndarray, n_seg: np.ndarray) -> tuple[np.ndarray, np.ndar
     return is_seg, j, m
 
 
-def _simulate_packets(plan: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[PacketArrays, np.ndarray]:
+def _simulate_packets(
+    plan: dict[str, np.ndarray], rng: np.random.Generator
+) -> tuple[PacketArrays, np.ndarray]:
     """Simulate the packets of planned flows (a plan as :class:`_Plan` builds it).
 
     Returns the padded packets ``(n, L)``, ``L`` = the longest flow, and the int64 number of valid
@@ -121,7 +164,9 @@ def _simulate_packets(plan: dict[str, np.ndarray], rng: np.random.Generator) -> 
     return _pad(flat, counts, np.arange(len(counts)), width), counts
 
 
-def _simulate_flat(plan: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _simulate_flat(
+    plan: dict[str, np.ndarray], rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Packets of all planned flows as flat arrays (flows contiguous, in order), and valid counts.
 
     Per flow: handshake packets, then request/response rounds, then the teardown. The steps draw from
@@ -136,8 +181,12 @@ def _simulate_flat(plan: dict[str, np.ndarray], rng: np.random.Generator) -> tup
     flow_off = np.cumsum(total) - total
 
     n_pkt = int(total.sum())
-    out = {"fwd": np.zeros(n_pkt, bool), "size": np.zeros(n_pkt), "flags": np.zeros(n_pkt, np.uint8),
-           "iat": np.zeros(n_pkt)}
+    out = {
+        "fwd": np.zeros(n_pkt, bool),
+        "size": np.zeros(n_pkt),
+        "flags": np.zeros(n_pkt, np.uint8),
+        "iat": np.zeros(n_pkt),
+    }
     idx = flow_off[h["hf"]] + h["hk"]
     out["fwd"][idx], out["flags"][idx], out["iat"][idx] = h["dir"], h["flags"], h["iat"]
     _place_rounds(out, f, r, flow_off + h["hs_n"], data_n, rng)
@@ -155,19 +204,27 @@ def _flow_columns(plan: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     connected = (hs == HS_FULL) | (hs == HS_NONE)
     head_len = np.where(hs == HS_FULL, _PT["head_len"][prof], 0)
     return {
-        "n": len(prof), "prof": prof, "hs": hs, "sf": sf, "sb": sb, "tcp": tcp,
+        "n": len(prof),
+        "prof": prof,
+        "hs": hs,
+        "sf": sf,
+        "sb": sb,
+        "tcp": tcp,
         "retries": np.clip(plan["retries"].astype(np.int64), 0, _MAX_RETRIES),
-        "rtt_f": plan["rtt_f"].astype(np.float64), "rtt_b": plan["rtt_b"].astype(np.float64),
+        "rtt_f": plan["rtt_f"].astype(np.float64),
+        "rtt_b": plan["rtt_b"].astype(np.float64),
         "mss": np.where(tcp, np.minimum(_ST["mss"][sf], _ST["mss"][sb]), _UDP_MAX_PAYLOAD).astype(np.float64),
-        "ts_ok": tcp & _ST["ts"][sf] & _ST["ts"][sb], "ecn": tcp & _ST["ecn"][sf] & _ST["ecn"][sb],
+        "ts_ok": tcp & _ST["ts"][sf] & _ST["ts"][sb],
+        "ecn": tcp & _ST["ecn"][sf] & _ST["ecn"][sb],
         "head_len": head_len,
         "rounds": np.where(connected, np.clip(plan["rounds"].astype(np.int64), 0, _MAX_ROUNDS) + head_len, 0),
         "td": np.where(tcp & connected, plan["td"].astype(np.int64), TD_NONE),
     }
 
 
-def _handshake(f: dict[str, np.ndarray], plan: dict[str, np.ndarray],
-               rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _handshake(
+    f: dict[str, np.ndarray], plan: dict[str, np.ndarray], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Handshake packets of every flow: flow ``hf``, position ``hk``, direction, flags, inter-arrival time."""
     n, hs, tcp, ecn, sf, sb = f["n"], f["hs"], f["tcp"], f["ecn"], f["sf"], f["sb"]
     rtt_f, rtt_b = f["rtt_f"], f["rtt_b"]
@@ -186,16 +243,20 @@ def _handshake(f: dict[str, np.ndarray], plan: dict[str, np.ndarray],
     backoff_k = np.where(hs[hf] == HS_SYNACK_RETRY, hk - 2, hk - 1).clip(0)
     h_iat = np.select(
         [h_kind == 1, h_kind == 2, h_kind == 3, h_kind == 4],
-        [rtt_b[hf] * _jitter(rng, len(hf), .15),
-         rtt_f[hf] * _jitter(rng, len(hf), .15) + 20,
-         _ST["rto_us"][sf[hf]] * 2.0 ** backoff_k * (1 + .01 * rng.random(len(hf))),
-         _ST["rto_us"][sb[hf]] * 2.0 ** backoff_k * (1 + .01 * rng.random(len(hf)))],
-        0.0)
+        [
+            rtt_b[hf] * _jitter(rng, len(hf), 0.15),
+            rtt_f[hf] * _jitter(rng, len(hf), 0.15) + 20,
+            _ST["rto_us"][sf[hf]] * 2.0**backoff_k * (1 + 0.01 * rng.random(len(hf))),
+            _ST["rto_us"][sb[hf]] * 2.0**backoff_k * (1 + 0.01 * rng.random(len(hf))),
+        ],
+        0.0,
+    )
     return {"hs_n": hs_n, "hf": hf, "hk": hk, "dir": h_dir, "flags": h_flags, "iat": h_iat}
 
 
-def _round_sizes(f: dict[str, np.ndarray], plan: dict[str, np.ndarray],
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _round_sizes(
+    f: dict[str, np.ndarray], plan: dict[str, np.ndarray], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Request/response rounds of every flow (flow ``rf``, index ``rr``): bytes, segments, ACKs, gaps."""
     n, prof, hs, head_len, tcp, sf = f["n"], f["prof"], f["hs"], f["head_len"], f["tcp"], f["sf"]
     rf = np.repeat(np.arange(n), f["rounds"])
@@ -233,16 +294,34 @@ def _round_sizes(f: dict[str, np.ndarray], plan: dict[str, np.ndarray],
     c = phase_a + nr + ka
     # Gap before each round: the client's protocol work right after the handshake and within the
     # opening exchanges, think/period time afterwards.
-    cpu = _ST["cpu_us"][sf[rf]] * _jitter(rng, len(rf), .6)
+    cpu = _ST["cpu_us"][sf[rf]] * _jitter(rng, len(rf), 0.6)
     think = plan["gap_us"].astype(np.float64)[rf] * _jitter(rng, len(rf), _PT["gap_b"][rp])
     gap = np.where(rr <= head_len[rf], cpu, think)
-    lat = f["rtt_b"][rf] * _jitter(rng, len(rf), .15) + svc_med * _jitter(rng, len(rf), _PT["svc_b"][rp])
-    return {"rf": rf, "rp": rp, "req": req, "resp": resp, "nq": nq, "nr": nr, "r_mss": r_mss, "r_tcp": r_tcp,
-            "phase_a": phase_a, "c": c, "gap": gap, "lat": lat}
+    lat = f["rtt_b"][rf] * _jitter(rng, len(rf), 0.15) + svc_med * _jitter(rng, len(rf), _PT["svc_b"][rp])
+    return {
+        "rf": rf,
+        "rp": rp,
+        "req": req,
+        "resp": resp,
+        "nq": nq,
+        "nr": nr,
+        "r_mss": r_mss,
+        "r_tcp": r_tcp,
+        "phase_a": phase_a,
+        "c": c,
+        "gap": gap,
+        "lat": lat,
+    }
 
 
-def _place_rounds(out: dict[str, np.ndarray], f: dict[str, np.ndarray], r: dict[str, np.ndarray],
-                  data_start: np.ndarray, data_n: np.ndarray, rng: np.random.Generator) -> None:
+def _place_rounds(
+    out: dict[str, np.ndarray],
+    f: dict[str, np.ndarray],
+    r: dict[str, np.ndarray],
+    data_start: np.ndarray,
+    data_n: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
     """Write the rounds' packets into ``out`` from each flow's ``data_start`` on."""
     rf, rp, c, phase_a, nq, nr = r["rf"], r["rp"], r["c"], r["phase_a"], r["nq"], r["nr"]
     rtt_f, rtt_b = f["rtt_f"], f["rtt_b"]
@@ -271,34 +350,36 @@ def _place_rounds(out: dict[str, np.ndarray], f: dict[str, np.ndarray], r: dict[
     rp_p = rp[pf_round]
     intra_f = _PT["intra_a"][rp_p]
     intra_b = _PT["intra_b"][rp_p]
-    unit = _jitter(rng, len(i), .5)
+    unit = _jitter(rng, len(i), 0.5)
     first_of_round = i == 0
     gap, lat = r["gap"], r["lat"]
     # Inter-arrival time before each packet, as seen at the gateway: the round's think/protocol gap,
     # back-to-back segment spacing, ACKs after the peer's round trip, the response after the
     # responder's round trip plus its service time.
     iat = np.select(
-        [first_of_round & in_a,
-         in_a & is_seg,
-         in_a & (ack_i == 0),
-         in_a,
-         t_b == 0,
-         is_seg,
-         ack_i == 0],
-        [gap[pf_round],
-         intra_f * unit,
-         rtt_b[f_of] * unit ** .4,
-         intra_f * unit,
-         lat[pf_round] + np.where(phase_a[pf_round] == 0, gap[pf_round], 0.0),
-         intra_b * unit,
-         rtt_f[f_of] * unit ** .4 + 20],
-        intra_b * unit)
+        [first_of_round & in_a, in_a & is_seg, in_a & (ack_i == 0), in_a, t_b == 0, is_seg, ack_i == 0],
+        [
+            gap[pf_round],
+            intra_f * unit,
+            rtt_b[f_of] * unit**0.4,
+            intra_f * unit,
+            lat[pf_round] + np.where(phase_a[pf_round] == 0, gap[pf_round], 0.0),
+            intra_b * unit,
+            rtt_f[f_of] * unit**0.4 + 20,
+        ],
+        intra_b * unit,
+    )
     idx = data_start[f_of] + (round_off[pf_round] - flow_round_start[pf_round]) + i
     out["fwd"][idx], out["size"][idx], out["flags"][idx], out["iat"][idx] = fwd, size, flags, iat
 
 
-def _place_teardown(out: dict[str, np.ndarray], f: dict[str, np.ndarray], td_n: np.ndarray,
-                    td_start: np.ndarray, rng: np.random.Generator) -> None:
+def _place_teardown(
+    out: dict[str, np.ndarray],
+    f: dict[str, np.ndarray],
+    td_n: np.ndarray,
+    td_start: np.ndarray,
+    rng: np.random.Generator,
+) -> None:
     """Write the teardown packets into ``out`` from each flow's ``td_start`` on."""
     n, td, prof, rtt_f, rtt_b = f["n"], f["td"], f["prof"], f["rtt_f"], f["rtt_b"]
     tf = np.repeat(np.arange(n), td_n)
@@ -306,14 +387,22 @@ def _place_teardown(out: dict[str, np.ndarray], f: dict[str, np.ndarray], td_n: 
     t_dir = _TD_DIR[td[tf], tk]
     t_kind = _TD_KIND[td[tf], tk]
     close = _lognormal(rng, _PT["close_a"][prof[tf]], _PT["close_b"][prof[tf]])
-    t_iat = np.select([t_kind == 5, t_kind == 1], [close, rtt_b[tf] * _jitter(rng, len(tf), .15)],
-                      rtt_f[tf] * _jitter(rng, len(tf), .15) + 20)
+    t_iat = np.select(
+        [t_kind == 5, t_kind == 1],
+        [close, rtt_b[tf] * _jitter(rng, len(tf), 0.15)],
+        rtt_f[tf] * _jitter(rng, len(tf), 0.15) + 20,
+    )
     idx = td_start[tf] + tk
     out["fwd"][idx], out["flags"][idx], out["iat"][idx] = t_dir, _TD_FLAGS[td[tf], tk], t_iat
 
 
-def _packet_fields(out: dict[str, np.ndarray], f: dict[str, np.ndarray], total: np.ndarray,
-                   flow_off: np.ndarray, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _packet_fields(
+    out: dict[str, np.ndarray],
+    f: dict[str, np.ndarray],
+    total: np.ndarray,
+    flow_off: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Times, header lengths and windows of the laid-out packets; the valid count per flow."""
     n, tcp, sf, sb = f["n"], f["tcp"], f["sf"], f["sb"]
     out_fwd, out_flags = out["fwd"], out["flags"]
@@ -330,15 +419,25 @@ def _packet_fields(out: dict[str, np.ndarray], f: dict[str, np.ndarray], total: 
     syn = (out_flags & SYN) != 0
     rst = (out_flags & RST) != 0
     own = np.where(out_fwd, sf[pflow], sb[pflow])
-    header = np.where(p_tcp, np.where(syn, 20 + _ST["syn_opt"][own], np.where(rst, 20, 20 + 12 * f["ts_ok"][pflow])), 8)
+    header = np.where(
+        p_tcp, np.where(syn, 20 + _ST["syn_opt"][own], np.where(rst, 20, 20 + 12 * f["ts_ok"][pflow])), 8
+    )
     win_syn = _ST["win_syn"][own].astype(np.float64)
     win_syn = np.where(win_syn < 0, rng.integers(0, 65536, n_pkt), win_syn)
     win_est = _ST["win_est"][own].astype(np.float64)
-    win_est = np.where(win_est < 0, rng.integers(0, 65536, n_pkt),
-                       np.rint(win_est * _jitter(rng, n_pkt, .25)))
+    win_est = np.where(
+        win_est < 0, rng.integers(0, 65536, n_pkt), np.rint(win_est * _jitter(rng, n_pkt, 0.25))
+    )
     window = np.where(p_tcp, np.where(syn, win_syn, np.where(rst, 0.0, win_est)), -1.0)
-    flat = {"ts": ts, "size": out["size"], "fwd": out_fwd, "flags": out_flags,
-            "header": header.astype(np.float64), "window": window, "flow_off": flow_off}
+    flat = {
+        "ts": ts,
+        "size": out["size"],
+        "fwd": out_fwd,
+        "flags": out_flags,
+        "header": header.astype(np.float64),
+        "window": window,
+        "flow_off": flow_off,
+    }
     return flat, counts
 
 
@@ -348,26 +447,42 @@ def _pad(flat: dict[str, np.ndarray], counts: np.ndarray, rows: np.ndarray, widt
     valid = cols[None, :] < counts[rows, None]
     idx = flat["flow_off"][rows, None] + np.where(valid, cols[None, :], 0)
     return PacketArrays(
-        ts_us=flat["ts"][idx], size=flat["size"][idx], fwd=flat["fwd"][idx] & valid,
-        flags=flat["flags"][idx], header=flat["header"][idx], window=flat["window"][idx], valid=valid)
+        ts_us=flat["ts"][idx],
+        size=flat["size"][idx],
+        fwd=flat["fwd"][idx] & valid,
+        flags=flat["flags"][idx],
+        header=flat["header"][idx],
+        window=flat["window"][idx],
+        valid=valid,
+    )
 
 
-def _features_of_plan(plan: dict[str, np.ndarray], rng: np.random.Generator,
-                      progress: Callable[[int], None] | None, chunk: int = 20000) -> np.ndarray:
+def _features_of_plan(
+    plan: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    progress: Callable[[int], None] | None,
+    chunk: int = 20000,
+) -> np.ndarray:
     """Simulate packets and compute features for every planned flow, chunk by chunk (flat packet
     arrays, no padding)."""
     n = len(plan["profile"])
     out = np.empty((n, len(FEATURES)))
     done = 0
     for lo in range(0, n, chunk):
-        part = {k: v[lo:lo + chunk] for k, v in plan.items()}
+        part = {k: v[lo : lo + chunk] for k, v in plan.items()}
         flat, counts = _simulate_flat(part, rng)
-        p = _flat_packets(flat["ts"], flat["size"], flat["fwd"], flat["flags"], flat["header"],
-                          flat["window"], first=flat["flow_off"], counts=counts)
-        out[lo:lo + len(counts)] = flow_features(p, part["dport"], SYNTHETIC)
+        p = _flat_packets(
+            flat["ts"],
+            flat["size"],
+            flat["fwd"],
+            flat["flags"],
+            flat["header"],
+            flat["window"],
+            first=flat["flow_off"],
+            counts=counts,
+        )
+        out[lo : lo + len(counts)] = flow_features(p, part["dport"], SYNTHETIC)
         done += len(counts)
         if progress is not None:
             progress(done)
     return out
-
-

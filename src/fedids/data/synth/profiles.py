@@ -11,13 +11,13 @@ from fedids.data.synth.config import ACK, FIN, RST, SYN
 
 @dataclass(frozen=True)
 class _Stack:
-    syn_opt: int       # option bytes on SYN / SYN-ACK (header = 20 + syn_opt)
-    ts: bool           # TCP timestamps (+12 bytes on every later segment when both ends have it)
-    win_syn: int       # window field on SYN / SYN-ACK; -1 = random per packet (raw-socket tools)
-    win_est: float     # median window field on later segments (after window scaling); -1 = random
+    syn_opt: int  # option bytes on SYN / SYN-ACK (header = 20 + syn_opt)
+    ts: bool  # TCP timestamps (+12 bytes on every later segment when both ends have it)
+    win_syn: int  # window field on SYN / SYN-ACK; -1 = random per packet (raw-socket tools)
+    win_est: float  # median window field on later segments (after window scaling); -1 = random
     mss: int
-    rto_us: float      # initial retransmission timeout of SYNs
-    cpu_us: float      # median think time between protocol steps (TLS crypto on a microcontroller)
+    rto_us: float  # initial retransmission timeout of SYNs
+    cpu_us: float  # median think time between protocol steps (TLS crypto on a microcontroller)
     ecn: bool = False
     sport: tuple[int, int] = (32768, 60999)  # ephemeral port range
 
@@ -48,100 +48,319 @@ _ST_SPORT = np.array([s.sport for _, s in _STACK_LIST])
 # A "head" round: (request median bytes, log-sigma, response median bytes, log-sigma, server time us).
 # 0 bytes = no such packets. Heads are the protocol's opening exchanges (TLS handshake, banners);
 # they only occur in flows that contain the TCP handshake.
-_TLS_HEAD = ((250, .25, 3300, .35, 2e4), (130, .15, 240, .5, 1.5e4))
+_TLS_HEAD = ((250, 0.25, 3300, 0.35, 2e4), (130, 0.15, 240, 0.5, 1.5e4))
 
 
 @dataclass(frozen=True)
 class _Profile:
     proto: int
-    req: tuple[float, float, float, float]     # request bytes per round: median, log-sigma, min, max
-    resp: tuple[float, float, float, float]    # response bytes per round
-    p_resp: float = 1.0                        # chance that a round gets a response
-    gap: tuple[float, float] = (1e6, 1.0)      # think time between rounds: median us, log-sigma
-    svc: tuple[float, float] = (5e3, 0.8)      # server time before a response: median us, log-sigma
-    close: tuple[float, float] = (5e3, 1.5)    # delay before the teardown: median us, log-sigma
+    req: tuple[float, float, float, float]  # request bytes per round: median, log-sigma, min, max
+    resp: tuple[float, float, float, float]  # response bytes per round
+    p_resp: float = 1.0  # chance that a round gets a response
+    gap: tuple[float, float] = (1e6, 1.0)  # think time between rounds: median us, log-sigma
+    svc: tuple[float, float] = (5e3, 0.8)  # server time before a response: median us, log-sigma
+    close: tuple[float, float] = (5e3, 1.5)  # delay before the teardown: median us, log-sigma
     intra: tuple[float, float] = (80.0, 80.0)  # spacing of back-to-back segments, fwd / bwd, us
-    flow_sig: float = 0.3                      # per-flow log-offset of sizes
-    acks: bool = True                          # the responder acknowledges TCP data
+    flow_sig: float = 0.3  # per-flow log-offset of sizes
+    acks: bool = True  # the responder acknowledges TCP data
     head: tuple[tuple[float, float, float, float, float], ...] = ()
 
 
 _PROFILE_LIST: tuple[tuple[str, _Profile], ...] = (
     # ---- benign ----
-    ("dns", _Profile(17, (38, .15, 17, 120), (110, .55, 30, 900), .97, (1.5e6, .8), (9e2, 1.4),
-                     flow_sig=.1)),
-    ("ntp", _Profile(17, (48, 0, 48, 48), (48, 0, 48, 48), .98, (2e6, .3), (3e2, .5), flow_sig=0)),
-    ("mqtt", _Profile(6, (60, .7, 2, 600), (4, 0, 2, 4), .6, (3e7, .15), (2e3, .6), (5e5, 1.0),
-                      flow_sig=.35, head=((45, .4, 4, 0, 4e3),))),
-    ("mqtts", _Profile(6, (90, .6, 31, 800), (33, .1, 31, 60), .6, (3e7, .15), (3e3, .6), (5e5, 1.0),
-                       flow_sig=.35, head=(*_TLS_HEAD, (75, .3, 33, .1, 4e3)))),
-    ("coap", _Profile(17, (45, .5, 10, 400), (12, .6, 4, 200), .85, (3e7, .2), (2e3, .8))),
-    ("https_api", _Profile(6, (450, .8, 60, 20000), (700, 1.1, 40, 60000), .97, (8e5, 1.2), (2.5e4, .9),
-                           (3e5, 2.0), (120, 60), .4, head=_TLS_HEAD)),
-    ("http_api", _Profile(6, (260, .4, 80, 2000), (420, .9, 40, 20000), .97, (1e6, 1.0), (1.5e4, .8),
-                          (2e4, 1.5))),
-    ("fw_download", _Profile(6, (300, .2, 150, 800), (1.2e6, .6, 2e5, 3e6), 1.0, (1e6, .5), (3e4, .6),
-                             (2e3, 1.0), (80, 25))),
-    ("video_upload", _Profile(6, (6e4, .5, 5e3, 4e5), (60, .3, 31, 300), .5, (1e6, .25), (2e4, .5),
-                              (2e5, 1.0), (250, 60), .3, head=_TLS_HEAD)),
-    ("rtsp_live", _Profile(6, (90, .5, 40, 400), (5e4, .5, 2e3, 2e5), .98, (1e6, .2), (3e3, .5),
-                           (1e4, 1.0), (80, 120), .3,
-                           head=((160, .2, 450, .3, 5e3), (180, .2, 250, .3, 4e3), (170, .2, 230, .3, 4e3)))),
-    ("p2p_hello", _Profile(17, (24, .3, 4, 120), (20, .3, 4, 120), .9, (1.5e7, .2), (1e3, .5))),
-    ("p2p_punch", _Profile(17, (24, .4, 4, 120), (24, .4, 4, 120), .15, (3e5, .8), (1e3, .5))),
-    ("ssdp", _Profile(17, (150, .3, 90, 400), (0, 0, 0, 0), 0.0, (1e5, .5))),
-    ("mdns", _Profile(17, (80, .8, 12, 1200), (0, 0, 0, 0), 0.0, (2e7, 1.0))),
-    ("wsd", _Profile(17, (620, .2, 300, 1000), (0, 0, 0, 0), 0.0, (1e5, .5))),
-    ("bcast", _Profile(17, (180, .1, 150, 220), (0, 0, 0, 0), 0.0, (5e6, .05))),
+    (
+        "dns",
+        _Profile(17, (38, 0.15, 17, 120), (110, 0.55, 30, 900), 0.97, (1.5e6, 0.8), (9e2, 1.4), flow_sig=0.1),
+    ),
+    ("ntp", _Profile(17, (48, 0, 48, 48), (48, 0, 48, 48), 0.98, (2e6, 0.3), (3e2, 0.5), flow_sig=0)),
+    (
+        "mqtt",
+        _Profile(
+            6,
+            (60, 0.7, 2, 600),
+            (4, 0, 2, 4),
+            0.6,
+            (3e7, 0.15),
+            (2e3, 0.6),
+            (5e5, 1.0),
+            flow_sig=0.35,
+            head=((45, 0.4, 4, 0, 4e3),),
+        ),
+    ),
+    (
+        "mqtts",
+        _Profile(
+            6,
+            (90, 0.6, 31, 800),
+            (33, 0.1, 31, 60),
+            0.6,
+            (3e7, 0.15),
+            (3e3, 0.6),
+            (5e5, 1.0),
+            flow_sig=0.35,
+            head=(*_TLS_HEAD, (75, 0.3, 33, 0.1, 4e3)),
+        ),
+    ),
+    ("coap", _Profile(17, (45, 0.5, 10, 400), (12, 0.6, 4, 200), 0.85, (3e7, 0.2), (2e3, 0.8))),
+    (
+        "https_api",
+        _Profile(
+            6,
+            (450, 0.8, 60, 20000),
+            (700, 1.1, 40, 60000),
+            0.97,
+            (8e5, 1.2),
+            (2.5e4, 0.9),
+            (3e5, 2.0),
+            (120, 60),
+            0.4,
+            head=_TLS_HEAD,
+        ),
+    ),
+    (
+        "http_api",
+        _Profile(6, (260, 0.4, 80, 2000), (420, 0.9, 40, 20000), 0.97, (1e6, 1.0), (1.5e4, 0.8), (2e4, 1.5)),
+    ),
+    (
+        "fw_download",
+        _Profile(
+            6, (300, 0.2, 150, 800), (1.2e6, 0.6, 2e5, 3e6), 1.0, (1e6, 0.5), (3e4, 0.6), (2e3, 1.0), (80, 25)
+        ),
+    ),
+    (
+        "video_upload",
+        _Profile(
+            6,
+            (6e4, 0.5, 5e3, 4e5),
+            (60, 0.3, 31, 300),
+            0.5,
+            (1e6, 0.25),
+            (2e4, 0.5),
+            (2e5, 1.0),
+            (250, 60),
+            0.3,
+            head=_TLS_HEAD,
+        ),
+    ),
+    (
+        "rtsp_live",
+        _Profile(
+            6,
+            (90, 0.5, 40, 400),
+            (5e4, 0.5, 2e3, 2e5),
+            0.98,
+            (1e6, 0.2),
+            (3e3, 0.5),
+            (1e4, 1.0),
+            (80, 120),
+            0.3,
+            head=((160, 0.2, 450, 0.3, 5e3), (180, 0.2, 250, 0.3, 4e3), (170, 0.2, 230, 0.3, 4e3)),
+        ),
+    ),
+    ("p2p_hello", _Profile(17, (24, 0.3, 4, 120), (20, 0.3, 4, 120), 0.9, (1.5e7, 0.2), (1e3, 0.5))),
+    ("p2p_punch", _Profile(17, (24, 0.4, 4, 120), (24, 0.4, 4, 120), 0.15, (3e5, 0.8), (1e3, 0.5))),
+    ("ssdp", _Profile(17, (150, 0.3, 90, 400), (0, 0, 0, 0), 0.0, (1e5, 0.5))),
+    ("mdns", _Profile(17, (80, 0.8, 12, 1200), (0, 0, 0, 0), 0.0, (2e7, 1.0))),
+    ("wsd", _Profile(17, (620, 0.2, 300, 1000), (0, 0, 0, 0), 0.0, (1e5, 0.5))),
+    ("bcast", _Profile(17, (180, 0.1, 150, 220), (0, 0, 0, 0), 0.0, (5e6, 0.05))),
     ("probe", _Profile(6, (1, 0, 1, 1), (1, 0, 1, 1), 1.0)),
-    ("probe_http", _Profile(6, (120, .3, 40, 400), (400, .8, 40, 4000), .9, (1e5, .5), (3e3, .8),
-                            (2e3, 1.0))),
-    ("hub_poll_http", _Profile(6, (110, .3, 60, 400), (180, .6, 20, 3000), .98, (5e5, .5), (8e3, 1.0),
-                               (2e3, 1.0))),
-    ("hub_poll_udp", _Profile(17, (40, .4, 10, 200), (120, .5, 10, 800), .9, (5e5, .5), (3e3, .8))),
-    ("lan_tcp", _Profile(6, (80, .5, 20, 600), (90, .6, 10, 1000), .95, (2e6, 1.2), (5e3, 1.0),
-                         (5e3, 2.0))),
-    ("keepalive_tcp", _Profile(6, (30, .4, 1, 200), (30, .4, 1, 200), .9, (4e7, .15), (3e3, .8),
-                               (5e5, 1.0), head=((60, .3, 40, .3, 5e3),))),
-    ("audio_stream", _Profile(6, (60, .5, 31, 400), (4e4, .4, 4e3, 2e5), .97, (5e6, .4), (1.5e4, .5),
-                              (5e5, 1.0), (80, 40), .3, head=_TLS_HEAD)),
-    ("ssh_admin", _Profile(6, (60, .9, 36, 2000), (100, 1.0, 36, 8000), .95, (8e5, 1.5), (3e3, 1.0),
-                           (5e5, 1.5),
-                           head=((24, .2, 30, .4, 2e3), (1300, .15, 800, .35, 3e3),
-                                 (48, .5, 1000, .3, 2e4), (70, .2, 60, .3, 3e3), (110, .25, 40, .3, 3e4)))),
-    ("web_ui", _Profile(6, (420, .5, 150, 3000), (2500, 1.2, 100, 2e5), .97, (1.5e6, 1.3), (2e4, 1.0),
-                        (3e6, 1.5), head=((380, .2, 3000, .6, 2e4), (520, .15, 900, .5, 4e4)))),
-    ("ftp_upload", _Profile(6, (20, .4, 5, 200), (40, .5, 10, 300), .98, (1e5, .8), (5e3, .8), (1e4, 1.0),
-                            head=((0, 0, 40, .4, 3e3), (16, .3, 34, .2, 2e3), (16, .3, 22, .1, 2e4)))),
+    (
+        "probe_http",
+        _Profile(6, (120, 0.3, 40, 400), (400, 0.8, 40, 4000), 0.9, (1e5, 0.5), (3e3, 0.8), (2e3, 1.0)),
+    ),
+    (
+        "hub_poll_http",
+        _Profile(6, (110, 0.3, 60, 400), (180, 0.6, 20, 3000), 0.98, (5e5, 0.5), (8e3, 1.0), (2e3, 1.0)),
+    ),
+    ("hub_poll_udp", _Profile(17, (40, 0.4, 10, 200), (120, 0.5, 10, 800), 0.9, (5e5, 0.5), (3e3, 0.8))),
+    (
+        "lan_tcp",
+        _Profile(6, (80, 0.5, 20, 600), (90, 0.6, 10, 1000), 0.95, (2e6, 1.2), (5e3, 1.0), (5e3, 2.0)),
+    ),
+    (
+        "keepalive_tcp",
+        _Profile(
+            6,
+            (30, 0.4, 1, 200),
+            (30, 0.4, 1, 200),
+            0.9,
+            (4e7, 0.15),
+            (3e3, 0.8),
+            (5e5, 1.0),
+            head=((60, 0.3, 40, 0.3, 5e3),),
+        ),
+    ),
+    (
+        "audio_stream",
+        _Profile(
+            6,
+            (60, 0.5, 31, 400),
+            (4e4, 0.4, 4e3, 2e5),
+            0.97,
+            (5e6, 0.4),
+            (1.5e4, 0.5),
+            (5e5, 1.0),
+            (80, 40),
+            0.3,
+            head=_TLS_HEAD,
+        ),
+    ),
+    (
+        "ssh_admin",
+        _Profile(
+            6,
+            (60, 0.9, 36, 2000),
+            (100, 1.0, 36, 8000),
+            0.95,
+            (8e5, 1.5),
+            (3e3, 1.0),
+            (5e5, 1.5),
+            head=(
+                (24, 0.2, 30, 0.4, 2e3),
+                (1300, 0.15, 800, 0.35, 3e3),
+                (48, 0.5, 1000, 0.3, 2e4),
+                (70, 0.2, 60, 0.3, 3e3),
+                (110, 0.25, 40, 0.3, 3e4),
+            ),
+        ),
+    ),
+    (
+        "web_ui",
+        _Profile(
+            6,
+            (420, 0.5, 150, 3000),
+            (2500, 1.2, 100, 2e5),
+            0.97,
+            (1.5e6, 1.3),
+            (2e4, 1.0),
+            (3e6, 1.5),
+            head=((380, 0.2, 3000, 0.6, 2e4), (520, 0.15, 900, 0.5, 4e4)),
+        ),
+    ),
+    (
+        "ftp_upload",
+        _Profile(
+            6,
+            (20, 0.4, 5, 200),
+            (40, 0.5, 10, 300),
+            0.98,
+            (1e5, 0.8),
+            (5e3, 0.8),
+            (1e4, 1.0),
+            head=((0, 0, 40, 0.4, 3e3), (16, 0.3, 34, 0.2, 2e3), (16, 0.3, 22, 0.1, 2e4)),
+        ),
+    ),
     # ---- attacks ----
-    ("flood_udp", _Profile(17, (512, 0, 512, 512), (0, 0, 0, 0), 0.0, (4e2, .6), flow_sig=0)),
-    ("flood_udp_rand", _Profile(17, (300, 1.0, 16, 1400), (0, 0, 0, 0), 0.0, (3e3, 1.5), flow_sig=.3)),
-    ("flood_ack", _Profile(6, (512, 0, 512, 512), (0, 0, 0, 0), 0.0, (4e2, .6), acks=False, flow_sig=0)),
-    ("flood_http", _Profile(6, (120, .15, 60, 300), (600, 1.0, 40, 2e4), .7, (2e4, 1.0), (8e4, 1.0),
-                            (1e3, 1.0), flow_sig=.1)),
-    ("hulk", _Profile(6, (380, .35, 150, 900), (350, 1.0, 40, 5e3), .75, (5e3, 1.0), (4e4, 1.2),
-                      (3e3, 1.5))),
-    ("slowloris", _Profile(6, (12, .5, 3, 40), (0, 0, 0, 0), 0.0, (1.2e7, .25), close=(2e7, .5),
-                           head=((230, .15, 0, 0, 0),))),
-    ("slowpost", _Profile(6, (4, .8, 1, 20), (0, 0, 0, 0), 0.0, (1e7, .3), close=(2e7, .5),
-                          head=((350, .2, 0, 0, 0),))),
-    ("scan_version", _Profile(6, (20, 1.2, 1, 300), (120, 1.0, 10, 2000), .6, (5e5, 1.0), (5e3, 1.0),
-                              (5e3, 1.0))),
-    ("telnet_login", _Profile(6, (9, .3, 1, 40), (30, .4, 8, 200), .95, (3e5, 1.0), (1.2e6, .6),
-                              (2e3, 1.0),
-                              head=((0, 0, 30, .5, 2e3), (8, .3, 10, .2, 3e3), (9, .3, 30, .3, 2e6)))),
-    ("bot_c2", _Profile(6, (2, .3, 1, 40), (2, .3, 1, 40), .9, (6e7, .1), (2e3, .8), (5e5, 1.0),
-                        flow_sig=.2, head=((20, .5, 2, .3, 3e3),))),
-    ("bot_download", _Profile(6, (110, .2, 60, 300), (8e4, .4, 3e4, 2e5), 1.0, (1e5, .5), (3e4, .6),
-                              (2e3, 1.0), (80, 40))),
-    ("ssh_brute", _Profile(6, (110, .25, 80, 300), (60, .3, 30, 200), 1.0, (3e4, 1.0), (2e6, .4),
-                           (5e3, 1.0),
-                           head=((24, .2, 30, .4, 2e3), (1300, .15, 800, .35, 3e3),
-                                 (48, .5, 1000, .3, 2e4), (70, .2, 60, .3, 3e3)))),
-    ("ftp_brute", _Profile(6, (16, .3, 8, 60), (28, .3, 20, 80), 1.0, (2e4, 1.0), (1.5e6, .8), (5e3, 1.0),
-                           head=((0, 0, 40, .4, 3e3), (16, .3, 34, .2, 2e3), (16, .3, 22, .1, 2.5e6)))),
-    ("http_brute", _Profile(6, (520, .15, 300, 1000), (900, .5, 200, 4000), 1.0, (2e4, 1.0), (3e4, .8),
-                            (5e3, 1.0))),
+    ("flood_udp", _Profile(17, (512, 0, 512, 512), (0, 0, 0, 0), 0.0, (4e2, 0.6), flow_sig=0)),
+    ("flood_udp_rand", _Profile(17, (300, 1.0, 16, 1400), (0, 0, 0, 0), 0.0, (3e3, 1.5), flow_sig=0.3)),
+    ("flood_ack", _Profile(6, (512, 0, 512, 512), (0, 0, 0, 0), 0.0, (4e2, 0.6), acks=False, flow_sig=0)),
+    (
+        "flood_http",
+        _Profile(
+            6,
+            (120, 0.15, 60, 300),
+            (600, 1.0, 40, 2e4),
+            0.7,
+            (2e4, 1.0),
+            (8e4, 1.0),
+            (1e3, 1.0),
+            flow_sig=0.1,
+        ),
+    ),
+    (
+        "hulk",
+        _Profile(6, (380, 0.35, 150, 900), (350, 1.0, 40, 5e3), 0.75, (5e3, 1.0), (4e4, 1.2), (3e3, 1.5)),
+    ),
+    (
+        "slowloris",
+        _Profile(
+            6,
+            (12, 0.5, 3, 40),
+            (0, 0, 0, 0),
+            0.0,
+            (1.2e7, 0.25),
+            close=(2e7, 0.5),
+            head=((230, 0.15, 0, 0, 0),),
+        ),
+    ),
+    (
+        "slowpost",
+        _Profile(
+            6, (4, 0.8, 1, 20), (0, 0, 0, 0), 0.0, (1e7, 0.3), close=(2e7, 0.5), head=((350, 0.2, 0, 0, 0),)
+        ),
+    ),
+    (
+        "scan_version",
+        _Profile(6, (20, 1.2, 1, 300), (120, 1.0, 10, 2000), 0.6, (5e5, 1.0), (5e3, 1.0), (5e3, 1.0)),
+    ),
+    (
+        "telnet_login",
+        _Profile(
+            6,
+            (9, 0.3, 1, 40),
+            (30, 0.4, 8, 200),
+            0.95,
+            (3e5, 1.0),
+            (1.2e6, 0.6),
+            (2e3, 1.0),
+            head=((0, 0, 30, 0.5, 2e3), (8, 0.3, 10, 0.2, 3e3), (9, 0.3, 30, 0.3, 2e6)),
+        ),
+    ),
+    (
+        "bot_c2",
+        _Profile(
+            6,
+            (2, 0.3, 1, 40),
+            (2, 0.3, 1, 40),
+            0.9,
+            (6e7, 0.1),
+            (2e3, 0.8),
+            (5e5, 1.0),
+            flow_sig=0.2,
+            head=((20, 0.5, 2, 0.3, 3e3),),
+        ),
+    ),
+    (
+        "bot_download",
+        _Profile(
+            6, (110, 0.2, 60, 300), (8e4, 0.4, 3e4, 2e5), 1.0, (1e5, 0.5), (3e4, 0.6), (2e3, 1.0), (80, 40)
+        ),
+    ),
+    (
+        "ssh_brute",
+        _Profile(
+            6,
+            (110, 0.25, 80, 300),
+            (60, 0.3, 30, 200),
+            1.0,
+            (3e4, 1.0),
+            (2e6, 0.4),
+            (5e3, 1.0),
+            head=(
+                (24, 0.2, 30, 0.4, 2e3),
+                (1300, 0.15, 800, 0.35, 3e3),
+                (48, 0.5, 1000, 0.3, 2e4),
+                (70, 0.2, 60, 0.3, 3e3),
+            ),
+        ),
+    ),
+    (
+        "ftp_brute",
+        _Profile(
+            6,
+            (16, 0.3, 8, 60),
+            (28, 0.3, 20, 80),
+            1.0,
+            (2e4, 1.0),
+            (1.5e6, 0.8),
+            (5e3, 1.0),
+            head=((0, 0, 40, 0.4, 3e3), (16, 0.3, 34, 0.2, 2e3), (16, 0.3, 22, 0.1, 2.5e6)),
+        ),
+    ),
+    (
+        "http_brute",
+        _Profile(6, (520, 0.15, 300, 1000), (900, 0.5, 200, 4000), 1.0, (2e4, 1.0), (3e4, 0.8), (5e3, 1.0)),
+    ),
 )
 _PROFILE = {name: i for i, (name, _) in enumerate(_PROFILE_LIST)}
 _MAX_HEAD = max(len(p.head) for _, p in _PROFILE_LIST)
@@ -165,7 +384,7 @@ def _profile_tables() -> dict[str, np.ndarray]:
     head = np.zeros((len(profiles), max(_MAX_HEAD, 1), 5))
     for i, p in enumerate(profiles):
         if p.head:
-            head[i, :len(p.head)] = p.head
+            head[i, : len(p.head)] = p.head
     t["head"] = head
     gap_default = np.array([p.gap[0] for p in profiles])
     t["gap_default"] = gap_default
@@ -212,5 +431,3 @@ def _template_arrays(templates: dict[int, list[tuple[int, int, int]]]) -> tuple[
 
 _HS_DIR, _HS_FLAGS, _HS_KIND, _ = _template_arrays(_HS_TEMPLATES)
 _TD_DIR, _TD_FLAGS, _TD_KIND, _TD_LEN = _template_arrays(_TD_TEMPLATES)
-
-

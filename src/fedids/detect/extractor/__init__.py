@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from fedids.data.features import (
-    ACTIVITY_TIMEOUT_US, CICIDS2017_FLAG_COLUMNS, FEATURE_MAP, SEMANTICS, FeatureMapping, flow_features,
+    ACTIVITY_TIMEOUT_US,
+    CICIDS2017_FLAG_COLUMNS,
+    FEATURE_MAP,
+    SEMANTICS,
+    FeatureMapping,
+    flow_features,
 )
 from fedids.detect.extractor.capture import SUPPORTED_LINKTYPES, RawPackets, open_capture
 from fedids.detect.extractor.decode import decode
@@ -46,9 +51,16 @@ if TYPE_CHECKING:
     from fedids.detect.extractor.libpcap import PcapHandle
 
 __all__ = [
-    "ACTIVITY_TIMEOUT_S", "CICIDS2017_FLAG_COLUMNS", "DEFAULT_ACTIVE_TIMEOUT_S",
-    "DEFAULT_IDLE_TIMEOUT_S", "FEATURE_MAP", "MODES", "ExtractResult", "FeatureMapping",
-    "capture_interface", "extract_pcap",
+    "ACTIVITY_TIMEOUT_S",
+    "CICIDS2017_FLAG_COLUMNS",
+    "DEFAULT_ACTIVE_TIMEOUT_S",
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "FEATURE_MAP",
+    "MODES",
+    "ExtractResult",
+    "FeatureMapping",
+    "capture_interface",
+    "extract_pcap",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,8 +108,16 @@ class ExtractResult:
         before it was used.
     """
 
-    def __init__(self, batches: list[tuple[FlowBatch, np.ndarray]], *, packets: int, seconds: float,
-                 warnings: list[str], skipped: dict[str, int], truncated: bool) -> None:
+    def __init__(
+        self,
+        batches: list[tuple[FlowBatch, np.ndarray]],
+        *,
+        packets: int,
+        seconds: float,
+        warnings: list[str],
+        skipped: dict[str, int],
+        truncated: bool,
+    ) -> None:
         self._batches = batches
         self._frame: pd.DataFrame | None = None
         self.packets, self.seconds, self.warnings = packets, seconds, warnings
@@ -193,22 +213,32 @@ def extract_pcap(
     warnings: list[str] = []
     truncated = reader.error is not None
     if truncated:
-        warnings.append(f"{path}: file damaged or truncated after {reader.packets} complete packets "
-                        f"({reader.error}); flows of those packets kept")
+        warnings.append(
+            f"{path}: file damaged or truncated after {reader.packets} complete packets "
+            f"({reader.error}); flows of those packets kept"
+        )
     if skips.get("malformed"):
-        warnings.append(f"{path}: {skips['malformed']} malformed packets (shorter than their "
-                        "own headers) skipped")
-    return ExtractResult(batches, packets=reader.packets, seconds=time.perf_counter() - started,
-                         warnings=warnings, skipped={k: v for k, v in sorted(skips.items()) if v},
-                         truncated=truncated)
+        warnings.append(
+            f"{path}: {skips['malformed']} malformed packets (shorter than their own headers) skipped"
+        )
+    return ExtractResult(
+        batches,
+        packets=reader.packets,
+        seconds=time.perf_counter() - started,
+        warnings=warnings,
+        skipped={k: v for k, v in sorted(skips.items()) if v},
+        truncated=truncated,
+    )
 
 
 def _check_linktypes(path: Path, raw: RawPackets | None, linktypes: set[int] | None = None) -> None:
     found = set(np.unique(raw.linktype).tolist()) if raw is not None else (linktypes or set())
     bad = sorted(found - set(SUPPORTED_LINKTYPES))
     if bad:
-        raise InputError(f"{path}: link type {bad[0]} is not supported "
-                         f"(supported: Ethernet, Linux cooked, raw IP, loopback)")
+        raise InputError(
+            f"{path}: link type {bad[0]} is not supported "
+            f"(supported: Ethernet, Linux cooked, raw IP, loopback)"
+        )
 
 
 def capture_interface(
@@ -274,9 +304,14 @@ def capture_interface(
     if handle.linktype not in SUPPORTED_LINKTYPES:
         handle.close()
         raise InputError(f"{name}: link type {handle.linktype} is not supported")
-    return _live_batches(handle, _table(active_timeout_s, idle_timeout_s), mode=mode,
-                         duration_s=duration_s, packet_count=packet_count,
-                         batch_interval_s=batch_interval_s)
+    return _live_batches(
+        handle,
+        _table(active_timeout_s, idle_timeout_s),
+        mode=mode,
+        duration_s=duration_s,
+        packet_count=packet_count,
+        batch_interval_s=batch_interval_s,
+    )
 
 
 class _LiveBatcher:
@@ -290,8 +325,9 @@ class _LiveBatcher:
     def frame(self, frames: list, *, final: bool) -> pd.DataFrame | None:
         from fedids.detect.extractor.frame import flow_frame
 
-        packets = decode(RawPackets.from_frames(frames, self.linktype), self.mode, self.skips) \
-            if frames else None
+        packets = (
+            decode(RawPackets.from_frames(frames, self.linktype), self.mode, self.skips) if frames else None
+        )
         batch = self.table.flush(packets) if final else self.table.feed(packets, time.time_ns() // 1000)
         done = _features(batch, self.mode)
         if not done:
@@ -301,8 +337,15 @@ class _LiveBatcher:
         return out
 
 
-def _live_batches(handle: PcapHandle, table: FlowTable, *, mode: str, duration_s: float | None,
-                  packet_count: int | None, batch_interval_s: float) -> Iterator[pd.DataFrame]:
+def _live_batches(
+    handle: PcapHandle,
+    table: FlowTable,
+    *,
+    mode: str,
+    duration_s: float | None,
+    packet_count: int | None,
+    batch_interval_s: float,
+) -> Iterator[pd.DataFrame]:
     name = handle.source
     try:
         batcher = _LiveBatcher(table, mode, handle.linktype)
@@ -324,7 +367,8 @@ def _live_batches(handle: PcapHandle, table: FlowTable, *, mode: str, duration_s
                 handle.wait(min(next_batch, deadline if deadline is not None else next_batch) - now)
             now = time.monotonic()
             if (packet_count is not None and packets >= packet_count) or (
-                    deadline is not None and now >= deadline):
+                deadline is not None and now >= deadline
+            ):
                 break
             if now >= next_batch:
                 next_batch = now + batch_interval_s

@@ -38,9 +38,15 @@ MAX_CAPLEN = 262144
 DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_RAW_BSD, DLT_LOOP = 0, 1, 12, 14, 108
 DLT_LINUX_SLL, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL2 = 113, 228, 229, 276
 SUPPORTED_LINKTYPES = {
-    DLT_NULL: "BSD loopback", DLT_EN10MB: "Ethernet", DLT_RAW: "raw IP", DLT_RAW_BSD: "raw IP",
-    DLT_LOOP: "OpenBSD loopback", DLT_LINUX_SLL: "Linux cooked", DLT_IPV4: "raw IPv4",
-    DLT_IPV6: "raw IPv6", DLT_LINUX_SLL2: "Linux cooked v2",
+    DLT_NULL: "BSD loopback",
+    DLT_EN10MB: "Ethernet",
+    DLT_RAW: "raw IP",
+    DLT_RAW_BSD: "raw IP",
+    DLT_LOOP: "OpenBSD loopback",
+    DLT_LINUX_SLL: "Linux cooked",
+    DLT_IPV4: "raw IPv4",
+    DLT_IPV6: "raw IPv6",
+    DLT_LINUX_SLL2: "Linux cooked v2",
 }
 _LINKTYPE_TO_DLT = {101: DLT_RAW}
 
@@ -76,8 +82,14 @@ class RawPackets:
         sec = np.fromiter((f[0] for f in frames), dtype=np.int64, count=len(frames))
         usec = np.fromiter((f[1] for f in frames), dtype=np.int64, count=len(frames))
         wire = np.fromiter((f[2] for f in frames), dtype=np.int64, count=len(frames))
-        return cls(buf, np.cumsum(lengths) - lengths, lengths,
-                   wire, sec * 1_000_000 + usec, np.full(len(frames), linktype, dtype=np.int64))
+        return cls(
+            buf,
+            np.cumsum(lengths) - lengths,
+            lengths,
+            wire,
+            sec * 1_000_000 + usec,
+            np.full(len(frames), linktype, dtype=np.int64),
+        )
 
 
 def rows(data: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
@@ -94,7 +106,7 @@ def rows(data: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
     if len(tail):  # near the end: read from a zero-padded copy of the last bytes
         padded = np.zeros(2 * width, dtype=np.uint8)
         keep = min(width, n)
-        padded[width - keep: width] = data[n - keep:]
+        padded[width - keep : width] = data[n - keep :]
         k = np.clip(at[tail] - (n - width), 0, width)
         out[tail] = np.lib.stride_tricks.sliding_window_view(padded, width)[k]
     return out
@@ -173,8 +185,9 @@ class PcapReader(CaptureReader):
         if o + 16 <= n:
             caplen = struct.unpack_from(">I" if self.big_endian else "<I", data, o + 8)[0]
             if caplen > self.limit:
-                self.error = (f"invalid packet capture length {caplen}, bigger than the "
-                              f"snapshot length {self.limit}")
+                self.error = (
+                    f"invalid packet capture length {caplen}, bigger than the snapshot length {self.limit}"
+                )
         if o < n and self.error is None:
             self.error = f"truncated dump file; {n - o} bytes of an incomplete record at the end"
 
@@ -185,7 +198,7 @@ class PcapReader(CaptureReader):
         The per-packet loop of the extractor: the captured length at ``o + 8`` is read through four
         ``uint32`` views of the buffer (one per alignment), the cheapest read Python has."""
         mv = memoryview(buf)
-        words = [mv[k: k + 4 * ((len(buf) - k) // 4)].cast("I") for k in range(4)]
+        words = [mv[k : k + 4 * ((len(buf) - k) // 4)].cast("I") for k in range(4)]
         swap = self.big_endian != (sys.byteorder == "big")  # file order differs from the machine's
         offs: list[int] = []
         append, limit, used = offs.append, self.limit, len(buf)
@@ -212,7 +225,7 @@ class PcapReader(CaptureReader):
             bad = np.flatnonzero((caplen > limit) | (starts + 16 + caplen > used))
             if len(bad):
                 o = int(starts[bad[0]])
-                del offs[bad[0]:]
+                del offs[bad[0] :]
         return offs, o
 
     def _arrays(self, buf: np.ndarray, offs: np.ndarray) -> RawPackets:
@@ -221,9 +234,14 @@ class PcapReader(CaptureReader):
         if self.nanoseconds:
             frac //= 1000
         self.packets += len(offs)
-        return RawPackets(buf, offs + 16, head[:, 2].astype(np.int64), head[:, 3].astype(np.int64),
-                          head[:, 0].astype(np.int64) * 1_000_000 + frac,
-                          np.full(len(offs), self.linktype, dtype=np.int64))
+        return RawPackets(
+            buf,
+            offs + 16,
+            head[:, 2].astype(np.int64),
+            head[:, 3].astype(np.int64),
+            head[:, 0].astype(np.int64) * 1_000_000 + frac,
+            np.full(len(offs), self.linktype, dtype=np.int64),
+        )
 
 
 class PcapngReader(CaptureReader):
@@ -320,7 +338,7 @@ class PcapngReader(CaptureReader):
                 break
             if code == 9 and size >= 1:  # if_tsresol
                 r = int(buf[o + 4])
-                per_s = 2 ** (r & 0x7F) if r & 0x80 else 10 ** r
+                per_s = 2 ** (r & 0x7F) if r & 0x80 else 10**r
             elif code == 14 and size >= 8:  # if_tsoffset
                 offset_s = struct.unpack_from(order + "q", buf, o + 4)[0]
             o += 4 + ((size + 3) & ~3)
@@ -342,5 +360,4 @@ class PcapngReader(CaptureReader):
             ts[m] = us + offset_s * 1_000_000
             dlt[m] = link
         self.packets += len(rows)
-        return RawPackets(buf, data.astype(np.int64),
-                          caplen.astype(np.int64), wire.astype(np.int64), ts, dlt)
+        return RawPackets(buf, data.astype(np.int64), caplen.astype(np.int64), wire.astype(np.int64), ts, dlt)

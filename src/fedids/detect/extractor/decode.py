@@ -27,8 +27,16 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from fedids.detect.extractor.capture import (
-    DLT_EN10MB, DLT_IPV4, DLT_IPV6, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_LOOP, DLT_NULL, DLT_RAW,
-    DLT_RAW_BSD, RawPackets,
+    DLT_EN10MB,
+    DLT_IPV4,
+    DLT_IPV6,
+    DLT_LINUX_SLL,
+    DLT_LINUX_SLL2,
+    DLT_LOOP,
+    DLT_NULL,
+    DLT_RAW,
+    DLT_RAW_BSD,
+    RawPackets,
 )
 from fedids.detect.extractor.capture import rows as _rows
 from fedids.detect.signatures import SCANNER_SIGNATURES
@@ -100,7 +108,7 @@ def _be(m: np.ndarray, col: int, width: int) -> np.ndarray:
     """Big-endian unsigned integer of ``width`` (4 or 8) bytes at column ``col``, as uint64."""
     if m.flags.c_contiguous and m.shape[1] % width == 0 and col % width == 0:
         return m.view(f">u{width}")[:, col // width].astype(np.uint64)
-    return np.ascontiguousarray(m[:, col: col + width]).view(f">u{width}").ravel().astype(np.uint64)
+    return np.ascontiguousarray(m[:, col : col + width]).view(f">u{width}").ravel().astype(np.uint64)
 
 
 def _u16_at(data: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -156,10 +164,10 @@ class _Net:
     dst_hi: np.ndarray
     dst_lo: np.ndarray
     proto: np.ndarray
-    ip_hdr: np.ndarray      # IP header bytes (IPv6: 40 + extension headers)
-    seg: np.ndarray         # offset of the transport header
-    seg_end: np.ndarray     # end of the transport segment's captured bytes (within the IP length)
-    declared: np.ndarray    # transport bytes the IP header declares, -1 when it declares none
+    ip_hdr: np.ndarray  # IP header bytes (IPv6: 40 + extension headers)
+    seg: np.ndarray  # offset of the transport header
+    seg_end: np.ndarray  # end of the transport segment's captured bytes (within the IP length)
+    declared: np.ndarray  # transport bytes the IP header declares, -1 when it declares none
 
 
 def _ipv4(raw: RawPackets, idx: np.ndarray, l3: np.ndarray, skips: Counter) -> _Net:
@@ -176,8 +184,19 @@ def _ipv4(raw: RawPackets, idx: np.ndarray, l3: np.ndarray, skips: Counter) -> _
     total = _be16(h, 2)
     seg_end = np.where(total > 0, np.minimum(l3 + total, end), end)
     zeros = np.zeros(len(idx), dtype=np.uint64)
-    return _Net(idx, np.zeros(len(idx), dtype=bool), zeros, _be(h, 12, 4), zeros, _be(h, 16, 4),
-                h[:, 9].astype(np.int64), ihl, l3 + ihl, seg_end, np.where(total > 0, total - ihl, -1))
+    return _Net(
+        idx,
+        np.zeros(len(idx), dtype=bool),
+        zeros,
+        _be(h, 12, 4),
+        zeros,
+        _be(h, 16, 4),
+        h[:, 9].astype(np.int64),
+        ihl,
+        l3 + ihl,
+        seg_end,
+        np.where(total > 0, total - ihl, -1),
+    )
 
 
 def _ipv6(raw: RawPackets, idx: np.ndarray, l3: np.ndarray, skips: Counter) -> _Net:
@@ -214,8 +233,19 @@ def _ipv6(raw: RawPackets, idx: np.ndarray, l3: np.ndarray, skips: Counter) -> _
     keep = ~bad & ~frag
     idx, l3, seg_end, q, nxt, plen, h = (a[keep] for a in (idx, l3, seg_end, q, nxt, plen, h))
     ext_len = q - l3 - 40
-    return _Net(idx, np.ones(len(idx), dtype=bool), _be(h, 8, 8), _be(h, 16, 8), _be(h, 24, 8),
-                _be(h, 32, 8), nxt, 40 + ext_len, q, seg_end, np.where(plen > 0, plen - ext_len, -1))
+    return _Net(
+        idx,
+        np.ones(len(idx), dtype=bool),
+        _be(h, 8, 8),
+        _be(h, 16, 8),
+        _be(h, 24, 8),
+        _be(h, 32, 8),
+        nxt,
+        40 + ext_len,
+        q,
+        seg_end,
+        np.where(plen > 0, plen - ext_len, -1),
+    )
 
 
 def _transport(raw: RawPackets, net: _Net, mode: str, skips: Counter) -> Packets:
@@ -239,10 +269,24 @@ def _transport(raw: RawPackets, net: _Net, mode: str, skips: Counter) -> Packets
         size = np.where(net.declared >= 0, net.declared - header, avail - header)
     flags = np.where(tcp, t[:, 13], 0).astype(np.uint8)
     window = np.where(tcp, _be16(t, 14), -1)
-    return Packets(raw.ts_us[idx], net.v6, net.src_hi, net.src_lo, net.dst_hi, net.dst_lo,
-                   _be16(t, 0), _be16(t, 2), net.proto, np.maximum(size, 0), header, flags, window,
-                   _tools(raw.data, tcp, net.seg + header, net.seg_end),
-                   np.zeros(len(idx), dtype=np.int8), np.full(len(idx), -1, dtype=np.int8))
+    return Packets(
+        raw.ts_us[idx],
+        net.v6,
+        net.src_hi,
+        net.src_lo,
+        net.dst_hi,
+        net.dst_lo,
+        _be16(t, 0),
+        _be16(t, 2),
+        net.proto,
+        np.maximum(size, 0),
+        header,
+        flags,
+        window,
+        _tools(raw.data, tcp, net.seg + header, net.seg_end),
+        np.zeros(len(idx), dtype=np.int8),
+        np.full(len(idx), -1, dtype=np.int8),
+    )
 
 
 _MIN_SIGNATURE = min(len(p) for p, _ in SCANNER_SIGNATURES)

@@ -80,13 +80,21 @@ class _Sorted:
     """Packets in conversation order, with the per-packet "next index where ..." arrays."""
 
     def __init__(self, p: Packets) -> None:
-        a_is_src = (p.src_hi < p.dst_hi) | ((p.src_hi == p.dst_hi) & (
-            (p.src_lo < p.dst_lo) | ((p.src_lo == p.dst_lo) & (p.sport <= p.dport))))
-        words = [np.where(a_is_src, p.src_hi, p.dst_hi), np.where(a_is_src, p.src_lo, p.dst_lo),
-                 np.where(a_is_src, p.dst_hi, p.src_hi), np.where(a_is_src, p.dst_lo, p.src_lo),
-                 ((p.proto.astype(np.uint64) << np.uint64(33)) | (p.v6.astype(np.uint64) << np.uint64(32))
-                  | (np.where(a_is_src, p.sport, p.dport).astype(np.uint64) << np.uint64(16))
-                  | np.where(a_is_src, p.dport, p.sport).astype(np.uint64))]
+        a_is_src = (p.src_hi < p.dst_hi) | (
+            (p.src_hi == p.dst_hi) & ((p.src_lo < p.dst_lo) | ((p.src_lo == p.dst_lo) & (p.sport <= p.dport)))
+        )
+        words = [
+            np.where(a_is_src, p.src_hi, p.dst_hi),
+            np.where(a_is_src, p.src_lo, p.dst_lo),
+            np.where(a_is_src, p.dst_hi, p.src_hi),
+            np.where(a_is_src, p.dst_lo, p.src_lo),
+            (
+                (p.proto.astype(np.uint64) << np.uint64(33))
+                | (p.v6.astype(np.uint64) << np.uint64(32))
+                | (np.where(a_is_src, p.sport, p.dport).astype(np.uint64) << np.uint64(16))
+                | np.where(a_is_src, p.dport, p.sport).astype(np.uint64)
+            ),
+        ]
         h = np.zeros(len(p), dtype=np.uint64)
         for w in words:
             h = _mix(h ^ w)
@@ -249,8 +257,17 @@ class FlowTable:
             return None
         return self._batch(p, s, f, emit, latest, now_us)
 
-    def _carry(self, p: Packets, s: _Sorted, f: _Flows, keep_open: np.ndarray, latest: np.ndarray,
-               idle_out: np.ndarray, cap_out: np.ndarray, now_us: int) -> None:
+    def _carry(
+        self,
+        p: Packets,
+        s: _Sorted,
+        f: _Flows,
+        keep_open: np.ndarray,
+        latest: np.ndarray,
+        idle_out: np.ndarray,
+        cap_out: np.ndarray,
+        now_us: int,
+    ) -> None:
         """Keep the packets of open flows and ghosts of recent ends for the next call."""
         rows = _ranges(f.start[keep_open], f.end[keep_open])
         lengths = (f.end - f.start)[keep_open]
@@ -258,28 +275,36 @@ class FlowTable:
         orient[np.cumsum(lengths) - lengths] = f.src_a[keep_open]  # a carried flow keeps its source
         close_ghost = f.last & (f.kind == _CLOSED) & (now_us - s.ts_pad[f.close] <= self.linger_us)
         ghost = s.ghost[f.start]
-        cap_ghost = (f.kind == _OPEN) & ~idle_out & (
-            (ghost == _GHOST_CAP) | ((ghost == 0) & cap_out))
+        cap_ghost = (f.kind == _OPEN) & ~idle_out & ((ghost == _GHOST_CAP) | ((ghost == 0) & cap_out))
         ghost_rows = np.concatenate([f.close[close_ghost], f.end[cap_ghost] - 1])
         carried = p.take(s.order[np.concatenate([rows, ghost_rows])])
-        carried.orient = np.concatenate([orient, np.full(close_ghost.sum(), -1, dtype=np.int8),
-                                         f.src_a[cap_ghost].astype(np.int8)])
-        carried.ghost = np.concatenate([np.zeros(len(rows), dtype=np.int8),
-                                        np.full(close_ghost.sum(), _GHOST_CLOSE, dtype=np.int8),
-                                        np.full(cap_ghost.sum(), _GHOST_CAP, dtype=np.int8)])
+        carried.orient = np.concatenate(
+            [orient, np.full(close_ghost.sum(), -1, dtype=np.int8), f.src_a[cap_ghost].astype(np.int8)]
+        )
+        carried.ghost = np.concatenate(
+            [
+                np.zeros(len(rows), dtype=np.int8),
+                np.full(close_ghost.sum(), _GHOST_CLOSE, dtype=np.int8),
+                np.full(cap_ghost.sum(), _GHOST_CAP, dtype=np.int8),
+            ]
+        )
         n_ghost = len(ghost_rows)
         if n_ghost:
-            carried.flags[len(rows):] = 0
-            carried.tool[len(rows):] = -1
+            carried.flags[len(rows) :] = 0
+            carried.tool[len(rows) :] = -1
         by_time = np.argsort(carried.ts, kind="stable")
         self.pending = carried.take(by_time) if len(carried) else None
 
-    def _batch(self, p: Packets, s: _Sorted, f: _Flows, emit: np.ndarray, latest: np.ndarray,
-               now_us: int) -> FlowBatch:
+    def _batch(
+        self, p: Packets, s: _Sorted, f: _Flows, emit: np.ndarray, latest: np.ndarray, now_us: int
+    ) -> FlowBatch:
         """The flows ``emit`` in the order they ended (flows still open at the end last, by start)."""
         start, end, src_a = f.start[emit], f.end[emit], f.src_a[emit]
-        ended = np.where(f.kind[emit] == _CLOSED, s.ts_pad[f.close[emit]],
-                         np.minimum(latest[emit] + self.idle_us, s.ts[start] + self.active_us))
+        ended = np.where(
+            f.kind[emit] == _CLOSED,
+            s.ts_pad[f.close[emit]],
+            np.minimum(latest[emit] + self.idle_us, s.ts[start] + self.active_us),
+        )
         ended = np.where(ended > now_us, np.iinfo(np.int64).max, ended)
         order = np.lexsort((start, s.ts[start], ended))
         start, end, src_a = start[order], end[order], src_a[order]
@@ -289,9 +314,14 @@ class FlowTable:
         orig = s.order[rows]
         fwd = s.from_a[rows] == src_a[flow_of]
         packets = FlowPackets(
-            starts=np.cumsum(lengths) - lengths, ts_us=p.ts[orig].astype(np.float64),
-            size=p.size[orig].astype(np.float64), fwd=fwd, flags=p.flags[orig],
-            header=p.header[orig].astype(np.float64), window=p.window[orig].astype(np.float64))
+            starts=np.cumsum(lengths) - lengths,
+            ts_us=p.ts[orig].astype(np.float64),
+            size=p.size[orig].astype(np.float64),
+            fwd=fwd,
+            flags=p.flags[orig],
+            header=p.header[orig].astype(np.float64),
+            window=p.window[orig].astype(np.float64),
+        )
         first = s.order[start]
         same = s.from_a[start] == src_a  # the first packet went source -> destination
         tool = np.full(len(start), -1, dtype=np.int8)
@@ -303,6 +333,16 @@ class FlowTable:
         def pick(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return np.where(same, a[first], b[first])
 
-        return FlowBatch(packets, pick(p.src_hi, p.dst_hi), pick(p.src_lo, p.dst_lo),
-                         pick(p.dst_hi, p.src_hi), pick(p.dst_lo, p.src_lo), pick(p.sport, p.dport),
-                         pick(p.dport, p.sport), p.v6[first], p.proto[first], s.ts[start], tool)
+        return FlowBatch(
+            packets,
+            pick(p.src_hi, p.dst_hi),
+            pick(p.src_lo, p.dst_lo),
+            pick(p.dst_hi, p.src_hi),
+            pick(p.dst_lo, p.src_lo),
+            pick(p.sport, p.dport),
+            pick(p.dport, p.sport),
+            p.v6[first],
+            p.proto[first],
+            s.ts[start],
+            tool,
+        )

@@ -65,10 +65,15 @@ def flow_frame(batches: list[tuple[FlowBatch, np.ndarray]], seq_start: int = 0) 
     sport, dport, proto = cat("sport"), cat("dport"), cat("proto")
     n = len(src)
     columns: dict[str, object] = {
-        "flow_id": [f"{a}-{b}-{c}-{d}-{e}" for a, b, c, d, e in
-                    zip(src, dst, sport.tolist(), dport.tolist(), proto.tolist())],
-        "src_ip": src, "src_port": sport.astype(np.int64), "dst_ip": dst,
-        "dst_port": dport.astype(np.int64), "protocol": proto.astype(np.int64),
+        "flow_id": [
+            f"{a}-{b}-{c}-{d}-{e}"
+            for a, b, c, d, e in zip(src, dst, sport.tolist(), dport.tolist(), proto.tolist())
+        ],
+        "src_ip": src,
+        "src_port": sport.astype(np.int64),
+        "dst_ip": dst,
+        "dst_port": dport.astype(np.int64),
+        "protocol": proto.astype(np.int64),
         "timestamp": cat("start_us").astype("datetime64[us]"),
         SEQ: np.arange(seq_start, seq_start + n, dtype=np.int64),
     }

@@ -23,8 +23,12 @@ log = logging.getLogger(__name__)
 
 class _PcapHeader(ctypes.Structure):
     # struct pcap_pkthdr on Linux/glibc (64-bit): struct timeval {long, long}, caplen, len.
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long),
-                ("caplen", ctypes.c_uint32), ("len", ctypes.c_uint32)]
+    _fields_ = [
+        ("tv_sec", ctypes.c_long),
+        ("tv_usec", ctypes.c_long),
+        ("caplen", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+    ]
 
 
 class _PcapStat(ctypes.Structure):
@@ -107,8 +111,9 @@ class PcapHandle:
         not start before the first packet), so a blocking read on a quiet interface never returns."""
         errbuf = ctypes.create_string_buffer(_PCAP_ERRBUF_SIZE)
         if self._lib.pcap_setnonblock(self._handle, 1, errbuf) != 0:
-            raise InputError(f"{self.source}: cannot read without blocking "
-                             f"({errbuf.value.decode(errors='replace')})")
+            raise InputError(
+                f"{self.source}: cannot read without blocking ({errbuf.value.decode(errors='replace')})"
+            )
         self._fd = self._lib.pcap_get_selectable_fd(self._handle)
         if self._fd < 0:
             raise InputError(f"{self.source}: this capture has no pollable descriptor")
@@ -133,7 +138,6 @@ class PcapHandle:
         self.close()
 
 
-
 def open_live(name: str, *, snaplen: int, promiscuous: bool, read_timeout_ms: int) -> PcapHandle:
     lib = _libpcap()
     errbuf = ctypes.create_string_buffer(_PCAP_ERRBUF_SIZE)
@@ -151,8 +155,10 @@ def open_live(name: str, *, snaplen: int, promiscuous: bool, read_timeout_ms: in
         status = (lib.pcap_statustostr(rc) or b"").decode(errors="replace")
         lib.pcap_close(handle)
         if rc == _PCAP_ERROR_PERM_DENIED:
-            raise InputError(f"{name}: permission denied: live capture needs root or CAP_NET_RAW "
-                             f"(and CAP_NET_ADMIN for promiscuous mode) ({detail or status})")
+            raise InputError(
+                f"{name}: permission denied: live capture needs root or CAP_NET_RAW "
+                f"(and CAP_NET_ADMIN for promiscuous mode) ({detail or status})"
+            )
         if rc == _PCAP_ERROR_NO_SUCH_DEVICE:
             raise InputError(f"{name}: no such network interface ({detail or status})")
         raise InputError(f"{name}: cannot capture ({detail or status})")
@@ -165,5 +171,3 @@ def open_live(name: str, *, snaplen: int, promiscuous: bool, read_timeout_ms: in
         live.close()
         raise
     return live
-
-

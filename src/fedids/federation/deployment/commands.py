@@ -14,8 +14,11 @@ SUPERNODE_RUNTIME_PORT = 9094  # each SuperNode's local Runtime API (its ClientA
 CONNECTION_NAME = "fedids"  # the [superlink.NAME] entry that `flwr` commands name
 # Set on every machine: Flower would otherwise `uv sync` app dependencies at run time (fails offline,
 # exit code 608), send telemetry events and check for updates over the internet.
-OFFLINE_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_TELEMETRY_ENABLED": "0",
-               "FLWR_DISABLE_UPDATE_CHECK": "1"}
+OFFLINE_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+}
 
 
 def validate_host(host: str) -> str:
@@ -29,11 +32,24 @@ def validate_host(host: str) -> str:
     except ValueError:
         pass
     labels = text.split(".")
-    if (not text or len(text) > 253 or "://" in host
-            or not all(lab and len(lab) <= 63 and lab.replace("-", "").isalnum() and lab.isascii()
-                       and not lab.startswith("-") and not lab.endswith("-") for lab in labels)):
-        raise InputError(f"--superlink-host {host!r}: give a bare host name or IP address "
-                         "(no scheme, no port; the port is --port)")
+    if (
+        not text
+        or len(text) > 253
+        or "://" in host
+        or not all(
+            lab
+            and len(lab) <= 63
+            and lab.replace("-", "").isalnum()
+            and lab.isascii()
+            and not lab.startswith("-")
+            and not lab.endswith("-")
+            for lab in labels
+        )
+    ):
+        raise InputError(
+            f"--superlink-host {host!r}: give a bare host name or IP address "
+            "(no scheme, no port; the port is --port)"
+        )
     return text
 
 
@@ -63,7 +79,9 @@ def format_config_pairs(values: Mapping[str, str | int | float | bool]) -> str:
             literal = repr(value)  # keeps the '.', so Flower reads a float, not an int
         elif isinstance(value, str):
             if any(c in value for c in '"\\') or any(ord(c) < 32 for c in value):
-                raise InputError(f"{value}: config values may not contain quotes, backslashes or control characters")
+                raise InputError(
+                    f"{value}: config values may not contain quotes, backslashes or control characters"
+                )
             literal = f'"{value}"'
         else:
             raise TypeError(f"config value for {key!r} must be str, int, float or bool")
@@ -71,25 +89,49 @@ def format_config_pairs(values: Mapping[str, str | int | float | bool]) -> str:
     return " ".join(pairs)
 
 
-def superlink_command(*, ca_cert: str | Path, cert: str | Path, key: str | Path, host: str = "0.0.0.0",
-                      port: int = SUPERLINK_PORT, database: str | Path | None = None) -> list[str]:
+def superlink_command(
+    *,
+    ca_cert: str | Path,
+    cert: str | Path,
+    key: str | Path,
+    host: str = "0.0.0.0",
+    port: int = SUPERLINK_PORT,
+    database: str | Path | None = None,
+) -> list[str]:
     """``flower-superlink`` with TLS, SuperNode authentication and no runtime package installation.
 
     ``host`` is the listening interface (``0.0.0.0``: all); ``database`` an SQLite file that keeps runs
     and registered SuperNodes across restarts (``None``: in memory).
     """
-    command = ["flower-superlink", "--ssl-ca-certfile", str(ca_cert), "--ssl-certfile", str(cert),
-               "--ssl-keyfile", str(key), "--enable-supernode-auth", "--disable-runtime-dependency-installation",
-               "--host", host, "--port", str(port)]
+    command = [
+        "flower-superlink",
+        "--ssl-ca-certfile",
+        str(ca_cert),
+        "--ssl-certfile",
+        str(cert),
+        "--ssl-keyfile",
+        str(key),
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if database is not None:
         command += ["--database", str(database)]
     return command
 
 
-def supernode_command(*, superlink: str, root_certificates: str | Path, private_key: str | Path,
-                      node_config: Mapping[str, str | int | float | bool],
-                      runtime_port: int = SUPERNODE_RUNTIME_PORT,
-                      max_wait_time_s: float | None = None) -> list[str]:
+def supernode_command(
+    *,
+    superlink: str,
+    root_certificates: str | Path,
+    private_key: str | Path,
+    node_config: Mapping[str, str | int | float | bool],
+    runtime_port: int = SUPERNODE_RUNTIME_PORT,
+    max_wait_time_s: float | None = None,
+) -> list[str]:
     """``flower-supernode`` dialling ``superlink`` (``host:port``) over TLS with its authentication key.
 
     ``node_config`` is what the ClientApp reads: ``data-path`` (the local flow file, required),
@@ -99,9 +141,19 @@ def supernode_command(*, superlink: str, root_certificates: str | Path, private_
     """
     if "data-path" not in node_config:
         raise ValueError("node_config needs data-path (the SuperNode's local flow file)")
-    command = ["flower-supernode", "--superlink", superlink, "--root-certificates", str(root_certificates),
-               "--auth-supernode-private-key", str(private_key),
-               "--node-config", format_config_pairs(node_config), "--port", str(runtime_port)]
+    command = [
+        "flower-supernode",
+        "--superlink",
+        superlink,
+        "--root-certificates",
+        str(root_certificates),
+        "--auth-supernode-private-key",
+        str(private_key),
+        "--node-config",
+        format_config_pairs(node_config),
+        "--port",
+        str(runtime_port),
+    ]
     if max_wait_time_s is not None:
         command += ["--max-wait-time", f"{max_wait_time_s:g}"]
     return command
@@ -112,11 +164,20 @@ def register_command(public_key: str | Path, connection: str = CONNECTION_NAME) 
     return ["flwr", "supernode", "register", str(public_key), connection, "--format", "json"]
 
 
-def run_command(app_dir: str | Path, run_config: Mapping[str, str | int | float | bool],
-                connection: str = CONNECTION_NAME) -> list[str]:
+def run_command(
+    app_dir: str | Path, run_config: Mapping[str, str | int | float | bool], connection: str = CONNECTION_NAME
+) -> list[str]:
     """``flwr run`` of the fedids Flower app; prints JSON with the run id (``run-id``)."""
-    return ["flwr", "run", str(app_dir), connection, "--run-config", format_config_pairs(run_config),
-            "--format", "json"]
+    return [
+        "flwr",
+        "run",
+        str(app_dir),
+        connection,
+        "--run-config",
+        format_config_pairs(run_config),
+        "--format",
+        "json",
+    ]
 
 
 def status_command(run_id: int, connection: str = CONNECTION_NAME) -> list[str]:
@@ -135,5 +196,7 @@ def render_flwr_config(address: str, root_certificates: str | Path, connection: 
     for text in (address, str(root), connection):
         if any(c in text for c in '"\\\n'):
             raise InputError(f"{text}: quotes, backslashes and newlines are not allowed here")
-    return (f'[superlink]\ndefault = "{connection}"\n\n'
-            f'[superlink.{connection}]\naddress = "{address}"\nroot-certificates = "{root}"\n')
+    return (
+        f'[superlink]\ndefault = "{connection}"\n\n'
+        f'[superlink.{connection}]\naddress = "{address}"\nroot-certificates = "{root}"\n'
+    )

@@ -12,15 +12,39 @@ from pathlib import Path
 
 from fedids.errors import InputError
 from fedids.federation.deployment.commands import (
-    SUPERLINK_PORT, format_address, format_config_pairs, render_flwr_config, validate_host,
+    SUPERLINK_PORT,
+    format_address,
+    format_config_pairs,
+    render_flwr_config,
+    validate_host,
 )
 from fedids.federation.deployment.keys import (
-    create_ca, create_node_key, create_server_certificate, encode_certificate, encode_node_private_key,
-    encode_node_public_key, encode_private_key, node_key_fingerprint,
+    create_ca,
+    create_node_key,
+    create_server_certificate,
+    encode_certificate,
+    encode_node_private_key,
+    encode_node_public_key,
+    encode_private_key,
+    node_key_fingerprint,
 )
 from fedids.federation.deployment.layout import (
-    APP_DIR, CA_CERT, CA_KEY, DEFAULT_DATA_PATH, DEFAULT_MODEL_DIR, DEFAULT_RUN_DIR, DEFAULT_TEST_DATA, MANIFEST,
-    NODE_KEY, NODE_PUB, RUNBOOK, SERVER_CERT, SERVER_KEY, DeploymentLayout, DeploymentPlan, supernode_name,
+    APP_DIR,
+    CA_CERT,
+    CA_KEY,
+    DEFAULT_DATA_PATH,
+    DEFAULT_MODEL_DIR,
+    DEFAULT_RUN_DIR,
+    DEFAULT_TEST_DATA,
+    MANIFEST,
+    NODE_KEY,
+    NODE_PUB,
+    RUNBOOK,
+    SERVER_CERT,
+    SERVER_KEY,
+    DeploymentLayout,
+    DeploymentPlan,
+    supernode_name,
 )
 from fedids.federation.deployment.runbook import render_runbook
 
@@ -49,11 +73,21 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def init_deployment(out_dir: str | Path, superlink_host: str, *, nodes: int = 3, port: int = SUPERLINK_PORT,
-                    force: bool = False, extra_hosts: Sequence[str] = (), data_path: str = DEFAULT_DATA_PATH,
-                    model_dir: str = DEFAULT_MODEL_DIR, test_data: str = DEFAULT_TEST_DATA,
-                    run_dir: str = DEFAULT_RUN_DIR, app_dir: str | Path = APP_DIR,
-                    rounds: int = 10) -> DeploymentPlan:
+def init_deployment(
+    out_dir: str | Path,
+    superlink_host: str,
+    *,
+    nodes: int = 3,
+    port: int = SUPERLINK_PORT,
+    force: bool = False,
+    extra_hosts: Sequence[str] = (),
+    data_path: str = DEFAULT_DATA_PATH,
+    model_dir: str = DEFAULT_MODEL_DIR,
+    test_data: str = DEFAULT_TEST_DATA,
+    run_dir: str = DEFAULT_RUN_DIR,
+    app_dir: str | Path = APP_DIR,
+    rounds: int = 10,
+) -> DeploymentPlan:
     """Generate the CA, the SuperLink certificate, ``nodes`` SuperNode key pairs and the runbook.
 
     Parameters
@@ -78,23 +112,50 @@ def init_deployment(out_dir: str | Path, superlink_host: str, *, nodes: int = 3,
     DeploymentPlan
         Also written to ``out_dir/deployment.json``; the runbook to ``out_dir/RUNBOOK.md``.
     """
-    host, hosts, root = _check_request(out_dir, superlink_host, extra_hosts, nodes=nodes, port=port,
-                                       rounds=rounds, paths=(data_path, model_dir, test_data, run_dir), force=force)
+    host, hosts, root = _check_request(
+        out_dir,
+        superlink_host,
+        extra_hosts,
+        nodes=nodes,
+        port=port,
+        rounds=rounds,
+        paths=(data_path, model_dir, test_data, run_dir),
+        force=force,
+    )
     layout = DeploymentLayout(root)
     ca_pem = _write_tls(layout, host, hosts)
     fingerprints = _write_node_keys(layout, nodes, ca_pem)
     _write_operator(layout, format_address(host, port), ca_pem)
-    plan = DeploymentPlan(root=str(root), superlink_host=host, port=port, nodes=nodes, data_path=data_path,
-                          model_dir=model_dir, test_data=test_data, run_dir=run_dir, app_dir=str(app_dir),
-                          rounds=rounds, node_fingerprints=fingerprints,
-                          created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    plan = DeploymentPlan(
+        root=str(root),
+        superlink_host=host,
+        port=port,
+        nodes=nodes,
+        data_path=data_path,
+        model_dir=model_dir,
+        test_data=test_data,
+        run_dir=run_dir,
+        app_dir=str(app_dir),
+        rounds=rounds,
+        node_fingerprints=fingerprints,
+        created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
     _write_public(root / MANIFEST, json.dumps(asdict(plan), indent=1).encode())
     _write_public(root / RUNBOOK, render_runbook(plan).encode())
     return plan
 
 
-def _check_request(out_dir: str | Path, superlink_host: str, extra_hosts: Sequence[str], *, nodes: int,
-                   port: int, rounds: int, paths: Sequence[str], force: bool) -> tuple[str, list[str], Path]:
+def _check_request(
+    out_dir: str | Path,
+    superlink_host: str,
+    extra_hosts: Sequence[str],
+    *,
+    nodes: int,
+    port: int,
+    rounds: int,
+    paths: Sequence[str],
+    force: bool,
+) -> tuple[str, list[str], Path]:
     """Validate :func:`init_deployment`'s arguments before anything is written.
 
     Returns the SuperLink host, every host for its certificate, and the resolved deployment folder.
@@ -109,7 +170,9 @@ def _check_request(out_dir: str | Path, superlink_host: str, extra_hosts: Sequen
     root = Path(out_dir).expanduser().resolve()
     for value in paths:
         if not Path(value).is_absolute():
-            raise InputError(f"{value}: give an absolute path (it is read by a Flower process on another host)")
+            raise InputError(
+                f"{value}: give an absolute path (it is read by a Flower process on another host)"
+            )
         format_config_pairs({"path": value})
     layout = DeploymentLayout(root)
     existing = [p for p in layout.private_files(nodes) if p.exists()]
@@ -155,5 +218,6 @@ def _write_operator(layout: DeploymentLayout, address: str, ca_pem: bytes) -> No
     """The operator's CA copy and its Flower CLI configuration (``operator/flwr-home/config.toml``)."""
     _write_public(layout.operator_dir / CA_CERT, ca_pem)
     layout.flwr_home.mkdir(parents=True, exist_ok=True)
-    _write_public(layout.flwr_home / "config.toml",
-                  render_flwr_config(address, layout.operator_dir / CA_CERT).encode())
+    _write_public(
+        layout.flwr_home / "config.toml", render_flwr_config(address, layout.operator_dir / CA_CERT).encode()
+    )

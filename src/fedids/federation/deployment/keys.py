@@ -24,8 +24,12 @@ SERVER_VALID_DAYS = 825  # the longest validity TLS clients commonly accept for 
 CLOCK_SKEW = dt.timedelta(minutes=5)  # notBefore in the past, so hosts with slightly slow clocks accept it
 
 
-def create_ca(common_name: str = "fedids deployment CA", *, valid_days: int = CA_VALID_DAYS,
-              now: dt.datetime | None = None) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def create_ca(
+    common_name: str = "fedids deployment CA",
+    *,
+    valid_days: int = CA_VALID_DAYS,
+    now: dt.datetime | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A self-signed certificate authority (ECDSA P-384) that may sign end-entity certificates only.
 
     Parameters
@@ -41,19 +45,37 @@ def create_ca(common_name: str = "fedids deployment CA", *, valid_days: int = CA
     -------
     (key, certificate)
     """
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(TLS_KEY_CURVE())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedids")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedids"),
+        ]
+    )
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + dt.timedelta(days=valid_days))
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA384())
     )
@@ -78,9 +100,14 @@ def subject_alt_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
     return names
 
 
-def create_server_certificate(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-                              hosts: Sequence[str], *, valid_days: int = SERVER_VALID_DAYS,
-                              now: dt.datetime | None = None) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def create_server_certificate(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    hosts: Sequence[str],
+    *,
+    valid_days: int = SERVER_VALID_DAYS,
+    now: dt.datetime | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """The SuperLink's TLS server certificate, signed by ``ca_key``.
 
     ``hosts`` are the names or IP addresses SuperNodes and the operator use to reach the SuperLink;
@@ -88,22 +115,41 @@ def create_server_certificate(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.
     """
     if not hosts:
         raise ValueError("at least one SuperLink host name or address is needed")
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(TLS_KEY_CURVE())
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     cert = (
         x509.CertificateBuilder()
         # CN is at most 64 characters; clients match names against the subjectAltName, not the CN.
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64]),
-                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedids")]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64]),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedids"),
+                ]
+            )
+        )
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW).not_valid_after(now + dt.timedelta(days=valid_days))
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=valid_days))
         .add_extension(x509.SubjectAlternativeName(subject_alt_names(hosts)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=True, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
@@ -124,8 +170,9 @@ def encode_certificate(cert: x509.Certificate) -> bytes:
 
 def encode_private_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     """Unencrypted PKCS#8 PEM, the form uvicorn/OpenSSL load for ``--ssl-keyfile``."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def encode_node_private_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -134,11 +181,14 @@ def encode_node_private_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     Unencrypted because ``flower-supernode`` loads the key with no passphrase; protect it with file
     permissions (0600) instead.
     """
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
 
 
-def encode_node_public_key(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey, comment: str = "") -> bytes:
+def encode_node_public_key(
+    key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey, comment: str = ""
+) -> bytes:
     """One OpenSSH public-key line (``ecdsa-sha2-nistp384 AAAA... comment``) with a trailing newline."""
     public = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
     line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)

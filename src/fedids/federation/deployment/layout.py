@@ -60,8 +60,9 @@ class DeploymentLayout:
 
     def private_files(self, nodes: int) -> list[Path]:
         """Every private key of a deployment with ``nodes`` SuperNodes."""
-        return ([self.ca_dir / CA_KEY, self.superlink_dir / SERVER_KEY]
-                + [self.supernode_dir(i) / NODE_KEY for i in range(1, nodes + 1)])
+        return [self.ca_dir / CA_KEY, self.superlink_dir / SERVER_KEY] + [
+            self.supernode_dir(i) / NODE_KEY for i in range(1, nodes + 1)
+        ]
 
 
 def supernode_name(index: int) -> str:
@@ -100,8 +101,12 @@ class DeploymentPlan:
 
     def run_config(self) -> dict[str, str | int | float | bool]:
         """The run config the runbook's ``flwr run`` passes (paths are on the SuperLink host)."""
-        return {"rounds": self.rounds, "min-clients": self.nodes, "test-data": self.test_data,
-                "out-dir": self.run_dir}
+        return {
+            "rounds": self.rounds,
+            "min-clients": self.nodes,
+            "test-data": self.test_data,
+            "out-dir": self.run_dir,
+        }
 
     def node_config(self, index: int) -> dict[str, str | int | float | bool]:
         """The node config of SuperNode ``index`` (paths are on that SuperNode's host)."""

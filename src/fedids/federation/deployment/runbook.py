@@ -6,20 +6,35 @@ from __future__ import annotations
 import shlex
 
 from fedids.federation.deployment.commands import (
-    CONNECTION_NAME, OFFLINE_ENV, SUPERNODE_RUNTIME_PORT, register_command, run_command, superlink_command,
+    CONNECTION_NAME,
+    OFFLINE_ENV,
+    SUPERNODE_RUNTIME_PORT,
+    register_command,
+    run_command,
+    superlink_command,
     supernode_command,
 )
 from fedids.federation.deployment.keys import subject_alt_names
 from fedids.federation.deployment.layout import (
-    CA_CERT, NODE_KEY, SERVER_CERT, SERVER_KEY, DeploymentPlan, supernode_name,
+    CA_CERT,
+    NODE_KEY,
+    SERVER_CERT,
+    SERVER_KEY,
+    DeploymentPlan,
+    supernode_name,
 )
 
 
 def render_runbook(plan: DeploymentPlan) -> str:
     """The copy-paste runbook (Markdown) for ``plan``: one section per machine, commands in order."""
     exports = "export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items())
-    return (_intro(plan) + _superlink_section(plan, exports) + _register_section(plan, exports)
-            + _supernode_section(plan, exports) + _run_section(plan, exports))
+    return (
+        _intro(plan)
+        + _superlink_section(plan, exports)
+        + _register_section(plan, exports)
+        + _supernode_section(plan, exports)
+        + _run_section(plan, exports)
+    )
 
 
 def _intro(plan: DeploymentPlan) -> str:
@@ -48,8 +63,9 @@ port {SUPERNODE_RUNTIME_PORT}, listens on 127.0.0.1).
 
 def _superlink_section(plan: DeploymentPlan, exports: str) -> str:
     """Step 1: start the SuperLink."""
-    link = superlink_command(ca_cert=CA_CERT, cert=SERVER_CERT, key=SERVER_KEY, port=plan.port,
-                             database="superlink-state.db")
+    link = superlink_command(
+        ca_cert=CA_CERT, cert=SERVER_CERT, key=SERVER_KEY, port=plan.port, database="superlink-state.db"
+    )
     names = ", ".join(str(n.value) for n in subject_alt_names([plan.superlink_host]))
     return f"""## 1. SuperLink host, in the copied `superlink/` folder
 
@@ -67,10 +83,13 @@ in step 4 are paths here. `superlink-state.db` keeps registered keys and runs ac
 def _register_section(plan: DeploymentPlan, exports: str) -> str:
     """Step 2: register every SuperNode's public key, with the fingerprints to check."""
     layout = plan.layout
-    registers = "\n".join(shlex.join(register_command(layout.node_public_key(i)))
-                          for i in range(1, plan.nodes + 1))
+    registers = "\n".join(
+        shlex.join(register_command(layout.node_public_key(i))) for i in range(1, plan.nodes + 1)
+    )
     flwr_home = shlex.quote(str(layout.flwr_home))
-    fingerprints = "\n".join(f"- {supernode_name(i)}: `{fp}`" for i, fp in enumerate(plan.node_fingerprints, 1))
+    fingerprints = "\n".join(
+        f"- {supernode_name(i)}: `{fp}`" for i, fp in enumerate(plan.node_fingerprints, 1)
+    )
     return f"""## 2. Operator machine, in the folder that holds `operator/`: register the SuperNode keys
 
 Only registered keys may join; each SuperNode's key pair never leaves its host except this public half.
@@ -90,8 +109,12 @@ on each SuperNode host:
 
 def _supernode_section(plan: DeploymentPlan, exports: str) -> str:
     """Step 3: start SuperNode K (shown for K=1)."""
-    node = supernode_command(superlink=plan.address, root_certificates=CA_CERT, private_key=NODE_KEY,
-                             node_config=plan.node_config(1))
+    node = supernode_command(
+        superlink=plan.address,
+        root_certificates=CA_CERT,
+        private_key=NODE_KEY,
+        node_config=plan.node_config(1),
+    )
     return f"""## 3. SuperNode host K, in the copied `supernode-K/` folder
 
 Set `data-path` to this gateway's own flow file (CICIDS2017 CSV or Parquet) and `client-key` to

@@ -40,7 +40,9 @@ def flwr_executable() -> str:
     beside = Path(sys.executable).parent / "flwr"
     if beside.exists():
         return str(beside)
-    raise InputError("flwr: command not found; install fedids[full] (it brings flwr) and put its bin/ on PATH")
+    raise InputError(
+        "flwr: command not found; install fedids[full] (it brings flwr) and put its bin/ on PATH"
+    )
 
 
 def parse_json_output(text: str) -> dict:
@@ -65,8 +67,13 @@ def parse_run_status(text: str, run_id: int) -> RunStatus:
     raise RuntimeError(f"run {run_id} not listed by flwr ls")
 
 
-def read_run_status(run_id: int, *, connection: str = CONNECTION_NAME, env: Mapping[str, str] | None = None,
-                    timeout_s: float = 300.0) -> RunStatus:
+def read_run_status(
+    run_id: int,
+    *,
+    connection: str = CONNECTION_NAME,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 300.0,
+) -> RunStatus:
     """Ask the SuperLink (``flwr ls``) for the status of ``run_id``.
 
     Raises ``subprocess.TimeoutExpired`` if ``flwr ls`` takes longer than ``timeout_s`` (it needs about
@@ -74,13 +81,25 @@ def read_run_status(run_id: int, *, connection: str = CONNECTION_NAME, env: Mapp
     """
     command = status_command(run_id, connection)
     command[0] = flwr_executable()
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env=dict(env) if env is not None else None, timeout=timeout_s, check=False)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=dict(env) if env is not None else None,
+        timeout=timeout_s,
+        check=False,
+    )
     return parse_run_status(result.stdout, run_id)
 
 
-def wait_for_run(run_id: int, *, connection: str = CONNECTION_NAME, env: Mapping[str, str] | None = None,
-                 timeout_s: float = 3600.0, poll_s: float = 2.0) -> RunStatus:
+def wait_for_run(
+    run_id: int,
+    *,
+    connection: str = CONNECTION_NAME,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 3600.0,
+    poll_s: float = 2.0,
+) -> RunStatus:
     """Poll ``flwr ls`` until ``run_id`` has finished; returns its final status (raises on timeout)."""
     deadline = time.monotonic() + timeout_s
     status = "unknown"

@@ -12,15 +12,45 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from fedids.privacy.secagg.config import (
-    _MAX_ID, _NONCE_BYTES, SECRET_BYTES, SHAMIR_PRIME, SHARE_BYTES, SHARE_CIPHERTEXT_BYTES, SecAggAbort,
-    SecAggConfig, SecAggError, quantize,
+    _MAX_ID,
+    _NONCE_BYTES,
+    SECRET_BYTES,
+    SHAMIR_PRIME,
+    SHARE_BYTES,
+    SHARE_CIPHERTEXT_BYTES,
+    SecAggAbort,
+    SecAggConfig,
+    SecAggError,
+    quantize,
 )
 from fedids.privacy.secagg.crypto import (
-    _agree, _mask_seed, _self_seed, _share_ad, _share_key, prg_uint32, shamir_split,
+    _agree,
+    _mask_seed,
+    _self_seed,
+    _share_ad,
+    _share_key,
+    prg_uint32,
+    shamir_split,
 )
 from fedids.privacy.secagg.wire import (
-    B_SHARES, C_PK, CLIENT_ID, DROPPED, MASKED, PUBLIC_KEYS, ROUND, S_PK, S_SHARES, SHARES, SURVIVORS, Message,
-    _check_round, _get_bytes, pack_ids, pack_records, unpack_ids, unpack_records,
+    B_SHARES,
+    C_PK,
+    CLIENT_ID,
+    DROPPED,
+    MASKED,
+    PUBLIC_KEYS,
+    ROUND,
+    S_PK,
+    S_SHARES,
+    SHARES,
+    SURVIVORS,
+    Message,
+    _check_round,
+    _get_bytes,
+    pack_ids,
+    pack_records,
+    unpack_ids,
+    unpack_records,
 )
 
 
@@ -66,20 +96,29 @@ class SecAggClient:
         :meth:`from_state_dict`. It holds the round's secret keys and seeds: it must never leave the
         client (Flower's node state stays on the SuperNode).
         """
-        held = pack_records((v, a.to_bytes(SHARE_BYTES, "big") + b.to_bytes(SHARE_BYTES, "big"))
-                            for v, (a, b) in sorted(self._held.items()))
+        held = pack_records(
+            (v, a.to_bytes(SHARE_BYTES, "big") + b.to_bytes(SHARE_BYTES, "big"))
+            for v, (a, b) in sorted(self._held.items())
+        )
         keys = pack_records((v, c + s) for v, (c, s) in sorted(self._keys.items()))
         return {
             **{f"config.{k}": v for k, v in self.config.to_dict().items()},
-            "client_id": self.client_id, "stage": self._stage,
-            "c_sk": self._c_sk.private_bytes_raw(), "s_sk": self._s_sk.private_bytes_raw(),
-            "b": self._b or b"", "keys": keys, "held": held, "u2": pack_ids(sorted(self._u2)),
+            "client_id": self.client_id,
+            "stage": self._stage,
+            "c_sk": self._c_sk.private_bytes_raw(),
+            "s_sk": self._s_sk.private_bytes_raw(),
+            "b": self._b or b"",
+            "keys": keys,
+            "held": held,
+            "u2": pack_ids(sorted(self._u2)),
         }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> "SecAggClient":
+    def from_state_dict(cls, state: Mapping[str, Any]) -> SecAggClient:
         """Rebuild a client saved with :meth:`state_dict` (same class: HE subclasses override init)."""
-        config = SecAggConfig.from_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("config.")})
+        config = SecAggConfig.from_dict(
+            {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("config.")}
+        )
         client = cls.__new__(cls)
         client.config = config
         client.client_id = int(state["client_id"])
@@ -88,9 +127,13 @@ class SecAggClient:
         client._c_pk = client._c_sk.public_key().public_bytes_raw()
         client._s_pk = client._s_sk.public_key().public_bytes_raw()
         client._b = bytes(state["b"]) or None
-        client._keys = {v: (d[:32], d[32:]) for v, d in unpack_records(bytes(state["keys"]), "keys", 64).items()}
-        client._held = {v: (int.from_bytes(d[:SHARE_BYTES], "big"), int.from_bytes(d[SHARE_BYTES:], "big"))
-                        for v, d in unpack_records(bytes(state["held"]), "held", 2 * SHARE_BYTES).items()}
+        client._keys = {
+            v: (d[:32], d[32:]) for v, d in unpack_records(bytes(state["keys"]), "keys", 64).items()
+        }
+        client._held = {
+            v: (int.from_bytes(d[:SHARE_BYTES], "big"), int.from_bytes(d[SHARE_BYTES:], "big"))
+            for v, d in unpack_records(bytes(state["held"]), "held", 2 * SHARE_BYTES).items()
+        }
         client._u2 = frozenset(unpack_ids(bytes(state["u2"]), "u2"))
         client._stage = int(state["stage"])
         return client
@@ -122,8 +165,9 @@ class SecAggClient:
         if keys.get(self.client_id) != (self._c_pk, self._s_pk):
             raise SecAggAbort("the key broadcast does not carry this client's keys unaltered")
         if not self.config.t <= len(keys) <= self.config.n_clients:
-            raise SecAggAbort(f"{len(keys)} clients advertised keys; need {self.config.t} to "
-                              f"{self.config.n_clients}")
+            raise SecAggAbort(
+                f"{len(keys)} clients advertised keys; need {self.config.t} to {self.config.n_clients}"
+            )
         all_keys = [k for pair in keys.values() for k in pair]
         if len(set(all_keys)) != len(all_keys):
             raise SecAggAbort("repeated public keys in the broadcast")
@@ -139,10 +183,12 @@ class SecAggClient:
                 continue
             key = _share_key(_agree(self._c_sk, keys[v][0]), self.config, self.client_id, v)
             nonce = os.urandom(_NONCE_BYTES)
-            plaintext = (b_shares[index].to_bytes(SHARE_BYTES, "big")
-                         + s_shares[index].to_bytes(SHARE_BYTES, "big"))
+            plaintext = b_shares[index].to_bytes(SHARE_BYTES, "big") + s_shares[index].to_bytes(
+                SHARE_BYTES, "big"
+            )
             sealed = ChaCha20Poly1305(key).encrypt(
-                nonce, plaintext, _share_ad(self.config.round_id, self.client_id, v))
+                nonce, plaintext, _share_ad(self.config.round_id, self.client_id, v)
+            )
             out.append((v, nonce + sealed))
         return {ROUND: self.config.round_id, CLIENT_ID: self.client_id, SHARES: pack_records(out)}
 
@@ -181,8 +227,10 @@ class SecAggClient:
             key = _share_key(_agree(self._c_sk, self._keys[v][0]), self.config, self.client_id, v)
             try:
                 plaintext = ChaCha20Poly1305(key).decrypt(
-                    blob[:_NONCE_BYTES], blob[_NONCE_BYTES:],
-                    _share_ad(self.config.round_id, v, self.client_id))
+                    blob[:_NONCE_BYTES],
+                    blob[_NONCE_BYTES:],
+                    _share_ad(self.config.round_id, v, self.client_id),
+                )
             except InvalidTag:
                 raise SecAggAbort(f"share ciphertext from client {v} failed authentication") from None
             b_share = int.from_bytes(plaintext[:SHARE_BYTES], "big")
@@ -196,8 +244,9 @@ class SecAggClient:
         y = quantize(vector, self.config)
         y += prg_uint32(_self_seed(self._b, self.config, self.client_id), d)
         for v in sorted(senders):
-            mask = prg_uint32(_mask_seed(_agree(self._s_sk, self._keys[v][1]), self.config,
-                                         self.client_id, v), d)
+            mask = prg_uint32(
+                _mask_seed(_agree(self._s_sk, self._keys[v][1]), self.config, self.client_id, v), d
+            )
             if self.client_id < v:
                 y += mask
             else:
@@ -240,5 +289,9 @@ class SecAggClient:
         # This round's secrets are spent; drop them (best effort in Python).
         self._held.clear()
         self._b = None
-        return {ROUND: self.config.round_id, CLIENT_ID: self.client_id,
-                B_SHARES: pack_records(b_out), S_SHARES: pack_records(s_out)}
+        return {
+            ROUND: self.config.round_id,
+            CLIENT_ID: self.client_id,
+            B_SHARES: pack_records(b_out),
+            S_SHARES: pack_records(s_out),
+        }

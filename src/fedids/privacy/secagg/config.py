@@ -80,8 +80,9 @@ class SecAggConfig:
         assert self.threshold is not None
         # t > n/2: otherwise a server could gather t shares of both b_u and s_u of one client.
         if not self.n_clients / 2 < self.threshold <= self.n_clients:
-            raise ValueError(f"threshold must be in ({self.n_clients / 2}, {self.n_clients}], "
-                             f"got {self.threshold}")
+            raise ValueError(
+                f"threshold must be in ({self.n_clients / 2}, {self.n_clients}], got {self.threshold}"
+            )
         if self.scale < 1:
             raise ValueError("clip_range * n_clients leaves no room for quantisation in 32 bits")
 
@@ -111,9 +112,13 @@ class SecAggConfig:
         known = {"n_clients", "vector_length", "round_id", "clip_range", "threshold"}
         if set(data) != known:
             raise ValueError(f"secagg config keys {sorted(data)} != {sorted(known)}")
-        return cls(n_clients=int(data["n_clients"]), vector_length=int(data["vector_length"]),
-                   round_id=int(data["round_id"]), clip_range=float(data["clip_range"]),
-                   threshold=int(data["threshold"]))
+        return cls(
+            n_clients=int(data["n_clients"]),
+            vector_length=int(data["vector_length"]),
+            round_id=int(data["round_id"]),
+            clip_range=float(data["clip_range"]),
+            threshold=int(data["threshold"]),
+        )
 
 
 def quantize(vector: np.ndarray, config: SecAggConfig) -> np.ndarray:
@@ -139,8 +144,12 @@ def quantize(vector: np.ndarray, config: SecAggConfig) -> np.ndarray:
         raise ValueError("update contains NaN or Inf")
     outside = int(np.count_nonzero(np.abs(values) > config.clip_range))
     if outside:
-        log.warning("secagg: %d of %d values clipped to +/-%g before quantisation",
-                    outside, values.size, config.clip_range)
+        log.warning(
+            "secagg: %d of %d values clipped to +/-%g before quantisation",
+            outside,
+            values.size,
+            config.clip_range,
+        )
     clipped = np.clip(values, -config.clip_range, config.clip_range)
     # Two's complement modulo 2**32: negative values wrap to the top of the range.
     return (np.rint(clipped * config.scale).astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
@@ -162,6 +171,7 @@ def dequantize_sum(total: np.ndarray, config: SecAggConfig) -> np.ndarray:
     """
     total = np.asarray(total)
     if total.dtype != np.uint32 or total.shape != (config.vector_length,):
-        raise ValueError(f"expected uint32 of shape ({config.vector_length},), got "
-                         f"{total.dtype} {total.shape}")
+        raise ValueError(
+            f"expected uint32 of shape ({config.vector_length},), got {total.dtype} {total.shape}"
+        )
     return total.view(np.int32).astype(np.float64) / config.scale

@@ -92,8 +92,10 @@ class LagrangeInterpolator:
         full = 1
         for x in self.xs:
             full = full * (at - x) % SHAMIR_PRIME
-        return [full * self._inverse(at - x) % SHAMIR_PRIME * d % SHAMIR_PRIME
-                for x, d in zip(self.xs, self._den_inv)]
+        return [
+            full * self._inverse(at - x) % SHAMIR_PRIME * d % SHAMIR_PRIME
+            for x, d in zip(self.xs, self._den_inv)
+        ]
 
 
 def lagrange_coefficients(xs: Sequence[int], at: int = 0) -> list[int]:
@@ -105,7 +107,7 @@ def lagrange_coefficients(xs: Sequence[int], at: int = 0) -> list[int]:
 def shamir_combine(points: Sequence[tuple[int, int]], secret_len: int = SECRET_BYTES) -> bytes:
     """Reconstruct a secret from ``(x, share)`` points (exactly the threshold is enough)."""
     xs = [x for x, _ in points]
-    value = sum(l * y for l, (_, y) in zip(lagrange_coefficients(xs), points)) % SHAMIR_PRIME
+    value = sum(coef * y for coef, (_, y) in zip(lagrange_coefficients(xs), points)) % SHAMIR_PRIME
     if value >= 1 << (8 * secret_len):
         raise SecAggAbort("reconstructed secret is out of range: inconsistent shares")
     return value.to_bytes(secret_len, "big")

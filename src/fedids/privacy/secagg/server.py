@@ -9,13 +9,36 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fedids.privacy.secagg.config import (
-    _MAX_ID, SECRET_BYTES, SHAMIR_PRIME, SHARE_BYTES, SHARE_CIPHERTEXT_BYTES, InvalidMessageError, SecAggAbort,
-    SecAggConfig, SecAggError,
+    _MAX_ID,
+    SECRET_BYTES,
+    SHAMIR_PRIME,
+    SHARE_BYTES,
+    SHARE_CIPHERTEXT_BYTES,
+    InvalidMessageError,
+    SecAggAbort,
+    SecAggConfig,
+    SecAggError,
 )
 from fedids.privacy.secagg.crypto import LagrangeInterpolator, _agree, _mask_seed, _self_seed, prg_uint32
 from fedids.privacy.secagg.wire import (
-    B_SHARES, C_PK, CLIENT_ID, DROPPED, MASKED, PUBLIC_KEYS, ROUND, S_PK, S_SHARES, SHARES, SURVIVORS, Message,
-    _check_round, _get_bytes, _get_int, pack_ids, pack_records, unpack_records,
+    B_SHARES,
+    C_PK,
+    CLIENT_ID,
+    DROPPED,
+    MASKED,
+    PUBLIC_KEYS,
+    ROUND,
+    S_PK,
+    S_SHARES,
+    SHARES,
+    SURVIVORS,
+    Message,
+    _check_round,
+    _get_bytes,
+    _get_int,
+    pack_ids,
+    pack_records,
+    unpack_records,
 )
 
 
@@ -56,8 +79,9 @@ class SecAggServer:
         """Clients that shared keys but sent no masked input (U2 \\ U3)."""
         return tuple(sorted(set(self._u2) - set(self._u3)))
 
-    def _sender(self, message: Mapping[str, object], stage: int, allowed: Collection[int],
-                seen: Collection[int]) -> int:
+    def _sender(
+        self, message: Mapping[str, object], stage: int, allowed: Collection[int], seen: Collection[int]
+    ) -> int:
         if self._stage != stage:
             raise InvalidMessageError(f"stage {stage} message arrived at stage {self._stage}")
         _check_round(message, self.config)
@@ -73,9 +97,11 @@ class SecAggServer:
             raise SecAggError(f"stage {stage} closed at stage {self._stage}")
         if remaining < self.config.t:
             self._stage = 0  # aborted: nothing further is accepted
-            raise SecAggAbort(f"only {remaining} clients {what}; the threshold is {self.config.t} "
-                              f"(at most {self.config.n_clients - self.config.t} of "
-                              f"{self.config.n_clients} may drop)")
+            raise SecAggAbort(
+                f"only {remaining} clients {what}; the threshold is {self.config.t} "
+                f"(at most {self.config.n_clients - self.config.t} of "
+                f"{self.config.n_clients} may drop)"
+            )
         self._stage = stage + 1
 
     # stage 1
@@ -113,9 +139,13 @@ class SecAggServer:
         u2 = sorted(self._share_senders)
         self._close(2, len(u2), "shared keys")
         self._u2 = u2
-        out = {v: {ROUND: self.config.round_id,
-                   SHARES: pack_records((u, self._routed[v][u]) for u in u2 if u != v)}
-               for v in u2}
+        out = {
+            v: {
+                ROUND: self.config.round_id,
+                SHARES: pack_records((u, self._routed[v][u]) for u in u2 if u != v),
+            }
+            for v in u2
+        }
         self._routed.clear()
         return out
 
@@ -123,8 +153,9 @@ class SecAggServer:
     def _accept_input(self, payload: bytes) -> None:
         """Hook: validate and add one masked upload (plain uint32 here)."""
         if len(payload) != 4 * self.config.vector_length:
-            raise InvalidMessageError(f"masked input of {len(payload)} bytes, expected "
-                                      f"{4 * self.config.vector_length}")
+            raise InvalidMessageError(
+                f"masked input of {len(payload)} bytes, expected {4 * self.config.vector_length}"
+            )
         self._sum += np.frombuffer(payload, dtype="<u4").astype(np.uint32)
 
     def receive_masked_input(self, message: Mapping[str, object]) -> None:
@@ -137,8 +168,7 @@ class SecAggServer:
         """Close stage 3: survivors (U3) and dropped clients (U2 \\ U3), the same for everyone."""
         self._close(3, len(self._u3), "sent masked input")
         self._u3.sort()
-        return {ROUND: self.config.round_id, SURVIVORS: pack_ids(self._u3),
-                DROPPED: pack_ids(self.dropped)}
+        return {ROUND: self.config.round_id, SURVIVORS: pack_ids(self._u3), DROPPED: pack_ids(self.dropped)}
 
     # stage 4
     def receive_unmask_response(self, message: Mapping[str, object]) -> None:
@@ -155,26 +185,28 @@ class SecAggServer:
     def _reconstruct(self) -> tuple[dict[int, bytes], dict[int, bytes]]:
         p = SHAMIR_PRIME
         responders = sorted(self._responses)
-        base, extra = responders[: self.config.t], responders[self.config.t:]
+        base, extra = responders[: self.config.t], responders[self.config.t :]
         interpolator = LagrangeInterpolator([self._x[r] for r in base])
         at_zero = interpolator.coefficients(0)
         checks = [(r, interpolator.coefficients(self._x[r])) for r in extra]
         owners = [(u, 0) for u in self._u3] + [(v, 1) for v in self.dropped]
-        shares = {(owner, which): {r: int.from_bytes(self._responses[r][which][owner], "big")
-                                   for r in responders} for owner, which in owners}
+        shares = {
+            (owner, which): {r: int.from_bytes(self._responses[r][which][owner], "big") for r in responders}
+            for owner, which in owners
+        }
 
         def consistent(ys: Mapping[int, int]) -> bool:
             base_ys = [ys[r] for r in base]
-            return all(sum(c * y for c, y in zip(coefficients, base_ys)) % p == ys[r]
-                       for r, coefficients in checks)
+            return all(
+                sum(c * y for c, y in zip(coefficients, base_ys)) % p == ys[r] for r, coefficients in checks
+            )
 
         # Every share beyond the t used must lie on the same polynomial, or the round aborts
         # instead of silently corrupting the sum. One check on a random linear combination of all
         # secrets' shares covers them all (a mismatch survives it with probability 1/p); only on
         # failure are the secrets checked one by one, to name the culprit.
         weights = {key: secrets.randbelow(p) for key in shares}
-        combined = {r: sum(weights[key] * ys[r] for key, ys in shares.items()) % p
-                    for r in responders}
+        combined = {r: sum(weights[key] * ys[r] for key, ys in shares.items()) % p for r in responders}
         if not consistent(combined):
             for (owner, _), ys in shares.items():
                 if not consistent(ys):

@@ -41,10 +41,13 @@ class RoundTrace:
     received: list[Message] = field(default_factory=list)
 
 
-def simulate_round(server: SecAggServer, clients: Mapping[int, SecAggClient],
-                   vectors: Mapping[int, np.ndarray],
-                   dropouts: Mapping[str, Collection[int]] | None = None,
-                   keep_messages: bool = False) -> RoundTrace:
+def simulate_round(
+    server: SecAggServer,
+    clients: Mapping[int, SecAggClient],
+    vectors: Mapping[int, np.ndarray],
+    dropouts: Mapping[str, Collection[int]] | None = None,
+    keep_messages: bool = False,
+) -> RoundTrace:
     """Run stages 1-4 in one process, the reference for a transport.
 
     Parameters

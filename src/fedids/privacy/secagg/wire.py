@@ -48,7 +48,7 @@ def unpack_records(data: bytes, name: str, size: int | None = None) -> dict[int,
             raise InvalidMessageError(f"{name}: record of {length} bytes, expected {size}")
         if client in out:
             raise InvalidMessageError(f"{name}: duplicate record for client {client}")
-        out[client] = data[offset:offset + length]
+        out[client] = data[offset : offset + length]
         offset += length
     return out
 
@@ -90,8 +90,7 @@ def _get_bytes(message: Mapping[str, object], key: str) -> bytes:
 
 def _check_round(message: Mapping[str, object], config: SecAggConfig) -> None:
     if _get_int(message, ROUND) != config.round_id:
-        raise InvalidMessageError(f"message for round {message.get(ROUND)}, this is round "
-                                  f"{config.round_id}")
+        raise InvalidMessageError(f"message for round {message.get(ROUND)}, this is round {config.round_id}")
 
 
 def message_size(message: Mapping[str, int | bytes]) -> int:
