@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
+# The real attack capture `make demo` runs the detector on (a scan from ESnet's public captures).
+DEMO_PCAP ?= ../shared/data/pcaps/esnet_masscan_tcp_0_1000_20190821.pcap
 # Flower must never try to install packages at run time (these machines are offline).
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml
 venv: system-deps $(STAMP)
 
 demo: venv
-	$(VENV)/bin/fedids demo --out runs/demo
+	$(VENV)/bin/fedids demo --out runs/demo --pcap $(DEMO_PCAP)
 
 test: venv
 	$(VENV)/bin/python -m pytest -q

@@ -7,7 +7,6 @@ detection on a real attack capture -> ``report.html``; prints the report path an
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,9 +16,7 @@ from fedids.cli.common import app
 from fedids.console import err, out
 from fedids.errors import InputError
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 DEMO_MODES = ("none", "he+dp", "he+dpsgd")
-DEMO_PCAP = REPO_ROOT / ".." / "shared" / "data" / "pcaps" / "esnet_masscan_tcp_0_1000_20190821.pcap"
 
 
 @app.command("demo")
@@ -28,7 +25,10 @@ def demo(
     rounds: int = typer.Option(5, help="Federated rounds."),
     clients: int = typer.Option(10, help="Simulated IoT clients."),
     seed: int = typer.Option(0, help="Random seed."),
-    pcap: Path = typer.Option(DEMO_PCAP, help="Real capture to run the detector on."),
+    pcap: Path | None = typer.Option(
+        None,
+        help="Real capture to run the detector on (`make demo` passes one; default: the synthetic CSV).",
+    ),
     adaptive: bool = typer.Option(
         True,
         "--adaptive/--no-adaptive",
@@ -36,11 +36,13 @@ def demo(
     ),
 ) -> None:
     """Run the whole pipeline on synthetic IoT traffic and write a report (about 10 minutes on 2 cores)."""
-    from fedids.cli.detect import detect
+    from fedids.cli.detect import print_summary
+    from fedids.cli.outputs import write_json
     from fedids.data.synth import SynthConfig, write_synthetic_csv
     from fedids.evaluation.experiment import ExperimentConfig, run_experiment, summary_lines
     from fedids.model.artifacts import load_detector
     from fedids.model.export import export_onnx
+    from fedids.pipelines.detect import DetectRequest, DetectSummary, run_detect
 
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,28 +84,23 @@ def demo(
     )
     alerts, summary = out_dir / "alerts.jsonl", out_dir / "detect-summary.json"
     alerts.unlink(missing_ok=True)
-    detect(
-        model=onnx_path,
-        input_spec=str(pcap),
-        interface=None,
-        out_path=str(alerts),
-        threshold=None,
-        threads=1,
-        max_hosts=16384,
-        status_every=0.0,
-        summary_path=summary,
-        duration=None,
-        idle_timeout=120.0,
-        max_warnings=5,
+    scanned = pcap if pcap is not None else csv
+    request = DetectRequest(
+        model=onnx_path, out_path=str(alerts), input_spec=str(scanned), status_every=0.0, max_warnings=5
     )
-    detected = json.loads(summary.read_text()) if summary.exists() else {}
-    err.print(f"[bold]4/4[/bold] detection on {pcap.name}: alerts in {alerts}")
+
+    def on_summary(result: DetectSummary) -> None:
+        print_summary(result)
+        write_json(summary, result.as_dict())
+
+    detected = run_detect(request, on_summary=on_summary)
+    if detected.stopped_by is not None:
+        raise detected.stopped_by
+    err.print(f"[bold]4/4[/bold] detection on {scanned.name}: alerts in {alerts}")
     report = Path(cfg.out_dir) / "report.html"
     out.print(f"\nreport: {report.resolve()}")
     lines = summary_lines(results)
-    flows, n_alerts = detected.get("flows"), detected.get("alerts")
-    if flows is not None:
-        lines.append(f"detector on {pcap.name}: {flows:,} flows, {n_alerts:,} alerts")
+    lines.append(f"detector on {scanned.name}: {detected.flows:,} flows, {detected.alerts:,} alerts")
     for line in lines[:5]:
         out.print(f"  {line}")
     err.print(f"[dim]demo finished in {time.perf_counter() - start:.0f} s[/dim]")
