@@ -1,8 +1,8 @@
 """Fuzzing in-process, many cases: the loader, the stdin parser, the model schema and the numeric argument
-checks against hypothesis-generated inputs (tests/fuzz_corpus.py). Every case either ends in an
+checks against hypothesis-generated inputs (tests/support/fuzz_corpus.py). Every case either ends in an
 :class:`~fedids.errors.InputError` (one line for the user) or accounts for every row it was given:
 rows in == rows kept + rows counted as dropped. The same corpus runs through real `fedids` processes in
-tests/test_fuzz_cli.py."""
+tests/cli/test_fuzz_cli.py."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from fedids.detect.sources import StdinSource
 from fedids.detect.stream import BatchScores
 from fedids.errors import InputError
 from fedids.model.checks import MAX_WINDOW, check_model_description, resolve_threshold
-from fuzz_corpus import (
+from support.fuzz_corpus import (
     NUMBERS,
     SQLI,
     STDIN_LINES,
@@ -261,7 +261,7 @@ def _capture_offsets(data: bytes) -> list[int]:
 @pytest.mark.parametrize("kind", ["pcap", "pcapng"])
 def test_captures_cut_at_many_offsets_and_corrupted_yield_flows_or_one_error(kind, tmp_path):
     from fedids.detect.sources import PcapSource
-    from fuzz_corpus import NMAP, corrupt, pcap_to_pcapng
+    from support.fuzz_corpus import NMAP, corrupt, pcap_to_pcapng
 
     data = NMAP.read_bytes() if kind == "pcap" else pcap_to_pcapng(NMAP.read_bytes())
     path = tmp_path / f"fuzz.{kind}"
@@ -286,7 +286,7 @@ def test_captures_cut_at_many_offsets_and_corrupted_yield_flows_or_one_error(kin
 def test_corrupt_onnx_files_are_refused_with_one_line(capsys):
     from fedids.detect.stream import OnnxScorer
     from fedids.model.export import build_onnx_model
-    from fuzz_corpus import corrupt
+    from support.fuzz_corpus import corrupt
 
     data = build_onnx_model(_small_detector()).SerializeToString()
     refused = 0
@@ -323,7 +323,7 @@ def test_hot_reload_of_an_inconsistent_model_keeps_the_previous_one(tmp_path):
     """Issue 15: a label list shorter than the head was accepted on reload and crashed mid-stream."""
     from fedids.detect.stream import ModelWatcher, StreamingDetector
     from fedids.model.artifacts import save_detector
-    from fuzz_corpus import PORTSCAN
+    from support.fuzz_corpus import PORTSCAN
 
     save_detector(tmp_path / "m", _small_detector())
     clock = [0.0]

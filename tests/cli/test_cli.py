@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data" / "cicids2017"
+from support import paths
+
+ROOT = paths.REPO
+DATA = paths.CICIDS
 FEDIDS = [sys.executable, "-m", "fedids.cli"]
 
 

@@ -1,4 +1,4 @@
-"""Every command on the fuzz corpus as a real `fedids` process (tests/fuzz_corpus.py builds the inputs in a
+"""Every command on the fuzz corpus as a real `fedids` process (tests/support/fuzz_corpus.py builds the inputs in a
 temporary directory; nothing binary is committed).
 
 The contract, for every case: exit 0 (bad rows counted) or exactly one `error:` line and exit 2, within a
@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 import torch
 
-import fuzz_corpus as fc
 from fedids.data.preprocess import FlowScaler, LabelVocabulary
 from fedids.model.artifacts import Detector, save_detector
 from fedids.model.export import export_onnx
 from fedids.model.gru import GRUDetector
+from support import fuzz_corpus as fc
 
 FEDIDS = str(Path(sys.executable).parent / "fedids")
 HANG_GUARD_S = 120

@@ -15,8 +15,9 @@ from fedids.data.formats import write_trafficlabelling_csv
 from fedids.data.loader import DROP_REASONS, LoadReport, detect_format, load_flows
 from fedids.data.schema import FEATURES, META
 from fedids.errors import InputError
+from support import paths
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
+DATA = paths.CICIDS
 MLCVE = DATA / "machinelearningcve-paris-svg" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"
 MONDIRKB = {
     name: DATA / "trafficlabelling-mondirkb" / f"baseline_{name}.csv"

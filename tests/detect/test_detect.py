@@ -31,24 +31,20 @@ from fedids.detect.stream import (
 from fedids.errors import InputError
 from fedids.model.artifacts import save_detector
 from fedids.model.export import export_onnx
-from fedids.model.train import TrainConfig
-from fedids.task import predict_labels, prepare, train_centralized
+from fedids.task import predict_labels
+from support import paths
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-DATA, PCAPS = SHARED / "cicids2017", SHARED / "pcaps"
+DATA, PCAPS = paths.CICIDS, paths.PCAPS
 PORTSCAN_CSV = DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv"
 FEDIDS = Path(sys.executable).parent / "fedids"
 EVE_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+0000$")
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    """A GRU trained for a few epochs on the real TrafficLabelling samples (label-time split), as a
-    model directory and as float and int8 ONNX files."""
-    torch.set_num_threads(1)  # shared machines: one thread trains faster than two contended ones
-    files = sorted(DATA.glob("trafficlabelling-*/*.csv"))
-    data = prepare(load_flows(files).frame, split="label-time")
-    detector, _ = train_centralized(data, TrainConfig(epochs=3))
+def real(real_detector, tmp_path_factory):
+    """The GRU trained on the real TrafficLabelling samples (conftest), as a model directory and as float
+    and int8 ONNX files."""
+    detector, data = real_detector
     root = tmp_path_factory.mktemp("models")
     save_detector(root / "dir", detector)
     export_onnx(detector, root / "float.onnx")

@@ -27,8 +27,9 @@ from fedids.detect.extractor import (
     extract_pcap,
 )
 from fedids.errors import InputError
+from support import paths
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = paths.SHARED_DATA
 PCAPS = DATA / "pcaps"
 MASSCAN = PCAPS / "esnet_masscan_tcp_0_1000_20190821.pcap"
 NMAP = PCAPS / "esnet_nmap_80_all.pcap"
@@ -708,7 +709,7 @@ def test_ipv6_tcp_flow(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# Same flows and features as the per-packet extractor this one replaced (tests/extractor_reference.py)
+# Same flows and features as the per-packet extractor this one replaced (tests/support/extractor_reference.py)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -797,7 +798,7 @@ def comparison_captures(tmp_path_factory) -> dict[str, Path]:
     import sys
 
     spec = importlib.util.spec_from_file_location(
-        "bench_extractor", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_extractor.py"
+        "bench_extractor", paths.REPO / "benchmarks" / "bench_extractor.py"
     )
     bench = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("bench_extractor", bench)
@@ -819,7 +820,7 @@ def comparison_captures(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("mode", ["cicids2017", "corrected"])
 @pytest.mark.parametrize("capture", ["masscan", "nmap", "synflood_3000", "synthetic", "boundaries"])
 def test_array_extractor_matches_the_per_packet_reference(comparison_captures, capture, mode):
-    from extractor_reference import reference_flows
+    from support.extractor_reference import reference_flows
 
     path = comparison_captures[capture]
     key = ["src_ip", "src_port", "dst_ip", "dst_port", "protocol", "start_us"]

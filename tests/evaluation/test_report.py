@@ -117,7 +117,7 @@ def _fedavg(
 def _adaptive_section(data, parts, cfg, hist_none: list[dict], hist_dp: list[dict]) -> dict:
     """The ``adaptive`` section from this fixture's Flower-free histories: plain FedAvg is ``hist_none``
     at one joule per client-round; the other runs reuse a history with less energy or fewer bytes (the
-    report is under test here, not the strategies: tests/test_adaptive.py and test_compression.py run them)."""
+    report is under test here, not the strategies: tests/federation/test_adaptive.py and test_compression.py run them)."""
     budget, fleet = ex.adaptive_budget_j(data, parts, cfg)
 
     def costed(history, joules, up=1.0):
@@ -172,7 +172,7 @@ def results(tmp_path_factory) -> dict:
         hidden=HIDDEN,
         window=WINDOW,
         seed=5,
-        command="pytest tests/test_report.py",
+        command="pytest tests/evaluation/test_report.py",
         shadows=1,
         mia_max_per_class=100,
         latency_calls=30,

@@ -8,7 +8,6 @@ from fedids.evaluation.energy import DEVICE_PROFILES
 from fedids.federation import adaptive
 from fedids.federation.server_app import FederationConfig, load_state, sample_clients
 from fedids.federation.simulation import make_partitions, run_simulated
-from test_compression import cicids_sample  # tests/ is on sys.path (pytest rootdir-relative imports)
 
 MODEL_BYTES = 20_000
 
@@ -174,10 +173,10 @@ class _Stop(Exception):
 
 
 @pytest.mark.slow
-def test_energy_aware_run_respects_budgets_and_resumes_identically(tmp_path) -> None:
+def test_energy_aware_run_respects_budgets_and_resumes_identically(cicids_sample, tmp_path) -> None:
     """Real Flower simulation: no client is asked to train once it cannot pay, epochs adapt, and a run
     interrupted after round 1 and resumed makes exactly the same choices as an uninterrupted one."""
-    data = cicids_sample()
+    data = cicids_sample
     parts = make_partitions(data, 4, "iid", seed=0, segment=50)
     base = dict(
         rounds=3,

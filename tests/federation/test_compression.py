@@ -1,25 +1,13 @@
 """Update compression (fedids.federation.compression): codecs, validation, and a real Flower run."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from fedids.data.loader import load_flows
 from fedids.federation.compression import Compression, decode, encode, payload_bytes
 from fedids.federation.server_app import FederationConfig
 from fedids.federation.simulation import make_partitions, run_simulated
-from fedids.task import prepare
 
 SHAPES = [(3, 4), (4,), (300,)]
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
-
-
-def cicids_sample():
-    """The real CICIDS2017 rows tests/test_federation.py trains on (DDoS, port scan, benign)."""
-    files = [DATA / "trafficlabelling-mondirkb" / f for f in ("baseline_ddos.csv", "baseline_portscan.csv")]
-    files.append(DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv")
-    return prepare(load_flows(files).frame, window=5, split="label-time")
 
 
 def _delta(seed: int = 0) -> list[np.ndarray]:
@@ -118,9 +106,9 @@ def test_compression_is_refused_with_private_modes() -> None:
 
 
 @pytest.mark.slow
-def test_int8_and_topk_uploads_in_a_real_flower_run(tmp_path) -> None:
+def test_int8_and_topk_uploads_in_a_real_flower_run(cicids_sample, tmp_path) -> None:
     """int8 cuts the upload about 4x and still trains; top-k (error feedback in node state) cuts it more."""
-    data = cicids_sample()
+    data = cicids_sample
     parts = make_partitions(data, 3, "iid", seed=0, segment=50)
     base = dict(
         rounds=2, min_clients=1, hidden=16, window=5, batch_size=64, lr=1e-2, seed=7, strategy="fedavg"

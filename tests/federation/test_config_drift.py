@@ -9,8 +9,9 @@ import tomllib
 from pathlib import Path
 
 from fedids.federation.config import RUN_ONLY_KEYS, FederationConfig
+from support import paths
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = paths.REPO
 FEDERATION = ROOT / "src" / "fedids" / "federation"
 DEFAULTS = FederationConfig()
 # `fedids federate` option -> FederationConfig field, where the names differ.

@@ -25,9 +25,10 @@ from cryptography import x509
 
 from fedids.errors import InputError
 from fedids.federation import deployment as dep
+from support import paths
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data" / "cicids2017"
+ROOT = paths.REPO
+DATA = paths.CICIDS
 APP = dep.APP_DIR  # the Flower app shipped in the package; deploy/flower-app links to it
 
 

@@ -1,13 +1,10 @@
 """Federated training in Flower's real simulation engine (Ray), on real CICIDS2017 rows."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from fedids.data.loader import load_flows
 from fedids.federation import messages as m
 from fedids.federation.client_app import (
     LOCAL_VAL_FRACTION,
@@ -20,17 +17,14 @@ from fedids.federation.client_app import (
 )
 from fedids.federation.server_app import FederationConfig, FederationState, load_checkpoint, make_server_app
 from fedids.federation.simulation import make_partitions, run_simulated, write_partitions
-from fedids.task import evaluate_rows, prepare
+from fedids.task import evaluate_rows
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def prepared():
-    files = [DATA / "trafficlabelling-mondirkb" / f for f in ("baseline_ddos.csv", "baseline_portscan.csv")]
-    files.append(DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv")
-    return prepare(load_flows(files).frame, window=5, split="label-time")
+def prepared(cicids_sample):
+    return cicids_sample
 
 
 CONFIG = dict(min_clients=1, hidden=16, window=5, batch_size=64, lr=1e-2, seed=7)

@@ -26,9 +26,10 @@ from fedids.federation.server_app import FederationConfig
 from fedids.federation.simulation import make_partitions, run_simulated
 from fedids.privacy.keys import init_keys, load_secret_context
 from fedids.task import prepare
-from private_messages import assert_no_unlisted_plaintext, recording_client_app
+from support import paths
+from support.private_messages import assert_no_unlisted_plaintext, recording_client_app
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
+DATA = paths.CICIDS
 pytestmark = pytest.mark.slow
 CONFIG = dict(rounds=1, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3, strategy="fedavg")
 
@@ -60,7 +61,7 @@ def test_every_private_mode_ends_with_the_plaintext_global_model(prepared, tmp_p
     for mode in ("he", "secagg", "he+secagg"):
         keys = init_keys(tmp_path / f"keys-{mode}", mode) if "he" in mode else None
         secret = str(keys.secret_context) if keys else None
-        # he and secagg also record every reply a client sends (tests/private_messages.py)
+        # he and secagg also record every reply a client sends (tests/support/private_messages.py)
         app = (
             recording_client_app(tmp_path / mode / "partitions", secret, tmp_path / f"sent-{mode}")
             if mode in ("he", "secagg")

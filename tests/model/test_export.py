@@ -10,7 +10,6 @@ import onnx
 import pytest
 import torch
 
-from fedids.data.loader import load_flows
 from fedids.data.schema import FEATURES
 from fedids.detect.stream import OnnxScorer, TorchScorer, load_scorer, score_windows
 from fedids.errors import InputError
@@ -19,19 +18,17 @@ from fedids.model.artifacts import load_detector, save_detector
 from fedids.model.compress import compute_sparsity, prune_detector
 from fedids.model.export import META_FEATURES, META_LABELS, META_WINDOW, export_onnx, quantize_int8_per_column
 from fedids.model.train import TrainConfig
-from fedids.task import predict_labels, prepare, train_centralized
+from fedids.task import predict_labels
+from support import paths
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cicids2017"
+DATA = paths.CICIDS
 FEDIDS = Path(sys.executable).parent / "fedids"
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory):
-    """A GRU trained for a few epochs on the real TrafficLabelling samples (label-time split)."""
-    torch.set_num_threads(1)  # these machines are shared: one thread trains faster than two contended ones
-    files = sorted(DATA.glob("trafficlabelling-*/*.csv"))
-    data = prepare(load_flows(files).frame, split="label-time")
-    detector, _ = train_centralized(data, TrainConfig(epochs=3))
+def real(real_detector, tmp_path_factory):
+    """The GRU trained on the real TrafficLabelling samples (conftest), saved as a model directory."""
+    detector, data = real_detector
     model_dir = save_detector(tmp_path_factory.mktemp("model") / "m", detector)
     return detector, data, model_dir
 

@@ -1,7 +1,7 @@
 """The packets-to-flows extractor as it was before the array rewrite: dpkt decoding, netflower 1.1.0's
 per-packet flow table (with the first-packet/last-window hooks CICIDS2017 mode needs) and the
 mapping of netflower's records to the 78 features. Kept in the tests only, as the reference that
-``tests/test_extractor.py`` compares the array extractor with (same flows, same features)."""
+``tests/detect/test_extractor.py`` compares the array extractor with (same flows, same features)."""
 
 from __future__ import annotations
 

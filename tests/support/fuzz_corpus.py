@@ -1,5 +1,5 @@
 """The fuzz corpus: hypothesis strategies and hand-made bad inputs, generated at test time (nothing binary is
-committed). Shared by tests/test_fuzz_inputs.py (in-process, many cases) and tests/test_fuzz_cli.py
+committed). Shared by tests/test_fuzz_inputs.py (in-process, many cases) and tests/cli/test_fuzz_cli.py
 (real `fedids` processes, a few dozen representative cases).
 
 Every generator starts from the real CICIDS2017 samples in ../shared/data, so a mutated file is a real file
@@ -15,8 +15,10 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-DATA, PCAPS = SHARED / "cicids2017", SHARED / "pcaps"
+from support import paths
+
+SHARED = paths.SHARED_DATA
+DATA, PCAPS = paths.CICIDS, paths.PCAPS
 SQLI = DATA / "trafficlabelling-mondirkb" / "baseline_sqli.csv"
 PORTSCAN = DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv"
 BENIGN_TL = DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv"

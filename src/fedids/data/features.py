@@ -9,7 +9,7 @@ collected in a :class:`Semantics` value:
   output differs from its documented definitions in ways a model trained on those CSVs has learned
   (flag columns hold the *first packet's* flags in a permuted order, bulk features are 0, ...). The
   differences are checked against the real CICIDS2017 rows in ``../shared/data/cicids2017/`` by
-  ``tests/test_extractor.py`` and listed per feature in :data:`FEATURE_MAP`.
+  ``tests/detect/test_extractor.py`` and listed per feature in :data:`FEATURE_MAP`.
 * :data:`CORRECTED` gives the documented CICFlowMeter definitions (as the Python ports netflower and
   cicflowmeter compute them), for models trained on flows from this extractor.
 * :data:`SYNTHETIC` is what the synthetic generator has always written: the corrected definitions,
@@ -76,7 +76,7 @@ CICFlowMeter-V3 kept its flag counters in a Java ``HashMap`` keyed ``"FIN", "SYN
 under headers in the order FIN, SYN, RST, PSH, ACK, URG, CWE, ECE; and it counted only the first packet
 of a flow. In the 11,998 reference rows every flag column is 0 or 1, ``SYN Flag Count`` equals
 ``Fwd PSH Flags`` (itself first-packet-only) in every row, and the one ECN-setup SYN (SYN+ECE+CWR) shows
-up as ``PSH``, ``RST`` and ``ECE Flag Count``; tests/test_extractor.py re-derives the order."""
+up as ``PSH``, ``RST`` and ``ECE Flag Count``; tests/detect/test_extractor.py re-derives the order."""
 
 _TRUE_FLAG_COLUMNS = {
     "FIN Flag Count": FIN,
