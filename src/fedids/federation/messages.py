@@ -6,10 +6,19 @@ rejected with a logged reason instead of failing deep inside aggregation.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.typing import ConfigRecordValues
 
 from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
+
+if TYPE_CHECKING:
+    from fedids.federation.private import SealedSum
+    from fedids.federation.setup import RunSetup
 
 # Message types (Flower routes "<category>.<action>" to the handler registered for that action).
 QUERY_STATS = "query.stats"
@@ -49,6 +58,77 @@ LOCAL_EPOCHS = "local-epochs"  # epochs the client trained this round
 DEVICE_PROFILE = "device-profile"  # optional in the stats reply: the client's hardware profile
 
 
+# ------------------------------------------------------------------------- typed record access
+# Flower types a RecordDict's values as ``ArrayRecord | MetricRecord | ConfigRecord`` and a ConfigRecord's
+# as a union of scalars and lists. These accessors narrow both on arrival and raise ValueError, naming the
+# key, when a message holds the wrong kind (a missing key stays a KeyError).
+
+
+def array_record(content: RecordDict, key: str) -> ArrayRecord:
+    """``content[key]``, which must be an ArrayRecord."""
+    return _record(content, key, ArrayRecord)
+
+
+def metric_record(content: RecordDict, key: str) -> MetricRecord:
+    """``content[key]``, which must be a MetricRecord."""
+    return _record(content, key, MetricRecord)
+
+
+def config_record(content: RecordDict, key: str) -> ConfigRecord:
+    """``content[key]``, which must be a ConfigRecord."""
+    return _record(content, key, ConfigRecord)
+
+
+_R = TypeVar("_R", ArrayRecord, MetricRecord, ConfigRecord)
+
+
+def _record(content: RecordDict, key: str, kind: type[_R]) -> _R:
+    record = content[key]
+    if not isinstance(record, kind):
+        raise ValueError(f"{key} must be a {kind.__name__}, got a {type(record).__name__}")
+    return record
+
+
+def number(record: ConfigRecord | MetricRecord, key: str) -> int | float:
+    """A numeric entry (int or float) of a config or metric record."""
+    value = record[key]
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"{key} must be a number, got {type(value).__name__}")
+    return value
+
+
+def text(record: ConfigRecord, key: str) -> str:
+    """A string entry of a config record."""
+    value = record[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def blob(record: ConfigRecord, key: str) -> bytes:
+    """A bytes entry of a config record."""
+    value = record[key]
+    if not isinstance(value, bytes):
+        raise ValueError(f"{key} must be bytes, got {type(value).__name__}")
+    return value
+
+
+def texts(record: ConfigRecord, key: str) -> list[str]:
+    """A list-of-strings entry of a config record (an empty list is one)."""
+    value = record[key]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} must be a list of strings")
+    return [v for v in value if isinstance(v, str)]  # all of them (the filter narrows the type)
+
+
+def numbers(record: ConfigRecord | MetricRecord, key: str) -> list[int | float]:
+    """A list-of-numbers entry (ints or floats) of a config or metric record."""
+    value = record[key]
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+        raise ValueError(f"{key} must be a list of numbers")
+    return [v for v in value if isinstance(v, (int, float))]  # all of them (the filter narrows the type)
+
+
 def record_bytes(record: ArrayRecord) -> int:
     """Array bytes of a record, from its metadata (no decoding)."""
     return int(sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values()))
@@ -78,7 +158,7 @@ def stats_reply(
     """The reply to ``query.stats``; ``device_profile`` (a name of ``fedids.evaluation.energy``) tells the
     server the client's hardware for energy accounting (absent: the server assigns one from the key)."""
     labels = sorted(label_counts)
-    info = {
+    info: dict[str, ConfigRecordValues] = {
         "client-key": client_key,
         "labels": labels,
         "label-counts": [int(label_counts[k]) for k in labels],
@@ -99,24 +179,24 @@ def decode_stats_reply(
     content: RecordDict, n_features: int, n_bins: int
 ) -> tuple[str, FeatureStats, dict[str, int]]:
     """Validate and decode a stats reply; raises ValueError with the reason on a malformed payload."""
-    hist = content[STATS]["hist"].numpy()
+    hist = array_record(content, STATS)["hist"].numpy()
     if hist.shape != (n_features, n_bins) or hist.dtype != np.int64 or (hist < 0).any():
         raise ValueError(f"bad histogram: shape {hist.shape}, dtype {hist.dtype}")
-    count = int(content[METRICS][NUM_EXAMPLES])
+    count = int(number(metric_record(content, METRICS), NUM_EXAMPLES))
     if int(hist[0].sum()) != count:
         raise ValueError("histogram does not add up to the reported row count")
-    info = content[INFO]
-    labels, counts = list(info["labels"]), [int(c) for c in info["label-counts"]]
+    info = config_record(content, INFO)
+    labels, counts = texts(info, "labels"), [int(c) for c in numbers(info, "label-counts")]
     if len(labels) != len(counts) or sum(counts) != count:
         raise ValueError("label counts do not add up to the reported row count")
-    return str(info["client-key"]), FeatureStats(count, hist), dict(zip(labels, counts))
+    return text(info, "client-key"), FeatureStats(count, hist), dict(zip(labels, counts))
 
 
 def check_train_reply(content: RecordDict, shapes: list[tuple[int, ...]]) -> None:
     """Raise ValueError unless ``content`` holds finite float32 weights of ``shapes`` and a sane weight."""
     if ARRAYS not in content or METRICS not in content:
         raise ValueError("reply lacks arrays or metrics")
-    arrays = [a.numpy() for a in content[ARRAYS].values()]
+    arrays = [a.numpy() for a in array_record(content, ARRAYS).values()]
     if [tuple(a.shape) for a in arrays] != [tuple(s) for s in shapes]:
         raise ValueError("weights have the wrong shapes")
     for a in arrays:
@@ -124,7 +204,7 @@ def check_train_reply(content: RecordDict, shapes: list[tuple[int, ...]]) -> Non
             raise ValueError(f"weights have dtype {a.dtype}, expected float32")
         if not np.isfinite(a).all():
             raise ValueError("weights contain NaN or Inf")
-    n = content[METRICS].get(NUM_EXAMPLES)
+    n = metric_record(content, METRICS).get(NUM_EXAMPLES)
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"invalid {NUM_EXAMPLES}: {n!r}")
 
@@ -157,7 +237,7 @@ PREVIOUS = "previous"  # ArrayRecord: the global model before the current one (s
 DPSGD_EPSILON = "dpsgd-epsilon"
 
 
-def encode_setup(setup) -> ConfigRecord:
+def encode_setup(setup: RunSetup) -> ConfigRecord:
     """A :class:`~fedids.federation.setup.RunSetup` as one ConfigRecord (float64 exact)."""
     return ConfigRecord(
         {
@@ -172,13 +252,13 @@ def encode_setup(setup) -> ConfigRecord:
     )
 
 
-def decode_setup(record: ConfigRecord):
+def decode_setup(record: ConfigRecord) -> RunSetup:
     """Inverse of :func:`encode_setup`; raises ValueError on inconsistent fields."""
     from fedids.federation.setup import RunSetup
 
-    labels = list(record["labels"])
-    totals = np.asarray(record["class-totals"], dtype=np.int64)
-    weights = np.asarray(record["class-weights"], dtype=np.float32)
+    labels = texts(record, "labels")
+    totals = np.asarray(numbers(record, "class-totals"), dtype=np.int64)
+    weights = np.asarray(numbers(record, "class-weights"), dtype=np.float32)
     if (
         len(labels) < 1
         or totals.shape != (len(labels),)
@@ -186,37 +266,36 @@ def decode_setup(record: ConfigRecord):
         or (totals < 0).any()
     ):
         raise ValueError("setup: labels, class totals and class weights disagree")
-    scaler = FlowScaler.from_dict({"center": record["center"], "scale": record["scale"]})
-    return RunSetup(
-        scaler, LabelVocabulary(labels), totals, weights, int(record["rows"]), int(record["unknown-rows"])
-    )
+    scaler = FlowScaler.from_dict({"center": numbers(record, "center"), "scale": numbers(record, "scale")})
+    rows, unknown_rows = int(number(record, "rows")), int(number(record, "unknown-rows"))
+    return RunSetup(scaler, LabelVocabulary(labels), totals, weights, rows, unknown_rows)
 
 
-def setup_entries(setup) -> tuple[ArrayRecord, dict]:
+def setup_entries(setup: RunSetup) -> tuple[ArrayRecord, dict[str, ConfigRecordValues]]:
     """The setup as a plaintext message carries it: the PREPROCESSING record and config entries."""
     record = encode_setup(setup)
     entries = {k: record[k] for k in ("class-totals", "class-weights", "rows", "unknown-rows")}
     return encode_preprocessing(setup.scaler), entries
 
 
-def decode_setup_message(content: RecordDict):
+def decode_setup_message(content: RecordDict) -> RunSetup:
     """The setup of a plaintext message (PREPROCESSING record plus config entries)."""
-    config = content[CONFIG]
-    scaler = decode_preprocessing(content[PREPROCESSING])
+    config = config_record(content, CONFIG)
+    scaler = decode_preprocessing(array_record(content, PREPROCESSING))
     record = ConfigRecord(
         {
             "center": [float(x) for x in scaler.center],
             "scale": [float(x) for x in scaler.scale],
-            "labels": list(config["labels"]),
+            "labels": texts(config, "labels"),
             **{k: config[k] for k in ("class-totals", "class-weights", "rows", "unknown-rows")},
         }
     )
     return decode_setup(record)
 
 
-def encode_sealed(sums: dict) -> tuple[ArrayRecord, ConfigRecord]:
+def encode_sealed(sums: dict[str, SealedSum]) -> tuple[ArrayRecord, ConfigRecord]:
     """Sealed sums (:class:`~fedids.federation.private.SealedSum`) by name, as two records."""
-    arrays, meta = ArrayRecord(), {}
+    arrays, meta = ArrayRecord(), dict[str, ConfigRecordValues]()
     for name, sealed in sums.items():
         arrays[name] = Array(np.frombuffer(sealed.ciphertext, dtype=np.uint8))
         meta[f"{name}.kind"], meta[f"{name}.values"] = sealed.kind, sealed.values
@@ -224,20 +303,20 @@ def encode_sealed(sums: dict) -> tuple[ArrayRecord, ConfigRecord]:
     return arrays, ConfigRecord(meta)
 
 
-def add_sealed(content: RecordDict, sums: dict) -> RecordDict:
+def add_sealed(content: RecordDict, sums: dict[str, SealedSum]) -> RecordDict:
     """Put sealed sums into a message's content (nothing if ``sums`` is empty)."""
     if sums:
         content[SEALED], content[SEALED_META] = encode_sealed(sums)
     return content
 
 
-def decode_sealed(content: RecordDict, names: tuple[str, ...]) -> dict:
+def decode_sealed(content: RecordDict, names: tuple[str, ...]) -> dict[str, SealedSum]:
     """The sealed sums of ``names`` that a message carries; raises ValueError on a malformed entry."""
     from fedids.federation.private import SealedSum
 
     if SEALED not in content:
         return {}
-    arrays, meta = content[SEALED], content[SEALED_META]
+    arrays, meta = array_record(content, SEALED), config_record(content, SEALED_META)
     out = {}
     for name in names:
         if name not in arrays:
@@ -255,44 +334,41 @@ def decode_sealed(content: RecordDict, names: tuple[str, ...]) -> dict:
 
 
 # ------------------------------------------------------------------- typed instruction records
-def _decode_fields(cls, record) -> dict:
+def _decode_fields(cls: type[_Instructions], record: ConfigRecord) -> dict[str, Any]:
     """Read a dataclass's fields from a ConfigRecord (kebab-case keys), checking each value's type."""
-    import dataclasses
-
-    values = {}
+    values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         key = f.name.replace("_", "-")
         if key not in record:
             if f.default is dataclasses.MISSING:
                 raise ValueError(f"{cls.__name__}: missing {key}")
             continue
-        value = record[key]
-        kind = {"int": int, "float": float, "str": str, "tuple[str, ...]": tuple}[str(f.type)]
+        value: ConfigRecordValues | tuple[str, ...] = record[key]
+        kind: type = {"int": int, "float": float, "str": str, "tuple[str, ...]": tuple}[str(f.type)]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if kind is tuple and isinstance(value, list):
             value = tuple(str(v) for v in value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ValueError(f"{cls.__name__}: {key} must be {kind.__name__}, got {type(value).__name__}")
-        if kind is float and not np.isfinite(value):
+        if isinstance(value, float) and not np.isfinite(value):  # kind is float
             raise ValueError(f"{cls.__name__}: {key} must be finite")
         values[f.name] = value
     return values
 
 
+@dataclass(frozen=True)
 class _Instructions:
     """A typed ConfigRecord: ``to_config()`` for the sender, ``from_config()`` validates on receipt."""
 
-    def to_config(self) -> dict:
-        import dataclasses
-
+    def to_config(self) -> dict[str, ConfigRecordValues]:
         return {
             f.name.replace("_", "-"): (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
             for f in dataclasses.fields(self)
         }
 
     @classmethod
-    def from_config(cls, record):
+    def from_config(cls, record: ConfigRecord) -> Self:
         instructions = cls(**_decode_fields(cls, record))
         instructions.check()
         return instructions
@@ -301,10 +377,7 @@ class _Instructions:
         """Raise ValueError on values no honest server sends."""
 
 
-from dataclasses import dataclass as _dataclass  # noqa: E402  (kept beside the records it builds)
-
-
-@_dataclass(frozen=True)
+@dataclass(frozen=True)
 class ModelInstructions(_Instructions):
     """What every message carrying a global model says about it (calibration, final model)."""
 
@@ -317,13 +390,31 @@ class ModelInstructions(_Instructions):
     calibration_seed: int = 0
     alert_threshold: float = -1.0  # the final model's alert threshold (-1: none chosen)
     alert_max_false_alarm_rate: float = 0.0  # the validation false-alarm budget it was chosen for
+    # DP runs release the calibration sums with noise (fedids.federation.calibration_dp): unit "window"
+    # or "client" ("" = no DP), noise multiplier and noise shares.
+    calibration_dp_unit: str = ""
+    calibration_dp_noise: float = 0.0
+    calibration_dp_shares: int = 1
 
     def check(self) -> None:
         if not self.labels or self.window < 1 or self.hidden < 1 or not self.server_lr > 0:
             raise ValueError("labels, window, hidden and server-lr must be non-empty / positive")
+        if self.calibration_dp_unit:
+            self.calibration_privacy()  # raises ValueError on a unit, noise or share count out of range
+
+    def calibration_privacy(self):
+        """The calibration sums' :class:`~fedids.federation.calibration_dp.CalibrationPrivacy` (None
+        without DP)."""
+        if not self.calibration_dp_unit:
+            return None
+        from fedids.federation.calibration_dp import CalibrationPrivacy
+
+        return CalibrationPrivacy(
+            self.calibration_dp_unit, self.calibration_dp_noise, self.calibration_dp_shares
+        )
 
 
-@_dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainInstructions(ModelInstructions):
     """A training message's settings (:func:`fedids.federation.rounds.train_config` writes them, from
     :class:`~fedids.federation.config.FederationConfig`: no defaults here, so a missing key is an error,
@@ -346,6 +437,7 @@ class TrainInstructions(ModelInstructions):
     dpsgd_clip: float
     dpsgd_delta: float
     dpsgd_batch_size: int
+    dpsgd_release_noise: float  # > 0: budget two calibration releases at this noise multiplier
     dpsgd_lr: float
     clip_norm: float = 0.0  # dp: the L2 bound of the update
     noise_std: float = 0.0  # dp: this client's share of the Gaussian noise
