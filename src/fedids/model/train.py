@@ -85,11 +85,13 @@ def fit(
     class_weights: np.ndarray | None = None,
     global_params: list[torch.Tensor] | None = None,
     progress: Callable[[int], None] | None = None,
+    epoch_end: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam on the rows given by ``windows`` / ``targets``.
 
     ``targets`` are int64 class indices ``(n_rows,)``; rows with target ``-1`` are skipped.
-    ``progress(n)`` is called after each batch with the number of rows just seen.
+    ``progress(n)`` is called after each batch with the number of rows just seen; ``epoch_end(epoch)``
+    after each epoch (0-based), and training stops early when it returns True (early stopping).
     """
     keep = targets >= 0
     windows, targets = windows[keep], targets[keep]
@@ -106,7 +108,7 @@ def fit(
     result = TrainResult(examples=len(targets))
     start = time.perf_counter()
     model.train()
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
         order = torch.randperm(len(targets), generator=gen).numpy()
         total, seen = 0.0, 0
         for lo in range(0, len(order), config.batch_size):
@@ -128,6 +130,8 @@ def fit(
             if progress:
                 progress(len(rows))
         result.losses.append(total / max(seen, 1))
+        if epoch_end is not None and epoch_end(epoch):
+            break
     result.seconds = time.perf_counter() - start
     return result
 

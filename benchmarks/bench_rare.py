@@ -1,0 +1,102 @@
+"""The rare-class protocol (fedids.evaluation.rare): each attack class cut to its earliest k training flows.
+
+For the real TrafficLabelling/MachineLearningCVE samples under ../shared/data/cicids2017/ (DDoS, PortScan,
+SQL injection, XSS, BENIGN) and for the synthetic default (fedids.data.synth, 11 attack classes): split by
+time within each label (`--split label-time`, 70/30), keep the earliest k training flows of every attack
+class (all benign training flows), then train and score on the untouched test flows, in one run and on the
+same rows: fedids centralized (`fedids train`'s path), fedids federated (Flower simulation, `shared:0.5`)
+and a random forest (100 trees, single flows). Per-class F1/precision, macro-F1; mean of the seeds.
+Writes benchmarks/results/rare.json (or --out).
+
+    .venv/bin/python benchmarks/bench_rare.py                       # full: k 5,10,20,50, 3 seeds
+    .venv/bin/python benchmarks/bench_rare.py --quick               # k 5,10, 1 seed, small synthetic
+    .venv/bin/python benchmarks/bench_rare.py --data real --models centralized,random_forest \\
+        --recipes early-stop,prototype                              # candidate recipes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from _common import REAL_FILES, write_result
+from fedids.data.loader import load_flows
+from fedids.evaluation.rare import K_VALUES, MODELS, RareConfig, format_tables, run_protocol
+from fedids.task import prepare
+
+QUICK_SYNTH = {"devices": 12, "hours": 0.5, "gateways": 2}
+
+
+def load_dataset(name: str, quick: bool, seed: int = 0):
+    """The canonical flow frame of ``real`` (the CLI's loader) or ``synthetic`` (the default generator)."""
+    if name == "real":
+        return load_flows([str(p) for p in REAL_FILES]).frame
+    from fedids.data.synth import SynthConfig, generate_flows
+
+    return generate_flows(SynthConfig(seed=seed, **(QUICK_SYNTH if quick else {})))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=("real", "synthetic", "both"), default="both")
+    p.add_argument("--k", default=",".join(map(str, K_VALUES)), help="comma-separated k values")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
+    p.add_argument("--partitions", default="shared:0.5", help="federated partitions, comma-separated")
+    p.add_argument("--recipes", default="", help="candidate recipes (fedids.evaluation.rare_recipes)")
+    p.add_argument("--clients", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=5, help="centralized epochs (fedids train: 5)")
+    p.add_argument("--quick", action="store_true", help="k 5,10, one seed, small synthetic, 3 rounds")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/rare.json)")
+    return p.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace) -> RareConfig:
+    split = [s for s in args.recipes.split(",") if s]
+    return RareConfig(
+        k_values=(5, 10) if args.quick else tuple(int(k) for k in args.k.split(",")),
+        seeds=(0,) if args.quick else tuple(range(args.seeds)),
+        models=tuple(m for m in args.models.split(",") if m),
+        partitions=tuple(p for p in args.partitions.split(",") if p),
+        recipes=tuple(split),
+        clients=args.clients,
+        rounds=3 if args.quick else args.rounds,
+        epochs=args.epochs,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # as fedids experiment: one thread per process on a small shared machine
+    cfg = make_config(args)
+    datasets = ("real", "synthetic") if args.data == "both" else (args.data,)
+    payload: dict = {
+        "command": "benchmarks/bench_rare.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "protocol": "label-time 70/30; earliest k training flows per attack class; test flows untouched",
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()},
+        "datasets": {},
+    }
+    for name in datasets:
+        start = time.perf_counter()
+        data = prepare(load_dataset(name, args.quick), window=cfg.window, split="label-time")
+        result = run_protocol(data, cfg, log=lambda line, n=name: print(f"[{n}] {line}", flush=True))
+        result["seconds"] = time.perf_counter() - start
+        result["flows"] = int(len(data.labels))
+        payload["datasets"][name] = result
+        print(f"\n## {name}\n\n{format_tables(result['summary'])}\n", flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+        print(f"wrote {args.out}")
+    else:
+        write_result("rare", payload)
+
+
+if __name__ == "__main__":
+    main()

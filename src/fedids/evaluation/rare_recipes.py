@@ -1,0 +1,251 @@
+"""Candidate training recipes for rare classes, measured on the rare-class protocol (:mod:`.rare`).
+
+Each recipe is a :class:`Recipe` (options, none of them a default of ``fedids train``) that trains the
+centralized GRU on the same kept rows as the protocol's ``centralized`` model and is scored the same way:
+
+* ``epochs``: a fixed epoch count other than ``fedids train``'s 5;
+* ``early_stopping``: up to ``epochs`` epochs, keeping the weights of the epoch with the best macro-F1
+  on the time-ordered validation slice (the latest 20% of each label's training flows), stopping after
+  ``patience`` epochs without improvement;
+* ``logit_adjust``: logit-adjusted cross-entropy (Menon et al., ICLR 2021): training logits are offset by
+  ``tau * log(prior)``, inference uses the raw logits; with uniform class weights instead of focal loss;
+* ``balanced``: class-balanced sampling (each epoch draws rows with probability proportional to
+  ``1 / count(class)``), uniform class weights;
+* ``prototype``: a nearest-class-mean head on the GRU's embedding (cosine similarity to each class's mean
+  training embedding, softmax at temperature ``proto_temperature``), its probabilities mixed with the
+  linear head's by ``proto_weight``;
+* ``flow_skip``: the head reads the last flow's scaled features beside the GRU's window summary;
+* ``hidden`` / ``window``: model size and window length;
+* ``train_validation``: also train on the validation slice (``fedids train`` holds it out for the alert
+  threshold, which costs a rare class ``round(0.2 k)`` of its k flows).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedids.data.preprocess import LabelVocabulary
+from fedids.data.schema import FEATURES
+from fedids.data.windows import compute_window_indices, host_keys
+from fedids.evaluation.rare import RareConfig, RareSplit, score_predictions, validation_mask
+from fedids.model.gru import GRUDetector
+from fedids.model.train import TrainConfig, fit, forward_batches, predict_proba
+from fedids.task import PreparedData, fit_preprocessing
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One candidate (see module docstring); the defaults reproduce ``fedids train``."""
+
+    epochs: int = 5
+    early_stopping: bool = False
+    patience: int = 5
+    loss: str = "focal"
+    logit_adjust: float = 0.0
+    balanced: bool = False
+    prototype: bool = False
+    proto_weight: float = 0.5
+    proto_temperature: float = 0.1
+    flow_skip: bool = False
+    hidden: int | None = None
+    window: int | None = None
+    train_validation: bool = False
+
+
+RECIPES: dict[str, Recipe] = {
+    "default": Recipe(),
+    "epochs30": Recipe(epochs=30),
+    "early-stop": Recipe(epochs=50, early_stopping=True),
+    "logit-adjust": Recipe(loss="weighted_ce", logit_adjust=1.0),
+    "balanced": Recipe(loss="weighted_ce", balanced=True),
+    "prototype": Recipe(prototype=True),
+    "flow-skip": Recipe(flow_skip=True),
+    "hidden128": Recipe(hidden=128),
+    "window5": Recipe(window=5),
+    "train-val": Recipe(train_validation=True),
+    "es+prototype": Recipe(epochs=50, early_stopping=True, prototype=True),
+    "es+logit-adjust": Recipe(epochs=50, early_stopping=True, loss="weighted_ce", logit_adjust=1.0),
+    "es+flow-skip": Recipe(epochs=50, early_stopping=True, flow_skip=True),
+}
+"""Named candidates for ``bench_rare.py --recipes``."""
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name`` (a key of :data:`RECIPES`)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: choose from {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+class FlowSkipGRU(GRUDetector):
+    """A :class:`GRUDetector` whose head reads ``[GRU summary, last flow's inputs]``: ``(batch, hidden +
+    n_inputs)`` into ``(batch, n_classes)`` logits."""
+
+    def __init__(self, n_inputs: int, n_classes: int, hidden: int) -> None:
+        super().__init__(n_inputs, n_classes, hidden)
+        self.head = nn.Linear(hidden + n_inputs, n_classes)
+
+    def embed(self, windows: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(windows)
+        return torch.cat([out[:, -1, :], windows[:, -1, :]], dim=1)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(windows))
+
+
+class AdjustedLogits(nn.Module):
+    """Adds ``offsets`` ``(n_classes,)`` to ``model``'s logits in training mode only (logit adjustment)."""
+
+    def __init__(self, model: GRUDetector, offsets: np.ndarray) -> None:
+        super().__init__()
+        self.model, self.head = model, model.head
+        self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.float32))
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        logits = self.model(windows)
+        return logits + self.offsets if self.training else logits
+
+
+def _embed(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    model.eval()
+    width = model.head.in_features
+    if isinstance(model, FlowSkipGRU):
+        return forward_batches(model.embed, scaled, windows, width)
+    return forward_batches(lambda x: model.gru(x)[0][:, -1, :], scaled, windows, width)
+
+
+def prototype_proba(
+    model: GRUDetector,
+    scaled: np.ndarray,
+    train_windows: np.ndarray,
+    train_targets: np.ndarray,
+    windows: np.ndarray,
+    temperature: float,
+) -> np.ndarray:
+    """Nearest-class-mean probabilities ``(n, n_classes)``: softmax of the cosine similarity between each
+    window's embedding and each class's mean training embedding, over ``temperature``."""
+    n_classes = model.head.out_features
+    train_emb = _embed(model, scaled, train_windows)
+    means = np.zeros((n_classes, train_emb.shape[1]), dtype=np.float64)
+    present = np.zeros(n_classes, dtype=bool)
+    for c in np.unique(train_targets[train_targets >= 0]):
+        means[c], present[c] = train_emb[train_targets == c].mean(axis=0), True
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    emb = _embed(model, scaled, windows).astype(np.float64)
+    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    sim = np.where(present, emb @ means.T, -np.inf) / temperature
+    sim -= sim.max(axis=1, keepdims=True)
+    p = np.exp(sim)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _fit_data(split: RareSplit, cfg: RareConfig, recipe: Recipe) -> tuple[PreparedData, np.ndarray]:
+    """The kept rows (windows rebuilt for the recipe's window) and the validation mask."""
+    data = split.data
+    window = recipe.window or cfg.window
+    if window != cfg.window:
+        data = dataclasses.replace(data, windows=compute_window_indices(host_keys(data.frame), window))
+    return data, validation_mask(data, cfg.validation_fraction)
+
+
+def _balanced_rows(targets: np.ndarray, epochs: int, seed: int) -> np.ndarray:
+    """Row positions for ``epochs`` epochs of class-balanced sampling: ``len(targets)`` draws per epoch,
+    each class equally likely, rows of a class uniformly (with replacement)."""
+    counts = np.bincount(targets)
+    p = 1.0 / counts[targets]
+    return np.random.default_rng(seed).choice(len(targets), size=len(targets) * epochs, p=p / p.sum())
+
+
+def _train(
+    recipe: Recipe,
+    model: GRUDetector,
+    scaled: np.ndarray,
+    data: PreparedData,
+    fit_rows: np.ndarray,
+    targets: np.ndarray,
+    val_rows: np.ndarray,
+    config: TrainConfig,
+    vocabulary: LabelVocabulary,
+) -> None:
+    """Train ``model`` in place as ``recipe`` says (sampling, loss, early stopping)."""
+    n_classes = model.head.out_features
+    windows = data.windows[fit_rows]
+    weights = None
+    if recipe.loss == "weighted_ce":
+        weights = np.where(np.bincount(targets, minlength=n_classes) > 0, 1.0, 0.0).astype(np.float32)
+    if recipe.balanced:
+        order = _balanced_rows(targets, config.epochs, config.seed)
+        windows, targets = windows[order], targets[order]
+        config = dataclasses.replace(config, epochs=1)
+    trained: nn.Module = model
+    if recipe.logit_adjust:
+        prior = np.bincount(targets, minlength=n_classes) / len(targets)
+        trained = AdjustedLogits(model, recipe.logit_adjust * np.log(np.maximum(prior, 1e-12)))
+    hook = None
+    if recipe.early_stopping:
+        hook = _EarlyStopping(model, scaled, data, val_rows, vocabulary, recipe.patience)
+    fit(trained, scaled, windows, targets, config, class_weights=weights, epoch_end=hook)
+    if hook is not None:
+        hook.restore()
+
+
+class _EarlyStopping:
+    """``epoch_end`` hook: macro-F1 on the validation windows after each epoch; keeps the best weights."""
+
+    def __init__(
+        self,
+        model: GRUDetector,
+        scaled: np.ndarray,
+        data: PreparedData,
+        rows: np.ndarray,
+        vocabulary: LabelVocabulary,
+        patience: int,
+    ) -> None:
+        self.model, self.scaled, self.data, self.rows, self.patience = model, scaled, data, rows, patience
+        self.vocabulary = vocabulary
+        self.best, self.best_epoch, self.state = -1.0, -1, copy.deepcopy(model.state_dict())
+
+    def __call__(self, epoch: int) -> bool:
+        proba = predict_proba(self.model, self.scaled, self.data.windows[self.rows])
+        self.model.train()
+        score = score_predictions(self.data.labels[self.rows], self.vocabulary.decode(proba.argmax(axis=1)))
+        if score["macro_f1"] > self.best:
+            self.best, self.best_epoch = score["macro_f1"], epoch
+            self.state = copy.deepcopy(self.model.state_dict())
+        return epoch - self.best_epoch >= self.patience
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
+
+
+def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> dict[str, Any]:
+    """Train the centralized GRU on the protocol's kept rows with ``recipe`` and score its test flows."""
+    data, val = _fit_data(split, cfg, recipe)
+    fit_rows = data.train_rows if recipe.train_validation else data.train_rows[~val[data.train_rows]]
+    scaler, vocab = fit_preprocessing(data.features[fit_rows], data.labels[fit_rows])
+    scaled = scaler.transform(data.features)
+    hidden = recipe.hidden or cfg.hidden
+    torch.manual_seed(seed)
+    cls = FlowSkipGRU if recipe.flow_skip else GRUDetector
+    model = cls(len(FEATURES) + 1, len(vocab), hidden)
+    targets = vocab.encode(data.labels[fit_rows])
+    keep = targets >= 0
+    fit_rows, targets = fit_rows[keep], targets[keep]
+    config = TrainConfig(epochs=recipe.epochs, seed=seed, loss=recipe.loss)
+    val_rows = np.flatnonzero(val)
+    _train(recipe, model, scaled, data, fit_rows, targets, val_rows, config, vocab)
+    test = data.test_rows
+    proba = predict_proba(model, scaled, data.windows[test])
+    if recipe.prototype:
+        proto = prototype_proba(
+            model, scaled, data.windows[fit_rows], targets, data.windows[test], recipe.proto_temperature
+        )
+        proba = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
+    return score_predictions(data.labels[test], vocab.decode(proba.argmax(axis=1)))

@@ -1,0 +1,100 @@
+"""The rare-class protocol: the k-earliest cut and a tiny end-to-end run on a real CICIDS2017 sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedids.data.loader import load_flows
+from fedids.data.schema import BENIGN_LABEL, SEQ
+from fedids.evaluation.rare import (
+    RareConfig,
+    restrict_training,
+    run_protocol,
+    score_predictions,
+    select_earliest_training_rows,
+)
+from fedids.task import prepare
+
+CICIDS = Path(__file__).resolve().parents[3] / "shared" / "data" / "cicids2017"
+SAMPLE = [
+    CICIDS / "trafficlabelling-mondirkb" / "baseline_sqli.csv",
+    CICIDS / "trafficlabelling-mondirkb" / "baseline_xss.csv",
+    CICIDS / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
+]
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    if not all(p.exists() for p in SAMPLE):
+        pytest.skip("real CICIDS2017 samples not available")
+    return load_flows([str(p) for p in SAMPLE]).frame
+
+
+@pytest.fixture(scope="module")
+def data(frame):
+    return prepare(frame, window=10, split="label-time")
+
+
+@pytest.mark.parametrize("k", [1, 5, 10, 50])
+def test_keeps_exactly_the_k_earliest_training_flows_per_attack_class(data, k):
+    kept = select_earliest_training_rows(data, k)
+    assert not data.test_mask[kept].any(), "a test flow was selected for training"
+    order = list(zip(data.frame["timestamp"], data.frame[SEQ]))
+    train = set(data.train_rows.tolist())
+    for label in np.unique(data.labels):
+        available = [r for r in range(len(data.labels)) if r in train and data.labels[r] == label]
+        chosen = kept[data.labels[kept] == label]
+        if label == BENIGN_LABEL:
+            assert chosen.tolist() == available  # benign training flows are all kept
+            continue
+        assert len(chosen) == min(k, len(available))
+        # The earliest by (timestamp, seq), computed independently of the frame's row order.
+        earliest = sorted(available, key=lambda r: order[r])[:k]
+        assert sorted(chosen.tolist()) == sorted(earliest)
+
+
+def test_restricted_split_keeps_every_test_flow_unchanged(data):
+    split = restrict_training(data, 5, window=10)
+    small = split.data
+    np.testing.assert_array_equal(split.source_rows[small.test_mask], data.test_rows)
+    np.testing.assert_array_equal(small.labels[small.test_mask], data.labels[data.test_rows])
+    np.testing.assert_array_equal(small.features[small.test_mask], data.features[data.test_rows])
+    # Training rows are the selection, and windows only reach kept rows.
+    np.testing.assert_array_equal(split.source_rows[~small.test_mask], select_earliest_training_rows(data, 5))
+    assert small.windows.max() < len(small.labels)
+    assert split.kept["Web Attack - XSS"] == 5 and split.available["Web Attack - XSS"] > 5
+
+
+def test_selection_does_not_depend_on_input_row_order(frame):
+    shuffled = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    a, b = prepare(frame, split="label-time"), prepare(shuffled, split="label-time")
+    rows_a = a.frame.iloc[select_earliest_training_rows(a, 3)][SEQ].to_numpy()
+    rows_b = b.frame.iloc[select_earliest_training_rows(b, 3)][SEQ].to_numpy()
+    np.testing.assert_array_equal(np.sort(rows_a), np.sort(rows_b))
+
+
+def test_score_predictions_by_hand():
+    y_true = np.array(["a", "a", "b", "b"])
+    y_pred = np.array(["a", "b", "b", "b"])
+    s = score_predictions(y_true, y_pred)
+    assert s["per_class"]["a"] == {"f1": pytest.approx(2 / 3), "precision": 1.0, "recall": 0.5, "support": 2}
+    assert s["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert s["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_protocol_end_to_end_on_a_real_sample(data):
+    cfg = RareConfig(k_values=(5,), seeds=(0,), models=("centralized", "random_forest"), epochs=1)
+    result = run_protocol(data, cfg)
+    assert {r["model"] for r in result["runs"]} == {"centralized", "random_forest"}
+    for run in result["runs"]:
+        assert set(run["per_class"]) == set(np.unique(data.labels[data.test_rows]))
+        for scores in run["per_class"].values():
+            assert 0.0 <= scores["f1"] <= 1.0 and 0.0 <= scores["precision"] <= 1.0
+    summary = result["summary"]
+    assert 0.0 <= summary["centralized"]["5"]["macro_f1"] <= 1.0
+    assert "Web Attack - Sql Injection" in summary["random_forest"]["5"]["per_class"]
+    assert result["splits"]["5"]["kept"]["Web Attack - Sql Injection"] == 5
