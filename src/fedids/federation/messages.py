@@ -7,6 +7,7 @@ rejected with a logged reason instead of failing deep inside aggregation.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -127,6 +128,16 @@ def numbers(record: ConfigRecord | MetricRecord, key: str) -> list[int | float]:
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
         raise ValueError(f"{key} must be a list of numbers")
     return [v for v in value if isinstance(v, (int, float))]  # all of them (the filter narrows the type)
+
+
+def config_from(values: Mapping[str, ConfigRecordValues]) -> ConfigRecord:
+    """A ConfigRecord of ``values`` (any mapping whose values a ConfigRecord holds)."""
+    return ConfigRecord(dict(values))
+
+
+def error_reason(reply: Message) -> str:
+    """The first line of a failed reply's error reason, at most 200 characters."""
+    return ((reply.error.reason or "").splitlines() or [""])[0][:200]
 
 
 def record_bytes(record: ArrayRecord) -> int:

@@ -19,13 +19,19 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app.typing import ConfigRecordValues
 from flwr.serverapp import Grid
 
 from fedids.federation import messages as m
 from fedids.federation.private import PrivacyMode, SealedSum, SumResult, secagg_clip_range
+
+if TYPE_CHECKING:
+    from fedids.privacy.he_secagg import HESecAggServer
+    from fedids.privacy.secagg import SecAggConfig
 
 log = logging.getLogger("fedids.server")
 _SUM_IDS = itertools.count(1)
@@ -55,9 +61,7 @@ def exchange(
     for reply in answers:
         node = reply.metadata.src_node_id
         if reply.has_error():
-            log.warning(
-                "%s: client %s dropped out: %s", message_type, node, reply.error.reason.splitlines()[0][:200]
-            )
+            log.warning("%s: client %s dropped out: %s", message_type, node, m.error_reason(reply))
             continue
         if node in replies or node not in contents:
             log.warning("%s: rejected duplicate or unsolicited reply from %s", message_type, node)
@@ -97,7 +101,7 @@ def secure_sum(
             grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public, timeout, result
         )
     else:
-        spec = {"values": values, "length": length, "privacy": mode.name}
+        spec: dict[str, ConfigRecordValues] = {"values": values, "length": length, "privacy": mode.name}
         quantisation = _quantisation(nodes, length, values, sum_id) if mode.he else None
         if quantisation is not None:
             spec |= {f"quant.{k}": v for k, v in quantisation.to_dict().items()}
@@ -111,7 +115,7 @@ def secure_sum(
     return result, accepted
 
 
-def _quantisation(nodes: list[int], length: int, values: str, sum_id: int):
+def _quantisation(nodes: list[int], length: int, values: str, sum_id: int) -> SecAggConfig:
     """How ``he`` clients quantise their vectors before BFV encryption: SecAgg's fixed-point code (step
     ``n * clip / 2**31``, exact integer sums modulo ``2**32``) without the masks."""
     from fedids.privacy.secagg import SecAggConfig
@@ -129,18 +133,20 @@ def _sum_single_stage(
     values: str,
     he_public: bytes | None,
     result: SumResult,
-    check=None,
-    quantisation=None,
+    check: Callable[[int, np.ndarray], None] | None = None,
+    quantisation: SecAggConfig | None = None,
 ) -> list[Message]:
     accepted: list[Message] = []
     if mode.he:
         from fedids.privacy.he import InvalidCiphertextError
         from fedids.privacy.he_secagg import EncryptedMaskedSum
 
+        if he_public is None or quantisation is None:
+            raise ValueError("he sums need the clients' public context and a quantisation")
         total = EncryptedMaskedSum(he_public, length)  # refuses a context that holds a secret key
         for node in sorted(replies):
             try:
-                blob = replies[node].content[m.CONTRIBUTION]["ct"].numpy()
+                blob = m.array_record(replies[node].content, m.CONTRIBUTION)["ct"].numpy()
                 if blob.dtype != np.uint8 or blob.ndim != 1:
                     raise InvalidCiphertextError("ciphertext must be a 1-D uint8 array")
                 total.add(blob.tobytes())
@@ -156,7 +162,7 @@ def _sum_single_stage(
     running = np.zeros(length, dtype=np.float64)
     for node in sorted(replies):  # node order fixed, so the float sum is reproducible
         try:
-            value = replies[node].content[m.CONTRIBUTION]["value"].numpy()
+            value = m.array_record(replies[node].content, m.CONTRIBUTION)["value"].numpy()
             if value.dtype != np.float64 or value.shape != (length,):
                 raise ValueError(
                     f"vector has dtype {value.dtype} and shape {value.shape}, expected float64 ({length},)"
@@ -177,16 +183,16 @@ def _sum_single_stage(
 
 
 def _run_secagg(
-    grid,
-    mode,
-    nodes,
-    message_type,
-    make_content,
-    length,
-    values,
-    sum_id,
-    he_public,
-    timeout,
+    grid: Grid,
+    mode: PrivacyMode,
+    nodes: list[int],
+    message_type: str,
+    make_content: Callable[[int], RecordDict],
+    length: int,
+    values: str,
+    sum_id: int,
+    he_public: bytes | None,
+    timeout: float,
     result: SumResult,
 ) -> list[Message]:
     from fedids.privacy.secagg import InvalidMessageError, SecAggConfig, SecAggServer, dequantize_sum
@@ -198,12 +204,8 @@ def _run_secagg(
         round_id=sum_id,
         clip_range=secagg_clip_range(values, len(nodes)),
     )
-    if mode.he:
-        from fedids.privacy.he_secagg import HESecAggServer
-
-        server = HESecAggServer(config, he_public)
-    else:
-        server = SecAggServer(config)
+    he_server = _he_secagg_server(config, he_public) if mode.he else None
+    server = he_server if he_server is not None else SecAggServer(config)
 
     def cfg(node: int) -> ConfigRecord:
         return ConfigRecord({**config.to_dict(), "secagg-id": ids[node]})
@@ -226,7 +228,7 @@ def _run_secagg(
     broadcast = server.public_keys_message()
     replies = exchange(
         grid,
-        {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: ConfigRecord(broadcast)}) for n in u1},
+        {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: m.config_from(broadcast)}) for n in u1},
         m.SECAGG_SHARES,
         timeout,
         result,
@@ -237,7 +239,7 @@ def _run_secagg(
     for n in u2:
         content = make_content(n)
         content[m.SECAGG_CONFIG] = cfg(n)
-        content[m.SECAGG] = ConfigRecord(routed[ids[n]])
+        content[m.SECAGG] = m.config_from(routed[ids[n]])
         content[m.SUM] = ConfigRecord({"values": values, "length": length, "privacy": mode.name})
         contents[n] = content
     replies = exchange(grid, contents, message_type, timeout, result)
@@ -246,7 +248,7 @@ def _run_secagg(
     request = server.unmask_request()
     replies = exchange(
         grid,
-        {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: ConfigRecord(request)}) for n in u3},
+        {n: RecordDict({m.SECAGG_CONFIG: cfg(n), m.SECAGG: m.config_from(request)}) for n in u3},
         m.SECAGG_UNMASK,
         timeout,
         result,
@@ -254,10 +256,19 @@ def _run_secagg(
     feed(replies, server.receive_unmask_response)
     survivor_ids = set(server.survivors)
     result.survivors = [n for n in nodes if ids[n] in survivor_ids]
-    if mode.he:
-        result.sealed = SealedSum("bfv", server.encrypted_aggregate(), values, config.to_dict())
+    if he_server is not None:
+        result.sealed = SealedSum("bfv", he_server.encrypted_aggregate(), values, config.to_dict())
     else:
         result.plaintext = dequantize_sum(server.aggregate(), config)
         if values == "count":
             result.plaintext = np.rint(result.plaintext)
     return [stage3[n] for n in result.survivors if n in stage3]
+
+
+def _he_secagg_server(config: SecAggConfig, he_public: bytes | None) -> HESecAggServer:
+    """SecAgg's server that also adds the clients' BFV ciphertexts (``he+secagg``)."""
+    from fedids.privacy.he_secagg import HESecAggServer
+
+    if he_public is None:
+        raise ValueError("he+secagg needs the clients' public context")
+    return HESecAggServer(config, he_public)
