@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,8 +30,12 @@ from fedids.federation.compression import COMPRESSED, Compression, compress_repl
 from fedids.federation.private import COUNT, REAL, PrivacyMode, open_sum
 from fedids.federation.setup import RunSetup, frame_stats_vector, own_class_counts, setup_from_sum
 from fedids.model.artifacts import Detector, save_detector
+from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, get_weights, set_weights
 from fedids.task import PreparedData, compute_label_counts, evaluate_rows, new_model, prepare, train_rows
+
+if TYPE_CHECKING:
+    from fedids.privacy.secagg import SecAggClient
 
 LOCAL_VAL_FRACTION = 0.2
 _SETUP_STATE = "fedids-setup"
@@ -49,17 +54,19 @@ def seal(
 ) -> RecordDict:
     """This client's vector for the sum ``msg`` asks for (:data:`~fedids.federation.messages.SUM`), sealed
     by the run's mode: in the clear, BFV-encrypted, SecAgg-masked, or masked and BFV-encrypted."""
-    spec = msg.content[m.SUM]
-    values, length = str(spec["values"]), int(spec["length"])
+    spec = m.config_record(msg.content, m.SUM)
+    values, length = m.text(spec, "values"), int(m.number(spec, "length"))
     vector = np.asarray(vector, np.float64)
     if vector.shape != (length,) or values not in (REAL, COUNT):
         raise ValueError(f"vector of shape {vector.shape} for a {values} sum of length {length}")
-    mode = PrivacyMode.parse(str(spec["privacy"]))
+    mode = PrivacyMode.parse(m.text(spec, "privacy"))
     if mode.secagg:
+        if context is None:
+            raise RuntimeError("secure aggregation message without a node state to keep its keys")
         client = _restore_secagg(context, secret_context, mode)
-        out = client.masked_input(dict(msg.content[m.SECAGG]), vector)
+        out = client.masked_input(m.config_record(msg.content, m.SECAGG), vector)
         _save_secagg(context, client)
-        return RecordDict({m.SECAGG: ConfigRecord(out)})
+        return RecordDict({m.SECAGG: m.config_from(out)})
     if mode.he:  # fixed-point code of the sum's quantisation, BFV-encrypted (fedids.federation.private)
         from fedids.privacy.he_secagg import encrypt_masked
         from fedids.privacy.secagg import SecAggConfig, quantize
@@ -80,12 +87,12 @@ def _need(secret_context: bytes | None) -> bytes:
     return secret_context
 
 
-def _restore_secagg(context: Context | None, secret_context: bytes | None, mode: PrivacyMode):
+def _restore_secagg(context: Context, secret_context: bytes | None, mode: PrivacyMode) -> SecAggClient:
     from fedids.privacy.secagg import SecAggClient
 
-    if context is None or _SECAGG_STATE not in context.state:
+    if _SECAGG_STATE not in context.state:
         raise RuntimeError("secure aggregation message without a prior key stage on this node")
-    state = dict(context.state[_SECAGG_STATE])
+    state = dict(m.config_record(context.state, _SECAGG_STATE))
     if mode.he:
         from fedids.privacy.he_secagg import HESecAggClient
 
@@ -95,16 +102,17 @@ def _restore_secagg(context: Context | None, secret_context: bytes | None, mode:
     return SecAggClient.from_state_dict(state)
 
 
-def _save_secagg(context: Context, client) -> None:
-    context.state[_SECAGG_STATE] = ConfigRecord(client.state_dict())
+def _save_secagg(context: Context, client: SecAggClient) -> None:
+    context.state[_SECAGG_STATE] = m.config_from(client.state_dict())
 
 
 def handle_secagg_stage(msg: Message, context: Context, stage: str, secret_context: bytes | None) -> Message:
     """SecAgg stages 1, 2 and 4 (stage 3 is the exchange's own message); state kept in the node's state."""
     from fedids.privacy.secagg import SecAggClient, SecAggConfig
 
-    cfg = dict(msg.content[m.SECAGG_CONFIG])
-    client_id = int(cfg.pop("secagg-id"))
+    cfg = dict(m.config_record(msg.content, m.SECAGG_CONFIG))
+    client_id = int(m.number(cfg, "secagg-id"))
+    del cfg["secagg-id"]
     if stage == "keys":
         client = SecAggClient(SecAggConfig.from_dict(cfg), client_id)
         out = client.advertise_keys()
@@ -113,15 +121,15 @@ def handle_secagg_stage(msg: Message, context: Context, stage: str, secret_conte
         if client.client_id != client_id:
             raise RuntimeError("secure aggregation state belongs to another client id")
         out = (
-            client.share_keys(dict(msg.content[m.SECAGG]))
+            client.share_keys(m.config_record(msg.content, m.SECAGG))
             if stage == "shares"
-            else client.unmask(dict(msg.content[m.SECAGG]))
+            else client.unmask(m.config_record(msg.content, m.SECAGG))
         )
     if stage == "unmask":
         del context.state[_SECAGG_STATE]
     else:
         _save_secagg(context, client)
-    return Message(RecordDict({m.SECAGG: ConfigRecord(out)}), reply_to=msg)
+    return Message(RecordDict({m.SECAGG: m.config_from(out)}), reply_to=msg)
 
 
 # ------------------------------------------------------------------------------ setup round
@@ -175,8 +183,8 @@ def run_setup(msg: Message, context: Context | None) -> RunSetup:
         return m.decode_setup_message(msg.content)
     if context is None or _SETUP_STATE not in context.state:
         raise RuntimeError("encrypted run without a setup on this node (query.setup did not reach it)")
-    setup = m.decode_setup(context.state[_SETUP_STATE])
-    if m.ModelInstructions.from_config(msg.content[m.CONFIG]).setup_digest != setup.digest():
+    setup = m.decode_setup(m.config_record(context.state, _SETUP_STATE))
+    if m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).setup_digest != setup.digest():
         raise RuntimeError("the server's setup digest does not match this node's setup")
     return setup
 
@@ -196,7 +204,7 @@ def global_models(
                 layout, open_sum(sealed[name], _need(secret_context), layout.length)
             ).weights
         if plain_key in msg.content:
-            arrays = [a.numpy() for a in msg.content[plain_key].values()]
+            arrays = [a.numpy() for a in m.array_record(msg.content, plain_key).values()]
             if [tuple(a.shape) for a in arrays] != shapes:
                 raise ValueError("global model has the wrong shapes")
             return arrays
@@ -245,8 +253,13 @@ def _train_local(model, data: PreparedData, setup: RunSetup, ins: m.TrainInstruc
     rate = dpsgd.sample_rate(n_rows, train_cfg.batch_size)
     steps = train_cfg.epochs * dpsgd.steps_per_epoch(n_rows, train_cfg.batch_size)
     noise = ins.dpsgd_noise
+    # The head calibration's two Gaussian releases of statistics of the same windows follow the last round
+    # (fedids.federation.calibration_dp): budgeted from the start, counted in the last round's epsilon.
+    releases = (ins.dpsgd_release_noise, 2) if ins.dpsgd_release_noise > 0 else (0.0, 0)
     if ins.dpsgd_target_epsilon > 0:
-        noise = dpsgd.calibrate_noise(ins.dpsgd_target_epsilon, ins.dpsgd_delta, rate, ins.rounds * steps)
+        noise = dpsgd.calibrate_noise(
+            ins.dpsgd_target_epsilon, ins.dpsgd_delta, rate, ins.rounds * steps, releases
+        )
     dp = dpsgd.fit_dpsgd(
         model,
         scaled,
@@ -258,7 +271,8 @@ def _train_local(model, data: PreparedData, setup: RunSetup, ins: m.TrainInstruc
         target_delta=ins.dpsgd_delta,
         class_weights=weights,
     )
-    return dp.result, dpsgd.epsilon_spent(noise, rate, ins.server_round * steps, ins.dpsgd_delta)
+    spent = releases if ins.server_round >= ins.rounds else (0.0, 0)
+    return dp.result, dpsgd.epsilon_spent(noise, rate, ins.server_round * steps, ins.dpsgd_delta, spent)
 
 
 def handle_train(
@@ -271,7 +285,7 @@ def handle_train(
 ) -> Message:
     """Evaluate the incoming global model on the local validation split, train on the local rest, and
     reply: the local model and metrics (plaintext mode), or a sealed update contribution."""
-    ins = m.TrainInstructions.from_config(msg.content[m.CONFIG])
+    ins = m.TrainInstructions.from_config(m.config_record(msg.content, m.CONFIG))
     setup = run_setup(msg, context)
     if list(ins.labels) != list(setup.vocabulary.labels):
         raise ValueError("the message's labels differ from the run's vocabulary")
@@ -355,22 +369,24 @@ def _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsil
 
 
 # -------------------------------------------------------------------------- calibration
-def _final_model(msg: Message, setup: RunSetup, secret_context: bytes | None):
-    ins = m.ModelInstructions.from_config(msg.content[m.CONFIG])
+def _final_model(msg: Message, setup: RunSetup, secret_context: bytes | None) -> GRUDetector:
+    ins = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG))
     weights, _ = global_models(msg, len(setup.vocabulary.labels), ins.hidden, secret_context, ins.server_lr)
     model = new_model(len(setup.vocabulary.labels), ins.hidden)
     set_weights(model, weights)
     return model
 
 
-def _local_features(msg: Message, frame: pd.DataFrame, setup: RunSetup, model):
+def _local_features(
+    msg: Message, frame: pd.DataFrame, setup: RunSetup, model: GRUDetector
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The model's GRU features and class indices of this client's windows per split ("train": the rows
     :func:`handle_train` trains on; "validation": the local validation rows)."""
     from fedids.federation.calibration import hidden_features
 
     data = prepare(
         frame,
-        window=m.ModelInstructions.from_config(msg.content[m.CONFIG]).window,
+        window=m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).window,
         test_fraction=LOCAL_VAL_FRACTION,
     )
     scaled = setup.scaler.transform(data.features)
@@ -394,10 +410,16 @@ def handle_features(
     setup = run_setup(msg, context)
     model = _final_model(msg, setup, secret_context)
     features, targets = _local_features(msg, frame, setup, model)["train"]
-    moments = class_moments(features, targets, len(setup.vocabulary.labels))
-    return Message(
-        seal(msg, moments_vector(moments, setup.class_totals), context, secret_context), reply_to=msg
-    )
+    dp = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).calibration_privacy()
+    if dp is not None:  # a Gaussian release of the moments (fedids.federation.calibration_dp)
+        from fedids.federation.calibration_dp import private_moments_vector
+
+        vector = private_moments_vector(features, targets, setup.class_totals, dp)
+    else:
+        vector = moments_vector(
+            class_moments(features, targets, len(setup.vocabulary.labels)), setup.class_totals
+        )
+    return Message(seal(msg, vector, context, secret_context), reply_to=msg)
 
 
 def handle_validate(
@@ -419,7 +441,14 @@ def handle_validate(
     n = len(setup.vocabulary.labels)
     confusions = {name: head_confusions(*splits[name], heads, n) for name in m.CHECK_SPLITS}
     histograms = score_histograms(*splits["validation"], heads)  # the alert threshold's evidence
-    return Message(seal(msg, confusion_vector(confusions, histograms), context, secret_context), reply_to=msg)
+    vector = confusion_vector(confusions, histograms)
+    dp = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).calibration_privacy()
+    if dp is not None:  # a Gaussian release of the counts (fedids.federation.calibration_dp)
+        from fedids.federation.calibration_dp import private_check_vector
+
+        windows = sum(int((splits[name][1] >= 0).sum()) for name in m.CHECK_SPLITS)
+        vector = private_check_vector(vector, windows, dp)
+    return Message(seal(msg, vector, context, secret_context), reply_to=msg)
 
 
 def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) -> Detector:
@@ -429,8 +458,8 @@ def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) 
 
     model = _final_model(msg, setup, secret_context)
     _, rule = apply_final_head(msg, model, setup, secret_context)
-    ins = m.ModelInstructions.from_config(msg.content[m.CONFIG])
-    metadata = {"final": True}
+    ins = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG))
+    metadata: dict[str, object] = {"final": True}
     if rule is None and ins.alert_threshold >= 0:  # chosen by the server from the summed histograms
         rule = {
             "threshold": ins.alert_threshold,

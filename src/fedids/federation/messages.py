@@ -90,15 +90,15 @@ def _record(content: RecordDict, key: str, kind: type[_R]) -> _R:
     return record
 
 
-def number(record: ConfigRecord | MetricRecord, key: str) -> int | float:
-    """A numeric entry (int or float) of a config or metric record."""
+def number(record: Mapping[str, ConfigRecordValues], key: str) -> int | float:
+    """A numeric entry (int or float) of a config or metric record (or a dict of one)."""
     value = record[key]
     if not isinstance(value, (int, float)):
         raise ValueError(f"{key} must be a number, got {type(value).__name__}")
     return value
 
 
-def text(record: ConfigRecord, key: str) -> str:
+def text(record: Mapping[str, ConfigRecordValues], key: str) -> str:
     """A string entry of a config record."""
     value = record[key]
     if not isinstance(value, str):
@@ -106,7 +106,7 @@ def text(record: ConfigRecord, key: str) -> str:
     return value
 
 
-def blob(record: ConfigRecord, key: str) -> bytes:
+def blob(record: Mapping[str, ConfigRecordValues], key: str) -> bytes:
     """A bytes entry of a config record."""
     value = record[key]
     if not isinstance(value, bytes):
@@ -114,7 +114,7 @@ def blob(record: ConfigRecord, key: str) -> bytes:
     return value
 
 
-def texts(record: ConfigRecord, key: str) -> list[str]:
+def texts(record: Mapping[str, ConfigRecordValues], key: str) -> list[str]:
     """A list-of-strings entry of a config record (an empty list is one)."""
     value = record[key]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -122,7 +122,7 @@ def texts(record: ConfigRecord, key: str) -> list[str]:
     return [v for v in value if isinstance(v, str)]  # all of them (the filter narrows the type)
 
 
-def numbers(record: ConfigRecord | MetricRecord, key: str) -> list[int | float]:
+def numbers(record: Mapping[str, ConfigRecordValues], key: str) -> list[int | float]:
     """A list-of-numbers entry (ints or floats) of a config or metric record."""
     value = record[key]
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
@@ -345,7 +345,7 @@ def decode_sealed(content: RecordDict, names: tuple[str, ...]) -> dict[str, Seal
 
 
 # ------------------------------------------------------------------- typed instruction records
-def _decode_fields(cls: type[_Instructions], record: ConfigRecord) -> dict[str, Any]:
+def _decode_fields(cls: type[_Instructions], record: Mapping[str, ConfigRecordValues]) -> dict[str, Any]:
     """Read a dataclass's fields from a ConfigRecord (kebab-case keys), checking each value's type."""
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -379,7 +379,7 @@ class _Instructions:
         }
 
     @classmethod
-    def from_config(cls, record: ConfigRecord) -> Self:
+    def from_config(cls, record: Mapping[str, ConfigRecordValues]) -> Self:
         instructions = cls(**_decode_fields(cls, record))
         instructions.check()
         return instructions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -114,7 +114,7 @@ class SecAggClient:
         }
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Any]) -> SecAggClient:
+    def from_state_dict(cls, state: Mapping[str, Any]) -> Self:
         """Rebuild a client saved with :meth:`state_dict` (same class: HE subclasses override init)."""
         config = SecAggConfig.from_dict(
             {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("config.")}
