@@ -98,6 +98,11 @@ def number(record: Mapping[str, ConfigRecordValues], key: str) -> int | float:
     return value
 
 
+def optional_number(record: Mapping[str, ConfigRecordValues], key: str, default: int | float) -> int | float:
+    """Like :func:`number`, with ``default`` when ``key`` is absent."""
+    return number(record, key) if key in record else default
+
+
 def text(record: Mapping[str, ConfigRecordValues], key: str) -> str:
     """A string entry of a config record."""
     value = record[key]

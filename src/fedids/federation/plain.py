@@ -13,7 +13,7 @@ import math
 import time
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from fedids.data.preprocess import LOG_EDGES, FeatureStats
@@ -71,7 +71,8 @@ def collect_stats(grid: Grid, nodes: list[int], timeout_s: float):
         rows_of[key] = stats.count
         merged = stats if merged is None else merged.merge(stats)
         labels_of[key] = dict(client_labels)
-        reported[key] = reply.content[m.INFO].get(m.DEVICE_PROFILE)
+        claim = m.config_record(reply.content, m.INFO).get(m.DEVICE_PROFILE)
+        reported[key] = str(claim) if claim else None
         for label, n in client_labels.items():
             labels[label] = labels.get(label, 0) + n
     if merged is None:
@@ -104,8 +105,13 @@ def make_accountant(
     sample_rate = per_round / len(keys)
     sigma = config.noise_multiplier
     if not sigma:
+        # The head calibration's two releases (fedids.federation.calibration_dp) are budgeted up front.
         sigma = calibrate_noise_multiplier(
-            config.target_epsilon, config.target_delta, sample_rate, config.rounds
+            config.target_epsilon,
+            config.target_delta,
+            sample_rate,
+            config.rounds,
+            releases=2 if config.calibration == "ccvr" else 0,
         )
         log.info(
             "noise multiplier %.4f calibrated for epsilon %.3g over %d rounds",
@@ -116,19 +122,23 @@ def make_accountant(
     return PrivacyAccountant(sigma, sample_rate)
 
 
+def _metrics(reply: Message) -> MetricRecord:
+    return m.metric_record(reply.content, m.METRICS)
+
+
 def weighted_mean(replies: list[Message], key: str) -> float:
-    pairs = [(float(r.content[m.METRICS][key]), int(r.content[m.METRICS][m.NUM_EXAMPLES])) for r in replies]
+    pairs = [(float(m.number(_metrics(r), key)), int(m.number(_metrics(r), m.NUM_EXAMPLES))) for r in replies]
     total = sum(n for _, n in pairs)
     return sum(v * n for v, n in pairs) / total if total else float("nan")
 
 
 def max_metric(replies: list[Message], key: str) -> float | None:
-    values = [float(r.content[m.METRICS][key]) for r in replies if key in r.content[m.METRICS]]
+    values = [float(m.number(_metrics(r), key)) for r in replies if key in _metrics(r)]
     return max(values) if values else None
 
 
 def mean_metric(replies: list[Message], key: str) -> float | None:
-    values = [float(r.content[m.METRICS][key]) for r in replies if key in r.content[m.METRICS]]
+    values = [float(m.number(_metrics(r), key)) for r in replies if key in _metrics(r)]
     return float(np.mean(values)) if values else None
 
 
@@ -175,10 +185,10 @@ def charge(
     """Charge every accepted reply to the ledger; returns the round's ``participants`` record."""
     out = {}
     for reply in replies:
-        node, metrics = reply.metadata.src_node_id, reply.content[m.METRICS]
+        node, metrics = reply.metadata.src_node_id, _metrics(reply)
         key = keys[node]
-        epochs = int(metrics.get(m.LOCAL_EPOCHS, 1))
-        examples = int(metrics.get(m.TRAIN_EXAMPLES, ledger.accounts[key].examples))
+        epochs = int(m.optional_number(metrics, m.LOCAL_EPOCHS, 1))
+        examples = int(m.optional_number(metrics, m.TRAIN_EXAMPLES, ledger.accounts[key].examples))
         joules = ledger.charge(
             key, epochs=epochs, examples=examples, bytes_down=model_bytes, bytes_up=up_of[node]
         )
@@ -222,7 +232,7 @@ def collect_plain(
         node = reply.metadata.src_node_id
         try:
             if reply.has_error():
-                raise ValueError(f"client error: {reply.error.reason.splitlines()[0][:200]}")
+                raise ValueError(f"client error: {m.error_reason(reply)}")
             if node in seen or node not in keys:
                 raise ValueError("duplicate or unknown sender")
             if compression.active:
@@ -232,13 +242,16 @@ def collect_plain(
                 del reply.content[COMPRESSED]  # Flower's strategies expect exactly one ArrayRecord
                 reply.content[m.ARRAYS] = ArrayRecord(weights)
             else:
-                up = m.record_bytes(reply.content[m.ARRAYS]) if m.ARRAYS in reply.content else 0
-            m.check_train_reply(reply.content, shapes)
-            check_work(reply.content[m.METRICS])
-            if node in epochs_of and int(reply.content[m.METRICS].get(m.LOCAL_EPOCHS, -1)) != epochs_of[node]:
-                raise ValueError(
-                    f"trained {reply.content[m.METRICS].get(m.LOCAL_EPOCHS)!r} epochs, asked {epochs_of[node]}"
+                up = (
+                    m.record_bytes(m.array_record(reply.content, m.ARRAYS))
+                    if m.ARRAYS in reply.content
+                    else 0
                 )
+            m.check_train_reply(reply.content, shapes)
+            metrics = _metrics(reply)
+            check_work(metrics)
+            if node in epochs_of and int(m.optional_number(metrics, m.LOCAL_EPOCHS, -1)) != epochs_of[node]:
+                raise ValueError(f"trained {metrics.get(m.LOCAL_EPOCHS)!r} epochs, asked {epochs_of[node]}")
         except (ValueError, KeyError, TypeError) as exc:
             log.warning(
                 "round %d: rejected update from client %s: %s", server_round, keys.get(node, node), exc
