@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 # Importing a command module registers its commands on `app`.
+from fedids.cli import audit as _audit  # noqa: F401,E402
 from fedids.cli import data as _data  # noqa: F401,E402
 from fedids.cli import demo as _demo  # noqa: F401,E402
 from fedids.cli import deploy as _deploy  # noqa: F401,E402
