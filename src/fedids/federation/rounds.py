@@ -193,14 +193,12 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
     """What a training message configures (:class:`~fedids.federation.messages.TrainInstructions`)."""
     c, mode = run.config, run.mode
     server_lr, server_momentum = c.server_step
-    dp = {}
+    clip_norm = noise_std = 0.0  # dp only
     if mode.dp:
         # Under SecAgg the noise shares are sized for the threshold: the sum keeps sigma*C if most drop.
-        n = _secagg_threshold(len(chosen)) if mode.secagg else len(chosen)
-        dp = {
-            "clip_norm": c.clip_norm,
-            "noise_std": distributed_noise_std(accountant.noise_multiplier, c.clip_norm, n),
-        }
+        n = secagg_threshold(len(chosen)) if mode.secagg else len(chosen)
+        clip_norm = c.clip_norm
+        noise_std = distributed_noise_std(accountant.noise_multiplier, c.clip_norm, n)
     return m.TrainInstructions(
         labels=tuple(run.labels),
         window=c.window,
@@ -227,11 +225,13 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
         dpsgd_delta=c.target_delta,
         dpsgd_batch_size=c.dpsgd_batch_size,
         dpsgd_lr=c.dpsgd_lr,
-        **dp,
+        dpsgd_release_noise=c.dpsgd_calibration_noise if c.calibration == "ccvr" else 0.0,
+        clip_norm=clip_norm,
+        noise_std=noise_std,
     ).to_config()
 
 
-def _secagg_threshold(n: int) -> int:
+def secagg_threshold(n: int) -> int:
     from fedids.privacy.secagg import SecAggConfig
 
     return SecAggConfig(n_clients=n, vector_length=1).t
@@ -254,10 +254,11 @@ def model_content(
             continue
         if model.sealed is not None:
             sealed[name] = model.sealed
-        else:
+        elif model.plain is not None:
             content[plain_key] = ArrayRecord(model.plain)
-    if models.get("current") is not None and models["current"].calibration:
-        sealed |= models["current"].calibration
+    current = models.get("current")
+    if current is not None and current.calibration:
+        sealed |= current.calibration
     return m.add_sealed(content, sealed)
 
 
@@ -317,7 +318,7 @@ def server_step(run: Run, result: SumResult) -> tuple[GlobalModel, dict]:
     """The next global model from a sum: finalised here where the mode shows the sum, else kept sealed
     (and opened by the operator's evaluator, when there is one, for the server-side test only)."""
     total = result.plaintext
-    if total is None and run.opener is not None:
+    if total is None and run.opener is not None and result.sealed is not None:
         total = run.opener(result.sealed, run.layout.length)
     aggregate = agg.finalize_update(run.layout, total) if total is not None else None
     summary = aggregate.mean_metrics() if aggregate is not None else {}
@@ -377,11 +378,13 @@ def _plain_sum(run: Run, replies: list[Message], models, config: dict) -> np.nda
     """The sum of the vectors the private clients would seal, built by the server from plaintext replies
     (the instructions and the server momentum are the round's, read once)."""
     ins = m.TrainInstructions.from_config(config)
+    if run.setup is None:
+        raise RuntimeError("a plaintext round needs the run's setup")
     current, previous = models["current"].plain, models.get("previous")
     momentum = agg.momentum_between(previous.plain if previous else None, current, ins.server_lr)
     total = np.zeros(run.layout.length)
     for reply in replies:
-        local = [a.numpy() for a in reply.content[m.ARRAYS].values()]
+        local = [a.numpy() for a in m.array_record(reply.content, m.ARRAYS).values()]
         proposal = agg.propose(
             current, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum
         )
@@ -448,9 +451,10 @@ def run_federation(
         _checkpoint(run, state, server_round, models, record, accountant, ledger)
         if on_round:
             on_round(record)
-    if config.calibration == "ccvr" and not run.mode.dp and not config.dpsgd and state.history:
-        # The head refit reads clients' feature moments, which no DP mechanism here covers.
-        models["current"], state.calibration = finish.calibrate(run, models)
+    if config.calibration == "ccvr" and state.history:
+        models["current"], state.calibration = finish.calibrate(run, models, accountant)
+        if accountant is not None:  # client-level dp: the calibration releases are in the final epsilon
+            state.calibration["epsilon"] = accountant.epsilon(config.target_delta)
         write_state(out_dir, state)
         finish.save_final(run, models["current"], state)
     finish.publish(run, models)
@@ -561,4 +565,6 @@ def _checkpoint(
             "round": server_round,
             "test_metrics": record.test,
         }
-        save_detector(run.out_dir / GLOBAL_DIR, run.detector(models["current"].plain, metadata))
+        detector = run.detector(models["current"].plain, metadata)
+        if detector is not None:
+            save_detector(run.out_dir / GLOBAL_DIR, detector)
