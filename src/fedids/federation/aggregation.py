@@ -174,7 +174,7 @@ class Aggregate:
     weights: list[np.ndarray]
     metrics: dict[str, float]
 
-    def mean_metrics(self) -> dict[str, float]:
+    def mean_metrics(self) -> dict[str, float | None]:
         """Per-round means: example-weighted loss, mean local macro-F1, mean seconds, mean DP-SGD epsilon."""
         m, clients = self.metrics, max(self.metrics["clients"], 1e-12)
         return {
@@ -236,7 +236,7 @@ def client_shares(
     own, total = np.asarray(own_counts, np.float64), np.asarray(total_counts, np.float64)
     if weighting == "objective":
         w = np.asarray(class_weights, np.float64)
-        weight = float(own @ w / max(total @ w, 1e-12))
+        weight = float(own @ w) / max(float(total @ w), 1e-12)
     elif weighting == "examples":
         weight = float(own.sum() / max(total.sum(), 1.0))
     elif weighting == "equal":

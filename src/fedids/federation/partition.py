@@ -62,6 +62,13 @@ class PartitionSpec:
     def __str__(self) -> str:
         return self.scheme if self.value is None else f"{self.scheme}:{self.value:g}"
 
+    @property
+    def parameter(self) -> float:
+        """ALPHA (``dirichlet``) or FRACTION (``shared``); ValueError for a scheme without one."""
+        if self.value is None:
+            raise ValueError(f"partition {self.scheme!r} takes no parameter")
+        return self.value
+
 
 def compute_segments(hosts: np.ndarray, segment: int = DEFAULT_SEGMENT) -> np.ndarray:
     """Segment id of each row: consecutive runs of ``segment`` flows of the same host (rows in time order)."""
@@ -125,13 +132,13 @@ def partition_rows(
     elif spec.scheme == "dirichlet":
         for cls in classes:
             segs = rng.permutation(np.flatnonzero(seg_label == cls))
-            shares = rng.dirichlet(np.full(n_clients, spec.value))
+            shares = rng.dirichlet(np.full(n_clients, spec.parameter))
             cuts = (np.cumsum(shares)[:-1] * len(segs)).round().astype(int)
             for client, part in enumerate(np.split(segs, cuts)):
                 seg_owner[part] = client
     elif spec.scheme == "shared":
         attacks = [c for c in classes if c != BENIGN_LABEL]
-        n_shared = int(round(spec.value * len(attacks)))
+        n_shared = int(round(spec.parameter * len(attacks)))
         shared = set(rng.permutation(attacks)[:n_shared].tolist()) | {BENIGN_LABEL}
         exclusive = [c for c in rng.permutation(attacks).tolist() if c not in shared]
         for cls in classes:

@@ -88,7 +88,8 @@ def save_checkpoint(out_dir: Path, server_round: int, models: dict[str, GlobalMo
     """Save ``{"current": ..., "previous": ...}``; returns the sealed sums' metadata for the state."""
     directory = out_dir / CHECKPOINT_DIR
     directory.mkdir(exist_ok=True)
-    arrays, meta = {}, {}
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, dict] = {}
     for name, model in models.items():
         if model is None:
             continue
@@ -97,7 +98,7 @@ def save_checkpoint(out_dir: Path, server_round: int, models: dict[str, GlobalMo
             arrays[f"{name}.ct"] = np.frombuffer(model.sealed.ciphertext, dtype=np.uint8)
             meta[name] = model.sealed.meta()
     tmp = directory / f"tmp-round-{server_round:04d}.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, allow_pickle=True, **arrays)  # the default, named: mypy then types **arrays as arrays
     os.replace(tmp, directory / f"round-{server_round:04d}.npz")
     for old in sorted(directory.glob("round-*.npz"))[:-2]:  # keep the last two
         old.unlink()
