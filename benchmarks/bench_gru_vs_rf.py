@@ -18,7 +18,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from _common import REAL_FILES, write_result
 from fedids.data.loader import load_flows
-from fedids.evaluation.metrics import compute_metrics
+from fedids.model.metrics import compute_metrics
 from fedids.model.train import TrainConfig
 from fedids.task import evaluate_rows, prepare, train_centralized
 

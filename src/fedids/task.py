@@ -20,9 +20,9 @@ from fedids import __version__
 from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
 from fedids.data.schema import FEATURES, LABEL
 from fedids.data.windows import DEFAULT_WINDOW, compute_window_indices, host_keys, sort_by_time, time_split
-from fedids.evaluation.metrics import compute_metrics
 from fedids.model.artifacts import Detector
 from fedids.model.gru import DEFAULT_HIDDEN, GRUDetector
+from fedids.model.metrics import compute_metrics
 from fedids.model.train import TrainConfig, TrainResult, fit, predict_proba
 
 SPLITS = ("time", "label-time")

@@ -101,8 +101,8 @@ def test_moments_counting_more_windows_than_the_client_reported_are_refused():
 
 def test_macro_f1_from_a_merged_confusion_matrix_is_sklearns_on_the_pooled_predictions():
     """The server's check adds the clients' confusion matrices: its macro-F1 must be the one of the pooled
-    validation predictions, as fedids.evaluation.metrics computes it (classes present in y_true)."""
-    from fedids.evaluation.metrics import compute_metrics
+    validation predictions, as fedids.model.metrics computes it (classes present in y_true)."""
+    from fedids.model.metrics import compute_metrics
     from fedids.federation.calibration import head_confusions, macro_f1_from_confusion
 
     rng = np.random.default_rng(3)
@@ -132,7 +132,7 @@ def test_malformed_confusion_matrices_from_a_client_are_refused(spoil):
     else:
         confusions = np.zeros((2, 3, 3), dtype=np.int64)
     good = np.array([[[5, 1], [0, 4]], [[6, 0], [1, 3]]], dtype=np.int64)
-    from fedids.evaluation.metrics import SCORE_BINS
+    from fedids.model.metrics import SCORE_BINS
 
     histograms = np.zeros((2, 2, SCORE_BINS))
     histograms[:, 0, 0] = good.sum(axis=(1, 2))  # every validation window counted once per head
@@ -169,7 +169,7 @@ def test_the_calibrated_head_is_kept_only_where_client_windows_show_it_helps(sco
 def test_the_alert_threshold_from_summed_histograms_meets_the_budget_like_the_exact_rule():
     """Clients share score histograms, not scores: the threshold chosen from their sum allows at most the
     budgeted false alerts on the validation windows, and sits at most one bin above the exact rule's."""
-    from fedids.evaluation.metrics import (
+    from fedids.model.metrics import (
         SCORE_BINS,
         choose_threshold,
         choose_threshold_from_histograms,

@@ -13,10 +13,10 @@ import torch
 from fedids.data.schema import FEATURES
 from fedids.detect.stream import OnnxScorer, TorchScorer, load_scorer, score_windows
 from fedids.errors import InputError
-from fedids.evaluation.metrics import compute_metrics
 from fedids.model.artifacts import load_detector, save_detector
 from fedids.model.compress import compute_sparsity, prune_detector
 from fedids.model.export import META_FEATURES, META_LABELS, META_WINDOW, export_onnx, quantize_int8_per_column
+from fedids.model.metrics import compute_metrics
 from fedids.model.train import TrainConfig
 from fedids.task import predict_labels
 from support import paths

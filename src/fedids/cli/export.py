@@ -21,7 +21,7 @@ from fedids.errors import InputError
 
 
 def _metrics_pair(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    from fedids.evaluation.metrics import compute_metrics
+    from fedids.model.metrics import compute_metrics
 
     m = compute_metrics(y_true, y_pred)
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}

@@ -154,7 +154,7 @@ def _alert_rule(detector, prepared, rows, max_rate: float) -> dict | None:  # no
     """The default alert rule from the validation flows ``rows`` (None without BENIGN or validation flows)."""
     from fedids.data.schema import BENIGN_LABEL
     from fedids.detect.stream import decide
-    from fedids.evaluation.metrics import threshold_rule
+    from fedids.model.metrics import threshold_rule
     from fedids.task import predict_labels
 
     labels = list(detector.vocabulary.labels)
@@ -170,7 +170,7 @@ def _alert_rule(detector, prepared, rows, max_rate: float) -> dict | None:  # no
 def _test_metrics(detector, prepared, rule: dict | None) -> tuple[dict, dict | None]:  # noqa: ANN001
     """Test-split metrics with the top class, and at the rule's threshold (None without a rule)."""
     from fedids.detect.stream import decide
-    from fedids.evaluation.metrics import compute_metrics
+    from fedids.model.metrics import compute_metrics
     from fedids.task import predict_labels
 
     rows = prepared.test_rows
@@ -246,7 +246,7 @@ def evaluate(
     from fedids.data.schema import FEATURES, LABEL
     from fedids.data.windows import compute_window_indices, host_keys, sort_by_time
     from fedids.detect.stream import decide, load_scorer, score_windows
-    from fedids.evaluation.metrics import compute_metrics
+    from fedids.model.metrics import compute_metrics
 
     scorer = load_scorer(model)
     value, how = resolve_threshold(

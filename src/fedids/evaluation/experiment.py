@@ -48,9 +48,9 @@ import numpy as np
 
 from fedids.console import err, progress_bar
 from fedids.evaluation import energy as en
-from fedids.evaluation.metrics import compute_metrics
 from fedids.evaluation.report import PAPER_REFERENCE, round_epsilon, write_report
 from fedids.federation.config import FederationConfig
+from fedids.model.metrics import compute_metrics
 
 _FEDERATION = FederationConfig()  # the experiment's training settings default to the federation's
 
@@ -140,7 +140,7 @@ def _summary(metrics: dict) -> dict:
 
 
 def _alarms(metrics: dict) -> dict:
-    """What a SOC sees (fedids.evaluation.metrics.false_alarms): false alerts per 1,000 benign test flows
+    """What a SOC sees (fedids.model.metrics.false_alarms): false alerts per 1,000 benign test flows
     and the share of attack flows alerted, at the model's top-class decision."""
     fa = metrics.get("false_alarms") or {}
     return {"false_alarms_per_1000": fa.get("per_1000"), "attack_recall": fa.get("attack_recall")}
@@ -151,8 +151,8 @@ def _alarms_at_threshold(detector: Detector, prepared: PreparedData) -> dict:
     windows: the clients' summed histograms for a federated model), false alerts per 1,000 benign flows
     and attack recall there. Empty when the model has no rule."""
     from fedids.detect.stream import decide
-    from fedids.evaluation.metrics import false_alarms
     from fedids.model.checks import META_THRESHOLD
+    from fedids.model.metrics import false_alarms
     from fedids.task import predict_labels
 
     rule = detector.metadata.get(META_THRESHOLD)

@@ -26,7 +26,7 @@ Energy model (what a client is charged for one round)::
     cpu_seconds = examples per epoch x epochs x cpu_seconds_per_example_epoch(hidden, window)
     joules      = device.cpu_joules(cpu_seconds) + radio.joules(bytes_up, bytes_down)
 
-with the device and radio profiles of :mod:`fedids.evaluation.energy` (Wi-Fi). ``examples per epoch``
+with the device and radio profiles of :mod:`fedids.devices` (Wi-Fi). ``examples per epoch``
 and ``bytes_up`` are what the client reported for its last round (before its first round: the training
 rows its statistics imply); ``cpu_seconds_per_example_epoch`` is a reference cost measured once on this
 project's machine. The ledger deliberately charges *work* (examples x epochs) rather than the seconds
@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fedids.evaluation.energy import DEVICE_PROFILES, RADIO_PROFILES, DeviceProfile, RadioProfile
+from fedids.devices import DEVICE_PROFILES, RADIO_PROFILES, DeviceProfile, RadioProfile
 
 SELECTIONS: tuple[str, ...] = ("random", "energy")
 FLEET_PROFILES: tuple[str, ...] = ("raspberry-pi-4", "jetson-nano-10w", "jetson-nano-5w")

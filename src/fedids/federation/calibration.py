@@ -151,7 +151,7 @@ def head_confusions(
 
 def macro_f1_from_confusion(confusion: np.ndarray) -> float:
     """Macro-F1 over the classes present (true count > 0) of a ``(C, C)`` confusion matrix, as
-    :func:`fedids.evaluation.metrics.compute_metrics` averages; NaN for an empty matrix."""
+    :func:`fedids.model.metrics.compute_metrics` averages; NaN for an empty matrix."""
     confusion = np.asarray(confusion, dtype=np.float64)
     tp = np.diag(confusion)
     support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
@@ -258,7 +258,7 @@ def confusion_vector(confusions: dict[str, np.ndarray], histograms: np.ndarray |
     """``{split: (n_heads, C, C)}`` confusion counts, splits in ``CHECK_SPLITS`` order, then the validation
     windows' attack-score histograms ``(n_heads, 2, SCORE_BINS)`` (benign, attack; zeros if not given), as
     one count vector: what ``query.validate`` sums."""
-    from fedids.evaluation.metrics import SCORE_BINS
+    from fedids.model.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
 
     n_heads = len(next(iter(confusions.values())))
@@ -269,7 +269,7 @@ def confusion_vector(confusions: dict[str, np.ndarray], histograms: np.ndarray |
 
 
 def validation_length(n_classes: int, n_heads: int = 2) -> int:
-    from fedids.evaluation.metrics import SCORE_BINS
+    from fedids.model.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
 
     return len(CHECK_SPLITS) * n_heads * n_classes * n_classes + n_heads * 2 * SCORE_BINS
@@ -281,7 +281,7 @@ def score_histograms(
     """``(len(heads), 2, SCORE_BINS)`` histograms of the attack score ``1 - P(BENIGN)`` (BENIGN is class 0)
     of each head on ``features``: row 0 over benign windows, row 1 over attack windows; targets ``-1``
     skipped. Summed over clients, they choose the alert threshold without any score leaving a client."""
-    from fedids.evaluation.metrics import score_histogram
+    from fedids.model.metrics import score_histogram
 
     keep = targets >= 0
     out = []
@@ -297,8 +297,8 @@ def score_histograms(
 
 def alert_rule(histograms: np.ndarray, head: int) -> dict | None:
     """The default alert rule of the final model (head ``head``) from the summed validation histograms
-    (:func:`fedids.evaluation.metrics.threshold_rule_from_histograms`); None without benign windows."""
-    from fedids.evaluation.metrics import threshold_rule_from_histograms
+    (:func:`fedids.model.metrics.threshold_rule_from_histograms`); None without benign windows."""
+    from fedids.model.metrics import threshold_rule_from_histograms
 
     benign, attack = histograms[head]
     if not benign.sum():
@@ -312,7 +312,7 @@ def validation_from_vector(
     total: np.ndarray, n_heads: int, n_classes: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``(confusions, histograms)`` of a :func:`confusion_vector` (sum); raises ValueError on a bad one."""
-    from fedids.evaluation.metrics import SCORE_BINS
+    from fedids.model.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
 
     counts = np.rint(np.asarray(total, np.float64)).astype(np.int64)

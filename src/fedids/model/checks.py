@@ -23,7 +23,7 @@ DEFAULT_MAX_FALSE_ALARM_RATE = 0.001
 """Default alert budget on validation data: one false alert per 1,000 benign flows."""
 META_THRESHOLD = "alert_threshold"
 """Metadata key: the default alert rule chosen on validation data at training time (see
-:func:`fedids.evaluation.metrics.choose_threshold`): ``{"threshold", "max_false_alarm_rate", ...}``."""
+:func:`fedids.model.metrics.choose_threshold`): ``{"threshold", "max_false_alarm_rate", ...}``."""
 
 
 def check_window(window: object, source: str = "model") -> int:

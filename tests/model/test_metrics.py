@@ -1,6 +1,6 @@
 import numpy as np
 
-from fedids.evaluation.metrics import METRIC_KEYS, choose_threshold, compute_metrics
+from fedids.model.metrics import METRIC_KEYS, choose_threshold, compute_metrics
 
 
 def test_metrics_hand_computed():
