@@ -17,8 +17,9 @@ where federated training already learned them, Gaussian virtual features can onl
 (real CICIDS2017 samples, ``shared:0.5``, 20 rounds, seed 1: test macro-F1 0.983 before, 0.958 after).
 
 What it reveals: per-class means and covariances of 64 hidden units, aggregated over a client's windows
-(the plaintext mode already shares per-class counts). Private modes (he, secagg, dp) skip it, since their
-server must not see per-client statistics in the clear.
+(the plaintext mode already shares per-class counts). The sums go through the run's secure sum like every
+other exchange (``secagg``: the server sees only them; ``he``: nobody but the clients), and in DP runs they
+are Gaussian releases covered by the run's epsilon (:mod:`fedids.federation.calibration_dp`).
 
 Hand-written: CCVR's reference code is a research repository, not a package, and the method is a few lines
 of NumPy and one linear layer.
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedids.model.gru import GRUDetector
 from fedids.model.train import forward_batches
 
 SAMPLES_PER_CLASS = 500  # on average; see calibrate_head
@@ -66,7 +68,7 @@ class ClassMoments:
 
 
 def hidden_features(
-    model: nn.Module, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096
+    model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096
 ) -> np.ndarray:
     """The GRU's last hidden state ``(n, hidden)`` float64 (the head's input) for each window."""
     model.eval()
@@ -352,6 +354,12 @@ def _opened_moments(msg, model, setup, secret_context) -> ClassMoments | None:
     n, hidden = len(setup.vocabulary.labels), model.hidden
     if secret_context is None:
         raise RuntimeError("this run is encrypted and this client has no HE key (he-secret-context)")
+    dp = m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_privacy()
+    if dp is not None:  # the same reading of the noised sum as the server's (calibration_dp)
+        from fedids.federation.calibration_dp import moments_from_private_sum, private_moments_length
+
+        total = open_sum(sealed["moments"], secret_context, private_moments_length(n, hidden))
+        return moments_from_private_sum(total, hidden, setup.class_totals, dp)
     return moments_from_vector(
         open_sum(sealed["moments"], secret_context, moments_length(n, hidden)), n, hidden, setup.class_totals
     )
@@ -388,9 +396,13 @@ def apply_final_head(msg, model, setup, secret_context) -> tuple[bool, dict | No
     if "confusion" not in sealed:
         return False, None
     n = len(setup.vocabulary.labels)
-    confusions, histograms = validation_from_vector(
-        open_sum(sealed["confusion"], secret_context, validation_length(n)), 2, n
-    )
+    total = open_sum(sealed["confusion"], secret_context, validation_length(n))
+    if m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_dp_unit:
+        from fedids.federation.calibration_dp import check_from_private_sum
+
+        confusions, histograms = check_from_private_sum(total, n)
+    else:
+        confusions, histograms = validation_from_vector(total, 2, n)
     kept, _, _ = decide(confusions)
     if kept:
         _, (weight, bias) = candidate_heads(msg, model, setup, secret_context)

@@ -66,6 +66,9 @@ class FederationConfig:
     dpsgd_lr: float = 1e-2
     calibration: str = "ccvr"  # ccvr: refit the head on clients' summed feature moments after
     # training, then check it (fedids.federation.calibration) | none
+    dpsgd_calibration_noise: float = 3.0  # DP-SGD runs: noise multiplier of the two calibration releases
+    # (fedids.federation.calibration_dp); each client budgets them in its epsilon. Client-level dp uses
+    # the rounds' noise multiplier.
     client_weighting: str = "objective"  # objective: share of the class-weighted loss | examples (FedAvg)
     # (every mode but dp, where every client weighs the same)
     head_aggregation: str = "class"  # class: each output row averaged by its class's examples | examples
@@ -155,7 +158,15 @@ class FederationConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{f.name.replace('_', '-')} must be a finite number, got {value}")
-        positive = ("server_lr", "lr", "timeout_s", "clip_norm", "dpsgd_clip_norm", "dpsgd_lr")
+        positive = (
+            "server_lr",
+            "lr",
+            "timeout_s",
+            "clip_norm",
+            "dpsgd_clip_norm",
+            "dpsgd_lr",
+            "dpsgd_calibration_noise",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")

@@ -11,12 +11,14 @@ every client ends with the same model). The server learns nothing it could not b
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 from flwr.app import RecordDict
 
 from fedids.federation import messages as m
 from fedids.federation.calibration import (
+    ClassMoments,
     alert_rule,
     check_confusion_vector,
     check_moments_vector,
@@ -27,25 +29,42 @@ from fedids.federation.calibration import (
     validation_from_vector,
     validation_length,
 )
+from fedids.federation.calibration_dp import (
+    RELEASES,
+    CalibrationPrivacy,
+    check_from_private_sum,
+    moments_from_private_sum,
+    private_moments_length,
+)
 from fedids.federation.client import derive_seed
 from fedids.federation.private import COUNT, REAL, SumResult
-from fedids.federation.rounds import Run, model_content
+from fedids.federation.rounds import Run, model_content, secagg_threshold
 from fedids.federation.secure_rounds import exchange, secure_sum
 from fedids.federation.state import GLOBAL_DIR, SUMMARY_KEYS, FederationState, GlobalModel
 from fedids.model.artifacts import save_detector
+from fedids.privacy.dp import PrivacyAccountant
 from fedids.task import new_model
 
 log = logging.getLogger("fedids.server")
 
 
-def _config(run: Run, rule: dict | None = None) -> dict:
+def _config(run: Run, rule: dict | None = None, dp: CalibrationPrivacy | None = None) -> dict:
     c = run.config
-    alert = (
+    alert: dict[str, Any] = (
         {}
         if not rule
         else {
             "alert_threshold": float(rule["threshold"]),
             "alert_max_false_alarm_rate": float(rule["max_false_alarm_rate"]),
+        }
+    )
+    private: dict[str, Any] = (
+        {}
+        if dp is None
+        else {
+            "calibration_dp_unit": dp.unit,
+            "calibration_dp_noise": dp.noise_multiplier,
+            "calibration_dp_shares": dp.shares,
         }
     )
     return m.ModelInstructions(
@@ -57,6 +76,7 @@ def _config(run: Run, rule: dict | None = None) -> dict:
         setup_digest=run.digest,
         calibration_seed=derive_seed(c.seed, "ccvr"),
         **alert,
+        **private,
     ).to_config()
 
 
@@ -71,69 +91,108 @@ def _model(run: Run, weights: list[np.ndarray]):
 def _readable(run: Run, result: SumResult, length: int) -> np.ndarray | None:
     if result.plaintext is not None:
         return result.plaintext
-    return run.opener(result.sealed, length) if run.opener is not None else None
+    if result.sealed is None or run.opener is None:
+        return None
+    return run.opener(result.sealed, length)
 
 
-def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
-    """CCVR head calibration with its check; returns the final global model and the calibration record."""
-    current = models["current"]
+def calibration_privacy(run: Run, accountant: PrivacyAccountant | None) -> CalibrationPrivacy | None:
+    """How a DP run releases its calibration sums (None without DP): client-level ``dp`` at the rounds'
+    noise multiplier, DP-SGD per window at ``dpsgd_calibration_noise``; noise shares = the SecAgg threshold
+    under ``secagg``, else 1 (each contribution carries the full noise)."""
+    c = run.config
+    shares = secagg_threshold(len(run.keys)) if run.mode.secagg else 1
+    if run.mode.dp and accountant is not None:
+        return CalibrationPrivacy("client", accountant.noise_multiplier, shares)
+    if c.dpsgd:
+        return CalibrationPrivacy("window", c.dpsgd_calibration_noise, shares)
+    return None
+
+
+def _sum(run: Run, kind: str, make_content, dp: CalibrationPrivacy | None) -> SumResult:
     n, hidden = len(run.labels), run.config.hidden
-    nodes = sorted(run.keys)
-    base = {"current": current, "previous": models.get("previous")}
-    moments_sum, _ = secure_sum(
+    if kind == "moments":
+        length = moments_length(n, hidden) if dp is None else private_moments_length(n, hidden)
+    else:
+        length = validation_length(n)
+    result, _ = secure_sum(
         run.grid,
         mode=run.mode,
-        nodes=nodes,
-        message_type=m.QUERY_FEATURES,
-        make_content=lambda node: model_content(run, base, _config(run)),
-        length=moments_length(n, hidden),
-        values=REAL,
+        nodes=sorted(run.keys),
+        message_type=m.QUERY_FEATURES if kind == "moments" else m.QUERY_VALIDATE,
+        make_content=make_content,
+        length=length,
+        values=REAL if kind == "moments" else COUNT,  # noised counts: rounding is post-processing
         he_public=run.he_public,
         timeout=run.config.timeout_s,
-        check=_plain_check(run, "moments"),
+        check=None if dp is not None else _plain_check(run, kind),
     )
+    return result
+
+
+def _read_moments(run: Run, result: SumResult, dp: CalibrationPrivacy | None) -> ClassMoments | None:
+    n, hidden = len(run.labels), run.config.hidden
+    length = moments_length(n, hidden) if dp is None else private_moments_length(n, hidden)
+    total = _readable(run, result, length)
+    if total is None or run.setup is None:  # he without an evaluator: only the clients read it
+        return None
+    if dp is not None:
+        return moments_from_private_sum(total, hidden, run.setup.class_totals, dp)
+    return moments_from_vector(total, n, hidden, run.setup.class_totals)
+
+
+def _read_check(run: Run, total: np.ndarray, dp: CalibrationPrivacy | None):
+    n = len(run.labels)
+    return check_from_private_sum(total, n) if dp is not None else validation_from_vector(total, 2, n)
+
+
+def calibrate(
+    run: Run, models: dict, accountant: PrivacyAccountant | None = None
+) -> tuple[GlobalModel, dict]:
+    """CCVR head calibration with its check; returns the final global model and the calibration record."""
+    current = models["current"]
+    base = {"current": current, "previous": models.get("previous")}
+    dp = calibration_privacy(run, accountant)
+    c = run.config
+    if dp is not None and accountant is not None and c.target_epsilon > 0:
+        after = accountant.epsilon_after(0, c.target_delta, releases=RELEASES)
+        if after > c.target_epsilon:  # a run that stopped at its budget has none left for the releases
+            return current, {"method": "ccvr", "clients": 0, "kept": False, "reason": "privacy budget spent"}
+    config = _config(run, dp=dp)
+    moments_sum = _sum(run, "moments", lambda node: model_content(run, base, config), dp)
+    if dp is not None and accountant is not None:
+        accountant.release()  # the noised moments left the clients, whatever happens next
     if not moments_sum.ok:
         return current, {"method": "ccvr", "clients": 0, "kept": False, "reason": "no moments"}
-    moments_total = _readable(run, moments_sum, moments_length(n, hidden))
-    moments = (
-        moments_from_vector(moments_total, n, hidden, run.setup.class_totals)
-        if moments_total is not None
-        else None
-    )
+    moments = _read_moments(run, moments_sum, dp)
     seed = derive_seed(run.config.seed, "ccvr")
     heads = None
-    if moments_sum.plaintext is not None:  # the server may read the sum: it refits and sends the heads
+    if moments is not None and moments_sum.plaintext is not None and current.plain is not None:
+        # the server may read the sum: it refits and sends the heads
         model = _model(run, current.plain)
         old = (model.head.weight.detach().numpy().copy(), model.head.bias.detach().numpy().copy())
         heads = [old, refit_head(model.head, moments, seed)]
 
     def validate_content(node: int) -> RecordDict:
         if heads is not None:
-            content = model_content(run, base, _config(run))
+            content = model_content(run, base, config)
             content[m.HEADS] = m.encode_heads(heads)
             return content
-        return model_content(run, base, _config(run), {"moments": moments_sum.sealed})
+        return model_content(run, base, config, {"moments": moments_sum.sealed})
 
-    check_sum, _ = secure_sum(
-        run.grid,
-        mode=run.mode,
-        nodes=nodes,
-        message_type=m.QUERY_VALIDATE,
-        make_content=validate_content,
-        length=validation_length(n),
-        values=COUNT,
-        he_public=run.he_public,
-        timeout=run.config.timeout_s,
-        check=_plain_check(run, "confusion"),
-    )
-    classes = int((moments.count >= 2).sum()) if moments is not None else 0
+    check_sum = _sum(run, "check", validate_content, dp)
+    if dp is not None and accountant is not None:
+        accountant.release()
     record = {
         "method": "ccvr",
         "clients": len(moments_sum.survivors),
         "rejected": moments_sum.rejected,
-        "classes": classes,
+        "classes": int((moments.count >= 2).sum()) if moments is not None else 0,
         "bytes_up": int(moments_sum.bytes_up + check_sum.bytes_up),
         "kept": None,
+        "privacy": None
+        if dp is None
+        else {"unit": dp.unit, "noise": dp.noise_multiplier, "shares": dp.shares},
         "validation": {"clients": len(check_sum.survivors), "rejected": check_sum.rejected},
     }
     final = GlobalModel(current.plain, current.sealed)
@@ -141,11 +200,22 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
         return final, record | {"kept": False, "reason": "no client could check it"}
     if run.mode.he:
         final.calibration = {"moments": moments_sum.sealed, "confusion": check_sum.sealed}
-    confusion_total = _readable(run, check_sum, validation_length(n))
+    confusion_total = _readable(run, check_sum, validation_length(len(run.labels)))
     if confusion_total is None:  # he without an evaluator: only the clients know the outcome
         return final, record | {"reason": "sealed: decided by the clients"}
-    confusions, histograms = validation_from_vector(confusion_total, 2, n)
+    return _decide(run, current, final, record, (moments, heads, seed), _read_check(run, confusion_total, dp))
+
+
+def _decide(run: Run, current: GlobalModel, final: GlobalModel, record: dict, refit, check) -> tuple:
+    """Keep or discard the refitted head from the summed check counts, and choose the alert rule."""
+    moments, heads, seed = refit
+    confusions, histograms = check
+    if current.plain is None:
+        raise RuntimeError("calibration decided without a readable global model")
     kept, reason, scores = decide(confusions)
+    if kept and heads is not None and all(np.array_equal(a, b) for a, b in zip(*heads)):
+        # a DP refit with fewer than two classes above the noise is the old head: nothing to keep
+        kept, reason = False, "the refit used fewer than two classes above the noise: head unchanged"
     final.alert_rule = record["alert_rule"] = alert_rule(histograms, int(kept))
     log.info("calibration: calibrated head %s (%s)", "kept" if kept else "discarded", reason)
     before = _test(run, current.plain)
@@ -169,13 +239,11 @@ def calibrate(run: Run, models: dict) -> tuple[GlobalModel, dict]:
 
 def _plain_check(run: Run, what: str):
     """Per-client plausibility checks where the server sees each vector (plaintext mode only)."""
-    if run.mode.private:
+    if run.mode.private or run.setup is None:
         return None
-    n, hidden = len(run.labels), run.config.hidden
+    n, hidden, totals = len(run.labels), run.config.hidden, run.setup.class_totals
     if what == "moments":
-        return lambda node, v: check_moments_vector(
-            v, n, hidden, run.setup.class_totals, run.plain_counts[node]
-        )
+        return lambda node, v: check_moments_vector(v, n, hidden, totals, run.plain_counts[node])
     return lambda node, v: check_confusion_vector(v, n, run.plain_counts[node])
 
 
@@ -200,7 +268,9 @@ def save_final(run: Run, final: GlobalModel, state: FederationState) -> None:
     }
     if final.alert_rule:
         metadata[META_THRESHOLD] = final.alert_rule
-    save_detector(run.out_dir / GLOBAL_DIR, run.detector(final.plain, metadata))
+    detector = run.detector(final.plain, metadata)
+    if detector is not None:
+        save_detector(run.out_dir / GLOBAL_DIR, detector)
 
 
 def publish(run: Run, models: dict) -> None:

@@ -121,12 +121,39 @@ def _epsilon(
     rounds: int,
     target_delta: float,
     orders: Sequence[float] | None,
+    releases: int = 0,
 ) -> float:
-    if rounds == 0:
+    if rounds == 0 and releases == 0:
         return 0.0
     accountant = RdpAccountant(orders)
-    accountant.compose(_round_event(noise_multiplier, sample_rate), rounds)
+    if rounds:
+        accountant.compose(_round_event(noise_multiplier, sample_rate), rounds)
+    if releases:
+        accountant.compose(dp_event.GaussianDpEvent(noise_multiplier), releases)
     return float(accountant.get_epsilon(target_delta))
+
+
+def release_noise_std(noise_multiplier: float, sensitivity: float, shares: int) -> float:
+    """Per-contributor noise std of a Gaussian release of a sum: ``sigma * sensitivity / sqrt(shares)``.
+
+    ``shares`` is how many independent noise shares the released sum is guaranteed to hold: the SecAgg
+    threshold ``t`` under secure aggregation (a round with fewer survivors aborts), otherwise 1 (the reader
+    sees each contribution, so each carries the full noise: local DP).
+    """
+    if shares < 1 or not (math.isfinite(sensitivity) and sensitivity > 0) or noise_multiplier < 0:
+        raise ValueError("shares must be >= 1, sensitivity > 0 and the noise multiplier >= 0")
+    return noise_multiplier * sensitivity / math.sqrt(shares)
+
+
+def add_secure_noise(vector: np.ndarray, std: float) -> np.ndarray:
+    """``vector + N(0, std**2)`` per coordinate, float64, the noise from
+    :class:`~fedids.privacy.secure_random.SecureGaussian` (never from a seed anyone else knows)."""
+    from fedids.privacy.secure_random import SecureGaussian
+
+    if not (math.isfinite(std) and std >= 0):
+        raise ValueError(f"std must be non-negative and finite, got {std}")
+    array = np.asarray(vector, np.float64)
+    return array + SecureGaussian().normal(array.shape, std) if std > 0 else array.copy()
 
 
 class PrivacyAccountant:
@@ -161,6 +188,7 @@ class PrivacyAccountant:
         self.orders = None if orders is None else [float(o) for o in orders]
         self._accountant = RdpAccountant(self.orders)
         self._rounds = 0
+        self._releases = 0
 
     @property
     def rounds(self) -> int:
@@ -175,16 +203,38 @@ class PrivacyAccountant:
             self._accountant.compose(_round_event(self.noise_multiplier, self.sample_rate), rounds)
             self._rounds += rounds
 
+    @property
+    def releases(self) -> int:
+        """Unsampled Gaussian releases (every client's contribution, e.g. the calibration sums) so far."""
+        return self._releases
+
+    def release(self, count: int = 1) -> None:
+        """Record ``count`` releases of a sum of every client's contribution, each noised with std
+        ``noise_multiplier`` times its sensitivity (no sampling amplification)."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        if count:
+            self._accountant.compose(dp_event.GaussianDpEvent(self.noise_multiplier), count)
+            self._releases += count
+
     def epsilon(self, target_delta: float) -> float:
         """Epsilon spent so far at ``target_delta`` (0 before the first round)."""
         _check_delta(target_delta)
-        return 0.0 if self._rounds == 0 else float(self._accountant.get_epsilon(target_delta))
+        if self._rounds == 0 and self._releases == 0:
+            return 0.0
+        return float(self._accountant.get_epsilon(target_delta))
 
-    def epsilon_after(self, rounds: int, target_delta: float) -> float:
-        """Epsilon that ``rounds`` more rounds would bring the total to (nothing is recorded)."""
+    def epsilon_after(self, rounds: int, target_delta: float, releases: int = 0) -> float:
+        """Epsilon that ``rounds`` more rounds and ``releases`` more releases would bring the total to
+        (nothing is recorded)."""
         _check_delta(target_delta)
         return _epsilon(
-            self.noise_multiplier, self.sample_rate, self._rounds + rounds, target_delta, self.orders
+            self.noise_multiplier,
+            self.sample_rate,
+            self._rounds + rounds,
+            target_delta,
+            self.orders,
+            self._releases + releases,
         )
 
     def check_budget(self, target_epsilon: float, target_delta: float, rounds: int = 1) -> None:
@@ -212,6 +262,7 @@ class PrivacyAccountant:
             "sample_rate": self.sample_rate,
             "orders": self.orders,
             "rounds": self._rounds,
+            "releases": self._releases,
         }
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -223,6 +274,7 @@ class PrivacyAccountant:
             Different accountant, noise multiplier, sample rate or orders, or a bad round count.
         """
         expected = self.state_dict()
+        state = {"releases": 0, **state}  # checkpoints written before calibration releases were counted
         if set(state) != set(expected):
             raise ValueError(f"accountant state keys {sorted(state)} != {sorted(expected)}")
         for key in ("accountant", "noise_multiplier", "sample_rate", "orders"):
@@ -230,12 +282,13 @@ class PrivacyAccountant:
                 raise ValueError(
                     f"accountant state has {key}={state[key]!r}, this accountant {expected[key]!r}"
                 )
-        rounds = state["rounds"]
-        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
-            raise ValueError(f"accountant state has an invalid round count {rounds!r}")
+        counts = [state["rounds"], state["releases"]]
+        if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in counts):
+            raise ValueError(f"accountant state has an invalid round or release count {counts!r}")
         self._accountant = RdpAccountant(self.orders)
-        self._rounds = 0
-        self.step(rounds)
+        self._rounds = self._releases = 0
+        self.step(int(state["rounds"]))  # type: ignore[call-overload]
+        self.release(int(state["releases"]))  # type: ignore[call-overload]
 
 
 def calibrate_noise_multiplier(
@@ -245,8 +298,10 @@ def calibrate_noise_multiplier(
     rounds: int,
     tol: float = 1e-3,
     orders: Sequence[float] | None = None,
+    releases: int = 0,
 ) -> float:
-    """Smallest noise multiplier (within ``tol``) that keeps ``rounds`` rounds within budget.
+    """Smallest noise multiplier (within ``tol``) that keeps ``rounds`` rounds, and ``releases`` unsampled
+    Gaussian releases at the same multiplier (the head calibration's sums), within budget.
 
     Parameters
     ----------
@@ -277,7 +332,7 @@ def calibrate_noise_multiplier(
         raise ValueError(f"rounds must be >= 1, got {rounds}")
 
     def epsilon(sigma: float) -> float:
-        return _epsilon(sigma, sample_rate, rounds, target_delta, orders)
+        return _epsilon(sigma, sample_rate, rounds, target_delta, orders, releases)
 
     # Epsilon falls as sigma grows: find lo (over budget) < hi (within budget).
     hi = 1.0
@@ -293,8 +348,9 @@ def calibrate_noise_multiplier(
     sigma = float(
         calibrate_dp_mechanism(
             make_fresh_accountant=lambda: RdpAccountant(orders),
-            make_event_from_param=lambda s: dp_event.SelfComposedDpEvent(
-                _round_event(s, sample_rate), rounds
+            make_event_from_param=lambda s: dp_event.ComposedDpEvent(
+                [dp_event.SelfComposedDpEvent(_round_event(s, sample_rate), rounds)]
+                + ([dp_event.SelfComposedDpEvent(dp_event.GaussianDpEvent(s), releases)] if releases else [])
             ),
             target_epsilon=target_epsilon,
             target_delta=target_delta,

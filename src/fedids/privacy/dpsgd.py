@@ -84,30 +84,54 @@ class _QuietRDP(warnings.catch_warnings):
         return entered
 
 
-def epsilon_spent(noise_multiplier: float, rate: float, steps: int, delta: float) -> float:
-    """Epsilon (RDP, Opacus' accountant) of ``steps`` DP-SGD steps at ``rate`` and ``noise_multiplier``."""
+def epsilon_spent(
+    noise_multiplier: float, rate: float, steps: int, delta: float, releases: tuple[float, int] = (0.0, 0)
+) -> float:
+    """Epsilon (RDP, Opacus' accountant) of ``steps`` DP-SGD steps at ``rate`` and ``noise_multiplier``,
+    composed with ``releases = (sigma, count)``: ``count`` unsampled Gaussian releases of statistics of the
+    same windows at noise multiplier ``sigma`` (the head calibration's moments and confusion sums)."""
     accountant = RDPAccountant()
     accountant.history = [(noise_multiplier, rate, steps)]
+    if releases[1]:
+        accountant.history.append((releases[0], 1.0, releases[1]))
     with _QuietRDP():
         return float(accountant.get_epsilon(delta=delta))
 
 
-def calibrate_noise(target_epsilon: float, delta: float, rate: float, steps: int) -> float:
-    """The smallest noise multiplier (to 0.01 in epsilon) whose ``steps`` steps spend at most
-    ``target_epsilon`` at ``delta`` (Opacus' ``get_noise_multiplier``, RDP)."""
+def calibrate_noise(
+    target_epsilon: float, delta: float, rate: float, steps: int, releases: tuple[float, int] = (0.0, 0)
+) -> float:
+    """The smallest noise multiplier (to 0.01 in epsilon) whose ``steps`` steps, with ``releases`` (see
+    :func:`epsilon_spent`), spend at most ``target_epsilon`` at ``delta`` (Opacus' RDP accountant)."""
     if not target_epsilon > 0 or steps < 1:
         raise ValueError("target epsilon must be > 0 and steps >= 1")
-    with _QuietRDP():
-        return float(
-            get_noise_multiplier(
-                target_epsilon=target_epsilon,
-                target_delta=delta,
-                sample_rate=rate,
-                steps=steps,
-                accountant="rdp",
-                epsilon_tolerance=0.01,
+    if not releases[1]:
+        with _QuietRDP():
+            return float(
+                get_noise_multiplier(
+                    target_epsilon=target_epsilon,
+                    target_delta=delta,
+                    sample_rate=rate,
+                    steps=steps,
+                    accountant="rdp",
+                    epsilon_tolerance=0.01,
+                )
             )
+    if epsilon_spent(1e6, rate, steps, delta, releases) >= target_epsilon:
+        raise ValueError(
+            f"the calibration releases alone (noise {releases[0]:g}, {releases[1]} releases) spend the "
+            f"whole epsilon {target_epsilon:g}: raise their noise or the target"
         )
+    lo, hi = 0.0, 1.0
+    while epsilon_spent(hi, rate, steps, delta, releases) > target_epsilon:
+        lo, hi = hi, hi * 2.0
+    while epsilon_spent(hi, rate, steps, delta, releases) < target_epsilon - 0.01 and hi - lo > 1e-4:
+        mid = (lo + hi) / 2.0  # invariant: hi is within budget
+        if epsilon_spent(mid, rate, steps, delta, releases) > target_epsilon:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 @dataclass(frozen=True)

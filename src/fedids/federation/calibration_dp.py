@@ -1,0 +1,174 @@
+"""Head calibration under differential privacy: the calibration sums as Gaussian releases.
+
+In a DP run every statistic that leaves a client must be covered by the run's guarantee, the head
+calibration's sums included (:mod:`fedids.federation.calibration`). Each client adds Gaussian noise to its
+vectors before sealing them, with the noise source of :mod:`fedids.privacy.secure_random`:
+
+* **Moments**, per class: the count, the sum and the sum of squares of the GRU's last hidden state. Its
+  coordinates lie in (-1, 1) (``tanh``), so one window changes the vector by at most ``sqrt(1 + 2H)`` in
+  L2 (:func:`moments_sensitivity`). The head is refitted on a *diagonal* covariance per class: the full
+  outer products have sensitivity ``H`` and would need ``H`` times the noise on ``H**2`` coordinates.
+* **The check** (confusion counts of the old and the refitted head on the window's split, and the score
+  histograms of validation windows): one window changes at most four counts by one: sensitivity 2.
+* **Unit**: ``window`` (DP-SGD's per-window privacy) releases the sums as they are; ``client`` (client-level
+  ``dp``) divides each client's vectors by its number of windows first, so that a whole client changes the
+  sum by at most the same bounds.
+
+Noise per contributor: ``sigma * sensitivity / sqrt(shares)`` with ``shares`` the SecAgg threshold under
+``secagg`` (a sum with fewer survivors aborts, it never goes out with less noise), otherwise 1: where the
+reader sees each contribution, each carries the full noise (local DP). Accounting: the run budgets two
+Gaussian releases at ``sigma`` before training starts (:func:`fedids.privacy.dp.calibrate_noise_multiplier`
+and :func:`fedids.privacy.dpsgd.calibrate_noise` take them), so the final epsilon holds them.
+
+Rounding counts, dropping negative counts and ignoring classes with too few noisy windows to estimate are
+post-processing: they cost no privacy. The refitted head is then kept only if the noisy check says it
+scores better, as in the plaintext modes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedids.federation.calibration import ClassMoments, validation_from_vector, validation_length
+from fedids.privacy.dp import add_secure_noise, release_noise_std
+
+UNITS = ("window", "client")
+RELEASES = 2  # the moments sum and the check's confusion sum
+CHECK_SENSITIVITY = 2.0
+CLIENT_SCALE = 1e6  # client unit: summed window shares are scaled up to counts before rounding
+MIN_NOISY_COUNT = 3.0  # a class joins the refit only with this many noise stds of windows
+
+
+@dataclass(frozen=True)
+class CalibrationPrivacy:
+    """How a DP run releases its calibration sums: the DP unit, the noise multiplier and the number of noise
+    shares the released sum is guaranteed to hold."""
+
+    unit: str
+    noise_multiplier: float
+    shares: int
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"calibration DP unit must be one of {UNITS}, got {self.unit!r}")
+        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0) or self.shares < 1:
+            raise ValueError("calibration DP needs a positive noise multiplier and at least one share")
+
+    def contributor_std(self, sensitivity: float) -> float:
+        """Noise std one client adds to a vector of this ``sensitivity``."""
+        return release_noise_std(self.noise_multiplier, sensitivity, self.shares)
+
+
+def moments_sensitivity(hidden: int) -> float:
+    """L2 bound of one window's (or, per-window normalised, one client's) moments contribution: count 1,
+    sum ``sqrt(H)`` and squares ``sqrt(H)`` for hidden coordinates in (-1, 1)."""
+    return math.sqrt(1.0 + 2.0 * hidden)
+
+
+def private_moments_length(n_classes: int, hidden: int) -> int:
+    return n_classes * (1 + 2 * hidden)
+
+
+def _scale(totals: np.ndarray) -> np.ndarray:
+    # As the plaintext moments vector: each class divided by the federation's flows of it, so that every
+    # coordinate stays within the sealed modes' clip range with full relative precision.
+    return np.maximum(np.asarray(totals, np.float64), 1.0)
+
+
+def moments_contribution(features: np.ndarray, targets: np.ndarray, n_classes: int, unit: str) -> np.ndarray:
+    """One client's moments before noise, ``[count (C,), sum (C, H), squares (C, H)]``; under the ``client``
+    unit divided by its number of windows. ``features (n, H)`` must lie in [-1, 1], the bound
+    :func:`moments_sensitivity` holds for."""
+    hidden = features.shape[1]
+    if features.size and np.abs(features).max() > 1.0:
+        raise ValueError("hidden features outside [-1, 1]: the moments' sensitivity bound does not hold")
+    count, total, squares = np.zeros(n_classes), np.zeros((n_classes, hidden)), np.zeros((n_classes, hidden))
+    valid = targets >= 0
+    for c in np.unique(targets[valid]):
+        f = features[targets == c]
+        count[c], total[c], squares[c] = len(f), f.sum(axis=0), (f * f).sum(axis=0)
+    vector = np.concatenate([count, total.ravel(), squares.ravel()])
+    return vector / max(1, int(valid.sum())) if unit == "client" else vector
+
+
+def private_moments_vector(
+    features: np.ndarray, targets: np.ndarray, totals: np.ndarray, dp: CalibrationPrivacy
+) -> np.ndarray:
+    """A client's noised moments (:func:`moments_contribution` plus Gaussian noise) for the sum, each class
+    divided by ``totals`` like the plaintext moments vector."""
+    n_classes, hidden = len(totals), features.shape[1]
+    vector = moments_contribution(features, targets, n_classes, dp.unit)
+    vector = add_secure_noise(vector, dp.contributor_std(moments_sensitivity(hidden)))
+    scale = 1.0 / _scale(totals)
+    parts = np.split(vector[n_classes:], 2)
+    return np.concatenate(
+        [vector[:n_classes] * scale]
+        + [(p.reshape(n_classes, hidden) * scale[:, None]).ravel() for p in parts]
+    )
+
+
+def moments_from_private_sum(
+    total: np.ndarray, hidden: int, totals: np.ndarray, dp: CalibrationPrivacy
+) -> ClassMoments:
+    """Per-class Gaussians (diagonal covariance) from a noised moments sum, as :class:`ClassMoments`.
+
+    Classes whose noisy count is below :data:`MIN_NOISY_COUNT` times the sum's least noise std
+    (``sigma * sensitivity``, what every released sum holds) get count 0, so the refit leaves their head
+    rows as they are; the server and the clients (under ``he``) read the same sum the same way. Under the
+    ``client`` unit the summed window shares are rescaled to the federation's total of flows (``totals``)
+    before rounding."""
+    n_classes = len(totals)
+    total = np.asarray(total, np.float64)
+    if total.shape != (private_moments_length(n_classes, hidden),) or not np.isfinite(total).all():
+        raise ValueError(f"private moments sum has {total.size} values or non-finite ones")
+    scale = _scale(totals)
+    count = total[:n_classes] * scale
+    sums, squares = (p.reshape(n_classes, hidden) * scale[:, None] for p in np.split(total[n_classes:], 2))
+    noise = dp.noise_multiplier * moments_sensitivity(hidden)
+    threshold = MIN_NOISY_COUNT * noise  # in the count's units: windows, or summed window shares
+    usable = count >= (max(2.0, threshold) if dp.unit == "window" else threshold)
+    if dp.unit == "client" and count[usable].sum() > 0:
+        factor = float(scale.sum() / count[usable].sum())
+        count, sums, squares = count * factor, sums * factor, squares * factor
+    moments = ClassMoments.zeros(n_classes, hidden)
+    for c in np.flatnonzero(usable):
+        n = float(np.rint(count[c]))
+        mean = np.clip(sums[c] / count[c], -1.0, 1.0)
+        variance = np.clip(squares[c] / count[c] - mean * mean, 1e-5, 1.0)
+        moments.count[c], moments.sum[c] = n, mean * n
+        moments.outer[c] = n * (np.diag(variance) + np.outer(mean, mean))
+    return moments
+
+
+def private_check_vector(counts: np.ndarray, windows: int, dp: CalibrationPrivacy) -> np.ndarray:
+    """A client's noised check counts (:func:`fedids.federation.calibration.confusion_vector`) over its
+    ``windows`` scored windows."""
+    vector = np.asarray(counts, np.float64)
+    if dp.unit == "client":
+        vector = vector * (CLIENT_SCALE / max(1, windows))
+    sensitivity = CHECK_SENSITIVITY * (CLIENT_SCALE if dp.unit == "client" else 1.0)
+    return add_secure_noise(vector, dp.contributor_std(sensitivity))
+
+
+def check_from_private_sum(total: np.ndarray, n_classes: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``(confusions, histograms)`` of a noised check sum: negative counts become 0, the rest are rounded."""
+    total = np.asarray(total, np.float64)
+    if total.shape != (validation_length(n_classes),) or not np.isfinite(total).all():
+        raise ValueError("private check sum has the wrong size or non-finite values")
+    return validation_from_vector(np.rint(np.maximum(total, 0.0)), 2, n_classes)
+
+
+__all__ = [
+    "RELEASES",
+    "CalibrationPrivacy",
+    "check_from_private_sum",
+    "moments_contribution",
+    "moments_from_private_sum",
+    "moments_sensitivity",
+    "private_check_vector",
+    "private_moments_length",
+    "private_moments_vector",
+]
