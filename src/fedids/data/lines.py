@@ -132,19 +132,19 @@ class CleanLines(io.RawIOBase):
                 self.dropped[LINE_MALFORMED] += 1
         pos = block.find(self._header)
         while pos >= 0:
-            i = int(np.searchsorted(ends, pos))
-            if starts[i] == pos and block[pos : ends[i]].rstrip(b"\r") == self._header and i not in bad:
-                bad[i] = None
+            row = int(np.searchsorted(ends, pos))
+            if starts[row] == pos and block[pos : ends[row]].rstrip(b"\r") == self._header and row not in bad:
+                bad[row] = None
                 self.dropped[LINE_HEADER] += 1
             pos = block.find(self._header, pos + 1)
         if not bad:
             return block
         parts, prev = [], 0
-        for i in sorted(bad):
-            parts.append(block[prev : starts[i]])
-            if bad[i] is not None:
-                parts.append(bad[i] + b"\n")
-            prev = int(ends[i]) + 1
+        for row, fixed in sorted(bad.items()):
+            parts.append(block[prev : starts[row]])
+            if fixed is not None:
+                parts.append(fixed + b"\n")
+            prev = int(ends[row]) + 1
         parts.append(block[prev:])
         return b"".join(parts)
 

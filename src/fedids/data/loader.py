@@ -233,8 +233,22 @@ class _Chunk:
     idx: np.ndarray  # (n,) int64 index into classes; -1 for an empty cell
     x32: np.ndarray | None = None  # (78, n) float32: feature-major, so each column is contiguous
     h: np.ndarray | None = None  # (n,) uint64 row hash, built column by column
-    meta: dict[str, object] = field(default_factory=dict)
+    meta: dict[str, np.ndarray | pa.ChunkedArray] = field(default_factory=dict)  # numeric / text columns
     masks: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def features(self) -> np.ndarray:
+        """:attr:`x32`, once parsed."""
+        if self.x32 is None:
+            raise RuntimeError("chunk features read before they were parsed")
+        return self.x32
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """:attr:`h`, when duplicates are dropped."""
+        if self.h is None:
+            raise RuntimeError("row hashes read in a run that keeps duplicates")
+        return self.h
 
     def flag(self, reason: str, mask: np.ndarray) -> None:
         self.masks[reason] = self.masks[reason] | mask if reason in self.masks else mask
@@ -423,7 +437,7 @@ class _FileReader:
                     f"{self.info.path}: column {name!r} is empty in the first "
                     f"{self.chunk_rows} rows but not later; fill or empty it throughout"
                 )
-        ports = {"dst_port": chunk.x32[FEATURES.index("Destination Port")].astype(np.float64)}
+        ports = {"dst_port": chunk.features[FEATURES.index("Destination Port")].astype(np.float64)}
         for m in _NUMERIC_META:
             if self.meta_present.get(m):
                 values, miss, junk = parse_numeric(table.column(self.src[m]))
@@ -465,7 +479,7 @@ class _FileReader:
             words = np.array([c[1] if c else "" for c in chunk.classes] + [""], dtype=object)
             chunk.mix(pd.util.hash_array(words)[chunk.idx])
             live = np.flatnonzero(reason == 0)
-            fresh = self.dedup.new_mask(pd.util.hash_array(chunk.h[live]))
+            fresh = self.dedup.new_mask(pd.util.hash_array(chunk.hashes[live]))
             reason[live[~fresh]] = DROP_REASONS.index("duplicate") + 1
         return reason
 
@@ -484,7 +498,7 @@ class _FileReader:
         if not k:
             return
 
-        feats = chunk.x32[:, keep]
+        feats = chunk.features[:, keep]
         for rate in _RATE_FEATURES:
             j = FEATURES.index(rate)
             fix = ~np.isfinite(feats[j])

@@ -101,14 +101,14 @@ class SynthConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ValueError(f"SynthConfig.{name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
+            if not lo <= int(value) <= hi:  # int(): typeshed's numbers.Integral has no comparisons
                 raise ValueError(f"SynthConfig.{name} must be in [{lo}, {hi}], got {value}")
 
         def _real(name: str, lo: float, hi: float) -> None:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"SynthConfig.{name} must be a finite number, got {value!r}")
-            if not lo <= value <= hi:
+            if not lo <= float(value) <= hi:  # float(): typeshed's numbers.Real has no comparisons
                 raise ValueError(f"SynthConfig.{name} must be in [{lo}, {hi}], got {value}")
 
         _int("devices", 4, 50_000)

@@ -169,7 +169,7 @@ def _udp_stream(
     w: _World,
     devs: np.ndarray,
     profile: str,
-    dst: np.ndarray,
+    dst: np.ndarray | int,
     dport,
     sport,
     period_s: np.ndarray,

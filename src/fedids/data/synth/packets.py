@@ -126,12 +126,12 @@ def compute_flow_features(packets: PacketArrays, dst_port: np.ndarray) -> np.nda
     valid = packets.valid
     counts = valid.sum(axis=1)
     width = valid.shape[1]
-    flat = [
+    ts, size, fwd, flags, header, window = (
         np.asarray(a).reshape(-1)
         for a in (packets.ts_us, packets.size, packets.fwd, packets.flags, packets.header, packets.window)
-    ]
+    )
     first = np.arange(len(counts), dtype=np.int64) * width
-    p = _flat_packets(*flat, first=first, counts=counts)
+    p = _flat_packets(ts, size, fwd, flags, header, window, first=first, counts=counts)
     return flow_features(p, dst_port, SYNTHETIC)
 
 
@@ -176,7 +176,7 @@ def _simulate_flat(
     h = _handshake(f, plan, rng)
     r = _round_sizes(f, plan, rng)
     td_n = _TD_LEN[f["td"]]
-    data_n = np.bincount(r["rf"], weights=r["c"], minlength=f["n"]).astype(np.int64)
+    data_n = np.bincount(r["rf"], weights=r["c"], minlength=len(f["prof"])).astype(np.int64)
     total = h["hs_n"] + data_n + td_n
     flow_off = np.cumsum(total) - total
 
@@ -195,7 +195,8 @@ def _simulate_flat(
 
 
 def _flow_columns(plan: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-flow columns the packet steps share: profile, stacks, handshake, rounds, teardown, MSS."""
+    """Per-flow columns the packet steps share: profile, stacks, handshake, rounds, teardown, MSS (all of
+    length ``n``, the number of flows: ``len(f["prof"])``)."""
     prof = plan["profile"].astype(np.int64)
     hs = plan["hs"].astype(np.int64)
     sf, sb = plan["stack_f"].astype(np.int64), plan["stack_b"].astype(np.int64)
@@ -204,7 +205,6 @@ def _flow_columns(plan: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     connected = (hs == HS_FULL) | (hs == HS_NONE)
     head_len = np.where(hs == HS_FULL, _PT["head_len"][prof], 0)
     return {
-        "n": len(prof),
         "prof": prof,
         "hs": hs,
         "sf": sf,
@@ -226,7 +226,7 @@ def _handshake(
     f: dict[str, np.ndarray], plan: dict[str, np.ndarray], rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Handshake packets of every flow: flow ``hf``, position ``hk``, direction, flags, inter-arrival time."""
-    n, hs, tcp, ecn, sf, sb = f["n"], f["hs"], f["tcp"], f["ecn"], f["sf"], f["sb"]
+    n, hs, tcp, ecn, sf, sb = len(f["prof"]), f["hs"], f["tcp"], f["ecn"], f["sf"], f["sb"]
     rtt_f, rtt_b = f["rtt_f"], f["rtt_b"]
     hs_n = _HS_BASE_LEN[hs] + np.where((hs == HS_UNANSWERED) | (hs == HS_SYNACK_RETRY), f["retries"], 0)
     hs_n = np.where(tcp, hs_n, 0)
@@ -258,7 +258,7 @@ def _round_sizes(
     f: dict[str, np.ndarray], plan: dict[str, np.ndarray], rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Request/response rounds of every flow (flow ``rf``, index ``rr``): bytes, segments, ACKs, gaps."""
-    n, prof, hs, head_len, tcp, sf = f["n"], f["prof"], f["hs"], f["head_len"], f["tcp"], f["sf"]
+    n, prof, hs, head_len, tcp, sf = len(f["prof"]), f["prof"], f["hs"], f["head_len"], f["tcp"], f["sf"]
     rf = np.repeat(np.arange(n), f["rounds"])
     rr = _ragged_arange(f["rounds"])
     rp = prof[rf]
@@ -381,7 +381,7 @@ def _place_teardown(
     rng: np.random.Generator,
 ) -> None:
     """Write the teardown packets into ``out`` from each flow's ``td_start`` on."""
-    n, td, prof, rtt_f, rtt_b = f["n"], f["td"], f["prof"], f["rtt_f"], f["rtt_b"]
+    n, td, prof, rtt_f, rtt_b = len(f["prof"]), f["td"], f["prof"], f["rtt_f"], f["rtt_b"]
     tf = np.repeat(np.arange(n), td_n)
     tk = _ragged_arange(td_n)
     t_dir = _TD_DIR[td[tf], tk]
@@ -404,7 +404,7 @@ def _packet_fields(
     rng: np.random.Generator,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Times, header lengths and windows of the laid-out packets; the valid count per flow."""
-    n, tcp, sf, sb = f["n"], f["tcp"], f["sf"], f["sb"]
+    n, tcp, sf, sb = len(f["prof"]), f["tcp"], f["sf"], f["sb"]
     out_fwd, out_flags = out["fwd"], out["flags"]
     n_pkt = len(out_fwd)
     pflow = np.repeat(np.arange(n), total)

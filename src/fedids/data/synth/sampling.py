@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 
 def _ragged_arange(counts: np.ndarray) -> np.ndarray:
@@ -13,7 +14,7 @@ def _ragged_arange(counts: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) - np.repeat(starts, counts)
 
 
-def _lognormal(rng: np.random.Generator, median: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+def _lognormal(rng: np.random.Generator, median: npt.ArrayLike, sigma: npt.ArrayLike) -> np.ndarray:
     median = np.asarray(median, dtype=np.float64)
     return np.exp(np.log(np.maximum(median, 1e-9)) + np.asarray(sigma) * rng.standard_normal(median.shape))
 
