@@ -24,7 +24,6 @@ import pytest
 import torch
 
 from fedids.data.synth import SynthConfig, generate_flows
-from fedids.evaluation import experiment as ex
 from fedids.evaluation import report
 from fedids.evaluation.mia import client_examples
 from fedids.federation.baselines import run_local
@@ -32,6 +31,7 @@ from fedids.federation.server_app import RoundRecord
 from fedids.federation.simulation import make_partitions
 from fedids.model.artifacts import Detector
 from fedids.model.train import TrainConfig, fit, get_weights, set_weights
+from fedids.pipelines import experiment as ex
 from fedids.privacy.dp import PrivacyAccountant, add_gaussian_noise, clip_update
 from fedids.task import PreparedData, evaluate_rows, fit_preprocessing, new_model, prepare, train_centralized
 
@@ -154,7 +154,7 @@ def _entry(history: list[dict], privacy: str) -> dict:
         **{k: last["test"][k] for k in ex.SUMMARY_KEYS},
         "rounds": len(history),
         "seconds": sum(h["seconds"] for h in history),
-        "epsilon": ex.round_epsilon(last),
+        "epsilon": report.round_epsilon(last),
         "dp_unit": ex.dp_unit(privacy),
         "history": history,
     }
@@ -209,10 +209,10 @@ def results(tmp_path_factory) -> dict:
         "dp": _entry(hist_dp, "dp"),
         "he": {"status": "not run: this fixture trains without Flower"},
     }
-    out["modes"] = ex._section(cfg, partition="iid", entries=entries)
+    out["modes"] = ex.section(cfg, partition="iid", entries=entries)
     shared_det, shared_hist = _fedavg(data, make_partitions(remaining, 3, "shared:0.5", cfg.seed), ROUNDS)
     per_class = evaluate_rows(shared_det, data, data.test_rows)["per_class"]
-    out["shared_0_5_avg_f1"] = ex._section(
+    out["shared_0_5_avg_f1"] = ex.section(
         cfg,
         status="ok",
         partition="shared:0.5",
@@ -466,12 +466,15 @@ def test_privacy_mode_names() -> None:
         and ex.dp_unit("he+dpsgd") == "flow window"
         and ex.dp_unit("he") is None
     )
-    assert ex.round_epsilon({"epsilon": None, "dpsgd_epsilon": 3.0}) == 3.0 and ex.round_epsilon({}) is None
-    assert ex.privacy_unsupported_reason("he+dpsgd") is None
-    kwargs, secret = ex.federation_kwargs(
-        ex.ExperimentConfig(out_dir=Path("unused")), "dpsgd", Path("unused")
+    assert (
+        report.round_epsilon({"epsilon": None, "dpsgd_epsilon": 3.0}) == 3.0
+        and report.round_epsilon({}) is None
     )
-    assert kwargs["dpsgd_target_epsilon"] == 8.0 and "privacy" not in kwargs and secret is None
+    assert ex.privacy_unsupported_reason("he+dpsgd") is None
+    config = ex.federation_config(ex.ExperimentConfig(out_dir=Path("unused")), "dpsgd", Path("unused"))
+    assert config.dpsgd_target_epsilon == 8.0 and config.privacy == "none" and not config.he_public_context
+    he = ex.federation_config(ex.ExperimentConfig(out_dir=Path("e")), "he+dp", Path("e") / "keys")
+    assert he.privacy == "he+dp" and he.target_epsilon == 8.0 and he.he_public_context.startswith("e/keys/")
 
 
 def test_experiment_helpers(tmp_path) -> None:

@@ -72,7 +72,7 @@ def test_every_federate_option_defaults_to_federation_config():
 
 
 def test_the_experiment_trains_with_the_federation_defaults():
-    from fedids.evaluation.experiment import ExperimentConfig
+    from fedids.pipelines.experiment import ExperimentConfig
 
     experiment = ExperimentConfig(out_dir=Path("x"))
     for name in ("rounds", "local_epochs", "batch_size", "lr", "hidden", "window"):

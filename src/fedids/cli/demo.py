@@ -39,10 +39,10 @@ def demo(
     from fedids.cli.detect import print_summary
     from fedids.cli.outputs import write_json
     from fedids.data.synth import SynthConfig, write_synthetic_csv
-    from fedids.evaluation.experiment import ExperimentConfig, run_experiment, summary_lines
     from fedids.model.artifacts import load_detector
     from fedids.model.export import export_onnx
     from fedids.pipelines.detect import DetectRequest, DetectSummary, run_detect
+    from fedids.pipelines.experiment import ExperimentConfig, run_experiment, summary_lines
 
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)

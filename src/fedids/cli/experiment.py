@@ -61,7 +61,7 @@ def paper(
 ) -> None:
     """Run baselines, federated privacy modes, shared:0.5, compression, energy, adaptive strategies,
     membership inference."""
-    from fedids.evaluation.experiment import (
+    from fedids.pipelines.experiment import (
         DEFAULT_MODES,
         DEFAULT_SCALABILITY,
         REPORT_FILE,

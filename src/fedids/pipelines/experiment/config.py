@@ -1,0 +1,144 @@
+"""Settings of ``fedids experiment paper`` and the privacy modes it compares."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedids.federation.config import FederationConfig
+
+_FEDERATION = FederationConfig()  # the experiment's training settings default to the federation's
+
+DEFAULT_MODES: tuple[str, ...] = ("none", "he", "he+dp", "he+dpsgd", "he+secagg+dp")
+DP_PARTS = {"dp": "client", "dpsgd": "flow window"}
+"""The DP components of a mode and what their epsilon protects: ``dp`` is client-level DP on the
+aggregate (:mod:`fedids.privacy.dp`), ``dpsgd`` sample-level DP-SGD on every client
+(:mod:`fedids.privacy.dpsgd`); both are calibrated to ``target_epsilon``."""
+
+SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc")
+RESULTS_FILE, REPORT_FILE = "results.json", "report.html"
+DEFAULT_SCALABILITY = Path("benchmarks") / "results" / "scalability.json"
+"""The scalability benchmark's output, relative to the working directory (a checkout of the repository:
+``python benchmarks/bench_scalability.py`` writes it); the installed package ships no copy."""
+TARGET_FRACTION = 0.9
+"""Energy/communication target: this fraction of the final macro-F1 of plaintext federated training
+(mode ``none``; the best mode when ``none`` did not run). A mode that never reaches it reports n/a:
+the privacy modes' accuracy cost shows up as never reaching the quality plaintext FedAvg reaches."""
+
+
+def split_mode(mode: str) -> tuple[str, bool]:
+    """``"he+dpsgd"`` -> (``"he"``, True): the FederationConfig privacy mode and whether clients run DP-SGD."""
+    parts = [p for p in mode.split("+") if p != "dpsgd"]
+    return "+".join(parts) or "none", len(parts) != len(mode.split("+"))
+
+
+def dp_unit(mode: str) -> str | None:
+    """What the epsilon of ``mode`` protects (None: no DP)."""
+    units = [DP_PARTS[p] for p in mode.split("+") if p in DP_PARTS]
+    return " and ".join(units) or None
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Settings of one ``fedids experiment paper`` run (see the CLI for their meaning)."""
+
+    out_dir: Path
+    data: tuple[str, ...] = ()
+    rounds: int = _FEDERATION.rounds
+    clients: int = 10
+    partition: str = "dirichlet:0.5"
+    local_epochs: int = _FEDERATION.local_epochs
+    batch_size: int = _FEDERATION.batch_size
+    lr: float = _FEDERATION.lr
+    hidden: int = _FEDERATION.hidden
+    window: int = _FEDERATION.window
+    split: str = "time"
+    test_fraction: float = 0.3
+    seed: int = 0
+    quick: bool = False
+    modes: tuple[str, ...] = DEFAULT_MODES
+    target_epsilon: float = 8.0
+    shadows: int = 4
+    mia_max_per_class: int = 5000
+    latency_calls: int = 1000
+    prune_amount: float = 0.5
+    scalability_path: Path | None = DEFAULT_SCALABILITY
+    command: str = ""
+    synth: dict = field(default_factory=dict)
+    adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.clients < 1 or self.local_epochs < 1:
+            raise ValueError("rounds, clients and local epochs must be >= 1")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if not self.target_epsilon > 0:
+            raise ValueError("target epsilon must be > 0")
+
+
+def quick_synth(seed: int) -> dict:
+    """The small synthetic capture of ``--quick`` (about three thousand flows)."""
+    return {"devices": 12, "hours": 0.5, "gateways": 2, "seed": seed}
+
+
+def privacy_unsupported_reason(mode: str) -> str | None:
+    """None when federated training can run privacy ``mode`` (``he+dpsgd``: a FederationConfig privacy
+    mode, optionally with ``+dpsgd``), else why not."""
+    if mode == "none":
+        return None
+    privacy, _ = split_mode(mode)
+    try:
+        from fedids.federation.private import PrivacyMode
+
+        PrivacyMode.parse(privacy)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse means the mode is not available
+        return f"privacy mode {mode} is not supported ({str(exc).splitlines()[0][:160]})"
+    return None
+
+
+def federation_config(cfg: ExperimentConfig, mode: str, keys_dir: Path) -> FederationConfig:
+    """The FederationConfig of privacy ``mode`` in this experiment: every client each round, the
+    experiment's training settings, DP modes (``dp`` and ``dpsgd``) calibrated to ``cfg.target_epsilon``
+    over ``cfg.rounds``; HE modes read the key set in ``keys_dir`` (created fresh by the run,
+    :func:`fedids.pipelines.federate.run_federation`)."""
+    from fedids.pipelines.federate import he_public_context
+
+    kwargs: dict[str, Any] = dict(
+        rounds=cfg.rounds,
+        fraction_train=1.0,
+        min_clients=1,
+        local_epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        hidden=cfg.hidden,
+        window=cfg.window,
+        seed=cfg.seed,
+    )
+    privacy, dpsgd = split_mode(mode)
+    if dpsgd:
+        kwargs["dpsgd_target_epsilon"] = cfg.target_epsilon
+    if privacy != "none":
+        kwargs["privacy"] = privacy
+        if "dp" in privacy.split("+"):
+            kwargs["target_epsilon"] = cfg.target_epsilon
+        kwargs["he_public_context"] = he_public_context(privacy, keys_dir)
+    return FederationConfig(**kwargs)
+
+
+def make_command(cfg_args: dict[str, Any]) -> str:
+    """The ``fedids experiment paper`` command line that reproduces a run (options in a fixed order)."""
+    words = ["fedids", "experiment", "paper"]
+    for p in cfg_args.get("data") or []:
+        words += ["--data", str(p)]
+    for key in ("out", "rounds", "clients", "partition", "local_epochs", "split", "seed", "target_epsilon"):
+        if cfg_args.get(key) is not None:
+            words += [f"--{key.replace('_', '-')}", str(cfg_args[key])]
+    if cfg_args.get("modes") and cfg_args["modes"] != ",".join(DEFAULT_MODES):
+        words += ["--modes", str(cfg_args["modes"])]
+    if cfg_args.get("quick"):
+        words.append("--quick")
+    if cfg_args.get("adaptive") is False:
+        words.append("--no-adaptive")
+    return " ".join(shlex.quote(w) for w in words)
