@@ -182,7 +182,7 @@ class BehaviourDetector:
         self._flood = _SlidingCounts(r.flood_window_s, r.max_keys, r.flood_events_per_key, r.max_events)
         self._scan = _SlidingCounts(r.scan_window_s, r.max_keys, r.scan_events_per_key, r.max_events)
         self._since_sweep = 0
-        self.relabelled = Counter()
+        self.relabelled: Counter[str] = Counter()  # flows relabelled, by rule label
 
     def observe(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the rules over ``frame`` (canonical flow frame, arrival order).

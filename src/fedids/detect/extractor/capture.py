@@ -149,15 +149,16 @@ class CaptureReader:
     def chunks(self) -> Iterator[RawPackets]:
         raise NotImplementedError
 
-    def _map(self) -> np.ndarray:
-        """The whole file as a read-only uint8 array over a memory map (no copy)."""
+    def _map(self) -> mmap.mmap:
+        """The whole file as a read-only memory map (no copy). The record walks read it with ``struct``,
+        the packet arrays are a uint8 view of it (``np.frombuffer``)."""
         size = self.path.stat().st_size
         flags = mmap.MAP_SHARED
         if size <= _POPULATE_MAX and hasattr(mmap, "MAP_POPULATE"):
             flags |= mmap.MAP_POPULATE
         with self.path.open("rb") as fh:
             mapped = mmap.mmap(fh.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
-        return np.frombuffer(mapped, dtype=np.uint8)
+        return mapped
 
 
 class PcapReader(CaptureReader):
@@ -174,16 +175,17 @@ class PcapReader(CaptureReader):
         self.limit = max(snaplen, MAX_CAPLEN)
 
     def chunks(self) -> Iterator[RawPackets]:
-        data = self._map()
+        mapped = self._map()
+        data = np.frombuffer(mapped, dtype=np.uint8)
         n, o = len(data), 24
         while True:
-            offs, o = self._walk(data, o, min(n, o + CHUNK_BYTES))
+            offs, o = self._walk(mapped, o, min(n, o + CHUNK_BYTES))
             if offs:
                 yield self._arrays(data, np.asarray(offs, dtype=np.int64))
             if o >= n or not offs:
                 break
         if o + 16 <= n:
-            caplen = struct.unpack_from(">I" if self.big_endian else "<I", data, o + 8)[0]
+            caplen = struct.unpack_from(">I" if self.big_endian else "<I", mapped, o + 8)[0]
             if caplen > self.limit:
                 self.error = (
                     f"invalid packet capture length {caplen}, bigger than the snapshot length {self.limit}"
@@ -191,7 +193,7 @@ class PcapReader(CaptureReader):
         if o < n and self.error is None:
             self.error = f"truncated dump file; {n - o} bytes of an incomplete record at the end"
 
-    def _walk(self, buf: np.ndarray, o: int, stop: int) -> tuple[list[int], int]:
+    def _walk(self, buf: mmap.mmap, o: int, stop: int) -> tuple[list[int], int]:
         """Offsets of the complete records from ``o`` that start before ``stop``, and where the walk
         stopped.
 
@@ -258,11 +260,12 @@ class PcapngReader(CaptureReader):
         self._section = 0  # index in _ifaces of the current section's interface 0
 
     def chunks(self) -> Iterator[RawPackets]:
-        data = self._map()
+        mapped = self._map()
+        data = np.frombuffer(mapped, dtype=np.uint8)
         n, o = len(data), 0
         while True:
             found: list[tuple[int, int, int, int, int]] = []
-            o = self._walk(data, o, min(n, o + CHUNK_BYTES), found)
+            o = self._walk(mapped, o, min(n, o + CHUNK_BYTES), found)
             if found:
                 yield self._arrays(data, found)
             if o >= n or self.error or not found:
@@ -270,7 +273,7 @@ class PcapngReader(CaptureReader):
         if o < n and self.error is None:
             self.error = f"truncated pcapng file; {n - o} bytes of an incomplete block at the end"
 
-    def _walk(self, buf: np.ndarray, o: int, stop: int, found: list) -> int:
+    def _walk(self, buf: mmap.mmap, o: int, stop: int, found: list) -> int:
         """Walk the complete blocks from ``o`` that start before ``stop`` (packets into ``found``);
         returns where the walk stopped."""
         used = len(buf)
@@ -296,7 +299,7 @@ class PcapngReader(CaptureReader):
             o += length
         return o
 
-    def _block(self, buf: np.ndarray, o: int, btype: int, length: int, order: str, rows: list) -> None:
+    def _block(self, buf: mmap.mmap, o: int, btype: int, length: int, order: str, rows: list) -> None:
         if length < {1: 20, 2: 32, 3: 16, 6: 32}.get(btype, 12):
             self.error = f"block of type {btype} too short ({length} bytes)"
             return
@@ -329,7 +332,7 @@ class PcapngReader(CaptureReader):
         rows.append((data, caplen, wire, iface, (hi << 32) | lo))
 
     @staticmethod
-    def _options(buf: np.ndarray, o: int, end: int, order: str) -> tuple[int, int]:
+    def _options(buf: mmap.mmap, o: int, end: int, order: str) -> tuple[int, int]:
         """``(timestamp units per second, offset in seconds)`` from an interface block's options."""
         per_s, offset_s = 1_000_000, 0
         while o + 4 <= end:

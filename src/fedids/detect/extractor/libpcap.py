@@ -100,7 +100,7 @@ class PcapHandle:
         rc = self._lib.pcap_next_ex(self._handle, self._hdr_ref, self._data_ref)
         if rc == 1:
             h = self._hdr.contents
-            return h.tv_sec, h.tv_usec, h.len, ctypes.string_at(self._data.value, h.caplen)
+            return h.tv_sec, h.tv_usec, h.len, ctypes.string_at(self._data, h.caplen)
         if rc == -1:
             self.error = (self._lib.pcap_geterr(self._handle) or b"").decode(errors="replace")
         return rc
