@@ -1,7 +1,7 @@
 """The rare-class protocol (fedids.evaluation.rare): each attack class cut to its earliest k training flows.
 
-For the real TrafficLabelling/MachineLearningCVE samples under ../shared/data/cicids2017/ (DDoS, PortScan,
-SQL injection, XSS, BENIGN) and for the synthetic default (fedids.data.synth, 11 attack classes): split by
+For the real CICIDS2017 samples under ../shared/data/cicids2017/ (DDoS, PortScan, SQL injection, XSS,
+BENIGN; `real` and `real-mixed`, see DATASETS) and for the synthetic default (fedids.data.synth, 11 attack classes): split by
 time within each label (`--split label-time`, 70/30), keep the earliest k training flows of every attack
 class (all benign training flows), then train and score on the untouched test flows, in one run and on the
 same rows: fedids centralized (`fedids train`'s path), fedids federated (Flower simulation, `shared:0.5`)
@@ -30,12 +30,19 @@ from fedids.evaluation.rare import K_VALUES, MODELS, RareConfig, format_tables, 
 from fedids.task import prepare
 
 QUICK_SYNTH = {"devices": 12, "hours": 0.5, "gateways": 2}
+DATASETS = ("real", "real-mixed", "synthetic")
+# real: the TrafficLabelling files only, which keep source IPs and timestamps, so windows are per host as
+# `fedids detect` builds them. real-mixed: all six files as bench_gru_vs_rf.py loads them; the
+# MachineLearningCVE benign file has no IPs or timestamps, so the loader keeps that metadata for no row and
+# every window is one stream in file order (a class's first training windows reach into the previous
+# file's flows).
+TRAFFIC_LABELLING = [p for p in REAL_FILES if "trafficlabelling" in str(p)]
 
 
 def load_dataset(name: str, quick: bool, seed: int = 0):
-    """The canonical flow frame of ``real`` (the CLI's loader) or ``synthetic`` (the default generator)."""
-    if name == "real":
-        return load_flows([str(p) for p in REAL_FILES]).frame
+    """The canonical flow frame of a real sample (the CLI's loader) or the synthetic default."""
+    if name in ("real", "real-mixed"):
+        return load_flows([str(p) for p in (TRAFFIC_LABELLING if name == "real" else REAL_FILES)]).frame
     from fedids.data.synth import SynthConfig, generate_flows
 
     return generate_flows(SynthConfig(seed=seed, **(QUICK_SYNTH if quick else {})))
@@ -43,7 +50,7 @@ def load_dataset(name: str, quick: bool, seed: int = 0):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", choices=("real", "synthetic", "both"), default="both")
+    p.add_argument("--data", default=",".join(DATASETS), help=f"comma-separated, from {DATASETS}")
     p.add_argument("--k", default=",".join(map(str, K_VALUES)), help="comma-separated k values")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
@@ -52,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=5, help="centralized epochs (fedids train: 5)")
+    p.add_argument(
+        "--prototype-variants",
+        action="store_true",
+        help="also score centralized/federated with a prototype head",
+    )
     p.add_argument("--quick", action="store_true", help="k 5,10, one seed, small synthetic, 3 rounds")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/rare.json)")
     return p.parse_args(argv)
@@ -68,6 +80,7 @@ def make_config(args: argparse.Namespace) -> RareConfig:
         clients=args.clients,
         rounds=3 if args.quick else args.rounds,
         epochs=args.epochs,
+        prototype_variants=args.prototype_variants,
     )
 
 
@@ -75,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)  # as fedids experiment: one thread per process on a small shared machine
     cfg = make_config(args)
-    datasets = ("real", "synthetic") if args.data == "both" else (args.data,)
+    datasets = [d for d in args.data.split(",") if d]
+    if set(datasets) - set(DATASETS):
+        raise SystemExit(f"--data: choose from {DATASETS}")
     payload: dict = {
         "command": "benchmarks/bench_rare.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "protocol": "label-time 70/30; earliest k training flows per attack class; test flows untouched",

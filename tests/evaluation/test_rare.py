@@ -87,9 +87,11 @@ def test_score_predictions_by_hand():
 
 
 def test_protocol_end_to_end_on_a_real_sample(data):
-    cfg = RareConfig(k_values=(5,), seeds=(0,), models=("centralized", "random_forest"), epochs=1)
+    cfg = RareConfig(
+        k_values=(5,), seeds=(0,), models=("centralized", "random_forest"), epochs=1, prototype_variants=True
+    )
     result = run_protocol(data, cfg)
-    assert {r["model"] for r in result["runs"]} == {"centralized", "random_forest"}
+    assert {r["model"] for r in result["runs"]} == {"centralized", "centralized+proto", "random_forest"}
     for run in result["runs"]:
         assert set(run["per_class"]) == set(np.unique(data.labels[data.test_rows]))
         for scores in run["per_class"].values():

@@ -37,6 +37,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from fedids.data.schema import BENIGN_LABEL
 from fedids.data.windows import compute_window_indices, host_keys, time_split
+from fedids.model.artifacts import Detector
 from fedids.task import PreparedData
 
 K_VALUES: tuple[int, ...] = (5, 10, 20, 50)
@@ -50,8 +51,9 @@ class RareConfig:
     ``epochs`` is the centralized training length (``fedids train``'s default 5); ``clients``, ``rounds``
     and ``local_epochs`` size the federated runs (defaults smaller than ``fedids federate``'s 10 rounds, to
     fit a small CPU budget); ``partitions`` are the federated partition schemes, one run each.
-    ``recipe`` names a centralized training recipe of :mod:`fedids.evaluation.rare_recipes` run beside
-    (or, with ``models`` not containing ``centralized``, instead of) the default path.
+    ``recipes`` name centralized training recipes of :mod:`fedids.evaluation.rare_recipes`, each run as
+    one more model. ``prototype_variants`` also scores the centralized and federated models with a
+    nearest-class-mean head mixed into their linear head (``MODEL+proto``, the same trained weights).
     """
 
     k_values: tuple[int, ...] = K_VALUES
@@ -68,6 +70,7 @@ class RareConfig:
     partitions: tuple[str, ...] = ("shared:0.5",)
     recipes: tuple[str, ...] = ()
     forest_trees: int = 100
+    prototype_variants: bool = False
 
     def __post_init__(self) -> None:
         if not self.k_values or min(self.k_values) < 1:
@@ -173,7 +176,7 @@ def score_predictions(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, Any]:
     """``fedids train``'s path on the kept rows: validation slice held out, :func:`train_centralized`."""
     from fedids.model.train import TrainConfig
-    from fedids.task import predict_labels, train_centralized
+    from fedids.task import train_centralized
 
     data = split.data
     fit_data = dataclasses.replace(
@@ -182,8 +185,31 @@ def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, A
     detector, _ = train_centralized(
         fit_data, TrainConfig(epochs=cfg.epochs, seed=seed), hidden=cfg.hidden, window=cfg.window
     )
-    pred, _ = predict_labels(detector, data.features, data.windows[data.test_rows])
-    return score_predictions(data.labels[data.test_rows], pred)
+    return score_detector(detector, data, fit_data.train_rows, cfg.prototype_variants)
+
+
+def score_detector(
+    detector: Detector, data: PreparedData, fit_rows: np.ndarray, prototype: bool
+) -> dict[str, Any]:
+    """Scores of ``detector`` on the test flows of ``data``; with ``prototype``, also (under
+    ``"variants"``) those of its linear head mixed half and half with a nearest-class-mean head whose
+    class means come from the windows ending at ``fit_rows``."""
+    from fedids.evaluation.rare_recipes import prototype_proba
+    from fedids.task import predict_labels
+
+    test = data.test_rows
+    pred, proba = predict_labels(detector, data.features, data.windows[test])
+    scores = score_predictions(data.labels[test], pred)
+    if prototype:
+        targets = detector.vocabulary.encode(data.labels[fit_rows])
+        scaled = detector.scaler.transform(data.features)
+        windows = data.windows[fit_rows][targets >= 0]
+        proto = prototype_proba(
+            detector.model, scaled, windows, targets[targets >= 0], data.windows[test], 0.1
+        )
+        mixed = detector.vocabulary.decode((0.5 * proba + 0.5 * proto).argmax(axis=1))
+        scores["variants"] = {"proto": score_predictions(data.labels[test], mixed)}
+    return scores
 
 
 def run_forest(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, Any]:
@@ -204,7 +230,6 @@ def run_federated(
     from fedids.federation.config import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated
     from fedids.model.artifacts import load_detector
-    from fedids.task import predict_labels
 
     data = split.data
     parts = [p for p in make_partitions(data, cfg.clients, partition, seed) if len(p)]
@@ -218,8 +243,9 @@ def run_federated(
     )
     run_simulated(data, parts, config, work_dir)
     detector = load_detector(work_dir / "global")
-    pred, _ = predict_labels(detector, data.features, data.windows[data.test_rows])
-    scores = score_predictions(data.labels[data.test_rows], pred)
+    # Prototypes from every kept training window: what summing the clients' per-class feature sums and
+    # counts (as the head calibration already does) would give, up to windows cut at partition borders.
+    scores = score_detector(detector, data, data.train_rows, cfg.prototype_variants)
     scores["clients"] = len(parts)
     return scores
 
@@ -278,6 +304,8 @@ def run_protocol(
                     run_dir = root / f"k{k}-seed{seed}-{name.replace(' ', '-').replace(':', '')}"
                     scores = run_model(name, split, cfg, seed, run_dir)
                     seconds = time.perf_counter() - start
+                    for variant, extra in scores.pop("variants", {}).items():
+                        runs.append({"model": f"{name}+{variant}", "k": k, "seed": seed, **extra})
                     runs.append({"model": name, "k": k, "seed": seed, "seconds": seconds, **scores})
                     if log:
                         log(f"k={k} seed={seed} {name}: macro-F1 {scores['macro_f1']:.4f} ({seconds:.1f} s)")

@@ -16,6 +16,8 @@ centralized GRU on the same kept rows as the protocol's ``centralized`` model an
   linear head's by ``proto_weight``;
 * ``flow_skip``: the head reads the last flow's scaled features beside the GRU's window summary;
 * ``hidden`` / ``window``: model size and window length;
+* ``min_steps``: at least this many optimizer steps (more epochs on small data: ``fedids train``'s 5
+  epochs of batch 256 are 5 steps on a few hundred flows);
 * ``train_validation``: also train on the validation slice (``fedids train`` holds it out for the alert
   threshold, which costs a rare class ``round(0.2 k)`` of its k flows).
 """
@@ -57,6 +59,7 @@ class Recipe:
     hidden: int | None = None
     window: int | None = None
     train_validation: bool = False
+    min_steps: int = 0
 
 
 RECIPES: dict[str, Recipe] = {
@@ -73,6 +76,12 @@ RECIPES: dict[str, Recipe] = {
     "es+prototype": Recipe(epochs=50, early_stopping=True, prototype=True),
     "es+logit-adjust": Recipe(epochs=50, early_stopping=True, loss="weighted_ce", logit_adjust=1.0),
     "es+flow-skip": Recipe(epochs=50, early_stopping=True, flow_skip=True),
+    "prototype-only": Recipe(prototype=True, proto_weight=1.0),
+    "epochs15+prototype": Recipe(epochs=15, prototype=True),
+    "train-val+prototype": Recipe(train_validation=True, prototype=True),
+    "steps300": Recipe(min_steps=300),
+    "steps300+prototype": Recipe(min_steps=300, prototype=True),
+    "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
 }
 """Named candidates for ``bench_rare.py --recipes``."""
 
@@ -238,7 +247,9 @@ def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> 
     targets = vocab.encode(data.labels[fit_rows])
     keep = targets >= 0
     fit_rows, targets = fit_rows[keep], targets[keep]
-    config = TrainConfig(epochs=recipe.epochs, seed=seed, loss=recipe.loss)
+    steps_per_epoch = -(-len(targets) // TrainConfig.batch_size)
+    epochs = max(recipe.epochs, -(-recipe.min_steps // max(steps_per_epoch, 1)))
+    config = TrainConfig(epochs=epochs, seed=seed, loss=recipe.loss)
     val_rows = np.flatnonzero(val)
     _train(recipe, model, scaled, data, fit_rows, targets, val_rows, config, vocab)
     test = data.test_rows
