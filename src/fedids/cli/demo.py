@@ -65,15 +65,7 @@ def demo(
     )
     results = run_experiment(cfg)
     entries = results.get("modes", {}).get("entries", {})
-    # The detector is the best private model (both are epsilon 8); plaintext only if neither trained.
-    private = [m for m in DEMO_MODES if m != "none" and entries.get(m, {}).get("status") == "ok"]
-    chosen = (
-        max(private, key=lambda m: entries[m]["macro_f1"])
-        if private
-        else "none"
-        if entries.get("none", {}).get("status") == "ok"
-        else None
-    )
+    chosen = _choose_model(entries)
     if chosen is None:
         raise InputError(f"demo: no federated model was trained (see {cfg.out_dir / 'results.json'})")
     model_dir = Path(entries[chosen]["run_dir"]) / "global"
@@ -104,3 +96,11 @@ def demo(
     for line in lines[:5]:
         out.print(f"  {line}")
     err.print(f"[dim]demo finished in {time.perf_counter() - start:.0f} s[/dim]")
+
+
+def _choose_model(entries: dict[str, dict]) -> str | None:
+    """The detector is the best private model (both are epsilon 8); plaintext only if neither trained."""
+    private = [m for m in DEMO_MODES if m != "none" and entries.get(m, {}).get("status") == "ok"]
+    if private:
+        return max(private, key=lambda m: entries[m]["macro_f1"])
+    return "none" if entries.get("none", {}).get("status") == "ok" else None

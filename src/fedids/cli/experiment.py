@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from fedids.cli.common import app
 from fedids.console import err, out
 from fedids.errors import InputError
+
+if TYPE_CHECKING:
+    from fedids.pipelines.experiment import ExperimentConfig
 
 experiment_app = typer.Typer(
     no_args_is_help=True, help="Reproduce the paper's evaluation and write a report."
@@ -61,16 +65,47 @@ def paper(
 ) -> None:
     """Run baselines, federated privacy modes, shared:0.5, compression, energy, adaptive strategies,
     membership inference."""
+    options = dict(locals())  # every option by name (before anything else is bound)
+    from fedids.pipelines.experiment import REPORT_FILE, run_experiment, summary_lines
+
+    try:
+        cfg = _experiment_config(**options)
+    except ValueError as exc:
+        raise InputError(f"experiment paper: {exc}") from None
+    if not data:
+        err.print("[dim]no --data given: using the synthetic IoT default[/dim]")
+    results = run_experiment(cfg)
+    for line in summary_lines(results):
+        out.print(line, highlight=False)
+    out.print(f"report: {out_dir / REPORT_FILE}", highlight=False)
+
+
+def _experiment_config(
+    *,
+    data: list[Path] | None,
+    out_dir: Path,
+    rounds: int | None,
+    clients: int | None,
+    partition: str,
+    local_epochs: int,
+    target_epsilon: float,
+    split: str,
+    seed: int,
+    quick: bool,
+    scalability: Path | None,
+    modes: str | None,
+    adaptive: bool,
+) -> ExperimentConfig:
+    """The experiment the options describe (``--quick`` scales the defaults down); ValueError on a bad
+    option, before anything runs."""
+    from fedids.federation.partition import PartitionSpec
     from fedids.pipelines.experiment import (
         DEFAULT_MODES,
         DEFAULT_SCALABILITY,
-        REPORT_FILE,
         ExperimentConfig,
         make_command,
         privacy_unsupported_reason,
         quick_synth,
-        run_experiment,
-        summary_lines,
     )
 
     chosen = DEFAULT_MODES if modes is None else tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -93,41 +128,31 @@ def paper(
             "modes": ",".join(chosen),
         }
     )
-    try:
-        if not chosen:
-            raise ValueError("--modes is empty")
-        for mode in chosen:
-            reason = privacy_unsupported_reason(mode)
-            if reason:
-                raise ValueError(f"--modes: {reason}")
-        cfg = ExperimentConfig(
-            out_dir=out_dir,
-            data=tuple(str(p) for p in data or ()),
-            rounds=rounds,
-            clients=clients,
-            partition=partition,
-            local_epochs=local_epochs,
-            split=split,
-            seed=seed,
-            quick=quick,
-            target_epsilon=target_epsilon,
-            command=command,
-            modes=chosen,
-            shadows=2 if quick else 4,
-            mia_max_per_class=300 if quick else 5000,
-            latency_calls=300 if quick else 1000,
-            scalability_path=scalability if scalability is not None else DEFAULT_SCALABILITY,
-            synth=quick_synth(seed) if quick and not data else {},
-            adaptive=adaptive,
-        )
-        from fedids.federation.partition import PartitionSpec
-
-        PartitionSpec.parse(partition)
-    except ValueError as exc:
-        raise InputError(f"experiment paper: {exc}") from None
-    if not data:
-        err.print("[dim]no --data given: using the synthetic IoT default[/dim]")
-    results = run_experiment(cfg)
-    for line in summary_lines(results):
-        out.print(line, highlight=False)
-    out.print(f"report: {out_dir / REPORT_FILE}", highlight=False)
+    if not chosen:
+        raise ValueError("--modes is empty")
+    for mode in chosen:
+        reason = privacy_unsupported_reason(mode)
+        if reason:
+            raise ValueError(f"--modes: {reason}")
+    config = ExperimentConfig(
+        out_dir=out_dir,
+        data=tuple(str(p) for p in data or ()),
+        rounds=rounds,
+        clients=clients,
+        partition=partition,
+        local_epochs=local_epochs,
+        split=split,
+        seed=seed,
+        quick=quick,
+        target_epsilon=target_epsilon,
+        command=command,
+        modes=chosen,
+        shadows=2 if quick else 4,
+        mia_max_per_class=300 if quick else 5000,
+        latency_calls=300 if quick else 1000,
+        scalability_path=scalability if scalability is not None else DEFAULT_SCALABILITY,
+        synth=quick_synth(seed) if quick and not data else {},
+        adaptive=adaptive,
+    )
+    PartitionSpec.parse(partition)
+    return config
