@@ -137,22 +137,22 @@ def resolve_threshold(
     check_threshold_args(threshold, max_false_alarm_rate, command)
     if threshold is not None:
         return float(threshold), f"--threshold {threshold:g}"
-    valid_rule = isinstance(rule, dict) and isinstance(rule.get("threshold"), (int, float))
+    valid_rule = rule if isinstance(rule, dict) and isinstance(rule.get("threshold"), (int, float)) else None
     if max_false_alarm_rate is not None:
-        if not valid_rule:
+        if valid_rule is None:
             raise InputError(
                 f"{command}: the model has no validation threshold table (train it with "
                 "`fedids train`), so --max-false-alarm-rate cannot be met; use --threshold"
             )
         try:
-            value = threshold_for_rate(rule, max_false_alarm_rate)
+            value = threshold_for_rate(valid_rule, max_false_alarm_rate)
         except (ValueError, KeyError, TypeError):
             raise InputError(
                 f"{command}: the model's threshold table has no entry at or below {max_false_alarm_rate:g}"
             ) from None
         return value, f"validation false-alarm rate <= {max_false_alarm_rate:g}"
-    if valid_rule:
-        return float(rule["threshold"]), (
-            f"model default: validation false-alarm rate <= {rule.get('max_false_alarm_rate', 0):g}"
+    if valid_rule is not None:
+        return float(valid_rule["threshold"]), (
+            f"model default: validation false-alarm rate <= {valid_rule.get('max_false_alarm_rate', 0):g}"
         )
     return None, "top class (the model has no validation threshold)"

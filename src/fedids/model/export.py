@@ -47,6 +47,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any  # ONNX node attributes: ints, floats, strings, tensors and lists of them
 
 import numpy as np
 import onnx
@@ -125,13 +126,13 @@ class _GraphBuilder:
         return name
 
     def op(
-        self, op_type: str, inputs: list[str], stem: str | None = None, n_out: int = 1, **attrs: object
+        self, op_type: str, inputs: list[str], stem: str | None = None, n_out: int = 1, **attrs: Any
     ) -> list[str]:
         outs = [self.name(stem or op_type.lower()) for _ in range(n_out)]
         self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(op_type), **attrs))
         return outs
 
-    def one(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: object) -> str:
+    def one(self, op_type: str, inputs: list[str], stem: str | None = None, **attrs: Any) -> str:
         return self.op(op_type, inputs, stem, 1, **attrs)[0]
 
     def weight(self, stem: str, matrix: np.ndarray) -> str:
@@ -304,7 +305,8 @@ def _model_props(
 
 def count_zero_weights(detector: Detector) -> tuple[int, int]:
     """``(zero, total)`` over the GRU and head weight matrices (biases excluded)."""
-    mats = [detector.model.gru.weight_ih_l0, detector.model.gru.weight_hh_l0, detector.model.head.weight]
+    names = ("gru.weight_ih_l0", "gru.weight_hh_l0", "head.weight")
+    mats = [p for name, p in detector.model.named_parameters() if name in names]
     total = sum(int(m.numel()) for m in mats)
     zero = sum(int((m == 0).sum()) for m in mats)
     return zero, total

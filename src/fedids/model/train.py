@@ -75,6 +75,15 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, cfg:
     return -(w * focal * logp).sum() / w.sum().clamp_min(1e-12)
 
 
+def _n_classes(model: nn.Module) -> int:
+    """The number of classes of a detector (:class:`~fedids.model.gru.GRUDetector` or its DP-SGD twin):
+    the outputs of its linear ``head``."""
+    head = model.head
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"{type(model).__name__} has no linear head")
+    return head.out_features
+
+
 def fit(
     model: nn.Module,
     scaled: np.ndarray,
@@ -95,7 +104,7 @@ def fit(
     """
     keep = targets >= 0
     windows, targets = windows[keep], targets[keep]
-    n_classes = model.head.out_features  # type: ignore[union-attr]
+    n_classes = _n_classes(model)
     if class_weights is None:
         class_weights = compute_class_weights(np.bincount(targets, minlength=n_classes))
     weight = torch.as_tensor(class_weights, dtype=torch.float32)
@@ -157,7 +166,7 @@ def predict_proba(
 ) -> np.ndarray:
     """Class probabilities ``(n_rows, n_classes)`` float32 for each window."""
     model.eval()
-    n_classes = model.head.out_features  # type: ignore[union-attr]
+    n_classes = _n_classes(model)
     return forward_batches(lambda x: torch.softmax(model(x), dim=1), scaled, windows, n_classes, batch_size)
 
 

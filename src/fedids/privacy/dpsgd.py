@@ -164,7 +164,7 @@ def _dpgru_tensor(dpgru: DPGRU, name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def to_dp_model(model: GRUDetector) -> nn.Module:
+def to_dp_model(model: GRUDetector) -> _DPGRUDetector:
     """A fresh twin of ``model`` whose GRU is a ``DPGRU``, holding copies of ``model``'s weights.
 
     The twin maps ``(batch, window, n_inputs)`` float32 to ``(batch, n_classes)`` logits like ``model``.
@@ -182,6 +182,8 @@ def to_dp_model(model: GRUDetector) -> nn.Module:
 def copy_back(twin: nn.Module, model: GRUDetector) -> None:
     """Copy a :func:`to_dp_model` twin's weights into ``model`` in place (the inverse mapping)."""
     inner = getattr(twin, "_module", twin)  # unwrap Opacus' GradSampleModule
+    if not isinstance(inner, _DPGRUDetector):
+        raise TypeError(f"{type(inner).__name__} is not a to_dp_model twin")
     for name in _GRU_TENSORS:
         getattr(model.gru, f"{name}_l0").copy_(_dpgru_tensor(inner.gru, name))
     model.head.load_state_dict(inner.head.state_dict())

@@ -348,7 +348,7 @@ def load_chunks(
 
 def decrypt_chunks(vectors: list, length: int, slots: int, dtype: type) -> np.ndarray:
     """Concatenate the decrypted chunks into one ``(length,)`` array."""
-    out = np.empty(length, dtype=dtype)
+    out: np.ndarray = np.empty(length, dtype=dtype)
     for i, vector in enumerate(vectors):
         values = vector.decrypt()
         out[i * slots : i * slots + len(values)] = values

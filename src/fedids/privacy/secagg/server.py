@@ -139,7 +139,7 @@ class SecAggServer:
         u2 = sorted(self._share_senders)
         self._close(2, len(u2), "shared keys")
         self._u2 = u2
-        out = {
+        out: dict[int, Message] = {
             v: {
                 ROUND: self.config.round_id,
                 SHARES: pack_records((u, self._routed[v][u]) for u in u2 if u != v),
