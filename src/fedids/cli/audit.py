@@ -48,7 +48,14 @@ def audit(
     """Privacy audit that can fail: train with secret canaries (no DP, and DP-SGD at each --epsilon),
     then report per mode the accountant's epsilon beside the one-run audited lower bound (Steinke, Nasr,
     Jagielski 2023) and the canary attacks' AUC (LiRA, Carlini et al. 2022)."""
-    from fedids.evaluation.audit import NO_DP, AuditConfig, AuditMode, prepare_audit_data, run_audit
+    from fedids.evaluation.audit import (
+        NO_DP,
+        AuditConfig,
+        AuditMode,
+        ModeAudit,
+        prepare_audit_data,
+        run_audit,
+    )
 
     if not 1 <= window <= 128:
         raise InputError(f"audit: --window must be in [1, 128], got {window}")
@@ -79,7 +86,14 @@ def audit(
     err.print(
         f"[dim]auditing {len(modes)} modes: {len(prepared.targets):,} flows, {canaries:,} canaries[/dim]"
     )
-    results = [r.to_dict() for r in run_audit(prepared, modes, config)]
+
+    def done(result: ModeAudit) -> None:
+        err.print(
+            f"[dim]{result.mode}: audited epsilon >= {result.one_run.epsilon_lower_bound:.2f}, AUC "
+            f"{result.auc:.3f} ({result.train_seconds + result.shadow_seconds:.0f} s)[/dim]"
+        )
+
+    results = [r.to_dict() for r in run_audit(prepared, modes, config, on_mode=done)]
     report = {
         "data": [str(p) for p in data],
         "window": window,

@@ -52,6 +52,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -553,12 +554,22 @@ def audit_mode(
     )
 
 
-def run_audit(data: AuditData, modes: list[AuditMode], config: AuditConfig) -> list[ModeAudit]:
+def run_audit(
+    data: AuditData,
+    modes: list[AuditMode],
+    config: AuditConfig,
+    on_mode: Callable[[ModeAudit], None] | None = None,
+) -> list[ModeAudit]:
     """Audit every mode with the same canaries (features and labels from ``config.seed``) and fresh
-    secret inclusion bits per mode."""
+    secret inclusion bits per mode; ``on_mode`` is called with each mode's result as it is done."""
     window = data.windows.shape[1]
     rng = np.random.default_rng([config.seed, 0])
     canaries = make_canaries(
         config.canaries, data.scaled.shape[1], window, data.n_classes, rng, config.canary_scale
     )
-    return [audit_mode(mode, data, canaries, config) for mode in modes]
+    results = []
+    for mode in modes:
+        results.append(audit_mode(mode, data, canaries, config))
+        if on_mode is not None:
+            on_mode(results[-1])
+    return results
