@@ -119,14 +119,29 @@ def train(
         detector, result = train_centralized(fit_data, config, hidden=hidden, window=window, progress=advance)
     rule = _alert_rule(detector, prepared, validation.nonzero()[0], max_false_alarm_rate)
     metrics, thresholded = _test_metrics(detector, prepared, rule)
+    settings = {
+        "data": [str(p) for p in data],
+        "split": split,
+        "test_fraction": test_fraction,
+        "validation_fraction": validation_fraction,
+        "window": window,
+    }
+    _record(detector, settings, config, result, fit_data, validation, prepared, metrics, rule, thresholded)
+    save_detector(out_dir, detector)
+    print_summary(metrics, title=f"test split ({len(prepared.test_rows):,} flows, top class)")
+    if thresholded is not None:
+        print_operating_point(thresholded, rule)
+    err.print(f"model written to {out_dir}")
+
+
+def _record(
+    detector, settings, config, result, fit_data, validation, prepared, metrics, rule, thresholded
+) -> None:  # noqa: ANN001
+    """What the model's metadata says of its training: settings, sizes, losses, test figures, alert rule."""
     detector.metadata.update(
         {
             "mode": "centralized",
-            "data": [str(p) for p in data],
-            "split": split,
-            "test_fraction": test_fraction,
-            "validation_fraction": validation_fraction,
-            "window": window,
+            **settings,
             "train_config": vars(config) | {},
             "train_rows": int(len(fit_data.train_rows)),
             "validation_rows": int(validation.sum()),
@@ -143,11 +158,6 @@ def train(
         detector.metadata["test_metrics_at_threshold"] = {
             k: thresholded[k] for k in ("accuracy", "macro_f1", "mcc", "false_alarms", "per_class")
         }
-    save_detector(out_dir, detector)
-    print_summary(metrics, title=f"test split ({len(prepared.test_rows):,} flows, top class)")
-    if thresholded is not None:
-        print_operating_point(thresholded, rule)
-    err.print(f"model written to {out_dir}")
 
 
 def _alert_rule(detector, prepared, rows, max_rate: float) -> dict | None:  # noqa: ANN001
