@@ -253,7 +253,7 @@ def summarise_history(
         "device": device.name,
         "radio": radio.name,
         "per_round": per_round,
-        "total_j": float(sum(r.total_j for r in rounds)) if have_cpu else None,  # type: ignore[misc]
+        "total_j": float(sum(r.total_j for r in rounds if r.total_j is not None)) if have_cpu else None,
         "total_radio_j": float(sum(r.radio_j for r in rounds)),
         "total_mb": float(sum(r.mb for r in rounds)),
         "mean_per_client_round_j": float(np.mean(per_client_j)) if have_cpu and per_client_j else None,
@@ -266,8 +266,8 @@ def summarise_history(
         out["rounds_to_target"] = k
         out["to_target_mb"] = float(sum(r.mb for r in upto)) if k is not None else None
         out["to_target_j"] = (
-            float(sum(r.total_j for r in upto))
-            if k is not None and have_cpu  # type: ignore[misc]
+            float(sum(r.total_j for r in upto if r.total_j is not None))
+            if k is not None and have_cpu
             else None
         )
     return out
