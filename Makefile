@@ -32,7 +32,11 @@ venv: system-deps $(STAMP)
 demo: venv
 	$(VENV)/bin/fedids demo --out runs/demo --pcap $(DEMO_PCAP)
 
+# Lint, format and types first (seconds), then the tests; all configured in pyproject.toml.
 test: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src
 	$(VENV)/bin/python -m pytest -q
 
 test-fast: venv

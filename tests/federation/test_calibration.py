@@ -102,8 +102,8 @@ def test_moments_counting_more_windows_than_the_client_reported_are_refused():
 def test_macro_f1_from_a_merged_confusion_matrix_is_sklearns_on_the_pooled_predictions():
     """The server's check adds the clients' confusion matrices: its macro-F1 must be the one of the pooled
     validation predictions, as fedids.model.metrics computes it (classes present in y_true)."""
-    from fedids.model.metrics import compute_metrics
     from fedids.federation.calibration import head_confusions, macro_f1_from_confusion
+    from fedids.model.metrics import compute_metrics
 
     rng = np.random.default_rng(3)
     heads = [(rng.normal(size=(4, 6)), rng.normal(size=4)) for _ in range(2)]
