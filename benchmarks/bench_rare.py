@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also score centralized/federated with a prototype head",
     )
     p.add_argument("--quick", action="store_true", help="k 5,10, one seed, small synthetic, 3 rounds")
+    p.add_argument("--render", type=Path, default=None, help="print the markdown tables of a result JSON")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/rare.json)")
     return p.parse_args(argv)
 
@@ -86,6 +87,12 @@ def make_config(args: argparse.Namespace) -> RareConfig:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render:
+        for name, result in json.loads(args.render.read_text())["datasets"].items():
+            kept = {k: v["kept"] for k, v in result["splits"].items()}
+            print(f"## {name} ({result['flows']:,} flows; training flows kept per k: {kept})\n")
+            print(format_tables(result["summary"]) + "\n")
+        return
     torch.set_num_threads(1)  # as fedids experiment: one thread per process on a small shared machine
     cfg = make_config(args)
     datasets = [d for d in args.data.split(",") if d]
@@ -105,12 +112,16 @@ def main(argv: list[str] | None = None) -> None:
         result["flows"] = int(len(data.labels))
         payload["datasets"][name] = result
         print(f"\n## {name}\n\n{format_tables(result['summary'])}\n", flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
-        print(f"wrote {args.out}")
-    else:
+        save(payload, args.out)  # after each data set: a long run that is stopped keeps what it finished
+
+
+def save(payload: dict, out: Path | None) -> None:
+    if out is None:
         write_result("rare", payload)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

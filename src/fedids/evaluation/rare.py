@@ -304,9 +304,10 @@ def run_protocol(
                     run_dir = root / f"k{k}-seed{seed}-{name.replace(' ', '-').replace(':', '')}"
                     scores = run_model(name, split, cfg, seed, run_dir)
                     seconds = time.perf_counter() - start
-                    for variant, extra in scores.pop("variants", {}).items():
-                        runs.append({"model": f"{name}+{variant}", "k": k, "seed": seed, **extra})
+                    variants = scores.pop("variants", {})
                     runs.append({"model": name, "k": k, "seed": seed, "seconds": seconds, **scores})
+                    for variant, extra in variants.items():
+                        runs.append({"model": f"{name}+{variant}", "k": k, "seed": seed, **extra})
                     if log:
                         log(f"k={k} seed={seed} {name}: macro-F1 {scores['macro_f1']:.4f} ({seconds:.1f} s)")
     return {"splits": splits, "runs": runs, "summary": summarise(runs)}
@@ -342,7 +343,7 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def format_tables(summary: dict[str, Any], attack_only: bool = True) -> str:
     """Markdown: one macro-F1 table (model x k) and one per-class table (class x k, F1 / precision per
     model), means over seeds."""
-    models = list(summary)
+    models = sorted(summary)  # a model's variants ("MODEL+proto") right after it
     ks = sorted({int(k) for m in models for k in summary[m]})
     out = ["| model | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
     for m in models:
