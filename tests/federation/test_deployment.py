@@ -537,6 +537,7 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
             "data-path": str(files[index - 1] if index < 4 else files[0]),
             "model-dir": str(tmp_path / "hosts" / f"node-{index}" / "model"),
             "client-key": dep.supernode_name(index),
+            "privacy-policy": dep.POLICY_FILE,  # written by `fedids deploy init`; every message is checked
         }
         nodes[index] = processes.start(
             f"supernode-{index}",

@@ -137,8 +137,8 @@ def test_secagg_completes_when_30_percent_drop_out_after_sending_keys(prepared, 
 
 def test_clients_train_with_opacus_dp_sgd_within_a_budget_for_all_rounds(prepared, tmp_path):
     """Each client calibrates its DP-SGD noise for the planned rounds and ends at the budget, never
-    above (the round-by-round account is tested in test_dpsgd.py); no head calibration (not covered by
-    DP-SGD)."""
+    above (the round-by-round account is tested in test_dpsgd.py), the head calibration's two noised
+    releases included (tests/federation/test_calibration_dp.py)."""
     parts = make_partitions(prepared, 2, "iid", seed=0, segment=40)
     cfg = FederationConfig(**CONFIG, dpsgd_target_epsilon=4.0, dpsgd_clip_norm=1.0)
     state = run_simulated(prepared, parts, cfg, tmp_path / "dpsgd")
@@ -146,6 +146,6 @@ def test_clients_train_with_opacus_dp_sgd_within_a_budget_for_all_rounds(prepare
     assert last["clients"] == 2
     assert 3.9 < last["dpsgd_epsilon"] <= 4.0
     assert np.isfinite(last["test"]["macro_f1"])
-    assert not state.calibration
+    assert state.calibration["privacy"]["unit"] == "window"
     with pytest.raises(ValueError, match="not both"):
         FederationConfig(**CONFIG, dpsgd_target_epsilon=4.0, dpsgd_noise_multiplier=1.0)

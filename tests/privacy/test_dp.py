@@ -143,7 +143,7 @@ def test_state_dict_round_trip_and_mismatch():
     assert restored.epsilon(1e-5) == pytest.approx(accountant.epsilon(1e-5), rel=1e-12)
     with pytest.raises(ValueError, match="noise_multiplier"):
         PrivacyAccountant(1.0, 0.2, orders=FAST_ORDERS).load_state_dict(state)
-    with pytest.raises(ValueError, match="round count"):
+    with pytest.raises(ValueError, match="round or release count"):
         restored.load_state_dict(dict(state, rounds=-1))
 
 
@@ -186,3 +186,36 @@ def test_budget_guard_stops_training_before_exceeding_the_target():
     message = str(error)
     assert "\n" not in message and "stopping after 10 rounds" in message
     assert isinstance(error, FedidsError)  # the CLI prints it as one line, exit code 2
+
+
+def test_calibration_releases_are_composed_and_budgeted():
+    # Two unsampled Gaussian releases (the head calibration's sums) after the rounds raise epsilon; a
+    # noise multiplier calibrated with them keeps rounds and releases within the target together.
+    accountant = PrivacyAccountant(1.3, 0.2, orders=FAST_ORDERS)
+    accountant.step(5)
+    before = accountant.epsilon(1e-5)
+    assert accountant.epsilon_after(0, 1e-5, releases=2) > before
+    accountant.release(2)
+    assert accountant.releases == 2 and accountant.epsilon(1e-5) > before
+    restored = PrivacyAccountant(1.3, 0.2, orders=FAST_ORDERS)
+    restored.load_state_dict(json.loads(json.dumps(accountant.state_dict())))
+    assert restored.epsilon(1e-5) == pytest.approx(accountant.epsilon(1e-5), rel=1e-12)
+    plain = calibrate_noise_multiplier(8.0, 1e-5, 1.0, 10, orders=FAST_ORDERS)
+    sigma = calibrate_noise_multiplier(8.0, 1e-5, 1.0, 10, orders=FAST_ORDERS, releases=2)
+    assert sigma > plain
+    budgeted = PrivacyAccountant(sigma, 1.0, orders=FAST_ORDERS)
+    budgeted.step(10)
+    budgeted.release(2)
+    assert 7.5 < budgeted.epsilon(1e-5) <= 8.0
+
+
+def test_dpsgd_noise_calibrated_with_the_releases_stays_within_the_target():
+    from fedids.privacy.dpsgd import calibrate_noise, epsilon_spent
+
+    rate, steps = 0.05, 400
+    alone = calibrate_noise(8.0, 1e-5, rate, steps)
+    noise = calibrate_noise(8.0, 1e-5, rate, steps, releases=(3.0, 2))
+    assert noise > alone
+    assert 7.9 < epsilon_spent(noise, rate, steps, 1e-5, (3.0, 2)) <= 8.0
+    with pytest.raises(ValueError, match="releases alone"):
+        calibrate_noise(1.0, 1e-5, rate, steps, releases=(0.5, 2))

@@ -329,6 +329,10 @@ def handle_train(
         metrics |= {"local_f1": float(local_f1), "local_f1_clients": 1.0}
     layout = agg.UpdateLayout(tuple(tuple(w.shape) for w in local))
     metrics["privacy_ks"] = (time.process_time() - start) / 1e3
+    if mode.dp or ins.dpsgd:
+        # DP covers the update, not the loss, local F1, example share or timings of this client's data:
+        # only the contribution count and DP-SGD's epsilon (the threat-model table lists it) go out.
+        metrics = {"clients": 1.0, "dpsgd_epsilon": metrics["dpsgd_epsilon"]}
     vector = agg.update_contribution(layout, proposal, weight, shares, metrics)
     return Message(seal(msg, vector, context, secret_context), reply_to=msg)
 
@@ -348,19 +352,16 @@ def _noised_local(
 
 
 def _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, ins, context) -> Message:
-    """The plaintext mode's reply: the local model (or its compressed update) and per-client metrics."""
-    metrics = MetricRecord(
-        {
-            m.NUM_EXAMPLES: int(len(data.labels)),
-            m.TRAIN_LOSS: float(result.losses[-1]),
-            m.LOCAL_F1: float(local_f1),
-            m.TRAIN_SECONDS: float(result.seconds),
-            m.TRAIN_EXAMPLES: int(result.examples),
-            m.LOCAL_EPOCHS: ins.local_epochs,
-        }
-    )
+    """The plaintext mode's reply: the local model (or its compressed update) and per-client metrics (with
+    DP-SGD only those the weighting needs: the loss and local F1 of private data are not covered by it)."""
+    metrics = MetricRecord({m.NUM_EXAMPLES: int(len(data.labels)), m.LOCAL_EPOCHS: ins.local_epochs})
     if dpsgd_epsilon is not None:
         metrics[m.DPSGD_EPSILON] = float(dpsgd_epsilon)
+    else:
+        metrics[m.TRAIN_LOSS] = float(result.losses[-1])
+        metrics[m.LOCAL_F1] = float(local_f1)
+        metrics[m.TRAIN_SECONDS] = float(result.seconds)
+        metrics[m.TRAIN_EXAMPLES] = int(result.examples)
     compression = Compression.parse(ins.compression)
     if compression.active:
         update = compress_reply(global_weights, get_weights(model), compression, context)

@@ -29,6 +29,7 @@ from fedids.federation.client import (
     handle_train,
     handle_validate,
 )
+from fedids.federation.policy import PrivacyPolicy, policy_mod
 
 __all__ = [
     "make_client_app",
@@ -71,15 +72,21 @@ def client_key(context: Context) -> str:
 
 
 def make_client_app(
-    partitions_dir: str | None = None, he_secret_context: str | None = None, mods: list | None = None
+    partitions_dir: str | None = None,
+    he_secret_context: str | None = None,
+    mods: list | None = None,
+    policy: PrivacyPolicy | None = None,
 ) -> ClientApp:
     """Build the ClientApp.
 
     ``partitions_dir``: where simulated clients find their partition files. ``he_secret_context``: the
     clients' HE key file (``fedids keys init``); a SuperNode sets node config ``he-secret-context`` instead.
     ``mods``: Flower mods wrapped around every handler (tests record what a client sends with one).
+    ``policy``: the run's published privacy configuration, checked before every handler
+    (:mod:`fedids.federation.policy`); a SuperNode sets node config ``privacy-policy`` to its file instead.
     """
-    app = ClientApp(mods=mods or [])
+    # The policy check comes first: a message it refuses reaches no handler (and no recording mod).
+    app = ClientApp(mods=[policy_mod(policy), *(mods or [])])
 
     def local_frame(context: Context) -> pd.DataFrame:
         cfg = context.node_config
@@ -97,6 +104,14 @@ def make_client_app(
         from fedids.privacy.keys import load_secret_context
 
         return load_secret_context(str(path))
+
+    _register_queries(app, local_frame, secret)
+    _register_training(app, local_frame, secret)
+    return app
+
+
+def _register_queries(app: ClientApp, local_frame, secret) -> None:  # noqa: ANN001 (closures above)
+    """The queries: statistics, setup, final model, calibration moments and check."""
 
     @app.query("stats")
     def stats(msg: Message, context: Context) -> Message:
@@ -134,6 +149,10 @@ def make_client_app(
         torch.set_num_threads(1)
         return handle_validate(msg, local_frame(context), context, secret(context))
 
+
+def _register_training(app: ClientApp, local_frame, secret) -> None:  # noqa: ANN001 (closures above)
+    """Training and the SecAgg stages around it."""
+
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         torch.set_num_threads(1)  # one core per virtual client (num_cpus=1)
@@ -158,8 +177,6 @@ def make_client_app(
     @app.train("secagg_unmask")
     def secagg_unmask(msg: Message, context: Context) -> Message:
         return handle_secagg_stage(msg, context, "unmask", secret(context))
-
-    return app
 
 
 # Entry point for the deployment engine (`flwr run` against a SuperLink): data comes from node config.

@@ -101,8 +101,10 @@ def make_accountant(
 ) -> PrivacyAccountant | None:
     if not mode.dp:
         return None
-    per_round = min(len(keys), max(config.min_clients, math.ceil(config.fraction_train * len(keys))))
-    sample_rate = per_round / len(keys)
+    # Clients are selected by a seeded draw the server controls, not by Poisson sampling with randomness
+    # it neither chooses nor learns: a client cannot rely on not being picked, so no amplification is
+    # claimed (sample rate 1). The clients' policy computes the same sigma (fedids.federation.policy).
+    sample_rate = 1.0
     sigma = config.noise_multiplier
     if not sigma:
         # The head calibration's two releases (fedids.federation.calibration_dp) are budgeted up front.
@@ -127,7 +129,12 @@ def _metrics(reply: Message) -> MetricRecord:
 
 
 def weighted_mean(replies: list[Message], key: str) -> float:
-    pairs = [(float(m.number(_metrics(r), key)), int(m.number(_metrics(r), m.NUM_EXAMPLES))) for r in replies]
+    """Example-weighted mean of ``key`` over the replies that report it (NaN if none does)."""
+    pairs = [
+        (float(m.number(_metrics(r), key)), int(m.number(_metrics(r), m.NUM_EXAMPLES)))
+        for r in replies
+        if key in _metrics(r)
+    ]
     total = sum(n for _, n in pairs)
     return sum(v * n for v, n in pairs) / total if total else float("nan")
 

@@ -195,8 +195,9 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
     server_lr, server_momentum = c.server_step
     clip_norm = noise_std = 0.0  # dp only
     if mode.dp:
-        # Under SecAgg the noise shares are sized for the threshold: the sum keeps sigma*C if most drop.
-        n = secagg_threshold(len(chosen)) if mode.secagg else len(chosen)
+        # Under SecAgg the noise shares are sized for the threshold: the sum keeps sigma*C if most drop (a
+        # sum with fewer survivors aborts). Otherwise the reader sees each update: each carries all the noise.
+        n = secagg_threshold(len(chosen)) if mode.secagg else 1
         clip_norm = c.clip_norm
         noise_std = distributed_noise_std(accountant.noise_multiplier, c.clip_norm, n)
     return m.TrainInstructions(
@@ -212,7 +213,8 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
         batch_size=c.batch_size,
         lr=c.lr,
         seed=c.seed,
-        absent_logit_scale=c.absent_logit_scale,
+        # DP-SGD's per-window sensitivity bound holds only with the plain softmax (fedids.privacy.dpsgd).
+        absent_logit_scale=1.0 if c.dpsgd else c.absent_logit_scale,
         proximal_mu=c.proximal_mu if c.strategy == "fedprox" else 0.0,
         server_momentum=server_momentum,
         # DP needs equal weights and whole-update averaging for its sensitivity bound.
@@ -350,7 +352,13 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
     participants = plain.charge(ledger, replies, run.keys, model_bytes, up_of)
     summary = {
         "train_loss": plain.weighted_mean(replies, m.TRAIN_LOSS),
-        "local_val_macro_f1": _nanmean([float(r.content[m.METRICS][m.LOCAL_F1]) for r in replies]),
+        "local_val_macro_f1": _nanmean(
+            [
+                float(m.number(r.content[m.METRICS], m.LOCAL_F1))
+                for r in replies
+                if m.LOCAL_F1 in r.content[m.METRICS]
+            ]
+        ),
         "client_seconds": plain.mean_metric(replies, m.TRAIN_SECONDS),
         "dpsgd_epsilon": plain.max_metric(replies, m.DPSGD_EPSILON),
     }

@@ -210,16 +210,8 @@ def _run_secagg(
     def cfg(node: int) -> ConfigRecord:
         return ConfigRecord({**config.to_dict(), "secagg-id": ids[node]})
 
-    def feed(replies: dict[int, Message], receive) -> list[int]:
-        ok = []
-        for node, reply in replies.items():
-            try:
-                receive(dict(reply.content[m.SECAGG]))
-                ok.append(node)
-            except (InvalidMessageError, KeyError, TypeError) as exc:
-                log.warning("secagg: rejected message from %s: %s", node, exc)
-                result.rejected += 1
-        return ok
+    def feed(replies: dict[int, Message], receive: Callable[[dict], object]) -> list[int]:
+        return _accepted(replies, receive, result, InvalidMessageError)
 
     replies = exchange(
         grid, {n: RecordDict({m.SECAGG_CONFIG: cfg(n)}) for n in nodes}, m.SECAGG_KEYS, timeout, result
@@ -263,6 +255,24 @@ def _run_secagg(
         if values == "count":
             result.plaintext = np.rint(result.plaintext)
     return [stage3[n] for n in result.survivors if n in stage3]
+
+
+def _accepted(
+    replies: dict[int, Message],
+    receive: Callable[[dict], object],
+    result: SumResult,
+    invalid: type[Exception],
+) -> list[int]:
+    """The nodes whose SecAgg message ``receive`` accepted; each rejected one is logged and counted."""
+    ok = []
+    for node, reply in replies.items():
+        try:
+            receive(dict(reply.content[m.SECAGG]))
+            ok.append(node)
+        except (invalid, KeyError, TypeError) as exc:
+            log.warning("secagg: rejected message from %s: %s", node, exc)
+            result.rejected += 1
+    return ok
 
 
 def _he_secagg_server(config: SecAggConfig, he_public: bytes | None) -> HESecAggServer:

@@ -22,6 +22,7 @@ from fedids.data.schema import FAMILY, FEATURES, LABEL, SEQ
 from fedids.data.windows import host_keys
 from fedids.federation.client_app import make_client_app, partition_path
 from fedids.federation.partition import DEFAULT_SEGMENT, PartitionSpec, partition_rows, summarise_partitions
+from fedids.federation.policy import PrivacyPolicy
 from fedids.federation.server_app import FederationConfig, FederationState, RoundRecord, make_server_app
 from fedids.model.artifacts import Detector
 from fedids.task import PreparedData, evaluate_rows
@@ -128,7 +129,9 @@ def run_simulated(
         result=result,
         opener=opener,
     )
-    client = client_app or make_client_app(str(out_dir / "partitions"), he_secret_context)
+    client = client_app or make_client_app(
+        str(out_dir / "partitions"), he_secret_context, policy=PrivacyPolicy.from_config(config)
+    )
     backend = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {

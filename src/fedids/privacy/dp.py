@@ -7,15 +7,16 @@ Guarantees
   the clipped updates) carries Gaussian noise of standard deviation ``noise_multiplier * C``;
   the mean is the sum divided by a public count.
 * Accounting: Google's ``dp_accounting`` RDP accountant, one
-  ``PoissonSampledDpEvent(sample_rate, GaussianDpEvent(noise_multiplier))`` per round. This is
-  exact for Poisson client sampling; with a fixed number of clients per round it is the usual
-  approximation (``sample_rate = clients_per_round / total_clients``).
-* Distributed noise (``he``/``secagg``): each of n clients adds ``N(0, (sigma C)**2 / n)``, so the
-  sum carries ``N(0, (sigma C)**2)``. If clients drop out, fewer noise shares arrive; pass
-  ``n_clients`` = the minimum number of contributions the round accepts (the SecAgg threshold)
-  to keep the guarantee.
-* Not covered: floating-point side channels of Gaussian sampling (numpy's generator is not a
-  cryptographic one; the noise is sampled in float64).
+  ``PoissonSampledDpEvent(sample_rate, GaussianDpEvent(noise_multiplier))`` per round, plus one
+  ``GaussianDpEvent`` per release of a sum of every client's contribution (the head calibration's).
+  fedids passes ``sample_rate = 1``: its clients are picked by a seeded draw the server controls, which
+  amplifies nothing.
+* Distributed noise (``secagg`` only): each client adds ``N(0, (sigma C)**2 / t)`` with ``t`` the SecAgg
+  threshold, so every sum that completes (at least ``t`` contributions) carries at least
+  ``N(0, (sigma C)**2)``. Where a reader sees each contribution (``dp`` alone, ``he``, whose shared key a
+  client colluding with the server holds), each client adds all of ``N(0, (sigma C)**2)``.
+* Noise: :class:`~fedids.privacy.secure_random.SecureGaussian` (ChaCha20 keyed by ``os.urandom``), never a
+  seed anyone else knows. Not covered: floating-point side channels of Gaussian sampling.
 """
 
 from __future__ import annotations

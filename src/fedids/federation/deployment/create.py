@@ -39,6 +39,7 @@ from fedids.federation.deployment.layout import (
     MANIFEST,
     NODE_KEY,
     NODE_PUB,
+    POLICY_FILE,
     RUNBOOK,
     SERVER_CERT,
     SERVER_KEY,
@@ -125,6 +126,7 @@ def init_deployment(
     layout = DeploymentLayout(root)
     ca_pem = _write_tls(layout, host, hosts)
     fingerprints = _write_node_keys(layout, nodes, ca_pem)
+    _write_policies(layout, nodes, rounds)
     _write_operator(layout, format_address(host, port), ca_pem)
     plan = DeploymentPlan(
         root=str(root),
@@ -212,6 +214,19 @@ def _write_node_keys(layout: DeploymentLayout, nodes: int, ca_pem: bytes) -> lis
         _write_public(layout.node_public_key(index), public)
         fingerprints.append(node_key_fingerprint(public))
     return fingerprints
+
+
+def _write_policies(layout: DeploymentLayout, nodes: int, rounds: int) -> None:
+    """Each SuperNode's copy of the run's published privacy configuration (``privacy-policy.json``, read
+    through node config ``privacy-policy``): the run config's defaults for ``rounds`` rounds over ``nodes``
+    clients. Its ClientApp refuses any message that asks for less (fedids.federation.policy); an operator
+    who changes the run's privacy settings installs the matching policy on every SuperNode."""
+    from fedids.federation.config import FederationConfig
+    from fedids.federation.policy import PrivacyPolicy
+
+    policy = PrivacyPolicy.from_config(FederationConfig(rounds=rounds, min_clients=nodes))
+    for index in range(1, nodes + 1):
+        policy.save(layout.supernode_dir(index) / POLICY_FILE)
 
 
 def _write_operator(layout: DeploymentLayout, address: str, ca_pem: bytes) -> None:

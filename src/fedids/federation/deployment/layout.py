@@ -20,6 +20,7 @@ APP_DIR = Path(__file__).resolve().parent / "flower_app"  # the Flower app, ship
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVER_CERT, SERVER_KEY = "superlink.crt", "superlink.key"
 NODE_KEY, NODE_PUB = "auth.key", "auth.pub"
+POLICY_FILE = "privacy-policy.json"  # the run's published privacy configuration (fedids.federation.policy)
 RUNBOOK, MANIFEST = "RUNBOOK.md", "deployment.json"
 
 
@@ -110,7 +111,12 @@ class DeploymentPlan:
 
     def node_config(self, index: int) -> dict[str, str | int | float | bool]:
         """The node config of SuperNode ``index`` (paths are on that SuperNode's host)."""
-        return {"data-path": self.data_path, "model-dir": self.model_dir, "client-key": supernode_name(index)}
+        return {
+            "data-path": self.data_path,
+            "model-dir": self.model_dir,
+            "client-key": supernode_name(index),
+            "privacy-policy": POLICY_FILE,  # in the SuperNode's folder, the command's working directory
+        }
 
 
 def load_plan(out_dir: str | Path) -> DeploymentPlan:

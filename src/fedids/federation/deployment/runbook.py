@@ -125,6 +125,11 @@ Set `data-path` to this gateway's own flow file (CICIDS2017 CSV or Parquet) and 
 {shlex.join(node)}
 ```
 
+`privacy-policy.json` in this folder is the run's published privacy configuration: the ClientApp checks
+every message against it and refuses one that asks for weaker privacy (a different mode, less DP noise,
+a lower SecAgg threshold, more rounds than the DP budget covers), logging why. If you change the run's
+privacy settings, install the matching policy on every SuperNode.
+
 Every global model the node receives is written (atomically) to `model-dir`; run the detector
 beside it: `fedids detect --model {plan.model_dir} ...` reloads it when it changes. A SuperNode whose
 key is not registered stops with "Exit Code: 305" ("Failed to activate SuperNode"; process status 1).

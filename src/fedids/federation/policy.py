@@ -1,0 +1,256 @@
+"""The client's privacy policy: what a gateway checks before it answers the server.
+
+Every privacy setting of a round travels from the server: the mode a sum is sealed in, the DP clip norm and
+noise, the SecAgg threshold, the rounds DP-SGD budgets for, the calibration releases' noise. A server that
+lowers one of them (noise 0, a plaintext sum in an encrypted run, a threshold of 2, one more round than
+budgeted) would learn a client's update. So each client holds the run's *published* privacy configuration
+(:class:`PrivacyPolicy`: in deployment a file its operator installs, node config ``privacy-policy``; in
+simulation built from the same :class:`~fedids.federation.config.FederationConfig`) and
+:func:`check_message` refuses, with a logged reason, every message that asks for less.
+
+Threat model: an *active* server (it may send any message) that does not control the clients' code or
+policy files. It can still refuse to run, drop clients, or lie about the aggregate it returns; it cannot
+make an honest client send a contribution weaker than the policy allows. Sybils (fake clients that make a
+sum of "many" hold one real contribution) need node authentication (``fedids deploy init``); the policy's
+``min_clients`` bounds how small a sum a client joins.
+
+Checks are deterministic functions of the policy and the message: the DP noise a client requires is
+computed here from the policy (:meth:`PrivacyPolicy.client_noise_multiplier`), with the same calibration the
+server uses, so an honest server always passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message
+
+from fedids.federation.config import FederationConfig
+from fedids.federation.private import PrivacyMode
+
+log = logging.getLogger("fedids.client")
+
+POLICY_KEY = "privacy-policy"  # node config: path to the policy file (JSON)
+LEDGER = "fedids.policy"  # node state (ConfigRecord): what this client has checked and answered so far
+ROUNDS_DONE = "rounds-trained"  # training rounds this client has answered (the DP budget's ledger)
+SECAGG_T = "secagg-t"  # the threshold of the current round's checked SecAgg configuration
+_TOLERANCE = 1e-9  # relative: float round trips through records
+
+
+class PolicyViolation(ValueError):
+    """A message asks for weaker privacy than the client's policy allows; the client refuses it."""
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    """The published privacy configuration of a run, as every client holds it."""
+
+    privacy: str
+    min_clients: int
+    rounds: int
+    local_epochs: int
+    clip_norm: float
+    noise_multiplier: float
+    target_epsilon: float
+    target_delta: float
+    calibration: str
+    dpsgd_noise_multiplier: float
+    dpsgd_target_epsilon: float
+    dpsgd_batch_size: int
+    dpsgd_calibration_noise: float
+
+    @classmethod
+    def from_config(cls, config: FederationConfig) -> PrivacyPolicy:
+        """The policy of a run configured by ``config`` (the fields of the same names)."""
+        values = asdict(config)
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> PrivacyPolicy:
+        """Read a policy file written by :meth:`save`; raises ValueError on a bad one."""
+        try:
+            data = json.loads(Path(path).read_text())
+            types = {"int": int, "float": float, "str": str}
+            return cls(**{f.name: types[str(f.type)](data[f.name]) for f in fields(cls)})
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a fedids privacy policy ({type(err).__name__}: {err})") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @property
+    def mode(self) -> PrivacyMode:
+        return PrivacyMode.parse(self.privacy)
+
+    @property
+    def dpsgd(self) -> bool:
+        return self.dpsgd_noise_multiplier > 0 or self.dpsgd_target_epsilon > 0
+
+    @property
+    def releases(self) -> int:
+        return 2 if self.calibration == "ccvr" else 0
+
+    def client_noise_multiplier(self) -> float:
+        """Client-level ``dp``: sigma, fixed or calibrated for ``rounds`` rounds and the calibration
+        releases at sample rate 1 (fixed-size selection from a public seed amplifies nothing)."""
+        if self.noise_multiplier > 0:
+            return self.noise_multiplier
+        from fedids.privacy.dp import calibrate_noise_multiplier
+
+        return calibrate_noise_multiplier(
+            self.target_epsilon, self.target_delta, 1.0, self.rounds, releases=self.releases
+        )
+
+
+def _refuse(reason: str) -> PolicyViolation:
+    log.warning("refused a message from the server: %s", reason)
+    return PolicyViolation(f"privacy policy: {reason}")
+
+
+def _at_least(value: float, floor: float, what: str) -> None:
+    if value < floor * (1 - _TOLERANCE):
+        raise _refuse(f"{what} {value:g} is below the policy's {floor:g}")
+
+
+def _at_most(value: float, ceiling: float, what: str) -> None:
+    if value > ceiling * (1 + _TOLERANCE):
+        raise _refuse(f"{what} {value:g} is above the policy's {ceiling:g}")
+
+
+def check_secagg(policy: PrivacyPolicy, n_clients: int, threshold: int, state: Any) -> None:
+    """A SecAgg round's ``n`` and ``t``: at least ``min_clients`` clients, and ``t`` at least fedids'
+    threshold for ``n`` (a lower one lets fewer survivors, or the server with sybils, unmask)."""
+    from fedids.privacy.secagg import SecAggConfig
+
+    if not policy.mode.secagg:
+        raise _refuse(f"secure aggregation requested in a {policy.privacy} run")
+    _at_least(n_clients, policy.min_clients, "secure aggregation over")
+    _at_least(threshold, SecAggConfig(n_clients=n_clients, vector_length=1).t, "SecAgg threshold")
+    state[SECAGG_T] = int(threshold)
+
+
+def _shares(policy: PrivacyPolicy, state: Any) -> int:
+    """Noise shares a released sum is guaranteed to hold: the checked SecAgg threshold, else 1."""
+    if not policy.mode.secagg:
+        return 1
+    if SECAGG_T not in state:
+        raise _refuse("a secure-aggregation round without a checked SecAgg configuration")
+    return int(state[SECAGG_T])
+
+
+def check_mode(policy: PrivacyPolicy, privacy: str) -> None:
+    if PrivacyMode.parse(privacy) != policy.mode:
+        raise _refuse(f"privacy mode {privacy!r} differs from the policy's {policy.privacy!r}")
+
+
+def check_train(policy: PrivacyPolicy, ins: Any, state: Any) -> None:
+    """A training message (:class:`~fedids.federation.messages.TrainInstructions`)."""
+    check_mode(policy, ins.privacy)
+    done = int(state.get(ROUNDS_DONE, 0))
+    if (policy.mode.dp or policy.dpsgd) and done >= policy.rounds:
+        raise _refuse(f"round {done + 1} is beyond the {policy.rounds} rounds the DP budget covers")
+    if policy.mode.dp:
+        _at_most(ins.clip_norm, policy.clip_norm, "clip norm")
+        required = policy.client_noise_multiplier() * ins.clip_norm / math.sqrt(_shares(policy, state))
+        _at_least(ins.noise_std, required, "noise std")
+        if ins.client_weighting != "equal" or ins.head_aggregation != "examples":
+            raise _refuse("client-level DP needs equal client weights and whole-update averaging")
+    if policy.dpsgd:
+        _check_dpsgd(policy, ins)
+
+
+def _check_dpsgd(policy: PrivacyPolicy, ins: Any) -> None:
+    # Each client calibrates its noise for rounds x local steps (+ the calibration releases): every input
+    # of that calibration must be the policy's, or the budget no longer holds.
+    if policy.dpsgd_target_epsilon > 0:
+        if not 0 < ins.dpsgd_target_epsilon <= policy.dpsgd_target_epsilon * (1 + _TOLERANCE):
+            raise _refuse(f"DP-SGD epsilon {ins.dpsgd_target_epsilon:g} is not within the policy's")
+    else:
+        _at_least(ins.dpsgd_noise, policy.dpsgd_noise_multiplier, "DP-SGD noise multiplier")
+    _at_most(ins.dpsgd_delta, policy.target_delta, "DP-SGD delta")
+    if ins.rounds != policy.rounds or ins.local_epochs != policy.local_epochs:
+        raise _refuse("DP-SGD rounds or local epochs differ from those the budget was calibrated for")
+    if ins.dpsgd_batch_size != policy.dpsgd_batch_size:
+        raise _refuse("DP-SGD batch size differs from the policy's (it sets the sampling rate)")
+    if policy.releases:
+        _at_least(ins.dpsgd_release_noise, policy.dpsgd_calibration_noise, "calibration noise")
+    if ins.absent_logit_scale != 1.0:
+        raise _refuse("DP-SGD needs absent-logit-scale 1 (the restricted softmax breaks its sensitivity)")
+
+
+def check_model(policy: PrivacyPolicy, ins: Any, state: Any, releases_sum: bool) -> None:
+    """A message carrying a global model (:class:`~fedids.federation.messages.ModelInstructions`); where
+    it asks for a calibration sum (``releases_sum``) in a DP run, the sum must be released with at least
+    the policy's noise."""
+    check_mode(policy, ins.privacy)
+    if not (policy.mode.dp or policy.dpsgd) or not releases_sum:
+        return
+    dp = ins.calibration_privacy()
+    if dp is None:
+        raise _refuse("a calibration sum without DP noise in a DP run")
+    unit, floor = (
+        ("client", policy.client_noise_multiplier())
+        if policy.mode.dp
+        else ("window", policy.dpsgd_calibration_noise)
+    )
+    if dp.unit != unit:
+        raise _refuse(f"calibration released per {dp.unit}, the policy protects each {unit}")
+    _at_least(dp.noise_multiplier, floor, "calibration noise")
+    _at_most(dp.shares, _shares(policy, state), "calibration noise shares")
+
+
+def check_message(policy: PrivacyPolicy, msg: Message, state: dict) -> None:
+    """Refuse (:class:`PolicyViolation`, logged) a server message that asks for weaker privacy than
+    ``policy``; ``state`` is the client's ledger (:data:`LEDGER`), updated in place."""
+    from fedids.federation import messages as m
+
+    kind, content = msg.metadata.message_type, msg.content
+    if m.SUM in content.config_records:
+        check_mode(policy, str(m.config_record(content, m.SUM)["privacy"]))
+    if m.SECAGG_CONFIG in content.config_records:  # every SecAgg stage repeats the round's n and t
+        cfg = m.config_record(content, m.SECAGG_CONFIG)
+        check_secagg(policy, int(m.number(cfg, "n_clients")), int(m.number(cfg, "threshold")), state)
+    if m.CONFIG not in content.config_records:
+        return
+    if kind == m.TRAIN:
+        check_train(policy, m.TrainInstructions.from_config(m.config_record(content, m.CONFIG)), state)
+        state[ROUNDS_DONE] = int(state.get(ROUNDS_DONE, 0)) + 1  # answered or not, the budget counts it
+    elif kind in (m.QUERY_FEATURES, m.QUERY_VALIDATE, m.QUERY_GLOBAL):
+        ins = m.ModelInstructions.from_config(m.config_record(content, m.CONFIG))
+        check_model(policy, ins, state, releases_sum=kind != m.QUERY_GLOBAL)
+
+
+def policy_mod(policy: PrivacyPolicy | None) -> Callable[[Message, Context, Callable], Message]:
+    """A Flower mod that checks every message against ``policy`` (or the node config's
+    :data:`POLICY_KEY` file) before the ClientApp's handler runs; a refused message never reaches it."""
+
+    def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+        active = policy
+        if active is None and POLICY_KEY in context.node_config:
+            active = PrivacyPolicy.load(str(context.node_config[POLICY_KEY]))
+        if active is not None:
+            ledger = dict(context.state.config_records.get(LEDGER, ConfigRecord()))
+            check_message(active, msg, ledger)
+            context.state[LEDGER] = ConfigRecord(ledger)
+        return call_next(msg, context)
+
+    return mod
+
+
+__all__ = [
+    "POLICY_KEY",
+    "PolicyViolation",
+    "PrivacyPolicy",
+    "check_mode",
+    "check_model",
+    "check_secagg",
+    "check_message",
+    "check_train",
+    "policy_mod",
+]
