@@ -465,6 +465,9 @@ def test_privacy_mode_names() -> None:
         ex.dp_unit("he+dp") == "client"
         and ex.dp_unit("he+dpsgd") == "flow window"
         and ex.dp_unit("he") is None
+        and ex.dp_against("he+dpsgd") == "the server, other clients, model users"
+        and "n - t + 1" in ex.dp_against("secagg+dp")
+        and ex.dp_against("he") is None
     )
     assert (
         report.round_epsilon({"epsilon": None, "dpsgd_epsilon": 3.0}) == 3.0

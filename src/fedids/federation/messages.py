@@ -171,7 +171,7 @@ def stats_reply(
     label_counts: dict[str, int],
     device_profile: str | None = None,
 ) -> Message:
-    """The reply to ``query.stats``; ``device_profile`` (a name of ``fedids.evaluation.energy``) tells the
+    """The reply to ``query.stats``; ``device_profile`` (a name of ``fedids.devices``) tells the
     server the client's hardware for energy accounting (absent: the server assigns one from the key)."""
     labels = sorted(label_counts)
     info: dict[str, ConfigRecordValues] = {

@@ -115,7 +115,7 @@ def modes(p: Page) -> None:
             "<th>false alerts per thousand benign flows</th><th>attack recall</th>"
             "<th>alert threshold (validation)</th><th>false alerts per thousand benign at it</th>"
             "<th>attack recall at it</th>"
-            "<th>final epsilon</th><th>epsilon protects one</th><th>wall time (s)</th></tr>"
+            "<th>final epsilon</th><th>epsilon protects one (holds against)</th><th>wall time (s)</th></tr>"
         )
         for mode, entry in entries.items():
             name = html.escape(mode)
@@ -135,7 +135,8 @@ def modes(p: Page) -> None:
             ):
                 cells += p.maybe(["modes", "entries", mode, key], decimals, "td")
             cells += p.maybe(["modes", "entries", mode, "epsilon"], 2, "td")
-            cells += f"<td>{html.escape(str(entry.get('dp_unit') or ''))}</td>"
+            unit, against = entry.get("dp_unit"), entry.get("dp_against")
+            cells += f"<td>{html.escape(str(unit or ''))}{html.escape(f' (against {against})' if against else '')}</td>"
             cells += p.maybe(["modes", "entries", mode, "seconds"], 1, "td")
             p.add(f"<tr><th>{name}</th>{cells}</tr>")
         p.add("</table>")

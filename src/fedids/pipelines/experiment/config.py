@@ -40,6 +40,17 @@ def dp_unit(mode: str) -> str | None:
     return " and ".join(units) or None
 
 
+def dp_against(mode: str) -> str | None:
+    """Against whom the epsilon of ``mode`` holds (docs/privacy.md; None: no DP). Every DP mode's noise is
+    local or sized for the SecAgg threshold, so it holds against the server too."""
+    if dp_unit(mode) is None:
+        return None
+    parts = mode.split("+")
+    if "secagg" in parts and "dp" in parts and "he" not in parts:
+        return "the server (unless it colludes with n - t + 1 clients), other clients, model users"
+    return "the server, other clients, model users"
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Settings of one ``fedids experiment paper`` run (see the CLI for their meaning)."""

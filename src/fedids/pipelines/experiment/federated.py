@@ -13,7 +13,13 @@ import numpy as np
 
 from fedids.console import err, progress_bar
 from fedids.evaluation.report import round_epsilon
-from fedids.pipelines.experiment.config import SUMMARY_KEYS, ExperimentConfig, dp_unit, federation_config
+from fedids.pipelines.experiment.config import (
+    SUMMARY_KEYS,
+    ExperimentConfig,
+    dp_against,
+    dp_unit,
+    federation_config,
+)
 from fedids.pipelines.experiment.config import privacy_unsupported_reason as _unsupported
 from fedids.pipelines.experiment.results import alarms, alarms_at_threshold, summary_metrics
 
@@ -123,8 +129,10 @@ def run_federated(
         **extra,
         "rounds": state.completed_round,
         "seconds": run.seconds,
-        "epsilon": round_epsilon(state.history[-1]),
+        # client-level DP: the calibration's releases follow the last round and are in the final epsilon
+        "epsilon": round_epsilon(state.calibration if "epsilon" in state.calibration else state.history[-1]),
         "dp_unit": dp_unit(mode),
+        "dp_against": dp_against(mode),
         "stopped": state.stopped,
         "history": state.history,
         "run_dir": str(run_dir),
