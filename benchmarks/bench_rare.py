@@ -1,4 +1,4 @@
-"""The rare-class protocol (fedids.evaluation.rare): each attack class cut to its earliest k training flows.
+"""The rare-class protocol (fedids.pipelines.rare): each attack class cut to its earliest k training flows.
 
 For the real CICIDS2017 samples under ../shared/data/cicids2017/ (DDoS, PortScan, SQL injection, XSS,
 BENIGN; `real` and `real-mixed`, see DATASETS) and for the synthetic default (fedids.data.synth, 11 attack classes): split by
@@ -26,7 +26,7 @@ import torch
 
 from _common import REAL_FILES, write_result
 from fedids.data.loader import load_flows
-from fedids.evaluation.rare import K_VALUES, MODELS, RareConfig, format_tables, run_protocol
+from fedids.pipelines.rare import K_VALUES, MODELS, RareConfig, format_tables, run_protocol
 from fedids.task import prepare
 
 QUICK_SYNTH = {"devices": 12, "hours": 0.5, "gateways": 2}
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
     p.add_argument("--partitions", default="shared:0.5", help="federated partitions, comma-separated")
-    p.add_argument("--recipes", default="", help="candidate recipes (fedids.evaluation.rare_recipes)")
+    p.add_argument("--recipes", default="", help="candidate recipes (fedids.pipelines.rare_recipes)")
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=5, help="centralized epochs (fedids train: 5)")

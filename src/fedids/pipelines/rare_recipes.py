@@ -36,9 +36,9 @@ from torch import nn
 from fedids.data.preprocess import LabelVocabulary
 from fedids.data.schema import FEATURES
 from fedids.data.windows import compute_window_indices, host_keys
-from fedids.evaluation.rare import RareConfig, RareSplit, score_predictions, validation_mask
 from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, fit, forward_batches, predict_proba
+from fedids.pipelines.rare import RareConfig, RareSplit, score_predictions, validation_mask
 from fedids.task import PreparedData, fit_preprocessing
 
 

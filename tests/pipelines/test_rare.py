@@ -10,7 +10,7 @@ import pytest
 
 from fedids.data.loader import load_flows
 from fedids.data.schema import BENIGN_LABEL, SEQ
-from fedids.evaluation.rare import (
+from fedids.pipelines.rare import (
     RareConfig,
     restrict_training,
     run_protocol,

@@ -51,7 +51,7 @@ class RareConfig:
     ``epochs`` is the centralized training length (``fedids train``'s default 5); ``clients``, ``rounds``
     and ``local_epochs`` size the federated runs (defaults smaller than ``fedids federate``'s 10 rounds, to
     fit a small CPU budget); ``partitions`` are the federated partition schemes, one run each.
-    ``recipes`` name centralized training recipes of :mod:`fedids.evaluation.rare_recipes`, each run as
+    ``recipes`` name centralized training recipes of :mod:`fedids.pipelines.rare_recipes`, each run as
     one more model. ``prototype_variants`` also scores the centralized and federated models with a
     nearest-class-mean head mixed into their linear head (``MODEL+proto``, the same trained weights).
     """
@@ -194,7 +194,7 @@ def score_detector(
     """Scores of ``detector`` on the test flows of ``data``; with ``prototype``, also (under
     ``"variants"``) those of its linear head mixed half and half with a nearest-class-mean head whose
     class means come from the windows ending at ``fit_rows``."""
-    from fedids.evaluation.rare_recipes import prototype_proba
+    from fedids.pipelines.rare_recipes import prototype_proba
     from fedids.task import predict_labels
 
     test = data.test_rows
@@ -273,7 +273,7 @@ def run_model(name: str, split: RareSplit, cfg: RareConfig, seed: int, work_dir:
     if name.startswith("federated "):
         return run_federated(split, cfg, seed, name.removeprefix("federated "), work_dir)
     if name.startswith("centralized+"):
-        from fedids.evaluation import rare_recipes
+        from fedids.pipelines import rare_recipes
 
         recipe = rare_recipes.get_recipe(name.removeprefix("centralized+"))
         return rare_recipes.run_recipe(split, cfg, seed, recipe)
