@@ -48,52 +48,39 @@ def audit(
     """Privacy audit that can fail: train with secret canaries (no DP, and DP-SGD at each --epsilon),
     then report per mode the accountant's epsilon beside the one-run audited lower bound (Steinke, Nasr,
     Jagielski 2023) and the canary attacks' AUC (LiRA, Carlini et al. 2022)."""
-    from fedids.evaluation.audit import (
-        NO_DP,
-        AuditConfig,
-        AuditMode,
-        ModeAudit,
-        prepare_audit_data,
-        run_audit,
-    )
+    from fedids.evaluation import audit as ev
 
     if not 1 <= window <= 128:
         raise InputError(f"audit: --window must be in [1, 128], got {window}")
     try:
-        config = AuditConfig(
-            canaries=canaries,
-            canary_scale=canary_scale,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            hidden=hidden,
-            clip_norm=clip_norm,
-            shadows=shadows,
-            delta=delta,
-            confidence=confidence,
-            seed=seed,
+        config = ev.AuditConfig(
+            canaries,
+            canary_scale,
+            epochs,
+            batch_size,
+            lr,
+            hidden,
+            clip_norm,
+            shadows,
+            delta,
+            confidence,
+            seed,
         )
-        modes = [AuditMode(NO_DP)] + [AuditMode("dpsgd", e) for e in epsilon]
+        modes = [ev.AuditMode(ev.NO_DP)] + [ev.AuditMode(ev.DPSGD, e) for e in epsilon]
     except ValueError as exc:
         raise InputError(f"audit: {exc}") from None
     if out_path is not None:
         check_outputs("audit", [("--out", out_path, "file")], inputs=data)
     frame = load_data(data).frame
     try:
-        prepared = prepare_audit_data(frame, window)
+        prepared = ev.prepare_audit_data(frame, window)
     except ValueError as exc:
         raise InputError(f"audit: {exc}") from None
     err.print(
         f"[dim]auditing {len(modes)} modes: {len(prepared.targets):,} flows, {canaries:,} canaries[/dim]"
     )
 
-    def done(result: ModeAudit) -> None:
-        err.print(
-            f"[dim]{result.mode}: audited epsilon >= {result.one_run.epsilon_lower_bound:.2f}, AUC "
-            f"{result.auc:.3f} ({result.train_seconds + result.shadow_seconds:.0f} s)[/dim]"
-        )
-
-    results = [r.to_dict() for r in run_audit(prepared, modes, config, on_mode=done)]
+    results = [r.to_dict() for r in ev.run_audit(prepared, modes, config, on_mode=_announce)]
     report = {
         "data": [str(p) for p in data],
         "window": window,
@@ -101,6 +88,18 @@ def audit(
         "modes": results,
         "command": "fedids " + " ".join(sys.argv[1:]),
     }
+    _write_report(report, out_path, as_json)
+
+
+def _announce(result) -> None:  # noqa: ANN001 - fedids.evaluation.audit.ModeAudit
+    err.print(
+        f"[dim]{result.mode}: audited epsilon >= {result.one_run.epsilon_lower_bound:.2f}, AUC "
+        f"{result.auc:.3f} ({result.train_seconds + result.shadow_seconds:.0f} s)[/dim]"
+    )
+
+
+def _write_report(report: dict, out_path: Path | None, as_json: bool) -> None:
+    """The JSON file, the JSON or the table on stdout, and a warning if the control shows no leakage."""
     if out_path is not None:
         from fedids.cli.outputs import write_json
 
@@ -108,8 +107,8 @@ def audit(
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
-        _print_table(results)
-    weak = results[0]
+        _print_table(report["modes"])
+    weak = report["modes"][0]
     if weak["one_run"]["epsilon_lower_bound"] <= 0.5 and not weak["auc"] >= 0.9:
         err.print(
             "[yellow]warning: the model trained without DP shows little leakage: the audit is too weak "
