@@ -38,9 +38,8 @@ import pandas as pd
 from fedids.data.schema import BENIGN_LABEL, FEATURES
 from fedids.data.windows import compute_window_indices, gather_windows, host_keys
 from fedids.errors import FedidsError, InputError
+from fedids.model.checks import META_ONNX_THRESHOLD
 
-META_THRESHOLD = "fedids.alert_threshold"
-"""ONNX metadata key of the default alert rule chosen at training time (JSON object)."""
 DEFAULT_MAX_HOSTS = 16_384
 DEFAULT_CHUNK_ROWS = 256
 """Windows per model call: small enough that the intermediate tensors stay in the CPU cache (measured
@@ -118,7 +117,7 @@ class OnnxScorer:
             labels = json.loads(meta["fedids.labels"])
             window = json.loads(meta["fedids.window"])
             features = json.loads(meta.get("fedids.features", "null"))
-            threshold = json.loads(meta.get(META_THRESHOLD, "null"))
+            threshold = json.loads(meta.get(META_ONNX_THRESHOLD, "null"))
         except (KeyError, ValueError, TypeError, RecursionError):
             raise InputError(
                 f"{source}: ONNX model lacks fedids metadata (labels, window); export it with `fedids export`"

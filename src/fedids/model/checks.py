@@ -24,6 +24,9 @@ DEFAULT_MAX_FALSE_ALARM_RATE = 0.001
 META_THRESHOLD = "alert_threshold"
 """Metadata key: the default alert rule chosen on validation data at training time (see
 :func:`fedids.model.metrics.choose_threshold`): ``{"threshold", "max_false_alarm_rate", ...}``."""
+META_ONNX_THRESHOLD = "fedids.alert_threshold"
+"""The same rule in an exported ONNX file's ``metadata_props`` (JSON object), written by
+:mod:`fedids.model.export` and read by :mod:`fedids.detect.stream`."""
 
 
 def check_window(window: object, source: str = "model") -> int:

@@ -23,9 +23,9 @@ input projection (58% of the GRU's multiply-adds at hidden 64) would be computed
 flow. Indexed, they are computed once per flow: measured about 1.8x the batched throughput.
 
 Why the GRU is unrolled into MatMul/Sigmoid/Tanh nodes instead of ONNX's ``GRU`` op: onnxruntime's
-quantisers leave the ``GRU`` op's weights in float (see ``/work/shared/reference/stack-notes.md``), so an
-int8 file needs the recurrence expressed with ops whose weights can be stored as int8. The window length
-is fixed per model, so unrolling costs nothing in generality. The ``batch`` dimension is dynamic.
+quantisers leave the ``GRU`` op's weights in float (see the stack notes), so an int8 file needs the
+recurrence expressed with ops whose weights can be stored as int8. The window length is fixed per model,
+so unrolling costs nothing in generality. The ``batch`` dimension is dynamic.
 
 int8 (``quantize="int8"``): every weight matrix is stored as int8 with one float32 scale per output
 column (symmetric, zero point 0) and expanded by a ``DequantizeLinear`` node: weight-only quantisation in
@@ -55,9 +55,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fedids import __version__
 from fedids.data.schema import FEATURES
-from fedids.detect.stream import META_THRESHOLD
-from fedids.model.artifacts import META_THRESHOLD as THRESHOLD_KEY
 from fedids.model.artifacts import Detector
+from fedids.model.checks import META_ONNX_THRESHOLD, META_THRESHOLD
 
 OPSET = 17
 INPUT_FLOWS, INPUT_WINDOWS, OUTPUT_PROBABILITIES = "flows", "windows", "probabilities"
@@ -178,6 +177,39 @@ def build_onnx_model(
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    weights = _gru_weights(detector)
+    g = _GraphBuilder(quantize)
+    scaled = _preprocess(g, detector)
+    gate_steps = _input_projections(g, scaled, weights)
+    h = _unrolled_gru(g, gate_steps, weights)
+    logits = g.one(
+        "Add", [g.one("MatMul", [h, g.weight("w_head", weights.w_head.T)]), g.const("b_head", weights.b_head)]
+    )
+    g.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], name="softmax", axis=1))
+    proto = _model_proto(g, weights.window, len(detector.vocabulary))
+    helper.set_model_props(proto, _model_props(detector, weights.window, quantize, prune_amount, metadata))
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+@dataclass(frozen=True)
+class _GRUWeights:
+    """The exported model's parameters as float32 arrays (gates in PyTorch's order r, z, n): ``w_ih``
+    ``(3H, 78 + 1)`` (the last input is the presence channel), ``w_hh`` ``(3H, H)``, biases ``(3H,)``,
+    the head ``(n_classes, H)`` and ``(n_classes,)``; with the window and hidden size ``H``."""
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray
+    b_hh: np.ndarray
+    w_head: np.ndarray
+    b_head: np.ndarray
+    window: int
+    hidden: int
+
+
+def _gru_weights(detector: Detector) -> _GRUWeights:
+    """The weights of ``detector``'s GRU and head; ValueError for a model the graph cannot express."""
     model = detector.model
     gru = model.gru
     if gru.num_layers != 1 or gru.bidirectional or not gru.batch_first:
@@ -189,14 +221,21 @@ def build_onnx_model(
     def arr(t) -> np.ndarray:  # noqa: ANN001 - torch tensor; torch stays an implicit dependency here
         return t.detach().cpu().numpy().astype(np.float32)
 
-    w_ih, w_hh = arr(gru.weight_ih_l0), arr(gru.weight_hh_l0)  # (3H, in), (3H, H), gates r, z, n
-    b_ih, b_hh = arr(gru.bias_ih_l0), arr(gru.bias_hh_l0)
-    w_head, b_head = arr(model.head.weight), arr(model.head.bias)
-    h2 = 2 * hidden
+    return _GRUWeights(
+        w_ih=arr(gru.weight_ih_l0),
+        w_hh=arr(gru.weight_hh_l0),
+        b_ih=arr(gru.bias_ih_l0),
+        b_hh=arr(gru.bias_hh_l0),
+        w_head=arr(model.head.weight),
+        b_head=arr(model.head.bias),
+        window=window,
+        hidden=hidden,
+    )
 
-    g = _GraphBuilder(quantize)
-    # 1. Preprocessing of each flow once, as FlowScaler.transform (float64 there, float32 here:
-    # differences ~1e-6).
+
+def _preprocess(g: _GraphBuilder, detector: Detector) -> str:
+    """Step 1: every flow of ``flows`` preprocessed once, as FlowScaler.transform (float64 there,
+    float32 here: differences ~1e-6); returns the ``(N, 78)`` tensor's name."""
     one = g.const("one", np.array(1.0, dtype=np.float32))
     zero = g.const("zero", np.array(0.0, dtype=np.float32))
     log1p = g.one("Log", [g.one("Add", [g.one("Abs", [INPUT_FLOWS]), one])])
@@ -206,41 +245,56 @@ def build_onnx_model(
     scale = g.const("scale", detector.scaler.scale.astype(np.float32))
     scaled = g.one("Div", [g.one("Sub", [signed, center]), scale])
     scaled = g.one("Where", [g.one("IsNaN", [scaled]), zero, scaled])
-    scaled = g.one(
+    return g.one(
         "Clip",
         [scaled, g.const("lo", np.array(-_CLIP, np.float32)), g.const("hi", np.array(_CLIP, np.float32))],
     )  # (N, 78)
-    # 2. Input projections, one weight matrix per gate so that no tensor is ever split along its last
-    # axis (ORT copies such splits row by row: measured 15-20% of the run time). A real flow's presence
-    # channel is 1, so its column of W_ih joins the bias; the r and z biases of both projections add up
-    # (b_hn must stay inside r * (W_hn h + b_hn)). The padding row (x = 0) is the bias alone, appended
-    # last so that index -1 reads it.
+
+
+def _input_projections(g: _GraphBuilder, scaled: str, wt: _GRUWeights) -> list[list[str]]:
+    """Step 2: the input projection of every flow, once, read per window step by index; returns per
+    gate (r, z, n) the ``window`` tensors ``(B, H)`` of steps oldest first.
+
+    One weight matrix per gate, so that no tensor is ever split along its last axis (ORT copies such
+    splits row by row: measured 15-20% of the run time). A real flow's presence channel is 1, so its
+    column of W_ih joins the bias; the r and z biases of both projections add up (b_hn must stay inside
+    r * (W_hn h + b_hn)). The padding row (x = 0) is the bias alone, appended last so that index -1
+    reads it.
+    """
+    hidden, n_feat = wt.hidden, len(FEATURES)
     index_t = g.one("Transpose", [INPUT_WINDOWS], perm=[1, 0])  # (W, B)
     step_index = [
         g.one("Gather", [index_t, g.const(f"t{t}", np.array(t, dtype=np.int64))], "idx", axis=0)
-        for t in range(window)
+        for t in range(wt.window)
     ]  # W x (B,)
     gate_steps: list[list[str]] = []
     for k, gate in enumerate("rzn"):
         rows = slice(k * hidden, (k + 1) * hidden)
-        bias = b_ih[rows] + (b_hh[rows] if gate != "n" else 0.0)
+        bias = wt.b_ih[rows] + (wt.b_hh[rows] if gate != "n" else 0.0)
         proj = g.one(
             "Add",
             [
-                g.one("MatMul", [scaled, g.weight(f"w_i{gate}", w_ih[rows, :n_feat].T)]),
-                g.const(f"b_i{gate}_present", bias + w_ih[rows, n_feat]),
+                g.one("MatMul", [scaled, g.weight(f"w_i{gate}", wt.w_ih[rows, :n_feat].T)]),
+                g.const(f"b_i{gate}_present", bias + wt.w_ih[rows, n_feat]),
             ],
         )
         proj = g.one("Concat", [proj, g.const(f"b_i{gate}_pad", bias[None, :])], axis=0)  # (N + 1, H)
         gate_steps.append(
-            [g.one("Gather", [proj, step_index[t]], f"gi{gate}", axis=0) for t in range(window)]
+            [g.one("Gather", [proj, step_index[t]], f"gi{gate}", axis=0) for t in range(wt.window)]
         )  # W x (B, H)
+    return gate_steps
+
+
+def _unrolled_gru(g: _GraphBuilder, gate_steps: list[list[str]], wt: _GRUWeights) -> str:
+    """Step 3: the GRU recurrence unrolled over the window from h0 = 0; returns the last hidden state's
+    name ``(B, H)``."""
+    hidden = wt.hidden
     w_hr, w_hz, w_hn = (
-        g.weight(f"w_h{gate}", w_hh[k * hidden : (k + 1) * hidden].T) for k, gate in enumerate("rzn")
+        g.weight(f"w_h{gate}", wt.w_hh[k * hidden : (k + 1) * hidden].T) for k, gate in enumerate("rzn")
     )
-    b_hn = g.const("b_hn", b_hh[h2:])
+    b_hn = g.const("b_hn", wt.b_hh[2 * hidden :])
     h: str | None = None  # (B, H)
-    for t in range(window):
+    for t in range(wt.window):
         gi_r, gi_z, gi_n = gate_steps[0][t], gate_steps[1][t], gate_steps[2][t]
         if h is None:
             # h0 = 0: W_hh h0 vanishes, only the bias remains.
@@ -254,15 +308,16 @@ def build_onnx_model(
         n = g.one("Tanh", [g.one("Add", [gi_n, g.one("Mul", [r, gh_n])])])
         h = g.one("Add", [n, g.one("Mul", [z, g.one("Sub", [h, n])])])  # (1 - z) n + z h
     assert h is not None
-    logits = g.one("Add", [g.one("MatMul", [h, g.weight("w_head", w_head.T)]), g.const("b_head", b_head)])
-    g.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], name="softmax", axis=1))
+    return h
 
-    n_classes = len(detector.vocabulary)
+
+def _model_proto(g: _GraphBuilder, window: int, n_classes: int) -> onnx.ModelProto:
+    """The graph of ``g`` with its inputs and output declared, as an opset :data:`OPSET`, IR 8 model."""
     graph = helper.make_graph(
         g.nodes,
         "fedids_gru_detector",
         inputs=[
-            helper.make_tensor_value_info(INPUT_FLOWS, TensorProto.FLOAT, ["n_flows", n_feat]),
+            helper.make_tensor_value_info(INPUT_FLOWS, TensorProto.FLOAT, ["n_flows", len(FEATURES)]),
             helper.make_tensor_value_info(INPUT_WINDOWS, TensorProto.INT64, ["batch", window]),
         ],
         outputs=[
@@ -277,8 +332,6 @@ def build_onnx_model(
         producer_version=__version__,
     )
     proto.ir_version = 8  # onnxruntime >= 1.14 reads IR 8; newer IRs would lock out older edge runtimes
-    helper.set_model_props(proto, _model_props(detector, window, quantize, prune_amount, metadata))
-    onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
@@ -286,7 +339,8 @@ def _model_props(
     detector: Detector, window: int, quantize: str, prune_amount: float, metadata: dict[str, str] | None
 ) -> dict[str, str]:
     """``metadata_props``: labels, window, features, provenance, and the default alert rule chosen on
-    validation data at training time (:data:`META_THRESHOLD`) when the model has one."""
+    validation data at training time (:data:`~fedids.model.checks.META_ONNX_THRESHOLD`) when the model
+    has one."""
     props = {
         META_FORMAT: FORMAT_NAME,
         META_LABELS: json.dumps(list(detector.vocabulary.labels)),
@@ -296,9 +350,9 @@ def _model_props(
         META_PRUNE: f"{prune_amount:g}",
         META_VERSION: __version__,
     }
-    rule = detector.metadata.get(THRESHOLD_KEY) if isinstance(detector.metadata, dict) else None
+    rule = detector.metadata.get(META_THRESHOLD) if isinstance(detector.metadata, dict) else None
     if isinstance(rule, dict):
-        props[META_THRESHOLD] = json.dumps(rule)
+        props[META_ONNX_THRESHOLD] = json.dumps(rule)
     props.update(metadata or {})
     return props
 
