@@ -260,8 +260,8 @@ def confusion_vector(confusions: dict[str, np.ndarray], histograms: np.ndarray |
     """``{split: (n_heads, C, C)}`` confusion counts, splits in ``CHECK_SPLITS`` order, then the validation
     windows' attack-score histograms ``(n_heads, 2, SCORE_BINS)`` (benign, attack; zeros if not given), as
     one count vector: what ``query.validate`` sums."""
-    from fedids.model.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
+    from fedids.model.metrics import SCORE_BINS
 
     n_heads = len(next(iter(confusions.values())))
     hist = np.zeros((n_heads, 2, SCORE_BINS)) if histograms is None else np.asarray(histograms, np.float64)
@@ -271,8 +271,8 @@ def confusion_vector(confusions: dict[str, np.ndarray], histograms: np.ndarray |
 
 
 def validation_length(n_classes: int, n_heads: int = 2) -> int:
-    from fedids.model.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
+    from fedids.model.metrics import SCORE_BINS
 
     return len(CHECK_SPLITS) * n_heads * n_classes * n_classes + n_heads * 2 * SCORE_BINS
 
@@ -314,8 +314,8 @@ def validation_from_vector(
     total: np.ndarray, n_heads: int, n_classes: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``(confusions, histograms)`` of a :func:`confusion_vector` (sum); raises ValueError on a bad one."""
-    from fedids.model.metrics import SCORE_BINS
     from fedids.federation.messages import CHECK_SPLITS
+    from fedids.model.metrics import SCORE_BINS
 
     counts = np.rint(np.asarray(total, np.float64)).astype(np.int64)
     size = n_heads * n_classes * n_classes
