@@ -1,4 +1,4 @@
-"""Sample-level DP-SGD (Opacus) for the GRU detector: weight mapping, training, accounting."""
+"""Sample-level DP-SGD for the GRU detector: per-sample gradients, clipping, noise, training, accounting."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from dp_accounting.rdp import RdpAccountant
 from fedids.data.windows import compute_window_indices
 from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, predict_proba
-from fedids.privacy import dpsgd
-from fedids.privacy.dpsgd import copy_back, fit_dpsgd, to_dp_model
+from fedids.privacy import dpsgd, per_sample
+from fedids.privacy.dpsgd import _per_sample_loss, fit_dpsgd, private_grad_sum
+from fedids.privacy.secure_random import SecureGaussian
 
 N_FEATURES, WINDOW, HIDDEN = 4, 3, 8
 N_ROWS, BATCH = 240, 40
@@ -54,31 +55,130 @@ def _fit(epochs: int, noise: float):
     return model, out, (scaled, windows, y)
 
 
-@torch.no_grad()
-def test_weight_mapping_round_trip_preserves_outputs() -> None:
-    model = _model(seed=5)
-    x = torch.from_numpy(np.random.default_rng(0).normal(size=(6, 7, N_FEATURES + 1)).astype(np.float32))
-    twin = to_dp_model(model)
-    torch.testing.assert_close(twin(x), model(x), atol=1e-6, rtol=0)
+def _batch(n: int, seed: int, n_classes: int = 3) -> tuple[GRUDetector, torch.Tensor, torch.Tensor]:
+    """A detector and a batch of windows ``(n, WINDOW, N_FEATURES + 1)`` with padded (zero, absent) steps,
+    large enough inputs that some rows' gradients exceed a clip norm of 1 and some do not."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model = GRUDetector(N_FEATURES + 1, n_classes, HIDDEN)
+    x = rng.normal(scale=rng.uniform(0.1, 3.0, size=(n, 1, 1)), size=(n, WINDOW, N_FEATURES + 1))
+    x[:, :, -1] = 1.0
+    x[: n // 3, 0, :] = 0.0  # rows with one step of missing history, as gather_windows pads
+    y = rng.integers(0, n_classes, n)
+    return model, torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
 
-    # Reverse mapping checked on its own: give the twin new weights, copy them into a differently
-    # initialised detector, and the two must compute the same function.
-    for p in twin.parameters():
-        p.copy_(torch.randn_like(p) * 0.3)
-    target = _model(seed=9)
-    copy_back(twin, target)
-    torch.testing.assert_close(target(x), twin(x), atol=1e-6, rtol=0)
-    # The streaming path (nn.GRU one step at a time) sees the copied weights too.
-    logits, h = None, None
-    for t in range(x.shape[1]):
-        logits, h = target.step(x[:, t, :], h)
-    torch.testing.assert_close(logits, twin(x), atol=1e-5, rtol=0)
 
-    # Full round trip without training: the original's parameters come back bit for bit.
-    again = _model(seed=11)
-    copy_back(to_dp_model(model), again)
-    for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
-        assert torch.equal(a, b), k
+def _loss_fn(loss: str, n_classes: int = 3):
+    """fit_dpsgd's per-sample loss with non-trivial class weights and a scaled (absent) logit."""
+    cfg = TrainConfig(loss=loss, absent_logit_scale=0.5)
+    weight = torch.linspace(0.5, 2.0, n_classes)
+    scale = torch.ones(n_classes)
+    scale[-1] = cfg.absent_logit_scale
+
+    def fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return _per_sample_loss(logits * scale, y, weight, cfg)
+
+    return fn
+
+
+def _loop_grads(model: GRUDetector, x: torch.Tensor, y: torch.Tensor, fn) -> list[dict[str, torch.Tensor]]:
+    """Reference: every row's gradient by autograd through the real nn.GRU, one row at a time."""
+    out = []
+    for b in range(len(x)):
+        model.zero_grad()
+        fn(model(x[b : b + 1]), y[b : b + 1]).sum().backward()
+        out.append({k: p.grad.detach().clone() for k, p in model.named_parameters()})
+    return out
+
+
+def _norm(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([g.ravel() for g in grads.values()]).double().norm()
+
+
+@pytest.mark.parametrize("loss", ["weighted_ce", "focal"])
+def test_per_sample_gradients_match_a_per_example_autograd_loop_on_nn_gru(loss: str) -> None:
+    model, x, y = _batch(24, seed=4)
+    fn = _loss_fn(loss)
+    reference = _loop_grads(model, x, y, fn)
+    trace = per_sample.trace_gru(model, x, lambda logits: fn(logits, y))
+    with torch.no_grad():
+        torch.testing.assert_close(trace.losses, fn(model(x), y), atol=1e-6, rtol=0)  # nn.GRU's equations
+
+    grads = per_sample.per_sample_grads(trace)
+    assert tuple(grads) == tuple(name for name, _ in model.named_parameters()) == per_sample.PARAMETER_NAMES
+    for name, g in grads.items():
+        expected = torch.stack([r[name] for r in reference])
+        assert g.shape == expected.shape
+        assert (g - expected).abs().max() < 1e-6, name
+    # Ghost norms (no materialised gradient) equal the norms of the loop's gradients.
+    norms = torch.stack([_norm(r) for r in reference]).float()
+    torch.testing.assert_close(per_sample.sample_norms(trace), norms, rtol=1e-5, atol=1e-6)
+    # And a weighted sum of the per-sample gradients equals the same sum of the loop's.
+    w = torch.rand(len(x))
+    for name, g in per_sample.weighted_grad_sum(trace, w).items():
+        expected = sum(wb * r[name] for wb, r in zip(w, reference))
+        assert (g - expected).abs().max() < 1e-5, name
+
+
+def test_clipping_bounds_every_row_and_a_noiseless_step_is_the_clipped_sum() -> None:
+    model, x, y = _batch(30, seed=6)
+    fn = _loss_fn("focal")
+    clip = 1.0
+    reference = _loop_grads(model, x, y, fn)
+    norms = [float(_norm(r)) for r in reference]
+    assert min(norms) < clip < max(norms)  # both clipped and unclipped rows
+
+    def step(rows: slice) -> dict[str, torch.Tensor]:
+        grads, _ = private_grad_sum(
+            model,
+            x[rows],
+            lambda logits: fn(logits, y[rows]),
+            max_grad_norm=clip,
+            noise_multiplier=0.0,
+            source=None,
+        )
+        return grads
+
+    for b, (r, norm) in enumerate(zip(reference, norms)):
+        alone = step(slice(b, b + 1))  # a one-row batch: that row's clipped gradient
+        assert float(_norm(alone)) <= clip * (1 + 1e-5)
+        factor = min(1.0, clip / (norm + 1e-6))  # Opacus' clip factor
+        for name, g in alone.items():
+            assert (g - factor * r[name]).abs().max() < 2e-6, name
+    # The whole batch without noise: the sum of the clipped gradients (Adam gets the sum, as Opacus'
+    # loss_reduction="sum" did); divided by the batch size, the clipped-mean gradient.
+    full = step(slice(None))
+    factors = [min(1.0, clip / (n + 1e-6)) for n in norms]
+    for name, g in full.items():
+        clipped_mean = sum(f * r[name] for f, r in zip(factors, reference)) / len(x)
+        assert (g / len(x) - clipped_mean).abs().max() < 1e-6, name
+
+
+def test_the_step_noise_is_gaussian_with_sigma_times_the_clip_norm_and_never_repeats() -> None:
+    torch.manual_seed(0)
+    model = GRUDetector(79, 16, 64)  # the default size: 28,880 parameters
+    empty = torch.zeros((0, 10, 79))
+    kwargs = dict(max_grad_norm=0.7, noise_multiplier=1.5, source=SecureGaussian())
+    first, loss = private_grad_sum(model, empty, lambda logits: logits.sum(1), **kwargs)
+    second, _ = private_grad_sum(model, empty, lambda logits: logits.sum(1), **kwargs)
+    assert loss == 0.0
+    a = torch.cat([g.ravel() for g in first.values()])
+    b = torch.cat([g.ravel() for g in second.values()])
+    assert len(a) == sum(p.numel() for p in model.parameters())
+    assert abs(float(a.std()) - 1.05) < 0.02 and abs(float(a.mean())) < 0.02
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match="SecureGaussian"):
+        private_grad_sum(
+            model, empty, lambda logits: logits.sum(1), max_grad_norm=1.0, noise_multiplier=1.0, source=None
+        )
+
+
+def test_refuses_a_gru_it_does_not_trace() -> None:
+    model = _model()
+    model.gru = torch.nn.GRU(N_FEATURES + 1, HIDDEN, num_layers=2, batch_first=True)
+    scaled, windows, y = _task(20, seed=0)
+    with pytest.raises(ValueError, match="one-layer"):
+        fit_dpsgd(model, scaled, windows, y, _config(1), noise_multiplier=1.0, max_grad_norm=1.0)
 
 
 def test_training_reduces_loss_and_reports_epsilon() -> None:
