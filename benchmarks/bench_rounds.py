@@ -11,6 +11,9 @@ process and moment. Per mode:
   clients), and ``upload_ratio_to_float32``: over the float32 model (what ``none`` uploads);
 * ``server_s``: median seconds of the server's sum and step.
 
+A mode ending in ``+dpsgd`` (``dpsgd`` alone: plaintext) trains every client with DP-SGD at epsilon 8 per
+flow window (``--modes none,dpsgd`` measures DP-SGD's round against the plaintext round).
+
 Run: ``.venv/bin/python benchmarks/bench_rounds.py`` (writes ``benchmarks/results/rounds.json``).
 """
 
@@ -51,11 +54,14 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
-            keys = init_keys(Path(tmp) / f"keys-{mode}", mode) if "he" in mode else None
+            parts_of_mode = mode.split("+")
+            privacy = "+".join(p for p in parts_of_mode if p != "dpsgd") or "none"
+            keys = init_keys(Path(tmp) / f"keys-{mode}", privacy) if "he" in parts_of_mode else None
             config = FederationConfig(
                 rounds=args.rounds,
                 min_clients=args.clients,
-                privacy=mode,
+                privacy=privacy,
+                dpsgd_target_epsilon=8.0 if "dpsgd" in parts_of_mode else 0.0,
                 calibration="none",
                 he_public_context=str(keys.public_context) if keys else "",
             )

@@ -67,11 +67,11 @@ Keys = Annotated[Path | None, _opt("HE key set from `fedids keys init` (default:
 TargetEpsilon = Annotated[float, _opt("dp: calibrate noise for this epsilon and stop before exceeding it.")]
 NoiseMultiplier = Annotated[float, _opt("dp: noise std / clip norm; 0 = calibrate it from --target-epsilon.")]
 ClipNorm = Annotated[float, _opt("dp: L2 bound of each client's update.")]
-DpsgdNoise = Annotated[float, _opt("> 0: clients train with Opacus DP-SGD at this noise multiplier.")]
+DpsgdNoise = Annotated[float, _opt("> 0: clients train with DP-SGD at this noise multiplier.")]
 DpsgdEpsilon = Annotated[
     float,
     _opt(
-        "> 0: clients train with Opacus DP-SGD, each calibrating its noise so that all rounds spend at most "
+        "> 0: clients train with DP-SGD, each calibrating its noise so that all rounds spend at most "
         "this epsilon per flow window (sample-level DP; delta 1e-5)."
     ),
 ]

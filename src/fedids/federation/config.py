@@ -54,7 +54,7 @@ class FederationConfig:
     target_epsilon: float = 0.0  # dp: the budget; training stops with a message before exceeding it
     target_delta: float = 1e-5
     he_public_context: str = ""  # server copy of the HE key set (public only), for he modes
-    dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with Opacus DP-SGD (sample-level DP)
+    dpsgd_noise_multiplier: float = 0.0  # > 0: clients train with DP-SGD (sample-level DP)
     dpsgd_target_epsilon: float = 0.0  # > 0: clients train with DP-SGD, each calibrating its noise so that
     # all planned rounds spend at most this epsilon per flow window
     dpsgd_clip_norm: float = 1.0  # per-example gradient bound for DP-SGD

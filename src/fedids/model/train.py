@@ -76,7 +76,7 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, cfg:
 
 
 def _n_classes(model: nn.Module) -> int:
-    """The number of classes of a detector (:class:`~fedids.model.gru.GRUDetector` or its DP-SGD twin):
+    """The number of classes of a detector (:class:`~fedids.model.gru.GRUDetector`):
     the outputs of its linear ``head``."""
     head = model.head
     if not isinstance(head, nn.Linear):

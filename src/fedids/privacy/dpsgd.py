@@ -114,6 +114,7 @@ def epsilon_spent(
         return float(accountant.get_epsilon(delta=delta))
 
 
+@functools.lru_cache(maxsize=32)  # a client calls it every round with the same arguments (0.5 s each)
 def calibrate_noise(
     target_epsilon: float, delta: float, rate: float, steps: int, releases: tuple[float, int] = (0.0, 0)
 ) -> float:
