@@ -290,3 +290,16 @@ def test_the_secure_gaussian_is_a_standard_normal_and_never_repeats() -> None:
     assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
     assert not np.array_equal(SecureGaussian().normal(16), SecureGaussian().normal(16))
     assert "urandom" in repr(SecureGaussian()) and len(repr(SecureGaussian())) < 80  # no key material
+
+
+def test_epsilon_spent_equals_opacus_accountant_with_the_same_history():
+    from opacus.accountants import RDPAccountant
+
+    for noise, rate, steps, releases in [(1.0, 0.01, 500, (0.0, 0)), (0.9, 0.05, 300, (3.0, 2))]:
+        reference = RDPAccountant()
+        reference.history = [(noise, rate, steps)] + (
+            [(releases[0], 1.0, releases[1])] if releases[1] else []
+        )
+        assert dpsgd.epsilon_spent(noise, rate, steps, 1e-5, releases) == pytest.approx(
+            reference.get_epsilon(1e-5), rel=1e-12
+        )

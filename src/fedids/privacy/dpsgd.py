@@ -69,6 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from opacus.accountants import RDPAccountant
+from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 from opacus.accountants.utils import get_noise_multiplier
 from torch.nn import functional as F
 
@@ -77,6 +78,8 @@ from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, TrainResult, compute_class_weights
 from fedids.privacy import per_sample
 from fedids.privacy.secure_random import SecureGaussian
+
+_ORDERS = list(RDPAccountant.DEFAULT_ALPHAS)  # the orders Opacus' accountant uses
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -100,18 +103,27 @@ class _QuietRDP(warnings.catch_warnings):
         return entered
 
 
+@functools.lru_cache(maxsize=256)
+def _rdp_per_step(noise_multiplier: float, rate: float) -> tuple[float, ...]:
+    """RDP of one Poisson-sampled Gaussian step at Opacus' default orders (0.2 s: many fractional orders)."""
+    return tuple(compute_rdp(q=rate, noise_multiplier=noise_multiplier, steps=1, orders=_ORDERS))
+
+
 def epsilon_spent(
     noise_multiplier: float, rate: float, steps: int, delta: float, releases: tuple[float, int] = (0.0, 0)
 ) -> float:
     """Epsilon (RDP, Opacus' accountant) of ``steps`` DP-SGD steps at ``rate`` and ``noise_multiplier``,
     composed with ``releases = (sigma, count)``: ``count`` unsampled Gaussian releases of statistics of the
-    same windows at noise multiplier ``sigma`` (the head calibration's moments and confusion sums)."""
-    accountant = RDPAccountant()
-    accountant.history = [(noise_multiplier, rate, steps)]
+    same windows at noise multiplier ``sigma`` (the head calibration's moments and confusion sums).
+
+    RDP composes additively, so the per-step RDP is computed once per ``(noise, rate)`` and scaled: the same
+    figure as Opacus' ``RDPAccountant`` with that history (tested), in microseconds after the first call."""
+    rdp = np.asarray(_rdp_per_step(noise_multiplier, rate)) * steps
     if releases[1]:
-        accountant.history.append((releases[0], 1.0, releases[1]))
+        rdp = rdp + np.asarray(_rdp_per_step(releases[0], 1.0)) * releases[1]
     with _QuietRDP():
-        return float(accountant.get_epsilon(delta=delta))
+        epsilon, _ = get_privacy_spent(orders=_ORDERS, rdp=rdp, delta=delta)
+    return float(epsilon)
 
 
 @functools.lru_cache(maxsize=32)  # a client calls it every round with the same arguments (0.5 s each)
