@@ -264,11 +264,15 @@ def _print_round(rec: Any) -> None:
         eps += f", {rec.energy_j:.2f} J (modelled)"
     if rec.dpsgd_epsilon is not None:
         eps += f", DP-SGD epsilon so far {rec.dpsgd_epsilon:.2f} (per flow window)"
+    # DP runs send no loss or local F1 (DP does not cover them): NaN, not printed
+    local = "".join(
+        f"{name} {value:.4f}, "
+        for name, value in (("train loss", rec.train_loss), ("local val F1", rec.local_val_macro_f1))
+        if value == value
+    )
     err.print(
-        f"round {rec.round:>3}: clients {rec.clients} (rejected {rec.rejected}){eps}, "
-        f"train loss {rec.train_loss:.4f}, local val F1 {rec.local_val_macro_f1:.4f}, "
-        f"test macro-F1 {rec.test['macro_f1']:.4f}, MCC {rec.test['mcc']:.4f}, "
-        f"{rec.seconds:.1f} s"
+        f"round {rec.round:>3}: clients {rec.clients} (rejected {rec.rejected}){eps}, {local}"
+        f"test macro-F1 {rec.test['macro_f1']:.4f}, MCC {rec.test['mcc']:.4f}, {rec.seconds:.1f} s"
     )
 
 

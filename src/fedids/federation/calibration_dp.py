@@ -8,8 +8,9 @@ vectors before sealing them, with the noise source of :mod:`fedids.privacy.secur
   coordinates lie in (-1, 1) (``tanh``), so one window changes the vector by at most ``sqrt(1 + 2H)`` in
   L2 (:func:`moments_sensitivity`). The head is refitted on a *diagonal* covariance per class: the full
   outer products have sensitivity ``H`` and would need ``H`` times the noise on ``H**2`` coordinates.
-* **The check** (confusion counts of the old and the refitted head on the window's split, and the score
-  histograms of validation windows): one window changes at most four counts by one: sensitivity 2.
+* **The check** (confusion counts of the old and the refitted head on the window's split): one window
+  changes two counts by one: sensitivity ``sqrt(2)``. The score histograms that choose the alert threshold
+  are not released: under this noise they cannot place a threshold at a false-alarm rate of 1e-3.
 * **Unit**: ``window`` (DP-SGD's per-window privacy) releases the sums as they are; ``client`` (client-level
   ``dp``) divides each client's vectors by its number of windows first, so that a whole client changes the
   sum by at most the same bounds.
@@ -32,12 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedids.federation.calibration import ClassMoments, validation_from_vector, validation_length
+from fedids.federation.calibration import ClassMoments, validation_length
 from fedids.privacy.dp import add_secure_noise, release_noise_std
 
 UNITS = ("window", "client")
 RELEASES = 2  # the moments sum and the check's confusion sum
-CHECK_SENSITIVITY = 2.0
+CHECK_SENSITIVITY = math.sqrt(2.0)  # a window: one cell of each head's confusion matrix of its split
 CLIENT_SCALE = 1e6  # client unit: summed window shares are scaled up to counts before rounding
 MIN_NOISY_COUNT = 3.0  # a class joins the refit only with this many noise stds of windows
 
@@ -143,22 +144,45 @@ def moments_from_private_sum(
     return moments
 
 
-def private_check_vector(counts: np.ndarray, windows: int, dp: CalibrationPrivacy) -> np.ndarray:
+def _confusion_size(n_classes: int) -> int:
+    from fedids.federation.messages import CHECK_SPLITS
+
+    return len(CHECK_SPLITS) * 2 * n_classes * n_classes
+
+
+def private_check_vector(
+    counts: np.ndarray, windows: int, n_classes: int, dp: CalibrationPrivacy
+) -> np.ndarray:
     """A client's noised check counts (:func:`fedids.federation.calibration.confusion_vector`) over its
-    ``windows`` scored windows."""
-    vector = np.asarray(counts, np.float64)
+    ``windows`` scored windows: the confusion counts with Gaussian noise, the score histograms left at zero
+    (a constant costs no privacy; under noise they could not place an alert threshold at a false-alarm
+    rate of 1e-3, so DP runs keep the default decision rule)."""
+    size = _confusion_size(n_classes)
+    vector = np.zeros(len(counts))
+    confusion = np.asarray(counts, np.float64)[:size]
     if dp.unit == "client":
-        vector = vector * (CLIENT_SCALE / max(1, windows))
+        confusion = confusion * (CLIENT_SCALE / max(1, windows))
     sensitivity = CHECK_SENSITIVITY * (CLIENT_SCALE if dp.unit == "client" else 1.0)
-    return add_secure_noise(vector, dp.contributor_std(sensitivity))
+    vector[:size] = add_secure_noise(confusion, dp.contributor_std(sensitivity))
+    return vector
 
 
 def check_from_private_sum(total: np.ndarray, n_classes: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``(confusions, histograms)`` of a noised check sum: negative counts become 0, the rest are rounded."""
+    """``(confusions, histograms)`` of a noised check sum. Counts are rounded but negative ones are kept: the
+    sums of a row or column that macro-F1 reads stay unbiased (clipping every cell at 0 would add half a
+    noise std to each empty cell). Histograms are zero (:func:`private_check_vector`)."""
+    from fedids.federation.messages import CHECK_SPLITS
+    from fedids.model.metrics import SCORE_BINS
+
     total = np.asarray(total, np.float64)
     if total.shape != (validation_length(n_classes),) or not np.isfinite(total).all():
         raise ValueError("private check sum has the wrong size or non-finite values")
-    return validation_from_vector(np.rint(np.maximum(total, 0.0)), 2, n_classes)
+    counts, size = np.rint(total), 2 * n_classes * n_classes
+    confusions = {
+        s: counts[i * size : (i + 1) * size].reshape(2, n_classes, n_classes)
+        for i, s in enumerate(CHECK_SPLITS)
+    }
+    return confusions, np.zeros((2, 2, SCORE_BINS), dtype=np.int64)
 
 
 __all__ = [

@@ -448,7 +448,7 @@ def handle_validate(
         from fedids.federation.calibration_dp import private_check_vector
 
         windows = sum(int((splits[name][1] >= 0).sum()) for name in m.CHECK_SPLITS)
-        vector = private_check_vector(vector, windows, dp)
+        vector = private_check_vector(vector, windows, len(setup.vocabulary.labels), dp)
     return Message(seal(msg, vector, context, secret_context), reply_to=msg)
 
 
