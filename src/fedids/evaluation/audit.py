@@ -211,6 +211,17 @@ def tpr_at_fpr(scores: np.ndarray, included: np.ndarray, fpr: float) -> float:
     return float(t[f <= fpr + 1e-12].max())
 
 
+def compute_canary_accuracy(scores: np.ndarray, included: np.ndarray) -> dict[str, float]:
+    """Share of included / excluded canaries whose label the model predicts (score > 0: ``p(label) >
+    1/2``, so the label is the top class), ``{"included": ..., "excluded": ...}`` (NaN for an empty side):
+    a check that the canaries are learnt."""
+    right, included = np.asarray(scores) > 0, np.asarray(included, dtype=bool)
+    return {
+        "included": float(right[included].mean()) if included.any() else float("nan"),
+        "excluded": float(right[~included].mean()) if (~included).any() else float("nan"),
+    }
+
+
 @dataclass(frozen=True)
 class LiraResult:
     """Offline LiRA on the canaries: ``auc``, ``tpr_at_fpr`` {fpr: tpr} and the ``shadows`` used.
@@ -536,7 +547,6 @@ def audit_mode(
         shadow = _shadow_scores(mode, data, canaries, class_weights, config)
         _, lira = compute_lira_offline(scores, shadow, included)
         shadow_seconds = time.perf_counter() - start
-    right = scores > 0  # p(label) > 1/2, so the label is the top class
     return ModeAudit(
         mode=mode.name,
         target_epsilon=mode.target_epsilon,
@@ -545,10 +555,7 @@ def audit_mode(
         one_run=compute_one_run_audit(scores, included, config.delta, config.confidence),
         auc=compute_auc(scores, included),
         lira=lira,
-        canary_accuracy={
-            "included": float(right[included].mean()) if included.any() else float("nan"),
-            "excluded": float(right[~included].mean()) if (~included).any() else float("nan"),
-        },
+        canary_accuracy=compute_canary_accuracy(scores, included),
         train_seconds=seconds,
         shadow_seconds=shadow_seconds,
     )
