@@ -161,7 +161,8 @@ def macro_f1_from_confusion(confusion: np.ndarray) -> float:
     if not present.any():
         return float("nan")
     f1 = 2 * tp[present] / (support[present] + predicted[present])
-    return float(f1.mean())
+    # DP runs read noised counts that may be negative (calibration_dp): an F1 stays within [0, 1]
+    return float(np.clip(np.nan_to_num(f1, nan=0.0), 0.0, 1.0).mean())
 
 
 def keep_calibrated(scores: dict[str, list[float]]) -> tuple[bool, str]:
