@@ -56,7 +56,7 @@ def _train(config: FederationConfig, **changes) -> ConfigRecord:
         setup_digest="d",
         server_round=1,
         rounds=config.rounds,
-        local_epochs=config.local_epochs,
+        local_epochs=config.dpsgd_local_epochs if config.dpsgd else config.local_epochs,
         batch_size=config.batch_size,
         lr=config.lr,
         seed=0,

@@ -77,6 +77,7 @@ DpsgdEpsilon = Annotated[
 ]
 DpsgdBatchSize = Annotated[int, _opt("DP-SGD expected batch size (larger: less noise per example).")]
 DpsgdLr = Annotated[float, _opt("DP-SGD client learning rate (Adam).")]
+DpsgdLocalEpochs = Annotated[int, _opt("DP-SGD local epochs per round (the noise covers all of them).")]
 Selection = Annotated[
     str,
     _opt(
@@ -160,6 +161,7 @@ def federate(
     dpsgd_epsilon: DpsgdEpsilon = _D.dpsgd_target_epsilon,
     dpsgd_batch_size: DpsgdBatchSize = _D.dpsgd_batch_size,
     dpsgd_lr: DpsgdLr = _D.dpsgd_lr,
+    dpsgd_local_epochs: DpsgdLocalEpochs = _D.dpsgd_local_epochs,
     selection: Selection = _D.selection,
     energy_budget: EnergyBudget = _D.energy_budget_j,
     max_local_epochs: MaxLocalEpochs = _D.max_local_epochs,

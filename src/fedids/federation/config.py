@@ -64,6 +64,10 @@ class FederationConfig:
     # 0.64, 256 / 1e-2 0.71 (plaintext, same rounds: 0.72 before head calibration).
     dpsgd_batch_size: int = 256
     dpsgd_lr: float = 1e-2
+    # Local epochs per round under DP-SGD (the noise is calibrated for all of them). Synthetic default, 10
+    # clients, dirichlet:0.5, 10 rounds, epsilon 8, three runs each (DP noise differs per run): 1 epoch
+    # 0.792 / 0.766 / 0.765 macro-F1, 3 epochs 0.852 / 0.816 / 0.791; 5 epochs 0.786 (one run).
+    dpsgd_local_epochs: int = 3
     calibration: str = "ccvr"  # ccvr: refit the head on clients' summed feature moments after
     # training, then check it (fedids.federation.calibration) | none
     dpsgd_calibration_noise: float = 3.0  # DP-SGD runs: noise multiplier of the two calibration releases
@@ -107,8 +111,8 @@ class FederationConfig:
             raise ValueError("dp needs a noise multiplier or a target epsilon to calibrate it")
         if self.dpsgd_noise_multiplier < 0 or self.dpsgd_target_epsilon < 0 or self.dpsgd_clip_norm <= 0:
             raise ValueError("dpsgd needs noise >= 0, target epsilon >= 0 and clip norm > 0")
-        if self.dpsgd_batch_size < 1 or not self.dpsgd_lr > 0:
-            raise ValueError("dpsgd needs batch size >= 1 and lr > 0")
+        if self.dpsgd_batch_size < 1 or not self.dpsgd_lr > 0 or self.dpsgd_local_epochs < 1:
+            raise ValueError("dpsgd needs batch size >= 1, lr > 0 and local epochs >= 1")
         if self.dpsgd_noise_multiplier and self.dpsgd_target_epsilon:
             raise ValueError("give DP-SGD a noise multiplier or a target epsilon, not both")
         if self.dpsgd and self.max_local_epochs:

@@ -54,7 +54,7 @@ class PrivacyPolicy:
     privacy: str
     min_clients: int
     rounds: int
-    local_epochs: int
+    dpsgd_local_epochs: int
     clip_norm: float
     noise_multiplier: float
     target_epsilon: float
@@ -174,7 +174,7 @@ def _check_dpsgd(policy: PrivacyPolicy, ins: Any) -> None:
     else:
         _at_least(ins.dpsgd_noise, policy.dpsgd_noise_multiplier, "DP-SGD noise multiplier")
     _at_most(ins.dpsgd_delta, policy.target_delta, "DP-SGD delta")
-    if ins.rounds != policy.rounds or ins.local_epochs != policy.local_epochs:
+    if ins.rounds != policy.rounds or ins.local_epochs != policy.dpsgd_local_epochs:
         raise _refuse("DP-SGD rounds or local epochs differ from those the budget was calibrated for")
     if ins.dpsgd_batch_size != policy.dpsgd_batch_size:
         raise _refuse("DP-SGD batch size differs from the policy's (it sets the sampling rate)")

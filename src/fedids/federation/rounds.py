@@ -209,7 +209,7 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
         setup_digest=run.digest,
         server_round=server_round,
         rounds=c.rounds,
-        local_epochs=c.local_epochs,
+        local_epochs=c.dpsgd_local_epochs if c.dpsgd else c.local_epochs,
         batch_size=c.batch_size,
         lr=c.lr,
         seed=c.seed,
