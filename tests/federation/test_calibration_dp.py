@@ -119,9 +119,12 @@ def test_a_noised_check_sum_keeps_negative_counts_so_row_and_column_sums_stay_un
             private_check_vector(vector, 1100, CLASSES, dp), CLASSES
         )
         assert (histograms == 0).all()
-        scores.append(macro_f1_from_confusion(confusions["train"][0]))
-    # a perfect head: clipping empty cells at 0 would bias macro-F1 down by ~1 point; unclipped it stays ~1
-    assert abs(np.mean(scores) - 1.0) < 0.005
+        noisy = confusions["train"][0]
+        scores.append((macro_f1_from_confusion(noisy), macro_f1_from_confusion(np.maximum(noisy, 0))))
+    kept, clipped = np.mean(scores, axis=0)
+    # a perfect head: clipping every empty cell at 0 adds half a noise std to each and drags macro-F1 down
+    # much further than the unbiased reading (whose only loss is F1's own clip at 1)
+    assert 1.0 - kept < 0.5 * (1.0 - clipped)
 
 
 @pytest.mark.slow
