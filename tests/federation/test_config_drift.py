@@ -33,6 +33,8 @@ CLI_ONLY_OPTIONS = CLI_ONLY = {
     "keys",
     "resume",
     "test_data",
+    "malicious",
+    "attack",
 }
 
 

@@ -32,7 +32,7 @@ OPTION_FIELDS = {
 }
 CLI_ONLY = frozenset(
     ("data", "out_dir", "clients", "partition", "mode", "split", "test_fraction", "segment", "keys")
-    + ("test_data", "resume")
+    + ("test_data", "resume", "malicious", "attack")
 )
 
 
@@ -127,6 +127,16 @@ TestData = Annotated[
         "--test-data",
     ),
 ]
+Malicious = Annotated[
+    float, _opt("Fraction of clients that poison the federation with --attack (drawn from --seed).")
+]
+AttackOption = Annotated[
+    str,
+    _opt(
+        "none | label-flip | backdoor[:FAMILY] (trigger on FAMILY's flows, default ddos, labelled BENIGN) "
+        "| scale:FACTOR (update multiplied) | noise (update replaced by noise of its norm)."
+    ),
+]
 Resume = Annotated[Path | None, _opt("Continue the run in this directory.", "--resume")]
 
 
@@ -170,6 +180,8 @@ def federate(
     calibration: Calibration = _D.calibration,
     client_weighting: ClientWeighting = _D.client_weighting,
     test_data: TestData = None,
+    malicious: Malicious = 0.0,
+    attack: AttackOption = "none",
     resume: Resume = None,
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""
@@ -216,7 +228,7 @@ def federation_config(args: dict[str, Any]) -> FederationConfig:
 def _request(args: dict[str, Any]) -> FederateRequest:
     """The run ``args`` describe (``run.json``'s keys: the option names)."""
     defaults: dict[str, Any] = {"clients": 10, "partition": "dirichlet:0.5", "split": "time"}
-    a = defaults | {"test_fraction": 0.3, "segment": 100} | args
+    a = defaults | {"test_fraction": 0.3, "segment": 100, "malicious": 0.0, "attack": "none"} | args
     modes = _parse_modes(a.get("mode", "federated"))
     return FederateRequest(
         config=federation_config(args),
@@ -229,6 +241,8 @@ def _request(args: dict[str, Any]) -> FederateRequest:
         split=a["split"],
         test_fraction=a["test_fraction"],
         segment=a["segment"],
+        malicious=a["malicious"],
+        attack=a["attack"],
     )
 
 
@@ -335,3 +349,13 @@ def _print_comparison(results: dict) -> None:
         if m:
             table.add_row(name, *(f"{m[k]:.4f}" for k in ("accuracy", "macro_f1", "weighted_f1", "mcc")))
     out.print(table)
+    federated = results.get("federated") or {}
+    poisoning = federated.get("poisoning") or {}
+    if poisoning.get("attack", "none") != "none":
+        rate = poisoning["backdoor_success"]
+        err.print(
+            f"poisoning: {poisoning['attack']} by clients {poisoning['malicious_clients']}: clean macro-F1 "
+            f"{federated['macro_f1']:.4f}, MCC {federated['mcc']:.4f}, backdoor success "
+            f"{'n/a' if rate is None else f'{rate:.4f}'} ({poisoning['backdoor_flows']} triggered "
+            f"{poisoning['backdoor_family']} test flows)"
+        )

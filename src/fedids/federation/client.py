@@ -26,6 +26,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from fedids.data.preprocess import compute_feature_stats
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
+from fedids.federation.attacks import Attack, attack_seed, poison_update
 from fedids.federation.compression import COMPRESSED, Compression, compress_reply
 from fedids.federation.private import COUNT, REAL, PrivacyMode, open_sum
 from fedids.federation.setup import RunSetup, frame_stats_vector, own_class_counts, setup_from_sum
@@ -282,9 +283,11 @@ def handle_train(
     model_dir: str | None = None,
     context: Context | None = None,
     secret_context: bytes | None = None,
+    attack: Attack | None = None,
 ) -> Message:
     """Evaluate the incoming global model on the local validation split, train on the local rest, and
-    reply: the local model and metrics (plaintext mode), or a sealed update contribution."""
+    reply: the local model and metrics (plaintext mode), or a sealed update contribution. ``attack``: this
+    node's own poisoning of its update (:mod:`fedids.federation.attacks`; never set by a message)."""
     ins = m.TrainInstructions.from_config(m.config_record(msg.content, m.CONFIG))
     setup = run_setup(msg, context)
     if list(ins.labels) != list(setup.vocabulary.labels):
@@ -300,6 +303,9 @@ def handle_train(
         evaluate_rows(detector, data, data.test_rows)["macro_f1"] if len(data.test_rows) else float("nan")
     )
     result, dpsgd_epsilon = _train_local(model, data, setup, ins, key)
+    if attack is not None:  # a malicious node's update, before it is sealed or sent
+        seed = attack_seed(ins.seed, ins.server_round, key)
+        set_weights(model, poison_update(global_weights, get_weights(model), attack, seed))
     mode = PrivacyMode.parse(ins.privacy)
     if not mode.private:
         return _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, ins, context)

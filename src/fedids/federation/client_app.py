@@ -10,6 +10,7 @@ for the long-running detector to reload: detection never runs inside the ClientA
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedids.federation import messages as m
+from fedids.federation.attacks import Attack, poison_frame
 from fedids.federation.client import (
     LOCAL_VAL_FRACTION,
     derive_seed,
@@ -76,6 +78,7 @@ def make_client_app(
     he_secret_context: str | None = None,
     mods: list | None = None,
     policy: PrivacyPolicy | None = None,
+    attacks: Mapping[int, Attack] | None = None,
 ) -> ClientApp:
     """Build the ClientApp.
 
@@ -84,18 +87,30 @@ def make_client_app(
     ``mods``: Flower mods wrapped around every handler (tests record what a client sends with one).
     ``policy``: the run's published privacy configuration, checked before every handler
     (:mod:`fedids.federation.policy`); a SuperNode sets node config ``privacy-policy`` to its file instead.
+    ``attacks``: simulation, the poisoning of the malicious virtual nodes by ``partition-id``; a SuperNode
+    sets node config ``attack`` instead (:mod:`fedids.federation.attacks`). It comes from the node's own
+    configuration only, never from a server message.
     """
     # The policy check comes first: a message it refuses reaches no handler (and no recording mod).
     app = ClientApp(mods=[policy_mod(policy), *(mods or [])])
 
+    def attack(context: Context) -> Attack | None:
+        cfg = context.node_config
+        if "attack" in cfg:
+            return Attack.parse(str(cfg["attack"]))
+        return (attacks or {}).get(int(cfg["partition-id"])) if "partition-id" in cfg else None
+
     def local_frame(context: Context) -> pd.DataFrame:
         cfg = context.node_config
         if "data-path" in cfg:
-            return load_local_frame(str(cfg["data-path"]))
-        base = partitions_dir or context.run_config.get("partitions-dir")
-        if base is None:
-            raise RuntimeError("node config has no data-path and the run has no partitions-dir")
-        return load_local_frame(partition_path(str(base), int(cfg["partition-id"])))
+            frame = load_local_frame(str(cfg["data-path"]))
+        else:
+            base = partitions_dir or context.run_config.get("partitions-dir")
+            if base is None:
+                raise RuntimeError("node config has no data-path and the run has no partitions-dir")
+            frame = load_local_frame(partition_path(str(base), int(cfg["partition-id"])))
+        poisoning = attack(context)
+        return frame if poisoning is None else poison_frame(frame, poisoning)
 
     def secret(context: Context) -> bytes | None:
         path = context.node_config.get("he-secret-context", he_secret_context)
@@ -106,7 +121,7 @@ def make_client_app(
         return load_secret_context(str(path))
 
     _register_queries(app, local_frame, secret)
-    _register_training(app, local_frame, secret)
+    _register_training(app, local_frame, secret, attack)
     return app
 
 
@@ -150,7 +165,7 @@ def _register_queries(app: ClientApp, local_frame, secret) -> None:  # noqa: ANN
         return handle_validate(msg, local_frame(context), context, secret(context))
 
 
-def _register_training(app: ClientApp, local_frame, secret) -> None:  # noqa: ANN001 (closures above)
+def _register_training(app: ClientApp, local_frame, secret, attack) -> None:  # noqa: ANN001 (closures above)
     """Training and the SecAgg stages around it."""
 
     @app.train()
@@ -164,6 +179,7 @@ def _register_training(app: ClientApp, local_frame, secret) -> None:  # noqa: AN
             str(model_dir) if model_dir else None,
             context=context,
             secret_context=secret(context),
+            attack=attack(context),
         )
 
     @app.train("secagg_keys")

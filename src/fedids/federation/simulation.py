@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from fedids.data.schema import FAMILY, FEATURES, LABEL, SEQ
 from fedids.data.windows import host_keys
+from fedids.federation.attacks import Attack
 from fedids.federation.client_app import make_client_app, partition_path
 from fedids.federation.partition import DEFAULT_SEGMENT, PartitionSpec, partition_rows, summarise_partitions
 from fedids.federation.policy import PrivacyPolicy
@@ -79,6 +80,19 @@ def write_partitions(data: PreparedData, parts: list[np.ndarray], directory: Pat
         data.frame.iloc[rows][columns].to_parquet(partition_path(directory, pid), index=False)
 
 
+def _opener(he_secret_context: str) -> Callable[..., np.ndarray]:
+    """The operator's evaluator's way to open a sealed sum with the clients' HE key file."""
+    from fedids.federation.private import open_sum
+    from fedids.privacy.keys import load_secret_context
+
+    secret = load_secret_context(he_secret_context)
+
+    def opener(sealed, length: int) -> np.ndarray:  # noqa: ANN001 (a SealedSum)
+        return open_sum(sealed, secret, length)
+
+    return opener
+
+
 def run_simulated(
     data: PreparedData,
     parts: list[np.ndarray],
@@ -90,6 +104,7 @@ def run_simulated(
     ray_init_args: dict | None = None,
     he_secret_context: str | None = None,
     client_app=None,
+    attacks: Mapping[int, Attack] | None = None,
 ) -> FederationState:
     """Run federated training over ``parts`` (non-empty row sets of ``data``) in Flower's simulation.
 
@@ -97,6 +112,8 @@ def run_simulated(
     does the operator's evaluator that decrypts the global model for the server-side test (in a real
     deployment that evaluator runs on a machine of the clients' side, never inside the ServerApp).
     ``client_app`` replaces the standard ClientApp (tests use it to inject misbehaving clients).
+    ``attacks``: the poisoning of the malicious clients, by index into the non-empty ``parts`` (each bound
+    into that client's own app, :mod:`fedids.federation.attacks`).
     """
     from flwr.simulation import run_simulation
 
@@ -108,16 +125,7 @@ def run_simulated(
     def evaluate(detector: Detector) -> dict:
         return evaluate_rows(detector, data, test_rows)
 
-    opener = None
-    if he_secret_context:
-        from fedids.federation.private import open_sum
-        from fedids.privacy.keys import load_secret_context
-
-        secret = load_secret_context(he_secret_context)
-
-        def opener(sealed, length: int) -> np.ndarray:
-            return open_sum(sealed, secret, length)
-
+    opener = _opener(he_secret_context) if he_secret_context else None
     result: list[FederationState] = []
     server = make_server_app(
         config,
@@ -130,7 +138,10 @@ def run_simulated(
         opener=opener,
     )
     client = client_app or make_client_app(
-        str(out_dir / "partitions"), he_secret_context, policy=PrivacyPolicy.from_config(config)
+        str(out_dir / "partitions"),
+        he_secret_context,
+        policy=PrivacyPolicy.from_config(config),
+        attacks=attacks,
     )
     backend = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},

@@ -32,6 +32,7 @@ from fedids.pipelines.files import write_json
 if TYPE_CHECKING:
     import pandas as pd
 
+    from fedids.federation.attacks import Attack
     from fedids.federation.baselines import LocalResult
     from fedids.federation.server_app import RoundRecord
     from fedids.federation.state import FederationState
@@ -123,16 +124,25 @@ def run_federation(
     resume: bool = False,
     on_round: OnRound | None = None,
     fresh_keys: bool = False,
+    attacks: dict[int, Attack] | None = None,
 ) -> FederatedRun:
     """Federated training over ``parts`` (row sets of ``prepared``) in Flower's simulation engine, writing
     checkpoints, the state and the global model under ``run_dir``. HE modes use (or create, see
-    :func:`ensure_he_keys`) the key set of ``config.he_public_context``."""
+    :func:`ensure_he_keys`) the key set of ``config.he_public_context``. ``attacks``: the malicious
+    clients' poisoning, by index into the non-empty ``parts`` (:mod:`fedids.federation.attacks`)."""
     from fedids.federation.simulation import run_simulated
 
     secret = ensure_he_keys(config, fresh=fresh_keys)
     start = time.perf_counter()
     state = run_simulated(
-        prepared, parts, config, run_dir, resume=resume, on_round=on_round, he_secret_context=secret
+        prepared,
+        parts,
+        config,
+        run_dir,
+        resume=resume,
+        on_round=on_round,
+        he_secret_context=secret,
+        attacks=attacks,
     )
     return FederatedRun(state=state, run_dir=Path(run_dir), seconds=time.perf_counter() - start)
 
@@ -197,7 +207,9 @@ class FederateRequest:
 
     ``data``: CSV files (none: the synthetic IoT default); ``test_data``: score on these files instead of
     a held-out ``test_fraction`` of ``data`` (``split``: ``time`` or ``label-time``); ``segment``:
-    consecutive flows of a host kept together when partitioning; ``modes``: a subset of :data:`MODES`.
+    consecutive flows of a host kept together when partitioning; ``modes``: a subset of :data:`MODES`;
+    ``malicious``: the fraction of clients that poison the federation with ``attack``
+    (:meth:`fedids.federation.attacks.Attack.parse`), drawn from the seed.
     """
 
     config: FederationConfig
@@ -210,8 +222,11 @@ class FederateRequest:
     split: str = "time"
     test_fraction: float = 0.3
     segment: int = 100
+    malicious: float = 0.0
+    attack: str = "none"
 
     def __post_init__(self) -> None:
+        from fedids.federation.attacks import Attack
         from fedids.federation.partition import PartitionSpec
 
         if self.clients < 1:
@@ -222,6 +237,10 @@ class FederateRequest:
         if unknown or not self.modes:
             raise ValueError(f"modes {self.modes}: use a subset of {', '.join(MODES)}")
         PartitionSpec.parse(self.partition)  # a typo fails here, before data is loaded
+        if not 0.0 <= self.malicious <= 1.0:
+            raise ValueError(f"--malicious {self.malicious}: a fraction in [0, 1]")
+        if (self.malicious > 0) != Attack.parse(self.attack).active:
+            raise ValueError("--malicious FRACTION > 0 and --attack go together (one without the other)")
 
 
 @dataclass
@@ -288,7 +307,7 @@ def run_federate(
     run = None
     if "federated" in request.modes:
         run = _federate(request, data, resume, on_round)
-        results["federated"] = _federated_entry(request, run)
+        results["federated"] = _federated_entry(request, run, data)
         results["federated_history"] = run.state.history
         write_json(results_path, results)
     return FederateResult(results=results, results_path=results_path, federated=run)
@@ -305,14 +324,20 @@ def _federate(
             advance(1)
 
         run = run_federation(
-            data.prepared, data.parts, request.config, request.out_dir, resume=resume, on_round=each_round
+            data.prepared,
+            data.parts,
+            request.config,
+            request.out_dir,
+            resume=resume,
+            on_round=each_round,
+            attacks=malicious_attacks(request, data.parts),
         )
     if not run.state.history:
         raise InputError(f"federate: no round completed ({run.state.stopped or 'see the log'})")
     return run
 
 
-def _federated_entry(request: FederateRequest, run: FederatedRun) -> dict:
+def _federated_entry(request: FederateRequest, run: FederatedRun, data: FederateData) -> dict:
     config, state = request.config, run.state
     return run.final | {
         "rounds": state.completed_round,
@@ -326,4 +351,40 @@ def _federated_entry(request: FederateRequest, run: FederatedRun) -> dict:
         "energy_budget_j": config.energy_budget_j,
         "stopped": state.stopped,
         "calibration": state.calibration or None,
+        "poisoning": poisoning_entry(request, run, data),
     }
+
+
+def malicious_attacks(request: FederateRequest, parts: list[np.ndarray]) -> dict[int, Attack]:
+    """The malicious clients of ``request`` and their attack, by index into the non-empty ``parts`` (the
+    simulation's ``partition-id``), drawn from the seed."""
+    from fedids.federation.attacks import Attack, draw_malicious
+
+    attack = Attack.parse(request.attack)
+    if not attack.active:
+        return {}
+    n_clients = sum(1 for p in parts if len(p))
+    return {i: attack for i in draw_malicious(n_clients, request.malicious, request.config.seed)}
+
+
+def poisoning_entry(request: FederateRequest, run: FederatedRun, data: FederateData) -> dict:
+    """The poisoning setting and its effect: malicious clients, and the backdoor success rate of the
+    final global model (share of triggered test flows of the backdoor family scored BENIGN; also measured
+    without a backdoor attack, as the trigger's base rate)."""
+    from fedids.evaluation.backdoor import backdoor_success_rate
+    from fedids.federation.attacks import TRIGGER, Attack
+
+    attack = Attack.parse(request.attack)
+    entry: dict[str, Any] = {
+        "attack": str(attack),
+        "malicious_fraction": request.malicious,
+        "malicious_clients": sorted(malicious_attacks(request, data.parts)),
+        "backdoor_family": attack.family,
+        "backdoor_success": None,
+        "backdoor_flows": 0,
+    }
+    detector, prepared = run.load_detector(), data.prepared
+    if detector is not None:
+        rate, flows = backdoor_success_rate(detector, prepared, prepared.test_rows, TRIGGER, attack.family)
+        entry |= {"backdoor_success": rate if flows else None, "backdoor_flows": flows}
+    return entry
