@@ -142,3 +142,22 @@ def test_one_scaling_client_moves_the_global_model_far_more(cicids_sample, tmp_p
     assert poisoning["attack"] == "scale:20" and len(poisoning["malicious_clients"]) == 1
     assert poisoning["malicious_clients"][0] in range(3)
     assert poisoning["backdoor_flows"] > 0 and 0 <= poisoning["backdoor_success"] <= 1
+
+
+def test_federate_refuses_a_bad_attack_with_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    for args, needle in (
+        (["--malicious", "0.2", "--attack", "scale:x"], "scale:FACTOR"),
+        (["--malicious", "0.2"], "--attack"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "fedids.cli", "federate", *args, "--out", str(tmp_path / "r")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and needle in errors[0], proc.stderr
+        assert "Traceback" not in proc.stderr
