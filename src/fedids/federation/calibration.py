@@ -188,7 +188,9 @@ def keep_calibrated(scores: dict[str, list[float]]) -> tuple[bool, str]:
 
 
 # ------------------------------------------------------------- calibration through the secure sum
-def _class_scale(totals: np.ndarray, n_classes: int) -> np.ndarray:
+def class_scale(totals: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class divisors of the moments vectors: the federation's flows of each class (at least 1), so every
+    coordinate of a sum stays below 1 and a rare class keeps the full relative precision of a sealed sum."""
     totals = np.asarray(totals, np.float64)
     if totals.shape != (n_classes,):
         raise ValueError(f"class totals have shape {totals.shape}, expected ({n_classes},)")
@@ -199,7 +201,7 @@ def moments_vector(moments: ClassMoments, totals: np.ndarray) -> np.ndarray:
     """A client's moments as a real vector for the sum, each class's divided by the federation's flows of
     that class (``totals``, ``(C,)``): every coordinate of the sum stays below 1 (the sealed modes' clip
     range) and a rare class keeps the full relative precision of the fixed-point code."""
-    scale = 1.0 / _class_scale(totals, len(moments.count))
+    scale = 1.0 / class_scale(totals, len(moments.count))
     return np.concatenate(
         [
             moments.count * scale,
@@ -218,7 +220,7 @@ def moments_from_vector(total: np.ndarray, n_classes: int, hidden: int, totals: 
     total = np.asarray(total, np.float64)
     if total.shape != (moments_length(n_classes, hidden),):
         raise ValueError(f"moments sum has {total.size} values")
-    scale = _class_scale(totals, n_classes)
+    scale = class_scale(totals, n_classes)
     count = np.rint(total[:n_classes] * scale)
     s = total[n_classes : n_classes + n_classes * hidden].reshape(n_classes, hidden) * scale[:, None]
     outer = total[n_classes + n_classes * hidden :].reshape(n_classes, hidden, hidden) * scale[:, None, None]
@@ -232,7 +234,7 @@ def check_moments_vector(
 ) -> None:
     """Refuse one client's moments (plaintext mode) that are not real moments, or that count more windows
     of a class than the client reported flows of it."""
-    counts = np.asarray(vector[:n_classes], np.float64) * _class_scale(totals, n_classes)
+    counts = np.asarray(vector[:n_classes], np.float64) * class_scale(totals, n_classes)
     if np.abs(counts - np.rint(counts)).max(initial=0.0) > 1e-6:
         raise ValueError("class counts must be whole numbers")
     moments = moments_from_vector(vector, n_classes, hidden, totals)
@@ -271,11 +273,32 @@ def confusion_vector(confusions: dict[str, np.ndarray], histograms: np.ndarray |
     )
 
 
+def check_size(n_classes: int, n_heads: int = 2) -> int:
+    """Length of a check vector's confusion part (every split, every head), before the histograms."""
+    from fedids.federation.messages import CHECK_SPLITS
+
+    return len(CHECK_SPLITS) * n_heads * n_classes * n_classes
+
+
 def validation_length(n_classes: int, n_heads: int = 2) -> int:
+    from fedids.model.metrics import SCORE_BINS
+
+    return check_size(n_classes, n_heads) + n_heads * 2 * SCORE_BINS
+
+
+def split_check_vector(
+    counts: np.ndarray, n_heads: int, n_classes: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``({split: (n_heads, C, C)}, (n_heads, 2, SCORE_BINS))`` views of a check vector of the right length."""
     from fedids.federation.messages import CHECK_SPLITS
     from fedids.model.metrics import SCORE_BINS
 
-    return len(CHECK_SPLITS) * n_heads * n_classes * n_classes + n_heads * 2 * SCORE_BINS
+    size = n_heads * n_classes * n_classes
+    confusions = {
+        s: counts[i * size : (i + 1) * size].reshape(n_heads, n_classes, n_classes)
+        for i, s in enumerate(CHECK_SPLITS)
+    }
+    return confusions, counts[check_size(n_classes, n_heads) :].reshape(n_heads, 2, SCORE_BINS)
 
 
 def score_histograms(
@@ -315,18 +338,10 @@ def validation_from_vector(
     total: np.ndarray, n_heads: int, n_classes: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``(confusions, histograms)`` of a :func:`confusion_vector` (sum); raises ValueError on a bad one."""
-    from fedids.federation.messages import CHECK_SPLITS
-    from fedids.model.metrics import SCORE_BINS
-
     counts = np.rint(np.asarray(total, np.float64)).astype(np.int64)
-    size = n_heads * n_classes * n_classes
     if counts.shape != (validation_length(n_classes, n_heads),) or (counts < 0).any():
         raise ValueError("confusion sum has the wrong size or negative counts")
-    confusions = {
-        s: counts[i * size : (i + 1) * size].reshape(n_heads, n_classes, n_classes)
-        for i, s in enumerate(CHECK_SPLITS)
-    }
-    return confusions, counts[len(CHECK_SPLITS) * size :].reshape(n_heads, 2, SCORE_BINS)
+    return split_check_vector(counts, n_heads, n_classes)
 
 
 def decide(confusions: dict[str, np.ndarray]) -> tuple[bool, str, dict[str, list[float]]]:
@@ -352,18 +367,14 @@ def _opened_moments(msg, model, setup, secret_context) -> ClassMoments | None:
     sealed = m.decode_sealed(msg.content, ("moments",))
     if "moments" not in sealed:
         return None
+    from fedids.federation.calibration_dp import moments_sum_length, read_moments
+
     n, hidden = len(setup.vocabulary.labels), model.hidden
     if secret_context is None:
         raise RuntimeError("this run is encrypted and this client has no HE key (he-secret-context)")
     dp = m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_privacy()
-    if dp is not None:  # the same reading of the noised sum as the server's (calibration_dp)
-        from fedids.federation.calibration_dp import moments_from_private_sum, private_moments_length
-
-        total = open_sum(sealed["moments"], secret_context, private_moments_length(n, hidden))
-        return moments_from_private_sum(total, hidden, setup.class_totals, dp)
-    return moments_from_vector(
-        open_sum(sealed["moments"], secret_context, moments_length(n, hidden)), n, hidden, setup.class_totals
-    )
+    total = open_sum(sealed["moments"], secret_context, moments_sum_length(n, hidden, dp))
+    return read_moments(total, n, hidden, setup.class_totals, dp)  # as the server reads it
 
 
 def candidate_heads(msg, model, setup, secret_context) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -396,14 +407,12 @@ def apply_final_head(msg, model, setup, secret_context) -> tuple[bool, dict | No
     sealed = m.decode_sealed(msg.content, ("confusion",))
     if "confusion" not in sealed:
         return False, None
+    from fedids.federation.calibration_dp import read_check
+
     n = len(setup.vocabulary.labels)
     total = open_sum(sealed["confusion"], secret_context, validation_length(n))
-    if m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_dp_unit:
-        from fedids.federation.calibration_dp import check_from_private_sum
-
-        confusions, histograms = check_from_private_sum(total, n)
-    else:
-        confusions, histograms = validation_from_vector(total, 2, n)
+    dp = m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_privacy()
+    confusions, histograms = read_check(total, n, dp)
     kept, _, _ = decide(confusions)
     if kept:
         _, (weight, bias) = candidate_heads(msg, model, setup, secret_context)

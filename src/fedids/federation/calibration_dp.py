@@ -33,8 +33,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedids.federation.calibration import ClassMoments, validation_length
-from fedids.privacy.dp import add_secure_noise, release_noise_std
+from fedids.federation.calibration import (
+    ClassMoments,
+    check_size,
+    class_moments,
+    class_scale,
+    moments_from_vector,
+    moments_length,
+    split_check_vector,
+    validation_from_vector,
+    validation_length,
+)
+from fedids.privacy.dp import add_gaussian_noise, distributed_noise_std
 
 UNITS = ("window", "client")
 RELEASES = 2  # the moments sum and the check's confusion sum
@@ -60,7 +70,7 @@ class CalibrationPrivacy:
 
     def contributor_std(self, sensitivity: float) -> float:
         """Noise std one client adds to a vector of this ``sensitivity``."""
-        return release_noise_std(self.noise_multiplier, sensitivity, self.shares)
+        return distributed_noise_std(self.noise_multiplier, sensitivity, self.shares)
 
 
 def moments_sensitivity(hidden: int) -> float:
@@ -73,26 +83,16 @@ def private_moments_length(n_classes: int, hidden: int) -> int:
     return n_classes * (1 + 2 * hidden)
 
 
-def _scale(totals: np.ndarray) -> np.ndarray:
-    # As the plaintext moments vector: each class divided by the federation's flows of it, so that every
-    # coordinate stays within the sealed modes' clip range with full relative precision.
-    return np.maximum(np.asarray(totals, np.float64), 1.0)
-
-
 def moments_contribution(features: np.ndarray, targets: np.ndarray, n_classes: int, unit: str) -> np.ndarray:
     """One client's moments before noise, ``[count (C,), sum (C, H), squares (C, H)]``; under the ``client``
     unit divided by its number of windows. ``features (n, H)`` must lie in [-1, 1], the bound
     :func:`moments_sensitivity` holds for."""
-    hidden = features.shape[1]
     if features.size and np.abs(features).max() > 1.0:
         raise ValueError("hidden features outside [-1, 1]: the moments' sensitivity bound does not hold")
-    count, total, squares = np.zeros(n_classes), np.zeros((n_classes, hidden)), np.zeros((n_classes, hidden))
-    valid = targets >= 0
-    for c in np.unique(targets[valid]):
-        f = features[targets == c]
-        count[c], total[c], squares[c] = len(f), f.sum(axis=0), (f * f).sum(axis=0)
-    vector = np.concatenate([count, total.ravel(), squares.ravel()])
-    return vector / max(1, int(valid.sum())) if unit == "client" else vector
+    moments = class_moments(features, targets, n_classes)
+    squares = np.diagonal(moments.outer, axis1=1, axis2=2)
+    vector = np.concatenate([moments.count, moments.sum.ravel(), squares.ravel()])
+    return vector / max(1, int((targets >= 0).sum())) if unit == "client" else vector
 
 
 def private_moments_vector(
@@ -102,8 +102,8 @@ def private_moments_vector(
     divided by ``totals`` like the plaintext moments vector."""
     n_classes, hidden = len(totals), features.shape[1]
     vector = moments_contribution(features, targets, n_classes, dp.unit)
-    vector = add_secure_noise(vector, dp.contributor_std(moments_sensitivity(hidden)))
-    scale = 1.0 / _scale(totals)
+    vector = add_gaussian_noise(vector, dp.contributor_std(moments_sensitivity(hidden)))
+    scale = 1.0 / class_scale(totals, n_classes)
     parts = np.split(vector[n_classes:], 2)
     return np.concatenate(
         [vector[:n_classes] * scale]
@@ -125,7 +125,7 @@ def moments_from_private_sum(
     total = np.asarray(total, np.float64)
     if total.shape != (private_moments_length(n_classes, hidden),) or not np.isfinite(total).all():
         raise ValueError(f"private moments sum has {total.size} values or non-finite ones")
-    scale = _scale(totals)
+    scale = class_scale(totals, n_classes)
     count = total[:n_classes] * scale
     sums, squares = (p.reshape(n_classes, hidden) * scale[:, None] for p in np.split(total[n_classes:], 2))
     noise = dp.noise_multiplier * moments_sensitivity(hidden)
@@ -144,12 +144,6 @@ def moments_from_private_sum(
     return moments
 
 
-def _confusion_size(n_classes: int) -> int:
-    from fedids.federation.messages import CHECK_SPLITS
-
-    return len(CHECK_SPLITS) * 2 * n_classes * n_classes
-
-
 def private_check_vector(
     counts: np.ndarray, windows: int, n_classes: int, dp: CalibrationPrivacy
 ) -> np.ndarray:
@@ -157,13 +151,13 @@ def private_check_vector(
     ``windows`` scored windows: the confusion counts with Gaussian noise, the score histograms left at zero
     (a constant costs no privacy; under noise they could not place an alert threshold at a false-alarm
     rate of 1e-3, so DP runs keep the default decision rule)."""
-    size = _confusion_size(n_classes)
+    size = check_size(n_classes)
     vector = np.zeros(len(counts))
     confusion = np.asarray(counts, np.float64)[:size]
     if dp.unit == "client":
         confusion = confusion * (CLIENT_SCALE / max(1, windows))
     sensitivity = CHECK_SENSITIVITY * (CLIENT_SCALE if dp.unit == "client" else 1.0)
-    vector[:size] = add_secure_noise(confusion, dp.contributor_std(sensitivity))
+    vector[:size] = add_gaussian_noise(confusion, dp.contributor_std(sensitivity))
     return vector
 
 
@@ -171,18 +165,37 @@ def check_from_private_sum(total: np.ndarray, n_classes: int) -> tuple[dict[str,
     """``(confusions, histograms)`` of a noised check sum. Counts are rounded but negative ones are kept: the
     sums of a row or column that macro-F1 reads stay unbiased (clipping every cell at 0 would add half a
     noise std to each empty cell). Histograms are zero (:func:`private_check_vector`)."""
-    from fedids.federation.messages import CHECK_SPLITS
-    from fedids.model.metrics import SCORE_BINS
-
     total = np.asarray(total, np.float64)
     if total.shape != (validation_length(n_classes),) or not np.isfinite(total).all():
         raise ValueError("private check sum has the wrong size or non-finite values")
-    counts, size = np.rint(total), 2 * n_classes * n_classes
-    confusions = {
-        s: counts[i * size : (i + 1) * size].reshape(2, n_classes, n_classes)
-        for i, s in enumerate(CHECK_SPLITS)
-    }
-    return confusions, np.zeros((2, 2, SCORE_BINS), dtype=np.int64)
+    confusions, histograms = split_check_vector(np.rint(total), 2, n_classes)
+    return confusions, np.zeros(histograms.shape, dtype=np.int64)
+
+
+# ------------------------------------------- one reading of each sum, for the server and the clients
+def moments_sum_length(n_classes: int, hidden: int, dp: CalibrationPrivacy | None) -> int:
+    """Length of the moments sum: full outer products without DP, diagonal ones with it."""
+    return moments_length(n_classes, hidden) if dp is None else private_moments_length(n_classes, hidden)
+
+
+def read_moments(
+    total: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray, dp: CalibrationPrivacy | None
+) -> ClassMoments:
+    """The class moments of a summed moments vector, noised (``dp``) or not."""
+    if dp is None:
+        return moments_from_vector(total, n_classes, hidden, totals)
+    return moments_from_private_sum(total, hidden, totals, dp)
+
+
+def read_check(
+    total: np.ndarray, n_classes: int, dp: CalibrationPrivacy | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``(confusions, histograms)`` of a summed check vector, noised (``dp``) or not."""
+    return (
+        validation_from_vector(total, 2, n_classes)
+        if dp is None
+        else check_from_private_sum(total, n_classes)
+    )
 
 
 __all__ = [
@@ -195,4 +208,7 @@ __all__ = [
     "private_check_vector",
     "private_moments_length",
     "private_moments_vector",
+    "moments_sum_length",
+    "read_check",
+    "read_moments",
 ]

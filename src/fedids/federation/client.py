@@ -256,7 +256,9 @@ def _train_local(model, data: PreparedData, setup: RunSetup, ins: m.TrainInstruc
     noise = ins.dpsgd_noise
     # The head calibration's two Gaussian releases of statistics of the same windows follow the last round
     # (fedids.federation.calibration_dp): budgeted from the start, counted in the last round's epsilon.
-    releases = (ins.dpsgd_release_noise, 2) if ins.dpsgd_release_noise > 0 else (0.0, 0)
+    from fedids.federation.calibration_dp import RELEASES
+
+    releases = (ins.dpsgd_release_noise, RELEASES) if ins.dpsgd_release_noise > 0 else (0.0, 0)
     if ins.dpsgd_target_epsilon > 0:
         noise = dpsgd.calibrate_noise(
             ins.dpsgd_target_epsilon, ins.dpsgd_delta, rate, ins.rounds * steps, releases
@@ -346,14 +348,13 @@ def handle_train(
 def _noised_local(
     global_weights: list[np.ndarray], local: list[np.ndarray], ins: m.TrainInstructions
 ) -> list[np.ndarray]:
-    from fedids.privacy.dp import clip_update
-    from fedids.privacy.secure_random import SecureGaussian
+    from fedids.privacy.dp import add_gaussian_noise, clip_update
 
     shapes = [tuple(w.shape) for w in local]
     update = agg.flatten(local) - agg.flatten(global_weights)
     update, _ = clip_update(update.astype(np.float32), ins.clip_norm)
-    # Noise from a ChaCha20 keystream keyed by the OS, never from the run seed the server knows.
-    update = update.astype(np.float64) + SecureGaussian().normal(update.shape, ins.noise_std)
+    # Noise from a ChaCha20 keystream keyed by the OS (the default), never from the run seed the server knows.
+    update = add_gaussian_noise(update.astype(np.float64), ins.noise_std)
     return agg.unflatten(agg.flatten(global_weights) + update, shapes)
 
 
@@ -454,7 +455,7 @@ def handle_validate(
         from fedids.federation.calibration_dp import private_check_vector
 
         windows = sum(int((splits[name][1] >= 0).sum()) for name in m.CHECK_SPLITS)
-        vector = private_check_vector(vector, windows, len(setup.vocabulary.labels), dp)
+        vector = private_check_vector(vector, windows, n, dp)
     return Message(seal(msg, vector, context, secret_context), reply_to=msg)
 
 

@@ -23,18 +23,15 @@ from fedids.federation.calibration import (
     check_confusion_vector,
     check_moments_vector,
     decide,
-    moments_from_vector,
-    moments_length,
     refit_head,
-    validation_from_vector,
     validation_length,
 )
 from fedids.federation.calibration_dp import (
     RELEASES,
     CalibrationPrivacy,
-    check_from_private_sum,
-    moments_from_private_sum,
-    private_moments_length,
+    moments_sum_length,
+    read_check,
+    read_moments,
 )
 from fedids.federation.client import derive_seed
 from fedids.federation.private import COUNT, REAL, SumResult
@@ -111,10 +108,7 @@ def calibration_privacy(run: Run, accountant: PrivacyAccountant | None) -> Calib
 
 def _sum(run: Run, kind: str, make_content, dp: CalibrationPrivacy | None) -> SumResult:
     n, hidden = len(run.labels), run.config.hidden
-    if kind == "moments":
-        length = moments_length(n, hidden) if dp is None else private_moments_length(n, hidden)
-    else:
-        length = validation_length(n)
+    length = moments_sum_length(n, hidden, dp) if kind == "moments" else validation_length(n)
     result, _ = secure_sum(
         run.grid,
         mode=run.mode,
@@ -132,18 +126,10 @@ def _sum(run: Run, kind: str, make_content, dp: CalibrationPrivacy | None) -> Su
 
 def _read_moments(run: Run, result: SumResult, dp: CalibrationPrivacy | None) -> ClassMoments | None:
     n, hidden = len(run.labels), run.config.hidden
-    length = moments_length(n, hidden) if dp is None else private_moments_length(n, hidden)
-    total = _readable(run, result, length)
+    total = _readable(run, result, moments_sum_length(n, hidden, dp))
     if total is None or run.setup is None:  # he without an evaluator: only the clients read it
         return None
-    if dp is not None:
-        return moments_from_private_sum(total, hidden, run.setup.class_totals, dp)
-    return moments_from_vector(total, n, hidden, run.setup.class_totals)
-
-
-def _read_check(run: Run, total: np.ndarray, dp: CalibrationPrivacy | None):
-    n = len(run.labels)
-    return check_from_private_sum(total, n) if dp is not None else validation_from_vector(total, 2, n)
+    return read_moments(total, n, hidden, run.setup.class_totals, dp)
 
 
 def calibrate(
@@ -203,7 +189,9 @@ def calibrate(
     confusion_total = _readable(run, check_sum, validation_length(len(run.labels)))
     if confusion_total is None:  # he without an evaluator: only the clients know the outcome
         return final, record | {"reason": "sealed: decided by the clients"}
-    return _decide(run, current, final, record, (moments, heads, seed), _read_check(run, confusion_total, dp))
+    return _decide(
+        run, current, final, record, (moments, heads, seed), read_check(confusion_total, len(run.labels), dp)
+    )
 
 
 def _decide(run: Run, current: GlobalModel, final: GlobalModel, record: dict, refit, check) -> tuple:

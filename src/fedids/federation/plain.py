@@ -23,8 +23,9 @@ from fedids.federation import messages as m
 from fedids.federation.client import derive_seed
 from fedids.federation.compression import COMPRESSED, Compression, rebuild_weights
 from fedids.federation.config import FederationConfig
+from fedids.federation.policy import PrivacyPolicy
 from fedids.federation.private import PrivacyMode
-from fedids.privacy.dp import PrivacyAccountant, calibrate_noise_multiplier
+from fedids.privacy.dp import PrivacyAccountant
 
 log = logging.getLogger("fedids.server")
 
@@ -103,18 +104,11 @@ def make_accountant(
         return None
     # Clients are selected by a seeded draw the server controls, not by Poisson sampling with randomness
     # it neither chooses nor learns: a client cannot rely on not being picked, so no amplification is
-    # claimed (sample rate 1). The clients' policy computes the same sigma (fedids.federation.policy).
+    # claimed (sample rate 1). Sigma is the one every client's policy requires (fedids.federation.policy:
+    # fixed, or calibrated for the planned rounds and the head calibration's releases).
     sample_rate = 1.0
-    sigma = config.noise_multiplier
-    if not sigma:
-        # The head calibration's two releases (fedids.federation.calibration_dp) are budgeted up front.
-        sigma = calibrate_noise_multiplier(
-            config.target_epsilon,
-            config.target_delta,
-            sample_rate,
-            config.rounds,
-            releases=2 if config.calibration == "ccvr" else 0,
-        )
+    sigma = PrivacyPolicy.from_config(config).client_noise_multiplier()
+    if not config.noise_multiplier:
         log.info(
             "noise multiplier %.4f calibrated for epsilon %.3g over %d rounds",
             sigma,

@@ -94,7 +94,10 @@ class PrivacyPolicy:
 
     @property
     def releases(self) -> int:
-        return 2 if self.calibration == "ccvr" else 0
+        """Gaussian releases the head calibration adds to the budget (fedids.federation.calibration_dp)."""
+        from fedids.federation.calibration_dp import RELEASES
+
+        return RELEASES if self.calibration == "ccvr" else 0
 
     def client_noise_multiplier(self) -> float:
         """Client-level ``dp``: sigma, fixed or calibrated for ``rounds`` rounds and the calibration

@@ -71,7 +71,7 @@ def clip_update(vector: np.ndarray, clip_norm: float) -> tuple[np.ndarray, bool]
     return clipped, True
 
 
-def add_gaussian_noise(vector: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
+def add_gaussian_noise(vector: np.ndarray, std: float, rng: np.random.Generator | None = None) -> np.ndarray:
     """Add i.i.d. ``N(0, std**2)`` noise to every coordinate.
 
     Parameters
@@ -80,8 +80,9 @@ def add_gaussian_noise(vector: np.ndarray, std: float, rng: np.random.Generator)
         Shape ``(d,)``, float.
     std : float
         Standard deviation (>= 0), in the units of the update.
-    rng : numpy.random.Generator
-        Source of the noise.
+    rng : numpy.random.Generator, optional
+        Source of the noise, for tests and simulations that need it reproducible. Privacy noise leaves it
+        out: the default is :class:`~fedids.privacy.secure_random.SecureGaussian`, which nobody can re-draw.
 
     Returns
     -------
@@ -90,8 +91,14 @@ def add_gaussian_noise(vector: np.ndarray, std: float, rng: np.random.Generator)
     """
     if not (math.isfinite(std) and std >= 0):
         raise ValueError(f"std must be non-negative and finite, got {std}")
+    from fedids.privacy.secure_random import SecureGaussian
+
     array = np.asarray(vector)
-    noise = rng.normal(0.0, std, size=array.shape)
+    noise = (
+        rng.normal(0.0, std, size=array.shape)
+        if rng is not None
+        else SecureGaussian().normal(array.shape, std)
+    )
     return (array.astype(np.float64) + noise).astype(array.dtype)
 
 
@@ -132,29 +139,6 @@ def _epsilon(
     if releases:
         accountant.compose(dp_event.GaussianDpEvent(noise_multiplier), releases)
     return float(accountant.get_epsilon(target_delta))
-
-
-def release_noise_std(noise_multiplier: float, sensitivity: float, shares: int) -> float:
-    """Per-contributor noise std of a Gaussian release of a sum: ``sigma * sensitivity / sqrt(shares)``.
-
-    ``shares`` is how many independent noise shares the released sum is guaranteed to hold: the SecAgg
-    threshold ``t`` under secure aggregation (a round with fewer survivors aborts), otherwise 1 (the reader
-    sees each contribution, so each carries the full noise: local DP).
-    """
-    if shares < 1 or not (math.isfinite(sensitivity) and sensitivity > 0) or noise_multiplier < 0:
-        raise ValueError("shares must be >= 1, sensitivity > 0 and the noise multiplier >= 0")
-    return noise_multiplier * sensitivity / math.sqrt(shares)
-
-
-def add_secure_noise(vector: np.ndarray, std: float) -> np.ndarray:
-    """``vector + N(0, std**2)`` per coordinate, float64, the noise from
-    :class:`~fedids.privacy.secure_random.SecureGaussian` (never from a seed anyone else knows)."""
-    from fedids.privacy.secure_random import SecureGaussian
-
-    if not (math.isfinite(std) and std >= 0):
-        raise ValueError(f"std must be non-negative and finite, got {std}")
-    array = np.asarray(vector, np.float64)
-    return array + SecureGaussian().normal(array.shape, std) if std > 0 else array.copy()
 
 
 class PrivacyAccountant:
