@@ -1,0 +1,242 @@
+"""Robust aggregation at a site, where the site sees its devices' update contributions in plaintext.
+
+Pure numpy, no Flower. A site of a three-tier federation (:mod:`fedids.federation.sites`) receives the
+update contributions of its own devices (:func:`fedids.federation.aggregation.update_contribution`:
+``[a_i x_body | a_ic x_rows | a_i x_rows | a_i | a_ic | metrics]``). Each one holds the device's
+*proposal* ``x_i`` (the global model plus its server-scaled update, :func:`~fedids.federation.aggregation.propose`),
+its weight ``a_i`` and class shares ``a_ic``. :func:`robust_contribution` combines them into the site's
+contribution **in the same weighted-sum form**, so the central tier adds site contributions exactly as
+it adds device ones and needs to know nothing of the defence.
+
+Defences (``--robust``, :meth:`RobustSpec.parse`):
+
+* ``none``: the plain sum of the contributions (the three-tier run then ends on the flat run's model);
+* ``normclip[:B]``: each device's update ``x_i - r`` bounded to L2 norm ``B`` (default: the median of the
+  site's update norms, FLAME's adaptive bound, Nguyen et al., USENIX Security 2022), then the usual
+  weighted sum;
+* ``median``: norm bounding at the median norm, then the coordinate-wise weighted median of the proposals;
+* ``trimmed:F``: norm bounding at the median norm, then the coordinate-wise weighted mean of what is
+  left after trimming the fraction ``F`` of the weight from each end (``0 <= F < 0.5``).
+
+The reference ``r`` is the proposal of a device that did not move (the global model after the server's
+momentum step) where the site can read the global model (every mode but ``he``, whose global model is
+sealed); otherwise the coordinate-wise weighted median of the site's proposals. Medians and trimming
+weigh the body by ``a_i`` and each head row by ``a_ic`` (the class-aware head: the row of a class is
+decided by the devices that hold it), with ties split at the middle.
+
+Guarantees and limits: a device can move its site's contribution by at most the bound's share of its
+weight (``normclip``), and by nothing while it holds less than half (``median``) or less than ``F``
+(``trimmed``) of the weight of every coordinate it attacks. A device holding most of a class's examples
+still decides that class's head row, and the weights are as the device reports them in the private modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedids.federation.aggregation import METRICS, UpdateLayout
+
+ROBUST_KINDS = ("none", "normclip", "median", "trimmed")
+
+
+@dataclass(frozen=True)
+class RobustSpec:
+    """``kind`` (one of :data:`ROBUST_KINDS`) and ``value``: ``normclip``'s bound B (0: the median norm),
+    ``trimmed``'s fraction F."""
+
+    kind: str = "none"
+    value: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> RobustSpec:
+        """``none``, ``normclip``, ``normclip:B`` (B > 0), ``median`` or ``trimmed:F`` (0 <= F < 0.5)."""
+        kind, _, arg = text.strip().partition(":")
+        usage = "use none, normclip[:B], median or trimmed:F"
+        if kind in ("none", "median") and not arg:
+            return cls(kind)
+        if kind == "normclip" or (kind == "trimmed" and arg):
+            try:
+                value = float(arg) if arg else 0.0
+            except ValueError:
+                raise ValueError(f"robust {text!r}: {arg!r} is not a number ({usage})") from None
+            if kind == "normclip" and arg and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"robust {text!r}: the bound B must be a finite number > 0")
+            if kind == "trimmed" and not 0.0 <= value < 0.5:
+                raise ValueError(f"robust {text!r}: the fraction F must be in [0, 0.5)")
+            return cls(kind, value)
+        raise ValueError(f"unknown robust aggregation {text!r}: {usage}")
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none"
+
+    def __str__(self) -> str:
+        if self.kind == "normclip" and self.value:
+            return f"normclip:{self.value:g}"
+        return f"trimmed:{self.value:g}" if self.kind == "trimmed" else self.kind
+
+
+@dataclass
+class Decoded:
+    """Contributions taken apart: proposals ``x`` ``(n, body + head)`` (head as ``(C, H + 1)`` rows,
+    raveled), weights ``a`` ``(n,)``, class shares ``shares`` ``(n, C)``, metrics ``(n, len(METRICS))``."""
+
+    x: np.ndarray
+    a: np.ndarray
+    shares: np.ndarray
+    metrics: np.ndarray
+
+
+def decode(layout: UpdateLayout, vectors: list[np.ndarray]) -> Decoded:
+    """The proposals, weights, shares and metrics of update contributions (each ``(layout.length,)``)."""
+    v = np.asarray(vectors, np.float64).reshape(len(vectors), layout.length)
+    body_n, head_n, c = layout.body_size, layout.head_size, layout.n_classes
+    a = v[:, body_n + 2 * head_n]
+    shares = v[:, body_n + 2 * head_n + 1 : body_n + 2 * head_n + 1 + c]
+    safe = np.where(a > 0, a, 1.0)[:, None]
+    by_client = v[:, body_n + head_n : body_n + 2 * head_n] / safe
+    by_class = v[:, body_n : body_n + head_n].reshape(len(v), c, -1)
+    # a device without weight a_i (none in practice): its rows from the class rows it holds
+    by_class = by_class / np.where(shares > 0, shares, 1.0)[:, :, None]
+    rows = np.where((a > 0)[:, None], by_client, by_class.reshape(len(v), -1))
+    x = np.concatenate([v[:, :body_n] / safe, rows], axis=1)
+    return Decoded(x, a, shares, v[:, -len(METRICS) :])
+
+
+def encode(
+    layout: UpdateLayout, x: np.ndarray, a: float, shares: np.ndarray, metrics: np.ndarray
+) -> np.ndarray:
+    """One contribution from a proposal ``x`` (decoded layout), its weight, class shares and metrics."""
+    body_n, c = layout.body_size, layout.n_classes
+    rows = x[body_n:].reshape(c, -1)
+    return np.concatenate(
+        [a * x[:body_n], (shares[:, None] * rows).ravel(), (a * rows).ravel(), [a], shares, metrics]
+    )
+
+
+def _weights_like(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    w = np.asarray(weights, np.float64)
+    return np.broadcast_to(w[:, None] if w.ndim == 1 else w, values.shape)
+
+
+def weighted_trimmed_mean(values: np.ndarray, weights: np.ndarray, fraction: float) -> np.ndarray:
+    """Per column of ``values`` ``(n, d)``: the mean weighted by ``weights`` (``(n,)`` or ``(n, d)``) of the mass
+    between ``fraction`` and ``1 - fraction`` of the total, in sorted order (``0 <= fraction < 0.5``).
+    Zero where the total weight is zero."""
+    order = np.argsort(values, axis=0, kind="stable")
+    sorted_values = np.take_along_axis(values, order, axis=0)
+    w = np.take_along_axis(_weights_like(weights, values), order, axis=0)
+    total = w.sum(axis=0)
+    upper = np.cumsum(w, axis=0)
+    lower = upper - w
+    lo, hi = fraction * total, (1.0 - fraction) * total
+    kept = np.clip(np.minimum(upper, hi) - np.maximum(lower, lo), 0.0, None)
+    mass = kept.sum(axis=0)
+    return np.where(mass > 0, (kept * sorted_values).sum(axis=0) / np.where(mass > 0, mass, 1.0), 0.0)
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per column of ``values`` ``(n, d)``: the weighted median (midpoint of the lower and upper one when
+    the weight splits exactly in half; zero where the total weight is zero)."""
+    order = np.argsort(values, axis=0, kind="stable")
+    sorted_values = np.take_along_axis(values, order, axis=0)
+    w = np.take_along_axis(_weights_like(weights, values), order, axis=0)
+    cumulative, half = np.cumsum(w, axis=0), 0.5 * w.sum(axis=0)
+    n = len(values)
+    lower = np.minimum(np.argmax(cumulative >= half - 1e-12 * (half + 1), axis=0), n - 1)
+    upper = np.minimum(np.argmax(cumulative > half + 1e-12 * (half + 1), axis=0), n - 1)
+    cols = np.arange(values.shape[1])
+    median = 0.5 * (sorted_values[lower, cols] + sorted_values[upper, cols])
+    return np.where(w.sum(axis=0) > 0, median, 0.0)
+
+
+@dataclass
+class RobustRecord:
+    """What a defence did at one site: devices, how many were norm-bounded, and the bound (L2)."""
+
+    devices: int = 0
+    clipped: int = 0
+    bound: float | None = None
+    norms: list[float] = field(default_factory=list)
+
+
+def _combine(layout: UpdateLayout, d: Decoded, spec: RobustSpec) -> np.ndarray:
+    """The median or trimmed mean of norm-bounded proposals, in the weighted-sum form."""
+    body_n, c = layout.body_size, layout.n_classes
+    weight, shares = float(d.a.sum()), d.shares.sum(axis=0)
+
+    def stat(values: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if spec.kind == "median":
+            return weighted_median(values, w)
+        return weighted_trimmed_mean(values, w, spec.value)
+
+    body = stat(d.x[:, :body_n], d.a)
+    rows = d.x[:, body_n:].reshape(len(d.x), c, -1)
+    by_client = stat(rows.reshape(len(d.x), -1), d.a).reshape(c, -1)
+    by_class = np.stack([stat(rows[:, k], d.shares[:, k]) for k in range(c)]) if c else by_client
+    return np.concatenate(
+        [
+            weight * body,
+            (shares[:, None] * by_class).ravel(),
+            (weight * by_client).ravel(),
+            [weight],
+            shares,
+            d.metrics.sum(axis=0),
+        ]
+    )
+
+
+def robust_contribution(
+    layout: UpdateLayout, vectors: list[np.ndarray], spec: RobustSpec, reference: np.ndarray | None
+) -> tuple[np.ndarray, RobustRecord]:
+    """A site's contribution ``(layout.length,)`` from its devices' ``vectors`` under ``spec``.
+
+    ``reference``: the proposal of a device that did not move, in the decoded layout (``(body + head,)``,
+    :func:`reference_proposal`), or None for the weighted median of the proposals.
+    """
+    if not vectors:
+        raise ValueError("a site without contributions has nothing to combine")
+    if not spec.active:
+        return np.sum(np.asarray(vectors, np.float64), axis=0), RobustRecord(len(vectors))
+    d = decode(layout, vectors)
+    center = (
+        reference if reference is not None else weighted_median(d.x, np.broadcast_to(d.a[:, None], d.x.shape))
+    )
+    deviation = d.x - center
+    norms = np.linalg.norm(deviation, axis=1)
+    bound = spec.value if spec.kind == "normclip" and spec.value else float(np.median(norms))
+    factor = np.minimum(1.0, bound / np.where(norms > 0, norms, 1.0))
+    d.x = center + deviation * factor[:, None]
+    record = RobustRecord(
+        len(vectors), int(np.sum(norms > bound * (1 + 1e-9))), bound, norms.round(6).tolist()
+    )
+    if spec.kind == "normclip":
+        total = sum(encode(layout, d.x[i], float(d.a[i]), d.shares[i], d.metrics[i]) for i in range(len(d.x)))
+        return np.asarray(total, np.float64), record
+    return _combine(layout, d, spec), record
+
+
+def reference_proposal(layout: UpdateLayout, proposal: list[np.ndarray]) -> np.ndarray:
+    """A proposal (model arrays) in the decoded layout ``[body | head rows]``."""
+    from fedids.federation.aggregation import HEAD_ARRAYS, flatten, head_rows
+
+    body = flatten(proposal[:-HEAD_ARRAYS]) if len(proposal) > HEAD_ARRAYS else np.zeros(0)
+    out = np.concatenate([body, head_rows(proposal).ravel()])
+    if out.shape != (layout.body_size + layout.head_size,):
+        raise ValueError("the reference does not match the update layout")
+    return out
+
+
+__all__ = [
+    "ROBUST_KINDS",
+    "RobustSpec",
+    "RobustRecord",
+    "decode",
+    "encode",
+    "weighted_median",
+    "weighted_trimmed_mean",
+    "robust_contribution",
+    "reference_proposal",
+]
