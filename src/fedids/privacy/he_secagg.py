@@ -43,6 +43,7 @@ from fedids.privacy.he import (
     decrypt_chunks,
     load_chunks,
     pack_chunks,
+    parse_public_context,
     parse_secret_context,
     split_context,
 )
@@ -103,8 +104,19 @@ def encrypt_masked(secret_context: bytes, masked: np.ndarray) -> bytes:
     bytes
         ``ceil(d / 4096)`` BFV ciphertexts in one :func:`fedids.privacy.he.pack_chunks` blob.
     """
-    array = _as_uint32(masked)
-    context = parse_secret_context(secret_context)
+    return _encrypt(parse_secret_context(secret_context), _as_uint32(masked))
+
+
+def encrypt_public(public_context: bytes, masked: np.ndarray) -> bytes:
+    """BFV-encrypt a uint32 vector with the *public* context (a site aggregator of a three-tier
+    federation, which never holds the secret key); the same blob as :func:`encrypt_masked`.
+
+    Raises ValueError for a context that holds a secret key (nobody but the clients may).
+    """
+    return _encrypt(parse_public_context(public_context), _as_uint32(masked))
+
+
+def _encrypt(context: ts.Context, array: np.ndarray) -> bytes:
     slots = context_slots(context, SCHEME_BFV)
     values = array.astype(np.int64)
     chunks = [
@@ -195,6 +207,26 @@ class HESecAggClient(SecAggClient):
 
     def _encode_input(self, masked: np.ndarray) -> bytes:
         return encrypt_masked(self._secret_context, masked)
+
+
+class PublicKeyHESecAggClient(SecAggClient):
+    """A SecAgg party that BFV-encrypts its masked vector with the public context: a site aggregator of a
+    three-tier federation (:mod:`fedids.federation.sites`), which never holds the secret key.
+
+    Parameters
+    ----------
+    config, client_id
+        As for :class:`~fedids.privacy.secagg.SecAggClient`.
+    public_context : bytes
+        The public BFV context (one with a secret key is refused when encrypting).
+    """
+
+    def __init__(self, config: SecAggConfig, client_id: int, public_context: bytes) -> None:
+        super().__init__(config, client_id)
+        self._public_context = public_context
+
+    def _encode_input(self, masked: np.ndarray) -> bytes:
+        return encrypt_public(self._public_context, masked)
 
 
 class HESecAggServer(SecAggServer):
