@@ -231,3 +231,19 @@ def test_a_robust_strategy_with_a_private_mode_is_one_error_line(tmp_path):
         "federate", "--strategy", "krum", "--privacy", "secagg", "--rounds", "1", "--out", str(tmp_path / "r")
     )
     _assert_one_line_error(proc, "krum", "plaintext")
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("--sites", "-1"), "sites must be >= 0"),
+        (("--sites", "11"), "--sites 11"),
+        (("--robust", "median"), "site tier"),
+        (("--sites", "2", "--robust", "trimmed:0.7"), "fraction F"),
+        (("--sites", "2", "--robust", "krum"), "unknown robust"),
+        (("--sites", "2", "--strategy", "krum"), "krum"),
+    ],
+)
+def test_bad_sites_or_robust_is_one_error_line(tmp_path, args, needle):
+    proc = run("federate", *args, "--rounds", "1", "--out", str(tmp_path / "r"))
+    _assert_one_line_error(proc, needle)

@@ -137,6 +137,20 @@ AttackOption = Annotated[
         "| scale:FACTOR (update multiplied) | noise (update replaced by noise of its norm)."
     ),
 ]
+Sites = Annotated[
+    int,
+    _opt(
+        "K >= 2: three tiers, the clients (devices) grouped into K site aggregators (by gateway subnet "
+        "with --partition host, contiguously otherwise); --privacy seals site -> central. 0 or 1: flat."
+    ),
+]
+Robust = Annotated[
+    str,
+    _opt(
+        "With --sites: robust aggregation at each site: none | normclip[:B] (bound each device's update "
+        "to L2 norm B, default the median norm) | median | trimmed:F (each after norm bounding)."
+    ),
+]
 Resume = Annotated[Path | None, _opt("Continue the run in this directory.", "--resume")]
 
 
@@ -182,6 +196,8 @@ def federate(
     test_data: TestData = None,
     malicious: Malicious = 0.0,
     attack: AttackOption = "none",
+    sites: Sites = _D.sites,
+    robust: Robust = _D.robust,
     resume: Resume = None,
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""
@@ -268,6 +284,7 @@ def _run(args: dict[str, Any], *, resuming: bool) -> None:
     if result.federated is not None:
         _print_federated_end(result.federated.state)
     _print_comparison(result.results)
+    _print_sites(result.results.get("federated") or {})
     err.print(
         f"results in {result.results_path}"
         + (f", global model in {request.out_dir / 'global'}" if "federated" in request.modes else "")
@@ -286,6 +303,12 @@ def _print_round(rec: Any) -> None:
         for name, value in (("train loss", rec.train_loss), ("local val F1", rec.local_val_macro_f1))
         if value == value
     )
+    if rec.tiers:
+        lan, wan = rec.tiers["lan"], rec.tiers["wan"]
+        eps += (
+            f", LAN up {lan['bytes_up'] / 1e6:.2f} MB ({lan['seconds']:.1f} s), "
+            f"WAN up {wan['bytes_up'] / 1e6:.3f} MB ({wan['seconds']:.2f} s)"
+        )
     err.print(
         f"round {rec.round:>3}: clients {rec.clients} (rejected {rec.rejected}){eps}, {local}"
         f"test macro-F1 {rec.test['macro_f1']:.4f}, MCC {rec.test['mcc']:.4f}, {rec.seconds:.1f} s"
@@ -333,6 +356,21 @@ def _print_partitions(summary, path: Path) -> None:
             f"{classes.min()}/{int(classes.median())}/{classes.max()}"
         )
     err.print(f"[dim]partition table: {path}[/dim]")
+
+
+def _print_sites(federated: dict) -> None:
+    """A three-tier run's traffic per tier, mean per training round."""
+    sites = federated.get("sites")
+    if not sites:
+        return
+    per_round = sites["per_round"]
+    lan, wan = per_round["lan"], per_round["wan"]
+    err.print(
+        f"sites: {sites['k']} (robust {sites['robust']}); per round, LAN (device <-> site): "
+        f"{lan['bytes_down'] / 1e6:.2f} MB down, {lan['bytes_up'] / 1e6:.2f} MB up, {lan['seconds']:.1f} s; "
+        f"WAN (site <-> central): {wan['bytes_down'] / 1e6:.3f} MB down, {wan['bytes_up'] / 1e6:.3f} MB up, "
+        f"{wan['seconds']:.2f} s; sites' own work {per_round['site_seconds']:.3f} s"
+    )
 
 
 def _print_comparison(results: dict) -> None:

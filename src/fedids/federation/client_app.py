@@ -39,6 +39,7 @@ __all__ = [
     "partition_path",
     "load_local_frame",
     "client_key",
+    "partition_key",
     "LOCAL_VAL_FRACTION",
     "derive_seed",
     "handle_features",
@@ -70,7 +71,12 @@ def client_key(context: Context) -> str:
         return str(cfg["client-key"])
     if "data-path" in cfg:
         return Path(str(cfg["data-path"])).stem
-    return f"partition-{int(cfg['partition-id']):04d}"
+    return partition_key(int(cfg["partition-id"]))
+
+
+def partition_key(partition_id: int) -> str:
+    """The client key of a simulated node (its ``partition-id``)."""
+    return f"partition-{partition_id:04d}"
 
 
 def make_client_app(

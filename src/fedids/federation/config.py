@@ -83,6 +83,11 @@ class FederationConfig:
     energy_budget_j: float = 0.0  # joules per device for the whole training; 0 = unlimited
     max_local_epochs: int = 0  # > 0: adaptive local epochs in [1, this], fitted to the budget share
     compression: str = "none"  # none | int8 | topk:FRACTION (the update a client uploads)
+    # Three-tier federation (fedids.federation.sites): K >= 2 groups the clients into K site aggregators
+    # (0 or 1: flat, every client talks to the central server); --privacy then seals site -> central.
+    sites: int = 0
+    # Robust aggregation at the site tier: none | normclip[:B] | median | trimmed:F (fedids.federation.robust)
+    robust: str = "none"
 
     def __post_init__(self) -> None:
         # Imported here: the command line reads the defaults at startup without loading numpy.
@@ -142,6 +147,7 @@ class FederationConfig:
             raise ValueError(
                 "max-local-epochs (adaptive local epochs) needs an energy-budget-j to fit them to"
             )
+        self._check_sites()
         compression = Compression.parse(self.compression)  # raises on an unknown codec
         if mode.private and (self.energy_managed or compression.active):
             # The private modes' guarantees assume what they were built for: DP's accounting a uniform
@@ -150,6 +156,24 @@ class FederationConfig:
                 f"selection, energy budget, adaptive epochs and compression are for the plaintext "
                 f"mode only, not privacy {self.privacy}"
             )
+
+    def _check_sites(self) -> None:
+        from fedids.federation.robust import RobustSpec
+
+        if self.sites < 0:
+            raise ValueError(f"sites must be >= 0 (0 or 1: no site tier), got {self.sites}")
+        if RobustSpec.parse(self.robust).active and not self.tiered:
+            raise ValueError(f"robust {self.robust} runs at the site tier: give sites K >= 2")
+        if self.tiered and not self.averaging:
+            raise ValueError(
+                f"strategy {self.strategy} needs each update at the central server; with sites use one of "
+                f"{', '.join(PRIVATE_STRATEGIES)} (and --robust at the sites)"
+            )
+
+    @property
+    def tiered(self) -> bool:
+        """Whether the clients are grouped into site aggregators (three tiers)."""
+        return self.sites >= 2
 
     def _check_numbers(self) -> None:
         """Finite numbers in their ranges: a typo fails here with the setting's name, before any work."""

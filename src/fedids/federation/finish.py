@@ -37,6 +37,7 @@ from fedids.federation.client import derive_seed
 from fedids.federation.private import COUNT, REAL, SumResult
 from fedids.federation.rounds import Run, model_content, secagg_threshold
 from fedids.federation.secure_rounds import exchange, secure_sum
+from fedids.federation.sites import tiered_sum
 from fedids.federation.state import GLOBAL_DIR, SUMMARY_KEYS, FederationState, GlobalModel
 from fedids.model.artifacts import save_detector
 from fedids.privacy.dp import PrivacyAccountant
@@ -98,7 +99,7 @@ def calibration_privacy(run: Run, accountant: PrivacyAccountant | None) -> Calib
     noise multiplier, DP-SGD per window at ``dpsgd_calibration_noise``; noise shares = the SecAgg threshold
     under ``secagg``, else 1 (each contribution carries the full noise)."""
     c = run.config
-    shares = secagg_threshold(len(run.keys)) if run.mode.secagg else 1
+    shares = secagg_threshold(len(run.keys)) if run.mode.secagg and not run.sites else 1
     if run.mode.dp and accountant is not None:
         return CalibrationPrivacy("client", accountant.noise_multiplier, shares)
     if c.dpsgd:
@@ -109,8 +110,7 @@ def calibration_privacy(run: Run, accountant: PrivacyAccountant | None) -> Calib
 def _sum(run: Run, kind: str, make_content, dp: CalibrationPrivacy | None) -> SumResult:
     n, hidden = len(run.labels), run.config.hidden
     length = moments_sum_length(n, hidden, dp) if kind == "moments" else validation_length(n)
-    result, _ = secure_sum(
-        run.grid,
+    spec: dict[str, Any] = dict(
         mode=run.mode,
         nodes=sorted(run.keys),
         message_type=m.QUERY_FEATURES if kind == "moments" else m.QUERY_VALIDATE,
@@ -121,6 +121,10 @@ def _sum(run: Run, kind: str, make_content, dp: CalibrationPrivacy | None) -> Su
         timeout=run.config.timeout_s,
         check=None if dp is not None else _plain_check(run, kind),
     )
+    if run.sites:  # through the sites, as the rounds (no defence: these are statistics, not updates)
+        result, _, _ = tiered_sum(run.grid, site_of=run.sites, **spec)
+        return result
+    result, _ = secure_sum(run.grid, **spec)
     return result
 
 

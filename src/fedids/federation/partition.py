@@ -88,7 +88,8 @@ def _segment_labels(segments: np.ndarray, labels: np.ndarray) -> np.ndarray:
     )
 
 
-def _gateway(ip: str) -> str:
+def gateway_subnet(ip: str) -> str:
+    """The /24 network of a source IP (its gateway subnet); the text itself where it is no IP."""
     try:
         return str(ipaddress.ip_network(f"{ip}/24", strict=False))
     except ValueError:
@@ -115,7 +116,7 @@ def partition_rows(
         raise ValueError("need at least one client")
     labels = np.asarray(labels).astype(str)
     if spec.scheme == "host":
-        groups = pd.factorize(np.array([_gateway(h) for h in np.asarray(hosts).astype(str)]))[0]
+        groups = pd.factorize(np.array([gateway_subnet(h) for h in np.asarray(hosts).astype(str)]))[0]
         order = rng.permutation(groups.max() + 1)
         owner_of_group = np.empty_like(order)
         owner_of_group[order] = np.arange(len(order)) % n_clients

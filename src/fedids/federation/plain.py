@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from fedids.data.preprocess import LOG_EDGES, FeatureStats
 from fedids.data.schema import FEATURES
 from fedids.federation import adaptive
+from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.client import derive_seed
 from fedids.federation.compression import COMPRESSED, Compression, rebuild_weights
@@ -265,3 +266,38 @@ def collect_plain(
     if not replies:
         raise RuntimeError(f"round {server_round}: no valid client update")
     return replies, rejected, up_of
+
+
+def plain_sum(run, replies: list[Message], models, config: dict) -> np.ndarray:
+    """The sum of the vectors the private clients would seal, built by the server from plaintext replies."""
+    total = np.zeros(run.layout.length)
+    for vector in plain_vectors(run, replies, models, config).values():
+        total += vector
+    return total
+
+
+def plain_vectors(run, replies: list[Message], models, config: dict) -> dict[int, np.ndarray]:
+    """Node -> the vector the private client would seal, built from its plaintext reply (the instructions
+    and the server momentum are the round's, read once); in reply order."""
+    ins = m.TrainInstructions.from_config(config)
+    if run.setup is None:
+        raise RuntimeError("a plaintext round needs the run's setup")
+    current, previous = models["current"].plain, models.get("previous")
+    momentum = agg.momentum_between(previous.plain if previous else None, current, ins.server_lr)
+    vectors = {}
+    for reply in replies:
+        local = [a.numpy() for a in m.array_record(reply.content, m.ARRAYS).values()]
+        proposal = agg.propose(
+            current, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum
+        )
+        weight, shares = agg.client_shares(
+            run.plain_counts[reply.metadata.src_node_id],
+            run.setup.class_totals,
+            run.setup.class_weights,
+            weighting=ins.client_weighting,
+            class_head=ins.head_aggregation == "class",
+        )
+        vectors[reply.metadata.src_node_id] = agg.update_contribution(
+            run.layout, proposal, weight, shares, {}
+        )
+    return vectors

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ class PrivacyPolicy:
     dpsgd_target_epsilon: float
     dpsgd_batch_size: int
     dpsgd_calibration_noise: float
+    sites: int = 0  # >= 2: the client's site sees its vectors in plaintext (fedids.federation.sites)
 
     @classmethod
     def from_config(cls, config: FederationConfig) -> PrivacyPolicy:
@@ -77,7 +78,14 @@ class PrivacyPolicy:
         try:
             data = json.loads(Path(path).read_text())
             types = {"int": int, "float": float, "str": str}
-            return cls(**{f.name: types[str(f.type)](data[f.name]) for f in fields(cls)})
+            return cls(
+                **{
+                    f.name: types[str(f.type)](
+                        data[f.name] if f.name in data or f.default is MISSING else f.default
+                    )
+                    for f in fields(cls)
+                }
+            )
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: not a fedids privacy policy ({type(err).__name__}: {err})") from None
 
@@ -152,6 +160,14 @@ def check_mode(policy: PrivacyPolicy, privacy: str) -> None:
         raise _refuse(f"privacy mode {privacy!r} differs from the policy's {policy.privacy!r}")
 
 
+def check_sum_mode(policy: PrivacyPolicy, privacy: str) -> None:
+    """How a vector is sealed: the policy's mode, or, in a three-tier run (``sites >= 2``), in the clear for
+    the client's own site (its trust domain; the site seals the partial sum in the policy's mode)."""
+    if policy.sites >= 2 and PrivacyMode.parse(privacy) == PrivacyMode():
+        return
+    check_mode(policy, privacy)
+
+
 def check_train(policy: PrivacyPolicy, ins: Any, state: Any) -> None:
     """A training message (:class:`~fedids.federation.messages.TrainInstructions`)."""
     check_mode(policy, ins.privacy)
@@ -215,7 +231,7 @@ def check_message(policy: PrivacyPolicy, msg: Message, state: dict) -> None:
 
     kind, content = msg.metadata.message_type, msg.content
     if m.SUM in content.config_records:
-        check_mode(policy, str(m.config_record(content, m.SUM)["privacy"]))
+        check_sum_mode(policy, str(m.config_record(content, m.SUM)["privacy"]))
     if m.SECAGG_CONFIG in content.config_records:  # every SecAgg stage repeats the round's n and t
         cfg = m.config_record(content, m.SECAGG_CONFIG)
         check_secagg(policy, int(m.number(cfg, "n_clients")), int(m.number(cfg, "threshold")), state)
@@ -251,6 +267,7 @@ __all__ = [
     "PolicyViolation",
     "PrivacyPolicy",
     "check_mode",
+    "check_sum_mode",
     "check_model",
     "check_secagg",
     "check_message",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,15 +27,16 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedids.federation import adaptive, plain
+from fedids.federation import adaptive, plain, sites
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.client import LOCAL_VAL_FRACTION
 from fedids.federation.compression import Compression
 from fedids.federation.config import FederationConfig
-from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult
-from fedids.federation.secure_rounds import exchange, secure_sum
-from fedids.federation.setup import STATS_LENGTH, RunSetup, setup_from_counts, setup_from_sum
+from fedids.federation.private import REAL, PrivacyMode, SealedSum, SumResult
+from fedids.federation.robust import RobustSpec
+from fedids.federation.secure_rounds import private_setup, secure_sum
+from fedids.federation.setup import RunSetup, setup_from_counts
 from fedids.federation.state import (
     GLOBAL_DIR,
     SUMMARY_KEYS,
@@ -78,6 +79,7 @@ class Run:
     plain_counts: dict[int, np.ndarray] = field(default_factory=dict)  # plaintext mode: node -> class counts
     rows_of: dict[str, int] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
+    sites: dict[int, int] = field(default_factory=dict)  # node -> site (three tiers; empty: flat)
 
     def detector(self, weights: list[np.ndarray], metadata: dict) -> Detector | None:
         if self.setup is None:
@@ -112,7 +114,7 @@ def start(
         }
         labels, digest = list(setup.vocabulary.labels), setup.digest()
     else:
-        keys, setup, labels, digest = _private_setup(grid, mode, nodes, config, he_public, opener)
+        keys, setup, labels, digest = private_setup(grid, mode, nodes, config, he_public, opener)
     if setup is not None and setup.unknown_rows:
         log.warning(
             "%d rows carry a label outside the known label universe and are left out", setup.unknown_rows
@@ -137,47 +139,6 @@ def start(
     )
 
 
-def _private_setup(grid, mode, nodes, config, he_public, opener):
-    """The statistics of every client, securely summed; ``he``: clients open the sum and derive the setup."""
-    result, replies = secure_sum(
-        grid,
-        mode=mode,
-        nodes=nodes,
-        message_type=m.QUERY_STATS,
-        make_content=lambda n: RecordDict({m.CONFIG: ConfigRecord({})}),
-        length=STATS_LENGTH,
-        values=COUNT,
-        he_public=he_public,
-        timeout=config.timeout_s,
-    )
-    if not result.ok:
-        raise RuntimeError("no client returned usable statistics")
-    keys = _client_keys(replies)
-    if result.plaintext is not None:
-        setup = setup_from_sum(result.plaintext)
-        return keys, setup, list(setup.vocabulary.labels), setup.digest()
-    content = m.add_sealed(RecordDict({m.CONFIG: ConfigRecord({})}), {"stats": result.sealed})
-    answers = exchange(grid, {n: content for n in keys}, m.QUERY_SETUP, config.timeout_s, SumResult())
-    agreed = [(list(r.content[m.INFO]["labels"]), str(r.content[m.INFO]["digest"])) for r in answers.values()]
-    if not agreed or any(a != agreed[0] for a in agreed):
-        raise RuntimeError("clients derived different setups from the same statistics sum")
-    labels, digest = agreed[0]
-    setup = setup_from_sum(opener(result.sealed, STATS_LENGTH)) if opener else None
-    keys = {n: k for n, k in keys.items() if n in answers}
-    return keys, setup, labels, digest
-
-
-def _client_keys(replies: list[Message]) -> dict[int, str]:
-    keys: dict[int, str] = {}
-    for reply in replies:
-        key = str(reply.content[m.INFO]["client-key"])
-        if key in keys.values():
-            log.warning("rejected client %s: duplicate client key %s", reply.metadata.src_node_id, key)
-            continue
-        keys[reply.metadata.src_node_id] = key
-    return keys
-
-
 # ------------------------------------------------------------------------------------ rounds
 def select(run: Run, server_round: int, ledger, model_bytes: int) -> tuple[list[int], dict[int, int]]:
     """The round's clients (and, under the energy ledger, their local epochs)."""
@@ -196,8 +157,9 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
     clip_norm = noise_std = 0.0  # dp only
     if mode.dp:
         # Under SecAgg the noise shares are sized for the threshold: the sum keeps sigma*C if most drop (a
-        # sum with fewer survivors aborts). Otherwise the reader sees each update: each carries all the noise.
-        n = secagg_threshold(len(chosen)) if mode.secagg else 1
+        # sum with fewer survivors aborts). Otherwise (sites included: a site sees its devices' updates) the
+        # reader sees each update: each carries all the noise.
+        n = secagg_threshold(len(chosen)) if mode.secagg and not run.sites else 1
         clip_norm = c.clip_norm
         noise_std = distributed_noise_std(accountant.noise_multiplier, c.clip_norm, n)
     return m.TrainInstructions(
@@ -275,6 +237,7 @@ class RoundOutcome:
     server_seconds: float
     participants: dict | None = None
     replies: list[Message] = field(default_factory=list)
+    tiers: dict | None = None  # three tiers: bytes and seconds per tier (fedids.federation.sites.TierRecord)
 
 
 def train_round(
@@ -291,6 +254,8 @@ def train_round(
     config = train_config(run, server_round, chosen, accountant)
     if not run.mode.private:
         return _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, strategy)
+    if run.sites:
+        return _tiered_round(run, server_round, chosen, models, config)
     result, _ = secure_sum(
         run.grid,
         mode=run.mode,
@@ -316,6 +281,49 @@ def train_round(
     )
 
 
+def _tiered_round(run: Run, server_round: int, chosen: list[int], models, config: dict) -> RoundOutcome:
+    """A private round through the sites (:func:`fedids.federation.sites.tiered_sum`)."""
+    result, _, tiers = sites.tiered_sum(
+        run.grid,
+        mode=run.mode,
+        site_of=run.sites,
+        nodes=chosen,
+        message_type=m.TRAIN,
+        make_content=lambda n: model_content(run, models, config),
+        length=run.layout.length,
+        values=REAL,
+        he_public=run.he_public,
+        timeout=run.config.timeout_s,
+        layout=run.layout,
+        robust=RobustSpec.parse(run.config.robust),
+        reference=_reference(run, models),
+    )
+    if not result.ok:
+        raise RuntimeError(f"round {server_round}: no valid client update")
+    current, summary = server_step(run, result)
+    return RoundOutcome(
+        current,
+        summary,
+        len(result.survivors),
+        result.rejected,
+        result.bytes_down,
+        result.bytes_up,
+        result.server_seconds,
+        tiers=tiers.to_dict(),
+    )
+
+
+def _reference(run: Run, models) -> np.ndarray | None:
+    """Where a site measures its devices' updates from: the global model after the server's momentum step,
+    where the site can read the global model (None under ``he``: the site uses its devices' median)."""
+    current, previous = models["current"], models.get("previous")
+    if current.plain is None or run.mode.he:
+        return None
+    server_lr, server_momentum = run.config.server_step
+    old = previous.plain if previous is not None else None
+    return sites.reference_from(run.layout, current.plain, old, server_lr, server_momentum)
+
+
 def server_step(run: Run, result: SumResult) -> tuple[GlobalModel, dict]:
     """The next global model from a sum: finalised here where the mode shows the sum, else kept sealed
     (and opened by the operator's evaluator, when there is one, for the server-side test only)."""
@@ -335,6 +343,7 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
     def make_content(node: int, extra: dict) -> RecordDict:
         return model_content(run, {"current": models["current"]}, {**config, **extra})
 
+    waited = time.perf_counter()
     replies, rejected, up_of = plain.collect_plain(
         run.grid,
         chosen,
@@ -347,6 +356,7 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
         compression,
         current,
     )
+    waited = time.perf_counter() - waited
     replies.sort(key=lambda r: run.keys[r.metadata.src_node_id])
     model_bytes = sum(w.nbytes for w in current)
     participants = plain.charge(ledger, replies, run.keys, model_bytes, up_of)
@@ -362,9 +372,22 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
         "client_seconds": plain.mean_metric(replies, m.TRAIN_SECONDS),
         "dpsgd_epsilon": plain.max_metric(replies, m.DPSGD_EPSILON),
     }
-    server_start = time.perf_counter()
-    if run.config.averaging:
-        new = agg.finalize_update(run.layout, _plain_sum(run, replies, models, config)).weights
+    server_start, tiers = time.perf_counter(), None
+    if run.sites:  # each site combines its own devices' contributions, the central server the sites'
+        lan = sites.Tier(model_bytes * len(chosen), sum(up_of.values()), waited)
+        vectors = plain.plain_vectors(run, replies, models, config)
+        total, record = sites.plain_site_sum(
+            run.layout,
+            vectors,
+            run.sites,
+            robust=RobustSpec.parse(run.config.robust),
+            reference=_reference(run, models),
+            lan=lan,
+            model_bytes=model_bytes,
+        )
+        new, tiers = agg.finalize_update(run.layout, total).weights, record.to_dict()
+    elif run.config.averaging:
+        new = agg.finalize_update(run.layout, plain.plain_sum(run, replies, models, config)).weights
     else:  # robust strategies need each update: Flower's own aggregation
         new_arrays, _ = strategy.aggregate_train(server_round, replies)
         new = [a.numpy() for a in new_arrays.values()]
@@ -374,37 +397,13 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
         summary,
         len(replies),
         rejected,
-        model_bytes * len(chosen),
-        sum(up_of.values()),
+        tiers["wan"]["bytes_down"] if tiers else model_bytes * len(chosen),
+        tiers["wan"]["bytes_up"] if tiers else sum(up_of.values()),
         server_seconds,
         participants,
         replies,
+        tiers,
     )
-
-
-def _plain_sum(run: Run, replies: list[Message], models, config: dict) -> np.ndarray:
-    """The sum of the vectors the private clients would seal, built by the server from plaintext replies
-    (the instructions and the server momentum are the round's, read once)."""
-    ins = m.TrainInstructions.from_config(config)
-    if run.setup is None:
-        raise RuntimeError("a plaintext round needs the run's setup")
-    current, previous = models["current"].plain, models.get("previous")
-    momentum = agg.momentum_between(previous.plain if previous else None, current, ins.server_lr)
-    total = np.zeros(run.layout.length)
-    for reply in replies:
-        local = [a.numpy() for a in m.array_record(reply.content, m.ARRAYS).values()]
-        proposal = agg.propose(
-            current, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum
-        )
-        weight, shares = agg.client_shares(
-            run.plain_counts[reply.metadata.src_node_id],
-            run.setup.class_totals,
-            run.setup.class_weights,
-            weighting=ins.client_weighting,
-            class_head=ins.head_aggregation == "class",
-        )
-        total += agg.update_contribution(run.layout, proposal, weight, shares, {})
-    return total
 
 
 def _nanmean(values: list[float]) -> float:
@@ -423,17 +422,20 @@ def run_federation(
     resume: bool = False,
     on_round: Callable[[RoundRecord], None] | None = None,
     opener: Opener | None = None,
+    sites_of: Mapping[str, int] | None = None,
 ) -> FederationState:
     """Run (or resume) a federated training; see the module docstring. Returns the final state.
 
     ``opener`` is the operator's evaluator for ``he`` modes: it holds a *client* key and opens the sealed
     sums for the server-side test and the saved model. The round loop and the sums never see a secret key.
+    ``sites_of``: client key -> site for a three-tier run (``config.sites >= 2``; default: contiguous).
     """
     from fedids.federation import finish
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = start(grid, config, out_dir, expected_clients, evaluate, opener)
+    run.sites = sites.node_sites(run.keys, config.sites, sites_of)
     if run.mode.he and opener is None:
         log.warning(
             "no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext"
@@ -553,6 +555,7 @@ def _evaluate_round(
         else None,
         participants=outcome.participants,
         server_seconds=outcome.server_seconds,
+        tiers=outcome.tiers,
     )
 
 
@@ -562,7 +565,10 @@ def _checkpoint(
     """Checkpoint first, then the state that points at it, then the model the detector reloads."""
     sealed = save_checkpoint(run.out_dir, server_round, models)
     state.completed_round = server_round
-    state.history.append(asdict(record))
+    entry = asdict(record)
+    if entry["tiers"] is None:  # a flat run records what it always has
+        del entry["tiers"]
+    state.history.append(entry)
     state.privacy = {"accountant": accountant.state_dict() if accountant else None, "sealed": sealed}
     state.adaptive = ledger.state_dict() if ledger is not None else {}
     write_state(run.out_dir, state)

@@ -27,7 +27,8 @@ from flwr.app.typing import ConfigRecordValues
 from flwr.serverapp import Grid
 
 from fedids.federation import messages as m
-from fedids.federation.private import PrivacyMode, SealedSum, SumResult, secagg_clip_range
+from fedids.federation.private import COUNT, PrivacyMode, SealedSum, SumResult, secagg_clip_range
+from fedids.federation.setup import STATS_LENGTH, setup_from_sum
 
 if TYPE_CHECKING:
     from fedids.privacy.he_secagg import HESecAggServer
@@ -282,3 +283,45 @@ def _he_secagg_server(config: SecAggConfig, he_public: bytes | None) -> HESecAgg
     if he_public is None:
         raise ValueError("he+secagg needs the clients' public context")
     return HESecAggServer(config, he_public)
+
+
+# ------------------------------------------------------------------------------ the setup round
+def private_setup(grid, mode, nodes, config, he_public, opener):
+    """The statistics of every client, securely summed; ``he``: clients open the sum and derive the setup."""
+    result, replies = secure_sum(
+        grid,
+        mode=mode,
+        nodes=nodes,
+        message_type=m.QUERY_STATS,
+        make_content=lambda n: RecordDict({m.CONFIG: ConfigRecord({})}),
+        length=STATS_LENGTH,
+        values=COUNT,
+        he_public=he_public,
+        timeout=config.timeout_s,
+    )
+    if not result.ok:
+        raise RuntimeError("no client returned usable statistics")
+    keys = client_keys(replies)
+    if result.plaintext is not None:
+        setup = setup_from_sum(result.plaintext)
+        return keys, setup, list(setup.vocabulary.labels), setup.digest()
+    content = m.add_sealed(RecordDict({m.CONFIG: ConfigRecord({})}), {"stats": result.sealed})
+    answers = exchange(grid, {n: content for n in keys}, m.QUERY_SETUP, config.timeout_s, SumResult())
+    agreed = [(list(r.content[m.INFO]["labels"]), str(r.content[m.INFO]["digest"])) for r in answers.values()]
+    if not agreed or any(a != agreed[0] for a in agreed):
+        raise RuntimeError("clients derived different setups from the same statistics sum")
+    labels, digest = agreed[0]
+    setup = setup_from_sum(opener(result.sealed, STATS_LENGTH)) if opener else None
+    keys = {n: k for n, k in keys.items() if n in answers}
+    return keys, setup, labels, digest
+
+
+def client_keys(replies: list[Message]) -> dict[int, str]:
+    keys: dict[int, str] = {}
+    for reply in replies:
+        key = str(reply.content[m.INFO]["client-key"])
+        if key in keys.values():
+            log.warning("rejected client %s: duplicate client key %s", reply.metadata.src_node_id, key)
+            continue
+        keys[reply.metadata.src_node_id] = key
+    return keys

@@ -7,7 +7,7 @@ simulation or from the Flower run config in a deployment) and runs the round loo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +56,10 @@ def make_server_app(
     on_round: Callable[[RoundRecord], None] | None = None,
     result: list | None = None,
     opener: Opener | None = None,
+    sites_of: Mapping[str, int] | None = None,
 ) -> ServerApp:
-    """A ServerApp running :func:`run_federation` with settings given in Python (simulation)."""
+    """A ServerApp running :func:`run_federation` with settings given in Python (simulation);
+    ``sites_of``: client key -> site of a three-tier run."""
     app = ServerApp()
 
     @app.main()
@@ -71,6 +73,7 @@ def make_server_app(
             resume=resume,
             on_round=on_round,
             opener=opener,
+            sites_of=sites_of,
         )
         if result is not None:
             result.append(state)

@@ -21,7 +21,7 @@ import pandas as pd
 from fedids.data.schema import FAMILY, FEATURES, LABEL, SEQ
 from fedids.data.windows import host_keys
 from fedids.federation.attacks import Attack
-from fedids.federation.client_app import make_client_app, partition_path
+from fedids.federation.client_app import make_client_app, partition_key, partition_path
 from fedids.federation.partition import DEFAULT_SEGMENT, PartitionSpec, partition_rows, summarise_partitions
 from fedids.federation.policy import PrivacyPolicy
 from fedids.federation.server_app import FederationConfig, FederationState, RoundRecord, make_server_app
@@ -93,6 +93,16 @@ def _opener(he_secret_context: str) -> Callable[..., np.ndarray]:
     return opener
 
 
+def _sites_of(parts: list[np.ndarray], sites: list[int] | None) -> dict[str, int] | None:
+    """Client key -> site of the non-empty ``parts`` (``sites``: one per part, empty ones included)."""
+    if sites is None:
+        return None
+    if len(sites) != len(parts):
+        raise ValueError(f"{len(sites)} sites given for {len(parts)} partitions")
+    kept = [site for p, site in zip(parts, sites) if len(p)]
+    return {partition_key(i): site for i, site in enumerate(kept)}
+
+
 def run_simulated(
     data: PreparedData,
     parts: list[np.ndarray],
@@ -105,6 +115,7 @@ def run_simulated(
     he_secret_context: str | None = None,
     client_app=None,
     attacks: Mapping[int, Attack] | None = None,
+    sites: list[int] | None = None,
 ) -> FederationState:
     """Run federated training over ``parts`` (non-empty row sets of ``data``) in Flower's simulation.
 
@@ -114,10 +125,13 @@ def run_simulated(
     ``client_app`` replaces the standard ClientApp (tests use it to inject misbehaving clients).
     ``attacks``: the poisoning of the malicious clients, by index into the non-empty ``parts`` (each bound
     into that client's own app, :mod:`fedids.federation.attacks`).
+    ``sites``: the site of each of ``parts`` (empty ones included) for a three-tier run
+    (``config.sites >= 2``, :func:`fedids.federation.sites.assign_sites`; default: contiguous).
     """
     from flwr.simulation import run_simulation
 
     out_dir = Path(out_dir)
+    sites_of = _sites_of(parts, sites)
     parts = [p for p in parts if len(p)]
     write_partitions(data, parts, out_dir / "partitions")
     test_rows = data.test_rows
@@ -136,6 +150,7 @@ def run_simulated(
         on_round=on_round,
         result=result,
         opener=opener,
+        sites_of=sites_of,
     )
     client = client_app or make_client_app(
         str(out_dir / "partitions"),

@@ -44,6 +44,7 @@ class RoundRecord:
     participants: dict | None = None  # client key -> epochs, examples, bytes_up, energy_j (plaintext)
     server_seconds: float | None = None  # the server's own work in the round (summing, unmasking, the server
     # step), without the time spent waiting for clients
+    tiers: dict | None = None  # three tiers: bytes and seconds per tier (fedids.federation.sites.TierRecord)
 
 
 @dataclass

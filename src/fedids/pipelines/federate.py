@@ -125,11 +125,13 @@ def run_federation(
     on_round: OnRound | None = None,
     fresh_keys: bool = False,
     attacks: dict[int, Attack] | None = None,
+    sites: list[int] | None = None,
 ) -> FederatedRun:
     """Federated training over ``parts`` (row sets of ``prepared``) in Flower's simulation engine, writing
     checkpoints, the state and the global model under ``run_dir``. HE modes use (or create, see
     :func:`ensure_he_keys`) the key set of ``config.he_public_context``. ``attacks``: the malicious
-    clients' poisoning, by index into the non-empty ``parts`` (:mod:`fedids.federation.attacks`)."""
+    clients' poisoning, by index into the non-empty ``parts`` (:mod:`fedids.federation.attacks`);
+    ``sites``: the site of each of ``parts`` in a three-tier run (:mod:`fedids.federation.sites`)."""
     from fedids.federation.simulation import run_simulated
 
     secret = ensure_he_keys(config, fresh=fresh_keys)
@@ -143,6 +145,7 @@ def run_federation(
         on_round=on_round,
         he_secret_context=secret,
         attacks=attacks,
+        sites=sites,
     )
     return FederatedRun(state=state, run_dir=Path(run_dir), seconds=time.perf_counter() - start)
 
@@ -239,6 +242,8 @@ class FederateRequest:
         PartitionSpec.parse(self.partition)  # a typo fails here, before data is loaded
         if not 0.0 <= self.malicious <= 1.0:
             raise ValueError(f"--malicious {self.malicious}: a fraction in [0, 1]")
+        if self.config.sites > self.clients:
+            raise ValueError(f"--sites {self.config.sites}: at most the {self.clients} clients")
         if (self.malicious > 0) != Attack.parse(self.attack).active:
             raise ValueError("--malicious FRACTION > 0 and --attack go together (one without the other)")
 
@@ -246,12 +251,14 @@ class FederateRequest:
 @dataclass
 class FederateData:
     """The prepared flows and the clients' row sets of a request; ``untrained``: classes with no training
-    rows; ``partition_summary``: rows per label and client."""
+    rows; ``partition_summary``: rows per label and client (and its site); ``sites``: each client's site
+    in a three-tier run (None: flat)."""
 
     prepared: PreparedData
     parts: list[np.ndarray]
     untrained: list[str]
     partition_summary: pd.DataFrame
+    sites: list[int] | None = None
 
 
 def prepare_federate(request: FederateRequest) -> FederateData:
@@ -268,12 +275,29 @@ def prepare_federate(request: FederateRequest) -> FederateData:
             frame, window=config.window, test_fraction=request.test_fraction, split=request.split
         )
     parts = make_partitions(prepared, request.clients, request.partition, config.seed, request.segment)
+    summary, sites = summarise_partitions(prepared.labels, parts), None
+    if config.tiered:
+        sites = client_sites(request, prepared, parts)
+        summary.insert(1, "site", sites)
     return FederateData(
         prepared=prepared,
         parts=parts,
         untrained=classes_without_training_rows(prepared),
-        partition_summary=summarise_partitions(prepared.labels, parts),
+        partition_summary=summary,
+        sites=sites,
     )
+
+
+def client_sites(request: FederateRequest, prepared: PreparedData, parts: list[np.ndarray]) -> list[int]:
+    """Each client's site: by gateway subnet with ``--partition host`` (clients of neighbouring subnets
+    together), contiguously by client number otherwise (:func:`fedids.federation.sites.assign_sites`)."""
+    from fedids.data.windows import host_keys
+    from fedids.federation.sites import assign_sites, main_gateways
+
+    gateways = None
+    if request.partition.strip() == "host":
+        gateways = main_gateways(host_keys(prepared.frame.iloc[rows]) for rows in parts)
+    return assign_sites(len(parts), request.config.sites, gateways)
 
 
 @dataclass
@@ -331,6 +355,7 @@ def _federate(
             resume=resume,
             on_round=each_round,
             attacks=malicious_attacks(request, data.parts),
+            sites=data.sites,
         )
     if not run.state.history:
         raise InputError(f"federate: no round completed ({run.state.stopped or 'see the log'})")
@@ -339,19 +364,43 @@ def _federate(
 
 def _federated_entry(request: FederateRequest, run: FederatedRun, data: FederateData) -> dict:
     config, state = request.config, run.state
-    return run.final | {
-        "rounds": state.completed_round,
-        "strategy": config.strategy,
-        "partition": request.partition,
-        "privacy": config.privacy,
-        "epsilon": state.history[-1].get("epsilon"),
-        "dpsgd_epsilon": state.history[-1].get("dpsgd_epsilon"),
-        "selection": config.selection,
-        "compression": config.compression,
-        "energy_budget_j": config.energy_budget_j,
-        "stopped": state.stopped,
-        "calibration": state.calibration or None,
-        "poisoning": poisoning_entry(request, run, data),
+    return (
+        run.final
+        | {
+            "rounds": state.completed_round,
+            "strategy": config.strategy,
+            "partition": request.partition,
+            "privacy": config.privacy,
+            "epsilon": state.history[-1].get("epsilon"),
+            "dpsgd_epsilon": state.history[-1].get("dpsgd_epsilon"),
+            "selection": config.selection,
+            "compression": config.compression,
+            "energy_budget_j": config.energy_budget_j,
+            "stopped": state.stopped,
+            "calibration": state.calibration or None,
+            "poisoning": poisoning_entry(request, run, data),
+        }
+        | ({"sites": sites_entry(request, run, data)} if data.sites is not None else {})
+    )
+
+
+def sites_entry(request: FederateRequest, run: FederatedRun, data: FederateData) -> dict:
+    """The site tier of a three-tier run: K, the defence, each client's site, and the mean bytes and
+    seconds per training round of each tier (LAN: device <-> site, WAN: site <-> central)."""
+    records = [h["tiers"] for h in run.state.history if h.get("tiers")]
+
+    def mean(tier: str, key: str) -> float:
+        return float(np.mean([r[tier][key] for r in records])) if records else float("nan")
+
+    return {
+        "k": request.config.sites,
+        "robust": request.config.robust,
+        "site_of_client": list(data.sites or []),
+        "per_round": {
+            tier: {key: mean(tier, key) for key in ("bytes_down", "bytes_up", "seconds")}
+            for tier in ("lan", "wan")
+        }
+        | {"site_seconds": float(np.mean([r["site_seconds"] for r in records])) if records else float("nan")},
     }
 
 

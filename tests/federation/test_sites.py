@@ -1,0 +1,119 @@
+"""Three tiers (devices -> site aggregators -> central server) inside Flower's real simulation engine.
+
+Every exchange is a sum, so without a defence the three-tier run must end on the flat run's model, in the
+plaintext mode exactly (float64 partial sums) and in a sealed mode up to the fixed-point code; each site
+must only ever receive its own devices' contributions; and the tiers' bytes must be recorded.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedids.data.loader import load_flows
+from fedids.federation import sites
+from fedids.federation.server_app import FederationConfig
+from fedids.federation.simulation import make_partitions, run_simulated
+from fedids.privacy.keys import init_keys
+from fedids.task import prepare
+from support import paths
+
+pytestmark = pytest.mark.slow
+CONFIG = dict(rounds=2, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3)
+SITES = [0, 0, 1, 1]
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    """Real CICIDS2017 rows with label skew over 4 clients; the flat plaintext run as the reference."""
+    torch.set_num_threads(1)
+    files = [
+        paths.CICIDS / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
+        paths.CICIDS / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
+    ]
+    prepared = prepare(load_flows(files).frame, window=4, split="label-time")
+    parts = make_partitions(prepared, 4, "shared:0.5", seed=0, segment=40)
+    assert all(len(p) for p in parts)
+    out = tmp_path_factory.mktemp("sites")
+    state = run_simulated(prepared, parts, FederationConfig(**CONFIG), out / "flat")
+    return prepared, parts, out, state
+
+
+def _final_weights(run_dir: Path) -> np.ndarray:
+    state = torch.load(run_dir / "global" / "model.pt", map_location="cpu", weights_only=True)
+    return np.concatenate([v.numpy().ravel() for v in state.values()])
+
+
+def test_plaintext_three_tiers_end_on_the_flat_model_and_sites_see_only_their_devices(
+    federation, monkeypatch
+):
+    prepared, parts, out, flat = federation
+    seen: list[tuple[int, int]] = []
+    site_of_node: dict[int, int] = {}
+    receive, assign = sites.SiteAggregator.receive, sites.node_sites
+
+    def recording_receive(self, node, vector, check=None):
+        seen.append((self.site, node))
+        return receive(self, node, vector, check)
+
+    def recording_assign(keys, k, site_of_key=None):
+        site_of_node.update(assign(keys, k, site_of_key))
+        assert {keys[n]: s for n, s in site_of_node.items()} == site_of_key
+        return dict(site_of_node)
+
+    monkeypatch.setattr(sites.SiteAggregator, "receive", recording_receive)
+    monkeypatch.setattr(sites, "node_sites", recording_assign)
+    state = run_simulated(prepared, parts, FederationConfig(**CONFIG, sites=2), out / "none", sites=SITES)
+
+    assert np.max(np.abs(_final_weights(out / "none") - _final_weights(out / "flat"))) <= 1e-6
+    assert state.calibration["test"]["macro_f1"] == pytest.approx(flat.calibration["test"]["macro_f1"])
+    # every site received exactly its own devices' contributions: 2 rounds + the 2 calibration sums
+    assert seen and all(site_of_node[node] == site for site, node in seen)
+    for node in site_of_node:
+        assert sum(1 for s, n in seen if n == node) == 4, node
+    tiers = state.history[-1]["tiers"]
+    assert tiers["sites"] == 2 and tiers["lan"]["bytes_up"] == flat.history[-1]["bytes_up"]
+    # WAN: one float64 contribution per site instead of one float32 model per device
+    assert tiers["wan"]["bytes_up"] == state.history[-1]["bytes_up"] > 0
+    assert "tiers" not in flat.history[-1]  # the flat run records what it always has
+
+
+def test_he_across_sites_ends_on_the_flat_model_up_to_the_fixed_point_code(federation, tmp_path):
+    """The sites encrypt their partial sums with the public context (no secret key at a site or the
+    central server); the devices open the sum: the same model as the flat plaintext run."""
+    prepared, parts, out, flat = federation
+    keys = init_keys(tmp_path / "keys", "he")
+    config = FederationConfig(**CONFIG, sites=2, privacy="he", he_public_context=str(keys.public_context))
+    state = run_simulated(
+        prepared, parts, config, tmp_path / "he", he_secret_context=str(keys.secret_context), sites=SITES
+    )
+    assert [h["clients"] for h in state.history] == [4, 4]
+    assert np.max(np.abs(_final_weights(tmp_path / "he") - _final_weights(out / "flat"))) <= 1e-4
+    assert state.calibration["kept"] == flat.calibration["kept"]
+    tiers = state.history[-1]["tiers"]
+    # two BFV ciphertext blobs go over the WAN where four devices' would go flat
+    assert 0 < tiers["wan"]["bytes_up"] < tiers["lan"]["bytes_up"] * 4
+
+
+def test_a_site_refuses_a_device_of_another_site():
+    site = sites.SiteAggregator(0, [1, 2], length=3)
+    site.receive(1, np.zeros(3))
+    with pytest.raises(ValueError, match="another site"):
+        site.receive(7, np.zeros(3))
+    with pytest.raises(ValueError, match="second vector"):
+        site.receive(1, np.zeros(3))
+    with pytest.raises(ValueError, match="NaN"):
+        site.receive(2, np.array([0.0, np.nan, 0.0]))
+
+
+def test_sites_are_contiguous_or_follow_gateway_subnets():
+    assert sites.assign_sites(10, 2) == [0] * 5 + [1] * 5
+    assert sites.assign_sites(5, 2) == [0, 0, 0, 1, 1]
+    gateways = ["10.0.3.0/24", "10.0.1.0/24", "10.0.4.0/24", "10.0.2.0/24"]
+    assert sites.assign_sites(4, 2, gateways) == [1, 0, 1, 0]
+    assert sites.main_gateways([np.array(["10.0.1.5", "10.0.1.9", "10.0.2.1"])]) == ["10.0.1.0/24"]
+    with pytest.raises(ValueError, match="--sites 5"):
+        sites.assign_sites(4, 5)
+    assert sites.node_sites({11: "b", 10: "a", 12: "c"}, 2) == {10: 0, 11: 0, 12: 1}
+    assert sites.node_sites({10: "a"}, 1) == {}
