@@ -23,7 +23,7 @@ from fedids.data.windows import DEFAULT_WINDOW, compute_window_indices, host_key
 from fedids.model.artifacts import Detector
 from fedids.model.gru import DEFAULT_HIDDEN, GRUDetector
 from fedids.model.metrics import compute_metrics
-from fedids.model.train import TrainConfig, TrainResult, fit, predict_proba
+from fedids.model.train import TrainConfig, TrainResult, fit, fit_prototypes, predict_proba
 
 SPLITS = ("time", "label-time")
 
@@ -176,12 +176,17 @@ def train_centralized(
     hidden: int = DEFAULT_HIDDEN,
     window: int = DEFAULT_WINDOW,
     progress: Callable[[int], None] | None = None,
+    prototypes: bool = False,
 ) -> tuple[Detector, TrainResult]:
-    """Centralized baseline: fit preprocessing and the GRU on the training rows of ``data``."""
+    """Centralized baseline: fit preprocessing and the GRU on the training rows of ``data``; with
+    ``prototypes``, add the prototype head (class means of the training windows, :mod:`fedids.model.gru`)."""
     rows = data.train_rows
     scaler, vocab = fit_preprocessing(data.features[rows], data.labels[rows])
     model = new_model(len(vocab), hidden, config.seed)
-    result = train_rows(model, data, scaler.transform(data.features), vocab, rows, config, progress=progress)
+    scaled = scaler.transform(data.features)
+    result = train_rows(model, data, scaled, vocab, rows, config, progress=progress)
+    if prototypes:
+        fit_prototypes(model, scaled, data.windows[rows], vocab.encode(data.labels[rows]))
     detector = Detector(
         model=model, scaler=scaler, vocabulary=vocab, window=window, metadata={"environment": environment()}
     )

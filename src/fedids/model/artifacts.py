@@ -3,7 +3,8 @@
 Layout of a model directory::
 
     model.pt            PyTorch state_dict (loaded with weights_only=True: no pickle execution)
-    preprocessing.json  scaler center/scale, label vocabulary, window length, model config
+    preprocessing.json  scaler center/scale, label vocabulary, window length, model config and the
+                        prototype head's class means (optional; see fedids.model.gru)
     metadata.json       how it was trained (data, split, metrics, versions)
 
 Writes go to temporary names first and are renamed, so a crash never leaves a half-written model, and a
@@ -80,6 +81,12 @@ def save_detector(directory: str | Path, detector: Detector) -> Path:
         "window": detector.window,
         "model": detector.model.config(),
     }
+    if detector.model.has_prototypes:
+        model = detector.model
+        rows = model.prototypes.tolist()
+        prep["prototypes"] = [
+            row if off == 0 else None for row, off in zip(rows, model.prototype_offset.tolist())
+        ]
     buf = io.BytesIO()
     torch.save(detector.model.state_dict(), buf)
     _write_atomic(directory / PREPROCESSING_FILE, json.dumps(prep, indent=1).encode())
@@ -103,6 +110,10 @@ def load_detector(directory: str | Path) -> Detector:
         model = GRUDetector(**prep["model"])
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
+        if prep.get("prototypes") is not None:
+            rows = prep["prototypes"]
+            present = torch.tensor([r is not None for r in rows])
+            model.set_prototypes(torch.tensor([r or [0.0] * model.hidden for r in rows]), present, unit=True)
         model.eval()
         return Detector(
             model=model,

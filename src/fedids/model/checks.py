@@ -101,6 +101,7 @@ def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     window = check_window(prep["window"], source)
     labels = check_labels(prep["labels"], config["n_classes"], source)
     check_features(prep.get("features"), source)
+    check_prototypes(prep.get("prototypes"), config["n_classes"], config["hidden"], source)
     scaler = prep["scaler"]
     try:
         values = [float(v) for key in ("center", "scale") for v in scaler[key]]
@@ -109,6 +110,28 @@ def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     if not all(math.isfinite(v) for v in values) or min(scaler["scale"]) <= 0:
         raise InputError(f"{source}: corrupt model (scaler has non-finite or non-positive values)")
     return window, labels
+
+
+def check_prototypes(prototypes: object, n_classes: int, hidden: int, source: str) -> None:
+    """``preprocessing.json``'s optional ``prototypes``: one entry per class, ``null`` (no prototype) or
+    ``hidden`` finite numbers, at least one class with a prototype."""
+    if prototypes is None:
+        return
+    rows = prototypes if isinstance(prototypes, list) and len(prototypes) == n_classes else None
+    ok = rows is not None and any(r is not None for r in rows)
+    for row in rows or []:
+        if row is None:
+            continue
+        if not isinstance(row, list) or len(row) != hidden:
+            ok = False
+            break
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row):
+            ok = False
+            break
+    if not ok:
+        raise InputError(
+            f"{source}: corrupt model (prototypes: {n_classes} rows of {hidden} finite numbers or null)"
+        )
 
 
 def threshold_for_rate(rule: dict, max_false_alarm_rate: float) -> float:

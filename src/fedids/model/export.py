@@ -185,11 +185,36 @@ def build_onnx_model(
     logits = g.one(
         "Add", [g.one("MatMul", [h, g.weight("w_head", weights.w_head.T)]), g.const("b_head", weights.b_head)]
     )
-    g.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], name="softmax", axis=1))
+    if detector.model.has_prototypes:
+        linear = g.one("Softmax", [logits], "p_linear", axis=1)
+        _prototype_mix(g, h, linear, detector.model)
+    else:
+        g.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], name="softmax", axis=1))
     proto = _model_proto(g, weights.window, len(detector.vocabulary))
     helper.set_model_props(proto, _model_props(detector, weights.window, quantize, prune_amount, metadata))
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _prototype_mix(g: _GraphBuilder, h: str, linear: str, model: Any) -> None:
+    """The prototype head of :mod:`fedids.model.gru` (``model`` has prototypes): the output is
+    ``(1 - w) linear + w softmax(cos(h, prototypes) / T + offset)``. The unit class means are a weight
+    like the others (int8 with a scale per class under ``quantize="int8"``)."""
+    from fedids.model.gru import PROTOTYPE_TEMPERATURE, PROTOTYPE_WEIGHT
+
+    unit = g.one("LpNormalization", [h], "h_unit", axis=1, p=2)
+    means = model.prototypes.detach().cpu().numpy().astype(np.float32).T / np.float32(PROTOTYPE_TEMPERATURE)
+    offset = model.prototype_offset.detach().cpu().numpy().astype(np.float32)
+    sim = g.one(
+        "Add", [g.one("MatMul", [unit, g.weight("prototypes", means)]), g.const("proto_offset", offset)]
+    )
+    proto = g.one("Softmax", [sim], "p_prototype", axis=1)
+    weight = np.float32(PROTOTYPE_WEIGHT)
+    parts = [
+        g.one("Mul", [linear, g.const("w_linear", np.array(1.0 - weight, dtype=np.float32))]),
+        g.one("Mul", [proto, g.const("w_prototype", np.array(weight, dtype=np.float32))]),
+    ]
+    g.nodes.append(helper.make_node("Add", parts, [OUTPUT_PROBABILITIES], name="prototype_mix"))
 
 
 @dataclass(frozen=True)

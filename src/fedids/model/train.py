@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedids.data.windows import gather_windows
+from fedids.model.gru import GRUDetector
 
 
 @dataclass(frozen=True)
@@ -186,3 +187,31 @@ def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
             raise ValueError(f"weight {k}: shape {tuple(w.shape)} != {tuple(ref.shape)}")
         state[k] = torch.as_tensor(np.asarray(w, dtype=np.float32))
     model.load_state_dict(state)
+
+
+def class_embedding_sums(
+    model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per class the sum of the GRU embeddings of its windows ``(n_classes, hidden)`` float64 and the
+    window counts ``(n_classes,)``; rows with target ``-1`` are skipped. Sums, so that federated clients'
+    parts add up to the pooled figure."""
+    keep = targets >= 0
+    model.eval()
+    emb = forward_batches(model.embed, scaled, windows[keep], model.hidden).astype(np.float64)
+    sums = np.zeros((model.n_classes, model.hidden))
+    np.add.at(sums, targets[keep], emb)
+    return sums, np.bincount(targets[keep], minlength=model.n_classes).astype(np.float64)
+
+
+def fit_prototypes(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, targets: np.ndarray) -> None:
+    """Set ``model``'s prototype head to the class means of its embedding over these training windows
+    (classes without a window get none; see :mod:`fedids.model.gru`)."""
+    sums, counts = class_embedding_sums(model, scaled, windows, targets)
+    set_prototypes_from_sums(model, sums, counts)
+
+
+def set_prototypes_from_sums(model: GRUDetector, sums: np.ndarray, counts: np.ndarray) -> None:
+    """Prototypes from per-class embedding sums and window counts (classes with a count below 1 get none)."""
+    present = counts >= 1
+    means = sums / np.maximum(counts, 1.0)[:, None]
+    model.set_prototypes(torch.from_numpy(means).float(), torch.from_numpy(present))
