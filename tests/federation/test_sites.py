@@ -117,3 +117,22 @@ def test_sites_are_contiguous_or_follow_gateway_subnets():
         sites.assign_sites(4, 5)
     assert sites.node_sites({11: "b", 10: "a", 12: "c"}, 2) == {10: 0, 11: 0, 12: 1}
     assert sites.node_sites({10: "a"}, 1) == {}
+
+
+def test_a_device_sends_its_site_a_plaintext_vector_only_in_a_run_published_with_sites(tmp_path):
+    from fedids.federation.policy import PolicyViolation, PrivacyPolicy, check_sum_mode
+
+    config = FederationConfig(privacy="secagg+dp", noise_multiplier=1.0)
+    with pytest.raises(PolicyViolation, match="differs"):
+        check_sum_mode(PrivacyPolicy.from_config(config), "none")
+    tiered = PrivacyPolicy.from_config(FederationConfig(**{**config.__dict__, "sites": 2}))
+    check_sum_mode(tiered, "none")  # the site's trust domain
+    with pytest.raises(PolicyViolation):
+        check_sum_mode(tiered, "he")  # nothing else weaker than the policy
+    # a policy file written before sites existed still loads (flat)
+    path = tmp_path / "policy.json"
+    PrivacyPolicy.from_config(config).save(path)
+    text = path.read_text().replace('"sites": 0', '"unused": 0').replace(',\n  "unused": 0', "")
+    assert "sites" not in text
+    path.write_text(text)
+    assert PrivacyPolicy.load(path).sites == 0

@@ -147,8 +147,9 @@ def check_secagg(policy: PrivacyPolicy, n_clients: int, threshold: int, state: A
 
 
 def _shares(policy: PrivacyPolicy, state: Any) -> int:
-    """Noise shares a released sum is guaranteed to hold: the checked SecAgg threshold, else 1."""
-    if not policy.mode.secagg:
+    """Noise shares a released sum is guaranteed to hold: the checked SecAgg threshold, else 1 (also with
+    sites: the client's site sees its vector, so it must carry all of its noise)."""
+    if not policy.mode.secagg or policy.sites >= 2:
         return 1
     if SECAGG_T not in state:
         raise _refuse("a secure-aggregation round without a checked SecAgg configuration")
