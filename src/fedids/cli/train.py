@@ -63,8 +63,8 @@ PrototypesOpt = typer.Option(
     False,
     "--prototypes",
     help="Add the prototype head (class means of the GRU embedding, mixed with the linear head): learns "
-    "attacks seen in a handful of flows (docs/rare-classes.md); costs 0.2 to 1.4 points of macro-F1 where "
-    "every class has plenty of flows.",
+    "attacks seen in a handful of flows; small effect of either sign where every class has plenty of "
+    "flows (docs/rare-classes.md).",
 )
 
 
