@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from fedids.privacy.secagg import SecAggClient
 
 LOCAL_VAL_FRACTION = 0.2
+# Per label: the latest 20% of each label's flows, as `fedids train --split label-time` holds out. A plain
+# time cut can put every flow of a rare class (all of them late in a client's capture) into validation,
+# so the client would never train on it (issue 17).
+LOCAL_VAL_SPLIT = "label-time"
 _SETUP_STATE = "fedids-setup"
 _SECAGG_STATE = "fedids-secagg"
 
@@ -295,7 +299,7 @@ def handle_train(
     if list(ins.labels) != list(setup.vocabulary.labels):
         raise ValueError("the message's labels differ from the run's vocabulary")
     global_weights, momentum = global_models(msg, len(ins.labels), ins.hidden, secret_context, ins.server_lr)
-    data = prepare(frame, window=ins.window, test_fraction=LOCAL_VAL_FRACTION)
+    data = prepare(frame, window=ins.window, test_fraction=LOCAL_VAL_FRACTION, split=LOCAL_VAL_SPLIT)
     model = new_model(len(ins.labels), ins.hidden)
     set_weights(model, global_weights)
     detector = Detector(model, setup.scaler, setup.vocabulary, ins.window, {"round": ins.server_round})
@@ -396,6 +400,7 @@ def _local_features(
         frame,
         window=m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).window,
         test_fraction=LOCAL_VAL_FRACTION,
+        split=LOCAL_VAL_SPLIT,
     )
     scaled = setup.scaler.transform(data.features)
     splits = {
