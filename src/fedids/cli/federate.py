@@ -67,6 +67,10 @@ Keys = Annotated[Path | None, _opt("HE key set from `fedids keys init` (default:
 TargetEpsilon = Annotated[float, _opt("dp: calibrate noise for this epsilon and stop before exceeding it.")]
 NoiseMultiplier = Annotated[float, _opt("dp: noise std / clip norm; 0 = calibrate it from --target-epsilon.")]
 ClipNorm = Annotated[float, _opt("dp: L2 bound of each client's update.")]
+UpdateBound = Annotated[
+    float,
+    _opt("he/secagg: L2 bound of each client's update before sealing; sums out of its range are refused."),
+]
 DpsgdNoise = Annotated[float, _opt("> 0: clients train with DP-SGD at this noise multiplier.")]
 DpsgdEpsilon = Annotated[
     float,
@@ -181,6 +185,7 @@ def federate(
     target_epsilon: TargetEpsilon = _D.target_epsilon,
     noise_multiplier: NoiseMultiplier = _D.noise_multiplier,
     clip_norm: ClipNorm = _D.clip_norm,
+    update_bound: UpdateBound = _D.update_bound,
     dpsgd_noise: DpsgdNoise = _D.dpsgd_noise_multiplier,
     dpsgd_epsilon: DpsgdEpsilon = _D.dpsgd_target_epsilon,
     dpsgd_batch_size: DpsgdBatchSize = _D.dpsgd_batch_size,

@@ -27,6 +27,7 @@ from fedids.data.preprocess import compute_feature_stats
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.attacks import Attack, attack_seed, poison_update
+from fedids.federation.bounds import bound_client_proposal, check_opened_sum
 from fedids.federation.compression import COMPRESSED, Compression, compress_reply
 from fedids.federation.private import COUNT, REAL, PrivacyMode, open_sum
 from fedids.federation.setup import RunSetup, frame_stats_vector, own_class_counts, setup_from_sum
@@ -202,12 +203,12 @@ def global_models(
     shapes = [tuple(w.shape) for w in get_weights(new_model(n_classes, hidden))]
     layout = agg.UpdateLayout(tuple(shapes))
     sealed = m.decode_sealed(msg.content, ("current", "previous"))
+    opened: dict[str, np.ndarray] = {}
 
     def resolve(name: str, plain_key: str) -> list[np.ndarray] | None:
         if name in sealed:
-            return agg.finalize_update(
-                layout, open_sum(sealed[name], _need(secret_context), layout.length)
-            ).weights
+            opened[name] = open_sum(sealed[name], _need(secret_context), layout.length)
+            return agg.finalize_update(layout, opened[name]).weights
         if plain_key in msg.content:
             arrays = [a.numpy() for a in m.array_record(msg.content, plain_key).values()]
             if [tuple(a.shape) for a in arrays] != shapes:
@@ -218,7 +219,11 @@ def global_models(
     current = resolve("current", m.ARRAYS)
     if current is None:
         raise ValueError("message carries no global model")
-    return current, agg.momentum_between(resolve("previous", m.PREVIOUS), current, server_lr)
+    previous = resolve("previous", m.PREVIOUS)
+    if "current" in opened and previous is not None:  # he: check the sum before training on it (bounds.py)
+        ins = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG))
+        check_opened_sum(layout, opened["current"], previous, ins, sealed["current"].secagg)
+    return current, agg.momentum_between(previous, current, server_lr)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -329,6 +334,7 @@ def handle_train(
     proposal = agg.propose(
         global_weights, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum
     )
+    proposal = bound_client_proposal(ins, global_weights, momentum, proposal)  # sealed modes: the bound
     examples = len(data.labels) / max(setup.rows, 1)
     metrics = {
         "clients": 1.0,

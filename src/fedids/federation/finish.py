@@ -17,6 +17,7 @@ import numpy as np
 from flwr.app import RecordDict
 
 from fedids.federation import messages as m
+from fedids.federation.bounds import model_bound_fields
 from fedids.federation.calibration import (
     ClassMoments,
     alert_rule,
@@ -75,6 +76,7 @@ def _config(run: Run, rule: dict | None = None, dp: CalibrationPrivacy | None = 
         calibration_seed=derive_seed(c.seed, "ccvr"),
         **alert,
         **private,
+        **model_bound_fields(c, run.mode),  # he: the clients check the final sum with them
     ).to_config()
 
 

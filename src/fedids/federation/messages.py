@@ -411,10 +411,17 @@ class ModelInstructions(_Instructions):
     calibration_dp_unit: str = ""
     calibration_dp_noise: float = 0.0
     calibration_dp_shares: int = 1
+    # What bounded the training sums (fedids.federation.bounds): the server step's momentum, each update's
+    # L2 bound (dp: the clip norm; sealed modes: the run's update bound; 0: none) and dp's noise std.
+    server_momentum: float = 0.0
+    clip_norm: float = 0.0
+    noise_std: float = 0.0
 
     def check(self) -> None:
         if not self.labels or self.window < 1 or self.hidden < 1 or not self.server_lr > 0:
             raise ValueError("labels, window, hidden and server-lr must be non-empty / positive")
+        if not 0 <= self.server_momentum < 1 or min(self.clip_norm, self.noise_std) < 0:
+            raise ValueError("server-momentum must be in [0, 1), clip-norm and noise-std >= 0")
         if self.calibration_dp_unit:
             self.calibration_privacy()  # raises ValueError on a unit, noise or share count out of range
 
@@ -444,7 +451,6 @@ class TrainInstructions(ModelInstructions):
     seed: int
     absent_logit_scale: float
     proximal_mu: float
-    server_momentum: float
     client_weighting: str
     head_aggregation: str
     compression: str
@@ -455,8 +461,6 @@ class TrainInstructions(ModelInstructions):
     dpsgd_batch_size: int
     dpsgd_release_noise: float  # > 0: budget two calibration releases at this noise multiplier
     dpsgd_lr: float
-    clip_norm: float = 0.0  # dp: the L2 bound of the update
-    noise_std: float = 0.0  # dp: this client's share of the Gaussian noise
 
     def check(self) -> None:
         super().check()
@@ -472,7 +476,7 @@ class TrainInstructions(ModelInstructions):
             "examples",
         ):
             raise ValueError(f"unknown weighting {self.client_weighting!r} / {self.head_aggregation!r}")
-        if min(self.dpsgd_noise, self.dpsgd_target_epsilon, self.clip_norm, self.noise_std) < 0:
+        if min(self.dpsgd_noise, self.dpsgd_target_epsilon) < 0:
             raise ValueError("DP parameters must be >= 0")
 
     @property

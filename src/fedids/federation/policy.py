@@ -3,7 +3,8 @@
 Every privacy setting of a round travels from the server: the mode a sum is sealed in, the DP clip norm and
 noise, the SecAgg threshold, the rounds DP-SGD budgets for, the calibration releases' noise. A server that
 lowers one of them (noise 0, a plaintext sum in an encrypted run, a threshold of 2, one more round than
-budgeted) would learn a client's update. So each client holds the run's *published* privacy configuration
+budgeted) would learn a client's update; a larger update bound, or none, would let one client move the sum
+further. So each client holds the run's *published* privacy configuration
 (:class:`PrivacyPolicy`: in deployment a file its operator installs, node config ``privacy-policy``; in
 simulation built from the same :class:`~fedids.federation.config.FederationConfig`) and
 :func:`check_message` refuses, with a logged reason, every message that asks for less.
@@ -65,6 +66,7 @@ class PrivacyPolicy:
     dpsgd_batch_size: int
     dpsgd_calibration_noise: float
     sites: int = 0  # >= 2: the client's site sees its vectors in plaintext (fedids.federation.sites)
+    update_bound: float = 20.0  # he/secagg without dp: the L2 bound of each update (fedids.federation.bounds)
 
     @classmethod
     def from_config(cls, config: FederationConfig) -> PrivacyPolicy:
@@ -169,9 +171,24 @@ def check_sum_mode(policy: PrivacyPolicy, privacy: str) -> None:
     check_mode(policy, privacy)
 
 
+def check_bound(policy: PrivacyPolicy, ins: Any) -> None:
+    """The update bound of a sealed run (``he``, ``secagg``): every client cuts its update to it before
+    sealing and checks opened sums against it, so a server may ask for a smaller one, never a larger one
+    or none (dp modes: the clip norm, checked with the noise)."""
+    if not policy.mode.sealed:
+        return
+    if not ins.clip_norm > 0:
+        raise _refuse("a sealed run without an update bound")
+    if policy.mode.dp:
+        _at_most(ins.clip_norm, policy.clip_norm, "clip norm")
+    else:
+        _at_most(ins.clip_norm, policy.update_bound, "update bound")
+
+
 def check_train(policy: PrivacyPolicy, ins: Any, state: Any) -> None:
     """A training message (:class:`~fedids.federation.messages.TrainInstructions`)."""
     check_mode(policy, ins.privacy)
+    check_bound(policy, ins)
     done = int(state.get(ROUNDS_DONE, 0))
     if (policy.mode.dp or policy.dpsgd) and done >= policy.rounds:
         raise _refuse(f"round {done + 1} is beyond the {policy.rounds} rounds the DP budget covers")
@@ -209,6 +226,7 @@ def check_model(policy: PrivacyPolicy, ins: Any, state: Any, releases_sum: bool)
     it asks for a calibration sum (``releases_sum``) in a DP run, the sum must be released with at least
     the policy's noise."""
     check_mode(policy, ins.privacy)
+    check_bound(policy, ins)
     if not (policy.mode.dp or policy.dpsgd) or not releases_sum:
         return
     dp = ins.calibration_privacy()
@@ -267,6 +285,7 @@ __all__ = [
     "POLICY_KEY",
     "PolicyViolation",
     "PrivacyPolicy",
+    "check_bound",
     "check_mode",
     "check_sum_mode",
     "check_model",

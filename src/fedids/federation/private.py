@@ -124,6 +124,7 @@ class SumResult:
     bytes_up: int = 0
     bytes_down: int = 0
     server_seconds: float = 0.0
+    atol: float = 0.0  # the fixed-point code's largest error per coordinate of the sum (sealed modes)
 
     @property
     def ok(self) -> bool:

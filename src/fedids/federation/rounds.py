@@ -27,7 +27,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedids.federation import adaptive, plain, sites
+from fedids.federation import adaptive, bounds, plain, sites
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.client import LOCAL_VAL_FRACTION
@@ -154,7 +154,7 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
     """What a training message configures (:class:`~fedids.federation.messages.TrainInstructions`)."""
     c, mode = run.config, run.mode
     server_lr, server_momentum = c.server_step
-    clip_norm = noise_std = 0.0  # dp only
+    clip_norm, noise_std = (c.update_bound if mode.sealed else 0.0), 0.0  # update bound (bounds.py); dp
     if mode.dp:
         # Under SecAgg the noise shares are sized for the threshold: the sum keeps sigma*C if most drop (a
         # sum with fewer survivors aborts). Otherwise (sites included: a site sees its devices' updates) the
@@ -269,7 +269,7 @@ def train_round(
     )
     if not result.ok:
         raise RuntimeError(f"round {server_round}: no valid client update")
-    current, summary = server_step(run, result)
+    current, summary = server_step(run, result, models, config)
     return RoundOutcome(
         current,
         summary,
@@ -297,10 +297,11 @@ def _tiered_round(run: Run, server_round: int, chosen: list[int], models, config
         layout=run.layout,
         robust=RobustSpec.parse(run.config.robust),
         reference=_reference(run, models),
+        check=bounds.site_check(run.layout, config, models),  # sealed runs: each device's vector in range
     )
     if not result.ok:
         raise RuntimeError(f"round {server_round}: no valid client update")
-    current, summary = server_step(run, result)
+    current, summary = server_step(run, result, models, config)
     return RoundOutcome(
         current,
         summary,
@@ -324,12 +325,13 @@ def _reference(run: Run, models) -> np.ndarray | None:
     return sites.reference_from(run.layout, current.plain, old, server_lr, server_momentum)
 
 
-def server_step(run: Run, result: SumResult) -> tuple[GlobalModel, dict]:
+def server_step(run: Run, result: SumResult, models, config: dict) -> tuple[GlobalModel, dict]:
     """The next global model from a sum: finalised here where the mode shows the sum, else kept sealed
     (and opened by the operator's evaluator, when there is one, for the server-side test only)."""
     total = result.plaintext
     if total is None and run.opener is not None and result.sealed is not None:
         total = run.opener(result.sealed, run.layout.length)
+    bounds.check_round_sum(run.layout, total, config, models, len(result.survivors), result.atol)  # sealed
     aggregate = agg.finalize_update(run.layout, total) if total is not None else None
     summary = aggregate.mean_metrics() if aggregate is not None else {}
     plain_weights = aggregate.weights if aggregate is not None else None

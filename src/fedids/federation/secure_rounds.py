@@ -159,6 +159,7 @@ def _sum_single_stage(
             accepted.append(replies[node])
         if result.survivors:
             result.sealed = SealedSum("bfv", total.to_bytes(), values, quantisation.to_dict())
+            result.atol = quantisation.n_clients * quantisation.quantization_error_bound
         return accepted
     running = np.zeros(length, dtype=np.float64)
     for node in sorted(replies):  # node order fixed, so the float sum is reproducible
@@ -248,6 +249,7 @@ def _run_secagg(
     )
     feed(replies, server.receive_unmask_response)
     survivor_ids = set(server.survivors)
+    result.atol = config.n_clients * config.quantization_error_bound
     result.survivors = [n for n in nodes if ids[n] in survivor_ids]
     if he_server is not None:
         result.sealed = SealedSum("bfv", he_server.encrypted_aggregate(), values, config.to_dict())

@@ -259,6 +259,7 @@ def central_sum(
         result.plaintext = np.sum([partials[s] for s in sorted(partials)], axis=0)
     else:
         config = site_quantisation(len(partials), length, values, next(_SITE_SUM_IDS), devices_per_site)
+        result.atol = config.n_clients * config.quantization_error_bound
         if mode.secagg:
             _secagg_across_sites(mode, partials, config, values, he_public, result, record)
         else:
