@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import stat
@@ -26,6 +25,13 @@ from cryptography import x509
 from fedids.errors import InputError
 from fedids.federation import deployment as dep
 from support import paths
+from support.flower_processes import (
+    Processes,
+    free_ports,
+    host_env,
+    wait_for_port,
+    write_node_files,
+)
 
 ROOT = paths.REPO
 DATA = paths.CICIDS
@@ -315,117 +321,6 @@ def test_cli_init_prints_the_runbook_but_no_key_and_refuses_to_overwrite(tmp_pat
 # Integration: real SuperLink and SuperNodes as separate processes on loopback
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _children(pid: int) -> list[int]:
-    """Every descendant of ``pid`` (read from /proc; empty where /proc is unavailable)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [pid]
-    while stack:
-        for child in parents.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-class Processes:
-    """The Flower processes one test starts, with their logs; :meth:`stop` ends them and their children."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def report(self) -> str:
-        parts = []
-        for path in sorted(self.log_dir.glob("*.log")):
-            text = path.read_text(errors="replace")
-            parts.append(f"----- {path.name} (last 4000 chars) -----\n{text[-4000:]}")
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        # Children first recorded (the SuperLink's and SuperNodes' SuperExec and app processes), since they
-        # are re-parented once their parent exits.
-        descendants = [c for p in self.procs.values() if p.poll() is None for c in _children(p.pid)]
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        deadline = time.monotonic() + 15  # SuperExec processes watch their parent and exit by themselves
-        while descendants and time.monotonic() < deadline:
-            descendants = [pid for pid in descendants if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
-            time.sleep(0.5)
-        for pid in descendants:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _write_node_files(directory: Path) -> list[Path]:
-    """Four small CSVs from real CICIDS2017 rows: 3 SuperNodes' local files and the server's test file.
-
-    The first 400 flows (in time order) of each source file are dealt round-robin, so every file holds
-    every class (BENIGN, DDoS, PortScan, XSS, SQL injection) and no flow is in two files.
-    """
-    import pandas as pd
-
-    from fedids.data.formats import write_trafficlabelling_csv
-    from fedids.data.loader import load_flows
-
-    sources = sorted((DATA / "trafficlabelling-mondirkb").glob("*.csv")) + sorted(
-        (DATA / "trafficlabelling-netsentinel").glob("*.csv")
-    )
-    assert len(sources) == 5, sources
-    parts: list[list] = [[] for _ in range(4)]
-    for source in sources:
-        frame = load_flows([source]).frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
-        frame = frame.iloc[:400]
-        for k in range(4):
-            parts[k].append(frame.iloc[k::4])
-    paths = []
-    for k, chunks in enumerate(parts):
-        paths.append(
-            write_trafficlabelling_csv(pd.concat(chunks, ignore_index=True), directory / f"flows-{k}.csv")
-        )
-    return paths
-
-
 @pytest.fixture
 def processes(tmp_path):
     log_dir = tmp_path / "logs"
@@ -435,30 +330,6 @@ def processes(tmp_path):
         yield procs
     finally:
         procs.stop()
-
-
-def _host_env(flwr_home: Path) -> dict[str, str]:
-    """Environment of one simulated host: its own FLWR_HOME, the venv's bin/ first, nothing fetched."""
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(dep.OFFLINE_ENV)
-    env["FLWR_HOME"] = str(flwr_home)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["OMP_NUM_THREADS"] = "1"  # 2 cores, 5 Python processes: no thread oversubscription
-    return env
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"SuperLink exited with code {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"SuperLink not listening on port {port} after {timeout_s:.0f} s")
 
 
 @pytest.mark.integration
@@ -473,8 +344,8 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     from fedids.task import evaluate_rows, new_model, prepare
 
     started = time.monotonic()
-    link_port, *node_ports = _free_ports(5)
-    files = _write_node_files(tmp_path)
+    link_port, *node_ports = free_ports(5)
+    files = write_node_files(tmp_path)
     run_dir = tmp_path / "server-run"
     # 4 key pairs; only 1-3 are registered, so SuperNode 4 must be refused.
     plan = dep.init_deployment(
@@ -488,7 +359,7 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
         rounds=2,
     )
     layout = plan.layout
-    operator_env = _host_env(layout.flwr_home)
+    operator_env = host_env(layout.flwr_home)
 
     def failure(message: str) -> str:
         report = processes.report()
@@ -508,10 +379,10 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
             ca_cert=dep.CA_CERT, cert=dep.SERVER_CERT, key=dep.SERVER_KEY, host="127.0.0.1", port=link_port
         ),
         cwd=layout.superlink_dir,
-        env=_host_env(tmp_path / "hosts" / "superlink"),
+        env=host_env(tmp_path / "hosts" / "superlink"),
     )
     try:
-        _wait_for_port(link_port, link, 120)
+        wait_for_port(link_port, link, 120)
     except AssertionError as exc:
         pytest.fail(failure(str(exc)))
 
@@ -549,7 +420,7 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
                 runtime_port=node_ports[index - 1],
             ),
             cwd=layout.supernode_dir(index),
-            env=_host_env(tmp_path / "hosts" / f"node-{index}" / "flwr-home"),
+            env=host_env(tmp_path / "hosts" / f"node-{index}" / "flwr-home"),
         )
 
     # 4. Operator: start the run (the runbook's `flwr run`) and follow its real status.

@@ -49,6 +49,18 @@ def deploy_init(
         None, help="Runbook: the Flower app folder (default: deploy/flower-app)."
     ),
     rounds: int = typer.Option(10, help="Runbook: federated rounds."),
+    sites: int = typer.Option(
+        0, "--sites", help="Three tiers: split the --nodes devices into this many site aggregators (>= 2)."
+    ),
+    site_host: list[str] | None = typer.Option(
+        None, "--site-host", help="Three tiers: host of site K's SuperLink; one per site, in order."
+    ),
+    site_port: int | None = typer.Option(
+        None, "--site-port", help="Three tiers: sites' SuperLink port (default --port)."
+    ),
+    site_dir: str = typer.Option(
+        "/srv/fedids/site", "--site-dir", help="Three tiers: the channel folder on each site host."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace existing keys in --out."),
 ) -> None:
     """Generate a CA, the SuperLink TLS certificate and SuperNode key pairs, and print the runbook."""
@@ -59,6 +71,9 @@ def deploy_init(
     check_number("deploy init", "--nodes", nodes, 1, 10_000)
     check_number("deploy init", "--port", port, 1, 65_535)
     check_number("deploy init", "--rounds", rounds, 1, 100_000)
+    check_number("deploy init", "--sites", sites, 0, 10_000)
+    if site_port is not None:
+        check_number("deploy init", "--site-port", site_port, 1, 65_535)
     check_outputs("deploy init", [("--out", out_dir, "dir")])
 
     plan = init_deployment(
@@ -74,10 +89,15 @@ def deploy_init(
         run_dir=run_dir,
         app_dir=app_dir or APP_DIR,
         rounds=rounds,
+        sites=sites,
+        site_hosts=site_host or (),
+        site_ports=[site_port] * sites if site_port is not None and sites >= 2 else (),
+        site_dir=site_dir,
     )
     out.print(render_runbook(plan), markup=False, highlight=False, soft_wrap=True)
     err.print(
-        f"[green]wrote[/green] {plan.root} ({plan.nodes} SuperNode key pairs, private keys mode 0600); "
+        f"[green]wrote[/green] {plan.root} ({plan.nodes} SuperNode key pairs"
+        f"{f' in {plan.sites} sites' if plan.sites else ''}, private keys mode 0600); "
         f"runbook: {Path(plan.root) / RUNBOOK}",
         highlight=False,
     )

@@ -318,7 +318,7 @@ def handle_train(
         seed = attack_seed(ins.seed, ins.server_round, key)
         set_weights(model, poison_update(global_weights, get_weights(model), attack, seed))
     mode = PrivacyMode.parse(ins.privacy)
-    if not mode.private:
+    if not mode.private and m.SUM not in msg.content:  # a sum: private modes, and a site's devices
         return _plain_reply(msg, model, global_weights, data, result, local_f1, dpsgd_epsilon, ins, context)
     start = time.process_time()
     local = get_weights(model)

@@ -233,7 +233,7 @@ def _decide(run: Run, current: GlobalModel, final: GlobalModel, record: dict, re
 
 def _plain_check(run: Run, what: str):
     """Per-client plausibility checks where the server sees each vector (plaintext mode only)."""
-    if run.mode.private or run.setup is None:
+    if run.summed or run.setup is None:
         return None
     n, hidden, totals = len(run.labels), run.config.hidden, run.setup.class_totals
     if what == "moments":

@@ -80,6 +80,12 @@ class Run:
     rows_of: dict[str, int] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
     sites: dict[int, int] = field(default_factory=dict)  # node -> site (three tiers; empty: flat)
+    relayed: bool = False  # deployed sites: each node is a site aggregator answering with a partial sum
+
+    @property
+    def summed(self) -> bool:
+        """Every exchange is a sum of vectors (private modes, and any run whose nodes are sites)."""
+        return self.mode.private or self.relayed
 
     def detector(self, weights: list[np.ndarray], metadata: dict) -> Detector | None:
         if self.setup is None:
@@ -97,13 +103,15 @@ def start(
     expected_clients: int,
     evaluate: Callable[[Detector], dict],
     opener: Opener | None,
+    relayed: bool = False,
 ) -> Run:
-    """Wait for the clients, sum their statistics and derive the run's setup."""
+    """Wait for the clients, sum their statistics and derive the run's setup (``relayed``: the clients are
+    deployed site aggregators, :mod:`fedids.federation.site_app`, so every exchange is a sum)."""
     mode = PrivacyMode.parse(config.privacy)
     he_public = load_public_context(config.he_public_context) if mode.he else None
     nodes = plain.wait_for_nodes(grid, expected_clients, config.timeout_s)
     plain_counts, rows_of, profiles = {}, {}, {}
-    if not mode.private:
+    if not (mode.private or relayed):
         keys, rows_of, stats, label_counts, labels_of, profiles = plain.collect_stats(
             grid, nodes, config.timeout_s
         )
@@ -136,6 +144,7 @@ def start(
         plain_counts,
         rows_of,
         profiles,
+        relayed=relayed,
     )
 
 
@@ -252,7 +261,7 @@ def train_round(
 ) -> RoundOutcome:
     """Send the global model, have the chosen clients train, and sum what they return."""
     config = train_config(run, server_round, chosen, accountant)
-    if not run.mode.private:
+    if not run.summed:
         return _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, strategy)
     if run.sites:
         return _tiered_round(run, server_round, chosen, models, config)
@@ -425,19 +434,21 @@ def run_federation(
     on_round: Callable[[RoundRecord], None] | None = None,
     opener: Opener | None = None,
     sites_of: Mapping[str, int] | None = None,
+    relayed: bool = False,
 ) -> FederationState:
     """Run (or resume) a federated training; see the module docstring. Returns the final state.
 
     ``opener`` is the operator's evaluator for ``he`` modes: it holds a *client* key and opens the sealed
     sums for the server-side test and the saved model. The round loop and the sums never see a secret key.
     ``sites_of``: client key -> site for a three-tier run (``config.sites >= 2``; default: contiguous).
+    ``relayed``: the nodes are deployed site aggregators that answer with their devices' partial sums.
     """
     from fedids.federation import finish
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = start(grid, config, out_dir, expected_clients, evaluate, opener)
-    run.sites = sites.node_sites(run.keys, config.sites, sites_of)
+    run = start(grid, config, out_dir, expected_clients, evaluate, opener, relayed)
+    run.sites = {} if relayed else sites.node_sites(run.keys, config.sites, sites_of)
     if run.mode.he and opener is None:
         log.warning(
             "no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext"
@@ -480,7 +491,7 @@ def _restore(run: Run, resume: bool):
     accountant = plain.make_accountant(config, run.mode, run.keys)
     ledger = (
         None
-        if run.mode.private
+        if run.summed
         else adaptive.EnergyLedger.create(
             run.profiles,
             run.rows_of,

@@ -88,6 +88,10 @@ def _deployment_main(grid: Grid, context: Context) -> None:
 
     run_config = dict(context.run_config)
     config = FederationConfig.from_run_config(run_config)
+    if config.tiered:  # three tiers: the SuperNodes are site aggregators (fedids.federation.site_app)
+        from fedids.federation.site_app import check_central_config
+
+        check_central_config(config)
     test_frame = load_flows([str(run_config["test-data"])]).frame
     data = prepare(
         test_frame, window=config.window, test_fraction=0.5, split=str(run_config.get("split", "time"))
@@ -103,6 +107,7 @@ def _deployment_main(grid: Grid, context: Context) -> None:
         str(run_config.get("out-dir", "fedids-run")),
         expected_clients=config.min_clients,
         evaluate=evaluate,
+        relayed=config.tiered,
     )
 
 

@@ -139,8 +139,8 @@ def supernode_command(
     ``runtime_port`` is the SuperNode's local Runtime API port (bound to 127.0.0.1; must differ between
     SuperNodes sharing a host). ``max_wait_time_s`` bounds how long it retries an unreachable SuperLink.
     """
-    if "data-path" not in node_config:
-        raise ValueError("node_config needs data-path (the SuperNode's local flow file)")
+    if "data-path" not in node_config and "site-dir" not in node_config:
+        raise ValueError("node_config needs data-path (the local flow file) or, for a site, site-dir")
     command = [
         "flower-supernode",
         "--superlink",

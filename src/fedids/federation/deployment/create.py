@@ -88,8 +88,13 @@ def init_deployment(
     run_dir: str = DEFAULT_RUN_DIR,
     app_dir: str | Path = APP_DIR,
     rounds: int = 10,
+    sites: int = 0,
+    site_hosts: Sequence[str] = (),
+    site_ports: Sequence[int] = (),
+    site_dir: str = "/srv/fedids/site",
 ) -> DeploymentPlan:
-    """Generate the CA, the SuperLink certificate, ``nodes`` SuperNode key pairs and the runbook.
+    """Generate the CA, the SuperLink certificate, ``nodes`` SuperNode key pairs and the runbook; returns the
+    plan, also written to ``out_dir/deployment.json`` (the runbook to ``out_dir/RUNBOOK.md``).
 
     Parameters
     ----------
@@ -98,20 +103,17 @@ def init_deployment(
     superlink_host : str
         Name or IP address by which SuperNodes and the operator reach the SuperLink.
     nodes : int
-        Number of SuperNodes (>= 1).
+        Number of SuperNodes (>= 1); with sites, of devices over all sites.
     port : int
         SuperLink port (Fleet, Control and Runtime APIs).
     force : bool
         Replace existing keys; without it, any existing key file raises ``InputError``.
-    extra_hosts : sequence of str
-        More names/addresses for the server certificate.
+    extra_hosts : sequence of str (more names/addresses for the server certificate)
     data_path, model_dir, test_data, run_dir, app_dir, rounds
         Defaults written into the runbook's commands.
-
-    Returns
-    -------
-    DeploymentPlan
-        Also written to ``out_dir/deployment.json``; the runbook to ``out_dir/RUNBOOK.md``.
+    sites, site_hosts, site_ports, site_dir
+        Three tiers (``sites >= 2``, :mod:`fedids.federation.deployment.sites`): ``nodes`` devices in
+        ``sites`` sites, each site SuperLink's host and port (default ``port``), the channel folder.
     """
     host, hosts, root = _check_request(
         out_dir,
@@ -120,13 +122,16 @@ def init_deployment(
         nodes=nodes,
         port=port,
         rounds=rounds,
-        paths=(data_path, model_dir, test_data, run_dir),
+        paths=(data_path, model_dir, test_data, run_dir, site_dir),
         force=force,
+        sites=sites,
     )
+    hosts_of_sites, ports_of_sites = _check_sites(sites, nodes, site_hosts, site_ports, port)
     layout = DeploymentLayout(root)
-    ca_pem = _write_tls(layout, host, hosts)
-    fingerprints = _write_node_keys(layout, nodes, ca_pem)
-    _write_policies(layout, nodes, rounds)
+    ca_pem, ca = _write_tls(layout, host, hosts)
+    fingerprints, named = _write_keys(layout, ca_pem, ca, nodes, rounds, sites, hosts_of_sites)
+    if sites >= 2 and Path(app_dir) == APP_DIR:
+        app_dir = _central_app(layout)
     _write_operator(layout, format_address(host, port), ca_pem)
     plan = DeploymentPlan(
         root=str(root),
@@ -141,10 +146,31 @@ def init_deployment(
         rounds=rounds,
         node_fingerprints=fingerprints,
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        sites=sites if sites >= 2 else 0,
+        site_hosts=hosts_of_sites,
+        site_ports=ports_of_sites,
+        site_dir=site_dir,
+        fingerprints=named,
     )
+    _save_plan(plan)
+    return plan
+
+
+def _central_app(layout: DeploymentLayout) -> Path:
+    from fedids.federation.deployment.sites import write_central_app
+
+    return write_central_app(layout.operator_dir)
+
+
+def _save_plan(plan: DeploymentPlan) -> None:
+    """The site operators' Flower configurations (three tiers), the manifest and the runbook."""
+    root = Path(plan.root)
+    if plan.sites >= 2:
+        from fedids.federation.deployment.sites import write_site_operators
+
+        write_site_operators(plan)
     _write_public(root / MANIFEST, json.dumps(asdict(plan), indent=1).encode())
     _write_public(root / RUNBOOK, render_runbook(plan).encode())
-    return plan
 
 
 def _check_request(
@@ -157,6 +183,7 @@ def _check_request(
     rounds: int,
     paths: Sequence[str],
     force: bool,
+    sites: int = 0,
 ) -> tuple[str, list[str], Path]:
     """Validate :func:`init_deployment`'s arguments before anything is written.
 
@@ -177,7 +204,15 @@ def _check_request(
             )
         format_config_pairs({"path": value})
     layout = DeploymentLayout(root)
-    existing = [p for p in layout.private_files(nodes) if p.exists()]
+    private = layout.private_files(nodes)
+    if sites >= 2:
+        from fedids.federation.deployment.sites import SiteLayout, devices_per_site
+
+        counts = devices_per_site(nodes, sites) if sites <= nodes else []
+        private = private[:2] + [
+            p for k, n in enumerate(counts, 1) for p in SiteLayout(root, k).private_files(n)
+        ]
+    existing = [p for p in private if p.exists()]
     if existing and not force:
         raise InputError(f"{existing[0]}: key already exists; pass --force to replace every key in {root}")
     if root.exists() and not root.is_dir():
@@ -185,8 +220,49 @@ def _check_request(
     return host, hosts, root
 
 
-def _write_tls(layout: DeploymentLayout, host: str, hosts: Sequence[str]) -> bytes:
-    """The CA (``ca/``) and the SuperLink's certificate (``superlink/``); returns the CA certificate (PEM)."""
+def _write_keys(
+    layout: DeploymentLayout,
+    ca_pem: bytes,
+    ca: tuple,
+    nodes: int,
+    rounds: int,
+    sites: int,
+    site_hosts: list[str],
+) -> tuple[list[str], dict[str, str]]:
+    """The nodes' key pairs and policies: flat SuperNodes, or both tiers of a three-tier deployment.
+    Returns the fingerprints in order and (three tiers) by key name."""
+    if sites >= 2:
+        from fedids.federation.deployment.sites import write_sites
+
+        named = write_sites(layout.root, ca, sites, nodes, site_hosts, rounds)
+        return list(named.values()), named
+    fingerprints = _write_node_keys(layout, nodes, ca_pem)
+    _write_policies(layout, nodes, rounds)
+    return fingerprints, {}
+
+
+def _check_sites(
+    sites: int, nodes: int, site_hosts: Sequence[str], site_ports: Sequence[int], port: int
+) -> tuple[list[str], list[int]]:
+    """Each site's SuperLink host and port (InputError for a bad request); empty for a flat deployment."""
+    if sites in (0, 1) and not site_hosts:
+        return [], []
+    if not 2 <= sites <= nodes:
+        raise InputError(f"--sites {sites}: between 2 and the {nodes} devices (--nodes)")
+    if len(site_hosts) != sites:
+        raise InputError(f"--sites {sites}: give one --site-host per site ({len(site_hosts)} given)")
+    ports = list(site_ports) or [port] * sites
+    if len(ports) != sites:
+        raise InputError(f"--sites {sites}: give one site port per site")
+    hosts = [validate_host(h) for h in site_hosts]
+    for h, p in zip(hosts, ports):
+        format_address(h, p)
+    return hosts, ports
+
+
+def _write_tls(layout: DeploymentLayout, host: str, hosts: Sequence[str]) -> tuple[bytes, tuple]:
+    """The CA (``ca/``) and the SuperLink's certificate (``superlink/``); returns the CA certificate (PEM)
+    and the CA (key, certificate), which also signs the site SuperLinks' certificates."""
     ca_key, ca_cert = create_ca(f"fedids CA for {host}"[:64])
     server_key, server_cert = create_server_certificate(ca_key, ca_cert, hosts)
     ca_pem = encode_certificate(ca_cert)
@@ -196,7 +272,7 @@ def _write_tls(layout: DeploymentLayout, host: str, hosts: Sequence[str]) -> byt
     _write_private(_private_dir(layout.superlink_dir) / SERVER_KEY, encode_private_key(server_key))
     _write_public(layout.superlink_dir / SERVER_CERT, encode_certificate(server_cert))
     _write_public(layout.superlink_dir / CA_CERT, ca_pem)
-    return ca_pem
+    return ca_pem, (ca_key, ca_cert)
 
 
 def _write_node_keys(layout: DeploymentLayout, nodes: int, ca_pem: bytes) -> list[str]:

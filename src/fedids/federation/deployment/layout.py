@@ -91,6 +91,12 @@ class DeploymentPlan:
     rounds: int = 10
     node_fingerprints: list[str] = field(default_factory=list)
     created: str = ""
+    # Three tiers (sites >= 2; fedids.federation.deployment.sites): nodes = devices over all sites
+    sites: int = 0
+    site_hosts: list[str] = field(default_factory=list)
+    site_ports: list[int] = field(default_factory=list)
+    site_dir: str = "/srv/fedids/site"
+    fingerprints: dict[str, str] = field(default_factory=dict)  # three tiers: key name -> fingerprint
 
     @property
     def address(self) -> str:
@@ -102,11 +108,13 @@ class DeploymentPlan:
 
     def run_config(self) -> dict[str, str | int | float | bool]:
         """The run config the runbook's ``flwr run`` passes (paths are on the SuperLink host)."""
+        tiers: dict[str, str | int | float | bool] = {"sites": self.sites} if self.sites >= 2 else {}
         return {
             "rounds": self.rounds,
-            "min-clients": self.nodes,
+            "min-clients": self.sites if self.sites >= 2 else self.nodes,
             "test-data": self.test_data,
             "out-dir": self.run_dir,
+            **tiers,
         }
 
     def node_config(self, index: int) -> dict[str, str | int | float | bool]:

@@ -27,6 +27,10 @@ from fedids.federation.deployment.layout import (
 
 def render_runbook(plan: DeploymentPlan) -> str:
     """The copy-paste runbook (Markdown) for ``plan``: one section per machine, commands in order."""
+    if plan.sites >= 2:
+        from fedids.federation.deployment.sites import render_sites_runbook
+
+        return render_sites_runbook(plan)
     exports = "export " + " ".join(f"{k}={v}" for k, v in OFFLINE_ENV.items())
     return (
         _intro(plan)
