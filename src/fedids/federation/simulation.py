@@ -103,6 +103,19 @@ def _sites_of(parts: list[np.ndarray], sites: list[int] | None) -> dict[str, int
     return {partition_key(i): site for i, site in enumerate(kept)}
 
 
+def _backend_config(ray_init_args: dict | None) -> dict:
+    """Ray for the simulation: one CPU per virtual client (the stack notes' rule), quiet logs."""
+    return {
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+        "init_args": {
+            "logging_level": logging.ERROR,
+            "log_to_driver": False,
+            "include_dashboard": False,
+            **(ray_init_args or {}),
+        },
+    }
+
+
 def run_simulated(
     data: PreparedData,
     parts: list[np.ndarray],
@@ -158,15 +171,7 @@ def run_simulated(
         policy=PrivacyPolicy.from_config(config),
         attacks=attacks,
     )
-    backend = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "logging_level": logging.ERROR,
-            "log_to_driver": False,
-            "include_dashboard": False,
-            **(ray_init_args or {}),
-        },
-    }
+    backend = _backend_config(ray_init_args)
     flwr_logger = logging.getLogger("flwr")
     previous_level = flwr_logger.level
     flwr_logger.setLevel(logging.WARNING)
