@@ -276,18 +276,7 @@ def train_round(
         he_public=run.he_public,
         timeout=run.config.timeout_s,
     )
-    if not result.ok:
-        raise RuntimeError(f"round {server_round}: no valid client update")
-    current, summary = server_step(run, result, models, config)
-    return RoundOutcome(
-        current,
-        summary,
-        len(result.survivors),
-        result.rejected,
-        result.bytes_down,
-        result.bytes_up,
-        result.server_seconds,
-    )
+    return _outcome(run, server_round, result, models, config)
 
 
 def _tiered_round(run: Run, server_round: int, chosen: list[int], models, config: dict) -> RoundOutcome:
@@ -308,19 +297,24 @@ def _tiered_round(run: Run, server_round: int, chosen: list[int], models, config
         reference=_reference(run, models),
         check=bounds.site_check(run.layout, config, models),  # sealed runs: each device's vector in range
     )
+    return _outcome(run, server_round, result, models, config, tiers.to_dict())
+
+
+def _outcome(
+    run: Run, server_round: int, result, models, config: dict, tiers: dict | None = None
+) -> RoundOutcome:
+    """The server's step on a round's sum, with the round's counts (a round without a valid sum fails)."""
     if not result.ok:
         raise RuntimeError(f"round {server_round}: no valid client update")
     current, summary = server_step(run, result, models, config)
-    return RoundOutcome(
-        current,
-        summary,
+    counts = (
         len(result.survivors),
         result.rejected,
         result.bytes_down,
         result.bytes_up,
         result.server_seconds,
-        tiers=tiers.to_dict(),
     )
+    return RoundOutcome(current, summary, *counts, tiers=tiers)
 
 
 def _reference(run: Run, models) -> np.ndarray | None:
