@@ -165,14 +165,7 @@ def _sum_single_stage(
     for node in sorted(replies):  # node order fixed, so the float sum is reproducible
         try:
             value = m.array_record(replies[node].content, m.CONTRIBUTION)["value"].numpy()
-            if value.dtype != np.float64 or value.shape != (length,):
-                raise ValueError(
-                    f"vector has dtype {value.dtype} and shape {value.shape}, expected float64 ({length},)"
-                )
-            if not np.isfinite(value).all():
-                raise ValueError("vector contains NaN or Inf")
-            if check is not None:
-                check(node, value)
+            check_plain_vector(node, value, length, check)
         except (KeyError, ValueError) as exc:
             log.warning("rejected vector from %s: %s", node, exc)
             result.rejected += 1
@@ -182,6 +175,21 @@ def _sum_single_stage(
         accepted.append(replies[node])
     result.plaintext = running
     return accepted
+
+
+def check_plain_vector(
+    node: int, value: np.ndarray, length: int, check: Callable[[int, np.ndarray], None] | None
+) -> None:
+    """A plaintext contribution as every summer accepts it (the flat server, a site): float64 ``(length,)``,
+    finite, then ``check`` (the caller's plausibility checks); ValueError with the reason otherwise."""
+    if value.dtype != np.float64 or value.shape != (length,):
+        raise ValueError(
+            f"vector has dtype {value.dtype} and shape {value.shape}, expected float64 ({length},)"
+        )
+    if not np.isfinite(value).all():
+        raise ValueError("vector contains NaN or Inf")
+    if check is not None:
+        check(node, value)
 
 
 def _run_secagg(

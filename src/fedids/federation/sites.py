@@ -54,7 +54,7 @@ from fedids.federation import messages as m
 from fedids.federation.partition import gateway_subnet
 from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult, secagg_clip_range
 from fedids.federation.robust import RobustSpec, reference_proposal, robust_contribution
-from fedids.federation.secure_rounds import exchange, payload_bytes
+from fedids.federation.secure_rounds import check_plain_vector, exchange, payload_bytes
 
 log = logging.getLogger("fedids.server")
 _SITE_SUM_IDS = itertools.count(1 << 40)  # SecAgg round ids of the site tier, apart from the flat ones
@@ -154,14 +154,7 @@ class SiteAggregator:
         if node in self.received:
             raise ValueError(f"site {self.site}: a second vector from device {node}")
         value = np.asarray(vector)
-        if value.dtype != np.float64 or value.shape != (self.length,):
-            raise ValueError(
-                f"vector has dtype {value.dtype} and shape {value.shape}, expected ({self.length},)"
-            )
-        if not np.isfinite(value).all():
-            raise ValueError("vector contains NaN or Inf")
-        if check is not None:
-            check(node, value)
+        check_plain_vector(node, value, self.length, check)
         self.received[node] = value
 
     def contribution(

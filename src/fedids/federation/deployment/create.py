@@ -269,27 +269,37 @@ def _write_tls(layout: DeploymentLayout, host: str, hosts: Sequence[str]) -> tup
 
     _write_private(_private_dir(layout.ca_dir) / CA_KEY, encode_private_key(ca_key))
     _write_public(layout.ca_dir / CA_CERT, ca_pem)
-    _write_private(_private_dir(layout.superlink_dir) / SERVER_KEY, encode_private_key(server_key))
-    _write_public(layout.superlink_dir / SERVER_CERT, encode_certificate(server_cert))
-    _write_public(layout.superlink_dir / CA_CERT, ca_pem)
+    write_superlink_tls(layout.superlink_dir, server_key, server_cert, ca_pem)
     return ca_pem, (ca_key, ca_cert)
+
+
+def write_superlink_tls(directory: Path, server_key, server_cert, ca_pem: bytes) -> None:  # noqa: ANN001
+    """A SuperLink's TLS files in ``directory`` (0700): its key (0600), its certificate and the CA's."""
+    _write_private(_private_dir(directory) / SERVER_KEY, encode_private_key(server_key))
+    _write_public(directory / SERVER_CERT, encode_certificate(server_cert))
+    _write_public(directory / CA_CERT, ca_pem)
+
+
+def write_node_key_pair(directory: Path, name: str, registered: Path, ca_pem: bytes) -> str:
+    """A SuperNode's key pair in ``directory`` (0700; private half 0600) with the CA certificate, and the
+    public half at ``registered`` (the operator's copy to register); returns its fingerprint."""
+    key = create_node_key()
+    public = encode_node_public_key(key, comment=name)
+    _write_private(_private_dir(directory) / NODE_KEY, encode_node_private_key(key))
+    _write_public(directory / NODE_PUB, public)
+    _write_public(directory / CA_CERT, ca_pem)
+    registered.parent.mkdir(parents=True, exist_ok=True)
+    _write_public(registered, public)
+    return node_key_fingerprint(public)
 
 
 def _write_node_keys(layout: DeploymentLayout, nodes: int, ca_pem: bytes) -> list[str]:
     """One key pair per SuperNode (``supernode-K/``, public half also in ``operator/node-keys/``);
     returns their fingerprints."""
-    fingerprints = []
-    (layout.operator_dir / "node-keys").mkdir(parents=True, exist_ok=True)
-    for index in range(1, nodes + 1):
-        key = create_node_key()
-        public = encode_node_public_key(key, comment=supernode_name(index))
-        directory = _private_dir(layout.supernode_dir(index))
-        _write_private(directory / NODE_KEY, encode_node_private_key(key))
-        _write_public(directory / NODE_PUB, public)
-        _write_public(directory / CA_CERT, ca_pem)
-        _write_public(layout.node_public_key(index), public)
-        fingerprints.append(node_key_fingerprint(public))
-    return fingerprints
+    return [
+        write_node_key_pair(layout.supernode_dir(i), supernode_name(i), layout.node_public_key(i), ca_pem)
+        for i in range(1, nodes + 1)
+    ]
 
 
 def _write_policies(layout: DeploymentLayout, nodes: int, rounds: int) -> None:

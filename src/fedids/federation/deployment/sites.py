@@ -145,17 +145,8 @@ def write_sites(plan_root: Path, ca: tuple, sites: int, nodes: int, hosts: list[
     """Write every site's folders (see the module docstring); returns the fingerprints by key name."""
     from fedids.federation.config import FederationConfig
     from fedids.federation.deployment import create as c
-    from fedids.federation.deployment.keys import (
-        create_node_key,
-        create_server_certificate,
-        encode_certificate,
-        encode_node_private_key,
-        encode_node_public_key,
-        encode_private_key,
-        node_key_fingerprint,
-    )
-    from fedids.federation.deployment.layout import CA_CERT, NODE_KEY, NODE_PUB, POLICY_FILE, SERVER_CERT
-    from fedids.federation.deployment.layout import SERVER_KEY as LINK_KEY
+    from fedids.federation.deployment.keys import create_server_certificate, encode_certificate
+    from fedids.federation.deployment.layout import CA_CERT, POLICY_FILE
     from fedids.federation.policy import PrivacyPolicy
 
     ca_key, ca_cert = ca
@@ -164,21 +155,12 @@ def write_sites(plan_root: Path, ca: tuple, sites: int, nodes: int, hosts: list[
     fingerprints: dict[str, str] = {}
 
     def key_pair(directory: Path, name: str, registered: Path) -> None:
-        key = create_node_key()
-        public = encode_node_public_key(key, comment=name)
-        c._write_private(c._private_dir(directory) / NODE_KEY, encode_node_private_key(key))
-        c._write_public(directory / NODE_PUB, public)
-        c._write_public(directory / CA_CERT, ca_pem)
-        registered.parent.mkdir(parents=True, exist_ok=True)
-        c._write_public(registered, public)
-        fingerprints[name] = node_key_fingerprint(public)
+        fingerprints[name] = c.write_node_key_pair(directory, name, registered, ca_pem)
 
     for k, count in enumerate(devices_per_site(nodes, sites), 1):
         site = SiteLayout(plan_root, k)
         server_key, server_cert = create_server_certificate(ca_key, ca_cert, [hosts[k - 1]])
-        c._write_private(c._private_dir(site.superlink_dir) / LINK_KEY, encode_private_key(server_key))
-        c._write_public(site.superlink_dir / SERVER_CERT, encode_certificate(server_cert))
-        c._write_public(site.superlink_dir / CA_CERT, ca_pem)
+        c.write_superlink_tls(site.superlink_dir, server_key, server_cert, ca_pem)
         key_pair(site.uplink_dir, site_name(k), site_public_key(plan_root, k))
         for j in range(1, count + 1):
             key_pair(site.device_dir(j), device_name(k, j), site.device_public_key(j))
