@@ -1,4 +1,4 @@
-"""Fixtures shared by test files in more than one folder.
+"""Fixtures shared by more than one test file.
 
 ``tests/`` mirrors ``src/fedids/`` (``tests/data/`` tests ``fedids.data``, ...); tests that cross
 packages (the layer check, the in-process fuzzing of every input boundary) sit at the top. Helpers that
@@ -12,6 +12,8 @@ folders use it, and no test modifies what they return (tests that need a changed
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -19,6 +21,7 @@ from fedids.data.loader import load_flows
 from fedids.model.artifacts import Detector
 from fedids.model.train import TrainConfig
 from fedids.task import PreparedData, prepare, train_centralized
+from support.flower_processes import Processes
 from support.paths import CICIDS
 
 
@@ -39,3 +42,15 @@ def real_detector() -> tuple[Detector, PreparedData]:
     data = prepare(load_flows(files).frame, split="label-time")
     detector, _ = train_centralized(data, TrainConfig(epochs=3))
     return detector, data
+
+
+@pytest.fixture
+def processes(tmp_path) -> Iterator[Processes]:
+    """The Flower processes a deployment test starts (logs in ``tmp_path/logs``), all ended afterwards."""
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    procs = Processes(log_dir)
+    try:
+        yield procs
+    finally:
+        procs.stop()

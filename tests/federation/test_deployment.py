@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -26,9 +25,11 @@ from fedids.errors import InputError
 from fedids.federation import deployment as dep
 from support import paths
 from support.flower_processes import (
-    Processes,
+    SMALL_RUN_CONFIG,
+    follow_run,
     free_ports,
     host_env,
+    submit_run,
     wait_for_port,
     write_node_files,
 )
@@ -321,17 +322,6 @@ def test_cli_init_prints_the_runbook_but_no_key_and_refuses_to_overwrite(tmp_pat
 # Integration: real SuperLink and SuperNodes as separate processes on loopback
 
 
-@pytest.fixture
-def processes(tmp_path):
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    procs = Processes(log_dir)
-    try:
-        yield procs
-    finally:
-        procs.stop()
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_an_unregistered_node(
@@ -361,16 +351,7 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
     layout = plan.layout
     operator_env = host_env(layout.flwr_home)
 
-    def failure(message: str) -> str:
-        report = processes.report()
-        if "Runtime task-token authentication failed" in report:
-            # Flower gives a freshly started flwr-clientapp/-serverapp 30 s to send its first heartbeat;
-            # past that the task is re-queued and a new process started, forever on an overloaded host.
-            message += (
-                f"\nhint: app processes did not start within Flower's 30 s task-claim window; "
-                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
-            )
-        return f"{message}\n{report}"
+    failure = processes.failure
 
     # 1. SuperLink host: the runbook's command, in the superlink/ folder (TLS + node authentication).
     link = processes.start(
@@ -425,42 +406,27 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
 
     # 4. Operator: start the run (the runbook's `flwr run`) and follow its real status.
     # min-clients 3: the plan counts 4 key pairs, but only the 3 registered nodes can join.
-    run_config = plan.run_config() | {
-        "min-clients": 3,
-        "hidden": 16,
-        "window": 5,
-        "batch-size": 64,
-        "lr": 0.01,
-        "timeout-s": 600.0,
-    }
-    submitted = subprocess.run(
-        dep.run_command(APP, run_config), env=operator_env, capture_output=True, text=True, timeout=300
-    )
-    assert submitted.returncode == 0, failure(submitted.stdout + submitted.stderr)
-    run_id = int(dep.parse_json_output(submitted.stdout)["run-id"])
+    run_config = plan.run_config() | {"min-clients": 3} | SMALL_RUN_CONFIG
+    try:
+        run_id = submit_run(APP, run_config, operator_env)
+    except AssertionError as exc:
+        pytest.fail(failure(str(exc)))
 
-    deadline, last_query, status = time.monotonic() + 900, 0.0, None
-    while time.monotonic() < deadline:
-        nodes[4].poll()  # reap the refused node at once: its SuperExec watches for the parent to disappear
-        for index in (1, 2, 3):
-            if nodes[index].poll() is not None:
-                pytest.fail(
-                    failure(f"registered SuperNode {index} exited with code {nodes[index].returncode}")
-                )
-        state_done = (run_dir / STATE_FILE).exists() and json.loads((run_dir / STATE_FILE).read_text())[
-            "completed_round"
-        ] == 2
-        # `flwr ls` costs a Python start-up: ask every 20 s, or at once when the server has written round 2.
-        if state_done or time.monotonic() - last_query > 20:
-            try:
-                status = dep.read_run_status(run_id, env=operator_env)
-            except subprocess.TimeoutExpired:
-                continue  # `flwr ls` itself was too slow (overloaded host): ask again
-            finally:
-                last_query = time.monotonic()
-            if status.finished:
-                break
-        time.sleep(2)
+    def state_done() -> bool:
+        state = run_dir / STATE_FILE
+        return state.exists() and json.loads(state.read_text())["completed_round"] == 2
+
+    try:  # the refused node is reaped at once: its SuperExec watches for the parent to disappear
+        status = follow_run(
+            run_id,
+            operator_env,
+            watched={f"registered SuperNode {i}": nodes[i] for i in (1, 2, 3)},
+            reaped=[nodes[4]],
+            done=state_done,
+            query_every_s=20,
+        )
+    except AssertionError as exc:
+        pytest.fail(failure(str(exc)))
     if status is None or not status.succeeded:
         try:
             server_log = subprocess.run(

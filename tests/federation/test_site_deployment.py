@@ -27,7 +27,16 @@ from fedids.federation.site_channel import (
     decode_envelope,
     encode_envelope,
 )
-from support.flower_processes import Processes, free_ports, host_env, wait_for_port, write_node_files
+from support.flower_processes import (
+    SMALL_RUN_CONFIG,
+    Processes,
+    follow_run,
+    free_ports,
+    host_env,
+    submit_run,
+    wait_for_port,
+    write_node_files,
+)
 
 # --------------------------------------------------------------------------------------------------
 # The channel and the material (fast)
@@ -189,15 +198,6 @@ def test_cli_init_with_sites_exits_2_on_bad_input(tmp_path):
 # Integration: every process real, on loopback
 
 
-def _flwr_run(app: Path, run_config: dict, env: dict) -> int:
-    submitted = subprocess.run(
-        dep.run_command(app, run_config), env=env, capture_output=True, text=True, timeout=300
-    )
-    if submitted.returncode != 0:
-        raise AssertionError(submitted.stdout + submitted.stderr)
-    return int(dep.parse_json_output(submitted.stdout)["run-id"])
-
-
 def _register(processes: Processes, keys: dict[str, tuple[Path, dict]], cwd: Path) -> None:
     """``flwr supernode register`` of every key (in parallel: each `flwr` start costs seconds)."""
     started = {
@@ -242,8 +242,7 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
     central_env = host_env(plan.layout.flwr_home)
     site_env = {k: host_env(s.flwr_home) for k, s in site_layouts.items()}
 
-    def failure(message: str) -> str:
-        return f"{message}\n{processes.report()}"
+    failure = processes.failure
 
     # 1. Three SuperLinks (TLS + node authentication), each the runbook's command in its own folder.
     links = {"central": (plan.layout.superlink_dir, central_port)} | {
@@ -320,7 +319,7 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
     for k, site in site_layouts.items():
         site_config = ds.site_run_config(plan, k) | {"site-dir": str(site_dirs[k]), "timeout-s": 600.0}
         try:
-            _flwr_run(ds.SITE_APP_DIR, site_config, site_env[k])
+            submit_run(ds.SITE_APP_DIR, site_config, site_env[k])
         except AssertionError as exc:
             pytest.fail(failure(f"site {k}: flwr run failed\n{exc}"))
         processes.start(
@@ -338,41 +337,35 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
         )
 
     # 5. The central run (2 sites as its clients), followed to its real end.
-    run_config = plan.run_config() | {
-        "hidden": 16,
-        "window": 5,
-        "batch-size": 64,
-        "lr": 0.01,
-        "timeout-s": 600.0,
-        "calibration": "none",  # two fewer exchanges through both tiers: the test's time is in process starts
-    }
+    # calibration none: two fewer exchanges through both tiers (the test's time is in process starts)
+    run_config = plan.run_config() | SMALL_RUN_CONFIG | {"calibration": "none"}
     try:
-        run_id = _flwr_run(plan.app_dir, run_config, central_env)
+        run_id = submit_run(plan.app_dir, run_config, central_env)
     except AssertionError as exc:
         pytest.fail(failure(f"central: flwr run failed\n{exc}"))
-    deadline, last_query, status = time.monotonic() + 900, 0.0, None
-    while time.monotonic() < deadline:
-        stranger.poll()
-        for name, proc in devices.items():
-            if proc.poll() is not None:
-                pytest.fail(failure(f"registered device {name} exited with code {proc.returncode}"))
-        state_done = (run_dir / STATE_FILE).exists() and json.loads((run_dir / STATE_FILE).read_text())[
-            "completed_round"
-        ] == 2
-        finished_models = all(
-            (tmp_path / "hosts" / f"site-{k}-device-{j}" / "model" / "metadata.json").exists()
-            for k, j in devices
+
+    def done() -> bool:
+        state = run_dir / STATE_FILE
+        return (
+            state.exists()
+            and json.loads(state.read_text())["completed_round"] == 2
+            and all(
+                (tmp_path / "hosts" / f"site-{k}-device-{j}" / "model" / "metadata.json").exists()
+                for k, j in devices
+            )
         )
-        if (state_done and finished_models) or time.monotonic() - last_query > 30:
-            try:
-                status = dep.read_run_status(run_id, env=central_env)
-            except subprocess.TimeoutExpired:
-                continue
-            finally:
-                last_query = time.monotonic()
-            if status.finished:
-                break
-        time.sleep(2)
+
+    try:
+        status = follow_run(
+            run_id,
+            central_env,
+            watched={f"registered device {name}": proc for name, proc in devices.items()},
+            reaped=[stranger],
+            done=done,
+            query_every_s=30,
+        )
+    except AssertionError as exc:
+        pytest.fail(failure(str(exc)))
     if status is None or not status.succeeded:
         pytest.fail(failure(f"central run {run_id}: {status}"))
 
@@ -408,14 +401,3 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
         f"macro-F1 round 1 {state['history'][0]['test']['macro_f1']:.3f} -> "
         f"round 2 {state['history'][1]['test']['macro_f1']:.3f}"
     )
-
-
-@pytest.fixture
-def processes(tmp_path):
-    log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    procs = Processes(log_dir)
-    try:
-        yield procs
-    finally:
-        procs.stop()

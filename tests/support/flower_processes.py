@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fedids.federation import deployment as dep
@@ -59,6 +60,18 @@ class Processes:
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def failure(self, message: str) -> str:
+        """``message`` with every process log (and a hint when Flower's app processes started too late)."""
+        report = self.report()
+        if "Runtime task-token authentication failed" in report:
+            # Flower gives a freshly started flwr-clientapp/-serverapp 30 s to send its first heartbeat;
+            # past that the task is re-queued and a new process started, forever on an overloaded host.
+            message += (
+                f"\nhint: app processes did not start within Flower's 30 s task-claim window; "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+            )
+        return f"{message}\n{report}"
 
     def report(self) -> str:
         parts = []
@@ -151,3 +164,52 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"SuperLink not listening on port {port} after {timeout_s:.0f} s")
+
+
+# The small model both deployment tests train (fast on 2 cores; the pipeline is what they check).
+SMALL_RUN_CONFIG = {"hidden": 16, "window": 5, "batch-size": 64, "lr": 0.01, "timeout-s": 600.0}
+
+
+def submit_run(app: Path, run_config: dict, env: dict) -> int:
+    """``flwr run`` of ``app`` (the runbook's command) with ``run_config``; its run id, or AssertionError
+    with Flower's output."""
+    submitted = subprocess.run(
+        dep.run_command(app, run_config), env=env, capture_output=True, text=True, timeout=300
+    )
+    if submitted.returncode != 0:
+        raise AssertionError(submitted.stdout + submitted.stderr)
+    return int(dep.parse_json_output(submitted.stdout)["run-id"])
+
+
+def follow_run(
+    run_id: int,
+    env: dict,
+    *,
+    watched: dict[str, subprocess.Popen],
+    reaped: list[subprocess.Popen],
+    done: Callable[[], bool],
+    query_every_s: float,
+    timeout_s: float = 900,
+):  # noqa: ANN201 - fedids.federation.deployment.RunStatus or None
+    """Follow run ``run_id`` to its end (``flwr ls``; None if it never answered); AssertionError when a
+    ``watched`` process exits first. ``reaped``: processes expected to exit (polled so they do not linger
+    as zombies); ``flwr ls`` costs a Python start-up, so it is asked every ``query_every_s`` or at once
+    when ``done()`` says the run's own files show its end."""
+    deadline, last_query, status = time.monotonic() + timeout_s, 0.0, None
+    while time.monotonic() < deadline:
+        for proc in reaped:
+            proc.poll()
+        for name, proc in watched.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with code {proc.returncode}")
+        if done() or time.monotonic() - last_query > query_every_s:
+            try:
+                status = dep.read_run_status(run_id, env=env)
+            except subprocess.TimeoutExpired:
+                continue  # `flwr ls` itself was too slow (overloaded host): ask again
+            finally:
+                last_query = time.monotonic()
+            if status.finished:
+                break
+        time.sleep(2)
+    return status
