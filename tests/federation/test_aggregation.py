@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Message, Metadata, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvgM
 
 from fedids.federation import aggregation as agg
+from support.flower_messages import message
 
 SHAPES = ((4,), (2, 1), (2,))  # a body of 4 values and a head of 2 classes x 1 feature, with biases
 LAYOUT = agg.UpdateLayout(SHAPES)
@@ -65,20 +66,7 @@ def _reply(node: int, weights: list[np.ndarray], n: float) -> Message:
             "metrics": MetricRecord({"num-examples": float(n)}),
         }
     )
-    return Message(
-        content,
-        metadata=Metadata(
-            run_id=1,
-            message_id=f"m{node}",
-            src_node_id=node,
-            dst_node_id=0,
-            reply_to_message_id="i",
-            group_id="1",
-            created_at=0.0,
-            ttl=60.0,
-            message_type="train",
-        ),
-    )
+    return message(content, "train", src=node, dst=0, reply_to="i", message_id=f"m{node}")
 
 
 @pytest.mark.parametrize("lr, mu", [(1.0, 0.5), (0.7, 0.9), (1.0, 0.0)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
@@ -30,6 +30,7 @@ from fedids.federation.private import REAL, SealedSum, secagg_clip_range
 from fedids.federation.sites import SiteAggregator
 from fedids.model.train import get_weights
 from fedids.task import new_model
+from support.flower_messages import message as flower_message
 
 N_CLASSES, HIDDEN, LR, MU, BOUND = 2, 4, 1.0, 0.5, 2.0
 RNG = np.random.default_rng(0)
@@ -176,18 +177,7 @@ def test_he_clients_refuse_an_encrypted_sum_out_of_range_before_training_on_it()
         sealed = SealedSum("bfv", total.to_bytes(), REAL, code.to_dict())
         content = RecordDict({m.CONFIG: ConfigRecord(_ins("he").to_config())})
         content[m.PREVIOUS] = ArrayRecord(list(CURRENT))
-        metadata = Metadata(
-            run_id=1,
-            message_id="m",
-            src_node_id=0,
-            dst_node_id=1,
-            reply_to_message_id="",
-            group_id="1",
-            created_at=0.0,
-            ttl=60.0,
-            message_type=m.TRAIN,
-        )
-        return Message(m.add_sealed(content, {"current": sealed}), metadata=metadata)
+        return flower_message(m.add_sealed(content, {"current": sealed}), m.TRAIN)
 
     honest = _honest()
     weights, _ = global_models(message(honest), N_CLASSES, HIDDEN, keys.secret_context, LR)

@@ -8,7 +8,7 @@ import dataclasses
 import logging
 
 import pytest
-from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedids.federation import messages as m
 from fedids.federation import rounds
@@ -16,6 +16,7 @@ from fedids.federation.config import FederationConfig
 from fedids.federation.policy import LEDGER, PolicyViolation, PrivacyPolicy, check_message, policy_mod
 from fedids.federation.simulation import make_partitions, run_simulated
 from fedids.privacy.secagg import SecAggConfig
+from support.flower_messages import message
 
 LABELS = ("BENIGN", "DDoS")
 DP = FederationConfig(privacy="secagg+dp", target_epsilon=8.0, rounds=3)
@@ -23,18 +24,7 @@ DPSGD = FederationConfig(privacy="none", dpsgd_target_epsilon=8.0, rounds=3)
 
 
 def _message(kind: str, records: dict) -> Message:
-    metadata = Metadata(
-        run_id=1,
-        message_id="m",
-        src_node_id=0,
-        dst_node_id=1,
-        reply_to_message_id="",
-        group_id="1",
-        created_at=0.0,
-        ttl=60.0,
-        message_type=kind,
-    )
-    return Message(RecordDict(records), metadata=metadata)
+    return message(RecordDict(records), kind)
 
 
 def _secagg(n: int = 10, t: int | None = None) -> ConfigRecord:
