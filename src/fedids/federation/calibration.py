@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from fedids.model.gru import GRUDetector
-from fedids.model.train import forward_batches
+from fedids.model.train import embeddings
 
 SAMPLES_PER_CLASS = 500  # on average; see calibrate_head
 MIN_SAMPLES = 50
@@ -71,10 +71,7 @@ def hidden_features(
     model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096
 ) -> np.ndarray:
     """The GRU's last hidden state ``(n, hidden)`` float64 (the head's input) for each window."""
-    model.eval()
-    return forward_batches(
-        lambda x: model.gru(x)[0][:, -1, :], scaled, windows, model.hidden, batch_size
-    ).astype(np.float64)
+    return embeddings(model, scaled, windows, batch_size).astype(np.float64)
 
 
 def class_moments(features: np.ndarray, targets: np.ndarray, n_classes: int) -> ClassMoments:

@@ -117,18 +117,20 @@ def check_prototypes(prototypes: object, n_classes: int, hidden: int, source: st
     ``hidden`` finite numbers, at least one class with a prototype."""
     if prototypes is None:
         return
-    rows = prototypes if isinstance(prototypes, list) and len(prototypes) == n_classes else None
-    ok = rows is not None and any(r is not None for r in rows)
-    for row in rows or []:
-        if row is None:
-            continue
-        if not isinstance(row, list) or len(row) != hidden:
-            ok = False
-            break
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row):
-            ok = False
-            break
-    if not ok:
+
+    def row_ok(row: object) -> bool:
+        return row is None or (
+            isinstance(row, list)
+            and len(row) == hidden
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row)
+        )
+
+    if not (
+        isinstance(prototypes, list)
+        and len(prototypes) == n_classes
+        and any(r is not None for r in prototypes)
+        and all(row_ok(r) for r in prototypes)
+    ):
         raise InputError(
             f"{source}: corrupt model (prototypes: {n_classes} rows of {hidden} finite numbers or null)"
         )

@@ -189,29 +189,22 @@ def set_weights(model: nn.Module, weights: list[np.ndarray]) -> None:
     model.load_state_dict(state)
 
 
-def class_embedding_sums(
-    model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, targets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per class the sum of the GRU embeddings of its windows ``(n_classes, hidden)`` float64 and the
-    window counts ``(n_classes,)``; rows with target ``-1`` are skipped. Sums, so that federated clients'
-    parts add up to the pooled figure."""
-    keep = targets >= 0
+def embeddings(
+    model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, batch_size: int = 4096
+) -> np.ndarray:
+    """The GRU's embedding of each window (its last hidden state, what the heads read): ``(n, hidden)``
+    float32, in evaluation mode."""
     model.eval()
-    emb = forward_batches(model.embed, scaled, windows[keep], model.hidden).astype(np.float64)
-    sums = np.zeros((model.n_classes, model.hidden))
-    np.add.at(sums, targets[keep], emb)
-    return sums, np.bincount(targets[keep], minlength=model.n_classes).astype(np.float64)
+    return forward_batches(model.embed, scaled, windows, model.hidden, batch_size)
 
 
 def fit_prototypes(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, targets: np.ndarray) -> None:
     """Set ``model``'s prototype head to the class means of its embedding over these training windows
-    (classes without a window get none; see :mod:`fedids.model.gru`)."""
-    sums, counts = class_embedding_sums(model, scaled, windows, targets)
-    set_prototypes_from_sums(model, sums, counts)
-
-
-def set_prototypes_from_sums(model: GRUDetector, sums: np.ndarray, counts: np.ndarray) -> None:
-    """Prototypes from per-class embedding sums and window counts (classes with a count below 1 get none)."""
-    present = counts >= 1
-    means = sums / np.maximum(counts, 1.0)[:, None]
-    model.set_prototypes(torch.from_numpy(means).float(), torch.from_numpy(present))
+    (rows with target ``-1`` skipped; classes without a window get none; see :mod:`fedids.model.gru`)."""
+    keep = targets >= 0
+    emb = embeddings(model, scaled, windows[keep]).astype(np.float64)
+    sums = np.zeros((model.n_classes, model.hidden))
+    np.add.at(sums, targets[keep], emb)
+    counts = np.bincount(targets[keep], minlength=model.n_classes)
+    means = sums / np.maximum(counts, 1)[:, None]
+    model.set_prototypes(torch.from_numpy(means).float(), torch.from_numpy(counts >= 1))

@@ -123,11 +123,8 @@ class AdjustedLogits(nn.Module):
 
 
 def _embed(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    model.eval()
-    width = model.head.in_features
-    if isinstance(model, FlowSkipGRU):
-        return forward_batches(model.embed, scaled, windows, width)
-    return forward_batches(lambda x: model.gru(x)[0][:, -1, :], scaled, windows, width)
+    model.eval()  # FlowSkipGRU's embedding is wider than the GRU's: its head's input
+    return forward_batches(model.embed, scaled, windows, model.head.in_features)
 
 
 def prototype_proba(
