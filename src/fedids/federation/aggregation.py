@@ -155,16 +155,31 @@ def update_contribution(
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}")
-    return np.concatenate(
-        [
-            weight * body,
-            (shares[:, None] * rows).ravel(),
-            (weight * rows).ravel(),
-            [weight],
-            shares,
-            [float(metrics.get(k, 0.0)) for k in METRICS],
-        ]
+    return pack(
+        weight * body,
+        shares[:, None] * rows,
+        weight * rows,
+        weight,
+        shares,
+        [metrics.get(k, 0.0) for k in METRICS],
     )
+
+
+def pack(
+    body: np.ndarray,
+    class_rows: np.ndarray,
+    client_rows: np.ndarray,
+    weight: float,
+    shares: np.ndarray,
+    metrics,
+) -> np.ndarray:  # noqa: ANN001 - metrics: a sequence of len(METRICS) numbers
+    """The one layout of a contribution (:class:`UpdateLayout`): the weighted body, the head rows weighted by
+    class share ``(C, H+1)``, the head rows weighted by the client weight ``(C, H+1)``, the weight, the class
+    shares and the metrics, as one float64 vector. Every writer of a contribution (a client, a site's
+    defence) goes through here."""
+    return np.concatenate(
+        [body, np.ravel(class_rows), np.ravel(client_rows), [weight], shares, np.asarray(metrics, np.float64)]
+    ).astype(np.float64, copy=False)
 
 
 @dataclass

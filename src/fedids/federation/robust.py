@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fedids.federation.aggregation import METRICS, UpdateLayout
+from fedids.federation.aggregation import METRICS, UpdateLayout, pack
 
 ROBUST_KINDS = ("none", "normclip", "median", "trimmed")
 
@@ -111,9 +111,7 @@ def encode(
     """One contribution from a proposal ``x`` (decoded layout), its weight, class shares and metrics."""
     body_n, c = layout.body_size, layout.n_classes
     rows = x[body_n:].reshape(c, -1)
-    return np.concatenate(
-        [a * x[:body_n], (shares[:, None] * rows).ravel(), (a * rows).ravel(), [a], shares, metrics]
-    )
+    return pack(a * x[:body_n], shares[:, None] * rows, a * rows, a, shares, metrics)
 
 
 def _weights_like(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -176,15 +174,8 @@ def _combine(layout: UpdateLayout, d: Decoded, spec: RobustSpec) -> np.ndarray:
     rows = d.x[:, body_n:].reshape(len(d.x), c, -1)
     by_client = stat(rows.reshape(len(d.x), -1), d.a).reshape(c, -1)
     by_class = np.stack([stat(rows[:, k], d.shares[:, k]) for k in range(c)]) if c else by_client
-    return np.concatenate(
-        [
-            weight * body,
-            (shares[:, None] * by_class).ravel(),
-            (weight * by_client).ravel(),
-            [weight],
-            shares,
-            d.metrics.sum(axis=0),
-        ]
+    return pack(
+        weight * body, shares[:, None] * by_class, weight * by_client, weight, shares, d.metrics.sum(axis=0)
     )
 
 
