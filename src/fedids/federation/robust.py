@@ -32,7 +32,8 @@ still decides that class's head row, and the weights are as the device reports t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -209,6 +210,20 @@ def robust_contribution(
     return _combine(layout, d, spec), record
 
 
+def update_defence(
+    layout: UpdateLayout, spec: RobustSpec, reference: np.ndarray | None
+) -> Callable[[list[np.ndarray]], tuple[np.ndarray, dict]] | None:
+    """A site's defence of its devices' update contributions under ``spec`` (None: a plain sum)."""
+    if not spec.active:
+        return None
+
+    def combine(vectors: list[np.ndarray]) -> tuple[np.ndarray, dict]:
+        total, record = robust_contribution(layout, vectors, spec, reference)
+        return total, asdict(record)
+
+    return combine
+
+
 def reference_proposal(layout: UpdateLayout, proposal: list[np.ndarray]) -> np.ndarray:
     """A proposal (model arrays) in the decoded layout ``[body | head rows]``."""
     from fedids.federation.aggregation import HEAD_ARRAYS, flatten, head_rows
@@ -229,5 +244,6 @@ __all__ = [
     "weighted_median",
     "weighted_trimmed_mean",
     "robust_contribution",
+    "update_defence",
     "reference_proposal",
 ]

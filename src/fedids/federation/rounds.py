@@ -34,7 +34,7 @@ from fedids.federation.client import LOCAL_VAL_FRACTION
 from fedids.federation.compression import Compression
 from fedids.federation.config import FederationConfig
 from fedids.federation.private import REAL, PrivacyMode, SealedSum, SumResult
-from fedids.federation.robust import RobustSpec
+from fedids.federation.robust import RobustSpec, update_defence
 from fedids.federation.secure_rounds import private_setup, secure_sum
 from fedids.federation.setup import RunSetup, setup_from_counts
 from fedids.federation.state import (
@@ -292,9 +292,7 @@ def _tiered_round(run: Run, server_round: int, chosen: list[int], models, config
         values=REAL,
         he_public=run.he_public,
         timeout=run.config.timeout_s,
-        layout=run.layout,
-        robust=RobustSpec.parse(run.config.robust),
-        reference=_reference(run, models),
+        combine=_defence(run, models),
         check=bounds.site_check(run.layout, config, models),  # sealed runs: each device's vector in range
     )
     return _outcome(run, server_round, result, models, config, tiers.to_dict())
@@ -317,15 +315,19 @@ def _outcome(
     return RoundOutcome(current, summary, *counts, tiers=tiers)
 
 
-def _reference(run: Run, models) -> np.ndarray | None:
-    """Where a site measures its devices' updates from: the global model after the server's momentum step,
-    where the site can read the global model (None under ``he``: the site uses its devices' median)."""
-    current, previous = models["current"], models.get("previous")
-    if current.plain is None or run.mode.he:
+def _defence(run: Run, models) -> sites.Combine | None:
+    """The sites' defence of their devices' updates (None without ``--robust``), measuring each update from
+    the global model after the server's momentum step where the site can read the global model (under
+    ``he`` it cannot: the site measures from its devices' median)."""
+    spec = RobustSpec.parse(run.config.robust)
+    if not spec.active:
         return None
-    server_lr, server_momentum = run.config.server_step
-    old = previous.plain if previous is not None else None
-    return sites.reference_from(run.layout, current.plain, old, server_lr, server_momentum)
+    current, previous, reference = models["current"], models.get("previous"), None
+    if current.plain is not None and not run.mode.he:
+        server_lr, server_momentum = run.config.server_step
+        old = previous.plain if previous is not None else None
+        reference = sites.reference_from(run.layout, current.plain, old, server_lr, server_momentum)
+    return update_defence(run.layout, spec, reference)
 
 
 def server_step(run: Run, result: SumResult, models, config: dict) -> tuple[GlobalModel, dict]:
@@ -385,8 +387,7 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
             run.layout,
             vectors,
             run.sites,
-            robust=RobustSpec.parse(run.config.robust),
-            reference=_reference(run, models),
+            combine=_defence(run, models),
             lan=lan,
             model_bytes=model_bytes,
         )

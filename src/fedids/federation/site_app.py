@@ -197,9 +197,7 @@ def _site_sum(grid: Grid, nodes: list[int], request: Envelope, config: SiteConfi
             site.receive(node, m.array_record(replies[node].content, m.CONTRIBUTION)["value"].numpy())
         except (KeyError, ValueError) as exc:
             log.warning("site: %s: rejected vector from device %s: %s", request.message_type, node, exc)
-    robust = RobustSpec.parse(config.robust) if request.message_type == m.TRAIN else RobustSpec()
-    layout, reference = _defence_inputs(request.content, length) if robust.active else (None, None)
-    combined = site.contribution(layout, robust, reference)
+    combined = site.contribution(_defence(request, length, RobustSpec.parse(config.robust)))
     if combined is None:
         raise RuntimeError("no device returned a usable vector")
     total, defence = combined
@@ -231,6 +229,16 @@ def _encrypt(total: Any, spec: dict, config: SiteConfig) -> Any:
     )
     blob = encrypt_public(load_public_context(config.he_public_context), quantize(total, quantisation))
     return np.frombuffer(blob, dtype=np.uint8)
+
+
+def _defence(request: Envelope, length: int, robust: Any) -> Any:
+    """The site's defence of a sum (None: a plain sum): ``robust`` on the devices' model updates only."""
+    from fedids.federation.robust import update_defence
+
+    if not robust.active or request.message_type != m.TRAIN:
+        return None
+    layout, reference = _defence_inputs(request.content, length)
+    return update_defence(layout, robust, reference)
 
 
 def _defence_inputs(content: RecordDict, length: int) -> tuple[Any, Any]:

@@ -53,7 +53,7 @@ from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.partition import gateway_subnet
 from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult, secagg_clip_range
-from fedids.federation.robust import RobustSpec, reference_proposal, robust_contribution
+from fedids.federation.robust import reference_proposal
 from fedids.federation.secure_rounds import check_plain_vector, exchange, payload_bytes
 
 log = logging.getLogger("fedids.server")
@@ -61,6 +61,8 @@ _SITE_SUM_IDS = itertools.count(1 << 40)  # SecAgg round ids of the site tier, a
 SITE_TIER_PRIVACY = "none"
 """How a device seals its vector for its site: in the clear, inside the site's trust domain."""
 Check = Callable[[int, np.ndarray], None]
+Combine = Callable[[list[np.ndarray]], tuple[np.ndarray, dict]]
+"""A site's defence: its devices' vectors (node order) -> its contribution and a record of what it did."""
 
 
 # ------------------------------------------------------------------------------ assignment
@@ -157,18 +159,16 @@ class SiteAggregator:
         check_plain_vector(node, value, self.length, check)
         self.received[node] = value
 
-    def contribution(
-        self, layout: agg.UpdateLayout | None, robust: RobustSpec, reference: np.ndarray | None
-    ) -> tuple[np.ndarray, dict | None] | None:
-        """The site's contribution (None without devices) and, under a defence, what it did. ``layout``:
-        the update layout when the vectors are model updates (the only ones a defence applies to)."""
+    def contribution(self, combine: Combine | None = None) -> tuple[np.ndarray, dict | None] | None:
+        """The site's contribution (None without devices) and, under a defence (``combine``: the devices'
+        vectors in node order -> the site's vector and what the defence did), what it did."""
         if not self.received:
             return None
         vectors = [self.received[n] for n in sorted(self.received)]
-        if layout is None or not robust.active:
+        if combine is None:
             return np.sum(np.asarray(vectors, np.float64), axis=0), None
-        total, record = robust_contribution(layout, vectors, robust, reference)
-        return total, {"site": self.site, **asdict(record)}
+        total, record = combine(vectors)
+        return total, {"site": self.site, **record}
 
 
 def make_sites(site_of: Mapping[int, int], length: int) -> dict[int, SiteAggregator]:
@@ -185,18 +185,14 @@ def _route(sites: dict[int, SiteAggregator], site_of: Mapping[int, int], node: i
 
 
 def site_contributions(
-    sites: dict[int, SiteAggregator],
-    layout: agg.UpdateLayout | None,
-    robust: RobustSpec,
-    reference: np.ndarray | None,
-    record: TierRecord,
+    sites: dict[int, SiteAggregator], combine: Combine | None, record: TierRecord
 ) -> dict[int, np.ndarray]:
     """Each site's contribution (sites without a surviving device left out); the sites' seconds and
     defence records go into ``record``."""
     start = time.perf_counter()
     partials: dict[int, np.ndarray] = {}
     for site in sorted(sites):
-        out = sites[site].contribution(layout, robust, reference)
+        out = sites[site].contribution(combine)
         if out is None:
             continue
         partials[site], defence = out
@@ -340,14 +336,12 @@ def tiered_sum(
     values: str,
     he_public: bytes | None,
     timeout: float,
-    layout: agg.UpdateLayout | None = None,
-    robust: RobustSpec = RobustSpec(),
-    reference: np.ndarray | None = None,
+    combine: Combine | None = None,
     check: Check | None = None,
 ) -> tuple[SumResult, list[Message], TierRecord]:
     """:func:`fedids.federation.secure_rounds.secure_sum` through the sites: the ``nodes`` send their
-    vectors to their sites in plaintext, each site combines its own (robustly for model updates when
-    ``layout`` and ``robust`` say so), the sites seal their contributions for the central sum as ``mode``
+    vectors to their sites in plaintext, each site combines its own (a sum, or ``combine``: a defence,
+    :func:`fedids.federation.robust.update_defence`), the sites seal their contributions for the central sum as ``mode``
     says. Returns the sum (with the WAN traffic as its bytes), the accepted replies and the tiers' record."""
     result, lan = SumResult(), SumResult()
     record = TierRecord(sites=len({site_of[n] for n in nodes if n in site_of}))
@@ -373,7 +367,7 @@ def tiered_sum(
             continue
         result.survivors.append(node)
         accepted.append(replies[node])
-    partials = site_contributions(sites, layout, robust, reference, record)
+    partials = site_contributions(sites, combine, record)
     if partials:
         largest = max(len(s.received) for s in sites.values())
         central_sum(
@@ -397,8 +391,7 @@ def plain_site_sum(
     vectors: Mapping[int, np.ndarray],
     site_of: Mapping[int, int],
     *,
-    robust: RobustSpec,
-    reference: np.ndarray | None,
+    combine: Combine | None,
     lan: Tier,
     model_bytes: int,
 ) -> tuple[np.ndarray, TierRecord]:
@@ -409,7 +402,7 @@ def plain_site_sum(
     sites = make_sites(site_of, layout.length)
     for node in sorted(vectors):
         _route(sites, site_of, node, vectors[node], None)
-    partials = site_contributions(sites, layout, robust, reference, record)
+    partials = site_contributions(sites, combine, record)
     result = SumResult()
     central_sum(
         PrivacyMode(),
@@ -428,6 +421,7 @@ def plain_site_sum(
 
 __all__ = [
     "SITE_TIER_PRIVACY",
+    "Combine",
     "SiteAggregator",
     "Tier",
     "TierRecord",
