@@ -28,12 +28,18 @@ from fedids.pipelines.rare import score_detector
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="fedids federate output folders")
-    parser.add_argument("--data", nargs="*", type=Path, default=[], help="the runs' data files (none: synthetic)")
+    parser.add_argument(
+        "--data", nargs="*", type=Path, default=[], help="the runs' data files (none: synthetic)"
+    )
     parser.add_argument("--split", default="time", help="the runs' --split")
     parser.add_argument("--out", default="prototype_readout", help="result name under benchmarks/results")
     args = parser.parse_args(argv)
     request = FederateRequest(
-        config=FederationConfig(), out_dir=Path("unused"), data=tuple(args.data), split=args.split, partition="iid"
+        config=FederationConfig(),
+        out_dir=Path("unused"),
+        data=tuple(args.data),
+        split=args.split,
+        partition="iid",
     )
     data = prepare_federate(request).prepared  # the same split as the runs': the partition does not matter
     rows = []
