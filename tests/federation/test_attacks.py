@@ -29,7 +29,7 @@ def test_attack_settings_parse_and_refuse_typos():
     assert Attack.parse("scale:10") == Attack("scale", factor=10.0)
     assert Attack.parse("backdoor") == Attack("backdoor", family="ddos")
     assert str(Attack.parse("backdoor:portscan")) == "backdoor:portscan"
-    assert not Attack.parse("none").active and Attack.parse("noise").active
+    assert not Attack.parse("none").active and Attack.parse("noise").active and Attack.parse("absent").active
     for bad in ("scale", "scale:-1", "scale:x", "flip", "backdoor:benign", "backdoor:xss", "noise:2"):
         with pytest.raises(ValueError):
             Attack.parse(bad)
@@ -115,7 +115,8 @@ def test_backdoor_success_counts_triggered_family_flows_scored_benign(cicids_sam
 @pytest.mark.slow
 def test_one_scaling_client_moves_the_global_model_far_more(cicids_sample, tmp_path):
     """3 clients, 1 round, one of them malicious with scale:20: the first global step is several times
-    longer than the clean run's, and results.json names the malicious client."""
+    longer than the clean run's, and results.json names the malicious client. With ``absent`` the same
+    client answers nothing and the round goes on with the other two."""
     from fedids.federation.config import FederationConfig
     from fedids.federation.simulation import make_partitions, summarise_partitions
     from fedids.federation.state import load_checkpoint
@@ -129,7 +130,8 @@ def test_one_scaling_client_moves_the_global_model_far_more(cicids_sample, tmp_p
     parts = make_partitions(cicids_sample, 3, "iid", seed=0, segment=50)
     data = FederateData(cicids_sample, parts, [], summarise_partitions(cicids_sample.labels, parts))
     steps, entries = {}, {}
-    for name, malicious, attack in (("clean", 0.0, "none"), ("scaled", 0.34, "scale:20")):
+    runs = (("clean", 0.0, "none"), ("scaled", 0.34, "scale:20"), ("absent", 0.34, "absent"))
+    for name, malicious, attack in runs:
         request = FederateRequest(config, tmp_path / name, malicious=malicious, attack=attack)
         result = run_federate(request, data)
         entries[name] = json.loads(result.results_path.read_text())["federated"]
@@ -142,6 +144,9 @@ def test_one_scaling_client_moves_the_global_model_far_more(cicids_sample, tmp_p
     assert poisoning["attack"] == "scale:20" and len(poisoning["malicious_clients"]) == 1
     assert poisoning["malicious_clients"][0] in range(3)
     assert poisoning["backdoor_flows"] > 0 and 0 <= poisoning["backdoor_success"] <= 1
+    # an absent device answers nothing: every round goes on with the other two, as with a dropout
+    assert [h["clients"] for h in json.loads(result.results_path.read_text())["federated_history"]] == [2]
+    assert entries["absent"]["poisoning"]["malicious_clients"] == poisoning["malicious_clients"]
 
 
 def test_federate_refuses_a_bad_attack_with_one_error_line(tmp_path):

@@ -138,7 +138,8 @@ AttackOption = Annotated[
     str,
     _opt(
         "none | label-flip | backdoor[:FAMILY] (trigger on FAMILY's flows, default ddos, labelled BENIGN) "
-        "| scale:FACTOR (update multiplied) | noise (update replaced by noise of its norm)."
+        "| scale:FACTOR (update multiplied) | noise (update replaced by noise of its norm) "
+        "| absent (the devices answer nothing: the reference a defence that removes them can reach)."
     ),
 ]
 Sites = Annotated[

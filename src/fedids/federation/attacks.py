@@ -16,6 +16,9 @@ Attacks (:meth:`Attack.parse`):
   (:func:`fedids.evaluation.backdoor.backdoor_success_rate`).
 * ``scale:FACTOR``: model replacement, the update ``local - global`` multiplied by ``FACTOR``.
 * ``noise``: the update replaced by Gaussian noise of the same L2 norm.
+* ``absent``: the device answers no message of the run (an offline device; the server counts it as a
+  dropout). Not an attack but the reference for defences: what the federation reaches when exactly the
+  malicious devices are removed, with all they hold. A defence that discards devices cannot do better.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pandas as pd
 
 from fedids.data.schema import BENIGN_LABEL, FAMILIES, FAMILY, LABEL, family_of
 
-KINDS = ("none", "label-flip", "backdoor", "scale", "noise")
+KINDS = ("none", "label-flip", "backdoor", "scale", "noise", "absent")
 DEFAULT_BACKDOOR_FAMILY = "ddos"
 TRIGGER: dict[str, float] = {"Init_Win_bytes_forward": 1337.0, "Init_Win_bytes_backward": 7331.0}
 """The backdoor's trigger: feature -> fixed value (bytes), rare in CICIDS2017 traffic."""
@@ -46,7 +49,7 @@ class Attack:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(
-                f"attack {self.kind!r}: use label-flip, backdoor[:FAMILY], scale:FACTOR or noise"
+                f"attack {self.kind!r}: use label-flip, backdoor[:FAMILY], scale:FACTOR, noise or absent"
             )
         if self.kind == "scale" and not (np.isfinite(self.factor) and self.factor > 0):
             raise ValueError(f"attack scale:{self.factor}: FACTOR must be a finite number > 0")
@@ -55,7 +58,8 @@ class Attack:
 
     @classmethod
     def parse(cls, text: str) -> Attack:
-        """``none``, ``label-flip``, ``backdoor``, ``backdoor:FAMILY``, ``scale:FACTOR`` or ``noise``."""
+        """``none``, ``label-flip``, ``backdoor``, ``backdoor:FAMILY``, ``scale:FACTOR``, ``noise`` or
+        ``absent``."""
         kind, _, arg = text.strip().partition(":")
         if kind == "scale":
             try:

@@ -97,14 +97,15 @@ def make_client_app(
     sets node config ``attack`` instead (:mod:`fedids.federation.attacks`). It comes from the node's own
     configuration only, never from a server message.
     """
-    # The policy check comes first: a message it refuses reaches no handler (and no recording mod).
-    app = ClientApp(mods=[policy_mod(policy), *(mods or [])])
 
     def attack(context: Context) -> Attack | None:
         cfg = context.node_config
         if "attack" in cfg:
             return Attack.parse(str(cfg["attack"]))
         return (attacks or {}).get(int(cfg["partition-id"])) if "partition-id" in cfg else None
+
+    # The policy check comes first: a message it refuses reaches no handler (and no recording mod).
+    app = ClientApp(mods=[policy_mod(policy), _absence_mod(attack), *(mods or [])])
 
     def local_frame(context: Context) -> pd.DataFrame:
         cfg = context.node_config
@@ -129,6 +130,19 @@ def make_client_app(
     _register_queries(app, local_frame, secret)
     _register_training(app, local_frame, secret, attack)
     return app
+
+
+def _absence_mod(attack):  # noqa: ANN001, ANN202 (the closure above; a Flower mod)
+    """A node whose attack is ``absent`` answers every message with an error, as an offline device: the
+    server counts it as a dropout (:mod:`fedids.federation.attacks`)."""
+
+    def mod(msg: Message, context: Context, call_next):  # noqa: ANN001, ANN202 (Flower's mod signature)
+        poisoning = attack(context)
+        if poisoning is not None and poisoning.kind == "absent":
+            raise RuntimeError("this device is absent from the run (--attack absent)")
+        return call_next(msg, context)
+
+    return mod
 
 
 def _register_queries(app: ClientApp, local_frame, secret) -> None:  # noqa: ANN001 (closures above)
