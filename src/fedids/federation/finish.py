@@ -36,9 +36,11 @@ from fedids.federation.calibration_dp import (
 )
 from fedids.federation.client import derive_seed
 from fedids.federation.private import COUNT, REAL, SumResult
+from fedids.federation.robust import RobustSpec
+from fedids.federation.robust_moments import moments_defence
 from fedids.federation.rounds import Run, model_content, secagg_threshold
 from fedids.federation.secure_rounds import exchange, secure_sum
-from fedids.federation.sites import tiered_sum
+from fedids.federation.sites import Combine, tiered_sum
 from fedids.federation.state import GLOBAL_DIR, SUMMARY_KEYS, FederationState, GlobalModel
 from fedids.model.artifacts import save_detector
 from fedids.privacy.dp import PrivacyAccountant
@@ -109,7 +111,11 @@ def calibration_privacy(run: Run, accountant: PrivacyAccountant | None) -> Calib
     return None
 
 
-def _sum(run: Run, kind: str, make_content, dp: CalibrationPrivacy | None) -> SumResult:
+def _sum(
+    run: Run, kind: str, make_content, dp: CalibrationPrivacy | None, combine: Combine | None = None
+) -> tuple[SumResult, list[dict]]:
+    """One calibration sum (``kind``: moments or check); with sites, each site combines its devices'
+    vectors (``combine``: its defence, else a sum). Returns the sum and what the sites' defence did."""
     n, hidden = len(run.labels), run.config.hidden
     length = moments_sum_length(n, hidden, dp) if kind == "moments" else validation_length(n)
     spec: dict[str, Any] = dict(
@@ -123,11 +129,23 @@ def _sum(run: Run, kind: str, make_content, dp: CalibrationPrivacy | None) -> Su
         timeout=run.config.timeout_s,
         check=None if dp is not None else _plain_check(run, kind),
     )
-    if run.sites:  # through the sites, as the rounds (no defence: these are statistics, not updates)
-        result, _, _ = tiered_sum(run.grid, site_of=run.sites, **spec)
-        return result
+    if run.sites:  # through the sites, as the rounds
+        result, _, tiers = tiered_sum(run.grid, site_of=run.sites, combine=combine, **spec)
+        return result, tiers.robust
     result, _ = secure_sum(run.grid, **spec)
-    return result
+    return result, []
+
+
+def _moments_defence(run: Run, current: GlobalModel, dp: CalibrationPrivacy | None) -> Combine | None:
+    """Under ``--robust`` with sites, the sites leave out the moments of devices whose labels the global
+    model disputes (:mod:`fedids.federation.robust_moments`): where the site can read the global model
+    (not ``he``) and the moments are not noised per device (no DP)."""
+    if not (run.sites and RobustSpec.parse(run.config.robust).active) or dp is not None:
+        return None
+    if current.plain is None or run.mode.he or run.setup is None:
+        return None
+    head = (current.plain[-2], current.plain[-1])
+    return moments_defence(len(run.labels), run.config.hidden, head, run.setup.class_totals)
 
 
 def _read_moments(run: Run, result: SumResult, dp: CalibrationPrivacy | None) -> ClassMoments | None:
@@ -151,7 +169,9 @@ def calibrate(
         if after > c.target_epsilon:  # a run that stopped at its budget has none left for the releases
             return current, {"method": "ccvr", "clients": 0, "kept": False, "reason": "privacy budget spent"}
     config = _config(run, dp=dp)
-    moments_sum = _sum(run, "moments", lambda node: model_content(run, base, config), dp)
+    moments_sum, defence = _sum(
+        run, "moments", lambda node: model_content(run, base, config), dp, _moments_defence(run, current, dp)
+    )
     if dp is not None and accountant is not None:
         accountant.release()  # the noised moments left the clients, whatever happens next
     if not moments_sum.ok:
@@ -172,7 +192,7 @@ def calibrate(
             return content
         return model_content(run, base, config, {"moments": moments_sum.sealed})
 
-    check_sum = _sum(run, "check", validate_content, dp)
+    check_sum, _ = _sum(run, "check", validate_content, dp)
     if dp is not None and accountant is not None:
         accountant.release()
     record = {
@@ -187,6 +207,8 @@ def calibrate(
         else {"unit": dp.unit, "noise": dp.noise_multiplier, "shares": dp.shares},
         "validation": {"clients": len(check_sum.survivors), "rejected": check_sum.rejected},
     }
+    if defence:  # per site: each device's agreement with the global head, the devices left out
+        record["site_defence"] = defence
     final = GlobalModel(current.plain, current.sealed)
     if not check_sum.ok:
         return final, record | {"kept": False, "reason": "no client could check it"}

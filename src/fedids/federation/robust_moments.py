@@ -1,0 +1,100 @@
+"""Robust head-calibration sums at a site: leave out the devices whose labels the global model disputes.
+
+Pure numpy, no Flower. After the last round every device sends its per-class moments of the global
+model's features (:func:`fedids.federation.calibration.moments_vector`: counts, sums and outer products,
+each class divided by the federation's flows of that class) and the head is refitted on the Gaussians
+they add up to (CCVR). A plain sum lets a compromised device poison that refit: a label-flipping device
+files its attack windows under BENIGN and its benign windows under an attack class, and the refitted head
+learns its labels (synthetic default, 2 sites, 20% label-flip, ``--robust median``: macro-F1 0.807 before
+the refit, 0.719 after).
+
+Where a site sees its devices' moments in plaintext (the device -> site tier of
+:mod:`fedids.federation.sites`) and can read the global model (every mode but ``he``), the site scores
+each device's class means with the global model's head (:func:`agreement`): the share of the device's
+windows that lie in classes whose mean the head assigns to that class. A device whose agreement is below
+:data:`AGREEMENT_SHARE` of its site's median is left out of the site's moments sum (its check counts
+still go into the keep-or-discard decision). Measured on the same runs: 0.719 -> 0.860 synthetic, and on
+the real samples no device of a run without attack was left out.
+
+Why class means scored by the site, not a device's own report: the site computes agreement from the
+moments the device sends, so a device is summed only if the global head already reads its moments as
+labelled; to poison the refit it must send moments the head (trained through the site's robust
+aggregation) agrees with.
+
+Guarantees and limits: semi-honest sites; a label-flipping device (or any whose labels contradict the
+global model on most of its windows) is left out while the honest devices of its site hold the median.
+An honest device whose main classes the global model still misreads (strong label skew) may be left out
+too: the refit then lacks its windows. Not applied under ``he`` (the site cannot read the global model)
+nor in DP runs (each device's moments are noised, :mod:`fedids.federation.calibration_dp`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from fedids.federation.calibration import class_scale, moments_length
+
+AGREEMENT_SHARE = 0.5
+
+
+@dataclass
+class MomentsRecord:
+    """What the defence did at one site: devices, each one's agreement (node order) and the indices of
+    the devices left out."""
+
+    devices: int = 0
+    agreement: list[float] = field(default_factory=list)
+    left_out: list[int] = field(default_factory=list)
+
+
+def agreement(counts: np.ndarray, sums: np.ndarray, head: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """``(n,)``: per device, the share of its windows ``counts (n, C)`` in classes whose mean
+    ``sums (n, C, H) / counts`` the linear ``head`` ``(weight (C, H), bias (C,))`` assigns to that class;
+    NaN for a device without windows."""
+    weight, bias = (np.asarray(a, np.float64) for a in head)
+    out = np.full(len(counts), np.nan)
+    for i in range(len(counts)):
+        held = np.flatnonzero(counts[i] > 0)
+        if len(held):
+            means = sums[i, held] / counts[i, held, None]
+            agreed = np.argmax(means @ weight.T + bias, axis=1) == held
+            out[i] = float(counts[i, held][agreed].sum() / counts[i, held].sum())
+    return out
+
+
+def robust_moments(
+    vectors: list[np.ndarray], n_classes: int, hidden: int, head: tuple[np.ndarray, np.ndarray], totals
+) -> tuple[np.ndarray, MomentsRecord]:
+    """The site's moments sum ``(moments_length,)`` of its devices' moments ``vectors`` (scaled by the
+    federation's class ``totals``, :func:`~fedids.federation.calibration.moments_vector`), without the
+    devices the global ``head`` disputes (:func:`agreement` below :data:`AGREEMENT_SHARE` of the median)."""
+    length = moments_length(n_classes, hidden)
+    v = np.asarray(vectors, np.float64)
+    if v.ndim != 2 or v.shape[1] != length or not len(v):
+        raise ValueError(f"moments vectors of shape {v.shape}, expected (n > 0, {length})")
+    counts = v[:, :n_classes] * class_scale(totals, n_classes)  # windows per class
+    sums = v[:, n_classes : n_classes * (1 + hidden)].reshape(len(v), n_classes, hidden)
+    sums = sums * class_scale(totals, n_classes)[:, None]
+    agree = agreement(counts, sums, head)
+    median = float(np.nanmedian(agree)) if np.isfinite(agree).any() else 0.0
+    out = np.nan_to_num(agree, nan=1.0) < AGREEMENT_SHARE * median
+    record = MomentsRecord(len(v), np.round(agree, 4).tolist(), np.flatnonzero(out).tolist())
+    return v[~out].sum(axis=0), record
+
+
+def moments_defence(
+    n_classes: int, hidden: int, head: tuple[np.ndarray, np.ndarray], totals
+) -> Callable[[list[np.ndarray]], tuple[np.ndarray, dict]]:
+    """A site's defence of its devices' moments vectors (:func:`robust_moments`), a ``sites.Combine``."""
+
+    def combine(vectors: list[np.ndarray]) -> tuple[np.ndarray, dict]:
+        total, record = robust_moments(vectors, n_classes, hidden, head, totals)
+        return total, asdict(record)
+
+    return combine
+
+
+__all__ = ["AGREEMENT_SHARE", "MomentsRecord", "agreement", "moments_defence", "robust_moments"]

@@ -1,0 +1,88 @@
+"""The sites' defence of the head calibration's moments (fedids.federation.robust_moments): a device whose
+labels the global head disputes is left out, honest devices are summed as they are, and in a real
+three-tier simulation a label-flipping device is left out of its site's moments."""
+
+import numpy as np
+import pytest
+
+from fedids.federation.calibration import class_moments, moments_vector
+from fedids.federation.robust_moments import agreement, moments_defence, robust_moments
+
+C, H = 3, 4
+HEAD = (np.eye(C, H) * 4.0, np.zeros(C))  # class k <-> feature direction k
+TOTALS = np.array([400.0, 120.0, 60.0])
+
+
+def _features(classes: list[int], rng: np.random.Generator) -> np.ndarray:
+    return np.eye(C, H)[classes] * 2.0 + rng.normal(0.0, 0.3, (len(classes), H))
+
+
+def _device(counts: dict[int, int], seed: int, flip: bool = False) -> np.ndarray:
+    """A device's moments vector: ``counts`` windows per true class; ``flip``: attack windows labelled 0
+    (BENIGN), benign windows labelled 1 (label-flip)."""
+    rng = np.random.default_rng(seed)
+    truth = np.concatenate([np.full(n, k) for k, n in counts.items()])
+    labels = np.where(truth == 0, 1, 0) if flip else truth
+    return moments_vector(class_moments(_features(list(truth), rng), labels, C), TOTALS)
+
+
+def test_agreement_is_the_share_of_windows_in_classes_the_head_reads_as_labelled():
+    honest = [_device({0: 80, 1: 20}, 1), _device({0: 50, 2: 10}, 2)]
+    flipped = _device({0: 90, 1: 10}, 3, flip=True)
+    v = np.asarray([*honest, flipped]) * 1.0
+    counts = v[:, :C] * TOTALS
+    sums = v[:, C : C * (1 + H)].reshape(3, C, H) * TOTALS[:, None]
+    assert agreement(counts, sums, HEAD).tolist() == [1.0, 1.0, 0.0]
+    assert np.isnan(agreement(np.zeros((1, C)), np.zeros((1, C, H)), HEAD)[0])
+
+
+def test_a_label_flipping_device_is_left_out_and_honest_ones_are_summed():
+    honest = [_device({0: 80, 1: 20}, 1), _device({0: 50, 2: 10}, 2), _device({0: 70, 1: 5, 2: 5}, 4)]
+    flipped = _device({0: 90, 1: 10}, 3, flip=True)
+    total, record = robust_moments([*honest, flipped], C, H, HEAD, TOTALS)
+    assert record.left_out == [3] and record.devices == 4
+    np.testing.assert_allclose(total, np.sum(honest, axis=0))
+    # without an attacker the site's contribution is the plain sum
+    total, record = robust_moments(honest, C, H, HEAD, TOTALS)
+    assert record.left_out == [] and np.array_equal(total, np.sum(honest, axis=0))
+    combined, as_dict = moments_defence(C, H, HEAD, TOTALS)([*honest, flipped])
+    assert as_dict["left_out"] == [3] and np.array_equal(combined, np.sum(honest, axis=0))
+
+
+def test_malformed_moments_are_refused():
+    with pytest.raises(ValueError, match="moments vectors"):
+        robust_moments([np.zeros(7)], C, H, HEAD, TOTALS)
+    with pytest.raises(ValueError, match="moments vectors"):
+        robust_moments([], C, H, HEAD, TOTALS)
+
+
+@pytest.mark.slow
+def test_a_site_leaves_a_label_flipping_device_out_of_the_calibration(tmp_path):
+    """Real simulation, real rows: 4 devices in 2 sites under --robust median, device 0 flips its labels.
+    Its site leaves it out of the moments sum (agreement 0); the honest devices are all summed."""
+    import torch
+
+    from fedids.data.loader import load_flows
+    from fedids.federation.attacks import Attack
+    from fedids.federation.server_app import FederationConfig
+    from fedids.federation.simulation import make_partitions, run_simulated
+    from fedids.task import prepare
+    from support import paths
+
+    torch.set_num_threads(1)
+    files = [
+        paths.CICIDS / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
+        paths.CICIDS / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
+    ]
+    prepared = prepare(load_flows(files).frame, window=4, split="label-time")
+    parts = make_partitions(prepared, 4, "iid", seed=0, segment=40)
+    config = FederationConfig(
+        rounds=3, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3, sites=2, robust="median"
+    )
+    attacks = {0: Attack.parse("label-flip")}
+    state = run_simulated(prepared, parts, config, tmp_path / "run", attacks=attacks, sites=[0, 0, 1, 1])
+    defence = state.calibration["site_defence"]
+    assert [d["site"] for d in defence] == [0, 1]
+    assert [len(d["left_out"]) for d in defence] == [1, 0], defence
+    left_out = defence[0]["agreement"][defence[0]["left_out"][0]]
+    assert left_out < 0.5 * max(defence[0]["agreement"]), defence
