@@ -62,19 +62,13 @@ def test_a_site_leaves_a_label_flipping_device_out_of_the_calibration(tmp_path):
     Its site leaves it out of the moments sum (agreement 0); the honest devices are all summed."""
     import torch
 
-    from fedids.data.loader import load_flows
     from fedids.federation.attacks import Attack
     from fedids.federation.server_app import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated
-    from fedids.task import prepare
-    from support import paths
+    from support.federation_rows import portscan_and_ddos_rows
 
     torch.set_num_threads(1)
-    files = [
-        paths.CICIDS / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
-        paths.CICIDS / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
-    ]
-    prepared = prepare(load_flows(files).frame, window=4, split="label-time")
+    prepared = portscan_and_ddos_rows()
     parts = make_partitions(prepared, 4, "iid", seed=0, segment=40)
     config = FederationConfig(
         rounds=3, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3, sites=2, robust="median"

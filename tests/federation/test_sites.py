@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from fedids.data.loader import load_flows
 from fedids.federation import sites
 from fedids.federation.server_app import FederationConfig
 from fedids.federation.simulation import make_partitions, run_simulated
 from fedids.privacy.keys import init_keys
-from fedids.task import prepare
-from support import paths
+from support.federation_rows import portscan_and_ddos_rows
 
 pytestmark = pytest.mark.slow
 CONFIG = dict(rounds=2, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3)
@@ -28,11 +26,7 @@ SITES = [0, 0, 1, 1]
 def federation(tmp_path_factory):
     """Real CICIDS2017 rows with label skew over 4 clients; the flat plaintext run as the reference."""
     torch.set_num_threads(1)
-    files = [
-        paths.CICIDS / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
-        paths.CICIDS / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
-    ]
-    prepared = prepare(load_flows(files).frame, window=4, split="label-time")
+    prepared = portscan_and_ddos_rows()
     parts = make_partitions(prepared, 4, "shared:0.5", seed=0, segment=40)
     assert all(len(p) for p in parts)
     out = tmp_path_factory.mktemp("sites")
