@@ -80,3 +80,56 @@ def test_a_site_leaves_a_label_flipping_device_out_of_the_calibration(tmp_path):
     assert [len(d["left_out"]) for d in defence] == [1, 0], defence
     left_out = defence[0]["agreement"][defence[0]["left_out"][0]]
     assert left_out < 0.5 * max(defence[0]["agreement"]), defence
+
+
+def test_a_deployed_site_defends_the_moments_only_where_it_can_read_model_and_setup():
+    """site_app: a query.features message with the global model and the setup in the clear gets the
+    moments defence (the flipped device left out); without the model (he) or under DP, a plain sum."""
+    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+    from fedids.data.preprocess import FlowScaler, LabelVocabulary
+    from fedids.data.schema import FEATURES
+    from fedids.federation import messages as m
+    from fedids.federation.robust import RobustSpec
+    from fedids.federation.setup import RunSetup
+    from fedids.federation.site_app import _defence
+    from fedids.federation.site_channel import Envelope
+    from fedids.model.train import compute_class_weights
+
+    labels = ("BENIGN", "DDoS", "PortScan")
+    setup = RunSetup(
+        FlowScaler.from_dict({"center": [0.0] * len(FEATURES), "scale": [1.0] * len(FEATURES)}),
+        LabelVocabulary(labels),
+        TOTALS.astype(np.int64),
+        compute_class_weights(TOTALS.astype(np.int64)),
+        int(TOTALS.sum()),
+        0,
+    )
+    prep, entries = m.setup_entries(setup)
+
+    def request(dp_unit: str = "", with_model: bool = True) -> Envelope:
+        ins = m.ModelInstructions(
+            labels=labels,
+            window=4,
+            hidden=H,
+            privacy="none",
+            server_lr=1.0,
+            setup_digest=setup.digest(),
+            calibration_dp_unit=dp_unit,
+            calibration_dp_noise=1.0 if dp_unit else 0.0,
+        )
+        content = RecordDict({m.CONFIG: ConfigRecord({**ins.to_config(), **entries}), m.PREPROCESSING: prep})
+        if with_model:
+            content[m.ARRAYS] = ArrayRecord([np.zeros((3, 3, H), np.float32), *HEAD])
+        return Envelope(m.QUERY_FEATURES, content)
+
+    honest = [_device({0: 80, 1: 20}, 1), _device({0: 50, 2: 10}, 2), _device({0: 70, 1: 5, 2: 5}, 4)]
+    flipped = _device({0: 90, 1: 10}, 3, flip=True)
+    length, median = len(flipped), RobustSpec.parse("median")
+    combine = _defence(request(), length, median)
+    assert combine is not None and combine([*honest, flipped])[1]["left_out"] == [3]
+    assert _defence(request(with_model=False), length, median) is None  # he: the model is sealed
+    assert _defence(request(dp_unit="window"), length, median) is None  # DP: noised per device
+    assert _defence(request(), length, RobustSpec.parse("none")) is None
+    with pytest.raises(ValueError, match="moments sum of length"):
+        _defence(request(), length + 1, median)

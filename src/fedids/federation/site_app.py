@@ -14,7 +14,9 @@ A site host runs two Flower apps, bridged by a local channel (:mod:`fedids.feder
 Every exchange of the pipeline is a sum (:mod:`fedids.federation.aggregation`), so the site's answer to a
 message that asks for a sum (``SUM``) is the sum of its devices' contributions: the devices send them to
 the site in plaintext (their policies accept this only in a run published with sites), the site combines
-them (plain sum, or ``robust`` for model updates, :mod:`fedids.federation.robust`) and seals the partial
+them (plain sum, or under ``robust`` a robust one for model updates, :mod:`fedids.federation.robust`, and
+without the devices the global head disputes for the calibration moments,
+:mod:`fedids.federation.robust_moments`) and seals the partial
 sum for the central tier as the central message says: ``none``/``dp`` in plaintext, ``he`` BFV-encrypted
 with the *public* context (the site cannot decrypt). ``secagg`` across deployed sites is not built (the
 site would have to run SecAgg's four stages as a party) and is refused. Messages without a sum
@@ -101,7 +103,7 @@ class SiteConfig:
     timeout_s: float = 3600.0  # wait for devices and for each exchange with them
     idle_s: float = 0.0  # end the run after this long without a request (0: only the stop file ends it)
     he_public_context: str = ""  # he runs: the clients' public context (the site seals with it)
-    robust: str = "none"  # defence on the devices' model updates (fedids.federation.robust)
+    robust: str = "none"  # defence on the devices' updates and calibration moments (fedids.federation.robust)
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> SiteConfig:
@@ -232,13 +234,38 @@ def _encrypt(total: Any, spec: dict, config: SiteConfig) -> Any:
 
 
 def _defence(request: Envelope, length: int, robust: Any) -> Any:
-    """The site's defence of a sum (None: a plain sum): ``robust`` on the devices' model updates only."""
+    """The site's defence of a sum (None: a plain sum) under ``robust``: of the devices' model updates
+    (:mod:`fedids.federation.robust`) and of their head-calibration moments
+    (:mod:`fedids.federation.robust_moments`)."""
     from fedids.federation.robust import update_defence
 
-    if not robust.active or request.message_type != m.TRAIN:
+    if not robust.active:
+        return None
+    if request.message_type == m.QUERY_FEATURES:
+        return _moments_defence(request.content, length)
+    if request.message_type != m.TRAIN:
         return None
     layout, reference = _defence_inputs(request.content, length)
     return update_defence(layout, robust, reference)
+
+
+def _moments_defence(content: RecordDict, length: int) -> Any:
+    """The devices' moments without those the global head disputes, where the site can read the global
+    model and the setup (not under ``he``) and the moments are not noised per device (no DP)."""
+    from fedids.federation.calibration_dp import moments_sum_length
+    from fedids.federation.robust_moments import moments_defence
+
+    ins = m.ModelInstructions.from_config(m.config_record(content, m.CONFIG))
+    if ins.calibration_privacy() is not None or m.ARRAYS not in content.array_records:
+        return None
+    if m.PREPROCESSING not in content.array_records:
+        return None
+    setup = m.decode_setup_message(content)
+    n_classes = len(setup.vocabulary.labels)
+    if length != moments_sum_length(n_classes, ins.hidden, None):
+        raise ValueError(f"a moments sum of length {length} for a model of {ins.hidden} hidden units")
+    arrays = [a.numpy() for a in content.array_records[m.ARRAYS].values()]
+    return moments_defence(n_classes, ins.hidden, (arrays[-2], arrays[-1]), setup.class_totals)
 
 
 def _defence_inputs(content: RecordDict, length: int) -> tuple[Any, Any]:
