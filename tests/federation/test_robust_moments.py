@@ -49,6 +49,16 @@ def test_a_label_flipping_device_is_left_out_and_honest_ones_are_summed():
     assert as_dict["left_out"] == [3] and np.array_equal(combined, np.sum(honest, axis=0))
 
 
+def test_the_only_holder_of_a_class_the_head_misreads_is_not_left_out():
+    """A head poisoned on class 2 (it reads class-2 features as class 0) disputes every window of the
+    site's only class-2 holder; since it misreads class 2 for every device, that does not count."""
+    poisoned = (np.array([[4.0, 0, 4.0, 0], [0, 4.0, 0, 0], [0, 0, 0, 0]]), np.zeros(C))
+    devices = [_device({0: 80, 1: 20}, 1), _device({2: 50}, 2), _device({0: 50, 1: 10}, 4)]
+    total, record = robust_moments(devices, C, H, poisoned, TOTALS)
+    assert record.left_out == [] and record.agreement[1] is None
+    np.testing.assert_allclose(total, np.sum(devices, axis=0))
+
+
 def test_malformed_moments_are_refused():
     with pytest.raises(ValueError, match="moments vectors"):
         robust_moments([np.zeros(7)], C, H, HEAD, TOTALS)

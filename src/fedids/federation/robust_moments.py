@@ -11,7 +11,8 @@ the refit, 0.719 after).
 Where a site sees its devices' moments in plaintext (the device -> site tier of
 :mod:`fedids.federation.sites`) and can read the global model (every mode but ``he``), the site scores
 each device's class means with the global model's head (:func:`agreement`): the share of the device's
-windows that lie in classes whose mean the head assigns to that class. A device whose agreement is below
+windows that lie in classes whose mean the head assigns to that class (classes the head misreads for
+every device of the site are not counted). A device whose agreement is below
 :data:`AGREEMENT_SHARE` of its site's median is left out of the site's moments sum (its check counts
 still go into the keep-or-discard decision). Measured on the same runs: 0.719 -> 0.860 synthetic, and on
 the real samples no device of a run without attack was left out.
@@ -46,23 +47,28 @@ class MomentsRecord:
     the devices left out."""
 
     devices: int = 0
-    agreement: list[float] = field(default_factory=list)
+    agreement: list[float | None] = field(default_factory=list)
     left_out: list[int] = field(default_factory=list)
 
 
 def agreement(counts: np.ndarray, sums: np.ndarray, head: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """``(n,)``: per device, the share of its windows ``counts (n, C)`` in classes whose mean
-    ``sums (n, C, H) / counts`` the linear ``head`` ``(weight (C, H), bias (C,))`` assigns to that class;
-    NaN for a device without windows."""
+    """``(n,)``: per device, the share of its counted windows ``counts (n, C)`` that lie in classes whose
+    mean ``sums (n, C, H) / counts`` the linear ``head`` ``(weight (C, H), bias (C,))`` assigns to that
+    class. A class whose mean the head misreads for *every* device of the site is not counted against
+    any of them: there the head may be what is wrong (a class only an attacker taught it, or one federated
+    training never learned), and its only honest holder must not be the one left out. NaN for a device
+    with no counted window."""
     weight, bias = (np.asarray(a, np.float64) for a in head)
-    out = np.full(len(counts), np.nan)
+    agreed = np.zeros(counts.shape, dtype=bool)
     for i in range(len(counts)):
         held = np.flatnonzero(counts[i] > 0)
         if len(held):
             means = sums[i, held] / counts[i, held, None]
-            agreed = np.argmax(means @ weight.T + bias, axis=1) == held
-            out[i] = float(counts[i, held][agreed].sum() / counts[i, held].sum())
-    return out
+            agreed[i, held] = np.argmax(means @ weight.T + bias, axis=1) == held
+    counted = (counts > 0) & agreed.any(axis=0)  # classes the head reads right for some device
+    total = np.where(counted, counts, 0.0).sum(axis=1)
+    good = np.where(agreed, counts, 0.0).sum(axis=1)
+    return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
 
 
 def robust_moments(
@@ -81,7 +87,8 @@ def robust_moments(
     agree = agreement(counts, sums, head)
     median = float(np.nanmedian(agree)) if np.isfinite(agree).any() else 0.0
     out = np.nan_to_num(agree, nan=1.0) < AGREEMENT_SHARE * median
-    record = MomentsRecord(len(v), np.round(agree, 4).tolist(), np.flatnonzero(out).tolist())
+    shown = [None if np.isnan(a) else round(float(a), 4) for a in agree]  # None: no counted window
+    record = MomentsRecord(len(v), shown, np.flatnonzero(out).tolist())
     return v[~out].sum(axis=0), record
 
 
