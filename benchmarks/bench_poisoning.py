@@ -1,0 +1,120 @@
+"""The poisoning grid of docs/evaluation.md ("Three tiers: sites"): attacks against a 2-site federation,
+undefended and with `--robust median`, against the same seed's run without attack, beside the `absent`
+reference (the malicious devices removed).
+
+Every cell is one `fedids federate` run (10 devices, 2 sites, 5 rounds), so the figures are exactly what
+the CLI gives; runs already in --work are reused. Writes benchmarks/results/poisoning.json (or --out):
+per run its macro-F1, MCC, backdoor success and calibration record; per cell the macro-F1 differences to
+the clean run of the same seed and defence, their mean, and whether the issue's criterion holds (mean
+difference >= -2 points, mean backdoor success <= 0.05).
+
+    .venv/bin/python benchmarks/bench_poisoning.py --data real --partition dirichlet:0.5   # 3 seeds, ~45 min
+    .venv/bin/python benchmarks/bench_poisoning.py --data synthetic --seeds 0 --fractions 0.2 \\
+        --attacks scale:10 --out poisoning_quick                                          # 3 runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from _common import REAL_FILES, ROOT, write_result
+
+ATTACKS = ("label-flip", "noise", "scale:10", "backdoor")
+# The file order of docs/evaluation.md's three-tier runs (the MachineLearningCVE file, which has no
+# timestamps, before the NetSentinel one): the order of the loaded rows changes the windows and the split.
+SITES_FILES = [*REAL_FILES[:4], REAL_FILES[5], REAL_FILES[4]]
+DEFENCES = {"undefended": [], "median": ["--robust", "median"]}
+
+
+def federate(work: Path, name: str, args: list[str]) -> dict:
+    """One `fedids federate` run (reused when its results.json exists); its federated summary."""
+    out = work / name
+    if not (out / "results.json").exists():
+        cmd = [sys.executable, "-m", "fedids.cli", "federate", *args, "--out", str(out)]
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    federated = json.loads((out / "results.json").read_text())["federated"]
+    poisoning = federated.get("poisoning") or {}
+    return {
+        "macro_f1": federated["macro_f1"],
+        "mcc": federated["mcc"],
+        "backdoor_success": poisoning.get("backdoor_success"),
+        "malicious_clients": poisoning.get("malicious_clients", []),
+        "calibration": {k: federated["calibration"].get(k) for k in ("kept", "site_defence")},
+    }
+
+
+def run_key(seed: int, fraction: str, attack: str, defence: str) -> str:
+    return f"{seed}/absent/{fraction}" if attack == "absent" else f"{seed}/{defence}/{fraction}/{attack}"
+
+
+def summarise(runs: dict[str, dict], seeds: list[int], fraction: str, attack: str, defence: str) -> dict:
+    """One cell: macro-F1 points against the clean run of the same seed and defence, backdoor success."""
+    attacked = [runs[run_key(s, fraction, attack, defence)] for s in seeds]
+    deltas = [
+        100 * (r["macro_f1"] - runs[f"{s}/{defence}/clean"]["macro_f1"]) for s, r in zip(seeds, attacked)
+    ]
+    backdoor = [r["backdoor_success"] or 0.0 for r in attacked]
+    cell = {"fraction": float(fraction), "attack": attack, "defence": defence, "delta_points": deltas}
+    cell |= {"mean_delta": statistics.mean(deltas), "mean_backdoor": statistics.mean(backdoor)}
+    cell["holds"] = cell["mean_delta"] >= -2 and cell["mean_backdoor"] <= 0.05
+    print(
+        f"{fraction} {attack:10s} {defence:10s} mean {cell['mean_delta']:+.1f} points, "
+        f"backdoor {cell['mean_backdoor']:.3f}, holds: {cell['holds']}"
+    )
+    return cell
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("real", "synthetic"), default="synthetic")
+    parser.add_argument("--partition", default="dirichlet:0.5")
+    parser.add_argument("--seeds", default="0,2,3")
+    parser.add_argument("--fractions", default="0.2,0.3")
+    parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "poisoning", help="run folders")
+    parser.add_argument("--out", default="poisoning", help="result name under benchmarks/results")
+    args = parser.parse_args(argv)
+    base = ["--clients", "10", "--partition", args.partition, "--rounds", "5", "--sites", "2"]
+    if args.data == "real":
+        base += ["--split", "label-time"] + [x for p in SITES_FILES for x in ("-d", str(p))]
+    tag = f"{args.data}-{args.partition.replace(':', '')}"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    fractions, attacks = args.fractions.split(","), args.attacks.split(",")
+    runs: dict[str, dict] = {}
+    for seed in seeds:
+        seeded = [*base, "--seed", str(seed)]
+        for defence, flags in DEFENCES.items():
+            runs[f"{seed}/{defence}/clean"] = federate(
+                args.work, f"{tag}-{seed}-{defence}-clean", seeded + flags
+            )
+            for fraction in fractions:
+                for attack in attacks:
+                    poisoned = ["--malicious", fraction, "--attack", attack]
+                    name = f"{tag}-{seed}-{defence}-{fraction}-{attack.replace(':', '')}"
+                    runs[f"{seed}/{defence}/{fraction}/{attack}"] = federate(
+                        args.work, name, seeded + flags + poisoned
+                    )
+        for fraction in fractions:
+            absent = ["--malicious", fraction, "--attack", "absent"]
+            runs[f"{seed}/absent/{fraction}"] = federate(
+                args.work, f"{tag}-{seed}-absent-{fraction}", seeded + absent
+            )
+    cells = []
+    for fraction in fractions:
+        for attack in [*attacks, "absent"]:
+            for defence in ("undefended",) if attack == "absent" else tuple(DEFENCES):
+                cells.append(summarise(runs, seeds, fraction, attack, defence))
+    write_result(
+        args.out,
+        {"data": args.data, "partition": args.partition, "seeds": seeds, "cells": cells, "runs": runs},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
