@@ -212,16 +212,27 @@ def moments_length(n_classes: int, hidden: int) -> int:
     return n_classes * (1 + hidden + hidden * hidden)
 
 
+def unscaled_moments(
+    vectors: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The counts ``(..., C)``, sums ``(..., C, H)`` and outer products ``(..., C, H, H)`` of
+    :func:`moments_vector` vectors ``(..., moments_length)`` (one, or one per row), each class multiplied
+    back by its ``totals``. Counts are not rounded and nothing is checked."""
+    lead = vectors.shape[:-1]
+    scale = class_scale(totals, n_classes)
+    count = vectors[..., :n_classes] * scale
+    s = vectors[..., n_classes : n_classes + n_classes * hidden].reshape(*lead, n_classes, hidden)
+    outer = vectors[..., n_classes + n_classes * hidden :].reshape(*lead, n_classes, hidden, hidden)
+    return count, s * scale[:, None], outer * scale[:, None, None]
+
+
 def moments_from_vector(total: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray) -> ClassMoments:
     """Inverse of :func:`moments_vector` for a sum; raises ValueError on implausible moments."""
     total = np.asarray(total, np.float64)
     if total.shape != (moments_length(n_classes, hidden),):
         raise ValueError(f"moments sum has {total.size} values")
-    scale = class_scale(totals, n_classes)
-    count = np.rint(total[:n_classes] * scale)
-    s = total[n_classes : n_classes + n_classes * hidden].reshape(n_classes, hidden) * scale[:, None]
-    outer = total[n_classes + n_classes * hidden :].reshape(n_classes, hidden, hidden) * scale[:, None, None]
-    moments = ClassMoments(count, s, outer)
+    count, s, outer = unscaled_moments(total, n_classes, hidden, totals)
+    moments = ClassMoments(np.rint(count), s, outer)
     moments.check(n_classes, hidden)
     return moments
 

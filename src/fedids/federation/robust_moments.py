@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fedids.federation.calibration import class_scale, moments_length
+from fedids.federation.calibration import moments_length, unscaled_moments
 
 AGREEMENT_SHARE = 0.5
 
@@ -81,9 +81,7 @@ def robust_moments(
     v = np.asarray(vectors, np.float64)
     if v.ndim != 2 or v.shape[1] != length or not len(v):
         raise ValueError(f"moments vectors of shape {v.shape}, expected (n > 0, {length})")
-    counts = v[:, :n_classes] * class_scale(totals, n_classes)  # windows per class
-    sums = v[:, n_classes : n_classes * (1 + hidden)].reshape(len(v), n_classes, hidden)
-    sums = sums * class_scale(totals, n_classes)[:, None]
+    counts, sums, _ = unscaled_moments(v, n_classes, hidden, totals)  # windows and feature sums per class
     agree = agreement(counts, sums, head)
     median = float(np.nanmedian(agree)) if np.isfinite(agree).any() else 0.0
     out = np.nan_to_num(agree, nan=1.0) < AGREEMENT_SHARE * median

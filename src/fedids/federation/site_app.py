@@ -256,9 +256,8 @@ def _moments_defence(content: RecordDict, length: int) -> Any:
     from fedids.federation.robust_moments import moments_defence
 
     ins = m.ModelInstructions.from_config(m.config_record(content, m.CONFIG))
-    if ins.calibration_privacy() is not None or m.ARRAYS not in content.array_records:
-        return None
-    if m.PREPROCESSING not in content.array_records:
+    readable = m.ARRAYS in content.array_records and m.PREPROCESSING in content.array_records
+    if ins.calibration_privacy() is not None or not readable:
         return None
     setup = m.decode_setup_message(content)
     n_classes = len(setup.vocabulary.labels)
