@@ -6,6 +6,11 @@ head (each class's mean GRU embedding over every training window, what summing t
 feature sums and counts gives; `fedids.pipelines.rare.score_detector`). The runs must have been made with
 the same `--data` and `--split` as given here. Writes benchmarks/results/prototype_readout.json (or --out).
 
+Beside the test scores, the clients' own check of the two read-outs, as the CCVR check would sum it: every
+client of the run (its `partitions/` files) scores both on its local training and validation windows
+(the latest 20% of each label, `fedids.federation.client`), with class means from the clients' training
+windows, and the confusion matrices are summed before macro-F1 (`clients_check`).
+
     .venv/bin/fedids federate $REAL --clients 10 --partition dirichlet:0.5 --split label-time \\
         --rounds 5 --out runs/real-dirichlet
     .venv/bin/python benchmarks/bench_prototype_readout.py --split label-time --runs runs/real-dirichlet \\
@@ -15,14 +20,64 @@ the same `--data` and `--split` as given here. Writes benchmarks/results/prototy
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import torch
+
 from _common import write_result
+from fedids.federation.calibration import macro_f1_from_confusion
+from fedids.federation.client import LOCAL_VAL_FRACTION, LOCAL_VAL_SPLIT
 from fedids.federation.config import FederationConfig
-from fedids.model.artifacts import load_detector
+from fedids.model.artifacts import Detector, load_detector
+from fedids.model.train import embeddings
 from fedids.pipelines.federate import FederateRequest, prepare_federate
 from fedids.pipelines.rare import score_detector
+from fedids.task import prepare
+
+
+def clients_check(run: Path, detector: Detector) -> dict:
+    """Macro-F1 ``[linear, with prototypes]`` of the clients' summed confusion matrices per local split."""
+    window = json.loads((run / "run.json").read_text())["window"]
+    model, n = copy.deepcopy(detector.model), len(detector.vocabulary.labels)
+    model.set_prototypes(None)
+    local = []
+    for path in sorted((run / "partitions").glob("*.parquet")):
+        d = prepare(
+            pd.read_parquet(path), window=window, test_fraction=LOCAL_VAL_FRACTION, split=LOCAL_VAL_SPLIT
+        )
+        scaled = detector.scaler.transform(d.features)
+        local.append(
+            {
+                name: (embeddings(model, scaled, d.windows[rows]), detector.vocabulary.encode(d.labels[rows]))
+                for name, rows in (("train", d.train_rows), ("validation", d.test_rows))
+            }
+        )
+    sums, counts = np.zeros((n, model.hidden)), np.zeros(n)
+    for client in local:
+        emb, y = client["train"]
+        np.add.at(sums, y[y >= 0], emb[y >= 0])
+        counts += np.bincount(y[y >= 0], minlength=n)
+    proto = copy.deepcopy(model)
+    proto.set_prototypes(
+        torch.from_numpy(sums / np.maximum(counts, 1)[:, None]).float(), torch.from_numpy(counts > 0)
+    )
+    out = {}
+    for split in ("train", "validation"):
+        confusion = np.zeros((2, n, n))
+        for client in local:
+            emb, y = client[split]
+            keep = y >= 0
+            with torch.no_grad():
+                for i, m in enumerate((model.eval(), proto.eval())):
+                    pred = m._read_out(torch.from_numpy(emb[keep])).argmax(1).numpy()
+                    np.add.at(confusion[i], (y[keep], pred), 1)
+        out[split] = [macro_f1_from_confusion(c) for c in confusion]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,17 +99,25 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_federate(request).prepared  # the same split as the runs': the partition does not matter
     rows = []
     for run in args.runs:
-        scores = score_detector(load_detector(run / "global"), data, data.train_rows, prototype=True)
+        detector = load_detector(run / "global")
+        detector.model.set_prototypes(None)
+        scores = score_detector(detector, data, data.train_rows, prototype=True)
         proto = scores["variants"]["proto"]
+        check = clients_check(run, detector)
         rows.append(
             {
                 "run": str(run),
                 "linear_macro_f1": scores["macro_f1"],
                 "prototype_macro_f1": proto["macro_f1"],
                 "per_class": {"linear": scores["per_class"], "prototype": proto["per_class"]},
+                "clients_check": check,
             }
         )
-        print(f"{run}: macro-F1 linear {scores['macro_f1']:.4f}, with prototypes {proto['macro_f1']:.4f}")
+        print(
+            f"{run}: test macro-F1 linear {scores['macro_f1']:.4f}, with prototypes {proto['macro_f1']:.4f}; "
+            f"clients' check: training windows {check['train'][0]:.4f} -> {check['train'][1]:.4f}, "
+            f"validation {check['validation'][0]:.4f} -> {check['validation'][1]:.4f}"
+        )
     write_result(args.out, {"split": args.split, "data": [str(p) for p in args.data], "runs": rows})
     return 0
 

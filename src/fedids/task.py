@@ -178,7 +178,7 @@ def train_centralized(
     progress: Callable[[int], None] | None = None,
     prototypes: bool = False,
 ) -> tuple[Detector, TrainResult]:
-    """Centralized baseline: fit preprocessing and the GRU on the training rows of ``data``; with
+    """Centralized training: fit preprocessing and the GRU on the training rows of ``data``; with
     ``prototypes``, add the prototype head (class means of the training windows, :mod:`fedids.model.gru`)."""
     rows = data.train_rows
     scaler, vocab = fit_preprocessing(data.features[rows], data.labels[rows])

@@ -82,6 +82,10 @@ def test_train_then_evaluate_json_on_real_data(tmp_path):
     }
     meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert meta["split"] == "label-time" and meta["test_rows"] > 0
+    # the prototype head is on by default: the class means travel in preprocessing.json
+    prep = json.loads((tmp_path / "model" / "preprocessing.json").read_text())
+    assert meta["prototypes"] == "on" and len(prep["prototypes"]) == 2
+    assert all(row is not None and len(row) == 16 for row in prep["prototypes"])
     proc = run("evaluate", "--model", str(tmp_path / "model"), *args, "--json")
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(proc.stdout)
@@ -103,6 +107,13 @@ def test_train_then_evaluate_json_on_real_data(tmp_path):
     assert set(metrics["at_threshold"]["false_alarms"]) >= {"per_1000", "attack_recall"}
     assert metrics["per_class"]["PortScan"]["support"] == 1000
     assert 0.5 < metrics["macro_f1"] <= 1.0
+
+
+def test_train_refuses_an_unknown_prototype_mode(tmp_path):
+    data = DATA / "trafficlabelling-mondirkb" / "baseline_sqli.csv"
+    proc = run("train", "--data", str(data), "--out", str(tmp_path / "m"), "--prototypes", "maybe")
+    _assert_one_line_error(proc, "--prototypes must be on or off")
+    assert not (tmp_path / "m").exists()
 
 
 def test_evaluate_with_a_corrupt_model_fails_cleanly(tmp_path):

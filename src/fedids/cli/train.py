@@ -60,11 +60,10 @@ def _validation_mask(prepared, fraction: float, split: str):  # noqa: ANN201 - b
 
 
 PrototypesOpt = typer.Option(
-    False,
+    "on",
     "--prototypes",
-    help="Add the prototype head (class means of the GRU embedding, mixed with the linear head): learns "
-    "attacks seen in a handful of flows; small effect of either sign where every class has plenty of "
-    "flows (docs/rare-classes.md).",
+    help="on: add the prototype head (class means of the GRU embedding, mixed with the linear head), "
+    "which learns attacks seen in a handful of flows; off: linear head only (docs/rare-classes.md).",
 )
 
 
@@ -92,7 +91,7 @@ def train(
         "slice (0.001: one per 1,000).",
     ),
     seed: int = typer.Option(0, help="Random seed."),
-    prototypes: bool = PrototypesOpt,
+    prototypes: str = PrototypesOpt,
 ) -> None:
     """Centralized baseline: train the GRU detector on pooled data and evaluate it on a time split; the
     default alert threshold is chosen on a validation slice before the test flows in time."""
@@ -101,6 +100,8 @@ def train(
     _check_train_args(window, epochs, hidden, test_fraction, validation_fraction, seed, max_false_alarm_rate)
     if split not in ("time", "label-time"):
         raise InputError(f"train: --split must be time or label-time, got {split!r}")
+    if prototypes not in ("on", "off"):
+        raise InputError(f"train: --prototypes must be on or off, got {prototypes!r}")
     from fedids.model.checks import METADATA_FILE, MODEL_FILE, PREPROCESSING_FILE
 
     check_outputs(
@@ -127,7 +128,12 @@ def train(
         raise InputError("train: the split leaves no training or no test flows")
     with progress_bar("training", epochs * len(fit_data.train_rows)) as advance:
         detector, result = train_centralized(
-            fit_data, config, hidden=hidden, window=window, progress=advance, prototypes=prototypes
+            fit_data,
+            config,
+            hidden=hidden,
+            window=window,
+            progress=advance,
+            prototypes=prototypes == "on",
         )
     rule = _alert_rule(detector, prepared, validation.nonzero()[0], max_false_alarm_rate)
     metrics, thresholded = _test_metrics(detector, prepared, rule)

@@ -23,6 +23,7 @@ a work directory.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import statistics
 import tempfile
@@ -183,7 +184,11 @@ def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, A
         data, test_mask=data.test_mask | validation_mask(data, cfg.validation_fraction)
     )
     detector, _ = train_centralized(
-        fit_data, TrainConfig(epochs=cfg.epochs, seed=seed), hidden=cfg.hidden, window=cfg.window
+        fit_data,
+        TrainConfig(epochs=cfg.epochs, seed=seed),
+        hidden=cfg.hidden,
+        window=cfg.window,
+        prototypes=True,  # fedids train's default
     )
     return score_detector(detector, data, fit_data.train_rows, cfg.prototype_variants)
 
@@ -191,24 +196,29 @@ def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, A
 def score_detector(
     detector: Detector, data: PreparedData, fit_rows: np.ndarray, prototype: bool
 ) -> dict[str, Any]:
-    """Scores of ``detector`` on the test flows of ``data``; with ``prototype``, also (under
-    ``"variants"``) those of its linear head mixed half and half with a nearest-class-mean head whose
-    class means come from the windows ending at ``fit_rows``."""
+    """Scores of ``detector`` (its own read-out) on the test flows of ``data``; with ``prototype``, also
+    (under ``"variants"``) those of its linear head alone (``"linear"``) and of its linear head mixed half
+    and half with a nearest-class-mean head whose class means come from the windows ending at
+    ``fit_rows`` (``"proto"``)."""
     from fedids.pipelines.rare_recipes import prototype_proba
     from fedids.task import predict_labels
 
     test = data.test_rows
-    pred, proba = predict_labels(detector, data.features, data.windows[test])
+    pred, _ = predict_labels(detector, data.features, data.windows[test])
     scores = score_predictions(data.labels[test], pred)
     if prototype:
+        linear = copy.deepcopy(detector)
+        linear.model.set_prototypes(None)
+        linear_pred, proba = predict_labels(linear, data.features, data.windows[test])
         targets = detector.vocabulary.encode(data.labels[fit_rows])
         scaled = detector.scaler.transform(data.features)
         windows = data.windows[fit_rows][targets >= 0]
-        proto = prototype_proba(
-            detector.model, scaled, windows, targets[targets >= 0], data.windows[test], 0.1
-        )
+        proto = prototype_proba(linear.model, scaled, windows, targets[targets >= 0], data.windows[test], 0.1)
         mixed = detector.vocabulary.decode((0.5 * proba + 0.5 * proto).argmax(axis=1))
-        scores["variants"] = {"proto": score_predictions(data.labels[test], mixed)}
+        scores["variants"] = {
+            "linear": score_predictions(data.labels[test], linear_pred),
+            "proto": score_predictions(data.labels[test], mixed),
+        }
     return scores
 
 

@@ -1,7 +1,7 @@
 """Candidate training recipes for rare classes, measured on the rare-class protocol (:mod:`.rare`).
 
-Each recipe is a :class:`Recipe` (options, none of them a default of ``fedids train``) that trains the
-centralized GRU on the same kept rows as the protocol's ``centralized`` model and is scored the same way:
+Each recipe is a :class:`Recipe` (``prototype`` is ``fedids train``'s default read-out since session 10;
+the others are options) that trains the centralized GRU on the same kept rows as the protocol's ``centralized`` model and is scored the same way:
 
 * ``epochs``: a fixed epoch count other than ``fedids train``'s 5;
 * ``early_stopping``: up to ``epochs`` epochs, keeping the weights of the epoch with the best macro-F1
@@ -44,7 +44,7 @@ from fedids.task import PreparedData, fit_preprocessing
 
 @dataclass(frozen=True)
 class Recipe:
-    """One candidate (see module docstring); the defaults reproduce ``fedids train``."""
+    """One candidate (see module docstring); the defaults reproduce ``fedids train --prototypes off``."""
 
     epochs: int = 5
     early_stopping: bool = False
