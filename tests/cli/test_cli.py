@@ -73,6 +73,8 @@ def test_train_then_evaluate_json_on_real_data(tmp_path):
         "16",
         "--split",
         "label-time",
+        "--prototypes",
+        "on",
     )
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in (tmp_path / "model").iterdir()} >= {
@@ -82,7 +84,7 @@ def test_train_then_evaluate_json_on_real_data(tmp_path):
     }
     meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
     assert meta["split"] == "label-time" and meta["test_rows"] > 0
-    # the prototype head is on by default: the class means travel in preprocessing.json
+    # the prototype head's class means travel in preprocessing.json (and evaluate reads them below)
     prep = json.loads((tmp_path / "model" / "preprocessing.json").read_text())
     assert meta["prototypes"] == "on" and len(prep["prototypes"]) == 2
     assert all(row is not None and len(row) == 16 for row in prep["prototypes"])

@@ -93,8 +93,8 @@ def test_protocol_end_to_end_on_a_real_sample(data):
     result = run_protocol(data, cfg)
     models = {r["model"]: r for r in result["runs"]}
     assert set(models) == {"centralized", "centralized+linear", "centralized+proto", "random_forest"}
-    # fedids train's default read-out is the prototype mix; the linear variant is the model without it
-    assert models["centralized"]["per_class"] == models["centralized+proto"]["per_class"]
+    # fedids train's default read-out is the linear head; the +linear variant reads the same model
+    assert models["centralized"]["per_class"] == models["centralized+linear"]["per_class"]
     for run in result["runs"]:
         assert set(run["per_class"]) == set(np.unique(data.labels[data.test_rows]))
         for scores in run["per_class"].values():

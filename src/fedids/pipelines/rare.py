@@ -175,7 +175,8 @@ def score_predictions(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 
 
 def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, Any]:
-    """``fedids train``'s path on the kept rows: validation slice held out, :func:`train_centralized`."""
+    """``fedids train``'s path on the kept rows: validation slice held out, :func:`train_centralized`,
+    linear head (the default ``--prototypes off``; the ``+proto`` variant is ``--prototypes on``)."""
     from fedids.model.train import TrainConfig
     from fedids.task import train_centralized
 
@@ -188,7 +189,6 @@ def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, A
         TrainConfig(epochs=cfg.epochs, seed=seed),
         hidden=cfg.hidden,
         window=cfg.window,
-        prototypes=True,  # fedids train's default
     )
     return score_detector(detector, data, fit_data.train_rows, cfg.prototype_variants)
 

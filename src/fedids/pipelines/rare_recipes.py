@@ -1,7 +1,8 @@
 """Candidate training recipes for rare classes, measured on the rare-class protocol (:mod:`.rare`).
 
-Each recipe is a :class:`Recipe` (``prototype`` is ``fedids train``'s default read-out since session 10;
-the others are options) that trains the centralized GRU on the same kept rows as the protocol's ``centralized`` model and is scored the same way:
+Each recipe is a :class:`Recipe` (options, none of them a default of ``fedids train``; ``prototype`` is
+``fedids train --prototypes on``) that trains the centralized GRU on the same kept rows as the protocol's
+``centralized`` model and is scored the same way:
 
 * ``epochs``: a fixed epoch count other than ``fedids train``'s 5;
 * ``early_stopping``: up to ``epochs`` epochs, keeping the weights of the epoch with the best macro-F1
@@ -18,6 +19,11 @@ the others are options) that trains the centralized GRU on the same kept rows as
 * ``hidden`` / ``window``: model size and window length;
 * ``min_steps``: at least this many optimizer steps (more epochs on small data: ``fedids train``'s 5
   epochs of batch 256 are 5 steps on a few hundred flows);
+* ``copies`` / ``truncate``: train on ``copies`` extra copies of every training window; with ``truncate``
+  each copy keeps only the last j flows of its window (j uniform in 1..W, the rest padding), so that a
+  class whose few training flows have short histories (its first flows ever) is learnt in a form that
+  transfers to the full windows of later traffic; without ``truncate`` the copies are the control (the
+  same number of optimizer steps);
 * ``train_validation``: also train on the validation slice (``fedids train`` holds it out for the alert
   threshold, which costs a rare class ``round(0.2 k)`` of its k flows).
 """
@@ -44,7 +50,7 @@ from fedids.task import PreparedData, fit_preprocessing
 
 @dataclass(frozen=True)
 class Recipe:
-    """One candidate (see module docstring); the defaults reproduce ``fedids train --prototypes off``."""
+    """One candidate (see module docstring); the defaults reproduce ``fedids train``."""
 
     epochs: int = 5
     early_stopping: bool = False
@@ -60,6 +66,8 @@ class Recipe:
     window: int | None = None
     train_validation: bool = False
     min_steps: int = 0
+    copies: int = 0
+    truncate: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -78,6 +86,10 @@ RECIPES: dict[str, Recipe] = {
     "es+flow-skip": Recipe(epochs=50, early_stopping=True, flow_skip=True),
     "prototype-only": Recipe(prototype=True, proto_weight=1.0),
     "epochs15+prototype": Recipe(epochs=15, prototype=True),
+    "truncate3": Recipe(copies=3, truncate=True),
+    "copies3": Recipe(copies=3),
+    "truncate3+prototype": Recipe(copies=3, truncate=True, prototype=True),
+    "copies3+prototype": Recipe(copies=3, prototype=True),
     "train-val+prototype": Recipe(train_validation=True, prototype=True),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
@@ -169,6 +181,23 @@ def _balanced_rows(targets: np.ndarray, epochs: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(len(targets), size=len(targets) * epochs, p=p / p.sum())
 
 
+def _augmented(
+    windows: np.ndarray, targets: np.ndarray, recipe: Recipe, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The windows and targets with ``recipe.copies`` extra copies, each window truncated to its last j
+    flows (j uniform in 1..W) when ``recipe.truncate``."""
+    rng = np.random.default_rng(seed)
+    n, width = windows.shape
+    parts = [windows]
+    for _ in range(recipe.copies):
+        copy_ = windows.copy()
+        if recipe.truncate:
+            keep = rng.integers(1, width + 1, size=n)  # flows kept at the window's end
+            copy_[np.arange(width)[None, :] < (width - keep)[:, None]] = -1
+        parts.append(copy_)
+    return np.concatenate(parts), np.tile(targets, recipe.copies + 1)
+
+
 def _train(
     recipe: Recipe,
     model: GRUDetector,
@@ -186,6 +215,8 @@ def _train(
     weights = None
     if recipe.loss == "weighted_ce":
         weights = np.where(np.bincount(targets, minlength=n_classes) > 0, 1.0, 0.0).astype(np.float32)
+    if recipe.copies:
+        windows, targets = _augmented(windows, targets, recipe, config.seed)
     if recipe.balanced:
         order = _balanced_rows(targets, config.epochs, config.seed)
         windows, targets = windows[order], targets[order]
