@@ -5,7 +5,9 @@ plaintext mode exactly (float64 partial sums) and in a sealed mode up to the fix
 must only ever receive its own devices' contributions; and the tiers' bytes must be recorded.
 """
 
+import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -130,3 +132,68 @@ def test_a_device_sends_its_site_a_plaintext_vector_only_in_a_run_published_with
     assert "sites" not in text
     path.write_text(text)
     assert PrivacyPolicy.load(path).sites == 0
+
+
+def test_secagg_among_a_sites_devices_hides_each_vector_from_the_site(federation, tmp_path, monkeypatch):
+    """``--site-privacy secagg``: each site runs SecAgg with its (three) devices and learns only their
+    sum, sealed under ``he`` for the central server. No device vector ever reaches a site, and the run
+    ends on the model of the same run with plaintext device -> site vectors, up to the fixed-point codes."""
+    prepared = federation[0]
+    parts = make_partitions(prepared, 6, "shared:0.5", seed=0, segment=40)
+    keys = init_keys(tmp_path / "keys", "he")
+    base = dict(CONFIG, sites=2, privacy="he", he_public_context=str(keys.public_context))
+    six_sites = [0, 0, 0, 1, 1, 1]
+
+    def run(site_privacy: str) -> dict:
+        config = FederationConfig(**base, site_privacy=site_privacy)
+        out = tmp_path / site_privacy
+        secret = str(keys.secret_context)
+        state = run_simulated(prepared, parts, config, out, he_secret_context=secret, sites=six_sites)
+        return {"state": state, "weights": _final_weights(out)}
+
+    plain = run("plain")
+    received: list[int] = []
+    receive = sites.SiteAggregator.receive
+    monkeypatch.setattr(
+        sites.SiteAggregator,
+        "receive",
+        lambda self, node, v, c=None: received.append(node) or receive(self, node, v, c),
+    )
+    masked = run("secagg")
+    assert received == []  # the sites only ever held SecAgg sums
+    assert [h["clients"] for h in masked["state"].history] == [6, 6]
+    assert np.max(np.abs(masked["weights"] - plain["weights"])) <= 1e-3
+    tiers = masked["state"].history[-1]["tiers"]
+    assert tiers["lan"]["bytes_up"] > 0 and tiers["wan"]["bytes_up"] > 0
+
+
+def test_site_privacy_secagg_is_checked_by_the_config_and_by_every_device():
+    from fedids.federation.policy import PolicyViolation, PrivacyPolicy, check_secagg, check_sum_mode
+    from fedids.federation.site_app import check_central_config
+
+    with pytest.raises(ValueError, match="sites K >= 2"):
+        FederationConfig(privacy="secagg", site_privacy="secagg")
+    with pytest.raises(ValueError, match="in the clear"):
+        FederationConfig(sites=2, privacy="dp", noise_multiplier=1.0, site_privacy="secagg")
+    with pytest.raises(ValueError, match="robust"):
+        FederationConfig(sites=2, privacy="secagg", site_privacy="secagg", robust="median")
+    with pytest.raises(ValueError, match="site-privacy"):
+        FederationConfig(sites=2, privacy="secagg", site_privacy="masks")
+    config = FederationConfig(sites=2, privacy="secagg", site_privacy="secagg")
+    deployed = SimpleNamespace(**{**config.__dict__, "privacy": "he", "energy_managed": False})  # as deployed
+    with pytest.raises(ValueError, match="simulation only"):
+        check_central_config(deployed)
+    policy = PrivacyPolicy.from_config(config)
+    # a site that asks for a device's vector in the clear is refused; a SecAgg sum is what it may ask
+    with pytest.raises(PolicyViolation, match="in the clear"):
+        check_sum_mode(policy, "none")
+    check_sum_mode(policy, "secagg")
+    with pytest.raises(PolicyViolation, match="differs"):
+        check_sum_mode(policy, "he")  # nothing else: the flat statistics round is sealed as the run says
+    state: dict = {}
+    with pytest.raises(PolicyViolation, match="secure aggregation over 2"):
+        check_secagg(policy, 2, 2, state)  # two devices would each learn the other's vector
+    check_secagg(policy, 3, 3, state)
+    he_plain_sites = dataclasses.replace(policy, privacy="he", site_privacy="plain")
+    with pytest.raises(PolicyViolation, match="secure aggregation requested"):
+        check_secagg(he_plain_sites, 3, 3, state)

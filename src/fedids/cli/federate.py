@@ -156,6 +156,14 @@ Robust = Annotated[
         "to L2 norm B, default the median norm) | median | trimmed:F (each after norm bounding)."
     ),
 ]
+SitePrivacy = Annotated[
+    str,
+    _opt(
+        "With --sites, how devices send their vectors to their site: plain (the site sees each one, inside "
+        "its trust domain; --robust needs it) | secagg (SecAgg among each site's devices, at least 3: the "
+        "site learns only their sum; needs a sealed --privacy: he, secagg, he+secagg)."
+    ),
+]
 Resume = Annotated[Path | None, _opt("Continue the run in this directory.", "--resume")]
 
 
@@ -204,6 +212,7 @@ def federate(
     attack: AttackOption = "none",
     sites: Sites = _D.sites,
     robust: Robust = _D.robust,
+    site_privacy: SitePrivacy = _D.site_privacy,
     resume: Resume = None,
 ) -> None:
     """Train the GRU detector with federated learning on simulated clients (Flower + Ray)."""

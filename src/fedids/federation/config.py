@@ -28,6 +28,10 @@ CLIENT_WEIGHTINGS = ("examples", "objective")
 RUN_ONLY_KEYS = ("test-data", "out-dir", "split")
 """Deployment run-config keys that are not federation settings (the server's data and output)."""
 
+SITE_PRIVACY = ("plain", "secagg")
+"""How devices send their vectors to their site (three tiers): ``plain`` (the site sees each one, inside
+its trust domain; robust aggregation needs it) or ``secagg`` (SecAgg among the site's devices)."""
+
 
 @dataclass(frozen=True)
 class FederationConfig:
@@ -93,6 +97,9 @@ class FederationConfig:
     sites: int = 0
     # Robust aggregation at the site tier: none | normclip[:B] | median | trimmed:F (fedids.federation.robust)
     robust: str = "none"
+    # device -> site: plain (the site sees each device's vector, inside its trust domain; robust
+    # aggregation needs it) | secagg (SecAgg among each site's devices: the site learns only their sum)
+    site_privacy: str = "plain"
 
     def __post_init__(self) -> None:
         # Imported here: the command line reads the defaults at startup without loading numpy.
@@ -169,6 +176,24 @@ class FederationConfig:
             raise ValueError(f"sites must be >= 0 (0 or 1: no site tier), got {self.sites}")
         if RobustSpec.parse(self.robust).active and not self.tiered:
             raise ValueError(f"robust {self.robust} runs at the site tier: give sites K >= 2")
+        if self.site_privacy not in SITE_PRIVACY:
+            raise ValueError(
+                f"site-privacy must be one of {', '.join(SITE_PRIVACY)}, got {self.site_privacy!r}"
+            )
+        if self.site_privacy == "secagg":
+            from fedids.federation.private import PrivacyMode
+
+            if not self.tiered:
+                raise ValueError("site-privacy secagg is the device -> site tier: give sites K >= 2")
+            if not PrivacyMode.parse(self.privacy).sealed:
+                raise ValueError(
+                    f"site-privacy secagg with privacy {self.privacy}: the sites would send their sums to "
+                    "the central server in the clear; use he, secagg or he+secagg (with or without dp)"
+                )
+            if RobustSpec.parse(self.robust).active:
+                raise ValueError(
+                    "robust aggregation needs each device's update at its site: not with site-privacy secagg"
+                )
         if self.tiered and not self.averaging:
             raise ValueError(
                 f"strategy {self.strategy} needs each update at the central server; with sites use one of "

@@ -40,6 +40,7 @@ log = logging.getLogger("fedids.client")
 POLICY_KEY = "privacy-policy"  # node config: path to the policy file (JSON)
 LEDGER = "fedids.policy"  # node state (ConfigRecord): what this client has checked and answered so far
 ROUNDS_DONE = "rounds-trained"  # training rounds this client has answered (the DP budget's ledger)
+MIN_SITE_SECAGG = 3  # devices in a site's SecAgg: with 2, each would learn the other's vector from the sum
 SECAGG_T = "secagg-t"  # the threshold of the current round's checked SecAgg configuration
 _TOLERANCE = 1e-9  # relative: float round trips through records
 
@@ -66,6 +67,7 @@ class PrivacyPolicy:
     dpsgd_batch_size: int
     dpsgd_calibration_noise: float
     sites: int = 0  # >= 2: the client's site sees its vectors in plaintext (fedids.federation.sites)
+    site_privacy: str = "plain"  # secagg: its site gets only SecAgg sums of its devices, never a vector
     update_bound: float = 20.0  # he/secagg without dp: the L2 bound of each update (fedids.federation.bounds)
 
     @classmethod
@@ -137,13 +139,16 @@ def _at_most(value: float, ceiling: float, what: str) -> None:
 
 
 def check_secagg(policy: PrivacyPolicy, n_clients: int, threshold: int, state: Any) -> None:
-    """A SecAgg round's ``n`` and ``t``: at least ``min_clients`` clients, and ``t`` at least fedids'
-    threshold for ``n`` (a lower one lets fewer survivors, or the server with sybils, unmask)."""
+    """A SecAgg round's ``n`` and ``t``: at least ``min_clients`` clients (a site's SecAgg under
+    ``site_privacy`` secagg: at least :data:`MIN_SITE_SECAGG` devices), and ``t`` at least fedids' threshold
+    for ``n`` (a lower one lets fewer survivors, or the server with sybils, unmask)."""
     from fedids.privacy.secagg import SecAggConfig
 
-    if not policy.mode.secagg:
+    site_secagg = policy.sites >= 2 and policy.site_privacy == "secagg"
+    if not (policy.mode.secagg or site_secagg):
         raise _refuse(f"secure aggregation requested in a {policy.privacy} run")
-    _at_least(n_clients, policy.min_clients, "secure aggregation over")
+    floor = MIN_SITE_SECAGG if site_secagg else policy.min_clients
+    _at_least(n_clients, floor, "secure aggregation over")
     _at_least(threshold, SecAggConfig(n_clients=n_clients, vector_length=1).t, "SecAgg threshold")
     state[SECAGG_T] = int(threshold)
 
@@ -164,10 +169,18 @@ def check_mode(policy: PrivacyPolicy, privacy: str) -> None:
 
 
 def check_sum_mode(policy: PrivacyPolicy, privacy: str) -> None:
-    """How a vector is sealed: the policy's mode, or, in a three-tier run (``sites >= 2``), in the clear for
-    the client's own site (its trust domain; the site seals the partial sum in the policy's mode)."""
-    if policy.sites >= 2 and PrivacyMode.parse(privacy) == PrivacyMode():
-        return
+    """How a vector is sealed: the policy's mode, or, in a three-tier run (``sites >= 2``), for the client's
+    own site as ``site_privacy`` says: in the clear (its trust domain) or SecAgg-masked (the site seals the
+    partial sum in the policy's mode). A site that asks a ``secagg`` device for its vector in the clear is
+    refused."""
+    if policy.sites >= 2:
+        wanted = PrivacyMode.parse("secagg") if policy.site_privacy == "secagg" else PrivacyMode()
+        if PrivacyMode.parse(privacy) == wanted:
+            return
+        if policy.site_privacy == "secagg" and PrivacyMode.parse(privacy) == PrivacyMode():
+            raise _refuse(
+                "the site asks for this device's vector in the clear; the policy's site privacy is secagg"
+            )
     check_mode(policy, privacy)
 
 

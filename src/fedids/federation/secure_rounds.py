@@ -98,7 +98,7 @@ def secure_sum(
     start = time.perf_counter()
     sum_id = next(_SUM_IDS) if sum_id is None else sum_id
     if mode.secagg:
-        accepted = _run_secagg(
+        accepted = run_secagg(
             grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public, timeout, result
         )
     else:
@@ -192,7 +192,7 @@ def check_plain_vector(
         check(node, value)
 
 
-def _run_secagg(
+def run_secagg(
     grid: Grid,
     mode: PrivacyMode,
     nodes: list[int],

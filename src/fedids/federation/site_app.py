@@ -64,6 +64,8 @@ def check_central_config(config: Any) -> None:
         raise ValueError("energy-aware selection and compression need each device at the central server")
     if RobustSpec.parse(config.robust).active:
         raise ValueError("robust aggregation runs at each site: set robust in the site run's config")
+    if config.site_privacy != "plain":
+        raise ValueError("site-privacy secagg (SecAgg among a site's devices) runs in the simulation only")
 
 
 def _relay(msg: Message, context: Context) -> Message:

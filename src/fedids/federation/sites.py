@@ -9,9 +9,11 @@ the flat sum and the run ends on the flat run's model (``tests/federation/test_s
 
 Privacy per tier
 ----------------
-* device -> site (LAN): the device's vector in plaintext, inside the site's trust domain: the site sees
-  each of its devices' update (after the device's own DP noise, if any; with sites every device carries
-  all of its noise, since no SecAgg among devices hides it);
+* device -> site (LAN), ``--site-privacy``: ``plain`` (default), the device's vector in plaintext, inside
+  the site's trust domain: the site sees each of its devices' updates (after the device's own DP noise,
+  if any), which its robust aggregation needs; ``secagg``, SecAgg among the site's devices (at least
+  three) with the site as its server: the site learns only their sum, and no defence can run at the site.
+  Either way every device carries all of its DP noise (the site may see its vector, or collude);
 * site -> central (WAN): the run's ``--privacy``. ``none``/``dp``: the site's partial sum in plaintext.
   ``he``: the site quantises its partial sum (SecAgg's fixed-point code) and BFV-encrypts it with the
   *public* context, which cannot decrypt; the central server adds the ciphertexts and the devices open the
@@ -54,7 +56,7 @@ from fedids.federation import messages as m
 from fedids.federation.partition import gateway_subnet
 from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult, secagg_clip_range
 from fedids.federation.robust import reference_proposal
-from fedids.federation.secure_rounds import check_plain_vector, exchange, payload_bytes
+from fedids.federation.secure_rounds import check_plain_vector, exchange, payload_bytes, run_secagg
 
 log = logging.getLogger("fedids.server")
 _SITE_SUM_IDS = itertools.count(1 << 40)  # SecAgg round ids of the site tier, apart from the flat ones
@@ -338,23 +340,52 @@ def tiered_sum(
     timeout: float,
     combine: Combine | None = None,
     check: Check | None = None,
+    device_secagg: bool = False,
 ) -> tuple[SumResult, list[Message], TierRecord]:
     """:func:`fedids.federation.secure_rounds.secure_sum` through the sites: the ``nodes`` send their
     vectors to their sites in plaintext, each site combines its own (a sum, or ``combine``: a defence,
-    :func:`fedids.federation.robust.update_defence`), the sites seal their contributions for the central sum as ``mode``
-    says. Returns the sum (with the WAN traffic as its bytes), the accepted replies and the tiers' record."""
-    result, lan = SumResult(), SumResult()
+    :func:`fedids.federation.robust.update_defence`), the sites seal their contributions for the central
+    sum as ``mode`` says. With ``device_secagg`` the devices of each site run SecAgg with their site as its
+    server instead (:func:`_secagg_device_tier`: the site learns only their sum; no ``combine`` or
+    ``check``). Returns the sum (with the WAN traffic as its bytes), the accepted replies and the tiers'
+    record."""
+    result = SumResult()
     record = TierRecord(sites=len({site_of[n] for n in nodes if n in site_of}))
+    contents = {node: make_content(node) for node in nodes}
+    tier = _secagg_device_tier if device_secagg else _plain_device_tier
+    partials, largest, accepted = tier(
+        grid, site_of, contents, message_type, length, values, timeout, result, record, combine, check
+    )
+    relayed = {site_of[n]: n for n in reversed(nodes) if n in site_of}  # one copy of the model per site
+    record.wan.bytes_down = sum(payload_bytes(contents[n]) for n in relayed.values())
+    if partials:
+        central_sum(
+            mode,
+            partials,
+            values=values,
+            length=length,
+            he_public=he_public,
+            devices_per_site=largest,
+            result=result,
+            record=record,
+        )
+    result.bytes_up, result.bytes_down = record.wan.bytes_up, record.wan.bytes_down
+    result.server_seconds = record.wan.seconds
+    return result, accepted, record
+
+
+def _plain_device_tier(
+    grid, site_of, contents, message_type, length, values, timeout, result, record, combine, check
+) -> tuple[dict[int, np.ndarray], int, list[Message]]:
+    """device -> site in the clear: each site receives its devices' vectors and combines them. Returns the
+    sites' contributions, the largest number of devices a site combined, and the accepted replies."""
+    lan = SumResult()
     spec: dict = {"values": values, "length": length, "privacy": SITE_TIER_PRIVACY}
-    contents = {}
-    for node in nodes:
-        contents[node] = make_content(node)
-        contents[node][m.SUM] = ConfigRecord(spec)
+    for content in contents.values():
+        content[m.SUM] = ConfigRecord(spec)
     started = time.perf_counter()
     replies = exchange(grid, contents, message_type, timeout, lan)
     record.lan = Tier(lan.bytes_down, lan.bytes_up, time.perf_counter() - started)
-    relayed = {site_of[n]: n for n in reversed(nodes) if n in site_of}  # one copy of the model per site
-    record.wan.bytes_down = sum(payload_bytes(contents[n]) for n in relayed.values())
     sites = make_sites(site_of, length)
     accepted = []
     for node in sorted(replies):
@@ -367,23 +398,59 @@ def tiered_sum(
             continue
         result.survivors.append(node)
         accepted.append(replies[node])
-    partials = site_contributions(sites, combine, record)
-    if partials:
-        largest = max(len(s.received) for s in sites.values())
-        central_sum(
-            mode,
-            partials,
-            values=values,
-            length=length,
-            he_public=he_public,
-            devices_per_site=largest,
-            result=result,
-            record=record,
-        )
     result.rejected += lan.rejected
-    result.bytes_up, result.bytes_down = record.wan.bytes_up, record.wan.bytes_down
-    result.server_seconds = record.wan.seconds
-    return result, accepted, record
+    partials = site_contributions(sites, combine, record)
+    return partials, max((len(s.received) for s in sites.values()), default=0), accepted
+
+
+def _secagg_device_tier(
+    grid, site_of, contents, message_type, length, values, timeout, result, record, combine, check
+) -> tuple[dict[int, np.ndarray], int, list[Message]]:
+    """device -> site under SecAgg (``--site-privacy secagg``): each site runs SecAgg's four stages with
+    its chosen devices as the parties and itself as the server, and learns only their sum. A site with
+    fewer than :data:`~fedids.federation.policy.MIN_SITE_SECAGG` devices in the exchange leaves them out
+    (with two, each would learn the other's vector from the sum); the devices refuse such a round too."""
+    from fedids.federation.policy import MIN_SITE_SECAGG
+
+    if combine is not None:
+        raise ValueError("a site defence needs each device's vector: not with device-tier secagg")
+    by_site: dict[int, list[int]] = {}
+    for node in contents:
+        if node in site_of:
+            by_site.setdefault(site_of[node], []).append(node)
+    partials: dict[int, np.ndarray] = {}
+    accepted: list[Message] = []
+    started = time.perf_counter()
+    for site, nodes in sorted(by_site.items()):
+        if len(nodes) < MIN_SITE_SECAGG:
+            log.warning(
+                "site %d: %d devices, fewer than SecAgg's %d: left out", site, len(nodes), MIN_SITE_SECAGG
+            )
+            result.rejected += len(nodes)
+            continue
+        lan = SumResult()
+        replies = run_secagg(
+            grid,
+            PrivacyMode.parse("secagg"),
+            nodes,
+            message_type,
+            contents.__getitem__,
+            length,
+            values,
+            next(_SITE_SUM_IDS),
+            None,
+            timeout,
+            lan,
+        )
+        record.lan.bytes_down += lan.bytes_down
+        record.lan.bytes_up += lan.bytes_up
+        result.rejected += lan.rejected
+        if lan.plaintext is not None and lan.survivors:
+            partials[site] = lan.plaintext
+            result.survivors.extend(lan.survivors)
+            accepted.extend(replies)
+    record.lan.seconds = time.perf_counter() - started
+    return partials, max((len(n) for n in by_site.values()), default=0), accepted
 
 
 def plain_site_sum(
