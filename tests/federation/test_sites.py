@@ -180,6 +180,11 @@ def test_site_privacy_secagg_is_checked_by_the_config_and_by_every_device():
     with pytest.raises(ValueError, match="site-privacy"):
         FederationConfig(sites=2, privacy="secagg", site_privacy="masks")
     config = FederationConfig(sites=2, privacy="secagg", site_privacy="secagg")
+    from fedids.pipelines.federate import FederateRequest
+
+    with pytest.raises(ValueError, match="at least 3 devices per site"):
+        FederateRequest(config=config, out_dir=Path("unused"), clients=5, partition="iid")
+    FederateRequest(config=config, out_dir=Path("unused"), clients=6, partition="iid")
     deployed = SimpleNamespace(**{**config.__dict__, "privacy": "he", "energy_managed": False})  # as deployed
     with pytest.raises(ValueError, match="simulation only"):
         check_central_config(deployed)
