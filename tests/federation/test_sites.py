@@ -179,6 +179,8 @@ def test_site_privacy_secagg_is_checked_by_the_config_and_by_every_device():
         FederationConfig(sites=2, privacy="secagg", site_privacy="secagg", robust="median")
     with pytest.raises(ValueError, match="site-privacy"):
         FederationConfig(sites=2, privacy="secagg", site_privacy="masks")
+    with pytest.raises(ValueError, match="fraction 1"):
+        FederationConfig(sites=2, privacy="secagg", site_privacy="secagg", fraction_train=0.5)
     config = FederationConfig(sites=2, privacy="secagg", site_privacy="secagg")
     from fedids.pipelines.federate import FederateRequest
 

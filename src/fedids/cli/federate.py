@@ -161,7 +161,7 @@ SitePrivacy = Annotated[
     _opt(
         "With --sites, how devices send their vectors to their site: plain (the site sees each one, inside "
         "its trust domain; --robust needs it) | secagg (SecAgg among each site's devices, at least 3: the "
-        "site learns only their sum; needs a sealed --privacy: he, secagg, he+secagg)."
+        "site learns only their sum; needs a sealed --privacy: he, secagg, he+secagg, and --fraction 1)."
     ),
 ]
 Resume = Annotated[Path | None, _opt("Continue the run in this directory.", "--resume")]

@@ -190,6 +190,11 @@ class FederationConfig:
                     f"site-privacy secagg with privacy {self.privacy}: the sites would send their sums to "
                     "the central server in the clear; use he, secagg or he+secagg (with or without dp)"
                 )
+            if self.fraction_train < 1.0:
+                raise ValueError(
+                    "site-privacy secagg: every device trains each round (fraction 1), so that "
+                    "no site's SecAgg round falls below 3 devices"
+                )
             if RobustSpec.parse(self.robust).active:
                 raise ValueError(
                     "robust aggregation needs each device's update at its site: not with site-privacy secagg"
