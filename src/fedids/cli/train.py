@@ -129,12 +129,7 @@ def train(
         raise InputError("train: the split leaves no training or no test flows")
     with progress_bar("training", epochs * len(fit_data.train_rows)) as advance:
         detector, result = train_centralized(
-            fit_data,
-            config,
-            hidden=hidden,
-            window=window,
-            progress=advance,
-            prototypes=prototypes == "on",
+            fit_data, config, hidden=hidden, window=window, progress=advance, prototypes=prototypes == "on"
         )
     rule = _alert_rule(detector, prepared, validation.nonzero()[0], max_false_alarm_rate)
     metrics, thresholded = _test_metrics(detector, prepared, rule)

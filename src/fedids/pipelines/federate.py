@@ -26,7 +26,6 @@ import numpy as np
 from fedids.console import err, progress_bar
 from fedids.errors import InputError
 from fedids.federation.config import FederationConfig
-from fedids.federation.policy import MIN_SITE_SECAGG
 from fedids.pipelines.data import load_data, load_frame
 from fedids.pipelines.files import write_json
 
@@ -245,6 +244,8 @@ class FederateRequest:
             raise ValueError(f"--malicious {self.malicious}: a fraction in [0, 1]")
         if self.config.sites > self.clients:
             raise ValueError(f"--sites {self.config.sites}: at most the {self.clients} clients")
+        from fedids.federation.policy import MIN_SITE_SECAGG  # here: the CLI starts without Flower
+
         if self.config.site_privacy == "secagg" and self.clients // self.config.sites < MIN_SITE_SECAGG:
             raise ValueError(
                 f"--site-privacy secagg: at least {MIN_SITE_SECAGG} devices per site for SecAgg, "
