@@ -180,7 +180,7 @@ class FederationConfig:
             raise ValueError(
                 f"site-privacy must be one of {', '.join(SITE_PRIVACY)}, got {self.site_privacy!r}"
             )
-        if self.site_privacy == "secagg":
+        if self.site_secagg:
             from fedids.federation.private import PrivacyMode
 
             if not self.tiered:
@@ -209,6 +209,11 @@ class FederationConfig:
     def tiered(self) -> bool:
         """Whether the clients are grouped into site aggregators (three tiers)."""
         return self.sites >= 2
+
+    @property
+    def site_secagg(self) -> bool:
+        """Whether each site's devices send it their vectors under SecAgg (``site_privacy`` secagg)."""
+        return self.site_privacy == "secagg"
 
     def _check_numbers(self) -> None:
         """Finite numbers in their ranges: a typo fails here with the setting's name, before any work."""

@@ -130,9 +130,8 @@ def _sum(
         check=None if dp is not None else _plain_check(run, kind),
     )
     if run.sites:  # through the sites, as the rounds
-        secagg = run.config.site_privacy == "secagg"
         result, _, tiers = tiered_sum(
-            run.grid, site_of=run.sites, combine=combine, device_secagg=secagg, **spec
+            run.grid, site_of=run.sites, combine=combine, device_secagg=run.config.site_secagg, **spec
         )
         return result, tiers.robust
     result, _ = secure_sum(run.grid, **spec)

@@ -101,6 +101,11 @@ class PrivacyPolicy:
         return PrivacyMode.parse(self.privacy)
 
     @property
+    def site_secagg(self) -> bool:
+        """A three-tier run whose devices send their site only SecAgg-masked vectors."""
+        return self.sites >= 2 and self.site_privacy == "secagg"
+
+    @property
     def dpsgd(self) -> bool:
         return self.dpsgd_noise_multiplier > 0 or self.dpsgd_target_epsilon > 0
 
@@ -144,10 +149,9 @@ def check_secagg(policy: PrivacyPolicy, n_clients: int, threshold: int, state: A
     for ``n`` (a lower one lets fewer survivors, or the server with sybils, unmask)."""
     from fedids.privacy.secagg import SecAggConfig
 
-    site_secagg = policy.sites >= 2 and policy.site_privacy == "secagg"
-    if not (policy.mode.secagg or site_secagg):
+    if not (policy.mode.secagg or policy.site_secagg):
         raise _refuse(f"secure aggregation requested in a {policy.privacy} run")
-    floor = MIN_SITE_SECAGG if site_secagg else policy.min_clients
+    floor = MIN_SITE_SECAGG if policy.site_secagg else policy.min_clients
     _at_least(n_clients, floor, "secure aggregation over")
     _at_least(threshold, SecAggConfig(n_clients=n_clients, vector_length=1).t, "SecAgg threshold")
     state[SECAGG_T] = int(threshold)
@@ -173,14 +177,13 @@ def check_sum_mode(policy: PrivacyPolicy, privacy: str) -> None:
     own site as ``site_privacy`` says: in the clear (its trust domain) or SecAgg-masked (the site seals the
     partial sum in the policy's mode). A site that asks a ``secagg`` device for its vector in the clear is
     refused."""
-    if policy.sites >= 2:
-        wanted = PrivacyMode.parse("secagg") if policy.site_privacy == "secagg" else PrivacyMode()
-        if PrivacyMode.parse(privacy) == wanted:
-            return
-        if policy.site_privacy == "secagg" and PrivacyMode.parse(privacy) == PrivacyMode():
-            raise _refuse(
-                "the site asks for this device's vector in the clear; the policy's site privacy is secagg"
-            )
+    mode = PrivacyMode.parse(privacy)
+    if policy.site_secagg and mode == PrivacyMode():
+        raise _refuse(
+            "the site asks for this device's vector in the clear; the policy's site privacy is secagg"
+        )
+    if policy.sites >= 2 and mode == (PrivacyMode.parse("secagg") if policy.site_secagg else PrivacyMode()):
+        return
     check_mode(policy, privacy)
 
 

@@ -294,7 +294,7 @@ def _tiered_round(run: Run, server_round: int, chosen: list[int], models, config
         timeout=run.config.timeout_s,
         combine=_defence(run, models),
         check=bounds.site_check(run.layout, config, models),  # sealed runs: each device's vector in range
-        device_secagg=run.config.site_privacy == "secagg",
+        device_secagg=run.config.site_secagg,
     )
     return _outcome(run, server_round, result, models, config, tiers.to_dict())
 

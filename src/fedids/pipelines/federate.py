@@ -246,7 +246,7 @@ class FederateRequest:
             raise ValueError(f"--sites {self.config.sites}: at most the {self.clients} clients")
         from fedids.federation.policy import MIN_SITE_SECAGG  # here: the CLI starts without Flower
 
-        if self.config.site_privacy == "secagg" and self.clients // self.config.sites < MIN_SITE_SECAGG:
+        if self.config.site_secagg and self.clients // self.config.sites < MIN_SITE_SECAGG:
             raise ValueError(
                 f"--site-privacy secagg: at least {MIN_SITE_SECAGG} devices per site for SecAgg, "
                 f"{self.clients} clients in {self.config.sites} sites leave fewer"

@@ -185,10 +185,7 @@ def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, A
         data, test_mask=data.test_mask | validation_mask(data, cfg.validation_fraction)
     )
     detector, _ = train_centralized(
-        fit_data,
-        TrainConfig(epochs=cfg.epochs, seed=seed),
-        hidden=cfg.hidden,
-        window=cfg.window,
+        fit_data, TrainConfig(epochs=cfg.epochs, seed=seed), hidden=cfg.hidden, window=cfg.window
     )
     return score_detector(detector, data, fit_data.train_rows, cfg.prototype_variants)
 
