@@ -1,9 +1,10 @@
 """The prototype head as a read-out of federated models: does it help on the full data sets?
 
 For each finished `fedids federate --out DIR` run given, score its global model on the run's held-out
-test flows twice, in the same process: with its linear head, and mixed half and half with the prototype
-head (each class's mean GRU embedding over every training window, what summing the clients' per-class
-feature sums and counts gives; `fedids.pipelines.rare.score_detector`). The runs must have been made with
+test flows in the same process: with its linear head, and with the (gated) prototype head of
+`fedids.model.gru` (each class's mean GRU embedding over every training window, what summing the
+clients' per-class feature sums and counts gives; `fedids.pipelines.rare.score_detector`), and, for
+reference, with the ungated half-and-half mix measured in session 10. The runs must have been made with
 the same `--data` and `--split` as given here. Writes benchmarks/results/prototype_readout.json (or --out).
 
 Beside the test scores, the clients' own check of the two read-outs, as the CCVR check would sum it: every
@@ -102,19 +103,21 @@ def main(argv: list[str] | None = None) -> int:
         detector = load_detector(run / "global")
         detector.model.set_prototypes(None)
         scores = score_detector(detector, data, data.train_rows, prototype=True)
-        proto = scores["variants"]["proto"]
+        proto, mix = scores["variants"]["gated"], scores["variants"]["proto"]
         check = clients_check(run, detector)
         rows.append(
             {
                 "run": str(run),
                 "linear_macro_f1": scores["macro_f1"],
                 "prototype_macro_f1": proto["macro_f1"],
+                "ungated_mix_macro_f1": mix["macro_f1"],
                 "per_class": {"linear": scores["per_class"], "prototype": proto["per_class"]},
                 "clients_check": check,
             }
         )
         print(
-            f"{run}: test macro-F1 linear {scores['macro_f1']:.4f}, with prototypes {proto['macro_f1']:.4f}; "
+            f"{run}: test macro-F1 linear {scores['macro_f1']:.4f}, with prototypes {proto['macro_f1']:.4f} "
+            f"(ungated mix {mix['macro_f1']:.4f}); "
             f"clients' check: training windows {check['train'][0]:.4f} -> {check['train'][1]:.4f}, "
             f"validation {check['validation'][0]:.4f} -> {check['validation'][1]:.4f}"
         )

@@ -73,9 +73,7 @@ def test_train_then_evaluate_json_on_real_data(tmp_path):
         "16",
         "--split",
         "label-time",
-        "--prototypes",
-        "on",
-    )
+    )  # the default read-out: --prototypes on
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in (tmp_path / "model").iterdir()} >= {
         "model.pt",

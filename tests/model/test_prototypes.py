@@ -32,19 +32,28 @@ def with_prototypes(real_detector):
     return detector, data, scaled, targets
 
 
-def test_eval_output_is_the_mix_of_linear_and_nearest_class_mean(with_prototypes):
+def gated(linear: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    """The documented read-out: P(BENIGN) of the linear head, the attack mass shared as the mix shares it."""
+    mix = (1 - PROTOTYPE_WEIGHT) * linear + PROTOTYPE_WEIGHT * nearest
+    attacks = mix[:, 1:] / mix[:, 1:].sum(axis=1, keepdims=True)
+    return np.concatenate([linear[:, :1], (1 - linear[:, :1]) * attacks], axis=1)
+
+
+def test_eval_output_is_the_linear_benign_score_and_the_mix_among_attacks(with_prototypes):
     detector, data, scaled, targets = with_prototypes
     model, rows = detector.model, data.test_rows
-    mixed = predict_proba(model, scaled, data.windows[rows])
+    got = predict_proba(model, scaled, data.windows[rows])
     plain = copy.deepcopy(model)
     plain.set_prototypes(None)
     linear = predict_proba(plain, scaled, data.windows[rows])
     nearest = prototype_proba(
         plain, scaled, data.windows[data.train_rows], targets, data.windows[rows], PROTOTYPE_TEMPERATURE
     )
-    expected = (1 - PROTOTYPE_WEIGHT) * linear + PROTOTYPE_WEIGHT * nearest
-    np.testing.assert_allclose(mixed, expected, atol=1e-5)
-    assert not np.allclose(mixed, linear, atol=1e-3)  # the head changes the output
+    np.testing.assert_allclose(got, gated(linear, nearest), atol=1e-5)
+    # The alert score (1 - P(BENIGN)) is the linear head's; which attack is not.
+    np.testing.assert_allclose(got[:, 0], linear[:, 0], atol=1e-6)
+    attack = linear[:, 0] < 0.5
+    assert not np.allclose(got[attack, 1:], linear[attack, 1:], atol=1e-3)
 
 
 def test_training_mode_reads_the_linear_head_only(with_prototypes):
@@ -69,9 +78,18 @@ def test_a_class_without_windows_gets_no_prototype(with_prototypes):
     assert offset[absent] < -1e3 and (np.delete(offset, absent) == 0).all()
     plain = copy.deepcopy(model)
     plain.set_prototypes(None)
-    p_mix = predict_proba(model, scaled, data.windows[data.test_rows])[:, absent]
-    p_lin = predict_proba(plain, scaled, data.windows[data.test_rows])[:, absent]
-    np.testing.assert_allclose(p_mix, (1 - PROTOTYPE_WEIGHT) * p_lin, atol=1e-6)
+    got = predict_proba(model, scaled, data.windows[data.test_rows])
+    linear = predict_proba(plain, scaled, data.windows[data.test_rows])
+    nearest = prototype_proba(
+        plain,
+        scaled,
+        data.windows[data.train_rows][keep],
+        targets[keep],
+        data.windows[data.test_rows],
+        PROTOTYPE_TEMPERATURE,
+    )
+    assert nearest[:, absent].max() == 0.0  # no mean, no similarity
+    np.testing.assert_allclose(got, gated(linear, nearest), atol=1e-5)
 
 
 def test_prototypes_survive_save_onnx_and_streaming(with_prototypes, tmp_path):

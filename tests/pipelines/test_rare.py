@@ -92,9 +92,15 @@ def test_protocol_end_to_end_on_a_real_sample(data):
     )
     result = run_protocol(data, cfg)
     models = {r["model"]: r for r in result["runs"]}
-    assert set(models) == {"centralized", "centralized+linear", "centralized+proto", "random_forest"}
-    # fedids train's default read-out is the linear head; the +linear variant reads the same model
-    assert models["centralized"]["per_class"] == models["centralized+linear"]["per_class"]
+    assert set(models) == {
+        "centralized",
+        "centralized+gated",
+        "centralized+linear",
+        "centralized+proto",
+        "random_forest",
+    }
+    # fedids train's default read-out is the gated prototype head; +gated refits it on the same model
+    assert models["centralized"]["per_class"] == models["centralized+gated"]["per_class"]
     for run in result["runs"]:
         assert set(run["per_class"]) == set(np.unique(data.labels[data.test_rows]))
         for scores in run["per_class"].values():

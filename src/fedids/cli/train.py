@@ -60,11 +60,11 @@ def _validation_mask(prepared, fraction: float, split: str):  # noqa: ANN201 - b
 
 
 PrototypesOpt = typer.Option(
-    "off",
+    "on",
     "--prototypes",
-    help="on: add the prototype head (class means of the GRU embedding, mixed with the linear head), "
-    "which learns attacks seen in a handful of flows; off: linear head only (docs/rare-classes.md: on is "
-    "far better on rare attacks, but not yet the default).",
+    help="on (default): add the prototype head (class means of the GRU embedding), which names attacks "
+    "seen in a handful of flows; the alert score stays the linear head's. off: linear head only "
+    "(docs/rare-classes.md).",
 )
 
 

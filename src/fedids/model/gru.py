@@ -5,13 +5,16 @@ Plain PyTorch, no Flower: the same module trains centrally, on a federated clien
 
 The prototype head (nearest class mean, "prototypical" read-out) holds each class's mean GRU embedding
 over its training windows; a window's prototype probabilities are the softmax of its cosine similarity to
-each class mean over :data:`PROTOTYPE_TEMPERATURE`. In evaluation mode a detector with prototypes outputs
-the log of ``(1 - w) softmax(linear) + w softmax(prototype)`` (``w`` = :data:`PROTOTYPE_WEIGHT`), so
-``softmax`` of its output is the mixed probability and every consumer of logits (argmax, alert scores,
-ONNX export) reads the mix unchanged. Why: a class seen in a handful of windows gets a usable mean long
-before the linear head learns its row (measured in docs/rare-classes.md: macro-F1 +0.11 to +0.37 at
-k = 5 to 20 training flows per attack on the real samples, no retraining). In training mode the output
-is the linear head's logits: prototypes are a read-out fitted after training, never trained through.
+each class mean over :data:`PROTOTYPE_TEMPERATURE`. In evaluation mode a detector with prototypes is
+*gated*: P(BENIGN) (class 0) is the linear head's, and the attack mass ``1 - P(BENIGN)`` is shared out
+in the proportions of the mix ``(1 - w) softmax(linear) + w softmax(prototype)`` over the attack classes
+(``w`` = :data:`PROTOTYPE_WEIGHT`). The output is the log of that distribution, so every consumer of
+logits (argmax, alert scores, ONNX export, streaming) reads it unchanged. Why: a class seen in a handful
+of windows gets a usable mean long before the linear head learns its row (docs/rare-classes.md: +0.11 to
++0.37 macro-F1 at k = 10 and 20 training flows per attack on the real samples, no retraining), while the
+alert score, and so the false alarms at a threshold, stay exactly the linear head's (an ungated mix moved
+them: docs/rare-classes.md). In training mode the output is the linear head's logits: prototypes are a
+read-out fitted after training, never trained through.
 """
 
 from __future__ import annotations
@@ -74,10 +77,13 @@ class GRUDetector(nn.Module):
         if self.training or not self.has_prototypes:
             return logits
         sim = F.normalize(embedding, dim=1) @ self.prototypes.T / PROTOTYPE_TEMPERATURE
-        mixed = (1.0 - PROTOTYPE_WEIGHT) * torch.softmax(logits, 1) + PROTOTYPE_WEIGHT * torch.softmax(
+        linear = torch.softmax(logits, 1)
+        mixed = (1.0 - PROTOTYPE_WEIGHT) * linear + PROTOTYPE_WEIGHT * torch.softmax(
             sim + self.prototype_offset, 1
         )
-        return mixed.clamp_min(1e-30).log()
+        attacks = mixed[:, 1:] / mixed[:, 1:].sum(1, keepdim=True).clamp_min(1e-30)
+        gated = torch.cat([linear[:, :1], (1.0 - linear[:, :1]) * attacks], 1)
+        return gated.clamp_min(1e-30).log()
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         """The GRU's last hidden state ``(batch, hidden)``: what both heads read."""

@@ -175,8 +175,8 @@ def score_predictions(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 
 
 def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, Any]:
-    """``fedids train``'s path on the kept rows: validation slice held out, :func:`train_centralized`,
-    linear head (the default ``--prototypes off``; the ``+proto`` variant is ``--prototypes on``)."""
+    """``fedids train``'s path on the kept rows: validation slice held out, :func:`train_centralized`
+    with its default prototype head (``--prototypes on``; the ``+linear`` variant is ``--prototypes off``)."""
     from fedids.model.train import TrainConfig
     from fedids.task import train_centralized
 
@@ -185,7 +185,11 @@ def run_centralized(split: RareSplit, cfg: RareConfig, seed: int) -> dict[str, A
         data, test_mask=data.test_mask | validation_mask(data, cfg.validation_fraction)
     )
     detector, _ = train_centralized(
-        fit_data, TrainConfig(epochs=cfg.epochs, seed=seed), hidden=cfg.hidden, window=cfg.window
+        fit_data,
+        TrainConfig(epochs=cfg.epochs, seed=seed),
+        hidden=cfg.hidden,
+        window=cfg.window,
+        prototypes=True,
     )
     return score_detector(detector, data, fit_data.train_rows, cfg.prototype_variants)
 
@@ -194,9 +198,11 @@ def score_detector(
     detector: Detector, data: PreparedData, fit_rows: np.ndarray, prototype: bool
 ) -> dict[str, Any]:
     """Scores of ``detector`` (its own read-out) on the test flows of ``data``; with ``prototype``, also
-    (under ``"variants"``) those of its linear head alone (``"linear"``) and of its linear head mixed half
-    and half with a nearest-class-mean head whose class means come from the windows ending at
-    ``fit_rows`` (``"proto"``)."""
+    (under ``"variants"``) those of its linear head alone (``"linear"``), of the prototype head
+    ``fedids train --prototypes on`` fits from the windows ending at ``fit_rows`` (``"gated"``: P(BENIGN)
+    of the linear head, see :mod:`fedids.model.gru`) and of the ungated half-and-half mix of the two
+    heads measured in session 10 (``"proto"``)."""
+    from fedids.model.train import fit_prototypes
     from fedids.pipelines.rare_recipes import prototype_proba
     from fedids.task import predict_labels
 
@@ -211,10 +217,15 @@ def score_detector(
         scaled = detector.scaler.transform(data.features)
         windows = data.windows[fit_rows][targets >= 0]
         proto = prototype_proba(linear.model, scaled, windows, targets[targets >= 0], data.windows[test], 0.1)
-        mixed = detector.vocabulary.decode((0.5 * proba + 0.5 * proto).argmax(axis=1))
+        mix = (0.5 * proba + 0.5 * proto).argmax(axis=1)
+        gated = copy.deepcopy(linear)
+        fit_prototypes(gated.model, scaled, data.windows[fit_rows], targets)
         scores["variants"] = {
             "linear": score_predictions(data.labels[test], linear_pred),
-            "proto": score_predictions(data.labels[test], mixed),
+            "proto": score_predictions(data.labels[test], detector.vocabulary.decode(mix)),
+            "gated": score_predictions(
+                data.labels[test], predict_labels(gated, data.features, data.windows[test])[0]
+            ),
         }
     return scores
 
