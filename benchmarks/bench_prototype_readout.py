@@ -75,7 +75,7 @@ def clients_check(run: Path, detector: Detector) -> dict:
             keep = y >= 0
             with torch.no_grad():
                 for i, m in enumerate((model.eval(), proto.eval())):
-                    pred = m._read_out(torch.from_numpy(emb[keep])).argmax(1).numpy()
+                    pred = m.read_out(torch.from_numpy(emb[keep])).argmax(1).numpy()
                     np.add.at(confusion[i], (y[keep], pred), 1)
         out[split] = [macro_f1_from_confusion(c) for c in confusion]
     return out

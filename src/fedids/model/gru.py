@@ -72,7 +72,8 @@ class GRUDetector(nn.Module):
         self.prototypes = means if unit else F.normalize(means, dim=1)
         self.prototype_offset = torch.where(present, 0.0, _ABSENT)
 
-    def _read_out(self, embedding: torch.Tensor) -> torch.Tensor:
+    def read_out(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The heads on embeddings ``(batch, hidden)`` (from :meth:`embed`): what :meth:`forward` returns."""
         logits = self.head(embedding)
         if self.training or not self.has_prototypes:
             return logits
@@ -91,13 +92,13 @@ class GRUDetector(nn.Module):
         return out[:, -1, :]
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        return self._read_out(self.embed(windows))
+        return self.read_out(self.embed(windows))
 
     def step(self, flows: torch.Tensor, hidden: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One GRU step per host for streaming: ``flows`` ``(batch, n_inputs)``, ``hidden``
         ``(1, batch, hidden)`` or None. Returns logits ``(batch, n_classes)`` and the new hidden state."""
         out, h = self.gru(flows.unsqueeze(1), hidden)
-        return self._read_out(out[:, -1, :]), h
+        return self.read_out(out[:, -1, :]), h
 
     def config(self) -> dict:
         return {"n_inputs": self.n_inputs, "n_classes": self.n_classes, "hidden": self.hidden}
