@@ -1,7 +1,7 @@
 """Candidate training recipes for rare classes, measured on the rare-class protocol (:mod:`.rare`).
 
 Each recipe is a :class:`Recipe` (options, none of them a default of ``fedids train``; ``prototype`` is
-``fedids train --prototypes on``) that trains the centralized GRU on the same kept rows as the protocol's
+the ungated mix that ``fedids train --prototypes on`` gates, :mod:`fedids.model.gru`) that trains the centralized GRU on the same kept rows as the protocol's
 ``centralized`` model and is scored the same way:
 
 * ``epochs``: a fixed epoch count other than ``fedids train``'s 5;
