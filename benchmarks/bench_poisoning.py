@@ -1,6 +1,6 @@
-"""The poisoning grid of docs/evaluation.md ("Three tiers: sites"): attacks against a 2-site federation,
-undefended and with `--robust median`, against the same seed's run without attack, beside the `absent`
-reference (the malicious devices removed).
+"""The poisoning grid of docs/evaluation.md ("Three tiers: sites"): attacks against a federation of 10
+devices in 2 sites (or --sites K), undefended and with `--robust median`, against the same seed's run
+without attack, beside the `absent` reference (the malicious devices removed).
 
 Every cell is one `fedids federate` run (10 devices, 2 sites, 5 rounds), so the figures are exactly what
 the CLI gives; runs already in --work are reused. Writes benchmarks/results/poisoning.json (or --out):
@@ -76,13 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,2,3")
     parser.add_argument("--fractions", default="0.2,0.3")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument("--sites", type=int, default=2, help="site aggregators (10 devices in all)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "poisoning", help="run folders")
     parser.add_argument("--out", default="poisoning", help="result name under benchmarks/results")
     args = parser.parse_args(argv)
-    base = ["--clients", "10", "--partition", args.partition, "--rounds", "5", "--sites", "2"]
+    base = ["--clients", "10", "--partition", args.partition, "--rounds", "5", "--sites", str(args.sites)]
     if args.data == "real":
         base += ["--split", "label-time"] + [x for p in SITES_FILES for x in ("-d", str(p))]
-    tag = f"{args.data}-{args.partition.replace(':', '')}"
+    tag = f"{args.data}-{args.partition.replace(':', '')}" + (
+        f"-{args.sites}sites" if args.sites != 2 else ""
+    )
     seeds = [int(s) for s in args.seeds.split(",")]
     fractions, attacks = args.fractions.split(","), args.attacks.split(",")
     runs: dict[str, dict] = {}
@@ -111,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append(summarise(runs, seeds, fraction, attack, defence))
     write_result(
         args.out,
-        {"data": args.data, "partition": args.partition, "seeds": seeds, "cells": cells, "runs": runs},
+        {
+            "data": args.data,
+            "partition": args.partition,
+            "sites": args.sites,
+            "seeds": seeds,
+            "cells": cells,
+            "runs": runs,
+        },
     )
     return 0
 
