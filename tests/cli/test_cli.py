@@ -182,6 +182,20 @@ def test_federate_command_on_real_data_with_baselines(tmp_path):
     assert "held-out test split" in proc.stdout
 
 
+def test_a_site_too_small_for_its_median_is_warned_about(tmp_path):
+    """`--robust` at sites of 2 devices runs (docs/evaluation.md measures it) but says it is weak there."""
+    files = [
+        DATA / "trafficlabelling-mondirkb" / "baseline_portscan.csv",
+        DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
+    ]
+    common = [a for f in files for a in ("--data", str(f))]
+    common += ["--clients", "4", "--partition", "iid", "--rounds", "1", "--hidden", "8", "--window", "4"]
+    proc = run("federate", *common, "--sites", "2", "--robust", "median", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot outvote one attacker" in " ".join(proc.stderr.split())
+    assert (tmp_path / "r" / "global" / "model.pt").exists()
+
+
 def test_federate_rejects_a_bad_partition_before_training(tmp_path):
     proc = run(
         "federate",

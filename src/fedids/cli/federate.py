@@ -295,6 +295,12 @@ def _run(args: dict[str, Any], *, resuming: bool) -> None:
     empty = sum(1 for p in data.parts if not len(p))
     if len(data.parts) - empty < request.clients:
         err.print(f"[yellow]warning:[/yellow] {empty} client(s) got no data and are left out")
+    config = request.config
+    if config.robust != "none" and config.sites > 1 and request.clients // config.sites < 3:
+        err.print(
+            f"[yellow]warning:[/yellow] --robust {config.robust} with fewer than 3 devices in a site: "
+            "a site's median cannot outvote one attacker there (docs/evaluation.md, five sites)"
+        )
     result = run_federate(request, data, resume=resuming, on_round=_print_round)
     if result.federated is not None:
         _print_federated_end(result.federated.state)
