@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,2,3")
     parser.add_argument("--fractions", default="0.2,0.3")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
+    parser.add_argument(
+        "--defences", default=",".join(DEFENCES), help="undefended and/or median (absent needs undefended)"
+    )
     parser.add_argument("--sites", type=int, default=2, help="site aggregators (10 devices in all)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "poisoning", help="run folders")
     parser.add_argument("--out", default="poisoning", help="result name under benchmarks/results")
@@ -87,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         f"-{args.sites}sites" if args.sites != 2 else ""
     )
     seeds = [int(s) for s in args.seeds.split(",")]
+    defences = [d for d in args.defences.split(",") if d]
+    if not defences or set(defences) - set(DEFENCES):
+        raise SystemExit(f"--defences: choose from {', '.join(DEFENCES)}")
     fractions, attacks = args.fractions.split(","), args.attacks.split(",")
     runs: dict[str, dict] = {}
     for seed in seeds:
         seeded = [*base, "--seed", str(seed)]
-        for defence, flags in DEFENCES.items():
+        for defence in defences:
+            flags = DEFENCES[defence]
             runs[f"{seed}/{defence}/clean"] = federate(
                 args.work, f"{tag}-{seed}-{defence}-clean", seeded + flags
             )
@@ -102,15 +109,15 @@ def main(argv: list[str] | None = None) -> int:
                     runs[f"{seed}/{defence}/{fraction}/{attack}"] = federate(
                         args.work, name, seeded + flags + poisoned
                     )
-        for fraction in fractions:
+        for fraction in fractions if "undefended" in defences else ():
             absent = ["--malicious", fraction, "--attack", "absent"]
             runs[f"{seed}/absent/{fraction}"] = federate(
                 args.work, f"{tag}-{seed}-absent-{fraction}", seeded + absent
             )
     cells = []
     for fraction in fractions:
-        for attack in [*attacks, "absent"]:
-            for defence in ("undefended",) if attack == "absent" else tuple(DEFENCES):
+        for attack in [*attacks, *(["absent"] if "undefended" in defences else [])]:
+            for defence in ("undefended",) if attack == "absent" else defences:
                 cells.append(summarise(runs, seeds, fraction, attack, defence))
     write_result(
         args.out,
