@@ -238,6 +238,7 @@ def results(tmp_path_factory) -> dict:
     out["mia"] = ex.mia_section(
         data, parts, withheld, {"none": (det_none, entries["none"]), "dp": (det_dp, entries["dp"])}, cfg
     )
+    out["rare"] = ex.rare_section(data, cfg)
     return ex.clean_results(out)
 
 
@@ -363,6 +364,8 @@ def test_report_sections_figures_and_numbers(results, page) -> None:
         ["adaptive", "runs", "int8", "to_target_mb"],
         ["adaptive", "runs", "int8", "mb_vs_fedavg"],
         ["adaptive", "runs", "fedavg", "final_macro_f1"],
+        ["rare", "summary", "fedids train", "10", "macro_f1"],
+        ["rare", "summary", "random forest", "20", "macro_f1"],
     ):
         assert json.dumps(path) in paths, path
     adaptive = results["adaptive"]["runs"]

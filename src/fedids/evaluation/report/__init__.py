@@ -11,7 +11,7 @@ no digits of its own. The paper's published figures are part of the results dict
 :data:`PAPER_REFERENCE`), so they obey the same rule.
 
 Sections (element ids): ``summary``, ``per-attack``, ``modes``, ``shared``, ``sizes``, ``curves``,
-``energy``, ``adaptive``, ``scalability``, ``mia``. Figures: :data:`FIGURE_IDS`. A section or figure whose data are
+``energy``, ``adaptive``, ``scalability``, ``mia``, ``rare``. Figures: :data:`FIGURE_IDS`. A section or figure whose data are
 missing says so ("not measured in this run") instead of showing a number.
 """
 
@@ -77,6 +77,7 @@ def render_report(results: dict) -> str:
         costs.adaptive,
         costs.scalability,
         privacy.mia,
+        quality.rare,
     ):
         build(p)
     p.add("</body></html>")

@@ -335,3 +335,38 @@ def curves(p: Page) -> None:
     if conf and conf.get("matrix"):
         p.add(f"<p>Model: {p.text(['per_family', 'model'])}.</p>")
     p.add("</section>")
+
+
+def rare(p: Page) -> None:
+    """The rare-class protocol: macro-F1 per model and k, then each class's F1 (issue 17)."""
+    r = p.r
+    p.add('<section id="rare"><h2>Rare attacks: each attack class cut to its earliest k training flows</h2>')
+    p.section_head("rare")
+    sec = r.get("rare", {})
+    if is_ok(sec) and sec.get("summary"):
+        models, ks = list(sec["summary"]), [str(k) for k in sec["k"]]
+        heads = {k: f"k = {p.num(['rare', 'k', i], 0)}" for i, k in enumerate(ks)}
+        p.add(
+            f"<p>Mean of {p.num(['rare', 'seeds'], 0)} seeds, the same kept rows for both models, test flows "
+            "untouched: <code>fedids train</code>'s path (its default prototype head) against a random "
+            "forest on single flows.</p><table><tr><th>macro-F1</th>"
+            + "".join(f"<th>{heads[k]}</th>" for k in ks)
+            + "</tr>"
+        )
+        for model in models:
+            cells = "".join(p.maybe(["rare", "summary", model, k, "macro_f1"], 3, "td") for k in ks)
+            p.add(f"<tr><th>{html.escape(model)}</th>{cells}</tr>")
+        p.add("</table>")
+        classes = sorted(
+            {c for by_k in sec["summary"].values() for v in by_k.values() for c in v["per_class_f1"]}
+        )
+        columns = [(m, k) for m in models for k in ks]
+        head = "".join(f"<th>{html.escape(m)}, {heads[k]}</th>" for m, k in columns)
+        p.add(f"<table><tr><th>F1 per class</th>{head}</tr>")
+        for c in classes:
+            cells = "".join(
+                p.maybe(["rare", "summary", m, k, "per_class_f1", c], 2, "td") for m, k in columns
+            )
+            p.add(f"<tr><th>{html.escape(c)}</th>{cells}</tr>")
+        p.add("</table>")
+    p.add("</section>")

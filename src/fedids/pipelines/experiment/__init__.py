@@ -31,8 +31,8 @@ and seed that produced it. ``results.json`` is rewritten after each section, so 
 what it finished; ``report.html`` is rendered at the end.
 
 Modules: :mod:`.config` (settings, privacy modes), :mod:`.run` (the list of sections and the runner),
-:mod:`.federated` (data, baselines, one federated run per mode), :mod:`.model_sections`, :mod:`.costs`,
-:mod:`.adaptive`, :mod:`.membership` (the sections' measurements), :mod:`.results` (JSON and summary).
+:mod:`.federated` (data, baselines, one federated run per mode), :mod:`.model_sections`,
+:mod:`.rare_section`, :mod:`.costs`, :mod:`.adaptive`, :mod:`.membership` (the sections' measurements), :mod:`.results` (JSON and summary).
 """
 
 from fedids.pipelines.experiment.adaptive import (
@@ -66,6 +66,7 @@ from fedids.pipelines.experiment.model_sections import (
     size_and_latency_sections,
     update_bytes_section,
 )
+from fedids.pipelines.experiment.rare_section import rare_section
 from fedids.pipelines.experiment.results import clean_results, make_meta, section, summary_lines
 from fedids.pipelines.experiment.run import SECTIONS, Context, Section, run_experiment
 
@@ -97,6 +98,7 @@ __all__ = [
     "per_family_section",
     "privacy_unsupported_reason",
     "quick_synth",
+    "rare_section",
     "run_experiment",
     "run_federated",
     "section",

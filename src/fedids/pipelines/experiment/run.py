@@ -19,6 +19,7 @@ from fedids.evaluation.report import PAPER_REFERENCE, write_report
 from fedids.pipelines.experiment import adaptive, costs, membership, model_sections
 from fedids.pipelines.experiment.config import REPORT_FILE, RESULTS_FILE, ExperimentConfig, dp_unit
 from fedids.pipelines.experiment.federated import baseline_entries, load_frame, run_federated
+from fedids.pipelines.experiment.rare_section import rare_section
 from fedids.pipelines.experiment.results import load_global, make_meta, section, write_results
 
 if TYPE_CHECKING:
@@ -179,6 +180,12 @@ def membership_inference(ctx: Context) -> dict[str, Any]:
     return {"mia": mia}
 
 
+def rare_classes(ctx: Context) -> dict[str, Any]:
+    """``rare``: the rare-class protocol on this run's flows (:mod:`.rare_section`)."""
+    with progress_bar("rare classes", None):
+        return {"rare": rare_section(ctx.prepared, ctx.cfg)}
+
+
 SECTIONS: tuple[Section, ...] = (
     Section("baselines", baselines),
     Section("federated modes", federated_modes),
@@ -186,6 +193,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("cost", cost),
     Section("adaptive strategies", adaptive_strategies),
     Section("membership inference", membership_inference),
+    Section("rare classes", rare_classes),
 )
 """The experiment, in order (later sections read what earlier ones trained)."""
 
