@@ -19,6 +19,7 @@ CLI_NAMES = {
     "fraction": "fraction_train",
     "dpsgd_noise": "dpsgd_noise_multiplier",
     "dpsgd_epsilon": "dpsgd_target_epsilon",
+    "dpsgd_clip": "dpsgd_clip_norm",
     "energy_budget": "energy_budget_j",
 }
 CLI_ONLY_OPTIONS = CLI_ONLY = {

@@ -28,6 +28,7 @@ OPTION_FIELDS = {
     "fraction": "fraction_train",
     "dpsgd_noise": "dpsgd_noise_multiplier",
     "dpsgd_epsilon": "dpsgd_target_epsilon",
+    "dpsgd_clip": "dpsgd_clip_norm",
     "energy_budget": "energy_budget_j",
 }
 CLI_ONLY = frozenset(
@@ -81,6 +82,7 @@ DpsgdEpsilon = Annotated[
 ]
 DpsgdBatchSize = Annotated[int, _opt("DP-SGD expected batch size (larger: less noise per example).")]
 DpsgdLr = Annotated[float, _opt("DP-SGD client learning rate (Adam).")]
+DpsgdClip = Annotated[float, _opt("DP-SGD per-window gradient clip norm (the noise scales with it).")]
 DpsgdLocalEpochs = Annotated[int, _opt("DP-SGD local epochs per round (the noise covers all of them).")]
 Selection = Annotated[
     str,
@@ -199,6 +201,7 @@ def federate(
     dpsgd_epsilon: DpsgdEpsilon = _D.dpsgd_target_epsilon,
     dpsgd_batch_size: DpsgdBatchSize = _D.dpsgd_batch_size,
     dpsgd_lr: DpsgdLr = _D.dpsgd_lr,
+    dpsgd_clip: DpsgdClip = _D.dpsgd_clip_norm,
     dpsgd_local_epochs: DpsgdLocalEpochs = _D.dpsgd_local_epochs,
     selection: Selection = _D.selection,
     energy_budget: EnergyBudget = _D.energy_budget_j,
