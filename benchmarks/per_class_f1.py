@@ -18,7 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
@@ -40,7 +39,10 @@ def score_run(run: Path) -> dict:
         pred = detector.model(x).argmax(1).numpy()
     labels = list(detector.vocabulary.labels)
     per_class = f1_score(
-        detector.vocabulary.encode(data.labels[test]), pred, labels=list(range(len(labels))), average=None,
+        detector.vocabulary.encode(data.labels[test]),
+        pred,
+        labels=list(range(len(labels))),
+        average=None,
         zero_division=0,
     )
     federated = json.loads((run / "results.json").read_text())["federated"]

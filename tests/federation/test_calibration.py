@@ -166,6 +166,32 @@ def test_the_calibrated_head_is_kept_only_where_client_windows_show_it_helps(sco
     assert keep_calibrated(scores)[0] is kept
 
 
+def test_a_noised_check_keeps_a_refit_only_when_its_gain_stands_out_of_the_noise():
+    """DP runs decide from noised counts: a small gain that the noise could give is not enough, a large one
+    is; without noise the rule is unchanged."""
+    from fedids.federation.calibration import decide, gain_noise
+
+    def pair(old_hits: int, new_hits: int, rare: int) -> np.ndarray:
+        """Old and new heads on 3,000 benign, 500 DDoS and ``rare`` windows of a rare class: how many rare
+        windows each head names right (the rest it calls benign)."""
+        heads = []
+        for hits in (old_hits, new_hits):
+            c = np.array([[3000, 0, 0], [0, 500, 0], [rare - hits, 0, hits]], dtype=np.float64)
+            heads.append(c)
+        return np.stack(heads)
+
+    validation = pair(0, 0, 1)
+    small = {"train": pair(5, 6, 12), "validation": validation}  # one more of 12 rare windows
+    large = {"train": pair(0, 12, 12), "validation": validation}  # the class learnt from nothing
+    assert decide(small)[0] and decide(large)[0]  # exact counts: every gain counts
+    noise = 3.0 * np.sqrt(2.0)  # calibration_dp's default release noise on the check's sensitivity
+    assert gain_noise(small["train"], noise) > 0.02
+    kept, reason, _ = decide(small, noise)
+    assert not kept and "within the check's noise" in reason
+    assert decide(large, noise)[0]
+    assert decide(small, noise)[0] is kept  # deterministic: every reader of the same sum decides alike
+
+
 def test_the_alert_threshold_from_summed_histograms_meets_the_budget_like_the_exact_rule():
     """Clients share score histograms, not scores: the threshold chosen from their sum allows at most the
     budgeted false alerts on the validation windows, and sits at most one bin above the exact rule's."""

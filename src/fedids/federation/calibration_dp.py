@@ -23,7 +23,8 @@ and :func:`fedids.privacy.dpsgd.calibrate_noise` take them), so the final epsilo
 
 Rounding counts, dropping negative counts and ignoring classes with too few noisy windows to estimate are
 post-processing: they cost no privacy. The refitted head is then kept only if the noisy check says it
-scores better, as in the plaintext modes.
+scores better, as in the plaintext modes, and by more than the check's noise could make it seem
+(:func:`fedids.federation.calibration.decide`, from :func:`check_noise_std`).
 """
 
 from __future__ import annotations
@@ -161,6 +162,15 @@ def private_check_vector(
     return vector
 
 
+def check_noise_std(dp: CalibrationPrivacy | None) -> float:
+    """The noise std per cell that every noised check sum carries at least (0 without DP): each of ``n``
+    contributors adds ``sigma * sensitivity / sqrt(shares)`` and ``n >= shares``. The lower bound, not the
+    sum's actual noise, so that the server and every ``he`` client (which do not know ``n``) decide alike."""
+    if dp is None:
+        return 0.0
+    return dp.noise_multiplier * CHECK_SENSITIVITY * (CLIENT_SCALE if dp.unit == "client" else 1.0)
+
+
 def check_from_private_sum(total: np.ndarray, n_classes: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """``(confusions, histograms)`` of a noised check sum. Counts are rounded but negative ones are kept: the
     sums of a row or column that macro-F1 reads stay unbiased (clipping every cell at 0 would add half a
@@ -202,6 +212,7 @@ __all__ = [
     "RELEASES",
     "CalibrationPrivacy",
     "check_from_private_sum",
+    "check_noise_std",
     "moments_contribution",
     "moments_from_private_sum",
     "moments_sensitivity",

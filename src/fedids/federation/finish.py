@@ -30,6 +30,7 @@ from fedids.federation.calibration import (
 from fedids.federation.calibration_dp import (
     RELEASES,
     CalibrationPrivacy,
+    check_noise_std,
     moments_sum_length,
     read_check,
     read_moments,
@@ -219,18 +220,18 @@ def calibrate(
     confusion_total = _readable(run, check_sum, validation_length(len(run.labels)))
     if confusion_total is None:  # he without an evaluator: only the clients know the outcome
         return final, record | {"reason": "sealed: decided by the clients"}
-    return _decide(
-        run, current, final, record, (moments, heads, seed), read_check(confusion_total, len(run.labels), dp)
-    )
+    check = read_check(confusion_total, len(run.labels), dp)
+    return _decide(run, current, final, record, (moments, heads, seed), (*check, check_noise_std(dp)))
 
 
 def _decide(run: Run, current: GlobalModel, final: GlobalModel, record: dict, refit, check) -> tuple:
-    """Keep or discard the refitted head from the summed check counts, and choose the alert rule."""
+    """Keep or discard the refitted head from the summed check counts (and their DP noise per cell), and
+    choose the alert rule."""
     moments, heads, seed = refit
-    confusions, histograms = check
+    confusions, histograms, noise_std = check
     if current.plain is None:
         raise RuntimeError("calibration decided without a readable global model")
-    kept, reason, scores = decide(confusions)
+    kept, reason, scores = decide(confusions, noise_std)
     if kept and heads is not None and all(np.array_equal(a, b) for a, b in zip(*heads)):
         # a DP refit with fewer than two classes above the noise is the old head: nothing to keep
         kept, reason = False, "the refit used fewer than two classes above the noise: head unchanged"
