@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=5, help="centralized epochs (fedids train: 5)")
+    p.add_argument("--local-epochs", type=int, default=1, help="federated local epochs per round")
+    p.add_argument(
+        "--fed-lr", type=float, default=None, help="federated client lr (default: fedids federate's)"
+    )
+    p.add_argument(
+        "--fed-batch-size", type=int, default=None, help="federated client batch size (default: its)"
+    )
     p.add_argument(
         "--prototype-variants",
         action="store_true",
@@ -81,6 +88,9 @@ def make_config(args: argparse.Namespace) -> RareConfig:
         clients=args.clients,
         rounds=3 if args.quick else args.rounds,
         epochs=args.epochs,
+        local_epochs=args.local_epochs,
+        **({"federated_lr": args.fed_lr} if args.fed_lr else {}),
+        **({"federated_batch_size": args.fed_batch_size} if args.fed_batch_size else {}),
         prototype_variants=args.prototype_variants,
     )
 

@@ -38,6 +38,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from fedids.data.schema import BENIGN_LABEL
 from fedids.data.windows import compute_window_indices, host_keys, time_split
+from fedids.federation.config import FederationConfig
 from fedids.model.artifacts import Detector
 from fedids.task import PreparedData
 
@@ -68,6 +69,8 @@ class RareConfig:
     clients: int = 5
     rounds: int = 5
     local_epochs: int = 1
+    federated_lr: float = FederationConfig.lr  # client lr and batch size: fedids federate's by default
+    federated_batch_size: int = FederationConfig.batch_size
     partitions: tuple[str, ...] = ("shared:0.5",)
     recipes: tuple[str, ...] = ()
     forest_trees: int = 100
@@ -245,7 +248,6 @@ def run_federated(
 ) -> dict[str, Any]:
     """A Flower simulation over the kept training rows split by ``partition``; the final global model
     (after fedids' head calibration) is scored on the test flows."""
-    from fedids.federation.config import FederationConfig
     from fedids.federation.simulation import make_partitions, run_simulated
     from fedids.model.artifacts import load_detector
 
@@ -255,6 +257,8 @@ def run_federated(
         rounds=cfg.rounds,
         min_clients=1,
         local_epochs=cfg.local_epochs,
+        lr=cfg.federated_lr,
+        batch_size=cfg.federated_batch_size,
         hidden=cfg.hidden,
         window=cfg.window,
         seed=seed,
