@@ -193,12 +193,12 @@ def test_training_reduces_loss_and_reports_epsilon() -> None:
     assert out.delta == 1e-5
     assert math.isfinite(out.epsilon) and out.epsilon > 0
 
-    # Independent reference: Google's RDP accountant for the same Poisson-subsampled Gaussian steps.
-    # Opacus uses different RDP orders, so the two agree only approximately.
+    # Independent reference: Google's RDP accountant for the same Poisson-subsampled Gaussian steps. The
+    # PLD figure is a tighter upper bound: at most RDP's, and not far below it (12.4 -> 11.0 here).
     acc = RdpAccountant()
     acc.compose(dp_event.PoissonSampledDpEvent(BATCH / N_ROWS, dp_event.GaussianDpEvent(0.8)), res.steps)
     reference = acc.get_epsilon(1e-5)
-    assert out.epsilon == pytest.approx(reference, rel=0.05)
+    assert 0.8 * reference < out.epsilon <= reference
 
     # More epochs spend more; more noise spends less.
     _, fewer, _ = _fit(epochs=2, noise=0.8)
@@ -292,14 +292,35 @@ def test_the_secure_gaussian_is_a_standard_normal_and_never_repeats() -> None:
     assert "urandom" in repr(SecureGaussian()) and len(repr(SecureGaussian())) < 80  # no key material
 
 
-def test_epsilon_spent_equals_opacus_accountant_with_the_same_history():
+def _analytic_gaussian_epsilon(mu: float, delta: float) -> float:
+    """The exact epsilon at ``delta`` of a Gaussian mechanism with sensitivity / std ``mu`` (Balle and
+    Wang 2018): delta(eps) = Phi(-eps/mu + mu/2) - e^eps Phi(-eps/mu - mu/2), decreasing in eps."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    def excess(eps: float) -> float:
+        return norm.cdf(-eps / mu + mu / 2) - np.exp(eps) * norm.cdf(-eps / mu - mu / 2) - delta
+
+    return float(brentq(excess, 0.0, 200.0))
+
+
+def test_epsilon_spent_is_an_upper_bound_close_to_the_exact_one_and_never_above_rdp():
+    """Without sampling, T Gaussian steps at noise s and k releases at noise r are one Gaussian mechanism
+    of mu = sqrt(T / s^2 + k / r^2), whose epsilon is known exactly: the PLD figure must be at or above it
+    (an upper bound) and within 2% of it; with Poisson sampling it must stay at or below Opacus' RDP
+    accountant with the same history."""
     from opacus.accountants import RDPAccountant
 
+    for noise, steps, releases in [(2.0, 30, (0.0, 0)), (3.0, 60, (3.0, 2))]:
+        mu = np.sqrt(steps / noise**2 + (releases[1] / releases[0] ** 2 if releases[1] else 0.0))
+        exact = _analytic_gaussian_epsilon(mu, 1e-5)
+        assert exact <= dpsgd.epsilon_spent(noise, 1.0, steps, 1e-5, releases) <= 1.02 * exact
     for noise, rate, steps, releases in [(1.0, 0.01, 500, (0.0, 0)), (0.9, 0.05, 300, (3.0, 2))]:
         reference = RDPAccountant()
         reference.history = [(noise, rate, steps)] + (
             [(releases[0], 1.0, releases[1])] if releases[1] else []
         )
-        assert dpsgd.epsilon_spent(noise, rate, steps, 1e-5, releases) == pytest.approx(
-            reference.get_epsilon(1e-5), rel=1e-12
-        )
+        rdp = reference.get_epsilon(1e-5)
+        assert 0.8 * rdp < dpsgd.epsilon_spent(noise, rate, steps, 1e-5, releases) <= rdp
+    # a tiny noise (an epsilon in the thousands) is answered by RDP, in bounded time
+    assert dpsgd.epsilon_spent(0.01, 0.25, 240, 1e-5) > 1e3

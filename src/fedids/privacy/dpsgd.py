@@ -1,5 +1,5 @@
 """Sample-level DP-SGD for :class:`~fedids.model.gru.GRUDetector`: fedids' own clip-and-noise step over
-per-sample gradients from :mod:`fedids.privacy.per_sample`, accounted with Opacus' RDP accountant.
+per-sample gradients from :mod:`fedids.privacy.per_sample`, accounted with dp-accounting's PLD accountant.
 
 Opacus has no per-sample gradients for ``nn.GRU``; its ``DPGRU`` twin (the GRU rebuilt from
 ``nn.Linear`` cells with a hook per time step) cost 14.7x a plaintext training epoch.
@@ -12,8 +12,8 @@ one matrix product per weight. The clip and noise step is written here rather th
 (:func:`private_grad_sum`) and is tested against a per-example autograd loop on the real ``nn.GRU``.
 What it computes is what Opacus' optimizer computed: clip factor ``min(1, C / (norm + 1e-6))``, the sum
 of the clipped gradients plus ``N(0, (sigma C)^2)`` per coordinate, the noised *sum* handed to Adam
-(``loss_reduction="sum"``), Poisson sampling as ``UniformWithReplacementSampler``, and the epsilon of
-Opacus' ``RDPAccountant`` (:func:`epsilon_spent`).
+(``loss_reduction="sum"``) and Poisson sampling as ``UniformWithReplacementSampler``. The epsilon is the
+privacy loss distribution accountant's (:func:`epsilon_spent`), tighter than Opacus' ``RDPAccountant``.
 
 Measured (``nice .venv/bin/python benchmarks/bench_dpsgd.py``: one epoch of 12,800 rows, default
 detector 78+1 features, window 10, hidden 64, 16 classes, expected batch 256, one thread, median of 5,
@@ -30,11 +30,12 @@ Guarantees
   local data. Each row's gradient is clipped to L2 norm ``max_grad_norm`` and every step adds
   Gaussian noise of standard deviation ``noise_multiplier * max_grad_norm``; batches are drawn by
   Poisson sampling at rate :func:`sample_rate` (about ``batch_size / n_rows``).
-* Accounting: Opacus' RDP accountant over all steps of this call (:func:`epsilon_spent` of the noise
-  multiplier, the sample rate and the steps taken, empty Poisson batches included); ``epsilon`` is what
-  it reports for ``target_delta``. It covers the model returned by this call and anything computed from it.
+* Accounting: the PLD accountant of ``dp-accounting`` over all steps of this call (:func:`epsilon_spent`
+  of the noise multiplier, the sample rate and the steps taken, empty Poisson batches included), with
+  pessimistic discretisation, and never above Opacus' RDP bound; ``epsilon`` is what it reports for
+  ``target_delta``. It covers the model returned by this call and anything computed from it.
 * Across federated rounds (:func:`calibrate_noise`, :func:`epsilon_spent`): every round runs the same
-  mechanism (same rows, sample rate and noise), so ``r`` rounds compose into one RDP account of
+  mechanism (same rows, sample rate and noise), so ``r`` rounds compose into one account of
   ``r * steps_per_round`` steps; a client calibrates its noise once for all planned rounds and reports
   the account after the rounds so far (an upper bound if it sat some rounds out). Clients hold disjoint
   rows, so the global model built from all of them protects each flow window at the largest client
@@ -66,11 +67,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import dp_accounting
 import numpy as np
 import torch
+from dp_accounting.pld import pld_privacy_accountant
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
-from opacus.accountants.utils import get_noise_multiplier
 from torch.nn import functional as F
 
 from fedids.data.windows import gather_windows
@@ -80,6 +82,8 @@ from fedids.privacy import per_sample
 from fedids.privacy.secure_random import SecureGaussian
 
 _ORDERS = list(RDPAccountant.DEFAULT_ALPHAS)  # the orders Opacus' accountant uses
+PLD_MIN_NOISE = 0.25  # below it the PLD accountant's grid explodes (minutes at 0.01): RDP answers there
+PLD_GRID = 1e-3  # dp-accounting's value discretisation interval (pessimistic: the bound stays an upper one)
 
 
 def steps_per_epoch(n_rows: int, batch_size: int) -> int:
@@ -109,15 +113,9 @@ def _rdp_per_step(noise_multiplier: float, rate: float) -> tuple[float, ...]:
     return tuple(compute_rdp(q=rate, noise_multiplier=noise_multiplier, steps=1, orders=_ORDERS))
 
 
-def epsilon_spent(
-    noise_multiplier: float, rate: float, steps: int, delta: float, releases: tuple[float, int] = (0.0, 0)
-) -> float:
-    """Epsilon (RDP, Opacus' accountant) of ``steps`` DP-SGD steps at ``rate`` and ``noise_multiplier``,
-    composed with ``releases = (sigma, count)``: ``count`` unsampled Gaussian releases of statistics of the
-    same windows at noise multiplier ``sigma`` (the head calibration's moments and confusion sums).
-
-    RDP composes additively, so the per-step RDP is computed once per ``(noise, rate)`` and scaled: the same
-    figure as Opacus' ``RDPAccountant`` with that history (tested), in microseconds after the first call."""
+def _rdp_epsilon(noise_multiplier: float, rate: float, steps: int, delta: float, releases) -> float:
+    """The same history through Opacus' RDP accountant (RDP composes additively: the per-step RDP is
+    computed once per ``(noise, rate)`` and scaled; equal to ``RDPAccountant`` with that history, tested)."""
     rdp = np.asarray(_rdp_per_step(noise_multiplier, rate)) * steps
     if releases[1]:
         rdp = rdp + np.asarray(_rdp_per_step(releases[0], 1.0)) * releases[1]
@@ -126,26 +124,48 @@ def epsilon_spent(
     return float(epsilon)
 
 
-@functools.lru_cache(maxsize=32)  # a client calls it every round with the same arguments (0.5 s each)
+def _step_event(noise_multiplier: float, rate: float) -> dp_accounting.DpEvent:
+    gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
+    return gaussian if rate >= 1.0 else dp_accounting.PoissonSampledDpEvent(rate, gaussian)
+
+
+@functools.lru_cache(maxsize=4096)  # clients ask every round with the same history (0.1 s each)
+def epsilon_spent(
+    noise_multiplier: float, rate: float, steps: int, delta: float, releases: tuple[float, int] = (0.0, 0)
+) -> float:
+    """Epsilon at ``delta`` of ``steps`` DP-SGD steps (Poisson sampling at ``rate``, Gaussian noise at
+    ``noise_multiplier``), composed with ``releases = (sigma, count)``: ``count`` unsampled Gaussian releases
+    of statistics of the same windows at noise multiplier ``sigma`` (the head calibration's moments and
+    confusion sums).
+
+    Accounted with the privacy loss distribution (PLD) accountant of Google's ``dp-accounting`` (Koskela et
+    al. 2020; Doroshenko et al. 2022), with pessimistic discretisation, so the figure is an upper bound on
+    the true epsilon of this history; it is the smaller of that and the RDP accountant's bound (both
+    valid). PLD is tighter: on our clients' histories it reports 7.39 where RDP reports 8.02 (800 windows,
+    rate 1/4, 240 steps, noise 2.74, two releases at 3), i.e. about 8% less noise for the same epsilon.
+    Below :data:`PLD_MIN_NOISE` (epsilons in the hundreds) only RDP is computed: the PLD grid would take
+    minutes."""
+    if steps < 0 or not noise_multiplier > 0 or not 0 < rate <= 1 or not 0 < delta < 1:
+        raise ValueError("epsilon_spent needs steps >= 0, noise > 0, rate in (0, 1] and delta in (0, 1)")
+    rdp = _rdp_epsilon(noise_multiplier, rate, steps, delta, releases)
+    if noise_multiplier < PLD_MIN_NOISE or (releases[1] and releases[0] < PLD_MIN_NOISE):
+        return rdp
+    accountant = pld_privacy_accountant.PLDAccountant(value_discretization_interval=PLD_GRID)
+    accountant.compose(_step_event(noise_multiplier, rate), steps)
+    if releases[1]:
+        accountant.compose(dp_accounting.GaussianDpEvent(releases[0]), releases[1])
+    return min(rdp, float(accountant.get_epsilon(delta)))
+
+
+@functools.lru_cache(maxsize=32)  # a client calls it every round with the same arguments
 def calibrate_noise(
     target_epsilon: float, delta: float, rate: float, steps: int, releases: tuple[float, int] = (0.0, 0)
 ) -> float:
     """The smallest noise multiplier (to 0.01 in epsilon) whose ``steps`` steps, with ``releases`` (see
-    :func:`epsilon_spent`), spend at most ``target_epsilon`` at ``delta`` (Opacus' RDP accountant)."""
+    :func:`epsilon_spent`), spend at most ``target_epsilon`` at ``delta``: a bisection on
+    :func:`epsilon_spent` (about 20 evaluations, 2 s)."""
     if not target_epsilon > 0 or steps < 1:
         raise ValueError("target epsilon must be > 0 and steps >= 1")
-    if not releases[1]:
-        with _QuietRDP():
-            return float(
-                get_noise_multiplier(
-                    target_epsilon=target_epsilon,
-                    target_delta=delta,
-                    sample_rate=rate,
-                    steps=steps,
-                    accountant="rdp",
-                    epsilon_tolerance=0.01,
-                )
-            )
     if epsilon_spent(1e6, rate, steps, delta, releases) >= target_epsilon:
         raise ValueError(
             f"the calibration releases alone (noise {releases[0]:g}, {releases[1]} releases) spend the "
