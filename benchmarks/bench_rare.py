@@ -59,13 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=5, help="centralized epochs (fedids train: 5)")
-    p.add_argument("--local-epochs", type=int, default=1, help="federated local epochs per round")
-    p.add_argument(
-        "--fed-lr", type=float, default=None, help="federated client lr (default: fedids federate's)"
-    )
-    p.add_argument(
-        "--fed-batch-size", type=int, default=None, help="federated client batch size (default: its)"
-    )
+    p.add_argument("--local-epochs", type=int, default=RareConfig.local_epochs, help="federated local epochs")
+    p.add_argument("--fed-lr", type=float, default=RareConfig.federated_lr, help="federated client lr")
+    p.add_argument("--fed-batch-size", type=int, default=RareConfig.federated_batch_size, help="its batch")
     p.add_argument(
         "--prototype-variants",
         action="store_true",
@@ -89,8 +85,8 @@ def make_config(args: argparse.Namespace) -> RareConfig:
         rounds=3 if args.quick else args.rounds,
         epochs=args.epochs,
         local_epochs=args.local_epochs,
-        **({"federated_lr": args.fed_lr} if args.fed_lr else {}),
-        **({"federated_batch_size": args.fed_batch_size} if args.fed_batch_size else {}),
+        federated_lr=args.fed_lr,
+        federated_batch_size=args.fed_batch_size,
         prototype_variants=args.prototype_variants,
     )
 

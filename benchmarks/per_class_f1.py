@@ -18,33 +18,17 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from sklearn.metrics import f1_score
-
 from _common import write_result
 from fedids.data.loader import load_flows
-from fedids.data.windows import gather_windows
 from fedids.model.artifacts import load_detector
-from fedids.task import prepare
+from fedids.task import evaluate_rows, prepare
 
 
 def score_run(run: Path) -> dict:
     cfg = json.loads((run / "run.json").read_text())
     detector = load_detector(run / "global")
     data = prepare(load_flows([Path(p) for p in cfg["data"]]).frame, window=cfg["window"], split=cfg["split"])
-    test = data.test_rows
-    x = torch.from_numpy(gather_windows(detector.scaler.transform(data.features), data.windows[test]))
-    detector.model.eval()
-    with torch.no_grad():
-        pred = detector.model(x).argmax(1).numpy()
-    labels = list(detector.vocabulary.labels)
-    per_class = f1_score(
-        detector.vocabulary.encode(data.labels[test]),
-        pred,
-        labels=list(range(len(labels))),
-        average=None,
-        zero_division=0,
-    )
+    per_class = evaluate_rows(detector, data, data.test_rows)["per_class"]
     federated = json.loads((run / "results.json").read_text())["federated"]
     calibration = federated.get("calibration") or {}
     return {
@@ -53,7 +37,7 @@ def score_run(run: Path) -> dict:
         "macro_f1_before_calibration": (calibration.get("before") or {}).get("macro_f1"),
         "calibration_kept": calibration.get("kept"),
         "dpsgd_epsilon": federated.get("dpsgd_epsilon"),
-        "per_class_f1": dict(zip(labels, map(float, per_class))),
+        "per_class_f1": {label: scores["f1"] for label, scores in per_class.items()},
     }
 
 

@@ -322,5 +322,12 @@ def test_epsilon_spent_is_an_upper_bound_close_to_the_exact_one_and_never_above_
         )
         rdp = reference.get_epsilon(1e-5)
         assert 0.8 * rdp < dpsgd.epsilon_spent(noise, rate, steps, 1e-5, releases) <= rdp
-    # a tiny noise (an epsilon in the thousands) is answered by RDP, in bounded time
+    # below PLD_MIN_NOISE (an epsilon in the hundreds or thousands) RDP answers alone, in bounded time: then
+    # the figure is exactly Opacus' RDP accountant with the same history
+    for noise, releases in [(0.01, (0.0, 0)), (0.3, (3.0, 2))]:
+        reference = RDPAccountant()
+        reference.history = [(noise, 0.25, 240)] + ([(releases[0], 1.0, releases[1])] if releases[1] else [])
+        assert dpsgd.epsilon_spent(noise, 0.25, 240, 1e-5, releases) == pytest.approx(
+            reference.get_epsilon(1e-5), rel=1e-12
+        )
     assert dpsgd.epsilon_spent(0.01, 0.25, 240, 1e-5) > 1e3

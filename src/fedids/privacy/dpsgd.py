@@ -159,8 +159,8 @@ def epsilon_spent(
     the true epsilon of this history; it is the smaller of that and the RDP accountant's bound (both
     valid). PLD is tighter: on our clients' histories it reports 7.39 where RDP reports 8.02 (800 windows,
     rate 1/4, 240 steps, noise 2.74, two releases at 3), i.e. about 8% less noise for the same epsilon.
-    Below :data:`PLD_MIN_NOISE` (epsilons in the hundreds) only RDP is computed: the PLD grid would take
-    minutes."""
+    Below :data:`PLD_MIN_NOISE` (epsilons in the hundreds) only RDP is computed: the PLD grid grows too
+    fine there (seconds at 0.3, minutes at 0.01)."""
     if steps < 1 or not noise_multiplier > 0 or not 0 < rate <= 1 or not 0 < delta < 1:
         raise ValueError("epsilon_spent needs steps >= 1, noise > 0, rate in (0, 1] and delta in (0, 1)")
     rdp = _rdp_epsilon(noise_multiplier, rate, steps, delta, releases)
