@@ -115,7 +115,9 @@ def test_federation_without_dp_leaks_and_client_level_dp_stays_below_epsilon(sma
     modes = fa.federated_modes(["secagg+dp"], [8.0])
     none, dp = fa.run_federated_audit(small_data, modes, config, tmp_path)
     assert math.isinf(none.accountant_epsilon) and none.extra["dp_unit"] is None
-    assert none.one_run.epsilon_lower_bound > 1.0 and none.auc > 0.9  # measured 2.4 and 0.97
+    # The inclusion bits are fresh OS randomness each run, so these vary: over 8 runs the bound was
+    # 2.03-2.22 and the AUC 0.895-0.954 (a CI run failed an earlier AUC > 0.9); chance is 0 and 0.5.
+    assert none.one_run.epsilon_lower_bound > 1.0 and none.auc > 0.8
     assert none.canary_accuracy["included"] > 0.5 > 0.2 > none.canary_accuracy["excluded"]
     assert 0 < dp.accountant_epsilon <= 8.0 + 0.02 and dp.extra["dp_unit"] == "client"
     assert 0.0 <= dp.one_run.epsilon_lower_bound <= dp.accountant_epsilon
