@@ -483,7 +483,9 @@ def test_sigterm_and_sighup_end_like_sigint(onnx_model, tmp_path, signum):
     report = json.loads(summary.read_text())
     lines = alerts.read_bytes().split(b"\n")
     assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])
-    assert len(lines) - 1 == report["alerts"] == report["flows"] == 300
+    # All 300 rows are usually read by the time the first alert lands, but not on a loaded machine (163
+    # in one parallel run): what must hold is that every flow read is accounted for in whole lines.
+    assert 0 < len(lines) - 1 == report["alerts"] == report["flows"] <= 300
 
 
 def test_appending_never_glues_onto_a_partial_line(onnx_model, tmp_path):
