@@ -84,6 +84,17 @@ DpsgdBatchSize = Annotated[int, _opt("DP-SGD expected batch size (larger: less n
 DpsgdLr = Annotated[float, _opt("DP-SGD client learning rate (Adam).")]
 DpsgdClip = Annotated[float, _opt("DP-SGD per-window gradient clip norm (the noise scales with it).")]
 DpsgdLocalEpochs = Annotated[int, _opt("DP-SGD local epochs per round (the noise covers all of them).")]
+DpsgdDistributed = Annotated[
+    bool,
+    _opt(
+        "DP-SGD with the noise shared out over the SecAgg sum (needs --privacy secagg or he+secagg): each "
+        "round is one step of centralized DP-SGD over all clients' rows (docs/privacy.md).",
+        "--dpsgd-distributed/--dpsgd-local",
+    ),
+]
+DpsgdDistributedLr = Annotated[
+    float, _opt("Distributed DP-SGD's step on the clients' mean noised gradient (10 clients: 60).")
+]
 Selection = Annotated[
     str,
     _opt(
@@ -203,6 +214,8 @@ def federate(
     dpsgd_lr: DpsgdLr = _D.dpsgd_lr,
     dpsgd_clip: DpsgdClip = _D.dpsgd_clip_norm,
     dpsgd_local_epochs: DpsgdLocalEpochs = _D.dpsgd_local_epochs,
+    dpsgd_distributed: DpsgdDistributed = _D.dpsgd_distributed,
+    dpsgd_distributed_lr: DpsgdDistributedLr = _D.dpsgd_distributed_lr,
     selection: Selection = _D.selection,
     energy_budget: EnergyBudget = _D.energy_budget_j,
     max_local_epochs: MaxLocalEpochs = _D.max_local_epochs,

@@ -234,7 +234,8 @@ def check_round_sum(
     old = previous.plain if previous is not None else None
     reference = unmoved_reference(layout, current.plain, old, ins.server_lr, ins.server_momentum)
     radius = ins.server_lr * instruction_bound(ins, layout.model_size)
-    check_update_sum(layout, total, SumBounds(reference, radius, parties, mode.dp, atol), per_part=False)
+    equal = mode.dp or _shared_dpsgd(config)
+    check_update_sum(layout, total, SumBounds(reference, radius, parties, equal, atol), per_part=False)
 
 
 def site_check(
@@ -254,7 +255,8 @@ def site_check(
     if not mode.he and current is not None and current.plain is not None:
         old = previous.plain if previous is not None else None
         reference = unmoved_reference(layout, current.plain, old, ins.server_lr, ins.server_momentum)
-    bounds = SumBounds(reference, ins.server_lr * instruction_bound(ins, layout.model_size), 1, mode.dp)
+    equal = mode.dp or _shared_dpsgd(config)
+    bounds = SumBounds(reference, ins.server_lr * instruction_bound(ins, layout.model_size), 1, equal)
 
     def check(node: int, vector: np.ndarray) -> None:
         check_update_sum(layout, vector, bounds, per_part=False)
@@ -279,10 +281,15 @@ def check_opened_sum(
         reference_proposal(layout, previous),
         radius_from_previous(ins.server_lr, bound, ins.server_momentum),
         parties,
-        PrivacyMode.parse(ins.privacy).dp,
+        PrivacyMode.parse(ins.privacy).dp or getattr(ins, "dpsgd_noise_shares", 0) > 0,
         code.n_clients * code.quantization_error_bound,
     )
     check_update_sum(layout, total, bounds, per_part=True)
+
+
+def _shared_dpsgd(config: Mapping) -> bool:
+    """Whether a training message's config asks for distributed DP-SGD (equal client weights)."""
+    return int(config.get("dpsgd-noise-shares", 0)) > 0
 
 
 def model_bound_fields(config: Any, mode: PrivacyMode) -> dict[str, Any]:

@@ -268,6 +268,26 @@ def _train_local(model, data: PreparedData, setup: RunSetup, ins: m.TrainInstruc
     from fedids.federation.calibration_dp import RELEASES
 
     releases = (ins.dpsgd_release_noise, RELEASES) if ins.dpsgd_release_noise > 0 else (0.0, 0)
+    spent = releases if ins.server_round >= ins.rounds else (0.0, 0)
+    if ins.dpsgd_noise_shares:
+        # Distributed DP-SGD: this round is one step of the federation's account (fedids.privacy.dpsgd).
+        rate = min(1.0, train_cfg.batch_size / max(setup.rows, 1))
+        noise = ins.dpsgd_noise or dpsgd.calibrate_noise(
+            ins.dpsgd_target_epsilon, ins.dpsgd_delta, rate, ins.rounds, releases
+        )
+        result = dpsgd.distributed_step(
+            model,
+            scaled,
+            data.windows[rows],
+            targets,
+            train_cfg,
+            rate=rate,
+            noise_multiplier=noise,
+            shares=ins.dpsgd_noise_shares,
+            max_grad_norm=ins.dpsgd_clip,
+            class_weights=weights,
+        )
+        return result, dpsgd.epsilon_spent(noise, rate, ins.server_round, ins.dpsgd_delta, spent)
     if ins.dpsgd_target_epsilon > 0:
         noise = dpsgd.calibrate_noise(
             ins.dpsgd_target_epsilon, ins.dpsgd_delta, rate, ins.rounds * steps, releases
@@ -283,7 +303,6 @@ def _train_local(model, data: PreparedData, setup: RunSetup, ins: m.TrainInstruc
         target_delta=ins.dpsgd_delta,
         class_weights=weights,
     )
-    spent = releases if ins.server_round >= ins.rounds else (0.0, 0)
     return dp.result, dpsgd.epsilon_spent(noise, rate, ins.server_round * steps, ins.dpsgd_delta, spent)
 
 
@@ -334,7 +353,9 @@ def handle_train(
     proposal = agg.propose(
         global_weights, momentum, local, server_lr=ins.server_lr, server_momentum=ins.server_momentum
     )
-    proposal = bound_client_proposal(ins, global_weights, momentum, proposal)  # sealed modes: the bound
+    if not ins.dpsgd_noise_shares:  # sealed modes: the bound (distributed DP-SGD: its clip and lr bound it,
+        # and a cut would shrink this client's share of the noise that protects the others)
+        proposal = bound_client_proposal(ins, global_weights, momentum, proposal)
     examples = len(data.labels) / max(setup.rows, 1)
     metrics = {
         "clients": 1.0,

@@ -461,6 +461,9 @@ class TrainInstructions(ModelInstructions):
     dpsgd_batch_size: int
     dpsgd_release_noise: float  # > 0: budget two calibration releases at this noise multiplier
     dpsgd_lr: float
+    # Distributed DP-SGD (fedids.privacy.dpsgd): > 0, this round is one DP-SGD step whose noise each client
+    # adds a 1 / sqrt(dpsgd_noise_shares) part of (the round's SecAgg threshold); 0: local DP-SGD.
+    dpsgd_noise_shares: int = 0
 
     def check(self) -> None:
         super().check()
@@ -476,7 +479,7 @@ class TrainInstructions(ModelInstructions):
             "examples",
         ):
             raise ValueError(f"unknown weighting {self.client_weighting!r} / {self.head_aggregation!r}")
-        if min(self.dpsgd_noise, self.dpsgd_target_epsilon) < 0:
+        if min(self.dpsgd_noise, self.dpsgd_target_epsilon, self.dpsgd_noise_shares) < 0:
             raise ValueError("DP parameters must be >= 0")
 
     @property

@@ -69,11 +69,22 @@ class PrivacyPolicy:
     sites: int = 0  # >= 2: the client's site sees its vectors in plaintext (fedids.federation.sites)
     site_privacy: str = "plain"  # secagg: its site gets only SecAgg sums of its devices, never a vector
     update_bound: float = 20.0  # he/secagg without dp: the L2 bound of each update (fedids.federation.bounds)
+    dpsgd_distributed: int = 0  # 1: DP-SGD's noise is shared out over the SecAgg sum (fedids.privacy.dpsgd)
+    dpsgd_distributed_lr: float = 60.0
+    # The server step every client applies to its own update before the sum (aggregation.propose): under
+    # shared noise a client scaled differently from the others changes its share of the noise.
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
 
     @classmethod
     def from_config(cls, config: FederationConfig) -> PrivacyPolicy:
         """The policy of a run configured by ``config`` (the fields of the same names)."""
-        values = asdict(config)
+        server_lr, server_momentum = config.server_step
+        values = asdict(config) | {
+            "dpsgd_distributed": int(config.dpsgd_distributed),
+            "server_lr": server_lr,
+            "server_momentum": server_momentum,
+        }
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
     @classmethod
@@ -216,6 +227,32 @@ def check_train(policy: PrivacyPolicy, ins: Any, state: Any) -> None:
             raise _refuse("client-level DP needs equal client weights and whole-update averaging")
     if policy.dpsgd:
         _check_dpsgd(policy, ins)
+    if (policy.mode.dp and _shares(policy, state) > 1) or ins.dpsgd_noise_shares:
+        _check_shared_noise(policy, ins, state)
+
+
+def _check_shared_noise(policy: PrivacyPolicy, ins: Any, state: Any) -> None:
+    """Noise shared out over a SecAgg sum protects a client only if every client's vector is scaled alike:
+    a server that sent the others a smaller clip norm, learning rate or server step would shrink their
+    noise in the sum. So each of these must be the policy's exactly, and a distributed DP-SGD round's
+    shares at most the checked SecAgg threshold."""
+    for value, expected, what in (
+        (ins.server_lr, policy.server_lr, "server learning rate"),
+        (ins.server_momentum, policy.server_momentum, "server momentum"),
+    ):
+        if abs(value - expected) > _TOLERANCE * max(abs(expected), 1.0):
+            raise _refuse(f"{what} {value:g} differs from the policy's {expected:g} (shared noise)")
+    if policy.mode.dp:
+        _at_least(ins.clip_norm, policy.clip_norm, "clip norm under shared noise")
+    if not ins.dpsgd_noise_shares:
+        return
+    if not policy.dpsgd_distributed:
+        raise _refuse("distributed DP-SGD noise requested; the policy has each client add all of it")
+    _at_most(ins.dpsgd_noise_shares, _shares(policy, state), "DP-SGD noise shares")
+    if abs(ins.dpsgd_lr - policy.dpsgd_distributed_lr) > _TOLERANCE * policy.dpsgd_distributed_lr:
+        raise _refuse(f"DP-SGD learning rate {ins.dpsgd_lr:g} differs from the policy's (shared noise)")
+    if ins.client_weighting != "equal" or ins.head_aggregation != "examples":
+        raise _refuse("shared DP-SGD noise needs equal client weights and whole-update averaging")
 
 
 def _check_dpsgd(policy: PrivacyPolicy, ins: Any) -> None:

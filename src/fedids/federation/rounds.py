@@ -171,6 +171,9 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
         n = secagg_threshold(len(chosen)) if mode.secagg and not run.sites else 1
         clip_norm = c.clip_norm
         noise_std = distributed_noise_std(accountant.noise_multiplier, c.clip_norm, n)
+    # Distributed DP-SGD: noise shares sized for the SecAgg threshold, like dp's above.
+    shares = secagg_threshold(len(chosen)) if c.dpsgd_distributed else 0
+    equal = mode.dp or c.dpsgd_distributed  # a sum whose noise is shared needs equal, fixed weights
     return m.TrainInstructions(
         labels=tuple(run.labels),
         window=c.window,
@@ -189,15 +192,16 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
         proximal_mu=c.proximal_mu if c.strategy == "fedprox" else 0.0,
         server_momentum=server_momentum,
         # DP needs equal weights and whole-update averaging for its sensitivity bound.
-        client_weighting="equal" if mode.dp else c.client_weighting,
-        head_aggregation="examples" if mode.dp else c.head_aggregation,
+        client_weighting="equal" if equal else c.client_weighting,
+        head_aggregation="examples" if equal else c.head_aggregation,
         compression=c.compression,
         dpsgd_noise=c.dpsgd_noise_multiplier,
         dpsgd_target_epsilon=c.dpsgd_target_epsilon,
         dpsgd_clip=c.dpsgd_clip_norm,
         dpsgd_delta=c.target_delta,
         dpsgd_batch_size=c.dpsgd_batch_size,
-        dpsgd_lr=c.dpsgd_lr,
+        dpsgd_lr=c.dpsgd_distributed_lr if c.dpsgd_distributed else c.dpsgd_lr,
+        dpsgd_noise_shares=shares,
         dpsgd_release_noise=c.dpsgd_calibration_noise if c.calibration == "ccvr" else 0.0,
         clip_norm=clip_norm,
         noise_std=noise_std,

@@ -55,6 +55,25 @@ Guarantees
   ``os.urandom``, never from ``config.seed``, which the server knows. Two runs with the same seed differ.
 * Not covered: floating-point side channels of Gaussian sampling (Opacus' ``secure_mode`` mitigation is
   not reproduced).
+
+Distributed noise (:func:`distributed_step`)
+--------------------------------------------
+Local DP-SGD makes every client add all of the noise, so a sum of ``n`` updates carries ``sqrt(n)`` times
+the noise one trusted aggregator would add, and a class held by one client is lost in it (docs/privacy.md).
+Under SecAgg nobody sees a client's vector, only the sum, so the noise can be shared out: in a round every
+client Poisson-samples its own rows at the federation-wide rate ``q = batch / N`` (``N`` all clients' rows,
+from the setup round's sum), sums their clipped gradients at the global model and adds ``N(0, (sigma C)^2
+/ t)``; the SecAgg sum of ``t`` or more survivors is exactly one DP-SGD step of centralized DP-SGD over the
+pooled rows (Poisson batch, clip ``C``, noise ``sigma C``), and the server's step on it is post-processing.
+One round is one step, so ``r`` rounds are ``r`` steps of one account at rate ``q``.
+
+* Holds against: the server (it sees only sums; a round with fewer than ``t`` survivors is not unmasked),
+  other clients and anyone with the model, for each flow window, at the accountant's epsilon.
+* Weakens with collusion: ``c`` clients that tell the server their own noise leave ``sigma sqrt((t - c) /
+  t)`` on the sum. With fewer than ``t`` honest clients in a sum the epsilon does not hold.
+* Every client's vector must be scaled alike (equal weights, the policy's learning rate and server step):
+  a server that scaled the other clients' vectors down would shrink their noise share in the sum. The
+  clients' policy checks it (:mod:`fedids.federation.policy`).
 """
 
 from __future__ import annotations
@@ -269,6 +288,52 @@ def private_grad_sum(
         for (name, p), part in zip(params.items(), noise.split(sizes)):
             grads[name] = grads[name] + part.view_as(p)
     return grads, loss
+
+
+def distributed_step(
+    model: GRUDetector,
+    scaled: np.ndarray,
+    windows: np.ndarray,
+    targets: np.ndarray,
+    config: TrainConfig,
+    *,
+    rate: float,
+    noise_multiplier: float,
+    shares: int,
+    max_grad_norm: float,
+    class_weights: np.ndarray,
+) -> TrainResult:
+    """One client's part of a distributed DP-SGD step (module docstring, "Distributed noise"), applied to
+    ``model`` in place: ``w <- w - config.lr * (g + z) / config.batch_size``, where ``g`` is the sum of
+    the clipped per-window gradients of a Poisson sample of the rows at ``rate`` (OS randomness) and ``z``
+    this client's ``N(0, (noise_multiplier * max_grad_norm)^2 / shares)`` share of the noise. The model's
+    change is the client's contribution to the secure sum. ``class_weights``: the run's (public) weights."""
+    _check_arguments(model, config, noise_multiplier, max_grad_norm, 0.5)
+    if shares < 1 or not 0 < rate <= 1:
+        raise ValueError("shares must be >= 1 and rate in (0, 1]")
+    keep = targets >= 0
+    windows, targets = windows[keep], np.asarray(targets[keep], dtype=np.int64)
+    weight, logit_scale = _loss_terms(np.ones(model.n_classes), config, class_weights)
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big") >> 1)
+    batch = torch.nonzero(torch.rand(len(targets), generator=gen) < rate).flatten().numpy()
+    start = time.perf_counter()
+    grads, loss = private_grad_sum(
+        model,
+        torch.from_numpy(gather_windows(scaled, windows[batch])),
+        functools.partial(
+            _scaled_loss, target=torch.from_numpy(targets[batch]), weight=weight, scale=logit_scale, cfg=config
+        ),
+        max_grad_norm=max_grad_norm,
+        noise_multiplier=noise_multiplier / math.sqrt(shares),
+        source=SecureGaussian(),
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p -= config.lr * grads[name] / config.batch_size
+    model.gru.flatten_parameters()
+    result = TrainResult(losses=[loss / max(len(batch), 1)], steps=1, examples=len(batch))
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def _check_arguments(
