@@ -21,6 +21,7 @@ from support.flower_messages import message
 LABELS = ("BENIGN", "DDoS")
 DP = FederationConfig(privacy="secagg+dp", target_epsilon=8.0, rounds=3)
 DPSGD = FederationConfig(privacy="none", dpsgd_target_epsilon=8.0, rounds=3)
+DIST = FederationConfig(privacy="secagg", dpsgd_target_epsilon=8.0, dpsgd_distributed=True, rounds=3)
 
 
 def _message(kind: str, records: dict) -> Message:
@@ -37,6 +38,7 @@ def _train(config: FederationConfig, **changes) -> ConfigRecord:
     policy = PrivacyPolicy.from_config(config)
     dp = policy.mode.dp
     t = SecAggConfig(n_clients=10, vector_length=1).t
+    equal = dp or config.dpsgd_distributed
     ins = m.TrainInstructions(
         labels=LABELS,
         window=config.window,
@@ -53,17 +55,18 @@ def _train(config: FederationConfig, **changes) -> ConfigRecord:
         absent_logit_scale=1.0 if config.dpsgd else config.absent_logit_scale,
         proximal_mu=0.0,
         server_momentum=0.5,
-        client_weighting="equal" if dp else "objective",
-        head_aggregation="examples" if dp else "class",
+        client_weighting="equal" if equal else "objective",
+        head_aggregation="examples" if equal else "class",
         compression="none",
         dpsgd_noise=0.0,
         dpsgd_target_epsilon=config.dpsgd_target_epsilon,
         dpsgd_clip=1.0,
         dpsgd_delta=config.target_delta,
         dpsgd_batch_size=config.dpsgd_batch_size,
-        dpsgd_lr=config.dpsgd_lr,
+        dpsgd_lr=config.dpsgd_distributed_lr if config.dpsgd_distributed else config.dpsgd_lr,
+        dpsgd_noise_shares=t if config.dpsgd_distributed else 0,
         dpsgd_release_noise=config.dpsgd_calibration_noise,
-        clip_norm=config.clip_norm if dp else 0.0,
+        clip_norm=config.clip_norm if dp else (config.update_bound if policy.mode.sealed else 0.0),
         noise_std=policy.client_noise_multiplier() * config.clip_norm / t**0.5 if dp else 0.0,
     )
     return ConfigRecord(dataclasses.replace(ins, **changes).to_config())
@@ -77,7 +80,7 @@ def _train_message(config: FederationConfig, **changes) -> Message:
 
 
 def test_an_honest_server_passes_and_the_ledger_counts_rounds():
-    for config in (DP, DPSGD):
+    for config in (DP, DPSGD, DIST):
         policy, ledger = PrivacyPolicy.from_config(config), {}
         for _ in range(config.rounds):
             check_message(policy, _train_message(config), ledger)
@@ -99,6 +102,15 @@ def test_an_honest_server_passes_and_the_ledger_counts_rounds():
         (DPSGD, {"dpsgd_release_noise": 0.1}, "calibration noise"),
         (DPSGD, {"absent_logit_scale": 0.5}, "absent-logit-scale"),
         (DPSGD, {"dpsgd_delta": 0.1}, "delta"),
+        # Shared noise (secagg+dp, distributed DP-SGD): every client's vector scaled alike, or a server that
+        # scaled the others' down would shrink their noise in the sum.
+        (DP, {"clip_norm": 0.5}, "clip norm under shared noise"),
+        (DP, {"server_momentum": 0.0}, "server momentum"),
+        (DPSGD, {"dpsgd_noise_shares": 7}, "each client add all of it"),
+        (DIST, {"dpsgd_noise_shares": 8}, "noise shares"),
+        (DIST, {"dpsgd_lr": 600.0}, "DP-SGD learning rate"),
+        (DIST, {"server_lr": 2.0}, "server learning rate"),
+        (DIST, {"client_weighting": "objective"}, "equal client weights"),
     ],
 )
 def test_weaker_training_instructions_are_refused_with_a_logged_reason(config, changes, reason, caplog):

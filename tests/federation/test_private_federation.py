@@ -149,3 +149,26 @@ def test_clients_train_with_opacus_dp_sgd_within_a_budget_for_all_rounds(prepare
     assert state.calibration["privacy"]["unit"] == "window"
     with pytest.raises(ValueError, match="not both"):
         FederationConfig(**CONFIG, dpsgd_target_epsilon=4.0, dpsgd_noise_multiplier=1.0)
+
+
+def test_distributed_dp_sgd_under_secagg_takes_one_step_a_round_within_the_budget(prepared, tmp_path):
+    """Distributed DP-SGD: 3 clients under SecAgg, each round one step of the federation's account,
+    the noise shared out over the sum; the account grows by round and the last round ends at the budget,
+    never above. Refused where no SecAgg sum carries every share: without secagg, with client-level dp."""
+    parts = make_partitions(prepared, 3, "iid", seed=0, segment=40)
+    cfg = FederationConfig(
+        **{**CONFIG, "rounds": 3, "strategy": "fedavgm"},
+        privacy="secagg",
+        dpsgd_target_epsilon=4.0,
+        dpsgd_distributed=True,
+        dpsgd_batch_size=64,
+        calibration="none",
+    )
+    state = run_simulated(prepared, parts, cfg, tmp_path / "distributed")
+    assert [r["clients"] for r in state.history] == [3, 3, 3]
+    epsilons = [r["dpsgd_epsilon"] for r in state.history]
+    assert epsilons == sorted(epsilons) and 3.9 < epsilons[-1] <= 4.0
+    assert np.isfinite(state.history[-1]["test"]["macro_f1"])
+    for bad in ({"privacy": "none"}, {"privacy": "secagg+dp", "target_epsilon": 8.0}, {"privacy": "he"}):
+        with pytest.raises(ValueError, match="dpsgd-distributed"):
+            FederationConfig(**CONFIG, dpsgd_target_epsilon=4.0, dpsgd_distributed=True, **bad)

@@ -331,3 +331,49 @@ def test_epsilon_spent_is_an_upper_bound_close_to_the_exact_one_and_never_above_
             reference.get_epsilon(1e-5), rel=1e-12
         )
     assert dpsgd.epsilon_spent(0.01, 0.25, 240, 1e-5) > 1e3
+
+
+def test_a_distributed_step_is_the_clipped_sum_of_a_poisson_batch_plus_its_share_of_the_noise():
+    """distributed_step's model change times batch / lr is g + z: with no row to sample, z alone, of std
+    sigma C / sqrt(shares) and fresh each call; with every row sampled and no noise to speak of, g."""
+    import functools
+
+    from fedids.data.windows import gather_windows
+
+    scaled, windows, y = _task(N_ROWS, seed=1)
+    cfg = TrainConfig(batch_size=BATCH, lr=0.5, loss="weighted_ce")
+
+    def step(targets: np.ndarray, rate: float, noise: float, shares: int) -> tuple[np.ndarray, int]:
+        model = _model()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        result = dpsgd.distributed_step(
+            model,
+            scaled,
+            windows,
+            targets,
+            cfg,
+            rate=rate,
+            noise_multiplier=noise,
+            shares=shares,
+            max_grad_norm=1.0,
+            class_weights=np.ones(2, dtype=np.float32),
+        )
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        return ((before - after) * BATCH / cfg.lr).numpy(), result.examples
+
+    nothing = np.full(N_ROWS, -1)
+    z, examples = step(nothing, 0.5, 2.0, 4)
+    assert examples == 0 and abs(z.std() / (2.0 / math.sqrt(4)) - 1) < 0.1
+    assert not np.allclose(z, step(nothing, 0.5, 2.0, 4)[0])  # OS randomness, no seed
+
+    g, examples = step(y, 1.0, 1e-6, 1)
+    model = _model()
+    loss = functools.partial(
+        dpsgd._scaled_loss, target=torch.from_numpy(y), weight=torch.ones(2), scale=torch.ones(2), cfg=cfg
+    )
+    x = torch.from_numpy(gather_windows(scaled, windows))
+    expected, _ = private_grad_sum(model, x, loss, max_grad_norm=1.0, noise_multiplier=0.0, source=None)
+    flat = torch.cat([expected[name].flatten() for name, _ in model.named_parameters()]).numpy()
+    assert examples == N_ROWS and np.allclose(g, flat, atol=1e-3)
+    with pytest.raises(ValueError, match="shares"):
+        step(y, 1.0, 1.0, 0)

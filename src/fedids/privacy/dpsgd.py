@@ -321,7 +321,11 @@ def distributed_step(
         model,
         torch.from_numpy(gather_windows(scaled, windows[batch])),
         functools.partial(
-            _scaled_loss, target=torch.from_numpy(targets[batch]), weight=weight, scale=logit_scale, cfg=config
+            _scaled_loss,
+            target=torch.from_numpy(targets[batch]),
+            weight=weight,
+            scale=logit_scale,
+            cfg=config,
         ),
         max_grad_norm=max_grad_norm,
         noise_multiplier=noise_multiplier / math.sqrt(shares),
@@ -329,7 +333,7 @@ def distributed_step(
     )
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p -= config.lr * grads[name] / config.batch_size
+            p.sub_(grads[name], alpha=config.lr / config.batch_size)
     model.gru.flatten_parameters()
     result = TrainResult(losses=[loss / max(len(batch), 1)], steps=1, examples=len(batch))
     result.seconds = time.perf_counter() - start
