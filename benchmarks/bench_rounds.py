@@ -12,7 +12,9 @@ process and moment. Per mode:
 * ``server_s``: median seconds of the server's sum and step.
 
 A mode ending in ``+dpsgd`` (``dpsgd`` alone: plaintext) trains every client with DP-SGD at epsilon 8 per
-flow window (``--modes none,dpsgd`` measures DP-SGD's round against the plaintext round).
+flow window (``--modes none,dpsgd`` measures DP-SGD's round against the plaintext round); ``+dpsgd-distributed``
+(with ``secagg``) runs distributed DP-SGD, one step of expected pooled batch 2048 a round
+(``--modes none,secagg,secagg+dpsgd-distributed``).
 
 Run: ``.venv/bin/python benchmarks/bench_rounds.py`` (writes ``benchmarks/results/rounds.json``).
 """
@@ -55,13 +57,16 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
             parts_of_mode = mode.split("+")
-            privacy = "+".join(p for p in parts_of_mode if p != "dpsgd") or "none"
+            privacy = "+".join(p for p in parts_of_mode if not p.startswith("dpsgd")) or "none"
+            distributed = "dpsgd-distributed" in parts_of_mode
             keys = init_keys(Path(tmp) / f"keys-{mode}", privacy) if "he" in parts_of_mode else None
             config = FederationConfig(
                 rounds=args.rounds,
                 min_clients=args.clients,
                 privacy=privacy,
-                dpsgd_target_epsilon=8.0 if "dpsgd" in parts_of_mode else 0.0,
+                dpsgd_target_epsilon=8.0 if "dpsgd" in parts_of_mode or distributed else 0.0,
+                dpsgd_distributed=distributed,
+                dpsgd_batch_size=2048 if distributed else FederationConfig.dpsgd_batch_size,
                 calibration="none",
                 he_public_context=str(keys.public_context) if keys else "",
             )

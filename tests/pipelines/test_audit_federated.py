@@ -80,7 +80,17 @@ def test_modes_and_settings() -> None:
     ]
     assert [m.mechanism for m in modes[:4]] == [None, "dp", "dp", "dpsgd"]
     assert FederatedMode.parse("dpsgd", 8.0) == FederatedMode("none", True, 8.0)
-    for text, eps in (("dp+dpsgd", 8.0), ("bogus", None), ("secagg+dp", None), ("none", 8.0)):
+    shared = FederatedMode.parse("secagg+dpsgd-distributed", 8.0)
+    assert shared == FederatedMode("secagg", True, 8.0, distributed=True) and shared.mechanism == "dpsgd"
+    assert shared.text == "secagg+dpsgd-distributed"
+    bad = (
+        ("dp+dpsgd", 8.0),
+        ("bogus", None),
+        ("secagg+dp", None),
+        ("none", 8.0),
+        ("he+dpsgd-distributed", 8.0),
+    )
+    for text, eps in bad:
         with pytest.raises(ValueError):
             FederatedMode.parse(text, eps)
     for eps in (0.0, math.nan, -1.0):
@@ -94,6 +104,7 @@ def test_modes_and_settings() -> None:
         0,
         3,
     )
+    assert config.federation_config(shared).dpsgd_distributed
     sgd = config.federation_config(FederatedMode("secagg", True, 4.0))
     assert (sgd.privacy, sgd.target_epsilon, sgd.dpsgd_target_epsilon, sgd.dpsgd_clip_norm) == (
         "secagg",

@@ -39,7 +39,7 @@ def audit(
         "--federated",
         "-f",
         help="Audit federated training in this mode instead of central training (none, secagg, "
-        "secagg+dp, he+dp, dpsgd, secagg+dpsgd, he+dpsgd, ...); repeat for several. Canaries join the "
+        "secagg+dp, he+dp, dpsgd, secagg+dpsgd, he+dpsgd, secagg+dpsgd-distributed, ...); repeat for several. Canaries join the "
         "clients' data; client-level dp and DP-SGD are calibrated to each --epsilon.",
     ),
     canaries: int = typer.Option(

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from fedids.task import PreparedData
 
 CANARY_NETWORK = (198, 18)  # 198.18.0.0/15 (RFC 2544): no real host of a capture uses it
-DP_MECHANISMS = ("dp", "dpsgd")
+DP_MECHANISMS = ("dp", "dpsgd", "dpsgd-distributed")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,11 +71,13 @@ DP_MECHANISMS = ("dp", "dpsgd")
 class FederatedMode:
     """A federated mode to audit: ``privacy`` is a ``FederationConfig`` privacy mode (``none``,
     ``secagg+dp``, ``he``, ...), ``dpsgd`` whether clients train with DP-SGD, ``target_epsilon`` the
-    budget of the one DP mechanism (client-level ``dp`` or DP-SGD; None without DP)."""
+    budget of the one DP mechanism (client-level ``dp`` or DP-SGD; None without DP); ``distributed``:
+    DP-SGD with its noise shared out over the SecAgg sum (``secagg+dpsgd-distributed``)."""
 
     privacy: str = "none"
     dpsgd: bool = False
     target_epsilon: float | None = None
+    distributed: bool = False
 
     @classmethod
     def parse(cls, text: str, target_epsilon: float | None = None) -> FederatedMode:
@@ -85,20 +87,23 @@ class FederatedMode:
         from fedids.federation.private import PrivacyMode
 
         parts = [p.strip() for p in text.split("+")]
-        dpsgd = "dpsgd" in parts
-        privacy = "+".join(p for p in parts if p != "dpsgd") or "none"
+        distributed = "dpsgd-distributed" in parts
+        dpsgd = "dpsgd" in parts or distributed
+        privacy = "+".join(p for p in parts if p not in ("dpsgd", "dpsgd-distributed")) or "none"
         try:
             parsed = PrivacyMode.parse(privacy)
         except FedidsError as exc:
             raise ValueError(f"mode {text!r}: {exc}") from None
-        if parts.count("dpsgd") > 1:
+        if parts.count("dpsgd") + parts.count("dpsgd-distributed") > 1:
             raise ValueError(f"mode {text!r}: dpsgd twice")
-        return cls(parsed.name, dpsgd, target_epsilon)
+        return cls(parsed.name, dpsgd, target_epsilon, distributed)
 
     def __post_init__(self) -> None:
         dp = "dp" in self.privacy.split("+")
         if dp and self.dpsgd:
             raise ValueError(f"mode {self.name}: audit one DP mechanism at a time (dp or dpsgd)")
+        if self.distributed and not (self.dpsgd and "secagg" in self.privacy.split("+")):
+            raise ValueError(f"mode {self.name}: distributed DP-SGD needs secagg")
         if (dp or self.dpsgd) != (self.target_epsilon is not None):
             raise ValueError(f"mode {self.name}: a DP mode needs a target epsilon, a mode without DP none")
         if self.target_epsilon is not None and not 0 < self.target_epsilon <= 1000:
@@ -114,7 +119,8 @@ class FederatedMode:
         """The mode as ``fedids experiment`` spells it (``he+dpsgd``, ``secagg+dp``, ``none``)."""
         if not self.dpsgd:
             return self.privacy
-        return "dpsgd" if self.privacy == "none" else f"{self.privacy}+dpsgd"
+        dpsgd = "dpsgd-distributed" if self.distributed else "dpsgd"
+        return dpsgd if self.privacy == "none" else f"{self.privacy}+{dpsgd}"
 
     @property
     def name(self) -> str:
@@ -163,6 +169,7 @@ class FederatedAuditConfig:
             dp["target_epsilon"] = mode.target_epsilon
         elif mode.mechanism == "dpsgd":
             dp["dpsgd_target_epsilon"] = mode.target_epsilon
+            dp["dpsgd_distributed"] = mode.distributed
         return FederationConfig(
             rounds=self.rounds,
             min_clients=1,
@@ -408,7 +415,7 @@ def federated_modes(texts: list[str], epsilons: list[float]) -> list[FederatedMo
     for text in texts:
         probe = FederatedMode.parse(text, 1.0 if _has_dp(text) else None)
         for eps in epsilons if probe.mechanism else [None]:
-            mode = FederatedMode(probe.privacy, probe.dpsgd, eps)
+            mode = FederatedMode(probe.privacy, probe.dpsgd, eps, probe.distributed)
             if mode not in modes:
                 modes.append(mode)
     return modes
