@@ -362,9 +362,10 @@ def test_a_distributed_step_is_the_clipped_sum_of_a_poisson_batch_plus_its_share
         return ((before - after) * BATCH / cfg.lr).numpy(), result.examples
 
     nothing = np.full(N_ROWS, -1)
-    z, examples = step(nothing, 0.5, 2.0, 4)
-    assert examples == 0 and abs(z.std() / (2.0 / math.sqrt(4)) - 1) < 0.1
-    assert not np.allclose(z, step(nothing, 0.5, 2.0, 4)[0])  # OS randomness, no seed
+    (z, examples), (z2, _) = step(nothing, 0.5, 2.0, 4), step(nothing, 0.5, 2.0, 4)
+    assert examples == 0 and not np.allclose(z, z2)  # OS randomness, no seed
+    # 2 x 378 draws: the sample std is within 12% of sigma C / sqrt(shares) but with probability ~1e-5.
+    assert abs(np.concatenate([z, z2]).std() / (2.0 / math.sqrt(4)) - 1) < 0.12
 
     g, examples = step(y, 1.0, 1e-6, 1)
     model = _model()
