@@ -169,6 +169,7 @@ def test_distributed_dp_sgd_under_secagg_takes_one_step_a_round_within_the_budge
     epsilons = [r["dpsgd_epsilon"] for r in state.history]
     assert epsilons == sorted(epsilons) and 3.9 < epsilons[-1] <= 4.0
     assert np.isfinite(state.history[-1]["test"]["macro_f1"])
-    for bad in ({"privacy": "none"}, {"privacy": "secagg+dp", "target_epsilon": 8.0}, {"privacy": "he"}):
+    refused = ({"privacy": "none"}, {"privacy": "secagg+dp", "target_epsilon": 8.0}, {"privacy": "he"})
+    for bad in refused + ({"privacy": "he+secagg"}, {"privacy": "secagg", "sites": 2}):
         with pytest.raises(ValueError, match="dpsgd-distributed"):
             FederationConfig(**CONFIG, dpsgd_target_epsilon=4.0, dpsgd_distributed=True, **bad)

@@ -87,7 +87,7 @@ DpsgdLocalEpochs = Annotated[int, _opt("DP-SGD local epochs per round (the noise
 DpsgdDistributed = Annotated[
     bool,
     _opt(
-        "DP-SGD with the noise shared out over the SecAgg sum (needs --privacy secagg or he+secagg): each "
+        "DP-SGD with the noise shared out over the SecAgg sum (needs --privacy secagg): each "
         "round is one step of centralized DP-SGD over all clients' rows (docs/privacy.md).",
         "--dpsgd-distributed/--dpsgd-local",
     ),

@@ -141,11 +141,12 @@ class FederationConfig:
             raise ValueError("dpsgd needs batch size >= 1, lr > 0 and local epochs >= 1")
         if self.dpsgd_noise_multiplier and self.dpsgd_target_epsilon:
             raise ValueError("give DP-SGD a noise multiplier or a target epsilon, not both")
-        if self.dpsgd_distributed and not (self.dpsgd and mode.secagg and not mode.dp and self.sites < 2):
+        # he+secagg: its clients' check of the sums they open does not know these equal-weight steps yet.
+        plain_secagg = mode.secagg and not (mode.he or mode.dp)
+        if self.dpsgd_distributed and not (self.dpsgd and plain_secagg and self.sites < 2):
             raise ValueError(
-                "dpsgd-distributed needs DP-SGD (--dpsgd-epsilon or --dpsgd-noise) under secagg or he+secagg, "
-                "without client-level dp and without sites: only a SecAgg sum carries every client's share "
-                "of the noise"
+                "dpsgd-distributed needs DP-SGD (--dpsgd-epsilon or --dpsgd-noise) under --privacy secagg, "
+                "without sites: only a SecAgg sum carries every client's share of the noise"
             )
         if self.dpsgd and self.max_local_epochs:
             # The clients' accounts assume every round runs the same number of DP-SGD steps.

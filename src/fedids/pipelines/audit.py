@@ -102,7 +102,7 @@ class FederatedMode:
         dp = "dp" in self.privacy.split("+")
         if dp and self.dpsgd:
             raise ValueError(f"mode {self.name}: audit one DP mechanism at a time (dp or dpsgd)")
-        if self.distributed and not (self.dpsgd and "secagg" in self.privacy.split("+")):
+        if self.distributed and not (self.dpsgd and self.privacy == "secagg"):
             raise ValueError(f"mode {self.name}: distributed DP-SGD needs secagg")
         if (dp or self.dpsgd) != (self.target_epsilon is not None):
             raise ValueError(f"mode {self.name}: a DP mode needs a target epsilon, a mode without DP none")
