@@ -255,8 +255,7 @@ def site_check(
     if not mode.he and current is not None and current.plain is not None:
         old = previous.plain if previous is not None else None
         reference = unmoved_reference(layout, current.plain, old, ins.server_lr, ins.server_momentum)
-    equal = mode.dp or _shared_dpsgd(config)
-    bounds = SumBounds(reference, ins.server_lr * instruction_bound(ins, layout.model_size), 1, equal)
+    bounds = SumBounds(reference, ins.server_lr * instruction_bound(ins, layout.model_size), 1, mode.dp)
 
     def check(node: int, vector: np.ndarray) -> None:
         check_update_sum(layout, vector, bounds, per_part=False)
@@ -281,7 +280,7 @@ def check_opened_sum(
         reference_proposal(layout, previous),
         radius_from_previous(ins.server_lr, bound, ins.server_momentum),
         parties,
-        PrivacyMode.parse(ins.privacy).dp or getattr(ins, "dpsgd_noise_shares", 0) > 0,
+        PrivacyMode.parse(ins.privacy).dp,
         code.n_clients * code.quantization_error_bound,
     )
     check_update_sum(layout, total, bounds, per_part=True)

@@ -154,6 +154,11 @@ def _at_most(value: float, ceiling: float, what: str) -> None:
         raise _refuse(f"{what} {value:g} is above the policy's {ceiling:g}")
 
 
+def _exactly(value: float, expected: float, what: str) -> None:
+    if abs(value - expected) > _TOLERANCE * (abs(expected) or 1.0):  # relative; absolute around 0
+        raise _refuse(f"{what} {value:g} differs from the policy's {expected:g} (shared noise)")
+
+
 def check_secagg(policy: PrivacyPolicy, n_clients: int, threshold: int, state: Any) -> None:
     """A SecAgg round's ``n`` and ``t``: at least ``min_clients`` clients (a site's SecAgg under
     ``site_privacy`` secagg: at least :data:`MIN_SITE_SECAGG` devices), and ``t`` at least fedids' threshold
@@ -236,12 +241,8 @@ def _check_shared_noise(policy: PrivacyPolicy, ins: Any, state: Any) -> None:
     a server that sent the others a smaller clip norm, learning rate or server step would shrink their
     noise in the sum. So each of these must be the policy's exactly, and a distributed DP-SGD round's
     shares at most the checked SecAgg threshold."""
-    for value, expected, what in (
-        (ins.server_lr, policy.server_lr, "server learning rate"),
-        (ins.server_momentum, policy.server_momentum, "server momentum"),
-    ):
-        if abs(value - expected) > _TOLERANCE * max(abs(expected), 1.0):
-            raise _refuse(f"{what} {value:g} differs from the policy's {expected:g} (shared noise)")
+    _exactly(ins.server_lr, policy.server_lr, "server learning rate")
+    _exactly(ins.server_momentum, policy.server_momentum, "server momentum")
     if policy.mode.dp:
         _at_least(ins.clip_norm, policy.clip_norm, "clip norm under shared noise")
     if not ins.dpsgd_noise_shares:
@@ -249,8 +250,7 @@ def _check_shared_noise(policy: PrivacyPolicy, ins: Any, state: Any) -> None:
     if not policy.dpsgd_distributed:
         raise _refuse("distributed DP-SGD noise requested; the policy has each client add all of it")
     _at_most(ins.dpsgd_noise_shares, _shares(policy, state), "DP-SGD noise shares")
-    if abs(ins.dpsgd_lr - policy.dpsgd_distributed_lr) > _TOLERANCE * policy.dpsgd_distributed_lr:
-        raise _refuse(f"DP-SGD learning rate {ins.dpsgd_lr:g} differs from the policy's (shared noise)")
+    _exactly(ins.dpsgd_lr, policy.dpsgd_distributed_lr, "DP-SGD learning rate")
     if ins.client_weighting != "equal" or ins.head_aggregation != "examples":
         raise _refuse("shared DP-SGD noise needs equal client weights and whole-update averaging")
 

@@ -308,25 +308,20 @@ def distributed_step(
     the clipped per-window gradients of a Poisson sample of the rows at ``rate`` (OS randomness) and ``z``
     this client's ``N(0, (noise_multiplier * max_grad_norm)^2 / shares)`` share of the noise. The model's
     change is the client's contribution to the secure sum. ``class_weights``: the run's (public) weights."""
-    _check_arguments(model, config, noise_multiplier, max_grad_norm, 0.5)
+    _check_arguments(model, config, noise_multiplier, max_grad_norm)
     if shares < 1 or not 0 < rate <= 1:
         raise ValueError("shares must be >= 1 and rate in (0, 1]")
-    keep = targets >= 0
-    windows, targets = windows[keep], np.asarray(targets[keep], dtype=np.int64)
-    weight, logit_scale = _loss_terms(np.ones(model.n_classes), config, class_weights)
-    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big") >> 1)
-    batch = torch.nonzero(torch.rand(len(targets), generator=gen) < rate).flatten().numpy()
+    windows, targets = _labelled(windows, targets)
     start = time.perf_counter()
-    grads, loss = private_grad_sum(
+    grads, loss, sampled = _poisson_grad_sum(
         model,
-        torch.from_numpy(gather_windows(scaled, windows[batch])),
-        functools.partial(
-            _scaled_loss,
-            target=torch.from_numpy(targets[batch]),
-            weight=weight,
-            scale=logit_scale,
-            cfg=config,
-        ),
+        scaled,
+        windows,
+        targets,
+        rate,
+        _os_generator(),
+        _loss_terms(np.ones(model.n_classes), config, class_weights),
+        config,
         max_grad_norm=max_grad_norm,
         noise_multiplier=noise_multiplier / math.sqrt(shares),
         source=SecureGaussian(),
@@ -335,7 +330,7 @@ def distributed_step(
         for name, p in model.named_parameters():
             p.sub_(grads[name], alpha=config.lr / config.batch_size)
     model.gru.flatten_parameters()
-    result = TrainResult(losses=[loss / max(len(batch), 1)], steps=1, examples=len(batch))
+    result = TrainResult(losses=[loss / max(sampled, 1)], steps=1, examples=sampled)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -345,15 +340,59 @@ def _check_arguments(
     config: TrainConfig,
     noise_multiplier: float,
     max_grad_norm: float,
-    target_delta: float,
+    target_delta: float | None = None,
 ) -> None:
     if noise_multiplier <= 0 or max_grad_norm <= 0:
         raise ValueError("noise_multiplier and max_grad_norm must be positive")
-    if not 0 < target_delta < 1:
+    if target_delta is not None and not 0 < target_delta < 1:
         raise ValueError(f"target_delta must be in (0, 1), got {target_delta}")
     if config.proximal_mu > 0:
         raise ValueError("proximal_mu > 0 is not supported under DP-SGD")
     per_sample.check_detector(model)
+
+
+def _labelled(windows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows with a target (>= 0): their windows and int64 targets."""
+    keep = targets >= 0
+    return windows[keep], np.asarray(targets[keep], dtype=np.int64)
+
+
+def _os_generator() -> torch.Generator:
+    """Poisson sampling's generator, seeded from the OS's entropy, never from config.seed (which the server
+    knows)."""
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big") >> 1)
+
+
+def _poisson_grad_sum(
+    model: GRUDetector,
+    scaled: np.ndarray,
+    windows: np.ndarray,
+    targets: np.ndarray,
+    rate: float,
+    gen: torch.Generator,
+    loss_terms: tuple[torch.Tensor, torch.Tensor],
+    config: TrainConfig,
+    *,
+    max_grad_norm: float,
+    noise_multiplier: float,
+    source: SecureGaussian,
+) -> tuple[dict[str, torch.Tensor], float, int]:
+    """One step's :func:`private_grad_sum` over a Poisson sample of the rows at ``rate``, drawn exactly as
+    Opacus' ``UniformWithReplacementSampler`` (each row independently); ``loss_terms``: the class weights
+    and logit scale of :func:`_loss_terms`. Returns the gradients, the summed loss and the rows sampled."""
+    batch = torch.nonzero(torch.rand(len(targets), generator=gen) < rate).flatten().numpy()
+    weight, scale = loss_terms
+    grads, loss = private_grad_sum(
+        model,
+        torch.from_numpy(gather_windows(scaled, windows[batch])),
+        functools.partial(
+            _scaled_loss, target=torch.from_numpy(targets[batch]), weight=weight, scale=scale, cfg=config
+        ),
+        max_grad_norm=max_grad_norm,
+        noise_multiplier=noise_multiplier,
+        source=source,
+    )
+    return grads, loss, len(batch)
 
 
 def _loss_terms(
@@ -404,16 +443,14 @@ def fit_dpsgd(
     ``epsilon`` spent at ``delta = target_delta``. See the module docstring for what it guarantees.
     """
     _check_arguments(model, config, noise_multiplier, max_grad_norm, target_delta)
-    keep = targets >= 0
-    windows, targets = windows[keep], np.asarray(targets[keep], dtype=np.int64)
+    windows, targets = _labelled(windows, targets)
     if len(targets) == 0:
         raise ValueError("no rows with a target >= 0 to train on")
-    weight, logit_scale = _loss_terms(np.bincount(targets, minlength=model.n_classes), config, class_weights)
+    loss_terms = _loss_terms(np.bincount(targets, minlength=model.n_classes), config, class_weights)
     n_rows = len(targets)
     rate, n_steps = sample_rate(n_rows, config.batch_size), steps_per_epoch(n_rows, config.batch_size)
     # Sampling and noise from the OS's entropy, never from config.seed (which the server knows).
-    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big") >> 1)
-    source = SecureGaussian()
+    gen, source = _os_generator(), SecureGaussian()
     params = dict(model.named_parameters())
     optimizer = torch.optim.Adam(params.values(), lr=config.lr)
     result = TrainResult(examples=n_rows)
@@ -422,14 +459,15 @@ def fit_dpsgd(
     for _ in range(config.epochs):
         total, seen = 0.0, 0
         for _ in range(n_steps):
-            # Poisson sampling exactly as Opacus' UniformWithReplacementSampler: each row independently.
-            batch = torch.nonzero(torch.rand(n_rows, generator=gen) < rate).flatten().numpy()
-            x = torch.from_numpy(gather_windows(scaled, windows[batch]))
-            y = torch.from_numpy(targets[batch])
-            grads, loss = private_grad_sum(
+            grads, loss, sampled = _poisson_grad_sum(
                 model,
-                x,
-                functools.partial(_scaled_loss, target=y, weight=weight, scale=logit_scale, cfg=config),
+                scaled,
+                windows,
+                targets,
+                rate,
+                gen,
+                loss_terms,
+                config,
                 max_grad_norm=max_grad_norm,
                 noise_multiplier=noise_multiplier,
                 source=source,
@@ -438,7 +476,7 @@ def fit_dpsgd(
                 p.grad = grads[name]
             optimizer.step()
             total += loss
-            seen += len(batch)
+            seen += sampled
             result.steps += 1
         result.losses.append(total / max(seen, 1))
     result.seconds = time.perf_counter() - start
