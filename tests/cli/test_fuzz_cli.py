@@ -281,6 +281,10 @@ def _argument_cases(root: Path, model_dir: Path, onnx_file: Path, f: dict[str, P
             ("--partition", "shared:9"),
             ("--seed", "-1"),
             ("--modes", "bogus"),
+            ("--modes", "he+dpsgd-distributed"),
+            ("--distributed-rounds", "0"),
+            ("--audit", str(fc.SQLI)),  # a CSV, not a `fedids audit --out` report
+            ("--audit", str(root / "absent-audit.json")),
         )
     ]
     cases = [Case(" ".join(a[:1] + a[-2:]), a, expect=2) for a in argv]

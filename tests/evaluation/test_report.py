@@ -15,7 +15,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -239,6 +239,42 @@ def results(tmp_path_factory) -> dict:
         data, parts, withheld, {"none": (det_none, entries["none"]), "dp": (det_dp, entries["dp"])}, cfg
     )
     out["rare"] = ex.rare_section(data, cfg)
+    audit_file = (
+        tmp / "audit.json"
+    )  # the shape `fedids audit -f dp --out` writes (its real output: test_audit_federated)
+    audit_file.write_text(
+        json.dumps(
+            {
+                "federated": True,
+                "command": "fedids audit -f dp",
+                "modes": [
+                    {
+                        "mode": "none",
+                        "target_epsilon": None,
+                        "accountant_epsilon": None,
+                        "auc": 0.93,
+                        "one_run": {"epsilon_lower_bound": 2.1, "confidence": 0.95},
+                    },
+                    {
+                        "mode": "dp eps=8",
+                        "target_epsilon": 8.0,
+                        "accountant_epsilon": 7.9,
+                        "auc": 0.51,
+                        "one_run": {"epsilon_lower_bound": 0.0, "confidence": 0.95},
+                    },
+                    {
+                        "mode": "dp eps=4",
+                        "target_epsilon": 4.0,
+                        "accountant_epsilon": 3.9,
+                        "auc": 0.5,
+                        "one_run": {"epsilon_lower_bound": 0.3, "confidence": 0.95},
+                    },
+                ],
+            }
+        )
+    )
+    table_cfg = replace(cfg, modes=("none", "dp", "he", "he+dpsgd"), audits=(str(audit_file),))
+    out["privacy"] = ex.privacy_section(table_cfg, entries)
     return ex.clean_results(out)
 
 
@@ -366,8 +402,18 @@ def test_report_sections_figures_and_numbers(results, page) -> None:
         ["adaptive", "runs", "fedavg", "final_macro_f1"],
         ["rare", "summary", "fedids train", "10", "macro_f1"],
         ["rare", "summary", "random forest", "20", "macro_f1"],
+        ["privacy", "rows", "dp", "audit", "lower_bound"],
+        ["privacy", "rows", "dp", "epsilon"],
+        ["privacy", "rows", "none", "audit", "lower_bound"],
     ):
         assert json.dumps(path) in paths, path
+    rows = results["privacy"]["rows"]
+    # The audit of the run's own mode and epsilon (not eps=4's), the control for the model without DP,
+    # nothing for a mode the audit did not cover or that did not run.
+    assert rows["dp"]["audit"]["lower_bound"] == 0.0 and rows["dp"]["audit"]["accountant_epsilon"] == 7.9
+    assert rows["none"]["audit"]["lower_bound"] == 2.1 and rows["none"]["dp_against"] is None
+    assert rows["he+dpsgd"]["audit"] is None and rows["he+dpsgd"]["status"] == "not run"
+    assert rows["dp"]["macro_f1"] == results["modes"]["entries"]["dp"]["macro_f1"]
     adaptive = results["adaptive"]["runs"]
     assert adaptive["int8"]["mb_vs_fedavg"] < 1.0 and adaptive["fedavg"]["j_vs_fedavg"] == 1.0
     assert "failed: RuntimeError: not run in this fixture" in page
@@ -477,6 +523,16 @@ def test_privacy_mode_names() -> None:
         and report.round_epsilon({}) is None
     )
     assert ex.privacy_unsupported_reason("he+dpsgd") is None
+    assert ex.split_mode("secagg+dpsgd-distributed") == ("secagg", True)
+    assert ex.is_distributed("secagg+dpsgd-distributed") and not ex.is_distributed("secagg+dpsgd")
+    assert ex.dp_unit("secagg+dpsgd-distributed") == "flow window"
+    assert "colluding" in ex.dp_against("secagg+dpsgd-distributed")
+    assert ex.privacy_unsupported_reason("secagg+dpsgd-distributed") is None
+    assert "secagg only" in ex.privacy_unsupported_reason("he+dpsgd-distributed")
+    dist = ex.federation_config(
+        ex.ExperimentConfig(out_dir=Path("u"), distributed_rounds=7), "secagg+dpsgd-distributed", Path("u")
+    )
+    assert dist.dpsgd_distributed and dist.rounds == 7 and dist.dpsgd_batch_size == 1024
     config = ex.federation_config(ex.ExperimentConfig(out_dir=Path("unused")), "dpsgd", Path("unused"))
     assert config.dpsgd_target_epsilon == 8.0 and config.privacy == "none" and not config.he_public_context
     he = ex.federation_config(ex.ExperimentConfig(out_dir=Path("e")), "he+dp", Path("e") / "keys")
@@ -508,6 +564,26 @@ def test_experiment_helpers(tmp_path) -> None:
     assert missing["status"].startswith("not run:")
     (tmp_path / "s.json").write_text(json.dumps({"runs": [], "command": "c"}))
     assert ex.load_scalability(tmp_path / "s.json")["status"] == "ok"
+
+
+def test_audit_reports_are_checked_before_they_are_read(tmp_path) -> None:
+    cases = {
+        "missing.json": None,
+        "text.json": "not json",
+        "list.json": "[]",
+        "central.json": json.dumps({"modes": [{"mode": "none", "one_run": {"epsilon_lower_bound": 1.0}}]}),
+        "nan.json": json.dumps(
+            {
+                "federated": True,
+                "modes": [{"mode": "dp eps=8", "one_run": {"epsilon_lower_bound": float("nan")}}],
+            }
+        ),
+    }
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=name):
+            ex.load_audit(tmp_path / name)
 
 
 def test_split_withheld() -> None:

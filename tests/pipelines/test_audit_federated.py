@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from fedids.federation.client import LOCAL_VAL_FRACTION
 from fedids.model.artifacts import Detector
 from fedids.pipelines import audit as fa
 from fedids.pipelines.audit import FederatedAuditConfig, FederatedMode
+from fedids.pipelines.experiment import ExperimentConfig, privacy_section
 from fedids.task import fit_preprocessing, new_model, prepare
 
 torch.set_num_threads(1)  # small models: threads only add contention on a shared machine
@@ -196,3 +198,17 @@ def test_cli_audits_dpsgd_under_he(small_csv, tmp_path, capsys, monkeypatch) -> 
     assert dp["one_run"]["epsilon_lower_bound"] <= dp["accountant_epsilon"]
     assert dp["extra"]["dp_unit"] == "flow window" and "server" in dp["extra"]["dp_against"]
     assert (tmp_path / "runs" / "1-he-dpsgd-eps8" / "global").is_dir()
+    # `fedids experiment paper --audit r.json` reads this very report into its privacy table.
+    cfg = ExperimentConfig(
+        out_dir=tmp_path,
+        data=(str(small_csv),),
+        modes=("none", "he+dpsgd"),
+        audits=(str(tmp_path / "r.json"),),
+    )
+    entries = {"he+dpsgd": {"status": "ok", "epsilon": 7.9, "macro_f1": 0.9, "mcc": 0.8}}
+    rows = privacy_section(cfg, entries)["rows"]
+    assert rows["he+dpsgd"]["audit"]["lower_bound"] == dp["one_run"]["epsilon_lower_bound"]
+    assert rows["none"]["audit"]["lower_bound"] == none["one_run"]["epsilon_lower_bound"]
+    assert rows["he+dpsgd"]["audit"]["command"].startswith("fedids ") and rows["he+dpsgd"]["mcc"] == 0.8
+    other_data = privacy_section(replace(cfg, data=()), entries)  # an audit of other flows is not shown
+    assert all(r["audit"] is None for r in other_data["rows"].values()) and "matches" in other_data["what"]

@@ -54,7 +54,17 @@ def paper(
     modes: str | None = typer.Option(
         None,
         help="Federated privacy modes to run, a comma list (default: none, "
-        "he, he+dp, he+dpsgd, he+secagg+dp).",
+        "he, he+dp, he+dpsgd, he+secagg+dp, secagg+dpsgd-distributed).",
+    ),
+    distributed_rounds: int | None = typer.Option(
+        None,
+        help="Rounds (one DP-SGD step each) of secagg+dpsgd-distributed (default 176; 10 with --quick).",
+    ),
+    audit: list[Path] | None = typer.Option(
+        None,
+        "--audit",
+        help="A `fedids audit --federated MODE --out FILE` report: its audited epsilon lower bounds go "
+        "into the report's privacy table (repeat for several).",
     ),
     adaptive: bool = typer.Option(
         True,
@@ -94,6 +104,8 @@ def _experiment_config(
     quick: bool,
     scalability: Path | None,
     modes: str | None,
+    distributed_rounds: int | None,
+    audit: list[Path] | None,
     adaptive: bool,
 ) -> ExperimentConfig:
     """The experiment the options describe (``--quick`` scales the defaults down); ValueError on a bad
@@ -107,11 +119,16 @@ def _experiment_config(
         privacy_unsupported_reason,
         quick_synth,
     )
+    from fedids.pipelines.experiment.privacy_table import load_audit
 
     chosen = DEFAULT_MODES if modes is None else tuple(m.strip() for m in modes.split(",") if m.strip())
 
     rounds = rounds if rounds is not None else (3 if quick else 10)
     clients = clients if clients is not None else (4 if quick else 10)
+    if distributed_rounds is None:
+        distributed_rounds = 10 if quick else ExperimentConfig.distributed_rounds
+    for path in audit or ():
+        load_audit(path)
     command = make_command(
         {
             "data": data,
@@ -126,6 +143,8 @@ def _experiment_config(
             "quick": quick,
             "adaptive": adaptive,
             "modes": ",".join(chosen),
+            "distributed_rounds": distributed_rounds,
+            "audit": audit,
         }
     )
     if not chosen:
@@ -147,6 +166,9 @@ def _experiment_config(
         target_epsilon=target_epsilon,
         command=command,
         modes=chosen,
+        distributed_rounds=distributed_rounds,
+        distributed_batch_size=256 if quick else ExperimentConfig.distributed_batch_size,
+        audits=tuple(str(p) for p in audit or ()),
         shadows=2 if quick else 4,
         mia_max_per_class=300 if quick else 5000,
         latency_calls=300 if quick else 1000,

@@ -77,6 +77,7 @@ def render_report(results: dict) -> str:
         costs.adaptive,
         costs.scalability,
         privacy.mia,
+        privacy.privacy_table,
         quality.rare,
     ):
         build(p)

@@ -27,6 +27,7 @@ SECTION_IDS: tuple[str, ...] = (
     "adaptive",
     "scalability",
     "mia",
+    "privacy",
     "rare",
 )
 

@@ -1,4 +1,5 @@
-"""Report section about privacy: membership inference against each model."""
+"""Report sections about privacy: membership inference against each model, and the privacy table (each
+mode's epsilon, against whom, the canary audit's lower bound, quality)."""
 
 from __future__ import annotations
 
@@ -76,4 +77,42 @@ def mia(p: Page) -> None:
         ax.set_ylabel("attack AUC")
         ax.set_ylim(0.3, 1.0)
     p.add(figure("fig-mia", fig, "membership-inference AUC per model and attack (dashed: chance)"))
+    p.add("</section>")
+
+
+def privacy_table(p: Page) -> None:
+    """Section ``privacy``: per mode, the epsilon and against whom, the audited lower bound, quality."""
+    p.add('<section id="privacy"><h2>Privacy: epsilon, against whom, audited lower bound</h2>')
+    p.section_head("privacy")
+    rows = p.r.get("privacy", {}).get("rows", {})
+    if rows:
+        p.add(f"<p>{p.text(['privacy', 'what'])}</p>")
+        p.add(
+            "<table><tr><th>mode</th><th>epsilon (accountant)</th><th>protects one</th>"
+            "<th>holds against</th><th>audited lower bound</th><th>audit AUC</th><th>macro-F1</th><th>MCC</th>"
+            "<th>audit command</th></tr>"
+        )
+        for mode, row in rows.items():
+            b = ["privacy", "rows", mode]
+            audit = b + ["audit"]
+            cells = p.maybe(b + ["epsilon"], 2, "td") if row.get("dp_unit") else "<td>none</td>"
+            for key in ("dp_unit", "dp_against"):
+                cells += p.text(b + [key], "td") if row.get(key) else "<td>-</td>"
+            cells += p.maybe(audit + ["lower_bound"], 2, "td") + p.maybe(audit + ["auc"], 3, "td")
+            if is_ok(row):
+                cells += p.num(b + ["macro_f1"], 4, "td") + p.num(b + ["mcc"], 4, "td")
+            else:
+                cells += f'<td colspan="2" class="missing">{p.text(b + ["status"])}</td>'
+            cells += (
+                f"<td>{p.text(audit + ['command'], 'code')}</td>"
+                if has(p.r, audit + ["command"])
+                else "<td></td>"
+            )
+            p.add(f"<tr><th>{html.escape(mode)}</th>{cells}</tr>")
+        p.add("</table>")
+        p.add(
+            "<p>A lower bound far below the accountant's epsilon is expected (the one-run audit is loose); a "
+            "bound above it would falsify the claim. The model without DP is the audit's control: its bound "
+            "shows that the audit can detect leakage on these flows.</p>"
+        )
     p.add("</section>")

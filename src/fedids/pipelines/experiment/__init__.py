@@ -21,7 +21,10 @@ One call runs, on one data set (the user's CSV files, or the embedded synthetic 
 9. the adaptive learning strategies (``adaptive``, unless ``ExperimentConfig.adaptive`` is off): plain
    FedAvg against energy-aware selection with adaptive local epochs under a per-device energy budget,
    int8 and top-k update compression, on the same partition and seed, compared on joules and MB to the
-   same target macro-F1 (:mod:`fedids.pipelines.experiment.adaptive`).
+   same target macro-F1 (:mod:`fedids.pipelines.experiment.adaptive`);
+10. the privacy table (:mod:`.privacy_table`): per mode, the accountant's epsilon and against whom it
+    holds, the canary audit's lower bound from the ``fedids audit`` reports given (``audits``), macro-F1,
+    MCC and the commands.
 
 Membership needs non-members from the same population as the members, so before partitioning, an iid
 sample of the training rows' host segments (one share in ``clients + 1``) is *withheld*
@@ -32,7 +35,8 @@ what it finished; ``report.html`` is rendered at the end.
 
 Modules: :mod:`.config` (settings, privacy modes), :mod:`.run` (the list of sections and the runner),
 :mod:`.federated` (data, baselines, one federated run per mode), :mod:`.model_sections`,
-:mod:`.rare_section`, :mod:`.costs`, :mod:`.adaptive`, :mod:`.membership` (the sections' measurements), :mod:`.results` (JSON and summary).
+:mod:`.rare_section`, :mod:`.costs`, :mod:`.adaptive`, :mod:`.membership`, :mod:`.privacy_table` (the sections'
+measurements), :mod:`.results` (JSON and summary).
 """
 
 from fedids.pipelines.experiment.adaptive import (
@@ -53,6 +57,7 @@ from fedids.pipelines.experiment.config import (
     dp_against,
     dp_unit,
     federation_config,
+    is_distributed,
     make_command,
     privacy_unsupported_reason,
     quick_synth,
@@ -66,6 +71,7 @@ from fedids.pipelines.experiment.model_sections import (
     size_and_latency_sections,
     update_bytes_section,
 )
+from fedids.pipelines.experiment.privacy_table import load_audit, privacy_section
 from fedids.pipelines.experiment.rare_section import rare_section
 from fedids.pipelines.experiment.results import clean_results, make_meta, section, summary_lines
 from fedids.pipelines.experiment.run import SECTIONS, Context, Section, run_experiment
@@ -90,12 +96,15 @@ __all__ = [
     "dp_unit",
     "energy_sections",
     "federation_config",
+    "is_distributed",
+    "load_audit",
     "load_frame",
     "load_scalability",
     "make_command",
     "make_meta",
     "mia_section",
     "per_family_section",
+    "privacy_section",
     "privacy_unsupported_reason",
     "quick_synth",
     "rare_section",

@@ -11,11 +11,13 @@ from fedids.federation.config import FederationConfig
 
 _FEDERATION = FederationConfig()  # the experiment's training settings default to the federation's
 
-DEFAULT_MODES: tuple[str, ...] = ("none", "he", "he+dp", "he+dpsgd", "he+secagg+dp")
-DP_PARTS = {"dp": "client", "dpsgd": "flow window"}
+DISTRIBUTED = "dpsgd-distributed"
+DEFAULT_MODES: tuple[str, ...] = ("none", "he", "he+dp", "he+dpsgd", "he+secagg+dp", f"secagg+{DISTRIBUTED}")
+DP_PARTS = {"dp": "client", "dpsgd": "flow window", DISTRIBUTED: "flow window"}
 """The DP components of a mode and what their epsilon protects: ``dp`` is client-level DP on the
 aggregate (:mod:`fedids.privacy.dp`), ``dpsgd`` sample-level DP-SGD on every client
-(:mod:`fedids.privacy.dpsgd`); both are calibrated to ``target_epsilon``."""
+(:mod:`fedids.privacy.dpsgd`), ``dpsgd-distributed`` one DP-SGD step per round whose noise is shared out
+over the SecAgg sum (``docs/privacy.md``); all are calibrated to ``target_epsilon``."""
 
 SUMMARY_KEYS = ("accuracy", "macro_f1", "weighted_f1", "mcc")
 RESULTS_FILE, REPORT_FILE = "results.json", "report.html"
@@ -29,9 +31,15 @@ the privacy modes' accuracy cost shows up as never reaching the quality plaintex
 
 
 def split_mode(mode: str) -> tuple[str, bool]:
-    """``"he+dpsgd"`` -> (``"he"``, True): the FederationConfig privacy mode and whether clients run DP-SGD."""
-    parts = [p for p in mode.split("+") if p != "dpsgd"]
+    """``"he+dpsgd"`` -> (``"he"``, True): the FederationConfig privacy mode and whether clients run DP-SGD
+    (``"secagg+dpsgd-distributed"`` -> (``"secagg"``, True); :func:`is_distributed` tells the two apart)."""
+    parts = [p for p in mode.split("+") if p not in ("dpsgd", DISTRIBUTED)]
     return "+".join(parts) or "none", len(parts) != len(mode.split("+"))
+
+
+def is_distributed(mode: str) -> bool:
+    """Whether ``mode`` runs distributed DP-SGD (one step a round, noise shared out over SecAgg)."""
+    return DISTRIBUTED in mode.split("+")
 
 
 def dp_unit(mode: str) -> str | None:
@@ -46,6 +54,8 @@ def dp_against(mode: str) -> str | None:
     if dp_unit(mode) is None:
         return None
     parts = mode.split("+")
+    if DISTRIBUTED in parts:
+        return "the server (c clients colluding with it leave sigma sqrt((t - c) / t)), other clients, model users"
     if "secagg" in parts and "dp" in parts and "he" not in parts:
         return "the server (unless it colludes with n - t + 1 clients), other clients, model users"
     return "the server, other clients, model users"
@@ -70,6 +80,11 @@ class ExperimentConfig:
     seed: int = 0
     quick: bool = False
     modes: tuple[str, ...] = DEFAULT_MODES
+    # distributed DP-SGD trains one step a round: its own rounds and expected batch (docs/privacy.md, 176
+    # steps of 1,024 on the real samples)
+    distributed_rounds: int = 176
+    distributed_batch_size: int = 1024
+    audits: tuple[str, ...] = ()  # `fedids audit --out` JSON files whose lower bounds the privacy table shows
     target_epsilon: float = 8.0
     shadows: int = 4
     mia_max_per_class: int = 5000
@@ -81,8 +96,8 @@ class ExperimentConfig:
     adaptive: bool = True
 
     def __post_init__(self) -> None:
-        if self.rounds < 1 or self.clients < 1 or self.local_epochs < 1:
-            raise ValueError("rounds, clients and local epochs must be >= 1")
+        if min(self.rounds, self.clients, self.local_epochs, self.distributed_rounds) < 1:
+            raise ValueError("rounds, clients, local epochs and distributed rounds must be >= 1")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not self.target_epsilon > 0:
@@ -100,6 +115,8 @@ def privacy_unsupported_reason(mode: str) -> str | None:
     if mode == "none":
         return None
     privacy, _ = split_mode(mode)
+    if is_distributed(mode) and privacy != "secagg":
+        return f"privacy mode {mode} is not supported ({DISTRIBUTED} runs under secagg only)"
     try:
         from fedids.federation.private import PrivacyMode
 
@@ -112,7 +129,8 @@ def privacy_unsupported_reason(mode: str) -> str | None:
 def federation_config(cfg: ExperimentConfig, mode: str, keys_dir: Path) -> FederationConfig:
     """The FederationConfig of privacy ``mode`` in this experiment: every client each round, the
     experiment's training settings, DP modes (``dp`` and ``dpsgd``) calibrated to ``cfg.target_epsilon``
-    over ``cfg.rounds``; HE modes read the key set in ``keys_dir`` (created fresh by the run,
+    over ``cfg.rounds`` (distributed DP-SGD: ``cfg.distributed_rounds`` steps); HE modes read the key set
+    in ``keys_dir`` (created fresh by the run,
     :func:`fedids.pipelines.federate.run_federation`)."""
     from fedids.pipelines.federate import he_public_context
 
@@ -130,6 +148,10 @@ def federation_config(cfg: ExperimentConfig, mode: str, keys_dir: Path) -> Feder
     privacy, dpsgd = split_mode(mode)
     if dpsgd:
         kwargs["dpsgd_target_epsilon"] = cfg.target_epsilon
+    if is_distributed(mode):
+        kwargs |= dict(
+            rounds=cfg.distributed_rounds, dpsgd_distributed=True, dpsgd_batch_size=cfg.distributed_batch_size
+        )
     if privacy != "none":
         kwargs["privacy"] = privacy
         if "dp" in privacy.split("+"):
@@ -143,11 +165,14 @@ def make_command(cfg_args: dict[str, Any]) -> str:
     words = ["fedids", "experiment", "paper"]
     for p in cfg_args.get("data") or []:
         words += ["--data", str(p)]
-    for key in ("out", "rounds", "clients", "partition", "local_epochs", "split", "seed", "target_epsilon"):
+    keys = ("out", "rounds", "clients", "partition", "local_epochs", "split", "seed", "target_epsilon")
+    for key in keys + ("distributed_rounds",):
         if cfg_args.get(key) is not None:
             words += [f"--{key.replace('_', '-')}", str(cfg_args[key])]
     if cfg_args.get("modes") and cfg_args["modes"] != ",".join(DEFAULT_MODES):
         words += ["--modes", str(cfg_args["modes"])]
+    for path in cfg_args.get("audit") or []:
+        words += ["--audit", str(path)]
     if cfg_args.get("quick"):
         words.append("--quick")
     if cfg_args.get("adaptive") is False:

@@ -99,7 +99,7 @@ def run_federated(
     if reason:
         return {"status": f"not run: {reason}"}, None
     config = federation_config(cfg, mode, run_dir / "keys")
-    with progress_bar(f"federated {label}", cfg.rounds) as advance:
+    with progress_bar(f"federated {label}", config.rounds) as advance:
 
         def on_round(rec: RoundRecord) -> None:
             spent = round_epsilon(dataclasses.asdict(rec))

@@ -19,6 +19,7 @@ from fedids.evaluation.report import PAPER_REFERENCE, write_report
 from fedids.pipelines.experiment import adaptive, costs, membership, model_sections
 from fedids.pipelines.experiment.config import REPORT_FILE, RESULTS_FILE, ExperimentConfig, dp_unit
 from fedids.pipelines.experiment.federated import baseline_entries, load_frame, run_federated
+from fedids.pipelines.experiment.privacy_table import privacy_section
 from fedids.pipelines.experiment.rare_section import rare_section
 from fedids.pipelines.experiment.results import load_global, make_meta, section, write_results
 
@@ -180,6 +181,11 @@ def membership_inference(ctx: Context) -> dict[str, Any]:
     return {"mia": mia}
 
 
+def privacy_table(ctx: Context) -> dict[str, Any]:
+    """``privacy``: each mode's epsilon, against whom, audited lower bound, quality (:mod:`.privacy_table`)."""
+    return {"privacy": privacy_section(ctx.cfg, ctx.entries)}
+
+
 def rare_classes(ctx: Context) -> dict[str, Any]:
     """``rare``: the rare-class protocol on this run's flows (:mod:`.rare_section`)."""
     with progress_bar("rare classes", None):
@@ -193,6 +199,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("cost", cost),
     Section("adaptive strategies", adaptive_strategies),
     Section("membership inference", membership_inference),
+    Section("privacy table", privacy_table),
     Section("rare classes", rare_classes),
 )
 """The experiment, in order (later sections read what earlier ones trained)."""
