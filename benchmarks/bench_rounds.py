@@ -13,7 +13,7 @@ process and moment. Per mode:
 
 A mode ending in ``+dpsgd`` (``dpsgd`` alone: plaintext) trains every client with DP-SGD at epsilon 8 per
 flow window (``--modes none,dpsgd`` measures DP-SGD's round against the plaintext round); ``+dpsgd-distributed``
-(with ``secagg``) runs distributed DP-SGD, one step of expected pooled batch 2048 a round
+(with ``secagg``) runs distributed DP-SGD, one step of expected pooled batch 1024 a round
 (``--modes none,secagg,secagg+dpsgd-distributed``).
 
 Run: ``.venv/bin/python benchmarks/bench_rounds.py`` (writes ``benchmarks/results/rounds.json``).
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
                 privacy=privacy,
                 dpsgd_target_epsilon=8.0 if "dpsgd" in parts_of_mode or distributed else 0.0,
                 dpsgd_distributed=distributed,
-                dpsgd_batch_size=2048 if distributed else FederationConfig.dpsgd_batch_size,
+                dpsgd_batch_size=1024 if distributed else FederationConfig.dpsgd_batch_size,
                 calibration="none",
                 he_public_context=str(keys.public_context) if keys else "",
             )

@@ -112,22 +112,19 @@ def _experiment_config(
     option, before anything runs."""
     from fedids.federation.partition import PartitionSpec
     from fedids.pipelines.experiment import (
-        DEFAULT_MODES,
         DEFAULT_SCALABILITY,
         ExperimentConfig,
         make_command,
-        privacy_unsupported_reason,
         quick_synth,
     )
     from fedids.pipelines.experiment.privacy_table import load_audit
 
-    chosen = DEFAULT_MODES if modes is None else tuple(m.strip() for m in modes.split(",") if m.strip())
-
+    chosen = _chosen_modes(modes)
     rounds = rounds if rounds is not None else (3 if quick else 10)
     clients = clients if clients is not None else (4 if quick else 10)
     if distributed_rounds is None:
         distributed_rounds = 10 if quick else ExperimentConfig.distributed_rounds
-    for path in audit or ():
+    for path in audit or ():  # read now: a bad report must not cost the whole run
         load_audit(path)
     command = make_command(
         {
@@ -147,12 +144,6 @@ def _experiment_config(
             "audit": audit,
         }
     )
-    if not chosen:
-        raise ValueError("--modes is empty")
-    for mode in chosen:
-        reason = privacy_unsupported_reason(mode)
-        if reason:
-            raise ValueError(f"--modes: {reason}")
     config = ExperimentConfig(
         out_dir=out_dir,
         data=tuple(str(p) for p in data or ()),
@@ -178,3 +169,17 @@ def _experiment_config(
     )
     PartitionSpec.parse(partition)
     return config
+
+
+def _chosen_modes(modes: str | None) -> tuple[str, ...]:
+    """The privacy modes of ``--modes`` (default: all), each one this installation can run."""
+    from fedids.pipelines.experiment import DEFAULT_MODES, privacy_unsupported_reason
+
+    chosen = DEFAULT_MODES if modes is None else tuple(m.strip() for m in modes.split(",") if m.strip())
+    if not chosen:
+        raise ValueError("--modes is empty")
+    for mode in chosen:
+        reason = privacy_unsupported_reason(mode)
+        if reason:
+            raise ValueError(f"--modes: {reason}")
+    return chosen
