@@ -578,6 +578,15 @@ def test_audit_reports_are_checked_before_they_are_read(tmp_path) -> None:
                 "modes": [{"mode": "dp eps=8", "one_run": {"epsilon_lower_bound": float("nan")}}],
             }
         ),
+        "eps.json": json.dumps(
+            {
+                "federated": True,
+                "modes": [
+                    {"mode": "dp eps=8", "target_epsilon": "8", "one_run": {"epsilon_lower_bound": 0.1}}
+                ],
+            }
+        ),
+        "data.json": json.dumps({"federated": True, "data": "a.csv", "modes": []}),
     }
     for name, text in cases.items():
         if text is not None:
