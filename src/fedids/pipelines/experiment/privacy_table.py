@@ -37,15 +37,20 @@ def load_audit(path: str | Path) -> dict:
         raise ValueError(
             f"{path}: a central audit; the experiment's modes are federated (audit with --federated)"
         )
+    data = report.get("data", [])
+    if not isinstance(data, list) or not all(isinstance(p, str) for p in data):
+        raise ValueError(f"{path}: its data files are not a list of paths")
     for m in modes:
-        bound = (m.get("one_run") or {}).get("epsilon_lower_bound")
-        if (
-            not isinstance(m.get("mode"), str)
-            or not isinstance(bound, (int, float))
-            or not math.isfinite(bound)
-        ):
-            raise ValueError(f"{path}: a mode without a name or a finite lower bound")
+        one_run = m.get("one_run")
+        bound = one_run.get("epsilon_lower_bound") if isinstance(one_run, dict) else None
+        target = m.get("target_epsilon")
+        if not (isinstance(m.get("mode"), str) and _finite(bound) and (target is None or _finite(target))):
+            raise ValueError(f"{path}: a mode without a name, a finite lower bound or a numeric epsilon")
     return report
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _same_data(a: list | tuple, b: list | tuple) -> bool:
