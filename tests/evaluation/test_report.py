@@ -533,6 +533,8 @@ def test_privacy_mode_names() -> None:
         ex.ExperimentConfig(out_dir=Path("u"), distributed_rounds=7), "secagg+dpsgd-distributed", Path("u")
     )
     assert dist.dpsgd_distributed and dist.rounds == 7 and dist.dpsgd_batch_size == 1024
+    with pytest.raises(ValueError, match="distributed rounds"):
+        ex.ExperimentConfig(out_dir=Path("u"), distributed_rounds=0)
     config = ex.federation_config(ex.ExperimentConfig(out_dir=Path("unused")), "dpsgd", Path("unused"))
     assert config.dpsgd_target_epsilon == 8.0 and config.privacy == "none" and not config.he_public_context
     he = ex.federation_config(ex.ExperimentConfig(out_dir=Path("e")), "he+dp", Path("e") / "keys")
