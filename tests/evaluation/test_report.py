@@ -528,7 +528,8 @@ def test_privacy_mode_names() -> None:
     assert ex.dp_unit("secagg+dpsgd-distributed") == "flow window"
     assert "colluding" in ex.dp_against("secagg+dpsgd-distributed")
     assert ex.privacy_unsupported_reason("secagg+dpsgd-distributed") is None
-    assert "secagg only" in ex.privacy_unsupported_reason("he+dpsgd-distributed")
+    for mode in ("he+dpsgd-distributed", "he+secagg+dpsgd-distributed", "secagg+dp+dpsgd-distributed"):
+        assert "under --privacy secagg" in ex.privacy_unsupported_reason(mode), mode
     dist = ex.federation_config(
         ex.ExperimentConfig(out_dir=Path("u"), distributed_rounds=7), "secagg+dpsgd-distributed", Path("u")
     )

@@ -115,12 +115,15 @@ def privacy_unsupported_reason(mode: str) -> str | None:
     if mode == "none":
         return None
     privacy, _ = split_mode(mode)
-    if is_distributed(mode) and privacy != "secagg":
-        return f"privacy mode {mode} is not supported ({DISTRIBUTED} runs under secagg only)"
     try:
         from fedids.federation.private import PrivacyMode
 
         PrivacyMode.parse(privacy)
+        if is_distributed(mode):  # the privacy modes it runs under: FederationConfig's own rule
+            target = 1.0 if "dp" in privacy.split("+") else 0.0
+            FederationConfig(
+                privacy=privacy, target_epsilon=target, dpsgd_target_epsilon=1.0, dpsgd_distributed=True
+            )
     except Exception as exc:  # noqa: BLE001 - any failure to parse means the mode is not available
         return f"privacy mode {mode} is not supported ({str(exc).splitlines()[0][:160]})"
     return None
@@ -165,8 +168,17 @@ def make_command(cfg_args: dict[str, Any]) -> str:
     words = ["fedids", "experiment", "paper"]
     for p in cfg_args.get("data") or []:
         words += ["--data", str(p)]
-    keys = ("out", "rounds", "clients", "partition", "local_epochs", "split", "seed", "target_epsilon")
-    for key in keys + ("distributed_rounds",):
+    for key in (
+        "out",
+        "rounds",
+        "clients",
+        "partition",
+        "local_epochs",
+        "split",
+        "seed",
+        "target_epsilon",
+        "distributed_rounds",
+    ):
         if cfg_args.get(key) is not None:
             words += [f"--{key.replace('_', '-')}", str(cfg_args[key])]
     if cfg_args.get("modes") and cfg_args["modes"] != ",".join(DEFAULT_MODES):
