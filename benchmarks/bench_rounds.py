@@ -66,7 +66,6 @@ def main(argv: list[str] | None = None) -> dict:
                 privacy=privacy,
                 dpsgd_target_epsilon=8.0 if "dpsgd" in parts_of_mode or distributed else 0.0,
                 dpsgd_distributed=distributed,
-                dpsgd_batch_size=1024 if distributed else FederationConfig.dpsgd_batch_size,
                 calibration="none",
                 he_public_context=str(keys.public_context) if keys else "",
             )

@@ -12,7 +12,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from fedids.federation import messages as m
 from fedids.federation import rounds
-from fedids.federation.config import FederationConfig
+from fedids.federation.config import DPSGD_BATCH_SIZE, FederationConfig
 from fedids.federation.policy import LEDGER, PolicyViolation, PrivacyPolicy, check_message, policy_mod
 from fedids.federation.simulation import make_partitions, run_simulated
 from fedids.privacy.secagg import SecAggConfig
@@ -62,7 +62,7 @@ def _train(config: FederationConfig, **changes) -> ConfigRecord:
         dpsgd_target_epsilon=config.dpsgd_target_epsilon,
         dpsgd_clip=1.0,
         dpsgd_delta=config.target_delta,
-        dpsgd_batch_size=config.dpsgd_batch_size,
+        dpsgd_batch_size=config.dpsgd_batch,
         dpsgd_lr=config.dpsgd_distributed_lr if config.dpsgd_distributed else config.dpsgd_lr,
         dpsgd_noise_shares=t if config.dpsgd_distributed else 0,
         dpsgd_release_noise=config.dpsgd_calibration_noise,
@@ -121,6 +121,18 @@ def test_weaker_training_instructions_are_refused_with_a_logged_reason(config, c
     ):
         check_message(policy, _train_message(config, **changes), {})
     assert reason in caplog.text
+
+
+def test_dpsgd_batch_defaults_by_mode_and_the_policy_pins_the_batch_the_run_uses():
+    """0 (the default) is the mode's measured batch: a client's own for local DP-SGD, the larger pooled
+    batch for distributed DP-SGD; a batch given explicitly wins; the policy holds the resolved one."""
+    local = FederationConfig(dpsgd_target_epsilon=8.0)
+    assert local.dpsgd_batch_size == 0 and local.dpsgd_batch == DPSGD_BATCH_SIZE["local"]
+    assert DIST.dpsgd_batch == DPSGD_BATCH_SIZE["distributed"] > local.dpsgd_batch
+    assert dataclasses.replace(DIST, dpsgd_batch_size=64).dpsgd_batch == 64
+    assert PrivacyPolicy.from_config(DIST).dpsgd_batch_size == DPSGD_BATCH_SIZE["distributed"]
+    with pytest.raises(ValueError, match="batch size"):
+        FederationConfig(dpsgd_target_epsilon=8.0, dpsgd_batch_size=-1)
 
 
 def test_a_secure_aggregation_round_too_small_or_with_a_low_threshold_is_refused():

@@ -18,7 +18,12 @@ from rich.table import Table
 from fedids.cli.common import app, write_json
 from fedids.console import err, out
 from fedids.errors import InputError
-from fedids.federation.config import FederationConfig, config_defaults
+from fedids.federation.config import (
+    DISTRIBUTED_DPSGD_ROUNDS,
+    DPSGD_BATCH_SIZE,
+    FederationConfig,
+    config_defaults,
+)
 from fedids.pipelines.federate import MODES, RUN_FILE, FederateRequest, he_public_context
 
 _D = config_defaults()
@@ -80,7 +85,14 @@ DpsgdEpsilon = Annotated[
         "this epsilon per flow window (sample-level DP; delta 1e-5)."
     ),
 ]
-DpsgdBatchSize = Annotated[int, _opt("DP-SGD expected batch size (larger: less noise per example).")]
+DpsgdBatchSize = Annotated[
+    int,
+    _opt(
+        "DP-SGD expected batch size (larger: less noise per example); 0: the mode's measured default, "
+        f"{DPSGD_BATCH_SIZE['local']} (a client's batch) or {DPSGD_BATCH_SIZE['distributed']} (the pooled "
+        "batch of --dpsgd-distributed)."
+    ),
+]
 DpsgdLr = Annotated[float, _opt("DP-SGD client learning rate (Adam).")]
 DpsgdClip = Annotated[float, _opt("DP-SGD per-window gradient clip norm (the noise scales with it).")]
 DpsgdLocalEpochs = Annotated[int, _opt("DP-SGD local epochs per round (the noise covers all of them).")]
@@ -89,7 +101,7 @@ DpsgdDistributed = Annotated[
     _opt(
         "DP-SGD with the noise shared out over the SecAgg sum (needs --privacy secagg): each "
         "round is one step of centralized DP-SGD over all clients' rows, so it needs many rounds: "
-        "measured with --rounds 176 --dpsgd-batch-size 1024 (docs/privacy.md).",
+        f"measured with --rounds {DISTRIBUTED_DPSGD_ROUNDS} (docs/privacy.md).",
         "--dpsgd-distributed/--dpsgd-local",
     ),
 ]
@@ -321,6 +333,12 @@ def _run(args: dict[str, Any], *, resuming: bool) -> None:
         err.print(
             f"[yellow]warning:[/yellow] --robust {config.robust} with fewer than 3 devices in a site: "
             "a site's median cannot outvote one attacker there (docs/evaluation.md, five sites)"
+        )
+    if config.dpsgd_distributed and config.rounds < DISTRIBUTED_DPSGD_ROUNDS:
+        err.print(
+            f"[yellow]warning:[/yellow] --dpsgd-distributed takes one DP-SGD step a round: {config.rounds} "
+            f"rounds may leave rare classes untrained (measured with --rounds {DISTRIBUTED_DPSGD_ROUNDS}, "
+            "docs/privacy.md)"
         )
     result = run_federate(request, data, resume=resuming, on_round=_print_round)
     if result.federated is not None:

@@ -28,6 +28,14 @@ CLIENT_WEIGHTINGS = ("examples", "objective")
 RUN_ONLY_KEYS = ("test-data", "out-dir", "split")
 """Deployment run-config keys that are not federation settings (the server's data and output)."""
 
+# DP-SGD's expected batch where dpsgd_batch_size is 0 (the default), by where its noise is added: local
+# (each client's own batch, all of the noise; synthetic default: see dpsgd_lr's note) or distributed (the
+# federation's pooled Poisson batch of one step a round). Distributed DP-SGD was measured at 176 steps of
+# 1,024 on the real samples (docs/privacy.md, "176 steps of 1,024"): 88 steps of 2,048, the same 20
+# passes over the data, left the rarest class undertrained.
+DPSGD_BATCH_SIZE = {"local": 256, "distributed": 1024}
+DISTRIBUTED_DPSGD_ROUNDS = 176
+
 SITE_PRIVACY = ("plain", "secagg")
 """How devices send their vectors to their site (three tiers): ``plain`` (the site sees each one, inside
 its trust domain; robust aggregation needs it) or ``secagg`` (SecAgg among the site's devices)."""
@@ -71,7 +79,7 @@ class FederationConfig:
     # better signal-to-noise ratio, and the clipped, noised steps need a larger learning rate. Measured on
     # the synthetic default (10 clients, 5 rounds, epsilon 8): batch 64 / lr 3e-3 0.59 macro-F1, 64 / 1e-2
     # 0.64, 256 / 1e-2 0.71 (plaintext, same rounds: 0.72 before head calibration).
-    dpsgd_batch_size: int = 256
+    dpsgd_batch_size: int = 0  # 0: DPSGD_BATCH_SIZE of the mode (see dpsgd_batch)
     dpsgd_lr: float = 1e-2
     # Local epochs per round under DP-SGD (the noise is calibrated for all of them). Synthetic default, 10
     # clients, dirichlet:0.5, 10 rounds, epsilon 8, three runs each (DP noise differs per run): 1 epoch
@@ -137,8 +145,10 @@ class FederationConfig:
             raise ValueError("dp needs a noise multiplier or a target epsilon to calibrate it")
         if self.dpsgd_noise_multiplier < 0 or self.dpsgd_target_epsilon < 0 or self.dpsgd_clip_norm <= 0:
             raise ValueError("dpsgd needs noise >= 0, target epsilon >= 0 and clip norm > 0")
-        if self.dpsgd_batch_size < 1 or not self.dpsgd_lr > 0 or self.dpsgd_local_epochs < 1:
-            raise ValueError("dpsgd needs batch size >= 1, lr > 0 and local epochs >= 1")
+        if self.dpsgd_batch_size < 0 or not self.dpsgd_lr > 0 or self.dpsgd_local_epochs < 1:
+            raise ValueError(
+                "dpsgd needs batch size >= 1 (0: the mode's default), lr > 0 and local epochs >= 1"
+            )
         if self.dpsgd_noise_multiplier and self.dpsgd_target_epsilon:
             raise ValueError("give DP-SGD a noise multiplier or a target epsilon, not both")
         # he+secagg: its clients' check of the sums they open does not know these equal-weight steps yet.
@@ -283,6 +293,13 @@ class FederationConfig:
     def dpsgd(self) -> bool:
         """Whether clients train with sample-level DP-SGD."""
         return self.dpsgd_noise_multiplier > 0 or self.dpsgd_target_epsilon > 0
+
+    @property
+    def dpsgd_batch(self) -> int:
+        """DP-SGD's expected batch: ``dpsgd_batch_size``, or where that is 0 the measured default of the
+        mode (:data:`DPSGD_BATCH_SIZE`)."""
+        mode = "distributed" if self.dpsgd_distributed else "local"
+        return self.dpsgd_batch_size or DPSGD_BATCH_SIZE[mode]
 
     @property
     def energy_managed(self) -> bool:

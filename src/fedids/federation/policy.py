@@ -82,6 +82,7 @@ class PrivacyPolicy:
         server_lr, server_momentum = config.server_step
         values = asdict(config) | {
             "dpsgd_distributed": int(config.dpsgd_distributed),
+            "dpsgd_batch_size": config.dpsgd_batch,
             "server_lr": server_lr,
             "server_momentum": server_momentum,
         }

@@ -199,7 +199,7 @@ def train_config(run: Run, server_round: int, chosen: list[int], accountant) -> 
         dpsgd_target_epsilon=c.dpsgd_target_epsilon,
         dpsgd_clip=c.dpsgd_clip_norm,
         dpsgd_delta=c.target_delta,
-        dpsgd_batch_size=c.dpsgd_batch_size,
+        dpsgd_batch_size=c.dpsgd_batch,
         dpsgd_lr=c.dpsgd_distributed_lr if c.dpsgd_distributed else c.dpsgd_lr,
         dpsgd_noise_shares=shares,
         dpsgd_release_noise=c.dpsgd_calibration_noise if c.calibration == "ccvr" else 0.0,

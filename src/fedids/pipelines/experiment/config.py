@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedids.federation.config import FederationConfig
+from fedids.federation.config import DISTRIBUTED_DPSGD_ROUNDS, DPSGD_BATCH_SIZE, FederationConfig
 
 _FEDERATION = FederationConfig()  # the experiment's training settings default to the federation's
 
@@ -80,10 +80,9 @@ class ExperimentConfig:
     seed: int = 0
     quick: bool = False
     modes: tuple[str, ...] = DEFAULT_MODES
-    # distributed DP-SGD trains one step a round: its own rounds and expected batch (docs/privacy.md, 176
-    # steps of 1,024 on the real samples)
-    distributed_rounds: int = 176
-    distributed_batch_size: int = 1024
+    # distributed DP-SGD trains one step a round: its own rounds and expected batch (FederationConfig's)
+    distributed_rounds: int = DISTRIBUTED_DPSGD_ROUNDS
+    distributed_batch_size: int = DPSGD_BATCH_SIZE["distributed"]
     audits: tuple[str, ...] = ()  # `fedids audit --out` JSON files whose lower bounds the privacy table shows
     target_epsilon: float = 8.0
     shadows: int = 4
