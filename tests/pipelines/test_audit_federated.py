@@ -91,6 +91,7 @@ def test_modes_and_settings() -> None:
         ("secagg+dp", None),
         ("none", 8.0),
         ("he+dpsgd-distributed", 8.0),
+        ("he+secagg+dpsgd-distributed", 8.0),
     )
     for text, eps in bad:
         with pytest.raises(ValueError):

@@ -36,6 +36,24 @@ RUN_ONLY_KEYS = ("test-data", "out-dir", "split")
 DPSGD_BATCH_SIZE = {"local": 256, "distributed": 1024}
 DISTRIBUTED_DPSGD_ROUNDS = 176
 
+DISTRIBUTED_DPSGD_NEEDS = (
+    "dpsgd-distributed needs DP-SGD (--dpsgd-epsilon or --dpsgd-noise) under --privacy secagg, without "
+    "sites: only a SecAgg sum carries every client's share of the noise"
+)
+
+
+def distributed_dpsgd_runs(privacy: str, dpsgd: bool = True, sites: int = 0) -> bool:
+    """Whether distributed DP-SGD can run under privacy mode ``privacy`` (the one rule, read by the
+    config's validation, the experiment and the audit): DP-SGD under plain ``secagg``, flat. Only a SecAgg
+    sum over every client carries every client's share of the noise; not with ``he`` (``he+secagg``'s
+    clients' check of the sums they open does not know its equal-weight steps yet) nor with client-level
+    ``dp`` (two DP mechanisms). Raises on an unknown mode."""
+    from fedids.federation.private import PrivacyMode
+
+    mode = PrivacyMode.parse(privacy)
+    return dpsgd and mode.secagg and not (mode.he or mode.dp) and sites < 2
+
+
 SITE_PRIVACY = ("plain", "secagg")
 """How devices send their vectors to their site (three tiers): ``plain`` (the site sees each one, inside
 its trust domain; robust aggregation needs it) or ``secagg`` (SecAgg among the site's devices)."""
@@ -151,13 +169,8 @@ class FederationConfig:
             )
         if self.dpsgd_noise_multiplier and self.dpsgd_target_epsilon:
             raise ValueError("give DP-SGD a noise multiplier or a target epsilon, not both")
-        # he+secagg: its clients' check of the sums they open does not know these equal-weight steps yet.
-        plain_secagg = mode.secagg and not (mode.he or mode.dp)
-        if self.dpsgd_distributed and not (self.dpsgd and plain_secagg and self.sites < 2):
-            raise ValueError(
-                "dpsgd-distributed needs DP-SGD (--dpsgd-epsilon or --dpsgd-noise) under --privacy secagg, "
-                "without sites: only a SecAgg sum carries every client's share of the noise"
-            )
+        if self.dpsgd_distributed and not distributed_dpsgd_runs(self.privacy, self.dpsgd, self.sites):
+            raise ValueError(DISTRIBUTED_DPSGD_NEEDS)
         if self.dpsgd and self.max_local_epochs:
             # The clients' accounts assume every round runs the same number of DP-SGD steps.
             raise ValueError("DP-SGD and adaptive local epochs do not combine")

@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from fedids.evaluation import audit as ev
-from fedids.federation.config import FederationConfig
+from fedids.federation.config import DISTRIBUTED_DPSGD_NEEDS, FederationConfig, distributed_dpsgd_runs
 
 if TYPE_CHECKING:
     from fedids.federation.state import FederationState
@@ -102,8 +102,8 @@ class FederatedMode:
         dp = "dp" in self.privacy.split("+")
         if dp and self.dpsgd:
             raise ValueError(f"mode {self.name}: audit one DP mechanism at a time (dp or dpsgd)")
-        if self.distributed and not (self.dpsgd and self.privacy == "secagg"):
-            raise ValueError(f"mode {self.name}: distributed DP-SGD needs secagg")
+        if self.distributed and not distributed_dpsgd_runs(self.privacy, self.dpsgd):
+            raise ValueError(f"mode {self.name}: {DISTRIBUTED_DPSGD_NEEDS}")
         if (dp or self.dpsgd) != (self.target_epsilon is not None):
             raise ValueError(f"mode {self.name}: a DP mode needs a target epsilon, a mode without DP none")
         if self.target_epsilon is not None and not 0 < self.target_epsilon <= 1000:

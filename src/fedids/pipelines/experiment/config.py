@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedids.federation.config import DISTRIBUTED_DPSGD_ROUNDS, DPSGD_BATCH_SIZE, FederationConfig
+from fedids.federation.config import (
+    DISTRIBUTED_DPSGD_NEEDS,
+    DISTRIBUTED_DPSGD_ROUNDS,
+    DPSGD_BATCH_SIZE,
+    FederationConfig,
+    distributed_dpsgd_runs,
+)
 
 _FEDERATION = FederationConfig()  # the experiment's training settings default to the federation's
 
@@ -118,11 +124,8 @@ def privacy_unsupported_reason(mode: str) -> str | None:
         from fedids.federation.private import PrivacyMode
 
         PrivacyMode.parse(privacy)
-        if is_distributed(mode):  # the privacy modes it runs under: FederationConfig's own rule
-            target = 1.0 if "dp" in privacy.split("+") else 0.0
-            FederationConfig(
-                privacy=privacy, target_epsilon=target, dpsgd_target_epsilon=1.0, dpsgd_distributed=True
-            )
+        if is_distributed(mode) and not distributed_dpsgd_runs(privacy):
+            raise ValueError(DISTRIBUTED_DPSGD_NEEDS)
     except Exception as exc:  # noqa: BLE001 - any failure to parse means the mode is not available
         return f"privacy mode {mode} is not supported ({str(exc).splitlines()[0][:160]})"
     return None
