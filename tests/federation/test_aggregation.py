@@ -130,3 +130,34 @@ def test_a_robust_strategy_gets_the_plaintext_replies_and_takes_their_median():
         1, [_reply(i, loc, 1.0) for i, loc in enumerate(locals_)]
     )
     assert all(np.allclose(a.numpy(), 1.0) for a in arrays.values())
+
+
+@pytest.mark.parametrize("n", [2, 5, 40])
+def test_distributed_dp_sgd_steps_on_the_sum_of_the_updates_whatever_the_number_of_clients(n):
+    """Each client weighs 1 and proposes ``r + lr * delta_i`` (``r``: the unmoved proposal, momentum
+    included); the pooled step is ``r + lr * sum(delta_i)``: the same for n clients as for one client
+    holding all their rows, where the mean would shrink it as 1 / n."""
+    rng = np.random.default_rng(n)
+    lr, mu = 1.0, 0.5
+    previous, current = model(0.5, np.array([[0.2], [0.4]])), model(0.25, np.array([[0.1], [0.3]]))
+    momentum = agg.momentum_between(previous, current, lr)
+    deltas = [[rng.normal(0, 1e-3, w.shape) for w in current] for _ in range(n)]
+    proposals = [
+        agg.propose(
+            current, momentum, [w + d for w, d in zip(current, delta)], server_lr=lr, server_momentum=mu
+        )
+        for delta in deltas
+    ]
+    total = summed(proposals, [1.0] * n, [np.zeros(2)] * n)
+    pooled = agg.finalize_pooled_step(LAYOUT, total, current, previous, lr, mu)
+    one_client = agg.propose(
+        current,
+        momentum,
+        [w + sum(d[i] for d in deltas) for i, w in enumerate(current)],
+        server_lr=lr,
+        server_momentum=mu,
+    )
+    for got, want in zip(pooled.weights, one_client):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    mean = agg.finalize_update(LAYOUT, total).weights
+    assert not np.allclose(mean[0] - one_client[0], 0, atol=1e-6)  # the mean's step is 1 / n of it

@@ -108,8 +108,8 @@ DpsgdDistributed = Annotated[
 DpsgdDistributedLr = Annotated[
     float,
     _opt(
-        "Distributed DP-SGD's step on the clients' mean noised gradient; the step on the pooled gradient "
-        "is this divided by the number of clients (default: 6 with 10 clients)."
+        "Distributed DP-SGD's learning rate on the pooled noised mean gradient (the step on the sum of "
+        "the clients' updates, so it does not depend on the number of clients)."
     ),
 ]
 Selection = Annotated[

@@ -206,6 +206,38 @@ class Aggregate:
 
 def finalize_update(layout: UpdateLayout, total: np.ndarray) -> Aggregate:
     """Turn the sum of :func:`update_contribution` vectors into the next global model (float32 arrays)."""
+    flat, _, metrics = _mean_model(layout, total)
+    return Aggregate(unflatten(flat, list(layout.shapes)), metrics)
+
+
+def finalize_pooled_step(
+    layout: UpdateLayout,
+    total: np.ndarray,
+    current: list[np.ndarray],
+    previous: list[np.ndarray] | None,
+    server_lr: float,
+    server_momentum: float,
+) -> Aggregate:
+    """Distributed DP-SGD's next global model: the server step on the *sum* of the clients' updates, not
+    their mean. Every client weighs 1, so the sum's weight coordinate is the number of contributions
+    ``n``. With ``r`` the proposal of a client that did not move (global models ``current`` and
+    ``previous``), each proposal is ``r + lr * delta_i`` and their mean ``r + lr * mean(delta)``; the model
+    ``r + n * (mean - r) = r + lr * sum(delta)`` is one step of centralized DP-SGD on the pooled Poisson
+    batch whatever the number of clients (the mean would shrink the step as ``1 / n``).
+
+    Post-processing of the noised sum: the privacy guarantee is the noise's and needs no trust in ``n``
+    (a wrong count only mis-scales the step, as any server step could). Computed in float64 from the sum,
+    so float32 rounding of the mean is not multiplied by ``n``."""
+    mean, parties, metrics = _mean_model(layout, total)
+    momentum = momentum_between(previous, current, server_lr)
+    unmoved = flatten(
+        propose(current, momentum, current, server_lr=server_lr, server_momentum=server_momentum)
+    )
+    return Aggregate(unflatten(unmoved + parties * (mean - unmoved), list(layout.shapes)), metrics)
+
+
+def _mean_model(layout: UpdateLayout, total: np.ndarray) -> tuple[np.ndarray, float, dict[str, float]]:
+    """The weighted mean model of a sum as one float64 vector, the sum's weight and its metrics."""
     total = np.asarray(total, np.float64)
     if total.shape != (layout.length,):
         raise ValueError(f"sum has {total.size} values, expected {layout.length}")
@@ -220,9 +252,12 @@ def finalize_update(layout: UpdateLayout, total: np.ndarray) -> Aggregate:
     held = shares >= MIN_CLASS_SHARE
     rows = np.where(held[:, None], by_class / np.where(held, shares, 1.0)[:, None], by_client / weight)
     weight_shape, bias_shape = layout.shapes[-HEAD_ARRAYS:]
-    flat = np.concatenate([total[:body_n] / weight, rows[:, :-1].ravel(), rows[:, -1]])
     assert rows[:, :-1].shape == tuple(weight_shape) and rows[:, -1].shape == tuple(bias_shape)
-    return Aggregate(unflatten(flat, list(layout.shapes)), metrics)
+    return (
+        np.concatenate([total[:body_n] / weight, rows[:, :-1].ravel(), rows[:, -1]]),
+        float(weight),
+        metrics,
+    )
 
 
 def client_shares(

@@ -107,11 +107,12 @@ class FederationConfig:
     # DP-SGD step on the federation's pooled Poisson batch (expected size dpsgd_batch_size over all
     # clients' rows); each client adds sigma / sqrt(t) of the noise and the SecAgg sum carries sigma, so the
     # federation trains like centralized DP-SGD instead of ten clients each adding all of it. Its step is
-    # SGD through the server step (fedavgm): dpsgd_distributed_lr times the clients' mean of their noised
-    # gradient sums over the expected batch (10 clients: lr 6 on the pooled mean gradient). Real samples,
-    # pooled centrally, epsilon 8, 88 steps of batch 2048, momentum 0.5: lr 6 and 10 0.941, 15 0.898.
+    # SGD through the server step (fedavgm): dpsgd_distributed_lr times the sum of the clients' noised
+    # gradient sums over the expected batch, the pooled mean gradient whatever the number of clients
+    # (aggregation.finalize_pooled_step; until session 15 the clients' mean: lr 60 with 10 clients). Real
+    # samples, pooled centrally, epsilon 8, 88 steps of batch 2048, momentum 0.5: lr 6 and 10 0.941, 15 0.898.
     dpsgd_distributed: bool = False
-    dpsgd_distributed_lr: float = 60.0
+    dpsgd_distributed_lr: float = 6.0
     calibration: str = "ccvr"  # ccvr: refit the head on clients' summed feature moments after
     # training, then check it (fedids.federation.calibration) | none
     dpsgd_calibration_noise: float = 3.0  # DP-SGD runs: noise multiplier of the two calibration releases

@@ -70,7 +70,7 @@ class PrivacyPolicy:
     site_privacy: str = "plain"  # secagg: its site gets only SecAgg sums of its devices, never a vector
     update_bound: float = 20.0  # he/secagg without dp: the L2 bound of each update (fedids.federation.bounds)
     dpsgd_distributed: int = 0  # 1: DP-SGD's noise is shared out over the SecAgg sum (fedids.privacy.dpsgd)
-    dpsgd_distributed_lr: float = 60.0
+    dpsgd_distributed_lr: float = 6.0
     # The server step every client applies to its own update before the sum (aggregation.propose): under
     # shared noise a client scaled differently from the others changes its share of the noise.
     server_lr: float = 1.0

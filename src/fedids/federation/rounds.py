@@ -7,12 +7,11 @@ and publishing the final model (:mod:`fedids.federation.finish`). Each step is a
 Every averaging strategy (FedAvg, FedAvgM, FedProx) runs through one pipeline
 (:mod:`fedids.federation.aggregation`): each selected client's update becomes a weighted *proposal* in a
 sum-able vector; a backend adds the vectors (numpy, BFV, SecAgg, BFV + SecAgg); the sum is the next global
-model. In the plaintext mode the server builds the vectors from the clients' models (so it can also
-validate each one, decompress, and keep the energy ledger); in the private modes the clients build and
-seal them. Where the mode hides the sum (``he``), the server keeps the sealed sums of the last two rounds
-and clients open them. Robust strategies (Krum, FedMedian, FedTrimmedAvg) need each update and stay
-plaintext-only (:class:`~fedids.federation.config.FederationConfig` refuses them with a privacy mode).
-"""
+model (distributed DP-SGD: the step on their sum). The plaintext mode's server builds the vectors from the
+clients' models (so it can validate each one, decompress, keep the energy ledger); in the private modes
+the clients build and seal them. Where the mode hides the sum (``he``), the server keeps the sealed sums
+of the last two rounds and clients open them. Robust strategies (Krum, FedMedian, FedTrimmedAvg) need
+each update: plaintext only (FederationConfig refuses them with a privacy mode)."""
 
 from __future__ import annotations
 
@@ -342,7 +341,11 @@ def server_step(run: Run, result: SumResult, models, config: dict) -> tuple[Glob
     if total is None and run.opener is not None and result.sealed is not None:
         total = run.opener(result.sealed, run.layout.length)
     bounds.check_round_sum(run.layout, total, config, models, len(result.survivors), result.atol)  # sealed
-    aggregate = agg.finalize_update(run.layout, total) if total is not None else None
+    aggregate = None if total is None else agg.finalize_update(run.layout, total)
+    if total is not None and run.config.dpsgd_distributed:  # one step on the pooled batch: the sum
+        old = models["previous"].plain if models.get("previous") is not None else None
+        step = (models["current"].plain, old, *run.config.server_step)
+        aggregate = agg.finalize_pooled_step(run.layout, total, *step)
     summary = aggregate.mean_metrics() if aggregate is not None else {}
     plain_weights = aggregate.weights if aggregate is not None else None
     return GlobalModel(plain_weights, result.sealed), summary
