@@ -180,11 +180,12 @@ def _sum_single_stage(
 def check_plain_vector(
     node: int, value: np.ndarray, length: int, check: Callable[[int, np.ndarray], None] | None
 ) -> None:
-    """A plaintext contribution as every summer accepts it (the flat server, a site): float64 ``(length,)``,
-    finite, then ``check`` (the caller's plausibility checks); ValueError with the reason otherwise."""
-    if value.dtype != np.float64 or value.shape != (length,):
+    """A plaintext contribution as every summer accepts it (the flat server, a site): float64 or float32
+    (a site's partial sum, sent like a device's float32 model) ``(length,)``, finite, then ``check`` (the
+    caller's plausibility checks); ValueError with the reason otherwise."""
+    if value.dtype not in (np.float64, np.float32) or value.shape != (length,):
         raise ValueError(
-            f"vector has dtype {value.dtype} and shape {value.shape}, expected float64 ({length},)"
+            f"vector has dtype {value.dtype} and shape {value.shape}, expected float64 or float32 ({length},)"
         )
     if not np.isfinite(value).all():
         raise ValueError("vector contains NaN or Inf")

@@ -186,7 +186,7 @@ def _site_sum(grid: Grid, nodes: list[int], request: Envelope, config: SiteConfi
     from fedids.federation.private import PrivacyMode, SumResult
     from fedids.federation.robust import RobustSpec
     from fedids.federation.secure_rounds import exchange
-    from fedids.federation.sites import SITE_TIER_PRIVACY, SiteAggregator
+    from fedids.federation.sites import SITE_TIER_PRIVACY, SiteAggregator, wan_vector
 
     spec = dict(m.config_record(request.content, m.SUM))
     length, mode = int(m.number(spec, "length")), PrivacyMode.parse(m.text(spec, "privacy"))
@@ -211,7 +211,7 @@ def _site_sum(grid: Grid, nodes: list[int], request: Envelope, config: SiteConfi
     if mode.he:
         sealed = ArrayRecord({"ct": Array(_encrypt(total, spec, config))})
     else:
-        sealed = ArrayRecord({"value": Array(total)})
+        sealed = ArrayRecord({"value": Array(wan_vector(total))})
     reply = RecordDict({m.CONTRIBUTION: sealed})
     if request.message_type == m.QUERY_STATS:
         reply[m.INFO] = ConfigRecord({"client-key": "site"})  # replaced by the site SuperNode's own key
