@@ -1,7 +1,8 @@
 """Three-tier deployment (issue 14, point 2): the site channel and the deployment material (fast), and on
 loopback, every process real: 1 central SuperLink, 2 site aggregators (each its own SuperLink plus a
 SuperNode toward the central one) and 2 device SuperNodes per site, TLS and node authentication on both
-tiers, 2 rounds on real CICIDS2017 rows, and an unregistered device refused by its site (integration)."""
+tiers, SecAgg across the sites (each site's uplink a SecAgg party), 2 rounds on real CICIDS2017 rows, and
+an unregistered device refused by its site (integration)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedids.errors import InputError
 from fedids.federation import deployment as dep
+from fedids.federation.config import FederationConfig
 from fedids.federation.deployment import sites as ds
+from fedids.federation.policy import PrivacyPolicy
 from fedids.federation.site_app import SiteConfig
 from fedids.federation.site_channel import (
     ChannelError,
@@ -112,6 +115,30 @@ def test_site_run_config_is_checked_and_the_site_app_lists_every_key():
             SiteConfig.from_run_config(bad)
 
 
+def test_a_site_refuses_a_downgraded_sum_and_a_weak_secagg_round_before_any_key_leaves():
+    """Against an active central server: a site published with ``secagg`` answers no sum asked for in
+    another mode (its partial sum in the clear), and its uplink joins no SecAgg round with fewer parties
+    than the run's sites or a threshold below fedids' for its size."""
+    from fedids.federation import site_app as sa
+    from fedids.privacy.secagg import SecAggConfig
+
+    spec = ConfigRecord({"values": "real", "length": 4, "privacy": "none"})
+    downgrade = Envelope("train", RecordDict({"sum": spec}))
+    with pytest.raises(PermissionError, match="published with privacy secagg"):
+        sa._site_sum(None, [1], downgrade, SiteConfig(privacy="secagg"))  # refused before any device is asked
+    node = {"min-sites": 3}
+    sa.check_site_secagg(SecAggConfig(n_clients=3, vector_length=1).to_dict(), node)
+    weak = (
+        SecAggConfig(n_clients=2, vector_length=1),
+        SecAggConfig(n_clients=5, vector_length=1, threshold=3),
+    )
+    for config in weak:
+        with pytest.raises(PermissionError, match="refused"):
+            sa.check_site_secagg(config.to_dict(), node)
+    with pytest.raises(ValueError, match="he\\+secagg"):
+        SiteConfig.from_run_config({"privacy": "he+secagg"})
+
+
 def test_central_app_is_derived_from_the_flat_app_with_site_aggregators_as_its_clients(tmp_path):
     from flwr.cli.config_utils import load_and_validate
 
@@ -154,6 +181,8 @@ def test_init_with_sites_writes_both_tiers_keys_0600_and_the_runbook(tmp_path):
             assert f"flwr supernode register {ds.SiteLayout(out, k).device_public_key(j)} fedids" in runbook
     assert "PRIVATE KEY" not in runbook
     assert dep.load_plan(out) == plan
+    # the central run counts a site's partial sum as its largest site's devices; an uplink's SecAgg floor
+    assert plan.run_config()["site-devices"] == 3 and ds.uplink_node_config(plan, 1)["min-sites"] == 2
     with pytest.raises(InputError, match="already exists"):
         dep.init_deployment(out, "198.51.100.1", nodes=5, sites=2, site_hosts=["10.0.1.1", "10.0.2.1"])
 
@@ -239,6 +268,11 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
     )
     root = Path(plan.root)
     site_layouts = {k: ds.SiteLayout(root, k) for k in (1, 2)}
+    # secagg across sites: the operator publishes the run's mode to every device and to each site's run
+    policy = PrivacyPolicy.from_config(FederationConfig(rounds=2, min_clients=2, sites=2, privacy="secagg"))
+    for site in site_layouts.values():
+        for j in (1, 2):
+            policy.save(site.device_dir(j) / dep.POLICY_FILE)
     central_env = host_env(plan.layout.flwr_home)
     site_env = {k: host_env(s.flwr_home) for k, s in site_layouts.items()}
 
@@ -317,7 +351,11 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
     # 4. Each site's long-lived run on its SuperLink, then its SuperNode toward the central SuperLink.
     site_dirs = {k: tmp_path / "hosts" / f"site-{k}" / "channel" for k in (1, 2)}
     for k, site in site_layouts.items():
-        site_config = ds.site_run_config(plan, k) | {"site-dir": str(site_dirs[k]), "timeout-s": 600.0}
+        site_config = ds.site_run_config(plan, k) | {
+            "site-dir": str(site_dirs[k]),
+            "timeout-s": 600.0,
+            "privacy": "secagg",
+        }
         try:
             submit_run(ds.SITE_APP_DIR, site_config, site_env[k])
         except AssertionError as exc:
@@ -338,7 +376,7 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
 
     # 5. The central run (2 sites as its clients), followed to its real end.
     # calibration none: two fewer exchanges through both tiers (the test's time is in process starts)
-    run_config = plan.run_config() | SMALL_RUN_CONFIG | {"calibration": "none"}
+    run_config = plan.run_config() | SMALL_RUN_CONFIG | {"calibration": "none", "privacy": "secagg"}
     try:
         run_id = submit_run(plan.app_dir, run_config, central_env)
     except AssertionError as exc:

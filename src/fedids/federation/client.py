@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,14 +29,12 @@ from fedids.federation.attacks import Attack, attack_seed, poison_update
 from fedids.federation.bounds import bound_client_proposal, check_opened_sum
 from fedids.federation.compression import COMPRESSED, Compression, compress_reply
 from fedids.federation.private import COUNT, REAL, PrivacyMode, open_sum
+from fedids.federation.secagg_party import handle_secagg_stage, masked_input
 from fedids.federation.setup import RunSetup, frame_stats_vector, own_class_counts, setup_from_sum
 from fedids.model.artifacts import Detector, save_detector
 from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, get_weights, set_weights
 from fedids.task import PreparedData, compute_label_counts, evaluate_rows, new_model, prepare, train_rows
-
-if TYPE_CHECKING:
-    from fedids.privacy.secagg import SecAggClient
 
 LOCAL_VAL_FRACTION = 0.2
 # Per label: the latest 20% of each label's flows, as `fedids train --split label-time` holds out. A plain
@@ -45,7 +42,6 @@ LOCAL_VAL_FRACTION = 0.2
 # so the client would never train on it (issue 17).
 LOCAL_VAL_SPLIT = "label-time"
 _SETUP_STATE = "fedids-setup"
-_SECAGG_STATE = "fedids-secagg"
 
 
 def derive_seed(*parts: object) -> int:
@@ -67,12 +63,7 @@ def seal(
         raise ValueError(f"vector of shape {vector.shape} for a {values} sum of length {length}")
     mode = PrivacyMode.parse(m.text(spec, "privacy"))
     if mode.secagg:
-        if context is None:
-            raise RuntimeError("secure aggregation message without a node state to keep its keys")
-        client = _restore_secagg(context, secret_context, mode)
-        out = client.masked_input(m.config_record(msg.content, m.SECAGG), vector)
-        _save_secagg(context, client)
-        return RecordDict({m.SECAGG: m.config_from(out)})
+        return masked_input(msg, vector, context, secret_context, mode)
     if mode.he:  # fixed-point code of the sum's quantisation, BFV-encrypted (fedids.federation.private)
         from fedids.privacy.he_secagg import encrypt_masked
         from fedids.privacy.secagg import SecAggConfig, quantize
@@ -91,51 +82,6 @@ def _need(secret_context: bytes | None) -> bytes:
     if secret_context is None:
         raise RuntimeError("this run is encrypted and this client has no HE key (he-secret-context)")
     return secret_context
-
-
-def _restore_secagg(context: Context, secret_context: bytes | None, mode: PrivacyMode) -> SecAggClient:
-    from fedids.privacy.secagg import SecAggClient
-
-    if _SECAGG_STATE not in context.state:
-        raise RuntimeError("secure aggregation message without a prior key stage on this node")
-    state = dict(m.config_record(context.state, _SECAGG_STATE))
-    if mode.he:
-        from fedids.privacy.he_secagg import HESecAggClient
-
-        client = HESecAggClient.from_state_dict(state)
-        client._secret_context = _need(secret_context)  # noqa: SLF001 (the key file is not part of the state)
-        return client
-    return SecAggClient.from_state_dict(state)
-
-
-def _save_secagg(context: Context, client: SecAggClient) -> None:
-    context.state[_SECAGG_STATE] = m.config_from(client.state_dict())
-
-
-def handle_secagg_stage(msg: Message, context: Context, stage: str, secret_context: bytes | None) -> Message:
-    """SecAgg stages 1, 2 and 4 (stage 3 is the exchange's own message); state kept in the node's state."""
-    from fedids.privacy.secagg import SecAggClient, SecAggConfig
-
-    cfg = dict(m.config_record(msg.content, m.SECAGG_CONFIG))
-    client_id = int(m.number(cfg, "secagg-id"))
-    del cfg["secagg-id"]
-    if stage == "keys":
-        client = SecAggClient(SecAggConfig.from_dict(cfg), client_id)
-        out = client.advertise_keys()
-    else:
-        client = _restore_secagg(context, secret_context, PrivacyMode(he=False, secagg=True))
-        if client.client_id != client_id:
-            raise RuntimeError("secure aggregation state belongs to another client id")
-        out = (
-            client.share_keys(m.config_record(msg.content, m.SECAGG))
-            if stage == "shares"
-            else client.unmask(m.config_record(msg.content, m.SECAGG))
-        )
-    if stage == "unmask":
-        del context.state[_SECAGG_STATE]
-    else:
-        _save_secagg(context, client)
-    return Message(RecordDict({m.SECAGG: m.config_from(out)}), reply_to=msg)
 
 
 # ------------------------------------------------------------------------------ setup round

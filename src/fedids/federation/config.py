@@ -131,6 +131,10 @@ class FederationConfig:
     # Three-tier federation (fedids.federation.sites): K >= 2 groups the clients into K site aggregators
     # (0 or 1: flat, every client talks to the central server); --privacy then seals site -> central.
     sites: int = 0
+    # Deployed three tiers only: the most devices one site aggregates (`fedids deploy init --sites` passes
+    # it with the run). The central server's fixed-point code and its check of an opened sum count a site's
+    # partial sum as that many contributions (the simulation knows its sites and ignores it).
+    site_devices: int = 0
     # Robust aggregation at the site tier: none | normclip[:B] | median | trimmed:F (fedids.federation.robust)
     robust: str = "none"
     # device -> site: plain (the site sees each device's vector, inside its trust domain; robust
@@ -212,8 +216,8 @@ class FederationConfig:
     def _check_sites(self) -> None:
         from fedids.federation.robust import RobustSpec
 
-        if self.sites < 0:
-            raise ValueError(f"sites must be >= 0 (0 or 1: no site tier), got {self.sites}")
+        if self.sites < 0 or self.site_devices < 0:
+            raise ValueError(f"sites and site-devices must be >= 0, got {self.sites} and {self.site_devices}")
         if RobustSpec.parse(self.robust).active and not self.tiered:
             raise ValueError(f"robust {self.robust} runs at the site tier: give sites K >= 2")
         if self.site_privacy not in SITE_PRIVACY:

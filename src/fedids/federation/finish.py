@@ -130,6 +130,8 @@ def _sum(
         timeout=run.config.timeout_s,
         check=None if dp is not None else _plain_check(run, kind),
     )
+    if run.relayed:  # deployed sites: each vector a site's partial sum
+        spec["parties_per_node"] = max(1, run.config.site_devices)
     if run.sites:  # through the sites, as the rounds
         result, _, tiers = tiered_sum(
             run.grid, site_of=run.sites, combine=combine, device_secagg=run.config.site_secagg, **spec

@@ -26,13 +26,13 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedids.federation import adaptive, bounds, plain, sites
 from fedids.federation import aggregation as agg
+from fedids.federation import bounds, plain, sites
 from fedids.federation import messages as m
-from fedids.federation.client import LOCAL_VAL_FRACTION
 from fedids.federation.compression import Compression
 from fedids.federation.config import FederationConfig
 from fedids.federation.private import REAL, PrivacyMode, SealedSum, SumResult
+from fedids.federation.resume import restore
 from fedids.federation.robust import RobustSpec, update_defence
 from fedids.federation.secure_rounds import private_setup, secure_sum
 from fedids.federation.setup import RunSetup, setup_from_counts
@@ -42,8 +42,6 @@ from fedids.federation.state import (
     FederationState,
     GlobalModel,
     RoundRecord,
-    load_checkpoint,
-    load_state,
     save_checkpoint,
     write_state,
 )
@@ -85,6 +83,11 @@ class Run:
     def summed(self) -> bool:
         """Every exchange is a sum of vectors (private modes, and any run whose nodes are sites)."""
         return self.mode.private or self.relayed
+
+    @property
+    def per_node(self) -> int:
+        """The most contributions one node's vector sums: a deployed site's devices, else 1."""
+        return max(1, self.config.site_devices) if self.relayed else 1
 
     def detector(self, weights: list[np.ndarray], metadata: dict) -> Detector | None:
         if self.setup is None:
@@ -278,6 +281,7 @@ def train_round(
         values=REAL,
         he_public=run.he_public,
         timeout=run.config.timeout_s,
+        parties_per_node=run.per_node,
     )
     return _outcome(run, server_round, result, models, config)
 
@@ -340,7 +344,9 @@ def server_step(run: Run, result: SumResult, models, config: dict) -> tuple[Glob
     total = result.plaintext
     if total is None and run.opener is not None and result.sealed is not None:
         total = run.opener(result.sealed, run.layout.length)
-    bounds.check_round_sum(run.layout, total, config, models, len(result.survivors), result.atol)  # sealed
+    bounds.check_round_sum(
+        run.layout, total, config, models, len(result.survivors) * run.per_node, result.atol
+    )
     aggregate = None if total is None else agg.finalize_update(run.layout, total)
     if total is not None and run.config.dpsgd_distributed:  # one step on the pooled batch: the sum
         old = models["previous"].plain if models.get("previous") is not None else None
@@ -456,7 +462,7 @@ def run_federation(
         log.warning(
             "no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext"
         )
-    state, models, accountant, ledger = _restore(run, resume)
+    state, models, accountant, ledger = restore(run, resume)
     strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
     for server_round in range(state.completed_round + 1, config.rounds + 1):
         if _stop_for_budget(run, state, accountant):
@@ -485,44 +491,6 @@ def run_federation(
         finish.save_final(run, models["current"], state)
     finish.publish(run, models)
     return state
-
-
-def _restore(run: Run, resume: bool):
-    config, out_dir = run.config, run.out_dir
-    state = FederationState(config=asdict(config))
-    state.setup = {"labels": run.labels, "digest": run.digest}
-    accountant = plain.make_accountant(config, run.mode, run.keys)
-    ledger = (
-        None
-        if run.summed
-        else adaptive.EnergyLedger.create(
-            run.profiles,
-            run.rows_of,
-            budget_j=config.energy_budget_j,
-            hidden=config.hidden,
-            window=config.window,
-            train_fraction=1.0 - LOCAL_VAL_FRACTION,
-        )
-    )
-    models: dict[str, GlobalModel | None] = {
-        "current": GlobalModel(get_weights(new_model(len(run.labels), config.hidden, config.seed))),
-        "previous": None,
-    }
-    previous = load_state(out_dir) if resume else None
-    if previous is not None and previous.completed_round > 0:
-        saved = {k: v for k, v in {**asdict(FederationConfig()), **previous.config}.items() if k != "rounds"}
-        if saved != {k: v for k, v in asdict(config).items() if k != "rounds"}:
-            raise ValueError(f"{out_dir}: cannot resume, the run was started with different settings")
-        state.completed_round, state.history = previous.completed_round, previous.history
-        state.privacy, state.adaptive = previous.privacy, previous.adaptive
-        loaded = load_checkpoint(out_dir, state.completed_round, state.privacy.get("sealed"))
-        models = {"current": loaded["current"], "previous": loaded.get("previous")}
-        if accountant is not None:
-            accountant.load_state_dict(state.privacy["accountant"])
-        if ledger is not None and state.adaptive:
-            ledger.load_state_dict(state.adaptive)
-        log.info("resuming after round %d", state.completed_round)
-    return state, models, accountant, ledger
 
 
 def _stop_for_budget(run: Run, state: FederationState, accountant) -> bool:

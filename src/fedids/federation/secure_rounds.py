@@ -27,7 +27,7 @@ from flwr.app.typing import ConfigRecordValues
 from flwr.serverapp import Grid
 
 from fedids.federation import messages as m
-from fedids.federation.private import COUNT, PrivacyMode, SealedSum, SumResult, secagg_clip_range
+from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult, secagg_clip_range
 from fedids.federation.setup import STATS_LENGTH, setup_from_sum
 
 if TYPE_CHECKING:
@@ -86,24 +86,37 @@ def secure_sum(
     timeout: float,
     sum_id: int | None = None,
     check: Callable[[int, np.ndarray], None] | None = None,
+    parties_per_node: int = 1,
 ) -> tuple[SumResult, list[Message]]:
     """Sum the vectors the ``nodes`` return for ``message_type``; returns the sum and the accepted replies.
 
     ``make_content(node)`` builds a node's message; this function adds the sum's description
     (:data:`~fedids.federation.messages.SUM`: vector kind, length and, under SecAgg, its configuration).
     ``check(node, vector)`` raises ValueError to refuse a vector the server sees in the clear (``none``,
-    ``dp``): plausibility checks that the sealed modes cannot make.
+    ``dp``): plausibility checks that the sealed modes cannot make. ``parties_per_node``: the most
+    contributions one node's vector sums (a deployed site's devices; the fixed-point code's range).
     """
     result = SumResult()
     start = time.perf_counter()
     sum_id = next(_SUM_IDS) if sum_id is None else sum_id
     if mode.secagg:
         accepted = run_secagg(
-            grid, mode, nodes, message_type, make_content, length, values, sum_id, he_public, timeout, result
+            grid,
+            mode,
+            nodes,
+            message_type,
+            make_content,
+            length,
+            values,
+            sum_id,
+            he_public,
+            timeout,
+            result,
+            parties_per_node,
         )
     else:
         spec: dict[str, ConfigRecordValues] = {"values": values, "length": length, "privacy": mode.name}
-        quantisation = _quantisation(nodes, length, values, sum_id) if mode.he else None
+        quantisation = _quantisation(nodes, length, values, sum_id, parties_per_node) if mode.he else None
         if quantisation is not None:
             spec |= {f"quant.{k}": v for k, v in quantisation.to_dict().items()}
         contents = {}
@@ -116,15 +129,23 @@ def secure_sum(
     return result, accepted
 
 
-def _quantisation(nodes: list[int], length: int, values: str, sum_id: int) -> SecAggConfig:
+def _quantisation(nodes: list[int], length: int, values: str, sum_id: int, per_node: int) -> SecAggConfig:
     """How ``he`` clients quantise their vectors before BFV encryption: SecAgg's fixed-point code (step
     ``n * clip / 2**31``, exact integer sums modulo ``2**32``) without the masks."""
     from fedids.privacy.secagg import SecAggConfig
 
     n = max(len(nodes), 2)
     return SecAggConfig(
-        n_clients=n, vector_length=length, round_id=sum_id, clip_range=secagg_clip_range(values, n)
+        n_clients=n, vector_length=length, round_id=sum_id, clip_range=node_clip_range(values, n, per_node)
     )
+
+
+def node_clip_range(values: str, n_nodes: int, per_node: int) -> float:
+    """The fixed-point clip range of a sum over ``n_nodes`` vectors that each sum up to ``per_node``
+    contributions (a site's partial sum: its devices; 1 for a device): ``per_node`` times one
+    contribution's range for real values, so the step is the flat run's for balanced sites; counts as
+    :func:`~fedids.federation.private.secagg_clip_range` has them."""
+    return secagg_clip_range(values, n_nodes) if values == COUNT else secagg_clip_range(REAL, 1) * per_node
 
 
 def _sum_single_stage(
@@ -205,6 +226,7 @@ def run_secagg(
     he_public: bytes | None,
     timeout: float,
     result: SumResult,
+    parties_per_node: int = 1,
 ) -> list[Message]:
     from fedids.privacy.secagg import InvalidMessageError, SecAggConfig, SecAggServer, dequantize_sum
 
@@ -213,7 +235,7 @@ def run_secagg(
         n_clients=len(nodes),
         vector_length=length,
         round_id=sum_id,
-        clip_range=secagg_clip_range(values, len(nodes)),
+        clip_range=node_clip_range(values, len(nodes), parties_per_node),
     )
     he_server = _he_secagg_server(config, he_public) if mode.he else None
     server = he_server if he_server is not None else SecAggServer(config)

@@ -17,9 +17,11 @@ the site in plaintext (their policies accept this only in a run published with s
 them (plain sum, or under ``robust`` a robust one for model updates, :mod:`fedids.federation.robust`, and
 without the devices the global head disputes for the calibration moments,
 :mod:`fedids.federation.robust_moments`) and seals the partial
-sum for the central tier as the central message says: ``none``/``dp`` in plaintext, ``he`` BFV-encrypted
-with the *public* context (the site cannot decrypt). ``secagg`` across deployed sites is not built (the
-site would have to run SecAgg's four stages as a party) and is refused. Messages without a sum
+sum for the central tier as the central message says: ``none``/``dp`` in plaintext (float32), ``he``
+BFV-encrypted with the *public* context (the site cannot decrypt), ``secagg`` masked by the site's uplink
+SuperNode, which is the site's party in the sites' SecAgg (:mod:`fedids.federation.secagg_party`; the
+partial sum reaches it over the site host's own channel). ``he+secagg`` across deployed sites is not built
+and is refused. Messages without a sum
 (``query.setup``: the devices must agree; ``query.global``: every device stores the final model) are
 relayed to every device. The central ServerApp (``sites >= 2`` in its run config) treats each site as one
 client whose vectors are already combined (:func:`fedids.federation.rounds.run_federation`,
@@ -36,16 +38,19 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedids.federation import messages as m
+from fedids.federation.secagg_party import handle_secagg_stage, masked_input
 from fedids.federation.site_channel import ChannelError, Envelope, SiteChannel
 
 log = logging.getLogger("fedids.site")
 SITE_DIR = "site-dir"  # node config of the site's SuperNode and run config of the site's run
 RELAY_TIMEOUT = "timeout-s"  # node config: how long the ClientApp waits for the site's answer
+MIN_SITES = "min-sites"  # node config: the fewest parties a sites' SecAgg round may have (the run's K)
 DEFAULT_RELAY_TIMEOUT_S = 3600.0
 RELAYED = (m.TRAIN, m.QUERY_STATS, m.QUERY_SETUP, m.QUERY_GLOBAL, m.QUERY_FEATURES, m.QUERY_VALIDATE)
 WAIT_S = 2.0  # the ServerApp's wait for a request before it checks for stop / idleness again
@@ -55,21 +60,32 @@ WAIT_S = 2.0  # the ServerApp's wait for a request before it checks for stop / i
 def check_central_config(config: Any) -> None:
     """Refuse central settings a deployed site tier cannot honour (ValueError)."""
     from fedids.federation.compression import Compression
-    from fedids.federation.private import PrivacyMode
     from fedids.federation.robust import RobustSpec
 
-    if PrivacyMode.parse(config.privacy).secagg:
-        raise ValueError("secagg across deployed sites is not built: use privacy none, dp or he")
+    check_central_privacy(config.privacy)
     if config.energy_managed or Compression.parse(config.compression).active:
         raise ValueError("energy-aware selection and compression need each device at the central server")
     if RobustSpec.parse(config.robust).active:
         raise ValueError("robust aggregation runs at each site: set robust in the site run's config")
     if config.site_privacy != "plain":
         raise ValueError("site-privacy secagg (SecAgg among a site's devices) runs in the simulation only")
+    if config.site_devices < 1:
+        raise ValueError("site-devices: the most devices one site holds (the runbook's flwr run sets it)")
+
+
+def check_central_privacy(privacy: str) -> None:
+    """The central tier's privacy modes a deployed site can seal with (ValueError for the others)."""
+    from fedids.federation.private import PrivacyMode
+
+    mode = PrivacyMode.parse(privacy)
+    if mode.he and mode.secagg:
+        raise ValueError("he+secagg across deployed sites is not built: use privacy none, dp, he or secagg")
 
 
 def _relay(msg: Message, context: Context) -> Message:
-    """The site SuperNode's handler of every central message: through the channel to the site's run."""
+    """The site SuperNode's handler of every central message: through the channel to the site's run.
+    Under ``secagg`` across sites the site answers a sum with its partial sum in the clear (the channel
+    stays on the site's host), and this SuperNode, the site's SecAgg party, masks it."""
     cfg = context.node_config
     if SITE_DIR not in cfg:
         raise RuntimeError(f"node config has no {SITE_DIR}: this SuperNode is not a site aggregator")
@@ -77,6 +93,12 @@ def _relay(msg: Message, context: Context) -> Message:
     timeout = float(cfg.get(RELAY_TIMEOUT, DEFAULT_RELAY_TIMEOUT_S))
     answer = channel.request(Envelope(msg.metadata.message_type, msg.content), timeout)
     content = answer.content
+    mode = _sum_mode(msg.content)
+    if mode is not None and mode.secagg:
+        partial = m.array_record(content, m.CONTRIBUTION)["value"].numpy()
+        masked = masked_input(msg, partial, context, None, mode)
+        del content[m.CONTRIBUTION]
+        content[m.SECAGG] = masked[m.SECAGG]
     if m.INFO in content.config_records and "client-key" in content.config_records[m.INFO]:
         info = dict(content.config_records[m.INFO])  # the site is one client of the central tier
         info["client-key"] = str(cfg.get("client-key", f"site-{context.node_id}"))
@@ -84,14 +106,51 @@ def _relay(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
+def _sum_mode(content: RecordDict) -> Any:
+    """The privacy mode of the sum a message asks for (a ``PrivacyMode``), None when it asks for none."""
+    from fedids.federation.private import PrivacyMode
+
+    if m.SUM not in content.config_records:
+        return None
+    return PrivacyMode.parse(m.text(m.config_record(content, m.SUM), "privacy"))
+
+
+def _secagg_stage(stage: str):  # noqa: ANN202 (a Flower handler)
+    def handle(msg: Message, context: Context) -> Message:
+        if stage == "keys":
+            check_site_secagg(m.config_record(msg.content, m.SECAGG_CONFIG), context.node_config)
+        return handle_secagg_stage(msg, context, stage, None)
+
+    return handle
+
+
+def check_site_secagg(secagg_config: Any, node_config: Any) -> None:
+    """The sites' SecAgg round as this site accepts it (PermissionError otherwise, before any key leaves):
+    at least ``min-sites`` parties (node config, written by ``fedids deploy init``: the run's K) and a
+    threshold ``t`` at least fedids' for that ``n``. A lower ``t``, or fewer parties than the run has
+    sites, would let the central server unmask this site's partial sum with sybils or few survivors."""
+    from fedids.privacy.secagg import SecAggConfig
+
+    n, t = int(m.number(secagg_config, "n_clients")), int(m.number(secagg_config, "threshold"))
+    floor = max(2, int(node_config.get(MIN_SITES, 2)))
+    if n < floor or t < SecAggConfig(n_clients=n, vector_length=1).t:
+        raise PermissionError(
+            f"refused: secure aggregation over {n} parties with threshold {t} (at least {floor})"
+        )
+
+
 def make_site_client_app() -> ClientApp:
     """The ClientApp of a site's SuperNode toward the central SuperLink (node config ``site-dir``,
-    ``client-key``, optional ``timeout-s``)."""
+    ``client-key``, optional ``timeout-s``): relays every message to the site's run, and under ``secagg``
+    across sites runs the SecAgg stages itself (:mod:`fedids.federation.secagg_party`)."""
     app = ClientApp()
     for message_type in RELAYED:
         category, _, action = message_type.partition(".")
         register = app.train if category == "train" else app.query
         (register(action) if action else register())(_relay)
+    for message_type in (m.SECAGG_KEYS, m.SECAGG_SHARES, m.SECAGG_UNMASK):
+        action = message_type.partition(".")[2]
+        app.train(action)(_secagg_stage(action.removeprefix("secagg_")))
     return app
 
 
@@ -105,6 +164,9 @@ class SiteConfig:
     timeout_s: float = 3600.0  # wait for devices and for each exchange with them
     idle_s: float = 0.0  # end the run after this long without a request (0: only the stop file ends it)
     he_public_context: str = ""  # he runs: the clients' public context (the site seals with it)
+    # the central tier's privacy mode, as the operator published it: the site refuses a sum the central
+    # server asks for in any other mode (an active server's downgrade to the partial sum in the clear)
+    privacy: str = "none"
     robust: str = "none"  # defence on the devices' updates and calibration moments (fedids.federation.robust)
 
     @classmethod
@@ -127,6 +189,7 @@ class SiteConfig:
         from fedids.federation.robust import RobustSpec
 
         RobustSpec.parse(config.robust)  # raises on an unknown defence
+        check_central_privacy(config.privacy)
         return config
 
 
@@ -190,9 +253,10 @@ def _site_sum(grid: Grid, nodes: list[int], request: Envelope, config: SiteConfi
 
     spec = dict(m.config_record(request.content, m.SUM))
     length, mode = int(m.number(spec, "length")), PrivacyMode.parse(m.text(spec, "privacy"))
-    if mode.secagg:
-        raise ValueError("secagg across deployed sites is not built")
-    content = RecordDict(dict(request.content.items()))
+    if mode != PrivacyMode.parse(config.privacy):
+        raise PermissionError(f"refused: a {mode.name} sum in a site published with privacy {config.privacy}")
+    # the central SecAgg stage's records are the uplink's (it masks the partial sum), not the devices'
+    content = RecordDict({k: v for k, v in request.content.items() if k not in (m.SECAGG, m.SECAGG_CONFIG)})
     content[m.SUM] = ConfigRecord({"values": spec["values"], "length": length, "privacy": SITE_TIER_PRIVACY})
     replies = exchange(grid, {n: content for n in nodes}, request.message_type, config.timeout_s, SumResult())
     site = SiteAggregator(0, nodes, length)
@@ -210,6 +274,8 @@ def _site_sum(grid: Grid, nodes: list[int], request: Envelope, config: SiteConfi
     log.info("site: %s summed over %d devices", request.message_type, len(site.received))
     if mode.he:
         sealed = ArrayRecord({"ct": Array(_encrypt(total, spec, config))})
+    elif mode.secagg:  # to the site's own uplink, which masks it (the float64 sum SecAgg quantises)
+        sealed = ArrayRecord({"value": Array(np.asarray(total, np.float64))})
     else:
         sealed = ArrayRecord({"value": Array(wan_vector(total))})
     reply = RecordDict({m.CONTRIBUTION: sealed})
@@ -220,8 +286,6 @@ def _site_sum(grid: Grid, nodes: list[int], request: Envelope, config: SiteConfi
 
 def _encrypt(total: Any, spec: dict, config: SiteConfig) -> Any:
     """``he``: the partial sum in the central sum's fixed-point code, BFV-encrypted with the public context."""
-    import numpy as np
-
     from fedids.privacy.he_secagg import encrypt_public
     from fedids.privacy.keys import load_public_context
     from fedids.privacy.secagg import SecAggConfig, quantize

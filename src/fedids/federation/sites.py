@@ -54,9 +54,15 @@ from flwr.serverapp import Grid
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.partition import gateway_subnet
-from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult, secagg_clip_range
+from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult
 from fedids.federation.robust import reference_proposal
-from fedids.federation.secure_rounds import check_plain_vector, exchange, payload_bytes, run_secagg
+from fedids.federation.secure_rounds import (
+    check_plain_vector,
+    exchange,
+    node_clip_range,
+    payload_bytes,
+    run_secagg,
+)
 
 log = logging.getLogger("fedids.server")
 _SITE_SUM_IDS = itertools.count(1 << 40)  # SecAgg round ids of the site tier, apart from the flat ones
@@ -232,7 +238,7 @@ def site_quantisation(n_sites: int, length: int, values: str, sum_id: int, devic
     from fedids.privacy.secagg import SecAggConfig
 
     n = max(n_sites, 2)
-    clip = secagg_clip_range(values, n) if values == COUNT else secagg_clip_range(REAL, 1) * devices_per_site
+    clip = node_clip_range(values, n, devices_per_site)
     return SecAggConfig(n_clients=n, vector_length=length, round_id=sum_id, clip_range=clip)
 
 

@@ -108,7 +108,11 @@ class DeploymentPlan:
 
     def run_config(self) -> dict[str, str | int | float | bool]:
         """The run config the runbook's ``flwr run`` passes (paths are on the SuperLink host)."""
-        tiers: dict[str, str | int | float | bool] = {"sites": self.sites} if self.sites >= 2 else {}
+        tiers: dict[str, str | int | float | bool] = {}
+        if self.sites >= 2:
+            from fedids.federation.deployment.sites import devices_per_site
+
+            tiers = {"sites": self.sites, "site-devices": max(devices_per_site(self.nodes, self.sites))}
         return {
             "rounds": self.rounds,
             "min-clients": self.sites if self.sites >= 2 else self.nodes,

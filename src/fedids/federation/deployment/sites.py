@@ -122,7 +122,7 @@ def site_address(plan: DeploymentPlan, site: int) -> str:
 
 def uplink_node_config(plan: DeploymentPlan, site: int) -> dict[str, str | int | float | bool]:
     """Node config of site ``site``'s SuperNode toward the central SuperLink."""
-    return {"site-dir": plan.site_dir, "client-key": site_name(site)}
+    return {"site-dir": plan.site_dir, "client-key": site_name(site), "min-sites": plan.sites}
 
 
 def device_node_config(plan: DeploymentPlan, site: int, device: int) -> dict[str, str | int | float | bool]:
