@@ -216,8 +216,10 @@ class FederationConfig:
     def _check_sites(self) -> None:
         from fedids.federation.robust import RobustSpec
 
-        if self.sites < 0 or self.site_devices < 0:
-            raise ValueError(f"sites and site-devices must be >= 0, got {self.sites} and {self.site_devices}")
+        if self.sites < 0:
+            raise ValueError(f"sites must be >= 0 (0 or 1: no site tier), got {self.sites}")
+        if self.site_devices < 0:
+            raise ValueError(f"site-devices must be >= 0, got {self.site_devices}")
         if RobustSpec.parse(self.robust).active and not self.tiered:
             raise ValueError(f"robust {self.robust} runs at the site tier: give sites K >= 2")
         if self.site_privacy not in SITE_PRIVACY:
