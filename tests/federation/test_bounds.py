@@ -189,6 +189,34 @@ def test_he_clients_refuse_an_encrypted_sum_out_of_range_before_training_on_it()
         global_models(message(scaled), N_CLASSES, HIDDEN, keys.secret_context, LR)
 
 
+@pytest.mark.parametrize("per_node", [2, 1])
+def test_deployed_sites_he_sum_is_coded_for_their_devices_so_the_devices_accept_it(per_node):
+    """Deployed three tiers under ``he``: 2 sites each encrypt the partial sum of 2 devices. The central
+    code counts ``site-devices`` contributions per site (2): the devices accept the opened sum; counted as
+    one per site (the code before session 15) the sum of 4 devices reads as out of range for 2 parties."""
+    from fedids.federation.secure_rounds import he_quantisation
+    from fedids.privacy.he_secagg import EncryptedMaskedSum, create_bfv_keys, encrypt_masked
+    from fedids.privacy.secagg import quantize
+
+    keys = create_bfv_keys()
+    code = he_quantisation([1, 2], LAYOUT.length, REAL, 5, per_node)
+    devices = _honest()
+    total = EncryptedMaskedSum(keys.public_context, LAYOUT.length)
+    for partial in (devices[0] + devices[1], devices[2] + devices[3]):
+        total.add(encrypt_masked(keys.secret_context, quantize(partial, code)))
+    sealed = SealedSum("bfv", total.to_bytes(), REAL, code.to_dict())
+    content = RecordDict({m.CONFIG: ConfigRecord(_ins("he").to_config())})
+    content[m.PREVIOUS] = ArrayRecord(list(CURRENT))
+    msg = flower_message(m.add_sealed(content, {"current": sealed}), m.TRAIN)
+    if per_node == 1:
+        with pytest.raises(SumRangeError, match="summed metric clients"):
+            global_models(msg, N_CLASSES, HIDDEN, keys.secret_context, LR)
+        return
+    weights, _ = global_models(msg, N_CLASSES, HIDDEN, keys.secret_context, LR)
+    want = agg.finalize_update(LAYOUT, np.sum(devices, 0)).weights
+    assert np.allclose(agg.flatten(weights), agg.flatten(want), atol=1e-5)
+
+
 def test_a_site_leaves_out_a_device_out_of_range_in_a_sealed_run():
     models = _Models(current=_Plain(CURRENT), previous=_Plain(PREVIOUS))
     check = site_check(LAYOUT, _ins("secagg").to_config(), models)

@@ -116,7 +116,7 @@ def secure_sum(
         )
     else:
         spec: dict[str, ConfigRecordValues] = {"values": values, "length": length, "privacy": mode.name}
-        quantisation = _quantisation(nodes, length, values, sum_id, parties_per_node) if mode.he else None
+        quantisation = he_quantisation(nodes, length, values, sum_id, parties_per_node) if mode.he else None
         if quantisation is not None:
             spec |= {f"quant.{k}": v for k, v in quantisation.to_dict().items()}
         contents = {}
@@ -129,7 +129,7 @@ def secure_sum(
     return result, accepted
 
 
-def _quantisation(nodes: list[int], length: int, values: str, sum_id: int, per_node: int) -> SecAggConfig:
+def he_quantisation(nodes: list[int], length: int, values: str, sum_id: int, per_node: int) -> SecAggConfig:
     """How ``he`` clients quantise their vectors before BFV encryption: SecAgg's fixed-point code (step
     ``n * clip / 2**31``, exact integer sums modulo ``2**32``) without the masks."""
     from fedids.privacy.secagg import SecAggConfig
