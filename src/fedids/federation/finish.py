@@ -131,7 +131,7 @@ def _sum(
         check=None if dp is not None else _plain_check(run, kind),
     )
     if run.relayed:  # deployed sites: each vector a site's partial sum
-        spec["parties_per_node"] = max(1, run.config.site_devices)
+        spec["parties_per_node"] = run.per_node
     if run.sites:  # through the sites, as the rounds
         result, _, tiers = tiered_sum(
             run.grid, site_of=run.sites, combine=combine, device_secagg=run.config.site_secagg, **spec
