@@ -137,8 +137,16 @@ def device_node_config(plan: DeploymentPlan, site: int, device: int) -> dict[str
 
 
 def site_run_config(plan: DeploymentPlan, site: int) -> dict[str, str | int | float | bool]:
-    """The site run's config (``flwr run flower_app_site``): its channel and its devices."""
-    return {"site-dir": plan.site_dir, "min-devices": devices_per_site(plan.nodes, plan.sites)[site - 1]}
+    """The site run's config (``flwr run flower_app_site``): its channel, its devices and the central
+    tier's privacy mode it seals in (the run config's default, as the devices' published policies have it:
+    an operator who changes one changes all three)."""
+    from fedids.federation.config import FederationConfig
+
+    return {
+        "site-dir": plan.site_dir,
+        "min-devices": devices_per_site(plan.nodes, plan.sites)[site - 1],
+        "privacy": FederationConfig().privacy,
+    }
 
 
 def write_sites(plan_root: Path, ca: tuple, sites: int, nodes: int, hosts: list[str], rounds: int) -> dict:
