@@ -137,6 +137,10 @@ def test_a_site_refuses_a_downgraded_sum_and_a_weak_secagg_round_before_any_key_
             sa.check_site_secagg(config.to_dict(), node)
     with pytest.raises(ValueError, match="he\\+secagg"):
         SiteConfig.from_run_config({"privacy": "he+secagg"})
+    with pytest.raises(ValueError, match="robust"):
+        SiteConfig.from_run_config({"device-privacy": "secagg", "robust": "median"})
+    with pytest.raises(ValueError, match="plain or secagg"):
+        SiteConfig.from_run_config({"device-privacy": "masks"})
 
 
 def test_central_app_is_derived_from_the_flat_app_with_site_aggregators_as_its_clients(tmp_path):

@@ -13,7 +13,8 @@ A site host runs two Flower apps, bridged by a local channel (:mod:`fedids.feder
 
 Every exchange of the pipeline is a sum (:mod:`fedids.federation.aggregation`), so the site's answer to a
 message that asks for a sum (``SUM``) is the sum of its devices' contributions: the devices send them to
-the site in plaintext (their policies accept this only in a run published with sites), the site combines
+the site in plaintext (their policies accept this only in a run published with sites), or, with the site
+run's ``device-privacy secagg``, SecAgg-masked with the site as their SecAgg server; the site combines
 them (plain sum, or under ``robust`` a robust one for model updates, :mod:`fedids.federation.robust`, and
 without the devices the global head disputes for the calibration moments,
 :mod:`fedids.federation.robust_moments`) and seals the partial
@@ -67,8 +68,6 @@ def check_central_config(config: Any) -> None:
         raise ValueError("energy-aware selection and compression need each device at the central server")
     if RobustSpec.parse(config.robust).active:
         raise ValueError("robust aggregation runs at each site: set robust in the site run's config")
-    if config.site_privacy != "plain":
-        raise ValueError("site-privacy secagg (SecAgg among a site's devices) runs in the simulation only")
     if config.site_devices < 1:
         raise ValueError("site-devices: the most devices one site holds (the runbook's flwr run sets it)")
 
@@ -168,6 +167,10 @@ class SiteConfig:
     # server asks for in any other mode (an active server's downgrade to the partial sum in the clear)
     privacy: str = "none"
     robust: str = "none"  # defence on the devices' updates and calibration moments (fedids.federation.robust)
+    # plain: each device's vector to the site in the clear (its trust domain; robust needs it) | secagg:
+    # SecAgg among the site's devices, the site learns only their sum (each device's policy, published with
+    # site-privacy secagg, refuses a round of fewer than 3)
+    device_privacy: str = "plain"
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> SiteConfig:
@@ -189,6 +192,10 @@ class SiteConfig:
         from fedids.federation.robust import RobustSpec
 
         RobustSpec.parse(config.robust)  # raises on an unknown defence
+        if config.device_privacy not in ("plain", "secagg"):
+            raise ValueError(f"device-privacy {config.device_privacy!r}: plain or secagg")
+        if config.device_privacy == "secagg" and RobustSpec.parse(config.robust).active:
+            raise ValueError("robust aggregation needs each device's vector: not with device-privacy secagg")
         check_central_privacy(config.privacy)
         return config
 
@@ -257,21 +264,30 @@ def _site_sum(grid: Grid, nodes: list[int], request: Envelope, config: SiteConfi
         raise PermissionError(f"refused: a {mode.name} sum in a site published with privacy {config.privacy}")
     # the central SecAgg stage's records are the uplink's (it masks the partial sum), not the devices'
     content = RecordDict({k: v for k, v in request.content.items() if k not in (m.SECAGG, m.SECAGG_CONFIG)})
-    content[m.SUM] = ConfigRecord({"values": spec["values"], "length": length, "privacy": SITE_TIER_PRIVACY})
-    replies = exchange(grid, {n: content for n in nodes}, request.message_type, config.timeout_s, SumResult())
-    site = SiteAggregator(0, nodes, length)
-    for node in sorted(replies):
-        try:
-            site.receive(node, m.array_record(replies[node].content, m.CONTRIBUTION)["value"].numpy())
-        except (KeyError, ValueError) as exc:
-            log.warning("site: %s: rejected vector from device %s: %s", request.message_type, node, exc)
-    combined = site.contribution(_defence(request, length, RobustSpec.parse(config.robust)))
-    if combined is None:
-        raise RuntimeError("no device returned a usable vector")
-    total, defence = combined
-    if defence is not None:
-        log.info("site: defence %s", defence)
-    log.info("site: %s summed over %d devices", request.message_type, len(site.received))
+    if config.device_privacy == "secagg":
+        total = _masked_devices_sum(
+            grid, nodes, request.message_type, content, m.text(spec, "values"), length, config
+        )
+    else:
+        content[m.SUM] = ConfigRecord(
+            {"values": spec["values"], "length": length, "privacy": SITE_TIER_PRIVACY}
+        )
+        replies = exchange(
+            grid, {n: content for n in nodes}, request.message_type, config.timeout_s, SumResult()
+        )
+        site = SiteAggregator(0, nodes, length)
+        for node in sorted(replies):
+            try:
+                site.receive(node, m.array_record(replies[node].content, m.CONTRIBUTION)["value"].numpy())
+            except (KeyError, ValueError) as exc:
+                log.warning("site: %s: rejected vector from device %s: %s", request.message_type, node, exc)
+        combined = site.contribution(_defence(request, length, RobustSpec.parse(config.robust)))
+        if combined is None:
+            raise RuntimeError("no device returned a usable vector")
+        total, defence = combined
+        if defence is not None:
+            log.info("site: defence %s", defence)
+        log.info("site: %s summed over %d devices", request.message_type, len(site.received))
     if mode.he:
         sealed = ArrayRecord({"ct": Array(_encrypt(total, spec, config))})
     elif mode.secagg:  # to the site's own uplink, which masks it (the float64 sum SecAgg quantises)
@@ -282,6 +298,37 @@ def _site_sum(grid: Grid, nodes: list[int], request: Envelope, config: SiteConfi
     if request.message_type == m.QUERY_STATS:
         reply[m.INFO] = ConfigRecord({"client-key": "site"})  # replaced by the site SuperNode's own key
     return Envelope(request.message_type, reply)
+
+
+def _masked_devices_sum(
+    grid: Grid,
+    nodes: list[int],
+    message_type: str,
+    content: RecordDict,
+    values: str,
+    length: int,
+    config: SiteConfig,
+) -> np.ndarray:
+    """``device-privacy secagg``: SecAgg among the site's devices, the site their SecAgg server; only their
+    sum reaches the site (no defence can see a device's vector here)."""
+    from fedids.federation.private import PrivacyMode
+    from fedids.federation.secure_rounds import secure_sum
+
+    result, _ = secure_sum(
+        grid,
+        mode=PrivacyMode.parse("secagg"),
+        nodes=nodes,
+        message_type=message_type,
+        make_content=lambda node: RecordDict(dict(content.items())),
+        length=length,
+        values=values,
+        he_public=None,
+        timeout=config.timeout_s,
+    )
+    if result.plaintext is None or not result.survivors:
+        raise RuntimeError("the secure sum among the site's devices failed")
+    log.info("site: %s securely summed over %d devices", message_type, len(result.survivors))
+    return result.plaintext
 
 
 def _encrypt(total: Any, spec: dict, config: SiteConfig) -> Any:
