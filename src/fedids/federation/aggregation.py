@@ -124,6 +124,15 @@ def propose(
     return out
 
 
+def unmoved_proposal(
+    current: list[np.ndarray], previous: list[np.ndarray] | None, server_lr: float, server_momentum: float
+) -> list[np.ndarray]:
+    """The proposal of a client that did not move (``w - lr mu m``, float64), from the last two global
+    models: the point every client's update is measured from, and distributed DP-SGD steps from."""
+    momentum = momentum_between(previous, current, server_lr)
+    return propose(current, momentum, current, server_lr=server_lr, server_momentum=server_momentum)
+
+
 def momentum_between(
     previous: list[np.ndarray] | None, current: list[np.ndarray], server_lr: float
 ) -> list[np.ndarray] | None:
@@ -229,10 +238,7 @@ def finalize_pooled_step(
     (a wrong count only mis-scales the step, as any server step could). Computed in float64 from the sum,
     so float32 rounding of the mean is not multiplied by ``n``."""
     mean, parties, metrics = _mean_model(layout, total)
-    momentum = momentum_between(previous, current, server_lr)
-    unmoved = flatten(
-        propose(current, momentum, current, server_lr=server_lr, server_momentum=server_momentum)
-    )
+    unmoved = flatten(unmoved_proposal(current, previous, server_lr, server_momentum))
     return Aggregate(unflatten(unmoved + parties * (mean - unmoved), list(layout.shapes)), metrics)
 
 

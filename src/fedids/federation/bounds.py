@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from fedids.federation.aggregation import METRICS, UpdateLayout, flatten, momentum_between, propose
+from fedids.federation.aggregation import METRICS, UpdateLayout, flatten, propose, unmoved_proposal
 from fedids.federation.private import SECAGG_CLIP_RANGE, PrivacyMode
 from fedids.federation.robust import reference_proposal
 
@@ -186,10 +186,9 @@ def unmoved_reference(
     server_lr: float,
     server_momentum: float,
 ) -> np.ndarray:
-    """The proposal of a client that did not move (``w - lr mu m``), in the decoded layout."""
-    momentum = momentum_between(previous, current, server_lr)
-    proposal = propose(current, momentum, current, server_lr=server_lr, server_momentum=server_momentum)
-    return reference_proposal(layout, proposal)
+    """The proposal of a client that did not move (``w - lr mu m``), in the decoded layout: the point each
+    update is measured from (a site's defence, the checks of an opened sum)."""
+    return reference_proposal(layout, unmoved_proposal(current, previous, server_lr, server_momentum))
 
 
 def bound_client_proposal(

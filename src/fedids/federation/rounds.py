@@ -334,7 +334,7 @@ def _defence(run: Run, models) -> sites.Combine | None:
     if current.plain is not None and not run.mode.he:
         server_lr, server_momentum = run.config.server_step
         old = previous.plain if previous is not None else None
-        reference = sites.reference_from(run.layout, current.plain, old, server_lr, server_momentum)
+        reference = bounds.unmoved_reference(run.layout, current.plain, old, server_lr, server_momentum)
     return update_defence(run.layout, spec, reference)
 
 
@@ -347,11 +347,13 @@ def server_step(run: Run, result: SumResult, models, config: dict) -> tuple[Glob
     bounds.check_round_sum(
         run.layout, total, config, models, len(result.survivors) * run.per_node, result.atol
     )
-    aggregate = None if total is None else agg.finalize_update(run.layout, total)
+    aggregate = None
     if total is not None and run.config.dpsgd_distributed:  # one step on the pooled batch: the sum
         old = models["previous"].plain if models.get("previous") is not None else None
         step = (models["current"].plain, old, *run.config.server_step)
         aggregate = agg.finalize_pooled_step(run.layout, total, *step)
+    elif total is not None:
+        aggregate = agg.finalize_update(run.layout, total)
     summary = aggregate.mean_metrics() if aggregate is not None else {}
     plain_weights = aggregate.weights if aggregate is not None else None
     return GlobalModel(plain_weights, result.sealed), summary

@@ -382,9 +382,9 @@ def _moments_defence(content: RecordDict, length: int) -> Any:
 
 def _defence_inputs(content: RecordDict, length: int) -> tuple[Any, Any]:
     """The update layout of a training message and, where the site can read the global model, the
-    proposal of a device that did not move (:func:`fedids.federation.sites.reference_from`)."""
+    proposal of a device that did not move (:func:`fedids.federation.bounds.unmoved_reference`)."""
     from fedids.federation import aggregation as agg
-    from fedids.federation.sites import reference_from
+    from fedids.federation.bounds import unmoved_reference
     from fedids.model.train import get_weights
     from fedids.task import new_model
 
@@ -402,7 +402,7 @@ def _defence_inputs(content: RecordDict, length: int) -> tuple[Any, Any]:
         if m.PREVIOUS in content.array_records
         else None
     )
-    return layout, reference_from(layout, current, previous, ins.server_lr, ins.server_momentum)
+    return layout, unmoved_reference(layout, current, previous, ins.server_lr, ins.server_momentum)
 
 
 def _site_main(grid: Grid, context: Context) -> None:

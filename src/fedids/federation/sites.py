@@ -55,7 +55,6 @@ from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.partition import gateway_subnet
 from fedids.federation.private import COUNT, REAL, PrivacyMode, SealedSum, SumResult
-from fedids.federation.robust import reference_proposal
 from fedids.federation.secure_rounds import (
     check_plain_vector,
     exchange,
@@ -215,20 +214,6 @@ def wan_vector(partial: np.ndarray) -> np.ndarray:
     precision of a device's own model (the float64 sum would double the WAN bytes: 2 K/N of the flat run's
     uploads instead of K/N). Its rounding, 2**-24 of each value, is below the model's own float32 step."""
     return np.asarray(partial, np.float32)
-
-
-def reference_from(
-    layout: agg.UpdateLayout,
-    current: list[np.ndarray],
-    previous: list[np.ndarray] | None,
-    server_lr: float,
-    server_momentum: float,
-) -> np.ndarray:
-    """The proposal of a device that did not move (the global model after the server's momentum step), in
-    the defence's layout: the point each device's update is measured from."""
-    momentum = agg.momentum_between(previous, current, server_lr)
-    proposal = agg.propose(current, momentum, current, server_lr=server_lr, server_momentum=server_momentum)
-    return reference_proposal(layout, proposal)
 
 
 # ------------------------------------------------------------------------------ the WAN tier
@@ -511,7 +496,6 @@ __all__ = [
     "main_gateways",
     "node_sites",
     "plain_site_sum",
-    "reference_from",
     "site_contributions",
     "tiered_sum",
     "wan_vector",
