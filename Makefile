@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 DEMO_PCAP ?= ../shared/data/pcaps/esnet_masscan_tcp_0_1000_20190821.pcap
 # Flower must never try to install packages at run time (these machines are offline).
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+# pytest-xdist workers for `make test`: the CI machine has 2 cores (`make test TEST_WORKERS=0` runs serially).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test test-fast system-deps venv clean bench
 
@@ -37,7 +39,7 @@ test: venv
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy src
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: venv
 	$(VENV)/bin/python -m pytest -q -m "not slow and not integration"
