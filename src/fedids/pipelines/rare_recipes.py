@@ -14,7 +14,9 @@ the ungated mix that ``fedids train --prototypes on`` gates, :mod:`fedids.model.
   ``1 / count(class)``), uniform class weights;
 * ``prototype``: a nearest-class-mean head on the GRU's embedding (cosine similarity to each class's mean
   training embedding, softmax at temperature ``proto_temperature``), its probabilities mixed with the
-  linear head's by ``proto_weight``;
+  linear head's by ``proto_weight``; with ``proto_readout="nearest"`` a class's similarity is that of its
+  nearest training window instead of its mean (a nearest-exemplar head: a class whose few flows come in
+  two shapes, PortScan's first HTTP sessions and later probes, keeps both);
 * ``flow_skip``: the head reads the last flow's scaled features beside the GRU's window summary;
 * ``hidden`` / ``window``: model size and window length;
 * ``min_steps``: at least this many optimizer steps (more epochs on small data: ``fedids train``'s 5
@@ -61,6 +63,7 @@ class Recipe:
     prototype: bool = False
     proto_weight: float = 0.5
     proto_temperature: float = 0.1
+    proto_readout: str = "mean"
     flow_skip: bool = False
     hidden: int | None = None
     window: int | None = None
@@ -85,12 +88,15 @@ RECIPES: dict[str, Recipe] = {
     "es+logit-adjust": Recipe(epochs=50, early_stopping=True, loss="weighted_ce", logit_adjust=1.0),
     "es+flow-skip": Recipe(epochs=50, early_stopping=True, flow_skip=True),
     "prototype-only": Recipe(prototype=True, proto_weight=1.0),
+    "exemplar": Recipe(prototype=True, proto_readout="nearest"),
     "epochs15+prototype": Recipe(epochs=15, prototype=True),
     "truncate3": Recipe(copies=3, truncate=True),
     "copies3": Recipe(copies=3),
     "truncate3+prototype": Recipe(copies=3, truncate=True, prototype=True),
     "copies3+prototype": Recipe(copies=3, prototype=True),
     "train-val+prototype": Recipe(train_validation=True, prototype=True),
+    "train-val+steps300+prototype": Recipe(train_validation=True, min_steps=300, prototype=True),
+    "train-val+epochs30+prototype": Recipe(train_validation=True, epochs=30, prototype=True),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
@@ -146,22 +152,30 @@ def prototype_proba(
     train_targets: np.ndarray,
     windows: np.ndarray,
     temperature: float,
+    readout: str = "mean",
 ) -> np.ndarray:
     """Nearest-class-mean probabilities ``(n, n_classes)``: softmax of the cosine similarity between each
-    window's embedding and each class's mean training embedding, over ``temperature``."""
+    window's embedding and each class's mean training embedding, over ``temperature``. ``readout``
+    ``"nearest"``: each class's similarity is that of its most similar training window instead."""
     n_classes = model.head.out_features
-    train_emb = _embed(model, scaled, train_windows)
-    means = np.zeros((n_classes, train_emb.shape[1]), dtype=np.float64)
-    present = np.zeros(n_classes, dtype=bool)
+    train_emb = _embed(model, scaled, train_windows).astype(np.float64)
+    emb = _unit(_embed(model, scaled, windows))
+    sim = np.full((len(emb), n_classes), -np.inf)
     for c in np.unique(train_targets[train_targets >= 0]):
-        means[c], present[c] = train_emb[train_targets == c].mean(axis=0), True
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    emb = _embed(model, scaled, windows).astype(np.float64)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    sim = np.where(present, emb @ means.T, -np.inf) / temperature
+        members = train_emb[train_targets == c]
+        if readout == "nearest":
+            sim[:, c] = (emb @ _unit(members).T).max(axis=1)
+        else:
+            sim[:, c] = emb @ _unit(members.mean(axis=0, keepdims=True))[0]
+    sim /= temperature
     sim -= sim.max(axis=1, keepdims=True)
     p = np.exp(sim)
     return p / p.sum(axis=1, keepdims=True)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float64)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def _fit_data(split: RareSplit, cfg: RareConfig, recipe: Recipe) -> tuple[PreparedData, np.ndarray]:
@@ -284,7 +298,13 @@ def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> 
     proba = predict_proba(model, scaled, data.windows[test])
     if recipe.prototype:
         proto = prototype_proba(
-            model, scaled, data.windows[fit_rows], targets, data.windows[test], recipe.proto_temperature
+            model,
+            scaled,
+            data.windows[fit_rows],
+            targets,
+            data.windows[test],
+            recipe.proto_temperature,
+            recipe.proto_readout,
         )
         proba = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
     return score_predictions(data.labels[test], vocab.decode(proba.argmax(axis=1)))
