@@ -97,6 +97,7 @@ RECIPES: dict[str, Recipe] = {
     "train-val+prototype": Recipe(train_validation=True, prototype=True),
     "train-val+steps300+prototype": Recipe(train_validation=True, min_steps=300, prototype=True),
     "train-val+epochs30+prototype": Recipe(train_validation=True, epochs=30, prototype=True),
+    "train-val+truncate3+prototype": Recipe(train_validation=True, copies=3, truncate=True, prototype=True),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
