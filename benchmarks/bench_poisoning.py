@@ -2,8 +2,8 @@
 devices in 2 sites (or --sites K), undefended and with `--robust median`, against the same seed's run
 without attack, beside the `absent` reference (the malicious devices removed).
 
-Every cell is one `fedids federate` run (10 devices, 2 sites, 5 rounds), so the figures are exactly what
-the CLI gives; runs already in --work are reused. Writes benchmarks/results/poisoning.json (or --out):
+Every cell is one `fedids federate` run (10 devices, 2 sites, 5 rounds or --rounds), so the figures are
+exactly what the CLI gives; runs already in --work are reused; --jobs runs that many at once. Writes benchmarks/results/poisoning.json (or --out):
 per run its macro-F1, MCC, backdoor success and calibration record; per cell the macro-F1 differences to
 the clean run of the same seed and defence, their mean, and whether the issue's criterion holds (mean
 difference >= -2 points, mean backdoor success <= 0.05).
@@ -11,6 +11,8 @@ difference >= -2 points, mean backdoor success <= 0.05).
     .venv/bin/python benchmarks/bench_poisoning.py --data real --partition dirichlet:0.5   # 3 seeds, ~45 min
     .venv/bin/python benchmarks/bench_poisoning.py --data synthetic --seeds 0 --fractions 0.2 \\
         --attacks scale:10 --out poisoning_quick                                          # 3 runs
+    .venv/bin/python benchmarks/bench_poisoning.py --data real --rounds 20 --jobs 2 \
+        --out poisoning_real_dirichlet_20rounds                                           # trained longer
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import REAL_FILES, ROOT, write_result
@@ -69,6 +72,25 @@ def summarise(runs: dict[str, dict], seeds: list[int], fraction: str, attack: st
     return cell
 
 
+def plan_runs(args: argparse.Namespace, base: list[str], tag: str) -> list[tuple[str, str, list[str]]]:
+    """Every run of the grid: ``(key, folder name, fedids federate arguments)``."""
+    jobs = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        seeded = [*base, "--seed", str(seed)]
+        for defence in args.defence_list:
+            flags = DEFENCES[defence]
+            jobs.append((f"{seed}/{defence}/clean", f"{tag}-{seed}-{defence}-clean", seeded + flags))
+            for fraction in args.fractions.split(","):
+                for attack in args.attacks.split(","):
+                    poisoned = ["--malicious", fraction, "--attack", attack]
+                    name = f"{tag}-{seed}-{defence}-{fraction}-{attack.replace(':', '')}"
+                    jobs.append((f"{seed}/{defence}/{fraction}/{attack}", name, seeded + flags + poisoned))
+        for fraction in args.fractions.split(",") if "undefended" in args.defence_list else ():
+            absent = ["--malicious", fraction, "--attack", "absent"]
+            jobs.append((f"{seed}/absent/{fraction}", f"{tag}-{seed}-absent-{fraction}", seeded + absent))
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("real", "synthetic"), default="synthetic")
@@ -80,40 +102,28 @@ def main(argv: list[str] | None = None) -> int:
         "--defences", default=",".join(DEFENCES), help="undefended and/or median (absent needs undefended)"
     )
     parser.add_argument("--sites", type=int, default=2, help="site aggregators (10 devices in all)")
+    parser.add_argument("--rounds", type=int, default=5, help="federated rounds of every run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each run uses one core)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "poisoning", help="run folders")
     parser.add_argument("--out", default="poisoning", help="result name under benchmarks/results")
     args = parser.parse_args(argv)
-    base = ["--clients", "10", "--partition", args.partition, "--rounds", "5", "--sites", str(args.sites)]
+    base = ["--clients", "10", "--partition", args.partition, "--rounds", str(args.rounds)]
+    base += ["--sites", str(args.sites)]
     if args.data == "real":
         base += ["--split", "label-time"] + [x for p in SITES_FILES for x in ("-d", str(p))]
     tag = f"{args.data}-{args.partition.replace(':', '')}" + (
         f"-{args.sites}sites" if args.sites != 2 else ""
     )
+    tag += f"-{args.rounds}rounds" if args.rounds != 5 else ""
     seeds = [int(s) for s in args.seeds.split(",")]
-    defences = [d for d in args.defences.split(",") if d]
+    args.defence_list = defences = [d for d in args.defences.split(",") if d]
     if not defences or set(defences) - set(DEFENCES):
         raise SystemExit(f"--defences: choose from {', '.join(DEFENCES)}")
     fractions, attacks = args.fractions.split(","), args.attacks.split(",")
-    runs: dict[str, dict] = {}
-    for seed in seeds:
-        seeded = [*base, "--seed", str(seed)]
-        for defence in defences:
-            flags = DEFENCES[defence]
-            runs[f"{seed}/{defence}/clean"] = federate(
-                args.work, f"{tag}-{seed}-{defence}-clean", seeded + flags
-            )
-            for fraction in fractions:
-                for attack in attacks:
-                    poisoned = ["--malicious", fraction, "--attack", attack]
-                    name = f"{tag}-{seed}-{defence}-{fraction}-{attack.replace(':', '')}"
-                    runs[f"{seed}/{defence}/{fraction}/{attack}"] = federate(
-                        args.work, name, seeded + flags + poisoned
-                    )
-        for fraction in fractions if "undefended" in defences else ():
-            absent = ["--malicious", fraction, "--attack", "absent"]
-            runs[f"{seed}/absent/{fraction}"] = federate(
-                args.work, f"{tag}-{seed}-absent-{fraction}", seeded + absent
-            )
+    jobs = plan_runs(args, base, tag)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = pool.map(lambda job: federate(args.work, job[1], job[2]), jobs)
+        runs: dict[str, dict] = {key: result for (key, _, _), result in zip(jobs, results)}
     cells = []
     for fraction in fractions:
         for attack in [*attacks, *(["absent"] if "undefended" in defences else [])]:
@@ -125,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             "data": args.data,
             "partition": args.partition,
             "sites": args.sites,
+            "rounds": args.rounds,
             "seeds": seeds,
             "cells": cells,
             "runs": runs,
