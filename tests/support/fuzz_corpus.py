@@ -126,13 +126,15 @@ def bad_json_lines() -> list[bytes]:
 
 
 def first_line_faults() -> dict[str, bytes]:
-    """Streams whose first line is what issue 15 listed: NUL or CR bytes, gzip data, a line over 128 KiB."""
+    """Streams whose first line is what issue 15 listed: NUL or CR bytes, gzip data, a line over 128 KiB;
+    and a first line that starts like JSON but is not (a gzip header's bytes once did, by its time stamp)."""
     head, lines = csv_lines(SQLI)
     tail = b"\n".join([head, *lines]) + b"\n"
     return {
         "nul": b"\x00\x00\x00\n" + tail,
         "cr": b"\r\r\r\n\r" + head + b"\r\r\n" + b"\n".join(lines) + b"\n",
-        "gzip": gzip.compress(tail) + b"\n" + tail,
+        "gzip": gzip.compress(tail, mtime=0) + b"\n" + tail,
+        "brace": b"{\x02\xff not json\n" + tail,
         "long": b"y" * (130 << 10) + b"\n" + tail,
     }
 

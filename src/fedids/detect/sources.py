@@ -292,8 +292,11 @@ class LineParser:
         """Fix the mode from the first line; returns its row when it is already a JSON flow."""
         text = text.strip("\ufeff\r")
         if text.lstrip().startswith("{"):
+            # JSON mode only once a line *is* a JSON flow: a garbage first line that happens to start with
+            # "{" (a gzip header's bytes did) must not turn every CSV line after it into "not a JSON object"
+            row = self._json(text)
             self.mode = "json"
-            return self._json(text)
+            return row
         from fedids.data.loader import detect_format
 
         try:
