@@ -3,8 +3,8 @@ devices in 2 sites (or --sites K), undefended and with `--robust median`, agains
 without attack, beside the `absent` reference (the malicious devices removed).
 
 Every cell is one `fedids federate` run (10 devices, 2 sites, 5 rounds or --rounds), so the figures are
-exactly what the CLI gives; runs already in --work are reused; --jobs runs that many at once. Writes benchmarks/results/poisoning.json (or --out):
-per run its macro-F1, MCC, backdoor success and calibration record; per cell the macro-F1 differences to
+exactly what the CLI gives; runs already in --work are reused; --jobs runs that many at once. Writes
+benchmarks/results/poisoning.json (or --out): per run its macro-F1, MCC, backdoor success and calibration record; per cell the macro-F1 differences to
 the clean run of the same seed and defence, their mean, and whether the issue's criterion holds (mean
 difference >= -2 points, mean backdoor success <= 0.05).
 
@@ -72,20 +72,22 @@ def summarise(runs: dict[str, dict], seeds: list[int], fraction: str, attack: st
     return cell
 
 
-def plan_runs(args: argparse.Namespace, base: list[str], tag: str) -> list[tuple[str, str, list[str]]]:
+def plan_runs(
+    base: list[str], tag: str, seeds: list[int], defences: list[str], fractions: list[str], attacks: list[str]
+) -> list[tuple[str, str, list[str]]]:
     """Every run of the grid: ``(key, folder name, fedids federate arguments)``."""
     jobs = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in seeds:
         seeded = [*base, "--seed", str(seed)]
-        for defence in args.defence_list:
+        for defence in defences:
             flags = DEFENCES[defence]
             jobs.append((f"{seed}/{defence}/clean", f"{tag}-{seed}-{defence}-clean", seeded + flags))
-            for fraction in args.fractions.split(","):
-                for attack in args.attacks.split(","):
+            for fraction in fractions:
+                for attack in attacks:
                     poisoned = ["--malicious", fraction, "--attack", attack]
                     name = f"{tag}-{seed}-{defence}-{fraction}-{attack.replace(':', '')}"
                     jobs.append((f"{seed}/{defence}/{fraction}/{attack}", name, seeded + flags + poisoned))
-        for fraction in args.fractions.split(",") if "undefended" in args.defence_list else ():
+        for fraction in fractions if "undefended" in defences else ():
             absent = ["--malicious", fraction, "--attack", "absent"]
             jobs.append((f"{seed}/absent/{fraction}", f"{tag}-{seed}-absent-{fraction}", seeded + absent))
     return jobs
@@ -116,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     tag += f"-{args.rounds}rounds" if args.rounds != 5 else ""
     seeds = [int(s) for s in args.seeds.split(",")]
-    args.defence_list = defences = [d for d in args.defences.split(",") if d]
+    defences = [d for d in args.defences.split(",") if d]
     if not defences or set(defences) - set(DEFENCES):
         raise SystemExit(f"--defences: choose from {', '.join(DEFENCES)}")
     fractions, attacks = args.fractions.split(","), args.attacks.split(",")
-    jobs = plan_runs(args, base, tag)
+    jobs = plan_runs(base, tag, seeds, defences, fractions, attacks)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = pool.map(lambda job: federate(args.work, job[1], job[2]), jobs)
         runs: dict[str, dict] = {key: result for (key, _, _), result in zip(jobs, results)}
