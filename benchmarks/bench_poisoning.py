@@ -31,7 +31,12 @@ ATTACKS = ("label-flip", "noise", "scale:10", "backdoor")
 # The file order of docs/evaluation.md's three-tier runs (the MachineLearningCVE file, which has no
 # timestamps, before the NetSentinel one): the order of the loaded rows changes the windows and the split.
 SITES_FILES = [*REAL_FILES[:4], REAL_FILES[5], REAL_FILES[4]]
-DEFENCES = {"undefended": [], "median": ["--robust", "median"]}
+DEFENCES = {
+    "undefended": [],
+    "median": ["--robust", "median"],
+    "normclip": ["--robust", "normclip"],
+    "flame": ["--robust", "flame"],
+}
 
 
 def federate(work: Path, name: str, args: list[str]) -> dict:
@@ -101,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fractions", default="0.2,0.3")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument(
-        "--defences", default=",".join(DEFENCES), help="undefended and/or median (absent needs undefended)"
+        "--defences",
+        default="undefended,median",
+        help=f"any of {', '.join(DEFENCES)} (absent needs undefended)",
     )
     parser.add_argument("--sites", type=int, default=2, help="site aggregators (10 devices in all)")
     parser.add_argument("--rounds", type=int, default=5, help="federated rounds of every run")

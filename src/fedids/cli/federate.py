@@ -183,7 +183,9 @@ Robust = Annotated[
     str,
     _opt(
         "With --sites: robust aggregation at each site: none | normclip[:B] (bound each device's update "
-        "to L2 norm B, default the median norm) | median | trimmed:F (each after norm bounding)."
+        "to L2 norm B, default the median norm) | median | trimmed:F (each after norm bounding) | flame "
+        "(FLAME's filter: devices outside the majority cluster of update directions left out, the rest "
+        "norm-bounded and summed)."
     ),
 ]
 SitePrivacy = Annotated[

@@ -135,7 +135,7 @@ class FederationConfig:
     # it with the run). The central server's fixed-point code and its check of an opened sum count a site's
     # partial sum as that many contributions (the simulation knows its sites and ignores it).
     site_devices: int = 0
-    # Robust aggregation at the site tier: none | normclip[:B] | median | trimmed:F (fedids.federation.robust)
+    # Robust aggregation at the site tier: none | normclip[:B] | median | trimmed:F | flame (federation.robust)
     robust: str = "none"
     # device -> site: plain (the site sees each device's vector, inside its trust domain; robust
     # aggregation needs it) | secagg (SecAgg among each site's devices: the site learns only their sum)

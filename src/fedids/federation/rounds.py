@@ -408,6 +408,8 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
             model_bytes=model_bytes,
         )
         new, tiers = agg.finalize_update(run.layout, total).weights, record.to_dict()
+        for defence in tiers["robust"]:  # the devices a defence left out, by client key
+            defence["excluded"] = [run.keys.get(n, str(n)) for n in defence.get("excluded", [])]
     elif run.config.averaging:
         new = agg.finalize_update(run.layout, plain.plain_sum(run, replies, models, config)).weights
     else:  # robust strategies need each update: Flower's own aggregation

@@ -171,10 +171,13 @@ class SiteAggregator:
         vectors in node order -> the site's vector and what the defence did), what it did."""
         if not self.received:
             return None
-        vectors = [self.received[n] for n in sorted(self.received)]
+        nodes = sorted(self.received)
+        vectors = [self.received[n] for n in nodes]
         if combine is None:
             return np.sum(np.asarray(vectors, np.float64), axis=0), None
         total, record = combine(vectors)
+        if "excluded" in record:  # positions in node order -> node ids
+            record["excluded"] = [nodes[i] for i in record["excluded"]]
         return total, {"site": self.site, **record}
 
 
