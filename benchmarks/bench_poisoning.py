@@ -1,5 +1,6 @@
 """The poisoning grid of docs/evaluation.md ("Three tiers: sites"): attacks against a federation of 10
-devices in 2 sites (or --sites K), undefended and with `--robust median`, against the same seed's run
+devices in 2 sites (or --sites K), undefended and with `--robust median` (or --defences normclip, flame),
+against the same seed's run
 without attack, beside the `absent` reference (the malicious devices removed).
 
 Every cell is one `fedids federate` run (10 devices, 2 sites, 5 rounds or --rounds), so the figures are

@@ -6,16 +6,21 @@ import numpy as np
 import pytest
 import torch
 
+from fedids.federation import messages as m
 from fedids.federation.calibration import (
     ClassMoments,
     calibrate_head,
     check_confusion_vector,
     check_moments_vector,
+    class_means,
     class_moments,
     confusion_vector,
     moments_from_vector,
     moments_vector,
+    set_class_means,
 )
+from fedids.model.train import fit_prototypes
+from fedids.task import new_model
 
 
 def _two_gaussians(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,6 +51,44 @@ def test_moments_of_two_clients_add_up_to_the_moments_of_their_pooled_features()
         float((ya == 1).sum() + (yb == 1).sum()),
         0.0,
     ]
+
+
+def test_the_prototype_head_from_two_clients_moments_is_fedids_trains_head_on_their_pooled_windows():
+    """The final federated model's class means come from the summed calibration moments; they give the
+    same prototype head as ``fedids train``'s ``fit_prototypes`` on every client's windows pooled."""
+    from fedids.federation.calibration import hidden_features
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = new_model(4, 8)
+    scaled = rng.normal(size=(200, model.gru.input_size - 1)).astype(np.float32)  # + a padding flag
+    windows = np.stack([np.arange(i, i + 5) for i in range(190)])
+    targets = rng.integers(0, 3, len(windows))  # class 3 has no window
+    a, b = slice(0, 120), slice(120, None)
+    summed = sum(
+        (class_moments(hidden_features(model, scaled, windows[s]), targets[s], 4) for s in (a, b)),
+        ClassMoments.zeros(4, 8),
+    )
+    means, present = class_means(summed)
+    assert present.tolist() == [True, True, True, False] and not means[3].any()
+    federated, pooled = new_model(4, 8), new_model(4, 8)
+    pooled.load_state_dict(model.state_dict())
+    set_class_means(federated, (means, present))
+    fit_prototypes(pooled, scaled, windows, targets)
+    torch.testing.assert_close(federated.prototypes, pooled.prototypes, atol=1e-6, rtol=1e-5)
+    assert torch.equal(federated.prototype_offset, pooled.prototype_offset)
+    # as the server sends them to the clients (float32), and refused when malformed
+    decoded = m.decode_prototypes(m.encode_prototypes(means, present), 4, 8)
+    np.testing.assert_allclose(decoded[0], means, rtol=1e-6)
+    np.testing.assert_array_equal(decoded[1], present)
+    assert class_means(ClassMoments.zeros(4, 8)) is None
+    for bad in (
+        m.encode_prototypes(means[:3], present[:3]),
+        m.encode_prototypes(np.where(present[:, None], means, np.nan), present),
+        m.encode_prototypes(means, np.zeros(4, bool)),
+    ):
+        with pytest.raises(ValueError):
+            m.decode_prototypes(bad, 4, 8)
 
 
 def test_a_head_that_calls_everything_class_0_is_refitted_to_separate_the_classes():

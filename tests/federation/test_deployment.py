@@ -327,6 +327,8 @@ def test_cli_init_prints_the_runbook_but_no_key_and_refuses_to_overwrite(tmp_pat
 def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_an_unregistered_node(
     tmp_path, processes
 ):
+    import torch
+
     from fedids.data.loader import load_flows
     from fedids.federation.server_app import CHECKPOINT_DIR, GLOBAL_DIR, STATE_FILE
     from fedids.model.artifacts import Detector, load_detector
@@ -499,6 +501,8 @@ def test_superlink_and_three_authenticated_supernodes_train_over_tls_and_refuse_
         )
         assert all(np.array_equal(a, b) for a, b in zip(get_weights(received.model)[:-2], round2[:-2]))
         assert received.vocabulary.labels == final.vocabulary.labels
+        assert received.model.has_prototypes  # the server's class means, as it sent them
+        assert torch.equal(received.model.prototypes, final.model.prototypes)
     assert not (tmp_path / "hosts" / "node-4" / "model").exists()
     print(
         f"\ndeployment integration test: {time.monotonic() - started:.0f} s, run {run_id}, "

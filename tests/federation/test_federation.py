@@ -59,8 +59,18 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     assert check["validation_windows"] == n_val and check["train_windows"] == sum(map(len, parts)) - n_val
     assert full.calibration["kept"] == (check["train_macro_f1_after"] > check["train_macro_f1_before"])
     if not full.calibration["kept"]:
-        assert full.calibration["test"] == full.calibration["before"]
+        assert full.calibration["test_linear_head"] == full.calibration["before"]
     assert resumed.calibration == full.calibration
+    # The final model reads with the prototype head of the summed moments (fedids train's default head):
+    # a class mean for every class with training windows, saved with the model.
+    from fedids.model.artifacts import load_detector
+
+    assert full.calibration["prototypes"] is True
+    final = load_detector(tmp_path / "full" / "global")
+    trained = set(prepared.labels[prepared.train_rows])
+    assert final.model.has_prototypes and (final.model.prototype_offset == 0).tolist() == [
+        label in trained for label in final.vocabulary.labels
+    ]
 
 
 def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_path):

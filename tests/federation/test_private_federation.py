@@ -51,6 +51,15 @@ def _final_weights(run_dir: Path) -> np.ndarray:
     return np.concatenate([v.numpy().ravel() for v in state.values()])
 
 
+def _prototypes(run_dir: Path) -> np.ndarray:
+    """The saved final model's prototype head (unit class means, one row per class with windows)."""
+    from fedids.model.artifacts import load_detector
+
+    model = load_detector(run_dir / "global").model
+    assert model.has_prototypes
+    return model.prototypes[model.prototype_offset == 0].numpy()
+
+
 def test_every_private_mode_ends_with_the_plaintext_global_model(prepared, tmp_path):
     """Default strategy (FedAvgM, objective weights, class-aware head, CCVR calibration), 3 rounds, real
     rows with label skew: the largest parameter difference to ``none`` stays below 1e-3."""
@@ -74,6 +83,9 @@ def test_every_private_mode_ends_with_the_plaintext_global_model(prepared, tmp_p
         assert [h["clients"] for h in state.history] == [3, 3, 3] and state.history[0]["privacy"] == mode
         assert state.calibration["kept"] == reference_state.calibration["kept"], mode
         assert np.max(np.abs(_final_weights(tmp_path / mode) - reference)) <= 1e-3, mode
+        # the prototype head read from the summed moments (opened by the evaluator under he, as each
+        # client opens it): the plaintext run's class means
+        assert np.max(np.abs(_prototypes(tmp_path / mode) - _prototypes(tmp_path / "none"))) <= 1e-3, mode
         assert all(h["participants"] is None for h in state.history)  # no per-client record at the server
         if app is not None:
             assert_no_unlisted_plaintext(mode, tmp_path / f"sent-{mode}")

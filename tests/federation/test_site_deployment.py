@@ -252,6 +252,8 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
 ):
     """``he`` across deployed sites was broken with more than one device per site until the runbook's
     ``site-devices`` sized the central fixed-point code for them (docs/deployment.md)."""
+    import torch
+
     from fedids.federation.server_app import GLOBAL_DIR, STATE_FILE
     from fedids.model.artifacts import load_detector
     from fedids.model.train import get_weights
@@ -457,6 +459,10 @@ def test_central_superlink_two_sites_and_four_devices_train_and_a_site_refuses_a
             np.array_equal(a, b) for a, b in zip(get_weights(received.model), get_weights(final.model))
         ), (k, j)
         assert received.vocabulary.labels == final.vocabulary.labels
+        # and the same prototype head (none here: calibration none, so there are no summed moments)
+        assert received.model.has_prototypes is final.model.has_prototypes is False, (k, j)
+        assert torch.equal(received.model.prototypes, final.model.prototypes), (k, j)
+        assert torch.equal(received.model.prototype_offset, final.model.prototype_offset), (k, j)
 
     # The unregistered device was refused by site 1's SuperLink (Flower exit code 305, process status 1).
     try:

@@ -147,6 +147,14 @@ Calibration = Annotated[
         "statistics, then check it (every mode but dp) | none."
     ),
 ]
+Prototypes = Annotated[
+    str,
+    _opt(
+        "on (default): the final model adds the prototype head (each class's mean embedding, read from "
+        "the calibration's summed moments; needs --calibration ccvr), which names attacks seen in a "
+        "handful of flows; the alert score stays the linear head's. off: linear head only."
+    ),
+]
 ClientWeighting = Annotated[
     str,
     _opt(
@@ -241,6 +249,7 @@ def federate(
     compression: Compression = _D.compression,
     head_aggregation: HeadAggregation = _D.head_aggregation,
     calibration: Calibration = _D.calibration,
+    prototypes: Prototypes = _D.prototypes,
     client_weighting: ClientWeighting = _D.client_weighting,
     test_data: TestData = None,
     malicious: Malicious = 0.0,

@@ -133,6 +133,39 @@ def calibrate_head(
     return len(xs)
 
 
+def class_means(moments: ClassMoments) -> tuple[np.ndarray, np.ndarray] | None:
+    """The final model's prototype head (:mod:`fedids.model.gru`) from the calibration moments: each
+    class's mean embedding, the summed feature sums over the summed window counts, and which classes have
+    at least one window; None if none has. These are the class means ``fedids train`` fits on its own
+    windows, here over every client's training windows. Under DP the moments are the noised release the
+    clients budgeted (read by ``read_moments``): the means are post-processing and cost no epsilon."""
+    present = np.asarray(moments.count) >= 1
+    if not present.any():
+        return None
+    means = np.asarray(moments.sum, np.float64) / np.maximum(np.asarray(moments.count), 1.0)[:, None]
+    return np.where(present[:, None], means, 0.0), present
+
+
+def set_class_means(model: GRUDetector, prototypes: tuple[np.ndarray, np.ndarray]) -> None:
+    """Give ``model`` the prototype head ``(means (C, H), present (C,))`` of :func:`class_means`."""
+    means, present = prototypes
+    model.set_prototypes(torch.as_tensor(np.asarray(means), dtype=torch.float32), torch.as_tensor(present))
+
+
+def final_prototypes(msg, model, setup, secret_context) -> tuple[np.ndarray, np.ndarray] | None:
+    """The prototype head a final-model message gives the client (None where it gives none): the class
+    means the server read from the moments sum (plaintext-sum modes), or under ``he`` the client's own,
+    from the sealed moments sum it opens, as it refits the head."""
+    from fedids.federation import messages as m
+
+    if not m.ModelInstructions.from_config(msg.content[m.CONFIG]).prototypes:
+        return None
+    if m.PROTOTYPES in msg.content:
+        return m.decode_prototypes(msg.content[m.PROTOTYPES], len(setup.vocabulary.labels), model.hidden)
+    moments = _opened_moments(msg, model, setup, secret_context)
+    return None if moments is None else class_means(moments)
+
+
 def head_confusions(
     features: np.ndarray, targets: np.ndarray, heads: list[tuple[np.ndarray, np.ndarray]], n_classes: int
 ) -> np.ndarray:

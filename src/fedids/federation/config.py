@@ -115,6 +115,10 @@ class FederationConfig:
     dpsgd_distributed_lr: float = 6.0
     calibration: str = "ccvr"  # ccvr: refit the head on clients' summed feature moments after
     # training, then check it (fedids.federation.calibration) | none
+    # The final model's prototype head (fedids.model.gru), as `fedids train --prototypes on`: each class's
+    # mean embedding, read from the same summed moments (so only with ccvr; no new message, no new
+    # release). It says which attack, never whether: alerts and their threshold stay the linear head's.
+    prototypes: str = "on"  # on | off
     dpsgd_calibration_noise: float = 3.0  # DP-SGD runs: noise multiplier of the two calibration releases
     # (fedids.federation.calibration_dp); each client budgets them in its epsilon. Client-level dp uses
     # the rounds' noise multiplier.
@@ -193,6 +197,8 @@ class FederationConfig:
             )
         if self.calibration not in ("ccvr", "none"):
             raise ValueError(f"unknown calibration {self.calibration!r}: choose ccvr or none")
+        if self.prototypes not in ("on", "off"):
+            raise ValueError(f"prototypes {self.prototypes!r}: choose on or off")
         if self.selection not in adaptive.SELECTIONS:
             raise ValueError(
                 f"unknown selection {self.selection!r}: choose one of {', '.join(adaptive.SELECTIONS)}"

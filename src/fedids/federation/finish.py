@@ -23,6 +23,7 @@ from fedids.federation.calibration import (
     alert_rule,
     check_confusion_vector,
     check_moments_vector,
+    class_means,
     decide,
     refit_head,
     validation_length,
@@ -77,6 +78,7 @@ def _config(run: Run, rule: dict | None = None, dp: CalibrationPrivacy | None = 
         server_lr=c.server_step[0],
         setup_digest=run.digest,
         calibration_seed=derive_seed(c.seed, "ccvr"),
+        prototypes=int(c.prototypes == "on"),
         **alert,
         **private,
         **model_bound_fields(c, run.mode),  # he: the clients check the final sum with them
@@ -215,6 +217,11 @@ def calibrate(
     if defence:  # per site: each device's agreement with the global head, the devices left out
         record["site_defence"] = defence
     final = GlobalModel(current.plain, current.sealed)
+    if (
+        run.config.prototypes == "on" and moments is not None
+    ):  # he without an evaluator: each client reads them
+        final.prototypes = class_means(moments)
+        record["prototypes"] = final.prototypes is not None
     if not check_sum.ok:
         return final, record | {"kept": False, "reason": "no client could check it"}
     if run.mode.he:
@@ -254,7 +261,10 @@ def _decide(run: Run, current: GlobalModel, final: GlobalModel, record: dict, re
             for i, w in enumerate(("before", "after"))
         },
     }
-    record |= {"kept": bool(kept), "reason": reason, "before": before, "test": _test(run, final.plain)}
+    record |= {"kept": bool(kept), "reason": reason, "before": before}
+    if final.prototypes is not None:  # the same final model read by its linear head alone
+        record["test_linear_head"] = _test(run, final.plain)
+    record["test"] = _test(run, final.plain, final.prototypes)
     return final, record
 
 
@@ -268,8 +278,8 @@ def _plain_check(run: Run, what: str):
     return lambda node, v: check_confusion_vector(v, n, run.plain_counts[node])
 
 
-def _test(run: Run, weights: list[np.ndarray] | None) -> dict:
-    detector = run.detector(weights, {}) if weights is not None else None
+def _test(run: Run, weights: list[np.ndarray] | None, prototypes: tuple | None = None) -> dict:
+    detector = run.detector(weights, {}, prototypes) if weights is not None else None
     if detector is None:
         return {k: float("nan") for k in SUMMARY_KEYS}
     result = run.evaluate(detector)
@@ -289,7 +299,7 @@ def save_final(run: Run, final: GlobalModel, state: FederationState) -> None:
     }
     if final.alert_rule:
         metadata[META_THRESHOLD] = final.alert_rule
-    detector = run.detector(final.plain, metadata)
+    detector = run.detector(final.plain, metadata, final.prototypes)
     if detector is not None:
         save_detector(run.out_dir / GLOBAL_DIR, detector)
 
@@ -309,6 +319,8 @@ def publish(run: Run, models: dict) -> None:
         )
     else:  # the server chose the alert threshold from the summed histograms: the clients store it
         content = model_content(run, {"current": GlobalModel(final.plain)}, _config(run, final.alert_rule))
+        if final.prototypes is not None:
+            content[m.PROTOTYPES] = m.encode_prototypes(*final.prototypes)
     replies = exchange(
         run.grid, {n: content for n in sorted(run.keys)}, m.QUERY_GLOBAL, run.config.timeout_s, SumResult()
     )

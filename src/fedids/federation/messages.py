@@ -38,6 +38,7 @@ PREPROCESSING = "preprocessing"  # ArrayRecord: scaler center/scale
 STATS = "stats"  # ArrayRecord: feature histogram of a client
 INFO = "info"  # ConfigRecord: client key, labels, label counts
 HEADS = "heads"  # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
+PROTOTYPES = "prototypes"  # ArrayRecord: the final model's class means "means" (C, H), "present" (C,)
 CHECK_SPLITS = ("validation", "train")  # the local windows a query.validate reply scores the heads on
 SUM = "sum"  # ConfigRecord: the secure sum a message asks for: "values" (real|count), "length",
 # "privacy" (the mode that seals it)
@@ -248,6 +249,29 @@ def decode_heads(record: ArrayRecord, n_classes: int, hidden: int) -> list[tuple
     return heads
 
 
+def encode_prototypes(means: np.ndarray, present: np.ndarray) -> ArrayRecord:
+    """The prototype head's class means ``(C, H)`` (float32) and which classes have one ``(C,)``."""
+    return ArrayRecord(
+        {
+            "means": Array(np.asarray(means, dtype=np.float32)),
+            "present": Array(np.asarray(present, dtype=np.uint8)),
+        }
+    )
+
+
+def decode_prototypes(record: ArrayRecord, n_classes: int, hidden: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_prototypes`; raises ValueError on missing, misshapen or non-finite means,
+    or on no class present."""
+    if set(record) != {"means", "present"}:
+        raise ValueError(f"prototypes record has arrays {sorted(record)}, expected means and present")
+    means, present = record["means"].numpy(), record["present"].numpy()
+    if means.shape != (n_classes, hidden) or present.shape != (n_classes,) or present.dtype != np.uint8:
+        raise ValueError(f"prototypes have shapes {means.shape}, {present.shape} ({present.dtype})")
+    if not np.isfinite(means).all() or not (present <= 1).all() or not present.any():
+        raise ValueError("prototypes must be finite, with at least one class present")
+    return means, present.astype(bool)
+
+
 # ------------------------------------------------------------------------- run setup and sums
 PREVIOUS = "previous"  # ArrayRecord: the global model before the current one (server momentum)
 DPSGD_EPSILON = "dpsgd-epsilon"
@@ -404,6 +428,7 @@ class ModelInstructions(_Instructions):
     server_lr: float
     setup_digest: str
     calibration_seed: int = 0
+    prototypes: int = 0  # 1: the final model reads with the prototype head of the calibration moments
     alert_threshold: float = -1.0  # the final model's alert threshold (-1: none chosen)
     alert_max_false_alarm_rate: float = 0.0  # the validation false-alarm budget it was chosen for
     # DP runs release the calibration sums with noise (fedids.federation.calibration_dp): unit "window"
@@ -422,6 +447,8 @@ class ModelInstructions(_Instructions):
             raise ValueError("labels, window, hidden and server-lr must be non-empty / positive")
         if not 0 <= self.server_momentum < 1 or min(self.clip_norm, self.noise_std) < 0:
             raise ValueError("server-momentum must be in [0, 1), clip-norm and noise-std >= 0")
+        if self.prototypes not in (0, 1):
+            raise ValueError("prototypes must be 0 or 1")
         if self.calibration_dp_unit:
             self.calibration_privacy()  # raises ValueError on a unit, noise or share count out of range
 

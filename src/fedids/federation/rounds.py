@@ -29,6 +29,7 @@ from flwr.serverapp import Grid
 from fedids.federation import aggregation as agg
 from fedids.federation import bounds, plain, sites
 from fedids.federation import messages as m
+from fedids.federation.calibration import set_class_means
 from fedids.federation.compression import Compression
 from fedids.federation.config import FederationConfig
 from fedids.federation.private import REAL, PrivacyMode, SealedSum, SumResult
@@ -89,11 +90,17 @@ class Run:
         """The most contributions one node's vector sums: a deployed site's devices, else 1."""
         return max(1, self.config.site_devices) if self.relayed else 1
 
-    def detector(self, weights: list[np.ndarray], metadata: dict) -> Detector | None:
+    def detector(
+        self, weights: list[np.ndarray], metadata: dict, prototypes: tuple | None = None
+    ) -> Detector | None:
+        """The run's detector for these weights; ``prototypes``: the class means and which classes have one
+        (:func:`fedids.federation.calibration.class_means`), for the final model's prototype head."""
         if self.setup is None:
             return None
         model = new_model(len(self.labels), self.config.hidden)
         set_weights(model, weights)
+        if prototypes is not None:
+            set_class_means(model, prototypes)
         return Detector(model, self.setup.scaler, self.setup.vocabulary, self.config.window, metadata)
 
 

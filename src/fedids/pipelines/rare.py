@@ -247,7 +247,8 @@ def run_federated(
     split: RareSplit, cfg: RareConfig, seed: int, partition: str, work_dir: Path
 ) -> dict[str, Any]:
     """A Flower simulation over the kept training rows split by ``partition``; the final global model
-    (after fedids' head calibration) is scored on the test flows."""
+    (after fedids' head calibration, with its prototype head from the summed moments, as `fedids
+    federate` makes it) is scored on the test flows."""
     from fedids.federation.simulation import make_partitions, run_simulated
     from fedids.model.artifacts import load_detector
 
@@ -265,8 +266,8 @@ def run_federated(
     )
     run_simulated(data, parts, config, work_dir)
     detector = load_detector(work_dir / "global")
-    # Prototypes from every kept training window: what summing the clients' per-class feature sums and
-    # counts (as the head calibration already does) would give, up to windows cut at partition borders.
+    # Variants: "linear" is the model without its prototype head; "gated" and "proto" use class means of
+    # every kept training window (the federated head's cover the clients' training windows only).
     scores = score_detector(detector, data, data.train_rows, cfg.prototype_variants)
     scores["clients"] = len(parts)
     return scores
