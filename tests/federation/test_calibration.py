@@ -260,3 +260,58 @@ def test_the_alert_threshold_from_summed_histograms_meets_the_budget_like_the_ex
         )
         assert exact["threshold"] <= rule["threshold"] <= exact["threshold"] + 1.0 / SCORE_BINS + 1e-12
         assert rule["validation_attack_recall"] == pytest.approx((attack >= rule["threshold"]).mean())
+
+
+def test_a_client_reads_the_final_prototype_head_from_the_server_or_from_the_he_moments_sum_it_opens():
+    """``final_prototypes``: under ``he`` the client opens the BFV moments sum (two clients' moments,
+    quantised and encrypted as in the run) and gets the class means of the summed moments; in the other
+    modes it decodes the server's means; with ``prototypes`` 0 it gets none; a malformed record fails."""
+    from types import SimpleNamespace
+
+    from flwr.app import ConfigRecord, RecordDict
+
+    from fedids.federation.calibration import final_prototypes
+    from fedids.federation.calibration_dp import moments_sum_length
+    from fedids.federation.private import REAL, SealedSum, secagg_clip_range
+    from fedids.privacy.he_secagg import EncryptedMaskedSum, create_bfv_keys, encrypt_masked
+    from fedids.privacy.secagg import SecAggConfig, quantize
+    from support.flower_messages import message as flower_message
+
+    rng = np.random.default_rng(3)
+    n, hidden, totals = 3, 4, np.array([100, 50, 20])
+    setup = SimpleNamespace(
+        vocabulary=SimpleNamespace(labels=["BENIGN", "DDoS", "PortScan"]), class_totals=totals
+    )
+    model = new_model(n, hidden)
+    clients = [class_moments(rng.normal(size=(30, hidden)), rng.integers(0, 2, 30), n) for _ in range(2)]
+    expected = class_means(clients[0] + clients[1])
+    assert expected is not None and expected[1].tolist() == [True, True, False]
+    length = moments_sum_length(n, hidden, None)
+    keys = create_bfv_keys()
+    code = SecAggConfig(n_clients=2, vector_length=length, round_id=1, clip_range=secagg_clip_range(REAL, 2))
+    total = EncryptedMaskedSum(keys.public_context, length)
+    for moments in clients:
+        total.add(encrypt_masked(keys.secret_context, quantize(moments_vector(moments, totals), code)))
+    sealed = SealedSum("bfv", total.to_bytes(), REAL, code.to_dict())
+
+    def msg(prototypes: int, privacy: str, record=None):
+        ins = m.ModelInstructions(
+            ("BENIGN", "DDoS", "PortScan"), 4, hidden, privacy, 1.0, "d", prototypes=prototypes
+        )
+        content = RecordDict({m.CONFIG: ConfigRecord(ins.to_config())})
+        if record is not None:
+            content[m.PROTOTYPES] = record
+        return flower_message(
+            m.add_sealed(content, {"moments": sealed} if privacy == "he" else {}), m.QUERY_GLOBAL
+        )
+
+    means, present = final_prototypes(msg(1, "he"), model, setup, keys.secret_context)
+    np.testing.assert_allclose(means, expected[0], atol=1e-4)
+    np.testing.assert_array_equal(present, expected[1])
+    assert final_prototypes(msg(0, "he"), model, setup, keys.secret_context) is None
+    sent = final_prototypes(msg(1, "none", m.encode_prototypes(*expected)), model, setup, None)
+    np.testing.assert_allclose(sent[0], expected[0], rtol=1e-6)
+    with pytest.raises(ValueError):
+        final_prototypes(
+            msg(1, "none", m.encode_prototypes(expected[0][:2], expected[1][:2])), model, setup, None
+        )
