@@ -194,6 +194,8 @@ def test_a_site_too_small_for_its_median_is_warned_about(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "cannot outvote one attacker" in " ".join(proc.stderr.split())
     assert (tmp_path / "r" / "global" / "model.pt").exists()
+    # the final model's prototype head is on by default, and the summary gives both read-outs
+    assert "prototype head (class means of the summed moments)" in " ".join(proc.stderr.split())
 
 
 def test_federate_rejects_a_bad_partition_before_training(tmp_path):

@@ -398,6 +398,12 @@ def _print_federated_end(state: Any) -> None:
             f"head calibration (CCVR, {state.calibration['clients']} clients): {verdict} "
             f"({check.get('reason', 'no check')}); server test macro-F1 {before:.4f} -> {after:.4f}"
         )
+    linear = state.calibration.get("test_linear_head")
+    if linear:
+        err.print(
+            f"prototype head (class means of the summed moments): macro-F1 {linear['macro_f1']:.4f} with the "
+            f"linear head alone, {state.calibration['test']['macro_f1']:.4f} with it (--prototypes off: linear)"
+        )
 
 
 PARTITION_COLUMNS_SHOWN = 10
