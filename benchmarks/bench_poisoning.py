@@ -1,13 +1,12 @@
 """The poisoning grid of docs/evaluation.md ("Three tiers: sites"): attacks against a federation of 10
 devices in 2 sites (or --sites K), undefended and with `--robust median` (or --defences normclip, flame),
-against the same seed's run
-without attack, beside the `absent` reference (the malicious devices removed).
+against the same seed's run without attack, beside the `absent` reference (the malicious devices removed).
 
 Every cell is one `fedids federate` run (10 devices, 2 sites, 5 rounds or --rounds), so the figures are
 exactly what the CLI gives; runs already in --work are reused; --jobs runs that many at once. Writes
-benchmarks/results/poisoning.json (or --out): per run its macro-F1, MCC, backdoor success and calibration record; per cell the macro-F1 differences to
-the clean run of the same seed and defence, their mean, and whether the issue's criterion holds (mean
-difference >= -2 points, mean backdoor success <= 0.05).
+benchmarks/results/poisoning.json (or --out): per run its macro-F1, MCC, backdoor success and calibration
+record; per cell the macro-F1 differences to the clean run of the same seed and defence, their mean, and
+whether the issue's criterion holds (mean difference >= -2 points, mean backdoor success <= 0.05).
 
     .venv/bin/python benchmarks/bench_poisoning.py --data real --partition dirichlet:0.5   # 3 seeds, ~45 min
     .venv/bin/python benchmarks/bench_poisoning.py --data synthetic --seeds 0 --fractions 0.2 \\

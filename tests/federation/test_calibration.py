@@ -12,14 +12,13 @@ from fedids.federation.calibration import (
     calibrate_head,
     check_confusion_vector,
     check_moments_vector,
-    class_means,
     class_moments,
     confusion_vector,
+    moments_class_means,
     moments_from_vector,
     moments_vector,
-    set_class_means,
 )
-from fedids.model.train import fit_prototypes
+from fedids.model.train import fit_prototypes, set_class_means
 from fedids.task import new_model
 
 
@@ -69,7 +68,7 @@ def test_the_prototype_head_from_two_clients_moments_is_fedids_trains_head_on_th
         (class_moments(hidden_features(model, scaled, windows[s]), targets[s], 4) for s in (a, b)),
         ClassMoments.zeros(4, 8),
     )
-    means, present = class_means(summed)
+    means, present = moments_class_means(summed)
     assert present.tolist() == [True, True, True, False] and not means[3].any()
     federated, pooled = new_model(4, 8), new_model(4, 8)
     pooled.load_state_dict(model.state_dict())
@@ -81,7 +80,7 @@ def test_the_prototype_head_from_two_clients_moments_is_fedids_trains_head_on_th
     decoded = m.decode_prototypes(m.encode_prototypes(means, present), 4, 8)
     np.testing.assert_allclose(decoded[0], means, rtol=1e-6)
     np.testing.assert_array_equal(decoded[1], present)
-    assert class_means(ClassMoments.zeros(4, 8)) is None
+    assert moments_class_means(ClassMoments.zeros(4, 8)) is None
     for bad in (
         m.encode_prototypes(means[:3], present[:3]),
         m.encode_prototypes(np.where(present[:, None], means, np.nan), present),
@@ -284,7 +283,7 @@ def test_a_client_reads_the_final_prototype_head_from_the_server_or_from_the_he_
     )
     model = new_model(n, hidden)
     clients = [class_moments(rng.normal(size=(30, hidden)), rng.integers(0, 2, 30), n) for _ in range(2)]
-    expected = class_means(clients[0] + clients[1])
+    expected = moments_class_means(clients[0] + clients[1])
     assert expected is not None and expected[1].tolist() == [True, True, False]
     length = moments_sum_length(n, hidden, None)
     keys = create_bfv_keys()

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from fedids.model.gru import GRUDetector
-from fedids.model.train import embeddings
+from fedids.model.train import class_means, embeddings
 
 SAMPLES_PER_CLASS = 500  # on average; see calibrate_head
 MIN_SAMPLES = 50
@@ -133,23 +133,15 @@ def calibrate_head(
     return len(xs)
 
 
-def class_means(moments: ClassMoments) -> tuple[np.ndarray, np.ndarray] | None:
-    """The final model's prototype head (:mod:`fedids.model.gru`) from the calibration moments: each
-    class's mean embedding, the summed feature sums over the summed window counts, and which classes have
-    at least one window; None if none has. These are the class means ``fedids train`` fits on its own
-    windows, here over every client's training windows. Under DP the moments are the noised release the
-    clients budgeted (read by ``read_moments``): the means are post-processing and cost no epsilon."""
-    present = np.asarray(moments.count) >= 1
-    if not present.any():
+def moments_class_means(moments: ClassMoments) -> tuple[np.ndarray, np.ndarray] | None:
+    """The final model's prototype head (:mod:`fedids.model.gru`) from the calibration moments: the
+    :func:`fedids.model.train.class_means` of the summed feature sums and window counts, which
+    ``fedids train`` computes on its own windows, here over every client's training windows; None if no
+    class has a window. Under DP the moments are the noised release the clients budgeted (read by
+    ``read_moments``): the means are post-processing and cost no epsilon."""
+    if not (np.asarray(moments.count) >= 1).any():
         return None
-    means = np.asarray(moments.sum, np.float64) / np.maximum(np.asarray(moments.count), 1.0)[:, None]
-    return np.where(present[:, None], means, 0.0), present
-
-
-def set_class_means(model: GRUDetector, prototypes: tuple[np.ndarray, np.ndarray]) -> None:
-    """Give ``model`` the prototype head ``(means (C, H), present (C,))`` of :func:`class_means`."""
-    means, present = prototypes
-    model.set_prototypes(torch.as_tensor(np.asarray(means), dtype=torch.float32), torch.as_tensor(present))
+    return class_means(moments.sum, moments.count)
 
 
 def final_prototypes(msg, model, setup, secret_context) -> tuple[np.ndarray, np.ndarray] | None:
@@ -163,7 +155,7 @@ def final_prototypes(msg, model, setup, secret_context) -> tuple[np.ndarray, np.
     if m.PROTOTYPES in msg.content:
         return m.decode_prototypes(msg.content[m.PROTOTYPES], len(setup.vocabulary.labels), model.hidden)
     moments = _opened_moments(msg, model, setup, secret_context)
-    return None if moments is None else class_means(moments)
+    return None if moments is None else moments_class_means(moments)
 
 
 def head_confusions(

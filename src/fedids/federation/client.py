@@ -448,8 +448,9 @@ def handle_validate(
 
 def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) -> Detector:
     """The final global model a ``query.global`` message describes, with its calibrated head if kept."""
-    from fedids.federation.calibration import apply_final_head, final_prototypes, set_class_means
+    from fedids.federation.calibration import apply_final_head, final_prototypes
     from fedids.model.checks import META_THRESHOLD
+    from fedids.model.train import set_class_means
 
     model = _final_model(msg, setup, secret_context)
     _, rule = apply_final_head(msg, model, setup, secret_context)

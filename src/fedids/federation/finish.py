@@ -23,8 +23,8 @@ from fedids.federation.calibration import (
     alert_rule,
     check_confusion_vector,
     check_moments_vector,
-    class_means,
     decide,
+    moments_class_means,
     refit_head,
     validation_length,
 )
@@ -220,7 +220,7 @@ def calibrate(
     if (
         run.config.prototypes == "on" and moments is not None
     ):  # he without an evaluator: each client reads them
-        final.prototypes = class_means(moments)
+        final.prototypes = moments_class_means(moments)
         record["prototypes"] = final.prototypes is not None
     if not check_sum.ok:
         return final, record | {"kept": False, "reason": "no client could check it"}

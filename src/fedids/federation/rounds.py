@@ -29,7 +29,6 @@ from flwr.serverapp import Grid
 from fedids.federation import aggregation as agg
 from fedids.federation import bounds, plain, sites
 from fedids.federation import messages as m
-from fedids.federation.calibration import set_class_means
 from fedids.federation.compression import Compression
 from fedids.federation.config import FederationConfig
 from fedids.federation.private import REAL, PrivacyMode, SealedSum, SumResult
@@ -48,7 +47,7 @@ from fedids.federation.state import (
 )
 from fedids.federation.strategies import make_strategy
 from fedids.model.artifacts import Detector, save_detector
-from fedids.model.train import get_weights, set_weights
+from fedids.model.train import get_weights, set_class_means, set_weights
 from fedids.privacy.dp import PrivacyBudgetExceeded, distributed_noise_std
 from fedids.privacy.keys import load_public_context
 from fedids.task import environment, new_model
@@ -94,7 +93,7 @@ class Run:
         self, weights: list[np.ndarray], metadata: dict, prototypes: tuple | None = None
     ) -> Detector | None:
         """The run's detector for these weights; ``prototypes``: the class means and which classes have one
-        (:func:`fedids.federation.calibration.class_means`), for the final model's prototype head."""
+        (:func:`fedids.federation.calibration.moments_class_means`), for the final model's prototype head."""
         if self.setup is None:
             return None
         model = new_model(len(self.labels), self.config.hidden)
@@ -310,7 +309,16 @@ def _tiered_round(run: Run, server_round: int, chosen: list[int], models, config
         check=bounds.site_check(run.layout, config, models),  # sealed runs: each device's vector in range
         device_secagg=run.config.site_secagg,
     )
-    return _outcome(run, server_round, result, models, config, tiers.to_dict())
+    return _outcome(run, server_round, result, models, config, _tiers_by_key(run, tiers))
+
+
+def _tiers_by_key(run: Run, record: sites.TierRecord) -> dict:
+    """A round's tier record, the devices a site defence left out named by client key (the sites record
+    Flower node ids, which mean nothing outside the run)."""
+    tiers = record.to_dict()
+    for defence in tiers["robust"]:
+        defence["excluded"] = [run.keys.get(n, str(n)) for n in defence.get("excluded", [])]
+    return tiers
 
 
 def _outcome(
@@ -414,9 +422,7 @@ def _plain_round(run, server_round, chosen, epochs_of, models, config, ledger, s
             lan=lan,
             model_bytes=model_bytes,
         )
-        new, tiers = agg.finalize_update(run.layout, total).weights, record.to_dict()
-        for defence in tiers["robust"]:  # the devices a defence left out, by client key
-            defence["excluded"] = [run.keys.get(n, str(n)) for n in defence.get("excluded", [])]
+        new, tiers = agg.finalize_update(run.layout, total).weights, _tiers_by_key(run, record)
     elif run.config.averaging:
         new = agg.finalize_update(run.layout, plain.plain_sum(run, replies, models, config)).weights
     else:  # robust strategies need each update: Flower's own aggregation

@@ -205,6 +205,18 @@ def fit_prototypes(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, 
     emb = embeddings(model, scaled, windows[keep]).astype(np.float64)
     sums = np.zeros((model.n_classes, model.hidden))
     np.add.at(sums, targets[keep], emb)
-    counts = np.bincount(targets[keep], minlength=model.n_classes)
-    means = sums / np.maximum(counts, 1)[:, None]
-    model.set_prototypes(torch.from_numpy(means).float(), torch.from_numpy(counts >= 1))
+    set_class_means(model, class_means(sums, np.bincount(targets[keep], minlength=model.n_classes)))
+
+
+def class_means(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The prototype head's rows from per-class embedding ``sums (C, H)`` and window ``counts (C,)``: each
+    class's mean (zero for a class without a window) and which classes have at least one window."""
+    present = np.asarray(counts) >= 1
+    means = np.asarray(sums, np.float64) / np.maximum(np.asarray(counts, np.float64), 1.0)[:, None]
+    return np.where(present[:, None], means, 0.0), present
+
+
+def set_class_means(model: GRUDetector, prototypes: tuple[np.ndarray, np.ndarray]) -> None:
+    """Give ``model`` the prototype head ``(means (C, H), present (C,))`` of :func:`class_means`."""
+    means, present = prototypes
+    model.set_prototypes(torch.as_tensor(np.asarray(means), dtype=torch.float32), torch.as_tensor(present))
