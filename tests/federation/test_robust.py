@@ -114,19 +114,45 @@ def test_bad_specs_are_refused(text):
         RobustSpec.parse(text)
 
 
-def _directed_devices(rng, n, attacker_sign):
+def _directed_devices(rng, n, attacker_sign, attacker_weight=None):
     """``n`` devices whose updates share one direction (plus 20% noise); device 0's update is that
-    direction times ``attacker_sign`` (-1: it pulls the model the other way, as label flipping does)."""
+    direction times ``attacker_sign`` (-1: it pulls the model the other way, as label flipping does) and
+    its reported weight and class shares ``attacker_weight`` (default: 0.2, as every device's)."""
     glob, direction = _model(rng), _model(rng, 0.05)
     vectors, honest = [], []
+    weights = np.full(n, 0.2)
+    if attacker_weight is not None:
+        weights = np.r_[attacker_weight, np.full(n - 1, (1 - attacker_weight) / (n - 1))]
     for i in range(n):
         sign = attacker_sign if i == 0 else 1.0
         update = [sign * d + 0.2 * e for d, e in zip(direction, _model(rng, 0.05))]
         if i:
             honest.append(update)
         proposal = [g + u for g, u in zip(glob, update)]
-        vectors.append(agg.update_contribution(LAYOUT, proposal, 0.2, np.full(3, 0.2), {"clients": 1.0}))
+        shares = np.full(3, weights[i])
+        vectors.append(agg.update_contribution(LAYOUT, proposal, weights[i], shares, {"clients": 1.0}))
     return glob, vectors, honest
+
+
+@pytest.mark.parametrize("spec", ["median", "trimmed:0.2"])
+def test_a_device_reporting_most_of_the_weight_does_not_decide_the_median(spec):
+    """One device, one vote: a flipper that reports 64% of its site's flows (as one did on the real
+    samples) is outvoted by the four honest devices, in the body and in every class's head row."""
+    rng = np.random.default_rng(6)
+    glob, vectors, honest = _directed_devices(rng, 5, attacker_sign=-1.0, attacker_weight=0.64)
+    target = agg.flatten([g + np.mean([u[i] for u in honest], axis=0) for i, g in enumerate(glob)])
+    moved = np.linalg.norm(target - agg.flatten(glob))
+
+    def error(total):
+        return float(np.linalg.norm(agg.flatten(agg.finalize_update(LAYOUT, total).weights) - target))
+
+    defended, _ = robust_contribution(
+        LAYOUT, vectors, RobustSpec.parse(spec), reference_proposal(LAYOUT, glob)
+    )
+    assert error(np.sum(vectors, axis=0)) > moved  # the weighted mean goes the attacker's way
+    assert error(defended) < 0.3 * moved, (error(defended), moved)
+    # the site still reports its devices' total weight to the central tier
+    assert defended[LAYOUT.body_size + 2 * LAYOUT.head_size] == pytest.approx(1.0)
 
 
 def test_flame_leaves_out_a_device_pulling_against_the_majority_and_keeps_the_honest_direction():
