@@ -67,9 +67,12 @@ def test_malformed_moments_are_refused():
 
 
 @pytest.mark.slow
-def test_a_site_leaves_a_label_flipping_device_out_of_the_calibration(tmp_path):
-    """Real simulation, real rows: 4 devices in 2 sites under --robust median, device 0 flips its labels.
-    Its site leaves it out of the moments sum (agreement 0); the honest devices are all summed."""
+def test_sites_leave_a_label_flipping_device_out_of_rounds_and_calibration(tmp_path):
+    """Real simulation, real rows: 6 devices in 2 sites of 3 under --robust median, device 0 flips its
+    labels. From round 2 the sites check their devices before every round (federation.screening): a
+    device is left out of a round only when two checks in a row dispute it, so the young model's one-off
+    misreadings of honest devices leave nobody out, and the flipper is left out of the last round. Its
+    site also leaves it out of the head calibration's moments sum."""
     import torch
 
     from fedids.federation.attacks import Attack
@@ -79,17 +82,25 @@ def test_a_site_leaves_a_label_flipping_device_out_of_the_calibration(tmp_path):
 
     torch.set_num_threads(1)
     prepared = portscan_and_ddos_rows()
-    parts = make_partitions(prepared, 4, "iid", seed=0, segment=40)
+    parts = make_partitions(prepared, 6, "iid", seed=0, segment=40)
     config = FederationConfig(
-        rounds=3, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3, sites=2, robust="median"
+        rounds=5, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3, sites=2, robust="median"
     )
     attacks = {0: Attack.parse("label-flip")}
-    state = run_simulated(prepared, parts, config, tmp_path / "run", attacks=attacks, sites=[0, 0, 1, 1])
+    state = run_simulated(
+        prepared, parts, config, tmp_path / "run", attacks=attacks, sites=[0, 0, 0, 1, 1, 1]
+    )
+    screened = [(h.get("tiers") or {}).get("screening") for h in state.history]
+    assert screened[0] is None and all(s is not None for s in screened[1:])  # from round 2 on
+    left_out = [[key for site in s["sites"] for key in site["left_out"]] for s in screened[1:]]
+    assert left_out[-1] == ["partition-0000"] and {k for keys in left_out for k in keys} == {"partition-0000"}
+    assert [h["clients"] for h in state.history][-1] == 5
+    disputed = [key for s in screened[1:] for site in s["sites"] for key in site["disputed"]]
+    assert len(disputed) > len(left_out[-1])  # disputed once: honest devices the young model misread
     defence = state.calibration["site_defence"]
     assert [d["site"] for d in defence] == [0, 1]
-    assert [len(d["left_out"]) for d in defence] == [1, 0], defence
-    left_out = defence[0]["agreement"][defence[0]["left_out"][0]]
-    assert left_out < 0.5 * max(defence[0]["agreement"]), defence
+    assert defence[0]["left_out"] == ["partition-0000"], defence  # by client key
+    assert min(defence[0]["agreement"]) < 0.5 * max(defence[0]["agreement"]), defence
 
 
 def test_a_deployed_site_defends_the_moments_only_where_it_can_read_model_and_setup():

@@ -196,6 +196,13 @@ Robust = Annotated[
         "norm-bounded and summed)."
     ),
 ]
+Screening = Annotated[
+    int,
+    _opt(
+        "With --robust: from this round on, before every round each site checks its devices' labels "
+        "against the global model and leaves the devices it disputes out of that round. 0: never."
+    ),
+]
 SitePrivacy = Annotated[
     str,
     _opt(
@@ -256,6 +263,7 @@ def federate(
     attack: AttackOption = "none",
     sites: Sites = _D.sites,
     robust: Robust = _D.robust,
+    screening: Screening = _D.screening,
     site_privacy: SitePrivacy = _D.site_privacy,
     resume: Resume = None,
 ) -> None:

@@ -141,6 +141,9 @@ class FederationConfig:
     site_devices: int = 0
     # Robust aggregation at the site tier: none | normclip[:B] | median | trimmed:F | flame (federation.robust)
     robust: str = "none"
+    # Under --robust: from this round on, before every round each site checks its devices' labels against
+    # the global model and leaves out of the round the devices it disputes (federation.screening); 0: never.
+    screening: int = 2
     # device -> site: plain (the site sees each device's vector, inside its trust domain; robust
     # aggregation needs it) | secagg (SecAgg among each site's devices: the site learns only their sum)
     site_privacy: str = "plain"
@@ -226,6 +229,8 @@ class FederationConfig:
             raise ValueError(f"sites must be >= 0 (0 or 1: no site tier), got {self.sites}")
         if self.site_devices < 0:
             raise ValueError(f"site-devices must be >= 0, got {self.site_devices}")
+        if self.screening < 0:
+            raise ValueError("screening must be a round >= 1, or 0 for none")
         if RobustSpec.parse(self.robust).active and not self.tiered:
             raise ValueError(f"robust {self.robust} runs at the site tier: give sites K >= 2")
         if self.site_privacy not in SITE_PRIVACY:

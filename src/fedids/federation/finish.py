@@ -40,7 +40,7 @@ from fedids.federation.client import derive_seed
 from fedids.federation.private import COUNT, REAL, SumResult
 from fedids.federation.robust import RobustSpec
 from fedids.federation.robust_moments import moments_defence
-from fedids.federation.rounds import Run, model_content, secagg_threshold
+from fedids.federation.rounds import Run, model_content, name_devices, secagg_threshold
 from fedids.federation.secure_rounds import exchange, secure_sum
 from fedids.federation.sites import Combine, tiered_sum
 from fedids.federation.state import GLOBAL_DIR, SUMMARY_KEYS, FederationState, GlobalModel
@@ -51,7 +51,7 @@ from fedids.task import new_model
 log = logging.getLogger("fedids.server")
 
 
-def _config(run: Run, rule: dict | None = None, dp: CalibrationPrivacy | None = None) -> dict:
+def calibration_config(run: Run, rule: dict | None = None, dp: CalibrationPrivacy | None = None) -> dict:
     c = run.config
     alert: dict[str, Any] = (
         {}
@@ -143,7 +143,7 @@ def _sum(
     return result, []
 
 
-def _moments_defence(run: Run, current: GlobalModel, dp: CalibrationPrivacy | None) -> Combine | None:
+def site_moments_defence(run: Run, current: GlobalModel, dp: CalibrationPrivacy | None) -> Combine | None:
     """Under ``--robust`` with sites, the sites leave out the moments of devices whose labels the global
     model disputes (:mod:`fedids.federation.robust_moments`): where the site can read the global model
     (not ``he``) and the moments are not noised per device (no DP)."""
@@ -175,9 +175,13 @@ def calibrate(
         after = accountant.epsilon_after(0, c.target_delta, releases=RELEASES)
         if after > c.target_epsilon:  # a run that stopped at its budget has none left for the releases
             return current, {"method": "ccvr", "clients": 0, "kept": False, "reason": "privacy budget spent"}
-    config = _config(run, dp=dp)
+    config = calibration_config(run, dp=dp)
     moments_sum, defence = _sum(
-        run, "moments", lambda node: model_content(run, base, config), dp, _moments_defence(run, current, dp)
+        run,
+        "moments",
+        lambda node: model_content(run, base, config),
+        dp,
+        site_moments_defence(run, current, dp),
     )
     if dp is not None and accountant is not None:
         accountant.release()  # the noised moments left the clients, whatever happens next
@@ -215,7 +219,7 @@ def calibrate(
         "validation": {"clients": len(check_sum.survivors), "rejected": check_sum.rejected},
     }
     if defence:  # per site: each device's agreement with the global head, the devices left out
-        record["site_defence"] = defence
+        record["site_defence"] = name_devices(run, defence)
     final = GlobalModel(current.plain, current.sealed)
     if (
         run.config.prototypes == "on" and moments is not None
@@ -315,10 +319,12 @@ def publish(run: Run, models: dict) -> None:
                 "current": GlobalModel(None, final.sealed, final.calibration),
                 "previous": models.get("previous"),
             },
-            _config(run),
+            calibration_config(run),
         )
     else:  # the server chose the alert threshold from the summed histograms: the clients store it
-        content = model_content(run, {"current": GlobalModel(final.plain)}, _config(run, final.alert_rule))
+        content = model_content(
+            run, {"current": GlobalModel(final.plain)}, calibration_config(run, final.alert_rule)
+        )
         if final.prototypes is not None:
             content[m.PROTOTYPES] = m.encode_prototypes(*final.prototypes)
     replies = exchange(

@@ -313,12 +313,20 @@ def _tiered_round(run: Run, server_round: int, chosen: list[int], models, config
 
 
 def _tiers_by_key(run: Run, record: sites.TierRecord) -> dict:
-    """A round's tier record, the devices a site defence left out named by client key (the sites record
-    Flower node ids, which mean nothing outside the run)."""
+    """A round's tier record, the devices a site defence left out named by client key."""
     tiers = record.to_dict()
-    for defence in tiers["robust"]:
-        defence["excluded"] = [run.keys.get(n, str(n)) for n in defence.get("excluded", [])]
+    name_devices(run, tiers["robust"])
     return tiers
+
+
+def name_devices(run: Run, defences: list[dict]) -> list[dict]:
+    """The sites' defence records with the devices they left out (``excluded``, ``left_out``: Flower node
+    ids, which mean nothing outside the run) named by client key, in place."""
+    for defence in defences:
+        for key in ("excluded", "left_out", "disputed"):
+            if key in defence:
+                defence[key] = [run.keys.get(n, str(n)) for n in defence[key]]
+    return defences
 
 
 def _outcome(
@@ -469,7 +477,7 @@ def run_federation(
     ``sites_of``: client key -> site for a three-tier run (``config.sites >= 2``; default: contiguous).
     ``relayed``: the nodes are deployed site aggregators that answer with their devices' partial sums.
     """
-    from fedids.federation import finish
+    from fedids.federation import finish, screening
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -480,7 +488,7 @@ def run_federation(
             "no evaluator key: the encrypted global model is neither evaluated nor saved in plaintext"
         )
     state, models, accountant, ledger = restore(run, resume)
-    strategy = make_strategy(config.strategy, proximal_mu=config.proximal_mu)
+    strategy, screener = make_strategy(config.strategy, proximal_mu=config.proximal_mu), screening.Screener()
     for server_round in range(state.completed_round + 1, config.rounds + 1):
         if _stop_for_budget(run, state, accountant):
             break
@@ -492,7 +500,10 @@ def run_federation(
             log.warning("%s", state.stopped)
             write_state(out_dir, state)
             break
+        chosen, screened = screener.leave_out_disputed(run, server_round, models, chosen)  # --robust sites
         outcome = train_round(run, server_round, chosen, epochs_of, models, accountant, ledger, strategy)
+        if screened is not None and outcome.tiers is not None:
+            outcome.tiers["screening"] = screened
         if accountant is not None:
             accountant.step()
         models = {"current": outcome.current, "previous": models["current"]}

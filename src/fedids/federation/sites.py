@@ -176,8 +176,9 @@ class SiteAggregator:
         if combine is None:
             return np.sum(np.asarray(vectors, np.float64), axis=0), None
         total, record = combine(vectors)
-        if "excluded" in record:  # positions in node order -> node ids
-            record["excluded"] = [nodes[i] for i in record["excluded"]]
+        for key in ("excluded", "left_out"):  # positions in node order -> node ids
+            if key in record:
+                record[key] = [nodes[i] for i in record[key]]
         return total, {"site": self.site, **record}
 
 
@@ -374,6 +375,28 @@ def tiered_sum(
     result.bytes_up, result.bytes_down = record.wan.bytes_up, record.wan.bytes_down
     result.server_seconds = record.wan.seconds
     return result, accepted, record
+
+
+def site_checks(
+    grid: Grid,
+    *,
+    site_of: Mapping[int, int],
+    nodes: list[int],
+    message_type: str,
+    make_content: Callable[[int], RecordDict],
+    length: int,
+    timeout: float,
+    combine: Combine,
+) -> TierRecord:
+    """The device -> site half of :func:`tiered_sum` alone: the ``nodes`` send their vectors to their sites
+    in plaintext and each site runs ``combine`` on its own; nothing goes on to the central tier. Returns
+    the tier record (LAN traffic, what each site's ``combine`` did, devices by node id)."""
+    record = TierRecord(sites=len({site_of[n] for n in nodes if n in site_of}))
+    contents = {node: make_content(node) for node in nodes}
+    _plain_device_tier(
+        grid, site_of, contents, message_type, length, REAL, timeout, SumResult(), record, combine, None
+    )
+    return record
 
 
 def _plain_device_tier(
