@@ -33,7 +33,8 @@ ATTACKS = ("label-flip", "noise", "scale:10", "backdoor")
 SITES_FILES = [*REAL_FILES[:4], REAL_FILES[5], REAL_FILES[4]]
 DEFENCES = {
     "undefended": [],
-    "median": ["--robust", "median"],
+    "median": ["--robust", "median"],  # with the sites' screening (from round 2, the default)
+    "median-unscreened": ["--robust", "median", "--screening", "0"],
     "normclip": ["--robust", "normclip"],
     "flame": ["--robust", "flame"],
 }
