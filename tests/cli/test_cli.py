@@ -189,10 +189,14 @@ def test_a_site_too_small_for_its_median_is_warned_about(tmp_path):
         DATA / "trafficlabelling-netsentinel" / "Friday-WorkingHours-Afternoon-DDos.pcap_ISCX.csv",
     ]
     common = [a for f in files for a in ("--data", str(f))]
-    common += ["--clients", "4", "--partition", "iid", "--rounds", "1", "--hidden", "8", "--window", "4"]
+    common += ["--clients", "4", "--partition", "iid", "--rounds", "2", "--hidden", "8", "--window", "4"]
     proc = run("federate", *common, "--sites", "2", "--robust", "median", "--out", str(tmp_path / "r"))
     assert proc.returncode == 0, proc.stderr
     assert "cannot outvote one attacker" in " ".join(proc.stderr.split())
+    # round 2 is screened; sites of two devices leave nobody out (nothing says which one is right)
+    assert "in 1 training round(s); devices left out (rounds): none" in " ".join(proc.stderr.split())
+    sites = json.loads((tmp_path / "r" / "results.json").read_text())["federated"]["sites"]
+    assert sites["screening"] == {"rounds": 1, "left_out": {}}
     assert (tmp_path / "r" / "global" / "model.pt").exists()
     # the final model's prototype head is on by default, and the summary gives both read-outs
     assert "prototype head (class means of the summed moments)" in " ".join(proc.stderr.split())
@@ -269,6 +273,7 @@ def test_a_robust_strategy_with_a_private_mode_is_one_error_line(tmp_path):
         (("--sites", "2", "--robust", "trimmed:0.7"), "fraction F"),
         (("--sites", "2", "--robust", "krum"), "unknown robust"),
         (("--sites", "2", "--strategy", "krum"), "krum"),
+        (("--sites", "2", "--robust", "median", "--screening", "-1"), "screening must be"),
     ],
 )
 def test_bad_sites_or_robust_is_one_error_line(tmp_path, args, needle):

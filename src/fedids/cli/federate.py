@@ -456,6 +456,13 @@ def _print_sites(federated: dict) -> None:
         f"WAN (site <-> central): {wan['bytes_down'] / 1e6:.3f} MB down, {wan['bytes_up'] / 1e6:.3f} MB up, "
         f"{wan['seconds']:.2f} s; sites' own work {per_round['site_seconds']:.3f} s"
     )
+    screening = sites.get("screening") or {}
+    if screening.get("rounds"):
+        left_out = ", ".join(f"{key} ({n})" for key, n in screening["left_out"].items()) or "none"
+        err.print(
+            f"screening: the sites checked their devices' labels in {screening['rounds']} training round(s); "
+            f"devices left out (rounds): {left_out}"
+        )
 
 
 def _print_comparison(results: dict) -> None:

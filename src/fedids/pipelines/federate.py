@@ -395,6 +395,11 @@ def sites_entry(request: FederateRequest, run: FederatedRun, data: FederateData)
     """The site tier of a three-tier run: K, the defence, each client's site, and the mean bytes and
     seconds per training round of each tier (LAN: device <-> site, WAN: site <-> central)."""
     records = [h["tiers"] for h in run.state.history if h.get("tiers")]
+    left_out: dict[str, int] = {}  # client key -> training rounds its site left it out of
+    for record in records:
+        for site in (record.get("screening") or {}).get("sites", []):
+            for key in site["left_out"]:
+                left_out[key] = left_out.get(key, 0) + 1
 
     def mean(tier: str, key: str) -> float:
         return float(np.mean([r[tier][key] for r in records])) if records else float("nan")
@@ -402,6 +407,10 @@ def sites_entry(request: FederateRequest, run: FederatedRun, data: FederateData)
     return {
         "k": request.config.sites,
         "robust": request.config.robust,
+        "screening": {
+            "rounds": sum(1 for r in records if r.get("screening")),
+            "left_out": dict(sorted(left_out.items())),
+        },
         "site_of_client": list(data.sites or []),
         "per_round": {
             tier: {key: mean(tier, key) for key in ("bytes_down", "bytes_up", "seconds")}
