@@ -35,7 +35,7 @@ DEFENCES = {
     "undefended": [],
     "median": ["--robust", "median"],  # with the sites' screening (from round 2, the default)
     "median-unscreened": ["--robust", "median", "--screening", "0"],
-    "normclip": ["--robust", "normclip"],
+    "normclip": ["--robust", "normclip"],  # with the sites' screening since session 18
     "flame": ["--robust", "flame"],
 }
 
