@@ -30,7 +30,7 @@ from fedids.federation import messages as m
 from fedids.federation.calibration_dp import moments_sum_length
 from fedids.federation.finish import calibration_config, site_moments_defence
 from fedids.federation.rounds import Run, model_content, name_devices
-from fedids.federation.sites import site_checks
+from fedids.federation.sites import Combine, site_checks
 
 MIN_DEVICES = 3
 """A site screens its devices only when it has at least this many in the round."""
@@ -50,10 +50,11 @@ class Screener:
         """The ``chosen`` devices the sites keep for ``server_round`` and the round's screening record (per
         site: each device's agreement, the devices ``disputed`` now and those ``left_out``, by client key;
         None where the sites do not screen)."""
-        if not screens(run, server_round, models):
+        defence = _defence(run, server_round, models)
+        if defence is None:
             self.disputed = set()
             return chosen, None
-        sites, bytes_up = check(run, models, chosen)
+        sites, bytes_up = check(run, models, chosen, defence)
         disputed = {node for site in sites for node in site["left_out"]}
         left_out = disputed & self.disputed
         self.disputed = disputed
@@ -66,28 +67,22 @@ class Screener:
         return kept, {"sites": name_devices(run, sites), "bytes_up": bytes_up}
 
 
-def screens(run: Run, server_round: int, models: dict) -> bool:
-    """Whether the sites screen their devices before ``server_round``."""
-    start = run.config.screening
-    current = models.get("current")
-    return bool(
-        start
-        and server_round >= start
-        and run.sites
-        and current is not None
-        and site_moments_defence(run, current, None) is not None
-        and not (run.mode.dp or run.config.dpsgd)
-    )
+def _defence(run: Run, server_round: int, models: dict) -> Combine | None:
+    """The sites' agreement check of their devices' moments before ``server_round`` (None: they do not
+    screen: screening off or not yet, no sites, a global model or setup the sites cannot read, DP)."""
+    start, current = run.config.screening, models.get("current")
+    if not (start and server_round >= start and run.sites and current is not None):
+        return None
+    if run.mode.dp or run.config.dpsgd:  # the checks' moments are not noised: no release in a DP run
+        return None
+    return site_moments_defence(run, current, None)
 
 
-def check(run: Run, models: dict, nodes: list[int]) -> tuple[list[dict], int]:
-    """Each site's check of its ``nodes`` against the current global model (one moments exchange, device
-    -> site only): per site the defence record (agreement, devices disputed as ``left_out``, node ids) and
-    the bytes the devices sent."""
+def check(run: Run, models: dict, nodes: list[int], defence: Combine) -> tuple[list[dict], int]:
+    """Each site's ``defence`` (:func:`_defence`) of its ``nodes``' moments under the current global model
+    (one moments exchange, device -> site only): per site the defence record (agreement, devices disputed
+    as ``left_out``, node ids) and the bytes the devices sent."""
     current = models["current"]
-    defence = site_moments_defence(run, current, None)
-    if defence is None:
-        raise ValueError("screening needs a global model and setup the sites can read")
     config = calibration_config(run)
 
     def combine(vectors):  # noqa: ANN001, ANN202 (a sites.Combine)
@@ -110,4 +105,4 @@ def check(run: Run, models: dict, nodes: list[int]) -> tuple[list[dict], int]:
     return record.robust, int(record.lan.bytes_up)
 
 
-__all__ = ["MIN_DEVICES", "Screener", "check", "screens"]
+__all__ = ["MIN_DEVICES", "Screener", "check"]

@@ -69,6 +69,8 @@ SITE_TIER_PRIVACY = "none"
 """How a device seals its vector for its site: in the clear, inside the site's trust domain."""
 Check = Callable[[int, np.ndarray], None]
 Combine = Callable[[list[np.ndarray]], tuple[np.ndarray, dict]]
+DEVICE_LISTS = ("excluded", "left_out", "disputed")
+"""The fields of a site's defence record that list devices (positions, then node ids, then client keys)."""
 """A site's defence: its devices' vectors (node order) -> its contribution and a record of what it did."""
 
 
@@ -176,7 +178,7 @@ class SiteAggregator:
         if combine is None:
             return np.sum(np.asarray(vectors, np.float64), axis=0), None
         total, record = combine(vectors)
-        for key in ("excluded", "left_out"):  # positions in node order -> node ids
+        for key in DEVICE_LISTS:  # positions in node order -> node ids
             if key in record:
                 record[key] = [nodes[i] for i in record[key]]
         return total, {"site": self.site, **record}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,11 +396,9 @@ def sites_entry(request: FederateRequest, run: FederatedRun, data: FederateData)
     """The site tier of a three-tier run: K, the defence, each client's site, and the mean bytes and
     seconds per training round of each tier (LAN: device <-> site, WAN: site <-> central)."""
     records = [h["tiers"] for h in run.state.history if h.get("tiers")]
-    left_out: dict[str, int] = {}  # client key -> training rounds its site left it out of
-    for record in records:
-        for site in (record.get("screening") or {}).get("sites", []):
-            for key in site["left_out"]:
-                left_out[key] = left_out.get(key, 0) + 1
+    screened = [r["screening"] for r in records if r.get("screening")]
+    # client key -> training rounds its site left it out of
+    left_out = Counter(key for s in screened for site in s["sites"] for key in site["left_out"])
 
     def mean(tier: str, key: str) -> float:
         return float(np.mean([r[tier][key] for r in records])) if records else float("nan")
@@ -408,7 +407,7 @@ def sites_entry(request: FederateRequest, run: FederatedRun, data: FederateData)
         "k": request.config.sites,
         "robust": request.config.robust,
         "screening": {
-            "rounds": sum(1 for r in records if r.get("screening")),
+            "rounds": len(screened),
             "left_out": dict(sorted(left_out.items())),
         },
         "site_of_client": list(data.sites or []),
