@@ -320,10 +320,10 @@ def _tiers_by_key(run: Run, record: sites.TierRecord) -> dict:
 
 
 def name_devices(run: Run, defences: list[dict]) -> list[dict]:
-    """The sites' defence records with the devices they list (:data:`sites.DEVICE_LISTS`: Flower node ids,
-    which mean nothing outside the run) named by client key, in place."""
+    """The sites' defence records with the devices they list (:data:`sites.DEVICE_LISTS` and ``nodes``:
+    Flower node ids, which mean nothing outside the run) named by client key, in place."""
     for defence in defences:
-        for key in sites.DEVICE_LISTS:
+        for key in (*sites.DEVICE_LISTS, "nodes"):
             if key in defence:
                 defence[key] = [run.keys.get(n, str(n)) for n in defence[key]]
     return defences

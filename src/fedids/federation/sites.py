@@ -70,7 +70,8 @@ SITE_TIER_PRIVACY = "none"
 Check = Callable[[int, np.ndarray], None]
 Combine = Callable[[list[np.ndarray]], tuple[np.ndarray, dict]]
 DEVICE_LISTS = ("excluded", "left_out", "disputed")
-"""The fields of a site's defence record that list devices (positions, then node ids, then client keys)."""
+"""The fields of a site's defence record that list devices (positions, then node ids, then client keys);
+its ``nodes`` field gives the order of its per-device lists (``agreement``, ``norms``)."""
 """A site's defence: its devices' vectors (node order) -> its contribution and a record of what it did."""
 
 
@@ -181,7 +182,7 @@ class SiteAggregator:
         for key in DEVICE_LISTS:  # positions in node order -> node ids
             if key in record:
                 record[key] = [nodes[i] for i in record[key]]
-        return total, {"site": self.site, **record}
+        return total, {"site": self.site, "nodes": nodes, **record}  # nodes: the order of per-device lists
 
 
 def make_sites(site_of: Mapping[int, int], length: int) -> dict[int, SiteAggregator]:
