@@ -69,10 +69,10 @@ SITE_TIER_PRIVACY = "none"
 """How a device seals its vector for its site: in the clear, inside the site's trust domain."""
 Check = Callable[[int, np.ndarray], None]
 Combine = Callable[[list[np.ndarray]], tuple[np.ndarray, dict]]
+"""A site's defence: its devices' vectors (node order) -> its contribution and a record of what it did."""
 DEVICE_LISTS = ("excluded", "left_out", "disputed")
 """The fields of a site's defence record that list devices (positions, then node ids, then client keys);
 its ``nodes`` field gives the order of its per-device lists (``agreement``, ``norms``)."""
-"""A site's defence: its devices' vectors (node order) -> its contribution and a record of what it did."""
 
 
 # ------------------------------------------------------------------------------ assignment
