@@ -190,7 +190,8 @@ def test_a_site_too_small_for_its_median_is_warned_about(tmp_path):
     ]
     common = [a for f in files for a in ("--data", str(f))]
     common += ["--clients", "4", "--partition", "iid", "--rounds", "2", "--hidden", "8", "--window", "4"]
-    proc = run("federate", *common, "--sites", "2", "--robust", "median", "--out", str(tmp_path / "r"))
+    robust = ("--sites", "2", "--robust", "median", "--screening", "2")
+    proc = run("federate", *common, *robust, "--out", str(tmp_path / "r"))
     assert proc.returncode == 0, proc.stderr
     assert "cannot outvote one attacker" in " ".join(proc.stderr.split())
     # round 2 is screened; sites of two devices leave nobody out (nothing says which one is right)

@@ -84,7 +84,16 @@ def test_sites_leave_a_label_flipping_device_out_of_rounds_and_calibration(tmp_p
     prepared = portscan_and_ddos_rows()
     parts = make_partitions(prepared, 6, "iid", seed=0, segment=40)
     config = FederationConfig(
-        rounds=5, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3, sites=2, robust="median"
+        rounds=5,
+        min_clients=1,
+        hidden=8,
+        window=4,
+        batch_size=128,
+        lr=1e-2,
+        seed=3,
+        sites=2,
+        robust="median",
+        screening=2,
     )
     attacks = {0: Attack.parse("label-flip")}
     state = run_simulated(

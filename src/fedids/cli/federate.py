@@ -200,7 +200,8 @@ Screening = Annotated[
     int,
     _opt(
         "With --robust: from this round on, before every round each site checks its devices' labels "
-        "against the global model and leaves the devices it disputes out of that round. 0: never."
+        "against the global model and leaves the devices it disputes out of that round. 0: never "
+        "(the default; docs/evaluation.md measures both)."
     ),
 ]
 SitePrivacy = Annotated[
