@@ -108,10 +108,9 @@ def test_sites_leave_a_label_flipping_device_out_of_rounds_and_calibration(tmp_p
     agreement = dict(zip(defence[0]["nodes"], defence[0]["agreement"]))
     assert sorted(agreement) == ["partition-0000", "partition-0001", "partition-0002"], defence
     assert min(agreement, key=lambda k: agreement[k] if agreement[k] is not None else 2.0) == "partition-0000"
-    last = screened[-1]["sites"][0]
-    assert (
-        sorted(last["nodes"]) == sorted(agreement) and len(last["agreement"]) == 3
-    )  # checked, then left out
+    last = screened[-1]["sites"][0]  # the flipper is checked before it is left out of the round
+    assert sorted(last["nodes"]) == sorted(agreement), last
+    assert len(last["agreement"]) == 3, last
 
 
 def test_a_deployed_site_defends_the_moments_only_where_it_can_read_model_and_setup():

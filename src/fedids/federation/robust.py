@@ -37,9 +37,9 @@ Guarantees and limits (semi-honest site, malicious devices): a device can move i
 by at most the bound's share of its weight (``normclip``), and only within the range of its site's honest
 proposals while the malicious devices are fewer than half of the site's devices (``median``) or than ``F``
 of them (``trimmed``) for the body, and fewer than half of the holders of a class for that class's row;
-under ``flame`` a device left out moves nothing and a kept one at most the bound's share of its weight. A malicious device can still inflate its
-reported weight, which moves its site's weight at the central tier (not its site's direction), and with
-two holders of a class it decides half of that class's row.
+under ``flame`` a device left out moves nothing and a kept one at most the bound's share of its weight.
+A malicious device can still inflate its reported weight, which moves its site's weight at the central
+tier (not its site's direction), and with two holders of a class it decides half of that class's row.
 """
 
 from __future__ import annotations

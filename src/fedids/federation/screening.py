@@ -48,9 +48,8 @@ class Screener:
         self, run: Run, server_round: int, models: dict, chosen: list[int]
     ) -> tuple[list[int], dict | None]:
         """The ``chosen`` devices the sites keep for ``server_round`` and the round's screening record (per
-        site: the devices checked (``nodes``) and each one's ``agreement`` in that order, the devices ``disputed``
-        now and those ``left_out``, all by client key;
-        None where the sites do not screen)."""
+        site: the devices checked (``nodes``) and each one's ``agreement`` in that order, the devices
+        ``disputed`` now and those ``left_out``, all by client key; None where the sites do not screen)."""
         defence = _defence(run, server_round, models)
         if defence is None:
             self.disputed = set()
