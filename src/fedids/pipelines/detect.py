@@ -3,7 +3,8 @@ reload, batching, decision latency and a summary. ``fedids detect`` and ``fedids
 :func:`run_detect`; so can any Python caller, without Typer.
 
 SIGTERM and SIGHUP (how systemd and a closing terminal stop a service) end the run like SIGINT: the batch
-being written is finished, so the alerts file holds whole lines only, and the summary is still produced
+being scored is finished and written, so the alerts file holds whole lines only, every flow the summary
+counts has its alerts in the file, and the summary is still produced
 (:attr:`DetectSummary.stopped_by` names the signal).
 """
 
@@ -199,11 +200,13 @@ class DetectionLoop:
             if self.watcher.poll():
                 self.detector.set_scorer(self.watcher.scorer)
             t0 = time.perf_counter()
-            scores = self.detector.process(frame)
-            if self.behaviour is not None:
-                scores = self.behaviour.apply(frame, scores)
-            alerts = build_alerts(frame, scores)
-            with guard.critical():  # whole lines only: a stop signal waits for the batch to be written
+            # A batch is scored and written as one step: a stop signal waits for it, so every flow counted
+            # in the summary has its alert lines (whole lines) in the file, and none is counted unwritten.
+            with guard.critical():
+                scores = self.detector.process(frame)
+                if self.behaviour is not None:
+                    scores = self.behaviour.apply(frame, scores)
+                alerts = build_alerts(frame, scores)
                 self.writer.write(alerts)
             self.latency.add(time.perf_counter() - t0, len(frame))
             self.by_label.update(a["fedids"]["label"] for a in alerts)
