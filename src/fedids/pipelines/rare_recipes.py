@@ -71,6 +71,7 @@ class Recipe:
     min_steps: int = 0
     copies: int = 0
     truncate: bool = False
+    repeat: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
@@ -98,6 +99,10 @@ RECIPES: dict[str, Recipe] = {
     "train-val+steps300+prototype": Recipe(train_validation=True, min_steps=300, prototype=True),
     "train-val+epochs30+prototype": Recipe(train_validation=True, epochs=30, prototype=True),
     "train-val+truncate3+prototype": Recipe(train_validation=True, copies=3, truncate=True, prototype=True),
+    "repeat1": Recipe(copies=1, repeat=True),
+    "repeat1+prototype": Recipe(copies=1, repeat=True, prototype=True),
+    "copies1+prototype": Recipe(copies=1, prototype=True),
+    "train-val+repeat1+prototype": Recipe(train_validation=True, copies=1, repeat=True, prototype=True),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
@@ -200,7 +205,8 @@ def _augmented(
     windows: np.ndarray, targets: np.ndarray, recipe: Recipe, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The windows and targets with ``recipe.copies`` extra copies, each window truncated to its last j
-    flows (j uniform in 1..W) when ``recipe.truncate``."""
+    flows (j uniform in 1..W) when ``recipe.truncate``, or made of the window's own flow repeated when
+    ``recipe.repeat``."""
     rng = np.random.default_rng(seed)
     n, width = windows.shape
     parts = [windows]
@@ -209,6 +215,8 @@ def _augmented(
         if recipe.truncate:
             keep = rng.integers(1, width + 1, size=n)  # flows kept at the window's end
             copy_[np.arange(width)[None, :] < (width - keep)[:, None]] = -1
+        elif recipe.repeat:
+            copy_ = np.repeat(windows[:, -1:], width, axis=1)
         parts.append(copy_)
     return np.concatenate(parts), np.tile(targets, recipe.copies + 1)
 
