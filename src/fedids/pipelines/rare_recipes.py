@@ -103,6 +103,7 @@ RECIPES: dict[str, Recipe] = {
     "repeat1+prototype": Recipe(copies=1, repeat=True, prototype=True),
     "copies1+prototype": Recipe(copies=1, prototype=True),
     "train-val+repeat1+prototype": Recipe(train_validation=True, copies=1, repeat=True, prototype=True),
+    "train-val+exemplar": Recipe(train_validation=True, prototype=True, proto_readout="nearest"),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
