@@ -485,8 +485,9 @@ def test_sigterm_and_sighup_end_like_sigint(onnx_model, tmp_path, signum):
     report = json.loads(summary.read_text())
     lines = alerts.read_bytes().split(b"\n")
     assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])
-    # All 300 rows are usually read by the time the first alert lands, but not on a loaded machine (163
-    # in one parallel run): what must hold is that every flow read is accounted for in whole lines.
+    # The signal may land before all 300 rows are read; what must hold is that every flow the summary
+    # counts has its alert in whole lines. (A run once gave 163 lines for 300 counted flows: a signal
+    # between scoring a batch and writing it; test_detect.py pins that case down deterministically.)
     assert 0 < len(lines) - 1 == report["alerts"] == report["flows"] <= 300
 
 
