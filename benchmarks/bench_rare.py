@@ -63,6 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fed-lr", type=float, default=RareConfig.federated_lr, help="federated client lr")
     p.add_argument("--fed-batch-size", type=int, default=RareConfig.federated_batch_size, help="its batch")
     p.add_argument(
+        "--fed-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other FederationConfig field of the federated runs (repeatable; VALUE read as JSON, "
+        "else as text), e.g. --fed-option client_weighting=examples",
+    )
+    p.add_argument(
         "--prototype-variants",
         action="store_true",
         help="also score centralized/federated with a prototype head",
@@ -88,7 +96,19 @@ def make_config(args: argparse.Namespace) -> RareConfig:
         federated_lr=args.fed_lr,
         federated_batch_size=args.fed_batch_size,
         prototype_variants=args.prototype_variants,
+        federation_options=tuple(parse_option(o) for o in args.fed_option),
     )
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(KEY, VALUE)``; VALUE parsed as JSON (numbers, true/false), else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--fed-option {text!r}: use KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -109,3 +109,9 @@ def test_protocol_end_to_end_on_a_real_sample(data):
     assert 0.0 <= summary["centralized"]["5"]["macro_f1"] <= 1.0
     assert "Web Attack - Sql Injection" in summary["random_forest"]["5"]["per_class"]
     assert result["splits"]["5"]["kept"]["Web Attack - Sql Injection"] == 5
+
+
+def test_federation_options_must_name_federation_config_fields():
+    assert RareConfig(federation_options=(("client_weighting", "examples"),)).federation_options
+    with pytest.raises(ValueError, match="unknown federation options"):
+        RareConfig(federation_options=(("no_such_field", 1),))

@@ -56,6 +56,8 @@ class RareConfig:
     ``recipes`` name centralized training recipes of :mod:`fedids.pipelines.rare_recipes`, each run as
     one more model. ``prototype_variants`` also scores the centralized and federated models with a
     nearest-class-mean head mixed into their linear head (``MODEL+proto``, the same trained weights).
+    ``federation_options`` sets any other :class:`FederationConfig` field of the federated runs (to
+    measure which part of ``fedids federate``'s recipe a result depends on).
     """
 
     k_values: tuple[int, ...] = K_VALUES
@@ -75,6 +77,7 @@ class RareConfig:
     recipes: tuple[str, ...] = ()
     forest_trees: int = 100
     prototype_variants: bool = False
+    federation_options: tuple[tuple[str, Any], ...] = ()  # other FederationConfig fields, (name, value)
 
     def __post_init__(self) -> None:
         if not self.k_values or min(self.k_values) < 1:
@@ -86,6 +89,10 @@ class RareConfig:
             raise ValueError(f"unknown models {sorted(unknown)}: choose from {MODELS}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError("validation fraction must be in (0, 1)")
+        fields = {f.name for f in dataclasses.fields(FederationConfig)}
+        unknown_options = {name for name, _ in self.federation_options} - fields
+        if unknown_options:
+            raise ValueError(f"unknown federation options {sorted(unknown_options)}")
 
 
 @dataclass
@@ -264,6 +271,7 @@ def run_federated(
         window=cfg.window,
         seed=seed,
     )
+    config = dataclasses.replace(config, **dict(cfg.federation_options))
     run_simulated(data, parts, config, work_dir)
     detector = load_detector(work_dir / "global")
     # Variants: "linear" is the model without its prototype head; "gated" and "proto" use class means of
