@@ -73,8 +73,6 @@ def test_sites_leave_a_label_flipping_device_out_of_rounds_and_calibration(tmp_p
     device is left out of a round only when two checks in a row dispute it, so the young model's one-off
     misreadings of honest devices leave nobody out, and the flipper is left out of the last round. Its
     site also leaves it out of the head calibration's moments sum."""
-    import dataclasses
-
     import torch
 
     from fedids.federation.attacks import Attack
@@ -86,9 +84,17 @@ def test_sites_leave_a_label_flipping_device_out_of_rounds_and_calibration(tmp_p
     prepared = portscan_and_ddos_rows()
     parts = make_partitions(prepared, 6, "iid", seed=0, segment=40)
     config = FederationConfig(
-        rounds=5, min_clients=1, hidden=8, window=4, batch_size=128, lr=1e-2, seed=3, sites=2, robust="median"
+        rounds=5,
+        min_clients=1,
+        hidden=8,
+        window=4,
+        batch_size=128,
+        lr=1e-2,
+        seed=3,
+        sites=2,
+        robust="median",
+        screening=2,  # off by default
     )
-    config = dataclasses.replace(config, screening=2)  # off by default
     attacks = {0: Attack.parse("label-flip")}
     state = run_simulated(
         prepared, parts, config, tmp_path / "run", attacks=attacks, sites=[0, 0, 0, 1, 1, 1]

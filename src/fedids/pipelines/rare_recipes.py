@@ -212,12 +212,13 @@ def _augmented(
     n, width = windows.shape
     parts = [windows]
     for _ in range(recipe.copies):
-        copy_ = windows.copy()
-        if recipe.truncate:
-            keep = rng.integers(1, width + 1, size=n)  # flows kept at the window's end
-            copy_[np.arange(width)[None, :] < (width - keep)[:, None]] = -1
-        elif recipe.repeat:
+        if recipe.repeat:
             copy_ = np.repeat(windows[:, -1:], width, axis=1)
+        else:
+            copy_ = windows.copy()
+            if recipe.truncate:
+                keep = rng.integers(1, width + 1, size=n)  # flows kept at the window's end
+                copy_[np.arange(width)[None, :] < (width - keep)[:, None]] = -1
         parts.append(copy_)
     return np.concatenate(parts), np.tile(targets, recipe.copies + 1)
 
