@@ -236,11 +236,12 @@ def test_a_noised_check_keeps_a_refit_only_when_its_gain_stands_out_of_the_noise
 
 def test_the_alert_threshold_from_summed_histograms_meets_the_budget_like_the_exact_rule():
     """Clients share score histograms, not scores: the threshold chosen from their sum allows at most the
-    budgeted false alerts on the validation windows, and sits at most one bin above the exact rule's."""
+    budgeted false alerts on the validation windows, and is the first bin edge at or above the exact
+    rule's threshold."""
     from fedids.model.metrics import (
-        SCORE_BINS,
         choose_threshold,
         choose_threshold_from_histograms,
+        score_edges,
         score_histogram,
     )
 
@@ -249,6 +250,7 @@ def test_the_alert_threshold_from_summed_histograms_meets_the_budget_like_the_ex
     attack = rng.beta(8, 2, 3_000)
     clients = np.array_split(np.arange(20_000), 4)
     summed = sum(score_histogram(benign[c]) for c in clients)
+    edges = score_edges()
     for rate in (0.0, 1e-3, 1e-2):
         rule = choose_threshold_from_histograms(summed, score_histogram(attack), rate)
         exact = choose_threshold(
@@ -257,8 +259,26 @@ def test_the_alert_threshold_from_summed_histograms_meets_the_budget_like_the_ex
         assert (
             (benign >= rule["threshold"]).sum() == rule["validation_false_alerts"] <= np.floor(rate * 20_000)
         )
-        assert exact["threshold"] <= rule["threshold"] <= exact["threshold"] + 1.0 / SCORE_BINS + 1e-12
+        assert rule["threshold"] == edges[np.searchsorted(edges, exact["threshold"], side="left")]
         assert rule["validation_attack_recall"] == pytest.approx((attack >= rule["threshold"]).mean())
+
+
+def test_the_histogram_rule_keeps_its_recall_when_benign_look_alikes_score_near_one():
+    """A trained model gives its confident benign look-alikes scores of 0.999 and above; 0.5% of the
+    benign windows here. At a 0.1% budget the exact threshold sits among them, and the histogram rule
+    must find it: with bins of 1/4096 in the score every such window fell in the last bin, no threshold
+    below 1 met the budget, and the rule alerted on nothing (recall 0)."""
+    from fedids.model.metrics import choose_threshold, choose_threshold_from_histograms, score_histogram
+
+    rng = np.random.default_rng(1)
+    benign = np.r_[rng.beta(1, 30, 19_900), 1.0 - 10.0 ** -rng.uniform(3.0, 6.0, 100)]
+    attack = 1.0 - 10.0 ** -rng.uniform(2.0, 7.0, 3_000)
+    rule = choose_threshold_from_histograms(score_histogram(benign), score_histogram(attack), 1e-3)
+    exact = choose_threshold(np.r_[benign, attack], np.r_[np.ones(20_000, bool), np.zeros(3_000, bool)], 1e-3)
+    assert 0.999 < rule["threshold"] < 1.0
+    assert rule["validation_false_alerts"] <= 20
+    assert exact["validation_attack_recall"] > 0.3
+    assert rule["validation_attack_recall"] == pytest.approx(exact["validation_attack_recall"], abs=0.002)
 
 
 def test_a_client_reads_the_final_prototype_head_from_the_server_or_from_the_he_moments_sum_it_opens():

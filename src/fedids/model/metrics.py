@@ -154,17 +154,28 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 SCORE_BINS = 4096
-"""Bins of the attack-score histograms that federated clients sum (:func:`threshold_rule_from_histograms`):
-thresholds are chosen at multiples of 1/4096."""
+SCORE_DECADES = 8
+"""Bins of the attack-score histograms that federated clients sum (:func:`threshold_rule_from_histograms`).
+
+The bins are uniform in ``-log10(1 - score)`` over ``[0, SCORE_DECADES]``, not in the score: a detector's
+alert thresholds sit close to 1 (a 0.1% false-alarm budget commonly needs 0.99 or more, where a trained
+model puts its confident benign look-alikes), and bins of 1/4096 there put every such flow in the last
+bin, so that no threshold below 1 met the budget and the federated model's default rule alerted on almost
+nothing. Bin ``k`` spans 0.0045 in the score near 0, 4.5e-6 near 0.999, 4.5e-9 near 1 - 1e-6."""
+
+
+def score_edges() -> np.ndarray:
+    """The ``SCORE_BINS`` lower edges of the histogram bins: ``edges[k] = 1 - 10 ** (-k * SCORE_DECADES /
+    SCORE_BINS)``, so ``edges[0] = 0``; bin ``k`` holds ``[edges[k], edges[k + 1])``, the last bin up to 1."""
+    return 1.0 - 10.0 ** (-np.arange(SCORE_BINS, dtype=np.float64) * SCORE_DECADES / SCORE_BINS)
 
 
 def score_histogram(attack_score: np.ndarray) -> np.ndarray:
-    """``(SCORE_BINS,)`` int64 counts of ``attack_score`` in [0, 1]; bin ``k`` holds ``[k/B, (k+1)/B)``
-    (1.0 in the last)."""
-    bins = np.minimum(
-        (np.clip(np.asarray(attack_score, np.float64), 0.0, 1.0) * SCORE_BINS).astype(np.int64),
-        SCORE_BINS - 1,
-    )
+    """``(SCORE_BINS,)`` int64 counts of ``attack_score`` in [0, 1] over the bins of :func:`score_edges`
+    (a score at an edge counts in the bin that starts there, so ``score >= edges[j]`` is exactly bins
+    ``j`` and above)."""
+    score = np.clip(np.asarray(attack_score, np.float64), 0.0, 1.0)
+    bins = np.searchsorted(score_edges(), score, side="right") - 1
     return np.bincount(bins, minlength=SCORE_BINS).astype(np.int64)
 
 
@@ -172,8 +183,9 @@ def choose_threshold_from_histograms(
     benign: np.ndarray, attack: np.ndarray, max_false_alarm_rate: float = DEFAULT_MAX_FALSE_ALARM_RATE
 ) -> dict:
     """:func:`choose_threshold` from summed score histograms (federated clients share counts, not scores):
-    the lowest bin edge ``j / SCORE_BINS`` with at most ``floor(rate * n_benign)`` benign flows at or above
-    it. Same keys as :func:`choose_threshold`; the threshold is at most one bin above the exact one."""
+    the lowest bin edge (:func:`score_edges`) with at most ``floor(rate * n_benign)`` benign flows at or
+    above it, i.e. the first edge at or above the exact rule's threshold. Same keys as
+    :func:`choose_threshold`."""
     if not 0.0 <= max_false_alarm_rate <= 1.0:
         raise ValueError(f"max_false_alarm_rate must be in [0, 1], got {max_false_alarm_rate}")
     benign, attack = np.asarray(benign, np.int64), np.asarray(attack, np.int64)
@@ -183,7 +195,7 @@ def choose_threshold_from_histograms(
     allowed = int(np.floor(max_false_alarm_rate * n_benign + 1e-9))
     ok = np.flatnonzero(above_b <= allowed)
     j = int(ok[0]) if len(ok) else SCORE_BINS  # SCORE_BINS: no edge allows it, alert on nothing below 1
-    threshold = j / SCORE_BINS
+    threshold = float(score_edges()[j]) if j < SCORE_BINS else 1.0
     false_alerts = int(above_b[j]) if j < SCORE_BINS else 0
     recall = (float(above_a[j]) / n_attack if j < SCORE_BINS else 0.0) if n_attack else None
     return {
