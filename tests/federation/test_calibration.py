@@ -278,7 +278,7 @@ def test_the_histogram_rule_keeps_its_recall_when_benign_look_alikes_score_near_
     assert 0.999 < rule["threshold"] < 1.0
     assert rule["validation_false_alerts"] <= 20
     assert exact["validation_attack_recall"] > 0.3
-    assert rule["validation_attack_recall"] == pytest.approx(exact["validation_attack_recall"], abs=0.002)
+    assert rule["validation_attack_recall"] == pytest.approx(exact["validation_attack_recall"], abs=0.01)
 
 
 def test_a_client_reads_the_final_prototype_head_from_the_server_or_from_the_he_moments_sum_it_opens():

@@ -154,20 +154,27 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 SCORE_BINS = 4096
-SCORE_DECADES = 8
+SCORE_LOGIT_SPAN = 8
 """Bins of the attack-score histograms that federated clients sum (:func:`threshold_rule_from_histograms`).
 
-The bins are uniform in ``-log10(1 - score)`` over ``[0, SCORE_DECADES]``, not in the score: a detector's
-alert thresholds sit close to 1 (a 0.1% false-alarm budget commonly needs 0.99 or more, where a trained
-model puts its confident benign look-alikes), and bins of 1/4096 there put every such flow in the last
-bin, so that no threshold below 1 met the budget and the federated model's default rule alerted on almost
-nothing. Bin ``k`` spans 0.0045 in the score near 0, 4.5e-6 near 0.999, 4.5e-9 near 1 - 1e-6."""
+The bins are uniform in the score's log-odds over ``[-SCORE_LOGIT_SPAN, SCORE_LOGIT_SPAN]`` decades
+(scores from 1e-8 to 1 - 1e-8), not in the score: a detector's alert thresholds for a 0.1% false-alarm
+budget commonly sit at 0.999 or more, where a trained model puts its confident benign look-alikes, and bins
+of 1/4096 in the score put every such flow in the last bin, so that no threshold below 1 met the budget
+and the federated model's default rule alerted on almost nothing. A bin spans about 1.1e-5 of score near
+0.001 and 0.999, 2.3e-3 near 0.5, and 1.1e-8 near 1 - 1e-6."""
 
 
 def score_edges() -> np.ndarray:
-    """The ``SCORE_BINS`` lower edges of the histogram bins: ``edges[k] = 1 - 10 ** (-k * SCORE_DECADES /
-    SCORE_BINS)``, so ``edges[0] = 0``; bin ``k`` holds ``[edges[k], edges[k + 1])``, the last bin up to 1."""
-    return 1.0 - 10.0 ** (-np.arange(SCORE_BINS, dtype=np.float64) * SCORE_DECADES / SCORE_BINS)
+    """The ``SCORE_BINS`` lower edges of the histogram bins: ``edges[0] = 0`` and ``edges[k]`` the score
+    whose log-odds is ``ln(10) * SCORE_LOGIT_SPAN * (2k / SCORE_BINS - 1)``; bin ``k`` holds
+    ``[edges[k], edges[k + 1])``, the last bin up to 1."""
+    logit = (
+        np.log(10.0) * SCORE_LOGIT_SPAN * (2.0 * np.arange(SCORE_BINS, dtype=np.float64) / SCORE_BINS - 1.0)
+    )
+    edges = 1.0 / (1.0 + np.exp(-logit))
+    edges[0] = 0.0
+    return edges
 
 
 def score_histogram(attack_score: np.ndarray) -> np.ndarray:
