@@ -19,15 +19,16 @@ import sys
 from pathlib import Path
 
 from _common import write_result
-from fedids.data.loader import load_flows
 from fedids.model.artifacts import load_detector
+from fedids.pipelines.data import load_frame
 from fedids.task import evaluate_rows, prepare
 
 
 def score_run(run: Path) -> dict:
     cfg = json.loads((run / "run.json").read_text())
     detector = load_detector(run / "global")
-    data = prepare(load_flows([Path(p) for p in cfg["data"]]).frame, window=cfg["window"], split=cfg["split"])
+    frame = load_frame([Path(p) for p in cfg["data"] or []], cfg["seed"])  # no data: the synthetic default
+    data = prepare(frame, window=cfg["window"], split=cfg["split"])
     per_class = evaluate_rows(detector, data, data.test_rows)["per_class"]
     federated = json.loads((run / "results.json").read_text())["federated"]
     calibration = federated.get("calibration") or {}
