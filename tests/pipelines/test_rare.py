@@ -115,3 +115,28 @@ def test_federation_options_must_name_federation_config_fields():
     assert RareConfig(federation_options=(("client_weighting", "examples"),)).federation_options
     with pytest.raises(ValueError, match="unknown federation options"):
         RareConfig(federation_options=(("no_such_field", 1),))
+
+
+def test_a_flow_space_exemplar_finds_the_training_flow_whatever_the_window_held_before():
+    """``proto_space="flow"``: the head compares the window's own flow (its last row). A test window whose
+    own flow is a class-1 training flow behind class-0 history is read as class 1, and the reverse; so is
+    it with ``"both"``, while the embedding alone follows the history."""
+    import torch
+
+    from fedids.model.gru import GRUDetector
+    from fedids.pipelines.rare_recipes import prototype_proba
+
+    rng = np.random.default_rng(0)
+    scaled = rng.normal(size=(40, 4)).astype(np.float32)
+    scaled[20:] += 3.0  # rows 20-39: class 1's flows, far from class 0's (rows 0-19)
+    rows = np.r_[np.arange(2, 12), np.arange(22, 32)]
+    train = np.stack([rows - 2, rows - 1, rows], axis=1)  # each training flow behind two of its class
+    targets = np.r_[np.zeros(10, np.int64), np.ones(10, np.int64)]
+    test = np.array([[3, 4, 25], [26, 27, 5]])  # a class-1 flow behind class-0 flows; the reverse
+    torch.manual_seed(0)
+    model = GRUDetector(5, 2, 8)
+    for space in ("flow", "both", "embedding"):
+        p = prototype_proba(model, scaled, train, targets, test, 0.1, readout="nearest", space=space)
+        assert p.shape == (2, 2) and np.allclose(p.sum(axis=1), 1.0)
+        # the flow's own features find its class; this (untrained) GRU's embedding follows the history
+        assert p.argmax(axis=1).tolist() == ([0, 1] if space == "embedding" else [1, 0])

@@ -16,7 +16,10 @@ the ungated mix that ``fedids train --prototypes on`` gates, :mod:`fedids.model.
   training embedding, softmax at temperature ``proto_temperature``), its probabilities mixed with the
   linear head's by ``proto_weight``; with ``proto_readout="nearest"`` a class's similarity is that of its
   nearest training window instead of its mean (a nearest-exemplar head: a class whose few flows come in
-  two shapes, PortScan's first HTTP sessions and later probes, keeps both);
+  two shapes, PortScan's first HTTP sessions and later probes, keeps both); ``proto_space`` ``"flow"``
+  reads the flow's own scaled features instead of the embedding (what a single-flow forest reads: a test
+  probe can match a training probe whatever its window held before), ``"both"`` the two unit vectors
+  side by side;
 * ``flow_skip``: the head reads the last flow's scaled features beside the GRU's window summary;
 * ``hidden`` / ``window``: model size and window length;
 * ``min_steps``: at least this many optimizer steps (more epochs on small data: ``fedids train``'s 5
@@ -64,6 +67,7 @@ class Recipe:
     proto_weight: float = 0.5
     proto_temperature: float = 0.1
     proto_readout: str = "mean"
+    proto_space: str = "embedding"
     flow_skip: bool = False
     hidden: int | None = None
     window: int | None = None
@@ -104,6 +108,16 @@ RECIPES: dict[str, Recipe] = {
     "copies1+prototype": Recipe(copies=1, prototype=True),
     "train-val+repeat1+prototype": Recipe(train_validation=True, copies=1, repeat=True, prototype=True),
     "train-val+exemplar": Recipe(train_validation=True, prototype=True, proto_readout="nearest"),
+    "flow-prototype": Recipe(prototype=True, proto_space="flow"),
+    "flow-exemplar": Recipe(prototype=True, proto_readout="nearest", proto_space="flow"),
+    "both-prototype": Recipe(prototype=True, proto_space="both"),
+    "both-exemplar": Recipe(prototype=True, proto_readout="nearest", proto_space="both"),
+    "train-val+flow-exemplar": Recipe(
+        train_validation=True, prototype=True, proto_readout="nearest", proto_space="flow"
+    ),
+    "train-val+both-exemplar": Recipe(
+        train_validation=True, prototype=True, proto_readout="nearest", proto_space="both"
+    ),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
@@ -160,13 +174,15 @@ def prototype_proba(
     windows: np.ndarray,
     temperature: float,
     readout: str = "mean",
+    space: str = "embedding",
 ) -> np.ndarray:
     """Nearest-class-mean probabilities ``(n, n_classes)``: softmax of the cosine similarity between each
     window's embedding and each class's mean training embedding, over ``temperature``. ``readout``
-    ``"nearest"``: each class's similarity is that of its most similar training window instead."""
+    ``"nearest"``: each class's similarity is that of its most similar training window instead.
+    ``space``: ``"embedding"``, ``"flow"`` (the window's own flow, scaled) or ``"both"``."""
     n_classes = model.head.out_features
-    train_emb = _embed(model, scaled, train_windows).astype(np.float64)
-    emb = _unit(_embed(model, scaled, windows))
+    train_emb = _space(model, scaled, train_windows, space)
+    emb = _unit(_space(model, scaled, windows, space))
     sim = np.full((len(emb), n_classes), -np.inf)
     for c in np.unique(train_targets[train_targets >= 0]):
         members = train_emb[train_targets == c]
@@ -178,6 +194,17 @@ def prototype_proba(
     sim -= sim.max(axis=1, keepdims=True)
     p = np.exp(sim)
     return p / p.sum(axis=1, keepdims=True)
+
+
+def _space(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, space: str) -> np.ndarray:
+    """The vectors a prototype head compares: the GRU embedding, the window's last (own) flow's scaled
+    features, or both unit vectors concatenated."""
+    if space == "embedding":
+        return _embed(model, scaled, windows).astype(np.float64)
+    flow = scaled[windows[:, -1]].astype(np.float64)
+    if space == "flow":
+        return flow
+    return np.concatenate([_unit(_embed(model, scaled, windows)), _unit(flow)], axis=1)
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -316,6 +343,7 @@ def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> 
             data.windows[test],
             recipe.proto_temperature,
             recipe.proto_readout,
+            recipe.proto_space,
         )
         proba = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
     return score_predictions(data.labels[test], vocab.decode(proba.argmax(axis=1)))
