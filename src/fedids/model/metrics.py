@@ -6,6 +6,8 @@ compare directly. Families come from :func:`fedids.data.schema.family_of`.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -153,8 +155,8 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-SCORE_BINS = 4096
 SCORE_LOGIT_SPAN = 8
+SCORE_BINS = 4096
 """Bins of the attack-score histograms that federated clients sum (:func:`threshold_rule_from_histograms`).
 
 The bins are uniform in the score's log-odds over ``[-SCORE_LOGIT_SPAN, SCORE_LOGIT_SPAN]`` decades
@@ -165,15 +167,17 @@ and the federated model's default rule alerted on almost nothing. A bin spans ab
 0.001 and 0.999, 2.3e-3 near 0.5, and 1.1e-8 near 1 - 1e-6."""
 
 
+@functools.cache
 def score_edges() -> np.ndarray:
     """The ``SCORE_BINS`` lower edges of the histogram bins: ``edges[0] = 0`` and ``edges[k]`` the score
     whose log-odds is ``ln(10) * SCORE_LOGIT_SPAN * (2k / SCORE_BINS - 1)``; bin ``k`` holds
-    ``[edges[k], edges[k + 1])``, the last bin up to 1."""
+    ``[edges[k], edges[k + 1])``, the last bin up to 1. Computed once; the array is read-only."""
     logit = (
         np.log(10.0) * SCORE_LOGIT_SPAN * (2.0 * np.arange(SCORE_BINS, dtype=np.float64) / SCORE_BINS - 1.0)
     )
     edges = 1.0 / (1.0 + np.exp(-logit))
     edges[0] = 0.0
+    edges.setflags(write=False)
     return edges
 
 
