@@ -60,7 +60,11 @@ def federate(work: Path, name: str, args: list[str]) -> dict:
 
 
 def run_key(seed: int, fraction: str, attack: str, defence: str) -> str:
-    return f"{seed}/absent/{fraction}" if attack == "absent" else f"{seed}/{defence}/{fraction}/{attack}"
+    """The undefended ``absent`` run is every defence's reference; named in ``--attacks`` it also runs
+    under each other defence (the floor of that defence: its own run with the malicious devices removed)."""
+    if attack == "absent" and defence == "undefended":
+        return f"{seed}/absent/{fraction}"
+    return f"{seed}/{defence}/{fraction}/{attack}"
 
 
 def summarise(runs: dict[str, dict], seeds: list[int], fraction: str, attack: str, defence: str) -> dict:
@@ -92,6 +96,8 @@ def plan_runs(
             jobs.append((f"{seed}/{defence}/clean", f"{tag}-{seed}-{defence}-clean", seeded + flags))
             for fraction in fractions:
                 for attack in attacks:
+                    if attack == "absent" and defence == "undefended":
+                        continue  # the reference below
                     poisoned = ["--malicious", fraction, "--attack", attack]
                     name = f"{tag}-{seed}-{defence}-{fraction}-{attack.replace(':', '')}"
                     jobs.append((f"{seed}/{defence}/{fraction}/{attack}", name, seeded + flags + poisoned))
@@ -131,15 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     defences = [d for d in args.defences.split(",") if d]
     if not defences or set(defences) - set(DEFENCES):
         raise SystemExit(f"--defences: choose from {', '.join(DEFENCES)}")
-    fractions, attacks = args.fractions.split(","), args.attacks.split(",")
+    fractions = args.fractions.split(",")
+    attacks = [a for a in args.attacks.split(",") if a]  # empty: the runs without attack (and absent)
     jobs = plan_runs(base, tag, seeds, defences, fractions, attacks)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = pool.map(lambda job: federate(args.work, job[1], job[2]), jobs)
         runs: dict[str, dict] = {key: result for (key, _, _), result in zip(jobs, results)}
     cells = []
     for fraction in fractions:
-        for attack in [*attacks, *(["absent"] if "undefended" in defences else [])]:
-            for defence in ("undefended",) if attack == "absent" else defences:
+        reference = ["absent"] if "undefended" in defences and "absent" not in attacks else []
+        for attack in [*attacks, *reference]:
+            for defence in defences if attack in attacks else ("undefended",):
                 cells.append(summarise(runs, seeds, fraction, attack, defence))
     write_result(
         args.out,
