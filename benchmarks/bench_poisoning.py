@@ -38,6 +38,8 @@ DEFENCES = {
     "median": ["--robust", "median", "--screening", "2"],
     "median-unscreened": ["--robust", "median", "--screening", "0"],
     "normclip": ["--robust", "normclip", "--screening", "2"],
+    # screening from round 1 against the site's other devices' class means (session 22)
+    "median-peers": ["--robust", "median", "--screening", "1", "--screening-check", "peers"],
     "flame": ["--robust", "flame"],
 }
 

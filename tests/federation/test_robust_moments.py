@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedids.federation.calibration import class_moments, moments_vector
-from fedids.federation.robust_moments import agreement, moments_defence, robust_moments
+from fedids.federation.robust_moments import agreement, moments_defence, peer_agreement, robust_moments
 
 C, H = 3, 4
 HEAD = (np.eye(C, H) * 4.0, np.zeros(C))  # class k <-> feature direction k
@@ -57,6 +57,36 @@ def test_the_only_holder_of_a_class_the_head_misreads_is_not_left_out():
     total, record = robust_moments(devices, C, H, poisoned, TOTALS)
     assert record.left_out == [] and record.agreement[1] is None
     np.testing.assert_allclose(total, np.sum(devices, axis=0))
+
+
+def _counts_and_sums(vectors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(vectors)
+    return v[:, :C] * TOTALS, v[:, C : C * (1 + H)].reshape(len(v), C, H) * TOTALS[:, None]
+
+
+def test_peers_dispute_a_flipper_without_any_head():
+    """The peer check reads the flipper from its site's other devices alone: its BENIGN mean lies at the
+    others' attack mean and its attack mean at their BENIGN mean. The only holder of class 2 agrees (it is
+    its own reference), and a head that misreads everything changes nothing."""
+    honest = [_device({0: 80, 1: 20}, 1), _device({0: 50, 2: 10}, 2), _device({0: 70, 1: 5}, 4)]
+    flipped = _device({0: 90, 1: 10}, 3, flip=True)
+    counts, sums = _counts_and_sums([*honest, flipped])
+    assert peer_agreement(counts, sums).tolist() == [1.0, 1.0, 1.0, 0.0]
+    wrong_head = (np.roll(HEAD[0], 1, axis=0), HEAD[1])
+    total, record = robust_moments([*honest, flipped], C, H, wrong_head, TOTALS, check="peers")
+    assert record.left_out == [3]
+    np.testing.assert_allclose(total, np.sum(honest, axis=0))
+    assert robust_moments([*honest, flipped], C, H, wrong_head, TOTALS)[1].left_out != [3]  # head check
+
+
+def test_peers_follow_the_majority_of_a_class_holders_not_the_head():
+    """Two flippers of five devices: each class's reference is the median of its holders' means, so the
+    three honest devices hold it; a device with no window is NaN."""
+    honest = [_device({0: 60, 1: 20}, seed) for seed in (1, 2, 4)]
+    flipped = [_device({0: 60, 1: 20}, seed, flip=True) for seed in (5, 6)]
+    counts, sums = _counts_and_sums([*honest, *flipped])
+    assert peer_agreement(counts, sums).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert np.isnan(peer_agreement(np.zeros((1, C)), np.zeros((1, C, H)))[0])
 
 
 def test_malformed_moments_are_refused():

@@ -204,6 +204,13 @@ Screening = Annotated[
         "(the default; docs/evaluation.md measures both)."
     ),
 ]
+ScreeningCheck = Annotated[
+    str,
+    _opt(
+        "How --screening reads a device's labels: head (the global model's head) or peers (the class "
+        "means of the other devices of its site, from round 1 on)."
+    ),
+]
 SitePrivacy = Annotated[
     str,
     _opt(
@@ -265,6 +272,7 @@ def federate(
     sites: Sites = _D.sites,
     robust: Robust = _D.robust,
     screening: Screening = _D.screening,
+    screening_check: ScreeningCheck = _D.screening_check,
     site_privacy: SitePrivacy = _D.site_privacy,
     resume: Resume = None,
 ) -> None:

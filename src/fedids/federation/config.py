@@ -145,6 +145,9 @@ class FederationConfig:
     # the global model and leaves out of the round the devices it disputes (federation.screening); 0: never.
     # Off by default since session 19: measured, it costs more than it saves (docs/evaluation.md).
     screening: int = 0
+    # How screening reads a device's labels: head (the global model's head) | peers (the class means of
+    # the site's other devices, federation.robust_moments.peer_agreement)
+    screening_check: str = "head"
     # device -> site: plain (the site sees each device's vector, inside its trust domain; robust
     # aggregation needs it) | secagg (SecAgg among each site's devices: the site learns only their sum)
     site_privacy: str = "plain"
@@ -232,6 +235,8 @@ class FederationConfig:
             raise ValueError(f"site-devices must be >= 0, got {self.site_devices}")
         if self.screening < 0:
             raise ValueError("screening must be a round >= 1, or 0 for none")
+        if self.screening_check not in ("head", "peers"):
+            raise ValueError(f"screening-check must be head or peers, got {self.screening_check!r}")
         if RobustSpec.parse(self.robust).active and not self.tiered:
             raise ValueError(f"robust {self.robust} runs at the site tier: give sites K >= 2")
         if self.site_privacy not in SITE_PRIVACY:

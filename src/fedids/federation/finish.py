@@ -143,7 +143,9 @@ def _sum(
     return result, []
 
 
-def site_moments_defence(run: Run, current: GlobalModel, dp: CalibrationPrivacy | None) -> Combine | None:
+def site_moments_defence(
+    run: Run, current: GlobalModel, dp: CalibrationPrivacy | None, check: str = "head"
+) -> Combine | None:
     """Under ``--robust`` with sites, the sites leave out the moments of devices whose labels the global
     model disputes (:mod:`fedids.federation.robust_moments`): where the site can read the global model
     (not ``he``) and the moments are not noised per device (no DP)."""
@@ -152,7 +154,7 @@ def site_moments_defence(run: Run, current: GlobalModel, dp: CalibrationPrivacy 
     if current.plain is None or run.mode.he or run.setup is None:
         return None
     head = (current.plain[-2], current.plain[-1])
-    return moments_defence(len(run.labels), run.config.hidden, head, run.setup.class_totals)
+    return moments_defence(len(run.labels), run.config.hidden, head, run.setup.class_totals, check)
 
 
 def _read_moments(run: Run, result: SumResult, dp: CalibrationPrivacy | None) -> ClassMoments | None:

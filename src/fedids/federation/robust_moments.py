@@ -71,18 +71,55 @@ def agreement(counts: np.ndarray, sums: np.ndarray, head: tuple[np.ndarray, np.n
     return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
 
 
+def peer_agreement(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """``(n,)``: per device, the share of its windows ``counts (n, C)`` that lie in classes whose mean
+    ``sums (n, C, H) / counts`` is nearest (Euclidean) to the site's own reference mean of that class: the
+    coordinate-wise median of the class means of the devices that hold the class, one vote each. It asks
+    no trained head, so it reads a device's labels from the first round on, where :func:`agreement` must
+    wait for a global head that has learnt the classes (and that the devices being screened helped train).
+    A class held by one device is its own reference and agrees; a device's labels are disputed where they
+    contradict what the majority of the class's holders at its site file under that class. NaN for a
+    device with no window."""
+    held = counts > 0
+    means = np.where(held[..., None], sums / np.where(held, counts, 1.0)[..., None], np.nan)
+    classes = np.flatnonzero(held.any(axis=0))
+    if not len(classes):
+        return np.full(len(counts), np.nan)
+    reference = np.stack([np.nanmedian(means[held[:, c], c], axis=0) for c in classes])  # (C', H)
+    agreed = np.zeros(counts.shape, dtype=bool)
+    for i in range(len(counts)):
+        mine = np.flatnonzero(held[i])
+        if len(mine):
+            dist = ((means[i, mine, None, :] - reference[None]) ** 2).sum(axis=-1)  # (held, C')
+            agreed[i, mine] = classes[np.argmin(dist, axis=1)] == mine
+    total = counts.sum(axis=1)
+    good = np.where(agreed, counts, 0.0).sum(axis=1)
+    return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
+
+
+SCREENING_CHECKS = ("head", "peers")
+"""How a site reads its devices' labels: with the global model's head (:func:`agreement`) or against
+its other devices' class means (:func:`peer_agreement`)."""
+
+
 def robust_moments(
-    vectors: list[np.ndarray], n_classes: int, hidden: int, head: tuple[np.ndarray, np.ndarray], totals
+    vectors: list[np.ndarray],
+    n_classes: int,
+    hidden: int,
+    head: tuple[np.ndarray, np.ndarray],
+    totals,
+    check: str = "head",
 ) -> tuple[np.ndarray, MomentsRecord]:
     """The site's moments sum ``(moments_length,)`` of its devices' moments ``vectors`` (scaled by the
     federation's class ``totals``, :func:`~fedids.federation.calibration.moments_vector`), without the
-    devices the global ``head`` disputes (:func:`agreement` below :data:`AGREEMENT_SHARE` of the median)."""
+    devices whose labels are disputed (:func:`agreement` with the global ``head``, or
+    :func:`peer_agreement` with ``check="peers"``, below :data:`AGREEMENT_SHARE` of the site's median)."""
     length = moments_length(n_classes, hidden)
     v = np.asarray(vectors, np.float64)
     if v.ndim != 2 or v.shape[1] != length or not len(v):
         raise ValueError(f"moments vectors of shape {v.shape}, expected (n > 0, {length})")
     counts, sums, _ = unscaled_moments(v, n_classes, hidden, totals)  # windows and feature sums per class
-    agree = agreement(counts, sums, head)
+    agree = peer_agreement(counts, sums) if check == "peers" else agreement(counts, sums, head)
     median = float(np.nanmedian(agree)) if np.isfinite(agree).any() else 0.0
     out = np.nan_to_num(agree, nan=1.0) < AGREEMENT_SHARE * median
     shown = [None if np.isnan(a) else round(float(a), 4) for a in agree]  # None: no counted window
@@ -91,15 +128,23 @@ def robust_moments(
 
 
 def moments_defence(
-    n_classes: int, hidden: int, head: tuple[np.ndarray, np.ndarray], totals
+    n_classes: int, hidden: int, head: tuple[np.ndarray, np.ndarray], totals, check: str = "head"
 ) -> Callable[[list[np.ndarray]], tuple[np.ndarray, dict]]:
     """A site's defence of its devices' moments vectors (:func:`robust_moments`), a ``sites.Combine``."""
 
     def combine(vectors: list[np.ndarray]) -> tuple[np.ndarray, dict]:
-        total, record = robust_moments(vectors, n_classes, hidden, head, totals)
+        total, record = robust_moments(vectors, n_classes, hidden, head, totals, check)
         return total, asdict(record)
 
     return combine
 
 
-__all__ = ["AGREEMENT_SHARE", "MomentsRecord", "agreement", "moments_defence", "robust_moments"]
+__all__ = [
+    "AGREEMENT_SHARE",
+    "SCREENING_CHECKS",
+    "MomentsRecord",
+    "agreement",
+    "moments_defence",
+    "peer_agreement",
+    "robust_moments",
+]

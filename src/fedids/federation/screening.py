@@ -75,7 +75,7 @@ def _defence(run: Run, server_round: int, models: dict) -> Combine | None:
         return None
     if run.mode.dp or run.config.dpsgd:  # the checks' moments are not noised: no release in a DP run
         return None
-    return site_moments_defence(run, current, None)
+    return site_moments_defence(run, current, None, run.config.screening_check)
 
 
 def check(run: Run, models: dict, nodes: list[int], defence: Combine) -> tuple[list[dict], int]:
