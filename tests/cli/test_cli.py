@@ -275,6 +275,7 @@ def test_a_robust_strategy_with_a_private_mode_is_one_error_line(tmp_path):
         (("--sites", "2", "--robust", "krum"), "unknown robust"),
         (("--sites", "2", "--strategy", "krum"), "krum"),
         (("--sites", "2", "--robust", "median", "--screening", "-1"), "screening must be"),
+        (("--sites", "2", "--robust", "median", "--screening-check", "votes"), "screening-check must be"),
     ],
 )
 def test_bad_sites_or_robust_is_one_error_line(tmp_path, args, needle):
