@@ -200,8 +200,8 @@ Screening = Annotated[
     int,
     _opt(
         "With --robust: from this round on, before every round each site checks its devices' labels "
-        "against the global model and leaves the devices it disputes out of that round. 0: never "
-        "(the default; docs/evaluation.md measures both)."
+        "(against the global model, or its other devices with --screening-check peers) and leaves the "
+        "devices it disputes out of that round. 0: never (the default; docs/evaluation.md measures both)."
     ),
 ]
 ScreeningCheck = Annotated[
