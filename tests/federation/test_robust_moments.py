@@ -89,6 +89,18 @@ def test_peers_follow_the_majority_of_a_class_holders_not_the_head():
     assert np.isnan(peer_agreement(np.zeros((1, C)), np.zeros((1, C, H)))[0])
 
 
+@pytest.mark.parametrize("check", ["head", "peers"])
+def test_moments_that_are_not_numbers_are_left_out_not_summed(check):
+    """A device that sends NaN or infinite moments is left out of its site's sum under either check, and
+    the honest devices' sum is what the site passes on."""
+    honest = [_device({0: 80, 1: 20}, 1), _device({0: 50, 2: 10}, 2), _device({0: 70, 1: 5}, 4)]
+    broken = _device({0: 60, 1: 10}, 5)
+    broken[C + 1], broken[-1] = np.nan, np.inf
+    total, record = robust_moments([*honest, broken], C, H, HEAD, TOTALS, check=check)
+    assert record.left_out == [3] and record.agreement[3] is None
+    np.testing.assert_allclose(total, np.sum(honest, axis=0))
+
+
 def test_malformed_moments_are_refused():
     with pytest.raises(ValueError, match="moments vectors"):
         robust_moments([np.zeros(7)], C, H, HEAD, TOTALS)

@@ -25,7 +25,8 @@ aggregation) agrees with.
 Guarantees and limits: semi-honest sites; a label-flipping device (or any whose labels contradict the
 global model on most of its windows) is left out while the honest devices of its site hold the median.
 An honest device whose main classes the global model still misreads (strong label skew) may be left out
-too: the refit then lacks its windows. Not applied under ``he`` (the site cannot read the global model)
+too: the refit then lacks its windows. A device whose moments are not all finite numbers is left out
+whatever its agreement (it would otherwise turn its site's sum into NaN). Not applied under ``he`` (the site cannot read the global model)
 nor in DP runs (each device's moments are noised, :mod:`fedids.federation.calibration_dp`).
 """
 
@@ -118,10 +119,12 @@ def robust_moments(
     v = np.asarray(vectors, np.float64)
     if v.ndim != 2 or v.shape[1] != length or not len(v):
         raise ValueError(f"moments vectors of shape {v.shape}, expected (n > 0, {length})")
-    counts, sums, _ = unscaled_moments(v, n_classes, hidden, totals)  # windows and feature sums per class
+    broken = ~np.isfinite(v).all(axis=1)  # moments that are not numbers: left out, never summed
+    readable = np.where(broken[:, None], 0.0, v)
+    counts, sums, _ = unscaled_moments(readable, n_classes, hidden, totals)  # windows, feature sums per class
     agree = peer_agreement(counts, sums) if check == "peers" else agreement(counts, sums, head)
     median = float(np.nanmedian(agree)) if np.isfinite(agree).any() else 0.0
-    out = np.nan_to_num(agree, nan=1.0) < AGREEMENT_SHARE * median
+    out = (np.nan_to_num(agree, nan=1.0) < AGREEMENT_SHARE * median) | broken
     shown = [None if np.isnan(a) else round(float(a), 4) for a in agree]  # None: no counted window
     record = MomentsRecord(len(v), shown, np.flatnonzero(out).tolist())
     return v[~out].sum(axis=0), record
