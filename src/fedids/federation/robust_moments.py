@@ -119,7 +119,7 @@ def robust_moments(
     v = np.asarray(vectors, np.float64)
     if v.ndim != 2 or v.shape[1] != length or not len(v):
         raise ValueError(f"moments vectors of shape {v.shape}, expected (n > 0, {length})")
-    broken = ~np.isfinite(v).all(axis=1)  # moments that are not numbers: left out, never summed
+    broken = np.logical_not(np.isfinite(v).all(axis=1))  # moments that are not numbers: left out, never summed
     readable = np.where(broken[:, None], 0.0, v)
     counts, sums, _ = unscaled_moments(readable, n_classes, hidden, totals)  # windows, feature sums per class
     agree = peer_agreement(counts, sums) if check == "peers" else agreement(counts, sums, head)
