@@ -228,6 +228,7 @@ class FederationConfig:
 
     def _check_sites(self) -> None:
         from fedids.federation.robust import RobustSpec
+        from fedids.federation.robust_moments import SCREENING_CHECKS
 
         if self.sites < 0:
             raise ValueError(f"sites must be >= 0 (0 or 1: no site tier), got {self.sites}")
@@ -235,8 +236,10 @@ class FederationConfig:
             raise ValueError(f"site-devices must be >= 0, got {self.site_devices}")
         if self.screening < 0:
             raise ValueError("screening must be a round >= 1, or 0 for none")
-        if self.screening_check not in ("head", "peers"):
-            raise ValueError(f"screening-check must be head or peers, got {self.screening_check!r}")
+        if self.screening_check not in SCREENING_CHECKS:
+            raise ValueError(
+                f"screening-check must be one of {', '.join(SCREENING_CHECKS)}, got {self.screening_check!r}"
+            )
         if RobustSpec.parse(self.robust).active and not self.tiered:
             raise ValueError(f"robust {self.robust} runs at the site tier: give sites K >= 2")
         if self.site_privacy not in SITE_PRIVACY:

@@ -26,8 +26,9 @@ Guarantees and limits: semi-honest sites; a label-flipping device (or any whose 
 global model on most of its windows) is left out while the honest devices of its site hold the median.
 An honest device whose main classes the global model still misreads (strong label skew) may be left out
 too: the refit then lacks its windows. A device whose moments are not all finite numbers is left out
-whatever its agreement (it would otherwise turn its site's sum into NaN). Not applied under ``he`` (the site cannot read the global model)
-nor in DP runs (each device's moments are noised, :mod:`fedids.federation.calibration_dp`).
+whatever its agreement (it would otherwise turn its site's sum into NaN). Not applied under ``he`` (the
+site cannot read the global model) nor in DP runs (each device's moments are noised,
+:mod:`fedids.federation.calibration_dp`).
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ def robust_moments(
     v = np.asarray(vectors, np.float64)
     if v.ndim != 2 or v.shape[1] != length or not len(v):
         raise ValueError(f"moments vectors of shape {v.shape}, expected (n > 0, {length})")
-    broken = np.logical_not(np.isfinite(v).all(axis=1))  # moments that are not numbers: left out, never summed
+    broken = np.logical_not(
+        np.isfinite(v).all(axis=1)
+    )  # moments that are not numbers: left out, never summed
     readable = np.where(broken[:, None], 0.0, v)
     counts, sums, _ = unscaled_moments(readable, n_classes, hidden, totals)  # windows, feature sums per class
     agree = peer_agreement(counts, sums) if check == "peers" else agreement(counts, sums, head)
