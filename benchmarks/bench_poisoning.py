@@ -40,6 +40,7 @@ DEFENCES = {
     "normclip": ["--robust", "normclip", "--screening", "2"],
     # screening from round 1 against the site's other devices' class means (session 22)
     "median-peers": ["--robust", "median", "--screening", "1", "--screening-check", "peers"],
+    "median-benign": ["--robust", "median", "--screening", "1", "--screening-check", "benign"],
     "flame": ["--robust", "flame"],
 }
 

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from fedids.federation.calibration import class_moments, moments_vector
-from fedids.federation.robust_moments import agreement, moments_defence, peer_agreement, robust_moments
+from fedids.federation.robust_moments import (
+    agreement,
+    benign_agreement,
+    moments_defence,
+    peer_agreement,
+    robust_moments,
+)
 
 C, H = 3, 4
 HEAD = (np.eye(C, H) * 4.0, np.zeros(C))  # class k <-> feature direction k
@@ -89,7 +95,32 @@ def test_peers_follow_the_majority_of_a_class_holders_not_the_head():
     assert np.isnan(peer_agreement(np.zeros((1, C)), np.zeros((1, C, H)))[0])
 
 
-@pytest.mark.parametrize("check", ["head", "peers"])
+def test_the_benign_check_finds_two_flippers_that_hold_most_of_a_class():
+    """Two flippers and one honest device hold class 1: the class's peer reference is the flippers'
+    benign mean, so the peer check disputes the honest holder and passes the flippers; the benign check,
+    which reads every class mean only by its distance to the site's BENIGN reference, finds the two."""
+    honest = [_device({0: 80, 1: 20}, 1), _device({0: 50, 2: 10}, 2), _device({0: 70, 2: 5}, 4)]
+    flipped = [_device({0: 60, 1: 20}, seed, flip=True) for seed in (5, 6)]
+    counts, sums = _counts_and_sums([*honest, *flipped])
+    assert benign_agreement(counts, sums).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert peer_agreement(counts, sums)[0] < 1.0  # the honest class-1 holder is disputed by its peers
+    total, record = robust_moments([*honest, *flipped], C, H, HEAD, TOTALS, check="benign")
+    assert record.left_out == [3, 4]
+    np.testing.assert_allclose(total, np.sum(honest, axis=0))
+
+
+def test_the_benign_check_disputes_nobody_where_attacks_do_not_stand_apart():
+    """Where the site's attack means lie no farther from its benign reference than its benign means (an
+    untrained body that maps everything together), nobody is disputed; a device with no window is NaN."""
+    same = [_device({0: 50, 1: 10}, seed) for seed in (1, 2, 3)]
+    v = np.asarray(same)
+    counts = v[:, :C] * TOTALS
+    sums = np.repeat(np.ones((3, 1, H)), C, axis=1) * counts[..., None]  # every class mean at [1, .., 1]
+    assert benign_agreement(counts, sums).tolist() == [1.0, 1.0, 1.0]
+    assert np.isnan(benign_agreement(np.zeros((1, C)), np.zeros((1, C, H)))[0])
+
+
+@pytest.mark.parametrize("check", ["head", "peers", "benign"])
 def test_moments_that_are_not_numbers_are_left_out_not_summed(check):
     """A device that sends NaN or infinite moments is left out of its site's sum under either check, and
     the honest devices' sum is what the site passes on."""

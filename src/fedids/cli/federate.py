@@ -207,8 +207,9 @@ Screening = Annotated[
 ScreeningCheck = Annotated[
     str,
     _opt(
-        "How --screening reads a device's labels: head (the global model's head) or peers (the class "
-        "means of the other devices of its site, from round 1 on)."
+        "How --screening reads a device's labels: head (the global model's head), peers (the class "
+        "means of the other devices of its site) or benign (the distance of each class mean to its site's "
+        "median benign mean); peers and benign need no trained head and can start at round 1."
     ),
 ]
 SitePrivacy = Annotated[

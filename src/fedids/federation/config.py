@@ -146,7 +146,7 @@ class FederationConfig:
     # Off by default since session 19: measured, it costs more than it saves (docs/evaluation.md).
     screening: int = 0
     # How screening reads a device's labels: head (the global model's head) | peers (the class means of
-    # the site's other devices, federation.robust_moments.peer_agreement)
+    # the site's other devices) | benign (distance to the site's benign mean); federation.robust_moments
     screening_check: str = "head"
     # device -> site: plain (the site sees each device's vector, inside its trust domain; robust
     # aggregation needs it) | secagg (SecAgg among each site's devices: the site learns only their sum)

@@ -99,9 +99,41 @@ def peer_agreement(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
     return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
 
 
-SCREENING_CHECKS = ("head", "peers")
-"""How a site reads its devices' labels: with the global model's head (:func:`agreement`) or against
-its other devices' class means (:func:`peer_agreement`)."""
+def benign_agreement(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """``(n,)``: per device, the share of its windows ``counts (n, C)`` filed on the right side of benign:
+    windows labelled BENIGN (class 0) whose class mean lies near the site's benign reference (the
+    coordinate-wise median of the BENIGN means of the devices that hold BENIGN, one vote each), windows of
+    an attack class whose class mean lies far from it. Near and far are split halfway between the median
+    distance of the devices' BENIGN means and the median distance of their attack-class means. Unlike
+    :func:`peer_agreement` it uses no attack class's reference, which the holders of that class decide
+    (and two label flippers can be most of them at a site of five); BENIGN is held by nearly every device,
+    so its reference holds while the honest devices are most of the site. It reads benign versus attack
+    only (a device that files one attack under another passes). Every device agrees (1.0) where the
+    site's attack means do not lie farther from the benign reference than its benign means; NaN for a
+    device with no window."""
+    held = counts > 0
+    total = counts.sum(axis=1)
+    share = np.where(total > 0, 1.0, np.nan)
+    if not (held[:, 0].any() and held[:, 1:].any()):
+        return share
+    means = np.where(held[..., None], sums / np.where(held, counts, 1.0)[..., None], np.nan)
+    reference = np.nanmedian(means[held[:, 0], 0], axis=0)
+    dist = np.sqrt(((means - reference) ** 2).sum(axis=-1))  # (n, C), NaN where not held
+    near, far = float(np.median(dist[held[:, 0], 0])), float(np.median(dist[:, 1:][held[:, 1:]]))
+    if not far > near:
+        return share
+    split = (near + far) / 2
+    agreed = held & np.where(np.arange(counts.shape[1]) == 0, dist <= split, dist > split)
+    good = np.where(agreed, counts, 0.0).sum(axis=1)
+    return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
+
+
+SCREENING_CHECKS = ("head", "peers", "benign")
+"""How a site reads its devices' labels: with the global model's head (:func:`agreement`), against its
+other devices' class means (:func:`peer_agreement`) or against their benign mean
+(:func:`benign_agreement`)."""
+
+_CHECKS = {"peers": peer_agreement, "benign": benign_agreement}
 
 
 def robust_moments(
@@ -114,8 +146,9 @@ def robust_moments(
 ) -> tuple[np.ndarray, MomentsRecord]:
     """The site's moments sum ``(moments_length,)`` of its devices' moments ``vectors`` (scaled by the
     federation's class ``totals``, :func:`~fedids.federation.calibration.moments_vector`), without the
-    devices whose labels are disputed (:func:`agreement` with the global ``head``, or
-    :func:`peer_agreement` with ``check="peers"``, below :data:`AGREEMENT_SHARE` of the site's median)."""
+    devices whose labels are disputed (:func:`agreement` with the global ``head``; ``check="peers"``:
+    :func:`peer_agreement`, ``"benign"``: :func:`benign_agreement`; below :data:`AGREEMENT_SHARE` of the
+    site's median)."""
     length = moments_length(n_classes, hidden)
     v = np.asarray(vectors, np.float64)
     if v.ndim != 2 or v.shape[1] != length or not len(v):
@@ -125,7 +158,7 @@ def robust_moments(
     )  # moments that are not numbers: left out, never summed
     readable = np.where(broken[:, None], 0.0, v)
     counts, sums, _ = unscaled_moments(readable, n_classes, hidden, totals)  # windows, feature sums per class
-    agree = peer_agreement(counts, sums) if check == "peers" else agreement(counts, sums, head)
+    agree = _CHECKS[check](counts, sums) if check in _CHECKS else agreement(counts, sums, head)
     median = float(np.nanmedian(agree)) if np.isfinite(agree).any() else 0.0
     out = (np.nan_to_num(agree, nan=1.0) < AGREEMENT_SHARE * median) | broken
     shown = [None if np.isnan(a) else round(float(a), 4) for a in agree]  # None: no counted window
@@ -150,6 +183,7 @@ __all__ = [
     "SCREENING_CHECKS",
     "MomentsRecord",
     "agreement",
+    "benign_agreement",
     "moments_defence",
     "peer_agreement",
     "robust_moments",
