@@ -13,7 +13,9 @@ Screening runs the same check before each round from :attr:`FederationConfig.scr
 current global model: the site sends the round's training request only to the devices it does not
 dispute. With ``--screening-check peers`` (:attr:`FederationConfig.screening_check`) the site reads each
 device's class means against its other devices' (:func:`~fedids.federation.robust_moments.peer_agreement`)
-instead of the global head, which needs no trained model and so can start at round 1. Nothing reaches
+instead of the global head, and with ``benign`` by their distance to its devices' median benign mean
+(:func:`~fedids.federation.robust_moments.benign_agreement`); neither needs a trained model, so both can
+start at round 1. Nothing reaches
 the central tier: the moments stop at the sites (:func:`sites.site_checks`) and
 only the names of the devices left out are recorded (``federated_history[].tiers.screening``).
 
@@ -23,7 +25,9 @@ as it escapes the final check; the update defence (``--robust``) is then all tha
 device whose classes the global model still misreads on most of its windows may be left out of a round
 (classes the model misreads for every device of the site do not count against anyone). The peer check
 holds while the honest devices are the majority of the holders of each class at a site (each class's
-reference is the median of its holders' means); a class held by one device is its own reference. Not applied where
+reference is the median of its holders' means); a class held by one device is its own reference. The
+benign check holds while they are the majority of the site's BENIGN holders, and reads benign versus
+attack only. Not applied where
 the site cannot read the global model (``he``) or the moments are noised per device (DP), as the final
 check. In the simulation the ServerApp plays the sites, so it leaves the devices out of the round's
 selection; deployed site aggregators do not screen yet (docs/evaluation.md says so).
