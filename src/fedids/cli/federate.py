@@ -200,7 +200,7 @@ Screening = Annotated[
     int,
     _opt(
         "With --robust: from this round on, before every round each site checks its devices' labels "
-        "(against the global model, or its other devices with --screening-check peers) and leaves the "
+        "(against the global model's head by default; see --screening-check) and leaves the "
         "devices it disputes out of that round. 0: never (the default; docs/evaluation.md measures both)."
     ),
 ]
