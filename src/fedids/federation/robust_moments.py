@@ -53,6 +53,20 @@ class MomentsRecord:
     left_out: list[int] = field(default_factory=list)
 
 
+def _class_means(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
+    """``(n, C, H)``: each device's mean of each class it holds, NaN for a class it does not hold."""
+    held = counts > 0
+    return np.where(held[..., None], sums / np.where(held, counts, 1.0)[..., None], np.nan)
+
+
+def _share(counts: np.ndarray, agreed: np.ndarray) -> np.ndarray:
+    """``(n,)``: per device, the share of its windows ``counts (n, C)`` in the classes ``agreed (n, C)``;
+    NaN for a device with no window."""
+    total = counts.sum(axis=1)
+    good = np.where(agreed, counts, 0.0).sum(axis=1)
+    return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
+
+
 def agreement(counts: np.ndarray, sums: np.ndarray, head: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """``(n,)``: per device, the share of its counted windows ``counts (n, C)`` that lie in classes whose
     mean ``sums (n, C, H) / counts`` the linear ``head`` ``(weight (C, H), bias (C,))`` assigns to that
@@ -68,9 +82,7 @@ def agreement(counts: np.ndarray, sums: np.ndarray, head: tuple[np.ndarray, np.n
             means = sums[i, held] / counts[i, held, None]
             agreed[i, held] = np.argmax(means @ weight.T + bias, axis=1) == held
     counted = (counts > 0) & agreed.any(axis=0)  # classes the head reads right for some device
-    total = np.where(counted, counts, 0.0).sum(axis=1)
-    good = np.where(agreed, counts, 0.0).sum(axis=1)
-    return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
+    return _share(np.where(counted, counts, 0.0), agreed)  # agreed classes are counted ones
 
 
 def peer_agreement(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
@@ -83,7 +95,7 @@ def peer_agreement(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
     contradict what the majority of the class's holders at its site file under that class. NaN for a
     device with no window."""
     held = counts > 0
-    means = np.where(held[..., None], sums / np.where(held, counts, 1.0)[..., None], np.nan)
+    means = _class_means(counts, sums)
     classes = np.flatnonzero(held.any(axis=0))
     if not len(classes):
         return np.full(len(counts), np.nan)
@@ -94,9 +106,7 @@ def peer_agreement(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
         if len(mine):
             dist = ((means[i, mine, None, :] - reference[None]) ** 2).sum(axis=-1)  # (held, C')
             agreed[i, mine] = classes[np.argmin(dist, axis=1)] == mine
-    total = counts.sum(axis=1)
-    good = np.where(agreed, counts, 0.0).sum(axis=1)
-    return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
+    return _share(counts, agreed)
 
 
 def benign_agreement(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
@@ -112,20 +122,18 @@ def benign_agreement(counts: np.ndarray, sums: np.ndarray) -> np.ndarray:
     site's attack means do not lie farther from the benign reference than its benign means; NaN for a
     device with no window."""
     held = counts > 0
-    total = counts.sum(axis=1)
-    share = np.where(total > 0, 1.0, np.nan)
+    everyone = _share(counts, held)  # 1.0, NaN for a device with no window
     if not (held[:, 0].any() and held[:, 1:].any()):
-        return share
-    means = np.where(held[..., None], sums / np.where(held, counts, 1.0)[..., None], np.nan)
+        return everyone
+    means = _class_means(counts, sums)
     reference = np.nanmedian(means[held[:, 0], 0], axis=0)
     dist = np.sqrt(((means - reference) ** 2).sum(axis=-1))  # (n, C), NaN where not held
     near, far = float(np.median(dist[held[:, 0], 0])), float(np.median(dist[:, 1:][held[:, 1:]]))
     if not far > near:
-        return share
+        return everyone
     split = (near + far) / 2
     agreed = held & np.where(np.arange(counts.shape[1]) == 0, dist <= split, dist > split)
-    good = np.where(agreed, counts, 0.0).sum(axis=1)
-    return np.where(total > 0, good / np.where(total > 0, total, 1.0), np.nan)
+    return _share(counts, agreed)
 
 
 SCREENING_CHECKS = ("head", "peers", "benign")
@@ -153,9 +161,8 @@ def robust_moments(
     v = np.asarray(vectors, np.float64)
     if v.ndim != 2 or v.shape[1] != length or not len(v):
         raise ValueError(f"moments vectors of shape {v.shape}, expected (n > 0, {length})")
-    broken = np.logical_not(
-        np.isfinite(v).all(axis=1)
-    )  # moments that are not numbers: left out, never summed
+    # moments that are not numbers: left out, never summed
+    broken = np.logical_not(np.isfinite(v).all(axis=1))
     readable = np.where(broken[:, None], 0.0, v)
     counts, sums, _ = unscaled_moments(readable, n_classes, hidden, totals)  # windows, feature sums per class
     agree = _CHECKS[check](counts, sums) if check in _CHECKS else agreement(counts, sums, head)

@@ -15,9 +15,9 @@ dispute. With ``--screening-check peers`` (:attr:`FederationConfig.screening_che
 device's class means against its other devices' (:func:`~fedids.federation.robust_moments.peer_agreement`)
 instead of the global head, and with ``benign`` by their distance to its devices' median benign mean
 (:func:`~fedids.federation.robust_moments.benign_agreement`); neither needs a trained model, so both can
-start at round 1. Nothing reaches
-the central tier: the moments stop at the sites (:func:`sites.site_checks`) and
-only the names of the devices left out are recorded (``federated_history[].tiers.screening``).
+start at round 1. Nothing reaches the central tier: the moments stop at the sites
+(:func:`sites.site_checks`) and only the names of the devices left out are recorded
+(``federated_history[].tiers.screening``).
 
 Guarantees and limits: semi-honest sites, malicious devices that report the labels they train on (as
 the harness's attacks do). A device that sends honest moments and trains on flipped labels escapes it,
@@ -27,10 +27,10 @@ device whose classes the global model still misreads on most of its windows may 
 holds while the honest devices are the majority of the holders of each class at a site (each class's
 reference is the median of its holders' means); a class held by one device is its own reference. The
 benign check holds while they are the majority of the site's BENIGN holders, and reads benign versus
-attack only. Not applied where
-the site cannot read the global model (``he``) or the moments are noised per device (DP), as the final
-check. In the simulation the ServerApp plays the sites, so it leaves the devices out of the round's
-selection; deployed site aggregators do not screen yet (docs/evaluation.md says so).
+attack only. Not applied where the site cannot read the global model (``he``) or the moments are noised
+per device (DP), as the final check. In the simulation the ServerApp plays the sites, so it leaves the
+devices out of the round's selection; deployed site aggregators do not screen yet (docs/evaluation.md
+says so).
 """
 
 from __future__ import annotations
