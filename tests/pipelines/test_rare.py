@@ -140,3 +140,23 @@ def test_a_flow_space_exemplar_finds_the_training_flow_whatever_the_window_held_
         assert p.shape == (2, 2) and np.allclose(p.sum(axis=1), 1.0)
         # the flow's own features find its class; this (untrained) GRU's embedding follows the history
         assert p.argmax(axis=1).tolist() == ([0, 1] if space == "embedding" else [1, 0])
+
+
+def test_class_centroids_respect_their_least_size_and_fall_back_to_the_mean():
+    """``proto_readout="clusters"``: two well separated shapes of one class give two centroids, one per
+    shape; a shape of fewer rows than the least size is merged (never a centroid of one window); a class
+    too small to split keeps its mean."""
+    from fedids.pipelines.rare_recipes import _centroids
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(6, 3)) * 0.01 + np.array([1.0, 0.0, 0.0])
+    b = rng.normal(size=(4, 3)) * 0.01 + np.array([0.0, 1.0, 0.0])
+    two = _centroids(np.r_[a, b], (2, 2))
+    for shape in (a, b):
+        assert np.linalg.norm(two - shape.mean(axis=0), axis=1).min() < 1e-9
+    # with more centroids allowed, each is still the mean of at least two rows: none equals a single row
+    assert all(np.abs(np.r_[a, b] - c).sum(axis=1).min() > 1e-6 for c in _centroids(np.r_[a, b], (4, 2)))
+    lone = np.r_[a, b[:1]]  # one row of the second shape: not a centroid of its own at least-size 2
+    for c in _centroids(lone, (4, 2)):
+        assert np.abs(lone - c).sum(axis=1).min() > 1e-6
+    np.testing.assert_allclose(_centroids(np.r_[a[:3]], (4, 2)), a[:3].mean(axis=0, keepdims=True))

@@ -19,7 +19,10 @@ the ungated mix that ``fedids train --prototypes on`` gates, :mod:`fedids.model.
   two shapes, PortScan's first HTTP sessions and later probes, keeps both); ``proto_space`` ``"flow"``
   reads the flow's own scaled features instead of the embedding (what a single-flow forest reads: a test
   probe can match a training probe whatever its window held before), ``"both"`` the two unit vectors
-  side by side;
+  side by side; ``proto_readout="clusters"`` keeps up to ``proto_clusters`` k-means centroids per class,
+  each the mean of at least ``proto_cluster_min`` training windows (the exemplar head's two shapes
+  without keeping any single training flow in the model; a federated version needs only per-cluster
+  sums, securely aggregated like the calibration's class moments);
 * ``flow_skip``: the head reads the last flow's scaled features beside the GRU's window summary;
 * ``hidden`` / ``window``: model size and window length;
 * ``min_steps``: at least this many optimizer steps (more epochs on small data: ``fedids train``'s 5
@@ -68,6 +71,8 @@ class Recipe:
     proto_temperature: float = 0.1
     proto_readout: str = "mean"
     proto_space: str = "embedding"
+    proto_clusters: int = 4
+    proto_cluster_min: int = 2
     flow_skip: bool = False
     hidden: int | None = None
     window: int | None = None
@@ -117,6 +122,23 @@ RECIPES: dict[str, Recipe] = {
     ),
     "train-val+both-exemplar": Recipe(
         train_validation=True, prototype=True, proto_readout="nearest", proto_space="both"
+    ),
+    "both-clusters": Recipe(prototype=True, proto_readout="clusters", proto_space="both"),
+    "train-val+both-clusters": Recipe(
+        train_validation=True, prototype=True, proto_readout="clusters", proto_space="both"
+    ),
+    **{
+        f"both-clusters{most}x{least}": Recipe(
+            prototype=True,
+            proto_readout="clusters",
+            proto_space="both",
+            proto_clusters=most,
+            proto_cluster_min=least,
+        )
+        for most, least in ((16, 4), (32, 10))
+    },
+    "emb-clusters32x10": Recipe(
+        prototype=True, proto_readout="clusters", proto_clusters=32, proto_cluster_min=10
     ),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
@@ -175,6 +197,7 @@ def prototype_proba(
     temperature: float,
     readout: str = "mean",
     space: str = "embedding",
+    clusters: tuple[int, int] = (4, 2),
 ) -> np.ndarray:
     """Nearest-class-mean probabilities ``(n, n_classes)``: softmax of the cosine similarity between each
     window's embedding and each class's mean training embedding, over ``temperature``. ``readout``
@@ -188,12 +211,27 @@ def prototype_proba(
         members = train_emb[train_targets == c]
         if readout == "nearest":
             sim[:, c] = (emb @ _unit(members).T).max(axis=1)
+        elif readout == "clusters":
+            sim[:, c] = (emb @ _unit(_centroids(_unit(members), clusters)).T).max(axis=1)
         else:
             sim[:, c] = emb @ _unit(members.mean(axis=0, keepdims=True))[0]
     sim /= temperature
     sim -= sim.max(axis=1, keepdims=True)
     p = np.exp(sim)
     return p / p.sum(axis=1, keepdims=True)
+
+
+def _centroids(members: np.ndarray, clusters: tuple[int, int]) -> np.ndarray:
+    """Up to ``clusters[0]`` k-means centroids of ``members``, every cluster at least ``clusters[1]``
+    rows (fewer clusters until that holds; one mean if nothing else does)."""
+    from sklearn.cluster import KMeans
+
+    most, least = clusters
+    for n in range(min(most, len(members) // least), 1, -1):
+        km = KMeans(n_clusters=n, n_init=4, random_state=0).fit(members)
+        if np.bincount(km.labels_, minlength=n).min() >= least:
+            return km.cluster_centers_
+    return members.mean(axis=0, keepdims=True)
 
 
 def _space(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, space: str) -> np.ndarray:
@@ -344,6 +382,7 @@ def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> 
             recipe.proto_temperature,
             recipe.proto_readout,
             recipe.proto_space,
+            (recipe.proto_clusters, recipe.proto_cluster_min),
         )
         proba = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
     return score_predictions(data.labels[test], vocab.decode(proba.argmax(axis=1)))
