@@ -57,6 +57,7 @@ def federate(work: Path, name: str, args: list[str]) -> dict:
         "macro_f1": federated["macro_f1"],
         "mcc": federated["mcc"],
         "backdoor_success": poisoning.get("backdoor_success"),
+        "untriggered_benign": poisoning.get("untriggered_benign"),  # recorded since session 23
         "malicious_clients": poisoning.get("malicious_clients", []),
         "calibration": {k: federated["calibration"].get(k) for k in ("kept", "site_defence")},
     }
@@ -79,6 +80,9 @@ def summarise(runs: dict[str, dict], seeds: list[int], fraction: str, attack: st
     backdoor = [r["backdoor_success"] or 0.0 for r in attacked]
     cell = {"fraction": float(fraction), "attack": attack, "defence": defence, "delta_points": deltas}
     cell |= {"mean_delta": statistics.mean(deltas), "mean_backdoor": statistics.mean(backdoor)}
+    # the family's flows scored BENIGN without the trigger (benchmarks/backdoor_rates.py for older runs)
+    untriggered = [r.get("untriggered_benign") for r in attacked]
+    cell["mean_untriggered"] = None if None in untriggered else statistics.mean(untriggered)
     cell["holds"] = cell["mean_delta"] >= -2 and cell["mean_backdoor"] <= 0.05
     print(
         f"{fraction} {attack:10s} {defence:10s} mean {cell['mean_delta']:+.1f} points, "

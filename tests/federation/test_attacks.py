@@ -144,6 +144,13 @@ def test_one_scaling_client_moves_the_global_model_far_more(cicids_sample, tmp_p
     assert poisoning["attack"] == "scale:20" and len(poisoning["malicious_clients"]) == 1
     assert poisoning["malicious_clients"][0] in range(3)
     assert poisoning["backdoor_flows"] > 0 and 0 <= poisoning["backdoor_success"] <= 1
+    # beside it, the same family's flows without the trigger, scored by the run's own final model
+    from fedids.evaluation.backdoor import backdoor_success_rate
+    from fedids.model.artifacts import load_detector
+
+    detector = load_detector(tmp_path / "scaled" / "global")
+    untriggered, _ = backdoor_success_rate(detector, cicids_sample, cicids_sample.test_rows, {}, "ddos")
+    assert poisoning["untriggered_benign"] == pytest.approx(untriggered)
     # an absent device answers nothing: every round goes on with the other two, as with a dropout
     assert [h["clients"] for h in json.loads(result.results_path.read_text())["federated_history"]] == [2]
     assert entries["absent"]["poisoning"]["malicious_clients"] == poisoning["malicious_clients"]

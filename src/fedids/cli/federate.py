@@ -492,10 +492,11 @@ def _print_comparison(results: dict) -> None:
     federated = results.get("federated") or {}
     poisoning = federated.get("poisoning") or {}
     if poisoning.get("attack", "none") != "none":
-        rate = poisoning["backdoor_success"]
+        rate, base = poisoning["backdoor_success"], poisoning.get("untriggered_benign")
         err.print(
             f"poisoning: {poisoning['attack']} by clients {poisoning['malicious_clients']}: clean macro-F1 "
             f"{federated['macro_f1']:.4f}, MCC {federated['mcc']:.4f}, backdoor success "
             f"{'n/a' if rate is None else f'{rate:.4f}'} ({poisoning['backdoor_flows']} triggered "
-            f"{poisoning['backdoor_family']} test flows)"
+            f"{poisoning['backdoor_family']} test flows; "
+            f"{'n/a' if base is None else f'{base:.4f}'} scored BENIGN without the trigger)"
         )

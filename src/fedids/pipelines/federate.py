@@ -434,7 +434,9 @@ def malicious_attacks(request: FederateRequest, parts: list[np.ndarray]) -> dict
 def poisoning_entry(request: FederateRequest, run: FederatedRun, data: FederateData) -> dict:
     """The poisoning setting and its effect: malicious clients, and the backdoor success rate of the
     final global model (share of triggered test flows of the backdoor family scored BENIGN; also measured
-    without a backdoor attack, as the trigger's base rate)."""
+    without a backdoor attack, as the trigger's base rate) beside the share of the same flows scored
+    BENIGN without the trigger (``untriggered_benign``): what the model misses of the family anyway, so
+    that the trigger's own effect is the difference."""
     from fedids.evaluation.backdoor import backdoor_success_rate
     from fedids.federation.attacks import TRIGGER, Attack
 
@@ -446,9 +448,13 @@ def poisoning_entry(request: FederateRequest, run: FederatedRun, data: FederateD
         "backdoor_family": attack.family,
         "backdoor_success": None,
         "backdoor_flows": 0,
+        "untriggered_benign": None,
     }
     detector, prepared = run.load_detector(), data.prepared
     if detector is not None:
-        rate, flows = backdoor_success_rate(detector, prepared, prepared.test_rows, TRIGGER, attack.family)
+        rows = prepared.test_rows
+        rate, flows = backdoor_success_rate(detector, prepared, rows, TRIGGER, attack.family)
+        untriggered, _ = backdoor_success_rate(detector, prepared, rows, {}, attack.family)
         entry |= {"backdoor_success": rate if flows else None, "backdoor_flows": flows}
+        entry["untriggered_benign"] = untriggered if flows else None
     return entry
