@@ -41,6 +41,8 @@ DEFENCES = {
     # screening from round 1 against the site's other devices' class means (session 22)
     "median-peers": ["--robust", "median", "--screening", "1", "--screening-check", "peers"],
     "median-benign": ["--robust", "median", "--screening", "1", "--screening-check", "benign"],
+    # the weighted sum bounded at the median norm, screened against the benign mean (session 23)
+    "normclip-benign": ["--robust", "normclip", "--screening", "1", "--screening-check", "benign"],
     "flame": ["--robust", "flame"],
 }
 
