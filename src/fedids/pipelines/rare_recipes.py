@@ -201,7 +201,9 @@ def prototype_proba(
 ) -> np.ndarray:
     """Nearest-class-mean probabilities ``(n, n_classes)``: softmax of the cosine similarity between each
     window's embedding and each class's mean training embedding, over ``temperature``. ``readout``
-    ``"nearest"``: each class's similarity is that of its most similar training window instead.
+    ``"nearest"``: each class's similarity is that of its most similar training window instead;
+    ``"clusters"``: that of its nearest k-means centroid (``clusters``: at most this many per class, each of
+    at least this many windows, :func:`_centroids`).
     ``space``: ``"embedding"``, ``"flow"`` (the window's own flow, scaled) or ``"both"``."""
     n_classes = model.head.out_features
     train_emb = _space(model, scaled, train_windows, space)
