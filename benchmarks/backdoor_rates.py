@@ -19,31 +19,16 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from _common import ROOT, write_result
+from _common import load_run, write_result
 from fedids.evaluation.backdoor import backdoor_success_rate
 from fedids.federation.attacks import TRIGGER
-from fedids.model.artifacts import load_detector
-from fedids.pipelines.data import load_frame
-from fedids.task import prepare
-
-
-def _here(path: Path) -> Path:
-    """A data file of a run made in another checkout (a git worktree since removed): the same file of
-    this checkout's ``../shared``."""
-    if path.exists() or "shared" not in path.parts:
-        return path
-    return ROOT.parent / Path(*path.parts[path.parts.index("shared") :])
 
 
 def rescore(run: Path) -> dict:
     """One run's triggered and untriggered BENIGN rates of its backdoor family's test flows."""
-    cfg = json.loads((run / "run.json").read_text())
+    _, detector, data = load_run(run)
     poisoning = json.loads((run / "results.json").read_text())["federated"].get("poisoning") or {}
     family = poisoning.get("backdoor_family", "ddos")
-    files = [_here(Path(p)) for p in cfg["data"] or []]
-    frame = load_frame(files, cfg["seed"])  # no data: the synthetic default
-    data = prepare(frame, window=cfg["window"], test_fraction=cfg["test_fraction"], split=cfg["split"])
-    detector = load_detector(run / "global")
     triggered, flows = backdoor_success_rate(detector, data, data.test_rows, TRIGGER, family)
     untriggered, _ = backdoor_success_rate(detector, data, data.test_rows, {}, family)
     return {

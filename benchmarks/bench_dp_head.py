@@ -27,7 +27,6 @@ the run's DP-SGD would have to give up. Writes benchmarks/results/dp_head.json (
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,10 +34,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import f1_score
 
-from _common import write_result
-from fedids.data.loader import load_flows
+from _common import load_run, write_result
 from fedids.federation.client import LOCAL_VAL_FRACTION, LOCAL_VAL_SPLIT
-from fedids.model.artifacts import load_detector
 from fedids.model.train import embeddings
 from fedids.task import prepare
 
@@ -53,11 +50,9 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def run_embeddings(run: Path) -> dict:
     """Per-client unit training embeddings and labels, test embeddings and labels, the run's head."""
-    cfg = json.loads((run / "run.json").read_text())
-    detector = load_detector(run / "global")
+    cfg, detector, data = load_run(run)
     model = detector.model
     model.set_prototypes(None)
-    data = prepare(load_flows([Path(p) for p in cfg["data"]]).frame, window=cfg["window"], split=cfg["split"])
     test = data.test_rows
     out = {
         "labels": list(detector.vocabulary.labels),

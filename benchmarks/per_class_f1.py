@@ -18,17 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-from _common import write_result
-from fedids.model.artifacts import load_detector
-from fedids.pipelines.data import load_frame
-from fedids.task import evaluate_rows, prepare
+from _common import load_run, write_result
+from fedids.task import evaluate_rows
 
 
 def score_run(run: Path) -> dict:
-    cfg = json.loads((run / "run.json").read_text())
-    detector = load_detector(run / "global")
-    frame = load_frame([Path(p) for p in cfg["data"] or []], cfg["seed"])  # no data: the synthetic default
-    data = prepare(frame, window=cfg["window"], split=cfg["split"])
+    _, detector, data = load_run(run)
     per_class = evaluate_rows(detector, data, data.test_rows)["per_class"]
     federated = json.loads((run / "results.json").read_text())["federated"]
     calibration = federated.get("calibration") or {}
