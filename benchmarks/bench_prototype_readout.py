@@ -35,7 +35,7 @@ from fedids.federation.calibration import macro_f1_from_confusion
 from fedids.federation.client import LOCAL_VAL_FRACTION, LOCAL_VAL_SPLIT
 from fedids.federation.config import FederationConfig
 from fedids.model.artifacts import Detector, load_detector
-from fedids.model.train import embeddings
+from fedids.model.train import embedding_moments, embeddings, set_prototypes
 from fedids.pipelines.federate import FederateRequest, prepare_federate
 from fedids.pipelines.rare import score_detector
 from fedids.task import prepare
@@ -58,15 +58,9 @@ def clients_check(run: Path, detector: Detector) -> dict:
                 for name, rows in (("train", d.train_rows), ("validation", d.test_rows))
             }
         )
-    sums, counts = np.zeros((n, model.hidden)), np.zeros(n)
-    for client in local:
-        emb, y = client["train"]
-        np.add.at(sums, y[y >= 0], emb[y >= 0])
-        counts += np.bincount(y[y >= 0], minlength=n)
+    moments = [embedding_moments(emb[y >= 0], y[y >= 0], n) for emb, y in (c["train"] for c in local)]
     proto = copy.deepcopy(model)
-    proto.set_prototypes(
-        torch.from_numpy(sums / np.maximum(counts, 1)[:, None]).float(), torch.from_numpy(counts > 0)
-    )
+    set_prototypes(proto, tuple(sum(parts) for parts in zip(*moments)))
     out = {}
     for split in ("train", "validation"):
         confusion = np.zeros((2, n, n))

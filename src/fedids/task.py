@@ -18,7 +18,7 @@ import torch
 
 from fedids import __version__
 from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
-from fedids.data.schema import FEATURES, LABEL
+from fedids.data.schema import BENIGN_LABEL, FEATURES, LABEL
 from fedids.data.windows import DEFAULT_WINDOW, compute_window_indices, host_keys, sort_by_time, time_split
 from fedids.model.artifacts import Detector
 from fedids.model.gru import DEFAULT_HIDDEN, GRUDetector
@@ -169,6 +169,23 @@ def environment() -> dict:
     return {"fedids": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
+def validation_mask(
+    data: PreparedData, fraction: float, per_label: bool = True, benign_only: bool = True
+) -> np.ndarray:
+    """``fedids train``'s validation slice, bool ``(n_flows,)``: the BENIGN flows among the latest
+    ``fraction`` of the training flows in time (per label with ``per_label``, as ``--split label-time``).
+    It is never trained on and sets the alert threshold, a false-alarm budget that only benign flows
+    decide. Attack flows all train: a class seen in ten flows cannot spare two, and a class's latest flows
+    can be its only ones of a new shape (PortScan's probes after its first HTTP sessions on the real
+    samples: docs/rare-classes.md, session 24). ``benign_only=False``: every label's latest flows, the
+    slice before session 24."""
+    rows = data.train_rows
+    mask = np.zeros(len(data.labels), dtype=bool)
+    if len(rows) > 1:
+        mask[rows[time_split(data.frame.iloc[rows], fraction, per_label=per_label)]] = True
+    return mask & (data.labels == BENIGN_LABEL) if benign_only else mask
+
+
 def train_centralized(
     data: PreparedData,
     config: TrainConfig,
@@ -179,7 +196,8 @@ def train_centralized(
     prototypes: bool = False,
 ) -> tuple[Detector, TrainResult]:
     """Centralized training: fit preprocessing and the GRU on the training rows of ``data``; with
-    ``prototypes``, add the prototype head (class means of the training windows, :mod:`fedids.model.gru`)."""
+    ``prototypes``, add the prototype head (from the class moments of the training windows' embedding,
+    :mod:`fedids.model.gru`)."""
     rows = data.train_rows
     scaler, vocab = fit_preprocessing(data.features[rows], data.labels[rows])
     model = new_model(len(vocab), hidden, config.seed)

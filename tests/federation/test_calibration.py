@@ -14,11 +14,12 @@ from fedids.federation.calibration import (
     check_moments_vector,
     class_moments,
     confusion_vector,
-    moments_class_means,
     moments_from_vector,
+    moments_prototypes,
     moments_vector,
 )
-from fedids.model.train import fit_prototypes, set_class_means
+from fedids.model.discriminant import ABSENT_OFFSET
+from fedids.model.train import fit_prototypes
 from fedids.task import new_model
 
 
@@ -53,8 +54,8 @@ def test_moments_of_two_clients_add_up_to_the_moments_of_their_pooled_features()
 
 
 def test_the_prototype_head_from_two_clients_moments_is_fedids_trains_head_on_their_pooled_windows():
-    """The final federated model's class means come from the summed calibration moments; they give the
-    same prototype head as ``fedids train``'s ``fit_prototypes`` on every client's windows pooled."""
+    """The final federated model's prototype head comes from the summed calibration moments; it is the
+    same head as ``fedids train``'s ``fit_prototypes`` on every client's windows pooled."""
     from fedids.federation.calibration import hidden_features
 
     torch.manual_seed(0)
@@ -68,23 +69,23 @@ def test_the_prototype_head_from_two_clients_moments_is_fedids_trains_head_on_th
         (class_moments(hidden_features(model, scaled, windows[s]), targets[s], 4) for s in (a, b)),
         ClassMoments.zeros(4, 8),
     )
-    means, present = moments_class_means(summed)
-    assert present.tolist() == [True, True, True, False] and not means[3].any()
+    weights, offsets = moments_prototypes(summed)
+    assert not weights[3].any() and offsets[3] == ABSENT_OFFSET and (offsets[:3] > ABSENT_OFFSET).all()
     federated, pooled = new_model(4, 8), new_model(4, 8)
     pooled.load_state_dict(model.state_dict())
-    set_class_means(federated, (means, present))
+    federated.set_prototypes(weights, offsets)
     fit_prototypes(pooled, scaled, windows, targets)
-    torch.testing.assert_close(federated.prototypes, pooled.prototypes, atol=1e-6, rtol=1e-5)
-    assert torch.equal(federated.prototype_offset, pooled.prototype_offset)
+    torch.testing.assert_close(federated.prototypes, pooled.prototypes, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(federated.prototype_offset, pooled.prototype_offset, atol=1e-4, rtol=1e-4)
     # as the server sends them to the clients (float32), and refused when malformed
-    decoded = m.decode_prototypes(m.encode_prototypes(means, present), 4, 8)
-    np.testing.assert_allclose(decoded[0], means, rtol=1e-6)
-    np.testing.assert_array_equal(decoded[1], present)
-    assert moments_class_means(ClassMoments.zeros(4, 8)) is None
+    decoded = m.decode_prototypes(m.encode_prototypes(weights, offsets), 4, 8)
+    np.testing.assert_allclose(decoded[0], weights, rtol=1e-6)
+    np.testing.assert_allclose(decoded[1], offsets, rtol=1e-6)
+    assert moments_prototypes(ClassMoments.zeros(4, 8)) is None
     for bad in (
-        m.encode_prototypes(means[:3], present[:3]),
-        m.encode_prototypes(np.where(present[:, None], means, np.nan), present),
-        m.encode_prototypes(means, np.zeros(4, bool)),
+        m.encode_prototypes(weights[:3], offsets[:3]),
+        m.encode_prototypes(np.where(offsets[:, None] > ABSENT_OFFSET, weights, np.nan), offsets),
+        m.encode_prototypes(weights, np.full(4, ABSENT_OFFSET)),
     ):
         with pytest.raises(ValueError):
             m.decode_prototypes(bad, 4, 8)
@@ -303,8 +304,8 @@ def test_a_client_reads_the_final_prototype_head_from_the_server_or_from_the_he_
     )
     model = new_model(n, hidden)
     clients = [class_moments(rng.normal(size=(30, hidden)), rng.integers(0, 2, 30), n) for _ in range(2)]
-    expected = moments_class_means(clients[0] + clients[1])
-    assert expected is not None and expected[1].tolist() == [True, True, False]
+    expected = moments_prototypes(clients[0] + clients[1])
+    assert expected is not None and (expected[1] > ABSENT_OFFSET).tolist() == [True, True, False]
     length = moments_sum_length(n, hidden, None)
     keys = create_bfv_keys()
     code = SecAggConfig(n_clients=2, vector_length=length, round_id=1, clip_range=secagg_clip_range(REAL, 2))
@@ -324,9 +325,9 @@ def test_a_client_reads_the_final_prototype_head_from_the_server_or_from_the_he_
             m.add_sealed(content, {"moments": sealed} if privacy == "he" else {}), m.QUERY_GLOBAL
         )
 
-    means, present = final_prototypes(msg(1, "he"), model, setup, keys.secret_context)
-    np.testing.assert_allclose(means, expected[0], atol=1e-4)
-    np.testing.assert_array_equal(present, expected[1])
+    weights, offsets = final_prototypes(msg(1, "he"), model, setup, keys.secret_context)
+    np.testing.assert_allclose(weights, expected[0], atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(offsets, expected[1], atol=1e-3, rtol=1e-3)
     assert final_prototypes(msg(0, "he"), model, setup, keys.secret_context) is None
     sent = final_prototypes(msg(1, "none", m.encode_prototypes(*expected)), model, setup, None)
     np.testing.assert_allclose(sent[0], expected[0], rtol=1e-6)

@@ -12,11 +12,11 @@ from fedids.data.windows import gather_windows
 from fedids.detect.stream import load_scorer, score_windows
 from fedids.errors import InputError
 from fedids.model.artifacts import load_detector, save_detector
+from fedids.model.discriminant import ABSENT_OFFSET, gaussian_discriminant
 from fedids.model.export import export_onnx
-from fedids.model.gru import PROTOTYPE_TEMPERATURE, PROTOTYPE_WEIGHT
+from fedids.model.gru import PROTOTYPE_WEIGHT
 from fedids.model.metrics import compute_metrics
-from fedids.model.train import fit_prototypes, predict_proba
-from fedids.pipelines.rare_recipes import prototype_proba
+from fedids.model.train import embedding_moments, embeddings, fit_prototypes, predict_proba
 from fedids.task import predict_labels
 
 
@@ -32,28 +32,52 @@ def with_prototypes(real_detector):
     return detector, data, scaled, targets
 
 
-def gated(linear: np.ndarray, nearest: np.ndarray) -> np.ndarray:
-    """The documented read-out: P(BENIGN) of the linear head, the attack mass shared as the mix shares it."""
-    mix = (1 - PROTOTYPE_WEIGHT) * linear + PROTOTYPE_WEIGHT * nearest
-    attacks = mix[:, 1:] / mix[:, 1:].sum(axis=1, keepdims=True)
-    return np.concatenate([linear[:, :1], (1 - linear[:, :1]) * attacks], axis=1)
+def lda_posteriors(train: np.ndarray, targets: np.ndarray, rows: np.ndarray, n_classes: int) -> np.ndarray:
+    """scikit-learn's own linear discriminant analysis on the samples: OAS-shrunk class covariances,
+    their unweighted mean (equal priors), equal priors."""
+    from sklearn.covariance import OAS
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    present = np.unique(targets)
+    lda = LinearDiscriminantAnalysis(
+        solver="lsqr", covariance_estimator=OAS(), priors=np.full(len(present), 1 / len(present))
+    ).fit(train, targets)
+    out = np.zeros((len(rows), n_classes))
+    out[:, lda.classes_] = lda.predict_proba(rows)
+    return out
 
 
-def test_eval_output_is_the_linear_benign_score_and_the_mix_among_attacks(with_prototypes):
+def test_eval_output_mixes_the_linear_head_with_sklearns_discriminant_analysis(with_prototypes):
     detector, data, scaled, targets = with_prototypes
     model, rows = detector.model, data.test_rows
     got = predict_proba(model, scaled, data.windows[rows])
     plain = copy.deepcopy(model)
     plain.set_prototypes(None)
     linear = predict_proba(plain, scaled, data.windows[rows])
-    nearest = prototype_proba(
-        plain, scaled, data.windows[data.train_rows], targets, data.windows[rows], PROTOTYPE_TEMPERATURE
+    keep = targets >= 0
+    train = embeddings(plain, scaled, data.windows[data.train_rows][keep]).astype(np.float64)
+    lda = lda_posteriors(train, targets[keep], embeddings(plain, scaled, data.windows[rows]), model.n_classes)
+    expected = (1 - PROTOTYPE_WEIGHT) * linear + PROTOTYPE_WEIGHT * lda
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert (got.argmax(1) == expected.argmax(1)).mean() > 0.999
+    # The head reads something the linear head does not: predictions differ somewhere.
+    assert (got.argmax(1) != linear.argmax(1)).any() or not np.allclose(got, linear, atol=1e-2)
+
+
+def test_the_discriminant_is_sklearns_oas_lda_on_samples():
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [rng.normal(0, 1, (500, 6)), rng.normal(1.5, 0.5, (12, 6)), rng.normal(-1, 2, (40, 6))]
     )
-    np.testing.assert_allclose(got, gated(linear, nearest), atol=1e-5)
-    # The alert score (1 - P(BENIGN)) is the linear head's; which attack is not.
-    np.testing.assert_allclose(got[:, 0], linear[:, 0], atol=1e-6)
-    attack = linear[:, 0] < 0.5
-    assert not np.allclose(got[attack, 1:], linear[attack, 1:], atol=1e-3)
+    y = np.repeat([0, 1, 2], [500, 12, 40])
+    w, b, present = gaussian_discriminant(*embedding_moments(x, y, 4))
+    assert present.tolist() == [True, True, True, False] and b[3] == ABSENT_OFFSET and not w[3].any()
+    scores = x @ w.T + b
+    ours = np.exp(scores - scores.max(1, keepdims=True))
+    ours /= ours.sum(1, keepdims=True)
+    np.testing.assert_allclose(ours, lda_posteriors(x, y, x, 4), atol=1e-6)
+    with pytest.raises(ValueError, match="no class"):
+        gaussian_discriminant(np.zeros(4), np.zeros((4, 6)), np.zeros((4, 6, 6)))
 
 
 def test_training_mode_reads_the_linear_head_only(with_prototypes):
@@ -75,21 +99,13 @@ def test_a_class_without_windows_gets_no_prototype(with_prototypes):
     keep = targets != absent
     fit_prototypes(model, scaled, data.windows[data.train_rows][keep], targets[keep])
     offset = model.prototype_offset.numpy()
-    assert offset[absent] < -1e3 and (np.delete(offset, absent) == 0).all()
+    assert offset[absent] == ABSENT_OFFSET and (np.delete(offset, absent) > ABSENT_OFFSET / 2).all()
     plain = copy.deepcopy(model)
     plain.set_prototypes(None)
     got = predict_proba(model, scaled, data.windows[data.test_rows])
     linear = predict_proba(plain, scaled, data.windows[data.test_rows])
-    nearest = prototype_proba(
-        plain,
-        scaled,
-        data.windows[data.train_rows][keep],
-        targets[keep],
-        data.windows[data.test_rows],
-        PROTOTYPE_TEMPERATURE,
-    )
-    assert nearest[:, absent].max() == 0.0  # no mean, no similarity
-    np.testing.assert_allclose(got, gated(linear, nearest), atol=1e-5)
+    # the absent class gets the linear head's share only
+    np.testing.assert_allclose(got[:, absent], (1 - PROTOTYPE_WEIGHT) * linear[:, absent], atol=1e-6)
 
 
 def test_prototypes_survive_save_onnx_and_streaming(with_prototypes, tmp_path):
@@ -113,6 +129,9 @@ def test_prototypes_survive_save_onnx_and_streaming(with_prototypes, tmp_path):
 
 
 CORRUPT = {
+    "no offsets (a model from before session 24)": lambda n, h: ([[0.5] * h] * n, None),
+    "offset null where a row is": lambda n, h: ([[0.5] * h] * n, [None] * n),
+    "non-finite offset": lambda n, h: ([[0.5] * h] * n, [float("inf")] * n),
     "empty list": lambda n, h: [],
     "every class null": lambda n, h: [None] * n,
     "short rows": lambda n, h: [[0.5] * (h - 1)] * n,
@@ -129,7 +148,11 @@ def test_a_corrupt_prototype_head_is_refused(with_prototypes, tmp_path, case):
     directory = save_detector(tmp_path / "m", with_prototypes[0])
     prep_path = directory / "preprocessing.json"
     prep = json.loads(prep_path.read_text())
-    prep["prototypes"] = CORRUPT[case](model.n_classes, model.hidden)
+    corrupt = CORRUPT[case](model.n_classes, model.hidden)
+    if isinstance(corrupt, tuple):  # rows and offsets
+        prep["prototypes"], prep["prototype_offsets"] = corrupt
+    else:
+        prep["prototypes"] = corrupt
     prep_path.write_text(json.dumps(prep))
-    with pytest.raises(InputError, match="prototypes"):
+    with pytest.raises(InputError, match="prototype"):
         load_detector(directory)

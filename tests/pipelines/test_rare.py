@@ -17,7 +17,7 @@ from fedids.pipelines.rare import (
     score_predictions,
     select_earliest_training_rows,
 )
-from fedids.task import prepare
+from fedids.task import prepare, validation_mask
 
 CICIDS = Path(__file__).resolve().parents[3] / "shared" / "data" / "cicids2017"
 SAMPLE = [
@@ -97,10 +97,11 @@ def test_protocol_end_to_end_on_a_real_sample(data):
         "centralized+gated",
         "centralized+linear",
         "centralized+proto",
+        "centralized+refit",
         "random_forest",
     }
-    # fedids train's default read-out is the gated prototype head; +gated refits it on the same model
-    assert models["centralized"]["per_class"] == models["centralized+gated"]["per_class"]
+    # fedids train's default read-out is the prototype head; +refit refits it on the same model and rows
+    assert models["centralized"]["per_class"] == models["centralized+refit"]["per_class"]
     for run in result["runs"]:
         assert set(run["per_class"]) == set(np.unique(data.labels[data.test_rows]))
         for scores in run["per_class"].values():
@@ -160,3 +161,18 @@ def test_class_centroids_respect_their_least_size_and_fall_back_to_the_mean():
     for c in _centroids(lone, (4, 2)):
         assert np.abs(lone - c).sum(axis=1).min() > 1e-6
     np.testing.assert_allclose(_centroids(np.r_[a[:3]], (4, 2)), a[:3].mean(axis=0, keepdims=True))
+
+
+def test_fedids_trains_validation_slice_holds_out_benign_flows_only(data):
+    """The alert threshold's slice: the benign flows among each label's latest 20% of training flows,
+    never an attack flow (a rare class trains on all of its flows), and none of the test flows."""
+    every_label = validation_mask(data, 0.2, benign_only=False)
+    benign_only = validation_mask(data, 0.2)
+    is_benign = data.labels == BENIGN_LABEL
+    np.testing.assert_array_equal(benign_only, every_label & is_benign)
+    assert benign_only.any() and (every_label & ~is_benign).any()
+    assert not (benign_only & data.test_mask).any()
+    # the held-out benign flows are the latest benign training flows
+    train_benign = data.train_rows[is_benign[data.train_rows]]
+    held = benign_only[train_benign]
+    assert held[-held.sum() :].all() and not held[: -held.sum()].any()

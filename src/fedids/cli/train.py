@@ -45,20 +45,6 @@ def _check_train_args(
     check_number("train", "--max-false-alarm-rate", max_false_alarm_rate, 0, 1)
 
 
-def _validation_mask(prepared, fraction: float, split: str):  # noqa: ANN201 - bool ndarray  # noqa: ANN001 - PreparedData
-    """The last ``fraction`` of the training flows in time (per label for ``label-time``): the slice the
-    alert threshold is chosen on, never trained on, and earlier than every test flow of its label."""
-    import numpy as np
-
-    from fedids.data.windows import time_split
-
-    rows = prepared.train_rows
-    mask = np.zeros(len(prepared.test_mask), dtype=bool)
-    if len(rows) > 1:
-        mask[rows[time_split(prepared.frame.iloc[rows], fraction, per_label=(split == "label-time"))]] = True
-    return mask
-
-
 PrototypesOpt = typer.Option(
     "on",
     "--prototypes",
@@ -115,7 +101,7 @@ def train(
     )
     from fedids.model.artifacts import save_detector
     from fedids.model.train import TrainConfig
-    from fedids.task import prepare, train_centralized
+    from fedids.task import prepare, train_centralized, validation_mask
 
     frame = load_data(data).frame
     try:
@@ -123,7 +109,7 @@ def train(
         config = TrainConfig(epochs=epochs, seed=seed)
     except ValueError as exc:
         raise InputError(f"train: {exc}") from None
-    validation = _validation_mask(prepared, validation_fraction, split)
+    validation = validation_mask(prepared, validation_fraction, per_label=split == "label-time")
     fit_data = replace(prepared, test_mask=prepared.test_mask | validation)
     if len(fit_data.train_rows) == 0 or len(prepared.test_rows) == 0:
         raise InputError("train: the split leaves no training or no test flows")
@@ -188,7 +174,7 @@ def _alert_rule(detector, prepared, rows, max_rate: float) -> dict | None:  # no
     _, proba = predict_labels(detector, prepared.features, prepared.windows[rows])
     _, score, _ = decide(proba, labels, None)
     rule = threshold_rule(score, prepared.labels[rows] == BENIGN_LABEL, max_rate)
-    rule["validation"] = "latest training flows in time, not trained on"
+    rule["validation"] = "latest benign training flows in time, not trained on"
     return rule
 
 

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedids.model.discriminant import gaussian_discriminant
 from fedids.model.gru import GRUDetector
-from fedids.model.train import class_means, embeddings
+from fedids.model.train import embedding_moments, embeddings
 
 SAMPLES_PER_CLASS = 500  # on average; see calibrate_head
 MIN_SAMPLES = 50
@@ -76,11 +77,8 @@ def hidden_features(
 
 def class_moments(features: np.ndarray, targets: np.ndarray, n_classes: int) -> ClassMoments:
     """Moments of ``features (n, H)`` grouped by integer class ``targets (n,)``."""
-    moments = ClassMoments.zeros(n_classes, features.shape[1])
-    for c in np.unique(targets[targets >= 0]):  # -1: a label outside the vocabulary
-        f = features[targets == c]
-        moments.count[c], moments.sum[c], moments.outer[c] = len(f), f.sum(axis=0), f.T @ f
-    return moments
+    keep = targets >= 0  # -1: a label outside the vocabulary
+    return ClassMoments(*embedding_moments(features[keep], targets[keep], n_classes))
 
 
 def calibrate_head(
@@ -133,15 +131,18 @@ def calibrate_head(
     return len(xs)
 
 
-def moments_class_means(moments: ClassMoments) -> tuple[np.ndarray, np.ndarray] | None:
-    """The final model's prototype head (:mod:`fedids.model.gru`) from the calibration moments: the
-    :func:`fedids.model.train.class_means` of the summed feature sums and window counts, which
-    ``fedids train`` computes on its own windows, here over every client's training windows; None if no
-    class has a window. Under DP the moments are the noised release the clients budgeted (read by
-    ``read_moments``): the means are post-processing and cost no epsilon."""
-    if not (np.asarray(moments.count) >= 1).any():
+def moments_prototypes(moments: ClassMoments) -> tuple[np.ndarray, np.ndarray] | None:
+    """The final model's prototype head (:mod:`fedids.model.gru`), weights ``(C, H)`` and offsets
+    ``(C,)``, from the calibration moments: :func:`fedids.model.discriminant.gaussian_discriminant` of the
+    summed counts, sums and outer products, which ``fedids train`` computes on its own windows, here over
+    every client's training windows; None if no class has a window. Under DP the moments are the noised
+    release the clients budgeted (read by ``read_moments``): the head is post-processing and costs no
+    epsilon."""
+    try:
+        weights, offsets, _ = gaussian_discriminant(moments.count, moments.sum, moments.outer)
+    except ValueError:  # no class has a window
         return None
-    return class_means(moments.sum, moments.count)
+    return weights, offsets
 
 
 def final_prototypes(msg, model, setup, secret_context) -> tuple[np.ndarray, np.ndarray] | None:
@@ -155,7 +156,7 @@ def final_prototypes(msg, model, setup, secret_context) -> tuple[np.ndarray, np.
     if m.PROTOTYPES in msg.content:
         return m.decode_prototypes(msg.content[m.PROTOTYPES], len(setup.vocabulary.labels), model.hidden)
     moments = _opened_moments(msg, model, setup, secret_context)
-    return None if moments is None else moments_class_means(moments)
+    return None if moments is None else moments_prototypes(moments)
 
 
 def head_confusions(

@@ -450,13 +450,12 @@ def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) 
     """The final global model a ``query.global`` message describes, with its calibrated head if kept."""
     from fedids.federation.calibration import apply_final_head, final_prototypes
     from fedids.model.checks import META_THRESHOLD
-    from fedids.model.train import set_class_means
 
     model = _final_model(msg, setup, secret_context)
     _, rule = apply_final_head(msg, model, setup, secret_context)
     prototypes = final_prototypes(msg, model, setup, secret_context)
     if prototypes is not None:
-        set_class_means(model, prototypes)
+        model.set_prototypes(*prototypes)
     ins = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG))
     metadata: dict[str, object] = {"final": True}
     if rule is None and ins.alert_threshold >= 0:  # chosen by the server from the summed histograms

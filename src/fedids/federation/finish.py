@@ -24,7 +24,7 @@ from fedids.federation.calibration import (
     check_confusion_vector,
     check_moments_vector,
     decide,
-    moments_class_means,
+    moments_prototypes,
     refit_head,
     validation_length,
 )
@@ -226,7 +226,7 @@ def calibrate(
     if (
         run.config.prototypes == "on" and moments is not None
     ):  # he without an evaluator: each client reads them
-        final.prototypes = moments_class_means(moments)
+        final.prototypes = moments_prototypes(moments)
         record["prototypes"] = final.prototypes is not None
     if not check_sum.ok:
         return final, record | {"kept": False, "reason": "no client could check it"}

@@ -16,6 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.app.typing import ConfigRecordValues
 
 from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
+from fedids.model.discriminant import ABSENT_OFFSET
 
 if TYPE_CHECKING:
     from fedids.federation.private import SealedSum
@@ -249,27 +250,32 @@ def decode_heads(record: ArrayRecord, n_classes: int, hidden: int) -> list[tuple
     return heads
 
 
-def encode_prototypes(means: np.ndarray, present: np.ndarray) -> ArrayRecord:
-    """The prototype head's class means ``(C, H)`` (float32) and which classes have one ``(C,)``."""
+def encode_prototypes(weights: np.ndarray, offsets: np.ndarray) -> ArrayRecord:
+    """The prototype head's ``weights (C, H)`` and ``offsets (C,)`` (float32, :mod:`fedids.model.gru`)."""
     return ArrayRecord(
         {
-            "means": Array(np.asarray(means, dtype=np.float32)),
-            "present": Array(np.asarray(present, dtype=np.uint8)),
+            "weights": Array(np.asarray(weights, dtype=np.float32)),
+            "offsets": Array(np.asarray(offsets, dtype=np.float32)),
         }
     )
 
 
 def decode_prototypes(record: ArrayRecord, n_classes: int, hidden: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`encode_prototypes`; raises ValueError on missing, misshapen or non-finite means,
+    """Inverse of :func:`encode_prototypes`; raises ValueError on missing, misshapen or non-finite arrays,
     or on no class present."""
-    if set(record) != {"means", "present"}:
-        raise ValueError(f"prototypes record has arrays {sorted(record)}, expected means and present")
-    means, present = record["means"].numpy(), record["present"].numpy()
-    if means.shape != (n_classes, hidden) or present.shape != (n_classes,) or present.dtype != np.uint8:
-        raise ValueError(f"prototypes have shapes {means.shape}, {present.shape} ({present.dtype})")
-    if not np.isfinite(means).all() or not (present <= 1).all() or not present.any():
+    if set(record) != {"weights", "offsets"}:
+        raise ValueError(f"prototypes record has arrays {sorted(record)}, expected weights and offsets")
+    weights, offsets = record["weights"].numpy(), record["offsets"].numpy()
+    if weights.shape != (n_classes, hidden) or offsets.shape != (n_classes,):
+        raise ValueError(f"prototypes have shapes {weights.shape}, {offsets.shape}")
+    if weights.dtype != np.float32 or offsets.dtype != np.float32:
+        raise ValueError("prototypes must be float32")
+    if (
+        not (np.isfinite(weights).all() and np.isfinite(offsets).all())
+        or not (offsets > ABSENT_OFFSET / 2).any()
+    ):
         raise ValueError("prototypes must be finite, with at least one class present")
-    return means, present.astype(bool)
+    return weights, offsets
 
 
 # ------------------------------------------------------------------------- run setup and sums

@@ -47,7 +47,7 @@ from fedids.federation.state import (
 )
 from fedids.federation.strategies import make_strategy
 from fedids.model.artifacts import Detector, save_detector
-from fedids.model.train import get_weights, set_class_means, set_weights
+from fedids.model.train import get_weights, set_weights
 from fedids.privacy.dp import PrivacyBudgetExceeded, distributed_noise_std
 from fedids.privacy.keys import load_public_context
 from fedids.task import environment, new_model
@@ -92,14 +92,14 @@ class Run:
     def detector(
         self, weights: list[np.ndarray], metadata: dict, prototypes: tuple | None = None
     ) -> Detector | None:
-        """The run's detector for these weights; ``prototypes``: the class means and which classes have one
-        (:func:`fedids.federation.calibration.moments_class_means`), for the final model's prototype head."""
+        """The run's detector for these weights; ``prototypes``: the final model's prototype head, weights
+        and offsets (:func:`fedids.federation.calibration.moments_prototypes`)."""
         if self.setup is None:
             return None
         model = new_model(len(self.labels), self.config.hidden)
         set_weights(model, weights)
         if prototypes is not None:
-            set_class_means(model, prototypes)
+            model.set_prototypes(*prototypes)
         return Detector(model, self.setup.scaler, self.setup.vocabulary, self.config.window, metadata)
 
 

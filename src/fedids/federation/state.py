@@ -70,7 +70,7 @@ class GlobalModel:
     sealed: SealedSum | None = None
     calibration: dict | None = None  # he: sealed "moments" and "confusion" sums that decide the final head
     alert_rule: dict | None = None  # the alert threshold chosen on the clients' summed validation histograms
-    prototypes: tuple[np.ndarray, np.ndarray] | None = None  # class means (C, H), present (C,): final model
+    prototypes: tuple[np.ndarray, np.ndarray] | None = None  # prototype head weights (C, H), offsets (C,)
 
 
 def write_state(out_dir: Path, state: FederationState) -> None:

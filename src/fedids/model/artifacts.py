@@ -4,7 +4,7 @@ Layout of a model directory::
 
     model.pt            PyTorch state_dict (loaded with weights_only=True: no pickle execution)
     preprocessing.json  scaler center/scale, label vocabulary, window length, model config and the
-                        prototype head's class means (optional; see fedids.model.gru)
+                        prototype head's weights and offsets (optional; see fedids.model.gru)
     metadata.json       how it was trained (data, split, metrics, versions)
 
 Writes go to temporary names first and are renamed, so a crash never leaves a half-written model, and a
@@ -39,6 +39,7 @@ from fedids.model.checks import (
     PREPROCESSING_FILE,
     read_model_description,
 )
+from fedids.model.discriminant import ABSENT_OFFSET
 from fedids.model.gru import GRUDetector
 
 __all__ = [
@@ -83,9 +84,10 @@ def save_detector(directory: str | Path, detector: Detector) -> Path:
     }
     if detector.model.has_prototypes:
         model = detector.model
-        rows = model.prototypes.tolist()
-        prep["prototypes"] = [
-            row if off == 0 else None for row, off in zip(rows, model.prototype_offset.tolist())
+        present = (model.prototype_offset > ABSENT_OFFSET / 2).tolist()
+        prep["prototypes"] = [row if p else None for row, p in zip(model.prototypes.tolist(), present)]
+        prep["prototype_offsets"] = [
+            off if p else None for off, p in zip(model.prototype_offset.tolist(), present)
         ]
     buf = io.BytesIO()
     torch.save(detector.model.state_dict(), buf)
@@ -111,9 +113,11 @@ def load_detector(directory: str | Path) -> Detector:
         state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         if prep.get("prototypes") is not None:
-            rows = prep["prototypes"]
-            present = torch.tensor([r is not None for r in rows])
-            model.set_prototypes(torch.tensor([r or [0.0] * model.hidden for r in rows]), present, unit=True)
+            rows, offsets = prep["prototypes"], prep["prototype_offsets"]
+            model.set_prototypes(
+                torch.tensor([r or [0.0] * model.hidden for r in rows], dtype=torch.float32),
+                torch.tensor([ABSENT_OFFSET if o is None else o for o in offsets], dtype=torch.float32),
+            )
         model.eval()
         return Detector(
             model=model,

@@ -101,7 +101,9 @@ def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     window = check_window(prep["window"], source)
     labels = check_labels(prep["labels"], config["n_classes"], source)
     check_features(prep.get("features"), source)
-    check_prototypes(prep.get("prototypes"), config["n_classes"], config["hidden"], source)
+    check_prototypes(
+        prep.get("prototypes"), prep.get("prototype_offsets"), config["n_classes"], config["hidden"], source
+    )
     scaler = prep["scaler"]
     try:
         values = [float(v) for key in ("center", "scale") for v in scaler[key]]
@@ -112,18 +114,19 @@ def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     return window, labels
 
 
-def check_prototypes(prototypes: object, n_classes: int, hidden: int, source: str) -> None:
-    """``preprocessing.json``'s optional ``prototypes``: one entry per class, ``null`` (no prototype) or
-    ``hidden`` finite numbers, at least one class with a prototype."""
+def check_prototypes(prototypes: object, offsets: object, n_classes: int, hidden: int, source: str) -> None:
+    """``preprocessing.json``'s optional prototype head: ``prototypes``, one entry per class, ``null`` (no
+    prototype) or ``hidden`` finite numbers, at least one class with a prototype, and
+    ``prototype_offsets``, one finite number per class, ``null`` exactly where its row is (a model written
+    before session 24 has class means and no offsets: it is refused, retrain it)."""
     if prototypes is None:
         return
 
+    def finite(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
     def row_ok(row: object) -> bool:
-        return row is None or (
-            isinstance(row, list)
-            and len(row) == hidden
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row)
-        )
+        return row is None or (isinstance(row, list) and len(row) == hidden and all(finite(v) for v in row))
 
     if not (
         isinstance(prototypes, list)
@@ -133,6 +136,15 @@ def check_prototypes(prototypes: object, n_classes: int, hidden: int, source: st
     ):
         raise InputError(
             f"{source}: corrupt model (prototypes: {n_classes} rows of {hidden} finite numbers or null)"
+        )
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == n_classes
+        and all((o is None) == (r is None) and (o is None or finite(o)) for o, r in zip(offsets, prototypes))
+    ):
+        raise InputError(
+            f"{source}: corrupt model (prototype_offsets: {n_classes} finite numbers, null where prototypes "
+            "are; a model from before fedids' session 24 has none: retrain it)"
         )
 
 

@@ -3,30 +3,31 @@ trained, a prototype head beside it.
 
 Plain PyTorch, no Flower: the same module trains centrally, on a federated client and under DP-SGD.
 
-The prototype head (nearest class mean, "prototypical" read-out) holds each class's mean GRU embedding
-over its training windows; a window's prototype probabilities are the softmax of its cosine similarity to
-each class mean over :data:`PROTOTYPE_TEMPERATURE`. In evaluation mode a detector with prototypes is
-*gated*: P(BENIGN) (class 0) is the linear head's, and the attack mass ``1 - P(BENIGN)`` is shared out
-in the proportions of the mix ``(1 - w) softmax(linear) + w softmax(prototype)`` over the attack classes
-(``w`` = :data:`PROTOTYPE_WEIGHT`). The output is the log of that distribution, so every consumer of
-logits (argmax, alert scores, ONNX export, streaming) reads it unchanged. Why: a class seen in a handful
-of windows gets a usable mean long before the linear head learns its row (docs/rare-classes.md: +0.11 to
-+0.37 macro-F1 at k = 10 and 20 training flows per attack on the real samples, no retraining), while the
-alert score, and so the false alarms at a threshold, stay exactly the linear head's (an ungated mix moved
-them: docs/rare-classes.md). In training mode the output is the linear head's logits: prototypes are a
-read-out fitted after training, never trained through.
+The prototype head compares a window's GRU embedding with each class's mean training embedding under one
+shared, shrunk covariance (a Mahalanobis distance: linear discriminant analysis with equal class priors,
+fitted in closed form from class moments by :mod:`fedids.model.discriminant`). Its scores are linear in
+the embedding, ``prototypes @ x + prototype_offset``. In evaluation mode a detector with prototypes
+outputs the log of ``(1 - w) softmax(linear) + w softmax(prototype scores)`` (``w`` =
+:data:`PROTOTYPE_WEIGHT`), so every consumer of logits (argmax, alert scores, ONNX export, streaming)
+reads it unchanged. Why: a class seen in a handful of windows gets a usable mean long before the linear
+head learns its row (docs/rare-classes.md). The mix also sets P(BENIGN), so the alert threshold is
+chosen on the mixed score (``fedids train``, ``fedids federate``): the false-alarm budget holds at it.
+(Until session 24 the head was cosine similarity to the class means, gated so that P(BENIGN) stayed the
+linear head's; a gate keeps a class out where the linear head calls it benign, which cost the federated
+model PortScan at k = 20: docs/rare-classes.md.) In training mode the output is the linear head's
+logits: prototypes are a read-out fitted after training, never trained through.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from fedids.model.discriminant import ABSENT_OFFSET
 
 DEFAULT_HIDDEN = 64
-PROTOTYPE_TEMPERATURE = 0.1  # cosine similarity is in [-1, 1]; 0.1 makes the nearest mean dominate
 PROTOTYPE_WEIGHT = 0.5  # share of the prototype head in the mixed probabilities
-_ABSENT = -1e4  # similarity offset of a class without a prototype: exp() underflows to 0
 
 
 class GRUDetector(nn.Module):
@@ -52,39 +53,37 @@ class GRUDetector(nn.Module):
         return self.prototypes.shape[0] > 0
 
     def set_prototypes(
-        self, means: torch.Tensor | None, present: torch.Tensor | None = None, *, unit: bool = False
+        self, weights: torch.Tensor | np.ndarray | None, offsets: torch.Tensor | np.ndarray | None = None
     ) -> None:
-        """Set the class means ``(n_classes, hidden)`` (rows of classes not ``present`` are ignored), or
-        remove the prototype head with None. At least one class must be present. ``unit``: the rows are
-        already the stored unit vectors (a reloaded model scores bit for bit as the saved one)."""
-        if means is None:
+        """Set the prototype head's ``weights (n_classes, hidden)`` and ``offsets (n_classes,)`` (from
+        :func:`fedids.model.discriminant.gaussian_discriminant`; a class without windows has offset
+        :data:`~fedids.model.discriminant.ABSENT_OFFSET`), or remove the head with None."""
+        if weights is None:
             self.prototypes = torch.zeros(0, self.hidden)
             self.prototype_offset = torch.zeros(0)
             return
-        means = torch.as_tensor(means, dtype=torch.float32)
-        if tuple(means.shape) != (self.n_classes, self.hidden) or not torch.isfinite(means).all():
-            raise ValueError(f"prototypes must be finite, shape ({self.n_classes}, {self.hidden})")
-        present = torch.ones(self.n_classes, dtype=torch.bool) if present is None else present.bool()
-        present = present & (means.norm(dim=1) > 0)
-        if not present.any():
+        weights = torch.as_tensor(weights, dtype=torch.float32)
+        offsets = torch.as_tensor(offsets, dtype=torch.float32)
+        if tuple(weights.shape) != (self.n_classes, self.hidden) or tuple(offsets.shape) != (self.n_classes,):
+            raise ValueError(
+                f"prototypes must have shapes ({self.n_classes}, {self.hidden}) and ({self.n_classes},)"
+            )
+        if not (torch.isfinite(weights).all() and torch.isfinite(offsets).all()):
+            raise ValueError("prototypes must be finite")
+        if not (offsets > ABSENT_OFFSET / 2).any():
             raise ValueError("prototypes: no class has a mean")
-        means = torch.where(present[:, None], means, 0.0)
-        self.prototypes = means if unit else F.normalize(means, dim=1)
-        self.prototype_offset = torch.where(present, 0.0, _ABSENT)
+        self.prototypes, self.prototype_offset = weights.contiguous(), offsets.contiguous()
 
     def read_out(self, embedding: torch.Tensor) -> torch.Tensor:
         """The heads on embeddings ``(batch, hidden)`` (from :meth:`embed`): what :meth:`forward` returns."""
         logits = self.head(embedding)
         if self.training or not self.has_prototypes:
             return logits
-        sim = F.normalize(embedding, dim=1) @ self.prototypes.T / PROTOTYPE_TEMPERATURE
-        linear = torch.softmax(logits, 1)
-        mixed = (1.0 - PROTOTYPE_WEIGHT) * linear + PROTOTYPE_WEIGHT * torch.softmax(
-            sim + self.prototype_offset, 1
+        scores = embedding @ self.prototypes.T + self.prototype_offset
+        mixed = (1.0 - PROTOTYPE_WEIGHT) * torch.softmax(logits, 1) + PROTOTYPE_WEIGHT * torch.softmax(
+            scores, 1
         )
-        attacks = mixed[:, 1:] / mixed[:, 1:].sum(1, keepdim=True).clamp_min(1e-30)
-        gated = torch.cat([linear[:, :1], (1.0 - linear[:, :1]) * attacks], 1)
-        return gated.clamp_min(1e-30).log()
+        return mixed.clamp_min(1e-30).log()
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         """The GRU's last hidden state ``(batch, hidden)``: what both heads read."""

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedids.data.windows import gather_windows
+from fedids.model.discriminant import gaussian_discriminant
 from fedids.model.gru import GRUDetector
 
 
@@ -199,24 +200,34 @@ def embeddings(
 
 
 def fit_prototypes(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, targets: np.ndarray) -> None:
-    """Set ``model``'s prototype head to the class means of its embedding over these training windows
-    (rows with target ``-1`` skipped; classes without a window get none; see :mod:`fedids.model.gru`)."""
+    """Set ``model``'s prototype head from its embedding of these training windows (rows with target
+    ``-1`` skipped; classes without a window get none; see :mod:`fedids.model.gru`)."""
     keep = targets >= 0
     emb = embeddings(model, scaled, windows[keep]).astype(np.float64)
-    sums = np.zeros((model.n_classes, model.hidden))
-    np.add.at(sums, targets[keep], emb)
-    set_class_means(model, class_means(sums, np.bincount(targets[keep], minlength=model.n_classes)))
+    set_prototypes(model, embedding_moments(emb, targets[keep], model.n_classes))
 
 
-def class_means(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The prototype head's rows from per-class embedding ``sums (C, H)`` and window ``counts (C,)``: each
-    class's mean (zero for a class without a window) and which classes have at least one window."""
-    present = np.asarray(counts) >= 1
-    means = np.asarray(sums, np.float64) / np.maximum(np.asarray(counts, np.float64), 1.0)[:, None]
-    return np.where(present[:, None], means, 0.0), present
+def embedding_moments(
+    emb: np.ndarray, targets: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class window ``count (C,)``, embedding ``sum (C, H)`` and ``outer (C, H, H)`` of ``emb`` rows
+    grouped by ``targets`` (all >= 0): what the prototype head and CCVR calibration read."""
+    hidden = emb.shape[1]
+    count, sums, outer = (
+        np.zeros(n_classes),
+        np.zeros((n_classes, hidden)),
+        np.zeros((n_classes, hidden, hidden)),
+    )
+    for c in np.unique(targets):
+        f = emb[targets == c]
+        count[c], sums[c], outer[c] = len(f), f.sum(axis=0), f.T @ f
+    return count, sums, outer
 
 
-def set_class_means(model: GRUDetector, prototypes: tuple[np.ndarray, np.ndarray]) -> None:
-    """Give ``model`` the prototype head ``(means (C, H), present (C,))`` of :func:`class_means`."""
-    means, present = prototypes
-    model.set_prototypes(torch.as_tensor(np.asarray(means), dtype=torch.float32), torch.as_tensor(present))
+def set_prototypes(model: GRUDetector, moments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Give ``model`` the prototype head of class ``moments`` ``(count, sum, outer)``
+    (:func:`fedids.model.discriminant.gaussian_discriminant`)."""
+    weights, offsets, _ = gaussian_discriminant(*moments)
+    model.set_prototypes(
+        torch.as_tensor(weights, dtype=torch.float32), torch.as_tensor(offsets, dtype=torch.float32)
+    )

@@ -10,8 +10,8 @@ moved or relabelled: their rows, labels and order are those of the full split.
 Three models train on the same kept rows in the same run, for each seed:
 
 * ``centralized``: :func:`fedids.task.train_centralized`, the path of ``fedids train`` (which also holds
-  out the latest ``validation_fraction`` of each label's training flows to choose the alert threshold;
-  the protocol does the same, so a rare class trains on ``k - round(0.2 k)`` flows);
+  out the latest ``validation_fraction`` of the benign training flows to choose the alert threshold,
+  :func:`fedids.task.validation_mask`; the protocol does the same, so an attack class trains on all k);
 * ``federated``: a Flower simulation (:func:`fedids.federation.simulation.run_simulated`) over the kept
   training rows split by a partition scheme (``shared:0.5`` by default);
 * ``random_forest``: scikit-learn, 100 trees, one flow's raw features at a time, on all kept training rows.
@@ -37,10 +37,10 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
 from fedids.data.schema import BENIGN_LABEL
-from fedids.data.windows import compute_window_indices, host_keys, time_split
+from fedids.data.windows import compute_window_indices, host_keys
 from fedids.federation.config import FederationConfig
 from fedids.model.artifacts import Detector
-from fedids.task import PreparedData
+from fedids.task import PreparedData, validation_mask
 
 K_VALUES: tuple[int, ...] = (5, 10, 20, 50)
 MODELS: tuple[str, ...] = ("centralized", "federated", "random_forest")
@@ -154,16 +154,6 @@ def _counts(labels: np.ndarray) -> dict[str, int]:
     return {str(v): int(c) for v, c in zip(values, counts)}
 
 
-def validation_mask(data: PreparedData, fraction: float) -> np.ndarray:
-    """The latest ``fraction`` of each label's training flows, as ``fedids train --split label-time``
-    holds them out to choose its alert threshold: bool ``(n_flows,)``."""
-    rows = data.train_rows
-    mask = np.zeros(len(data.labels), dtype=bool)
-    if len(rows) > 1:
-        mask[rows[time_split(data.frame.iloc[rows], fraction, per_label=True)]] = True
-    return mask
-
-
 def score_predictions(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """Per-class F1, precision, recall and support over the labels of ``y_true``, and their macro-F1.
 
@@ -209,9 +199,10 @@ def score_detector(
 ) -> dict[str, Any]:
     """Scores of ``detector`` (its own read-out) on the test flows of ``data``; with ``prototype``, also
     (under ``"variants"``) those of its linear head alone (``"linear"``), of the prototype head
-    ``fedids train --prototypes on`` fits from the windows ending at ``fit_rows`` (``"gated"``: P(BENIGN)
-    of the linear head, see :mod:`fedids.model.gru`) and of the ungated half-and-half mix of the two
-    heads measured in session 10 (``"proto"``)."""
+    ``fedids train --prototypes on`` fits from the windows ending at ``fit_rows`` (``"refit"``; for a
+    federated model, from every kept training window instead of the clients' training windows), and of
+    the cosine heads before session 24: the ungated half-and-half mix of session 10 (``"proto"``) and the
+    gated one of sessions 11-23 (``"gated"``: P(BENIGN) of the linear head)."""
     from fedids.model.train import fit_prototypes
     from fedids.pipelines.rare_recipes import prototype_proba
     from fedids.task import predict_labels
@@ -227,14 +218,18 @@ def score_detector(
         scaled = detector.scaler.transform(data.features)
         windows = data.windows[fit_rows][targets >= 0]
         proto = prototype_proba(linear.model, scaled, windows, targets[targets >= 0], data.windows[test], 0.1)
-        mix = (0.5 * proba + 0.5 * proto).argmax(axis=1)
-        gated = copy.deepcopy(linear)
-        fit_prototypes(gated.model, scaled, data.windows[fit_rows], targets)
+        mix = 0.5 * proba + 0.5 * proto
+        attacks = mix[:, 1:] / np.maximum(mix[:, 1:].sum(axis=1, keepdims=True), 1e-30)
+        gated = np.concatenate([proba[:, :1], (1.0 - proba[:, :1]) * attacks], axis=1)
+        refit = copy.deepcopy(linear)
+        fit_prototypes(refit.model, scaled, data.windows[fit_rows], targets)
+        decode = detector.vocabulary.decode
         scores["variants"] = {
             "linear": score_predictions(data.labels[test], linear_pred),
-            "proto": score_predictions(data.labels[test], detector.vocabulary.decode(mix)),
-            "gated": score_predictions(
-                data.labels[test], predict_labels(gated, data.features, data.windows[test])[0]
+            "proto": score_predictions(data.labels[test], decode(mix.argmax(axis=1))),
+            "gated": score_predictions(data.labels[test], decode(gated.argmax(axis=1))),
+            "refit": score_predictions(
+                data.labels[test], predict_labels(refit, data.features, data.windows[test])[0]
             ),
         }
     return scores

@@ -1,8 +1,12 @@
 """Candidate training recipes for rare classes, measured on the rare-class protocol (:mod:`.rare`).
 
-Each recipe is a :class:`Recipe` (options, none of them a default of ``fedids train``; ``prototype`` is
-the ungated mix that ``fedids train --prototypes on`` gates, :mod:`fedids.model.gru`) that trains the centralized GRU on the same kept rows as the protocol's
-``centralized`` model and is scored the same way:
+Each recipe is a :class:`Recipe` (options) that trains the centralized GRU on the same kept rows as the
+protocol's ``centralized`` model and is scored the same way. The recipes were measured before session 24
+and keep that ``fedids train``: a validation slice of every label's latest 20% of training flows
+(``validate_benign_only`` holds out the benign ones only, as ``fedids train`` now does) and, with
+``prototype``, an ungated cosine head (``proto_readout="gauss"``: the Gaussian head that
+:mod:`fedids.model.discriminant` now gives ``fedids train``, ungated; ``proto_gated``: P(BENIGN) of the
+linear head, as the head before session 24):
 
 * ``epochs``: a fixed epoch count other than ``fedids train``'s 5;
 * ``early_stopping``: up to ``epochs`` epochs, keeping the weights of the epoch with the best macro-F1
@@ -48,17 +52,18 @@ import torch
 from torch import nn
 
 from fedids.data.preprocess import LabelVocabulary
-from fedids.data.schema import FEATURES
+from fedids.data.schema import BENIGN_LABEL, FEATURES
 from fedids.data.windows import compute_window_indices, host_keys
 from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, fit, forward_batches, predict_proba
-from fedids.pipelines.rare import RareConfig, RareSplit, score_predictions, validation_mask
-from fedids.task import PreparedData, fit_preprocessing
+from fedids.pipelines.rare import RareConfig, RareSplit, score_predictions
+from fedids.task import PreparedData, fit_preprocessing, validation_mask
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """One candidate (see module docstring); the defaults reproduce ``fedids train``."""
+    """One candidate (see module docstring); the defaults reproduce ``fedids train`` before session 24
+    without its prototype head."""
 
     epochs: int = 5
     early_stopping: bool = False
@@ -73,6 +78,8 @@ class Recipe:
     proto_space: str = "embedding"
     proto_clusters: int = 4
     proto_cluster_min: int = 2
+    proto_gated: bool = False
+    validate_benign_only: bool = False
     flow_skip: bool = False
     hidden: int | None = None
     window: int | None = None
@@ -140,6 +147,33 @@ RECIPES: dict[str, Recipe] = {
     "emb-clusters32x10": Recipe(
         prototype=True, proto_readout="clusters", proto_clusters=32, proto_cluster_min=10
     ),
+    **{
+        f"{space}-lda": Recipe(prototype=True, proto_readout="lda", proto_space=space)
+        for space in ("embedding", "flow", "both")
+    },
+    **{
+        f"train-val+{space}-lda": Recipe(
+            train_validation=True, prototype=True, proto_readout="lda", proto_space=space
+        )
+        for space in ("embedding", "flow", "both")
+    },
+    **{
+        f"{tv}embedding-gauss{g}": Recipe(
+            train_validation=bool(tv), prototype=True, proto_readout="gauss", proto_gated=bool(g)
+        )
+        for tv in ("", "train-val+")
+        for g in ("", "-gated")
+    },
+    **{
+        f"val-benign+{name}": Recipe(
+            validate_benign_only=True, prototype=True, proto_readout=readout, proto_gated=g
+        )
+        for name, readout, g in (
+            ("gauss", "gauss", False),
+            ("gauss-gated", "gauss", True),
+            ("prototype-gated", "mean", True),
+        )
+    },
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
@@ -211,16 +245,66 @@ def prototype_proba(
     sim = np.full((len(emb), n_classes), -np.inf)
     for c in np.unique(train_targets[train_targets >= 0]):
         members = train_emb[train_targets == c]
+        if readout in ("lda", "gauss"):
+            continue
         if readout == "nearest":
             sim[:, c] = (emb @ _unit(members).T).max(axis=1)
         elif readout == "clusters":
             sim[:, c] = (emb @ _unit(_centroids(_unit(members), clusters)).T).max(axis=1)
         else:
             sim[:, c] = emb @ _unit(members.mean(axis=0, keepdims=True))[0]
+    if readout == "lda":
+        return _lda_proba(train_emb, train_targets, _space(model, scaled, windows, space), n_classes)
+    if readout == "gauss":
+        return _gauss_proba(train_emb, train_targets, _space(model, scaled, windows, space), n_classes)
     sim /= temperature
     sim -= sim.max(axis=1, keepdims=True)
     p = np.exp(sim)
     return p / p.sum(axis=1, keepdims=True)
+
+
+def _lda_proba(train: np.ndarray, targets: np.ndarray, rows: np.ndarray, n_classes: int) -> np.ndarray:
+    """Gaussian class posteriors with one shared covariance (scikit-learn's LDA, Ledoit-Wolf shrinkage)
+    and equal class priors, so that a class of ten windows is not outvoted by its prior; only per-class
+    sums and one pooled second moment enter, which clients could sum securely like CCVR's moments."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    keep = targets >= 0
+    present = np.unique(targets[keep])
+    lda = LinearDiscriminantAnalysis(
+        solver="lsqr", shrinkage="auto", priors=np.full(len(present), 1 / len(present))
+    )
+    lda.fit(train[keep], targets[keep])
+    proba = np.zeros((len(rows), n_classes))
+    proba[:, lda.classes_] = lda.predict_proba(rows)
+    return proba
+
+
+def _gauss_proba(train: np.ndarray, targets: np.ndarray, rows: np.ndarray, n_classes: int) -> np.ndarray:
+    """:func:`_lda_proba` from per-class moments only (count, sum, sum of outer products: CCVR's), each
+    class covariance shrunk by OAS (Chen et al. 2010, closed form in the covariance alone), the pooled
+    covariance their unweighted mean."""
+    keep = targets >= 0
+    p = train.shape[1]
+    present = np.unique(targets[keep])
+    means, covs = [], []
+    for c in present:
+        x = train[targets == c]
+        mu = x.mean(axis=0)
+        emp = (x.T @ x) / len(x) - np.outer(mu, mu)
+        alpha, tr = np.mean(emp**2), np.trace(emp) / p
+        den = (len(x) + 1) * (alpha - tr**2 / p)
+        shrink = 1.0 if den <= 0 else min((alpha + tr**2) / den, 1.0)
+        covs.append((1 - shrink) * emp + shrink * tr * np.eye(p))
+        means.append(mu)
+    pooled = np.mean(covs, axis=0) + 1e-6 * np.eye(p)
+    m = np.array(means)
+    w = np.linalg.solve(pooled, m.T)  # (p, C)
+    logits = rows @ w - 0.5 * np.sum(m * w.T, axis=1)
+    logits -= logits.max(axis=1, keepdims=True)
+    proba = np.zeros((len(rows), n_classes))
+    proba[:, present] = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return proba
 
 
 def _centroids(members: np.ndarray, clusters: tuple[int, int]) -> np.ndarray:
@@ -258,7 +342,7 @@ def _fit_data(split: RareSplit, cfg: RareConfig, recipe: Recipe) -> tuple[Prepar
     window = recipe.window or cfg.window
     if window != cfg.window:
         data = dataclasses.replace(data, windows=compute_window_indices(host_keys(data.frame), window))
-    return data, validation_mask(data, cfg.validation_fraction)
+    return data, validation_mask(data, cfg.validation_fraction, benign_only=False)
 
 
 def _balanced_rows(targets: np.ndarray, epochs: int, seed: int) -> np.ndarray:
@@ -357,6 +441,8 @@ class _EarlyStopping:
 def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> dict[str, Any]:
     """Train the centralized GRU on the protocol's kept rows with ``recipe`` and score its test flows."""
     data, val = _fit_data(split, cfg, recipe)
+    if recipe.validate_benign_only:  # attack classes train on all their flows; BENIGN's latest are held out
+        val = val & (data.labels == BENIGN_LABEL)
     fit_rows = data.train_rows if recipe.train_validation else data.train_rows[~val[data.train_rows]]
     scaler, vocab = fit_preprocessing(data.features[fit_rows], data.labels[fit_rows])
     scaled = scaler.transform(data.features)
@@ -386,5 +472,9 @@ def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> 
             recipe.proto_space,
             (recipe.proto_clusters, recipe.proto_cluster_min),
         )
-        proba = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
+        mixed = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
+        if recipe.proto_gated:  # P(BENIGN) stays the linear head's, as in fedids.model.gru
+            attacks = mixed[:, 1:] / np.maximum(mixed[:, 1:].sum(axis=1, keepdims=True), 1e-30)
+            mixed = np.concatenate([proba[:, :1], (1.0 - proba[:, :1]) * attacks], axis=1)
+        proba = mixed
     return score_predictions(data.labels[test], vocab.decode(proba.argmax(axis=1)))
