@@ -108,10 +108,20 @@ def test_a_class_without_windows_gets_no_prototype(with_prototypes):
     np.testing.assert_allclose(got[:, absent], (1 - PROTOTYPE_WEIGHT) * linear[:, absent], atol=1e-6)
 
 
-def test_prototypes_survive_save_onnx_and_streaming(with_prototypes, tmp_path):
-    detector, data, _, _ = with_prototypes
+@pytest.mark.parametrize("gated", [False, True])
+def test_prototypes_survive_save_onnx_and_streaming(with_prototypes, tmp_path, gated):
+    detector, data, scaled, _ = with_prototypes
+    if gated:  # fedids federate's: P(BENIGN) is the linear head's, the attacks share the rest as mixed
+        detector = copy.deepcopy(detector)
+        model = detector.model
+        model.set_prototypes(model.prototypes, model.prototype_offset, gated=True)
+        plain = copy.deepcopy(model)
+        plain.set_prototypes(None)
+        got, linear = (predict_proba(m, scaled, data.windows) for m in (model, plain))
+        np.testing.assert_allclose(got[:, 0], linear[:, 0], atol=1e-6)
+        assert (got.argmax(1) != linear.argmax(1)).any()
     again = load_detector(save_detector(tmp_path / "m", detector))
-    assert again.model.has_prototypes
+    assert again.model.has_prototypes and again.model.prototype_gated == gated
     ref_labels, ref = predict_labels(detector, data.features, data.windows)
     np.testing.assert_array_equal(predict_labels(again, data.features, data.windows)[1], ref)
     for quantize, atol in (("none", 2e-5), ("int8", None)):

@@ -419,7 +419,7 @@ def _print_federated_end(state: Any) -> None:
     linear = state.calibration.get("test_linear_head")
     if linear:
         err.print(
-            f"prototype head (class means of the summed moments): macro-F1 {linear['macro_f1']:.4f} with the "
+            f"prototype head (discriminant of the summed moments): macro-F1 {linear['macro_f1']:.4f} with the "
             f"linear head alone, {state.calibration['test']['macro_f1']:.4f} with it (--prototypes off: linear)"
         )
 

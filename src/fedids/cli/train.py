@@ -48,9 +48,9 @@ def _check_train_args(
 PrototypesOpt = typer.Option(
     "on",
     "--prototypes",
-    help="on (default): add the prototype head (class means of the GRU embedding), which names attacks "
-    "seen in a handful of flows; the alert score stays the linear head's. off: linear head only "
-    "(docs/rare-classes.md).",
+    help="on (default): add the prototype head (class means of the GRU embedding under a shared covariance, "
+    "linear discriminant analysis), which names attacks seen in a handful of flows; the alert threshold "
+    "is chosen on the mixed score. off: linear head only (docs/rare-classes.md).",
 )
 
 

@@ -455,7 +455,7 @@ def final_detector(msg: Message, setup: RunSetup, secret_context: bytes | None) 
     _, rule = apply_final_head(msg, model, setup, secret_context)
     prototypes = final_prototypes(msg, model, setup, secret_context)
     if prototypes is not None:
-        model.set_prototypes(*prototypes)
+        model.set_prototypes(*prototypes, gated=True)  # the threshold is the linear head's (fedids.model.gru)
     ins = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG))
     metadata: dict[str, object] = {"final": True}
     if rule is None and ins.alert_threshold >= 0:  # chosen by the server from the summed histograms

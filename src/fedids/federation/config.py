@@ -115,9 +115,9 @@ class FederationConfig:
     dpsgd_distributed_lr: float = 6.0
     calibration: str = "ccvr"  # ccvr: refit the head on clients' summed feature moments after
     # training, then check it (fedids.federation.calibration) | none
-    # The final model's prototype head (fedids.model.gru), as `fedids train --prototypes on`: each class's
-    # mean embedding, read from the same summed moments (so only with ccvr; no new message, no new
-    # release). It says which attack, never whether: alerts and their threshold stay the linear head's.
+    # The final model's prototype head (fedids.model.gru), as `fedids train --prototypes on`: class means
+    # under a shared covariance, read from the same summed moments (so only with ccvr; no new message, no
+    # new release). Gated: it says which attack, never whether (the threshold is the linear head's).
     prototypes: str = "on"  # on | off
     dpsgd_calibration_noise: float = 3.0  # DP-SGD runs: noise multiplier of the two calibration releases
     # (fedids.federation.calibration_dp); each client budgets them in its epsilon. Client-level dp uses

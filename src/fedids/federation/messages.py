@@ -39,7 +39,7 @@ PREPROCESSING = "preprocessing"  # ArrayRecord: scaler center/scale
 STATS = "stats"  # ArrayRecord: feature histogram of a client
 INFO = "info"  # ConfigRecord: client key, labels, label counts
 HEADS = "heads"  # ArrayRecord: candidate heads, "<i>.weight" / "<i>.bias"
-PROTOTYPES = "prototypes"  # ArrayRecord: the final model's class means "means" (C, H), "present" (C,)
+PROTOTYPES = "prototypes"  # ArrayRecord: the final model's prototype head "weights" (C, H), "offsets" (C,)
 CHECK_SPLITS = ("validation", "train")  # the local windows a query.validate reply scores the heads on
 SUM = "sum"  # ConfigRecord: the secure sum a message asks for: "values" (real|count), "length",
 # "privacy" (the mode that seals it)

@@ -99,7 +99,7 @@ class Run:
         model = new_model(len(self.labels), self.config.hidden)
         set_weights(model, weights)
         if prototypes is not None:
-            model.set_prototypes(*prototypes)
+            model.set_prototypes(*prototypes, gated=True)  # threshold: the linear head's score
         return Detector(model, self.setup.scaler, self.setup.vocabulary, self.config.window, metadata)
 
 

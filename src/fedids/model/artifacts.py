@@ -89,6 +89,7 @@ def save_detector(directory: str | Path, detector: Detector) -> Path:
         prep["prototype_offsets"] = [
             off if p else None for off, p in zip(model.prototype_offset.tolist(), present)
         ]
+        prep["prototype_gated"] = model.prototype_gated
     buf = io.BytesIO()
     torch.save(detector.model.state_dict(), buf)
     _write_atomic(directory / PREPROCESSING_FILE, json.dumps(prep, indent=1).encode())
@@ -117,6 +118,7 @@ def load_detector(directory: str | Path) -> Detector:
             model.set_prototypes(
                 torch.tensor([r or [0.0] * model.hidden for r in rows], dtype=torch.float32),
                 torch.tensor([ABSENT_OFFSET if o is None else o for o in offsets], dtype=torch.float32),
+                gated=prep.get("prototype_gated", False),
             )
         model.eval()
         return Detector(

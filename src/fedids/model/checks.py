@@ -102,7 +102,12 @@ def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     labels = check_labels(prep["labels"], config["n_classes"], source)
     check_features(prep.get("features"), source)
     check_prototypes(
-        prep.get("prototypes"), prep.get("prototype_offsets"), config["n_classes"], config["hidden"], source
+        prep.get("prototypes"),
+        prep.get("prototype_offsets"),
+        prep.get("prototype_gated", False),
+        config["n_classes"],
+        config["hidden"],
+        source,
     )
     scaler = prep["scaler"]
     try:
@@ -114,11 +119,13 @@ def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     return window, labels
 
 
-def check_prototypes(prototypes: object, offsets: object, n_classes: int, hidden: int, source: str) -> None:
+def check_prototypes(
+    prototypes: object, offsets: object, gated: object, n_classes: int, hidden: int, source: str
+) -> None:
     """``preprocessing.json``'s optional prototype head: ``prototypes``, one entry per class, ``null`` (no
     prototype) or ``hidden`` finite numbers, at least one class with a prototype, and
     ``prototype_offsets``, one finite number per class, ``null`` exactly where its row is (a model written
-    before session 24 has class means and no offsets: it is refused, retrain it)."""
+    before session 24 has class means and no offsets: it is refused, retrain it), and ``prototype_gated``, true or false (absent: false)."""
     if prototypes is None:
         return
 
@@ -137,6 +144,8 @@ def check_prototypes(prototypes: object, offsets: object, n_classes: int, hidden
         raise InputError(
             f"{source}: corrupt model (prototypes: {n_classes} rows of {hidden} finite numbers or null)"
         )
+    if not isinstance(gated, bool):
+        raise InputError(f"{source}: corrupt model (prototype_gated must be true or false)")
     if not (
         isinstance(offsets, list)
         and len(offsets) == n_classes

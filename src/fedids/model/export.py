@@ -198,8 +198,10 @@ def build_onnx_model(
 
 def _prototype_mix(g: _GraphBuilder, h: str, linear: str, model: Any) -> None:
     """The prototype head of :mod:`fedids.model.gru` (``model`` has prototypes): the output is
-    ``(1 - w) linear + w softmax(h @ prototypes.T + offsets)``. The prototype weights are a weight like
-    the head's (int8 with a scale per class under ``quantize="int8"``)."""
+    ``mix = (1 - w) linear + w softmax(h @ prototypes.T + offsets)``; a gated head keeps the linear head's
+    P(BENIGN) (class 0) and shares ``1 - P(BENIGN)`` over the attack classes as ``mix`` does (masks and
+    MatMul, no Slice/ReduceSum, whose signatures change between opsets). The prototype weights are a
+    weight like the head's (int8 with a scale per class under ``quantize="int8"``)."""
     from fedids.model.gru import PROTOTYPE_WEIGHT
 
     weights = model.prototypes.detach().cpu().numpy().astype(np.float32).T
@@ -213,7 +215,25 @@ def _prototype_mix(g: _GraphBuilder, h: str, linear: str, model: Any) -> None:
         g.one("Mul", [linear, g.const("w_linear", np.array(1.0 - weight, dtype=np.float32))]),
         g.one("Mul", [proto, g.const("w_prototype", np.array(weight, dtype=np.float32))]),
     ]
-    g.nodes.append(helper.make_node("Add", parts, [OUTPUT_PROBABILITIES], name="prototype_mix"))
+    if not model.prototype_gated:
+        g.nodes.append(helper.make_node("Add", parts, [OUTPUT_PROBABILITIES], name="prototype_mix"))
+        return
+    mix = g.one("Add", parts, "p_mix")
+    benign = np.zeros(len(offset), dtype=np.float32)
+    benign[0] = 1.0
+    attack_mass = g.one("MatMul", [mix, g.const("attack_column", (1.0 - benign)[:, None])], "attack_mass")
+    p_benign = g.one("MatMul", [linear, g.const("benign_column", benign[:, None])], "p_benign")
+    scale = g.one(
+        "Div",
+        [
+            g.one("Sub", [g.const("one", np.array(1.0, dtype=np.float32)), p_benign]),
+            g.one("Max", [attack_mass, g.const("tiny", np.array(1e-30, dtype=np.float32))]),
+        ],
+        "attack_scale",
+    )
+    attacks = g.one("Mul", [g.one("Mul", [mix, g.const("attack_mask", 1.0 - benign)]), scale])
+    kept = g.one("Mul", [linear, g.const("benign_mask", benign)])
+    g.nodes.append(helper.make_node("Add", [kept, attacks], [OUTPUT_PROBABILITIES], name="prototype_gate"))
 
 
 @dataclass(frozen=True)
