@@ -68,7 +68,10 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     assert full.calibration["prototypes"] is True
     final = load_detector(tmp_path / "full" / "global")
     trained = set(prepared.labels[prepared.train_rows])
-    assert final.model.has_prototypes and (final.model.prototype_offset == 0).tolist() == [
+    from fedids.model.discriminant import ABSENT_OFFSET
+
+    assert final.model.prototype_gated  # its alert threshold is the linear head's
+    assert final.model.has_prototypes and (final.model.prototype_offset > ABSENT_OFFSET).tolist() == [
         label in trained for label in final.vocabulary.labels
     ]
 

@@ -47,6 +47,12 @@ def lda_posteriors(train: np.ndarray, targets: np.ndarray, rows: np.ndarray, n_c
     return out
 
 
+def gated(linear: np.ndarray, mix: np.ndarray) -> np.ndarray:
+    """The documented gate: P(BENIGN) of the linear head, the attack mass shared as the mix shares it."""
+    attacks = mix[:, 1:] / mix[:, 1:].sum(axis=1, keepdims=True)
+    return np.concatenate([linear[:, :1], (1 - linear[:, :1]) * attacks], axis=1)
+
+
 def test_eval_output_mixes_the_linear_head_with_sklearns_discriminant_analysis(with_prototypes):
     detector, data, scaled, targets = with_prototypes
     model, rows = detector.model, data.test_rows
@@ -57,8 +63,13 @@ def test_eval_output_mixes_the_linear_head_with_sklearns_discriminant_analysis(w
     keep = targets >= 0
     train = embeddings(plain, scaled, data.windows[data.train_rows][keep]).astype(np.float64)
     lda = lda_posteriors(train, targets[keep], embeddings(plain, scaled, data.windows[rows]), model.n_classes)
-    expected = (1 - PROTOTYPE_WEIGHT) * linear + PROTOTYPE_WEIGHT * lda
+    mix = (1 - PROTOTYPE_WEIGHT) * linear + PROTOTYPE_WEIGHT * lda
+    expected = gated(linear, mix)  # fit_prototypes' default, fedids train's and fedids federate's
     np.testing.assert_allclose(got, expected, atol=2e-3)
+    np.testing.assert_allclose(got[:, 0], linear[:, 0], atol=1e-6)  # the alert score is the linear head's
+    ungated = copy.deepcopy(model)
+    ungated.set_prototypes(model.prototypes, model.prototype_offset, gated=False)
+    np.testing.assert_allclose(predict_proba(ungated, scaled, data.windows[rows]), mix, atol=2e-3)
     assert (got.argmax(1) == expected.argmax(1)).mean() > 0.999
     # The head reads something the linear head does not: predictions differ somewhere.
     assert (got.argmax(1) != linear.argmax(1)).any() or not np.allclose(got, linear, atol=1e-2)
@@ -102,24 +113,24 @@ def test_a_class_without_windows_gets_no_prototype(with_prototypes):
     assert offset[absent] == ABSENT_OFFSET and (np.delete(offset, absent) > ABSENT_OFFSET / 2).all()
     plain = copy.deepcopy(model)
     plain.set_prototypes(None)
-    got = predict_proba(model, scaled, data.windows[data.test_rows])
     linear = predict_proba(plain, scaled, data.windows[data.test_rows])
-    # the absent class gets the linear head's share only
+    # no prototype score for the absent class: in the mix it gets the linear head's share only
+    model.set_prototypes(model.prototypes, model.prototype_offset, gated=False)
+    got = predict_proba(model, scaled, data.windows[data.test_rows])
     np.testing.assert_allclose(got[:, absent], (1 - PROTOTYPE_WEIGHT) * linear[:, absent], atol=1e-6)
 
 
-@pytest.mark.parametrize("gated", [False, True])
+@pytest.mark.parametrize("gated", [True, False])
 def test_prototypes_survive_save_onnx_and_streaming(with_prototypes, tmp_path, gated):
     detector, data, scaled, _ = with_prototypes
-    if gated:  # fedids federate's: P(BENIGN) is the linear head's, the attacks share the rest as mixed
+    if not gated:  # the ungated mix, which also sets P(BENIGN)
         detector = copy.deepcopy(detector)
         model = detector.model
-        model.set_prototypes(model.prototypes, model.prototype_offset, gated=True)
+        model.set_prototypes(model.prototypes, model.prototype_offset, gated=False)
         plain = copy.deepcopy(model)
         plain.set_prototypes(None)
         got, linear = (predict_proba(m, scaled, data.windows) for m in (model, plain))
-        np.testing.assert_allclose(got[:, 0], linear[:, 0], atol=1e-6)
-        assert (got.argmax(1) != linear.argmax(1)).any()
+        assert not np.allclose(got[:, 0], linear[:, 0], atol=1e-3)
     again = load_detector(save_detector(tmp_path / "m", detector))
     assert again.model.has_prototypes and again.model.prototype_gated == gated
     ref_labels, ref = predict_labels(detector, data.features, data.windows)

@@ -98,6 +98,7 @@ def test_protocol_end_to_end_on_a_real_sample(data):
         "centralized+linear",
         "centralized+proto",
         "centralized+refit",
+        "centralized+refit-ungated",
         "random_forest",
     }
     # fedids train's default read-out is the prototype head; +refit refits it on the same model and rows

@@ -118,7 +118,7 @@ def load_detector(directory: str | Path) -> Detector:
             model.set_prototypes(
                 torch.tensor([r or [0.0] * model.hidden for r in rows], dtype=torch.float32),
                 torch.tensor([ABSENT_OFFSET if o is None else o for o in offsets], dtype=torch.float32),
-                gated=prep.get("prototype_gated", False),
+                gated=prep.get("prototype_gated", True),
             )
         model.eval()
         return Detector(

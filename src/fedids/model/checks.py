@@ -104,7 +104,7 @@ def check_model_description(prep: object, source: str) -> tuple[int, list[str]]:
     check_prototypes(
         prep.get("prototypes"),
         prep.get("prototype_offsets"),
-        prep.get("prototype_gated", False),
+        prep.get("prototype_gated", True),
         config["n_classes"],
         config["hidden"],
         source,
@@ -125,7 +125,7 @@ def check_prototypes(
     """``preprocessing.json``'s optional prototype head: ``prototypes``, one entry per class, ``null`` (no
     prototype) or ``hidden`` finite numbers, at least one class with a prototype, and
     ``prototype_offsets``, one finite number per class, ``null`` exactly where its row is (a model written
-    before session 24 has class means and no offsets: it is refused, retrain it), and ``prototype_gated``, true or false (absent: false)."""
+    before session 24 has class means and no offsets: it is refused, retrain it), and ``prototype_gated``, true or false (absent: true)."""
     if prototypes is None:
         return
 

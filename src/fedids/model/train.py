@@ -199,12 +199,14 @@ def embeddings(
     return forward_batches(model.embed, scaled, windows, model.hidden, batch_size)
 
 
-def fit_prototypes(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, targets: np.ndarray) -> None:
+def fit_prototypes(
+    model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, targets: np.ndarray, gated: bool = True
+) -> None:
     """Set ``model``'s prototype head from its embedding of these training windows (rows with target
-    ``-1`` skipped; classes without a window get none; see :mod:`fedids.model.gru`)."""
+    ``-1`` skipped; classes without a window get none; ``gated``: see :mod:`fedids.model.gru`)."""
     keep = targets >= 0
     emb = embeddings(model, scaled, windows[keep]).astype(np.float64)
-    set_prototypes(model, embedding_moments(emb, targets[keep], model.n_classes))
+    set_prototypes(model, embedding_moments(emb, targets[keep], model.n_classes), gated)
 
 
 def embedding_moments(
@@ -224,10 +226,14 @@ def embedding_moments(
     return count, sums, outer
 
 
-def set_prototypes(model: GRUDetector, moments: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+def set_prototypes(
+    model: GRUDetector, moments: tuple[np.ndarray, np.ndarray, np.ndarray], gated: bool = True
+) -> None:
     """Give ``model`` the prototype head of class ``moments`` ``(count, sum, outer)``
     (:func:`fedids.model.discriminant.gaussian_discriminant`)."""
     weights, offsets, _ = gaussian_discriminant(*moments)
     model.set_prototypes(
-        torch.as_tensor(weights, dtype=torch.float32), torch.as_tensor(offsets, dtype=torch.float32)
+        torch.as_tensor(weights, dtype=torch.float32),
+        torch.as_tensor(offsets, dtype=torch.float32),
+        gated=gated,
     )

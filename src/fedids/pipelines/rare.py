@@ -200,7 +200,8 @@ def score_detector(
     """Scores of ``detector`` (its own read-out) on the test flows of ``data``; with ``prototype``, also
     (under ``"variants"``) those of its linear head alone (``"linear"``), of the prototype head
     ``fedids train --prototypes on`` fits from the windows ending at ``fit_rows`` (``"refit"``; for a
-    federated model, from every kept training window instead of the clients' training windows), and of
+    federated model, from every kept training window instead of the clients' training windows; and
+    ungated, ``"refit-ungated"``, :mod:`fedids.model.gru`), and of
     the cosine heads before session 24: the ungated half-and-half mix of session 10 (``"proto"``) and the
     gated one of sessions 11-23 (``"gated"``: P(BENIGN) of the linear head)."""
     from fedids.model.train import fit_prototypes
@@ -221,16 +222,20 @@ def score_detector(
         mix = 0.5 * proba + 0.5 * proto
         attacks = mix[:, 1:] / np.maximum(mix[:, 1:].sum(axis=1, keepdims=True), 1e-30)
         gated = np.concatenate([proba[:, :1], (1.0 - proba[:, :1]) * attacks], axis=1)
-        refit = copy.deepcopy(linear)
+        refit, ungated = copy.deepcopy(linear), copy.deepcopy(linear)
         fit_prototypes(refit.model, scaled, data.windows[fit_rows], targets)
+        fit_prototypes(ungated.model, scaled, data.windows[fit_rows], targets, gated=False)
         decode = detector.vocabulary.decode
         scores["variants"] = {
             "linear": score_predictions(data.labels[test], linear_pred),
             "proto": score_predictions(data.labels[test], decode(mix.argmax(axis=1))),
             "gated": score_predictions(data.labels[test], decode(gated.argmax(axis=1))),
-            "refit": score_predictions(
-                data.labels[test], predict_labels(refit, data.features, data.windows[test])[0]
-            ),
+            **{
+                name: score_predictions(
+                    data.labels[test], predict_labels(d, data.features, data.windows[test])[0]
+                )
+                for name, d in (("refit", refit), ("refit-ungated", ungated))
+            },
         }
     return scores
 
