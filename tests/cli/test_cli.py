@@ -200,7 +200,7 @@ def test_a_site_too_small_for_its_median_is_warned_about(tmp_path):
     assert sites["screening"] == {"rounds": 1, "left_out": {}}
     assert (tmp_path / "r" / "global" / "model.pt").exists()
     # the final model's prototype head is on by default, and the summary gives both read-outs
-    assert "prototype head (class means of the summed moments)" in " ".join(proc.stderr.split())
+    assert "prototype head (discriminant of the summed moments)" in " ".join(proc.stderr.split())
 
 
 def test_federate_rejects_a_bad_partition_before_training(tmp_path):
