@@ -54,8 +54,9 @@ from torch import nn
 from fedids.data.preprocess import LabelVocabulary
 from fedids.data.schema import BENIGN_LABEL, FEATURES
 from fedids.data.windows import compute_window_indices, host_keys
+from fedids.model.discriminant import gaussian_discriminant
 from fedids.model.gru import GRUDetector
-from fedids.model.train import TrainConfig, fit, forward_batches, predict_proba
+from fedids.model.train import TrainConfig, embedding_moments, fit, forward_batches, predict_proba
 from fedids.pipelines.rare import RareConfig, RareSplit, score_predictions
 from fedids.task import PreparedData, fit_preprocessing, validation_mask
 
@@ -281,30 +282,14 @@ def _lda_proba(train: np.ndarray, targets: np.ndarray, rows: np.ndarray, n_class
 
 
 def _gauss_proba(train: np.ndarray, targets: np.ndarray, rows: np.ndarray, n_classes: int) -> np.ndarray:
-    """:func:`_lda_proba` from per-class moments only (count, sum, sum of outer products: CCVR's), each
-    class covariance shrunk by OAS (Chen et al. 2010, closed form in the covariance alone), the pooled
-    covariance their unweighted mean."""
+    """The product's prototype head (:func:`fedids.model.discriminant.gaussian_discriminant`, from the
+    class moments of ``train``) read ungated: class posteriors ``(n, n_classes)`` of ``rows``."""
     keep = targets >= 0
-    p = train.shape[1]
-    present = np.unique(targets[keep])
-    means, covs = [], []
-    for c in present:
-        x = train[targets == c]
-        mu = x.mean(axis=0)
-        emp = (x.T @ x) / len(x) - np.outer(mu, mu)
-        alpha, tr = np.mean(emp**2), np.trace(emp) / p
-        den = (len(x) + 1) * (alpha - tr**2 / p)
-        shrink = 1.0 if den <= 0 else min((alpha + tr**2) / den, 1.0)
-        covs.append((1 - shrink) * emp + shrink * tr * np.eye(p))
-        means.append(mu)
-    pooled = np.mean(covs, axis=0) + 1e-6 * np.eye(p)
-    m = np.array(means)
-    w = np.linalg.solve(pooled, m.T)  # (p, C)
-    logits = rows @ w - 0.5 * np.sum(m * w.T, axis=1)
-    logits -= logits.max(axis=1, keepdims=True)
-    proba = np.zeros((len(rows), n_classes))
-    proba[:, present] = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return proba
+    weights, offsets, _ = gaussian_discriminant(*embedding_moments(train[keep], targets[keep], n_classes))
+    scores = rows @ weights.T + offsets
+    scores -= scores.max(axis=1, keepdims=True)
+    proba = np.exp(scores)
+    return proba / proba.sum(axis=1, keepdims=True)
 
 
 def _centroids(members: np.ndarray, clusters: tuple[int, int]) -> np.ndarray:
