@@ -35,7 +35,7 @@ from fedids.federation.calibration import macro_f1_from_confusion
 from fedids.federation.client import LOCAL_VAL_FRACTION, LOCAL_VAL_SPLIT
 from fedids.federation.config import FederationConfig
 from fedids.model.artifacts import Detector, load_detector
-from fedids.model.train import embedding_moments, embeddings, set_prototypes
+from fedids.model.train import embedding_moments, embeddings, prototypes_from_moments
 from fedids.pipelines.federate import FederateRequest, prepare_federate
 from fedids.pipelines.rare import score_detector
 from fedids.task import prepare
@@ -60,7 +60,7 @@ def clients_check(run: Path, detector: Detector) -> dict:
         )
     moments = [embedding_moments(emb[y >= 0], y[y >= 0], n) for emb, y in (c["train"] for c in local)]
     proto = copy.deepcopy(model)
-    set_prototypes(proto, tuple(sum(parts) for parts in zip(*moments)))
+    prototypes_from_moments(proto, tuple(sum(parts) for parts in zip(*moments)))
     out = {}
     for split in ("train", "validation"):
         confusion = np.zeros((2, n, n))

@@ -206,7 +206,7 @@ def fit_prototypes(
     ``-1`` skipped; classes without a window get none; ``gated``: see :mod:`fedids.model.gru`)."""
     keep = targets >= 0
     emb = embeddings(model, scaled, windows[keep]).astype(np.float64)
-    set_prototypes(model, embedding_moments(emb, targets[keep], model.n_classes), gated)
+    prototypes_from_moments(model, embedding_moments(emb, targets[keep], model.n_classes), gated)
 
 
 def embedding_moments(
@@ -226,7 +226,7 @@ def embedding_moments(
     return count, sums, outer
 
 
-def set_prototypes(
+def prototypes_from_moments(
     model: GRUDetector, moments: tuple[np.ndarray, np.ndarray, np.ndarray], gated: bool = True
 ) -> None:
     """Give ``model`` the prototype head of class ``moments`` ``(count, sum, outer)``
