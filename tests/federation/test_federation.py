@@ -1,15 +1,11 @@
 """Federated training in Flower's real simulation engine (Ray), on real CICIDS2017 rows."""
 
-import json
-
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
-from fedids.data.schema import BENIGN_LABEL
 from fedids.federation import messages as m
-from fedids.federation.client import LOCAL_VAL_SPLIT
 from fedids.federation.client_app import (
     LOCAL_VAL_FRACTION,
     handle_features,
@@ -21,7 +17,7 @@ from fedids.federation.client_app import (
 )
 from fedids.federation.server_app import FederationConfig, FederationState, load_checkpoint, make_server_app
 from fedids.federation.simulation import make_partitions, run_simulated, write_partitions
-from fedids.task import evaluate_rows, prepare
+from fedids.task import evaluate_rows
 
 pytestmark = pytest.mark.slow
 
@@ -106,16 +102,6 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
             int(context.node_config["partition-id"]),
         )
         n = len(msg.content[m.CONFIG]["labels"])
-        if pid == 2:  # honest: its class counts, for the check after the run (clients run in other processes)
-            from fedids.federation.calibration import unscaled_moments
-            from fedids.federation.client import run_setup
-
-            setup = run_setup(msg, None)
-            hidden = int(msg.content[m.CONFIG]["hidden"])
-            counts = unscaled_moments(vector, n, hidden, setup.class_totals)[0]
-            (tmp_path / "counts-2.json").write_text(
-                json.dumps({"labels": list(setup.vocabulary.labels), "counts": counts.tolist()})
-            )
         if pid == 0:  # NaN moments: rejected, calibration goes on
             vector[n:] = np.nan
         if pid == 1:  # a client inflating its weight in the calibration: more windows than flows it reported
@@ -161,24 +147,6 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
     )
     record = result[0].history[0]
     assert record["clients"] == 2 and record["rejected"] == 1
-    # An honest client's calibration moments: its training windows and the attack windows of its local
-    # validation slice (the benign ones are held out for the threshold)
-    local = prepare(
-        load_local_frame(partition_path(tmp_path / "partitions", 2)),
-        window=CONFIG["window"],
-        test_fraction=LOCAL_VAL_FRACTION,
-        split=LOCAL_VAL_SPLIT,
-    )
-    seen = json.loads((tmp_path / "counts-2.json").read_text())
-    labels = seen["labels"]
-    val_labels = local.labels[local.test_rows]
-    expected = [
-        np.sum(local.labels[local.train_rows] == label)
-        + (label != BENIGN_LABEL) * np.sum(val_labels == label)
-        for label in labels
-    ]
-    assert (val_labels != BENIGN_LABEL).any()  # the slice holds attack windows to count
-    np.testing.assert_allclose(seen["counts"], expected, atol=1e-6)
     assert np.isfinite(record["test"]["macro_f1"])
     assert result[0].calibration["clients"] == 1 and result[0].calibration["rejected"] == 2
     check = result[0].calibration["validation"]

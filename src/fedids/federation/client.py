@@ -398,20 +398,13 @@ def _local_features(
 def handle_features(
     msg: Message, frame: pd.DataFrame, context: Context | None = None, secret_context: bytes | None = None
 ) -> Message:
-    """Per-class moments of the final global model's features over the local training windows and the
-    attack windows of the local validation slice, as a real vector for the sum
-    (:func:`fedids.federation.calibration.moments_vector`). Why the attack windows: the moments fit the
-    refitted head and the prototype head (read-outs, not the GRU), and a class seen in a few flows can have
-    most of them in the slice (each label's latest 20%); only benign windows set the alert threshold, as
-    in ``fedids train`` (:func:`fedids.task.validation_mask`)."""
+    """Per-class moments of the final global model's features over the local training windows, as a real
+    vector for the sum (:func:`fedids.federation.calibration.moments_vector`)."""
     from fedids.federation.calibration import class_moments, moments_vector
 
     setup = run_setup(msg, context)
     model = _final_model(msg, setup, secret_context)
-    splits = _local_features(msg, frame, setup, model)
-    attacks = splits["validation"][1] > 0  # BENIGN is class 0 of every run's vocabulary
-    features = np.concatenate([splits["train"][0], splits["validation"][0][attacks]])
-    targets = np.concatenate([splits["train"][1], splits["validation"][1][attacks]])
+    features, targets = _local_features(msg, frame, setup, model)["train"]
     dp = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).calibration_privacy()
     if dp is not None:  # a Gaussian release of the moments (fedids.federation.calibration_dp)
         from fedids.federation.calibration_dp import private_moments_vector
