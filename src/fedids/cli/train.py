@@ -49,8 +49,8 @@ PrototypesOpt = typer.Option(
     "on",
     "--prototypes",
     help="on (default): add the prototype head (class means of the GRU embedding under a shared covariance, "
-    "linear discriminant analysis), which names attacks seen in a handful of flows; the alert threshold "
-    "is chosen on the mixed score. off: linear head only (docs/rare-classes.md).",
+    "linear discriminant analysis), which names attacks seen in a handful of flows; the alert score stays "
+    "the linear head's. off: linear head only (docs/rare-classes.md).",
 )
 
 

@@ -125,7 +125,8 @@ def check_prototypes(
     """``preprocessing.json``'s optional prototype head: ``prototypes``, one entry per class, ``null`` (no
     prototype) or ``hidden`` finite numbers, at least one class with a prototype, and
     ``prototype_offsets``, one finite number per class, ``null`` exactly where its row is (a model written
-    before session 24 has class means and no offsets: it is refused, retrain it), and ``prototype_gated``, true or false (absent: true)."""
+    before session 24 has class means and no offsets: it is refused, retrain it), and
+    ``prototype_gated``, true or false (absent: true)."""
     if prototypes is None:
         return
 

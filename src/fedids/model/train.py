@@ -232,8 +232,4 @@ def prototypes_from_moments(
     """Give ``model`` the prototype head of class ``moments`` ``(count, sum, outer)``
     (:func:`fedids.model.discriminant.gaussian_discriminant`)."""
     weights, offsets, _ = gaussian_discriminant(*moments)
-    model.set_prototypes(
-        torch.as_tensor(weights, dtype=torch.float32),
-        torch.as_tensor(offsets, dtype=torch.float32),
-        gated=gated,
-    )
+    model.set_prototypes(weights, offsets, gated=gated)

@@ -205,7 +205,7 @@ def score_detector(
     the cosine heads before session 24: the ungated half-and-half mix of session 10 (``"proto"``) and the
     gated one of sessions 11-23 (``"gated"``: P(BENIGN) of the linear head)."""
     from fedids.model.train import fit_prototypes
-    from fedids.pipelines.rare_recipes import prototype_proba
+    from fedids.pipelines.rare_recipes import gate, prototype_proba
     from fedids.task import predict_labels
 
     test = data.test_rows
@@ -220,11 +220,11 @@ def score_detector(
         windows = data.windows[fit_rows][targets >= 0]
         proto = prototype_proba(linear.model, scaled, windows, targets[targets >= 0], data.windows[test], 0.1)
         mix = 0.5 * proba + 0.5 * proto
-        attacks = mix[:, 1:] / np.maximum(mix[:, 1:].sum(axis=1, keepdims=True), 1e-30)
-        gated = np.concatenate([proba[:, :1], (1.0 - proba[:, :1]) * attacks], axis=1)
-        refit, ungated = copy.deepcopy(linear), copy.deepcopy(linear)
+        gated = gate(proba, mix)
+        refit = copy.deepcopy(linear)
         fit_prototypes(refit.model, scaled, data.windows[fit_rows], targets)
-        fit_prototypes(ungated.model, scaled, data.windows[fit_rows], targets, gated=False)
+        ungated = copy.deepcopy(refit)  # the same head, read without the gate
+        ungated.model.set_prototypes(refit.model.prototypes, refit.model.prototype_offset, gated=False)
         decode = detector.vocabulary.decode
         scores["variants"] = {
             "linear": score_predictions(data.labels[test], linear_pred),

@@ -281,6 +281,13 @@ def _lda_proba(train: np.ndarray, targets: np.ndarray, rows: np.ndarray, n_class
     return proba
 
 
+def gate(linear: np.ndarray, mixed: np.ndarray) -> np.ndarray:
+    """The gate of :mod:`fedids.model.gru` on probabilities ``(n, C)``: P(BENIGN) (class 0) of ``linear``,
+    the attack mass ``1 - P(BENIGN)`` shared over the attack classes in ``mixed``'s proportions."""
+    attacks = mixed[:, 1:] / np.maximum(mixed[:, 1:].sum(axis=1, keepdims=True), 1e-30)
+    return np.concatenate([linear[:, :1], (1.0 - linear[:, :1]) * attacks], axis=1)
+
+
 def _gauss_proba(train: np.ndarray, targets: np.ndarray, rows: np.ndarray, n_classes: int) -> np.ndarray:
     """The product's prototype head (:func:`fedids.model.discriminant.gaussian_discriminant`, from the
     class moments of ``train``) read ungated: class posteriors ``(n, n_classes)`` of ``rows``."""
@@ -458,8 +465,5 @@ def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> 
             (recipe.proto_clusters, recipe.proto_cluster_min),
         )
         mixed = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
-        if recipe.proto_gated:  # P(BENIGN) stays the linear head's, as in fedids.model.gru
-            attacks = mixed[:, 1:] / np.maximum(mixed[:, 1:].sum(axis=1, keepdims=True), 1e-30)
-            mixed = np.concatenate([proba[:, :1], (1.0 - proba[:, :1]) * attacks], axis=1)
-        proba = mixed
+        proba = gate(proba, mixed) if recipe.proto_gated else mixed
     return score_predictions(data.labels[test], vocab.decode(proba.argmax(axis=1)))
