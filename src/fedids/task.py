@@ -19,7 +19,14 @@ import torch
 from fedids import __version__
 from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
 from fedids.data.schema import BENIGN_LABEL, FEATURES, LABEL
-from fedids.data.windows import DEFAULT_WINDOW, compute_window_indices, host_keys, sort_by_time, time_split
+from fedids.data.windows import (
+    DEFAULT_WINDOW,
+    compute_window_indices,
+    host_keys,
+    sort_by_time,
+    split_window_indices,
+    time_split,
+)
 from fedids.model.artifacts import Detector
 from fedids.model.gru import DEFAULT_HIDDEN, GRUDetector
 from fedids.model.metrics import compute_metrics
@@ -62,7 +69,7 @@ def prepare(
     return PreparedData(
         frame=frame,
         features=frame[list(FEATURES)].to_numpy(dtype=np.float32),
-        windows=compute_window_indices(host_keys(frame), window),
+        windows=split_window_indices(host_keys(frame), window, test),
         test_mask=test,
         labels=frame[LABEL].astype(str).to_numpy(),
     )

@@ -50,3 +50,28 @@ def test_sort_by_time_breaks_ties_with_seq():
     ts = pd.to_datetime(["2017-07-07 15:56", "2017-07-07 15:55", "2017-07-07 15:56"])
     frame = pd.DataFrame({"timestamp": ts, "seq": [0, 1, 2]})
     assert sort_by_time(frame)["seq"].tolist() == [1, 0, 2]
+
+
+def test_no_training_window_holds_a_test_flow_under_a_per_label_split():
+    """On the real samples a per-label time cut holds out the last XSS flows, which come minutes before the
+    first SQL injections of the same attacker host: a training window must skip them, a test window not."""
+    from pathlib import Path
+
+    from fedids.data.loader import load_flows
+    from fedids.data.windows import host_keys, split_window_indices
+    from fedids.task import prepare
+
+    files = sorted((Path(__file__).parents[2] / "../shared/data/cicids2017").glob("trafficlabelling-*/*.csv"))
+    data = prepare(load_flows(files).frame, window=10, split="label-time")
+    everything = compute_window_indices(host_keys(data.frame), 10)
+    train, test = data.train_rows, data.test_rows
+    reach = everything[train]
+    assert data.test_mask[reach[reach >= 0]].any()  # the case exists in the data
+    windows = data.windows
+    assert not data.test_mask[windows[train][windows[train] >= 0]].any()
+    assert np.array_equal(windows[test], everything[test])
+    assert np.array_equal(windows[:, -1], np.arange(len(windows)))
+    # a plain time cut puts every test flow after every training flow: nothing to skip
+    hosts = np.array(["a", "a", "b", "a", "b"])
+    plain = np.array([False, False, False, True, True])
+    assert np.array_equal(split_window_indices(hosts, 3, plain), compute_window_indices(hosts, 3))

@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
 from fedids.data.schema import BENIGN_LABEL
-from fedids.data.windows import compute_window_indices, host_keys
+from fedids.data.windows import host_keys, split_window_indices
 from fedids.federation.config import FederationConfig
 from fedids.model.artifacts import Detector
 from fedids.task import PreparedData, validation_mask
@@ -137,7 +137,7 @@ def restrict_training(data: PreparedData, k: int, window: int) -> RareSplit:
     restricted = PreparedData(
         frame=frame,
         features=data.features[rows],
-        windows=compute_window_indices(host_keys(frame), window),
+        windows=split_window_indices(host_keys(frame), window, data.test_mask[rows]),
         test_mask=data.test_mask[rows],
         labels=data.labels[rows],
     )

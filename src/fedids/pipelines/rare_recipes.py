@@ -53,7 +53,7 @@ from torch import nn
 
 from fedids.data.preprocess import LabelVocabulary
 from fedids.data.schema import BENIGN_LABEL, FEATURES
-from fedids.data.windows import compute_window_indices, host_keys
+from fedids.data.windows import host_keys, split_window_indices
 from fedids.model.discriminant import gaussian_discriminant
 from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, embedding_moments, fit, forward_batches, predict_proba
@@ -333,7 +333,8 @@ def _fit_data(split: RareSplit, cfg: RareConfig, recipe: Recipe) -> tuple[Prepar
     data = split.data
     window = recipe.window or cfg.window
     if window != cfg.window:
-        data = dataclasses.replace(data, windows=compute_window_indices(host_keys(data.frame), window))
+        windows = split_window_indices(host_keys(data.frame), window, data.test_mask)
+        data = dataclasses.replace(data, windows=windows)
     return data, validation_mask(data, cfg.validation_fraction, benign_only=False)
 
 
