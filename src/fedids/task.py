@@ -8,6 +8,7 @@ each flow's window from the flows of the same host that precede it.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,6 +175,22 @@ def evaluate_rows(detector: Detector, data: PreparedData, rows: np.ndarray) -> d
 
 def environment() -> dict:
     return {"fedids": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def prepare_client(frame: pd.DataFrame, *, window: int, validation_fraction: float) -> PreparedData:
+    """A federated client's own flows, time-ordered and windowed (each window from the client's flows
+    alone); ``test_rows`` are its local validation slice, the benign flows among each label's latest
+    ``validation_fraction`` (as :func:`validation_mask` cuts ``fedids train``'s), ``train_rows`` the rest:
+    every attack flow trains. ``validation_fraction = 0``: no slice."""
+    if validation_fraction == 0:
+        data = prepare(frame, window=window)
+        validation = np.zeros(len(data.labels), dtype=bool)
+    else:
+        data = prepare(frame, window=window, test_fraction=validation_fraction, split="label-time")
+        validation = data.test_mask & (data.labels == BENIGN_LABEL)
+    # windows over all the client's flows: its validation flows are its own past traffic, not test flows
+    windows = compute_window_indices(host_keys(data.frame), window)
+    return dataclasses.replace(data, windows=windows, test_mask=validation)
 
 
 def validation_mask(

@@ -123,18 +123,20 @@ def data():
 
 
 def test_client_examples_are_the_clients_training_windows(data) -> None:
-    """The member set equals what fedids.task.prepare builds on the client's own partition file."""
+    """The member set equals what the client (prepare_local) builds on the client's own partition file."""
+    from fedids.federation.client_app import LOCAL_VAL_FRACTION, prepare_local
     from fedids.federation.simulation import make_partitions
 
     parts = make_partitions(data, 3, "iid", seed=1)
     rows = parts[0]
-    train, val = mia.client_examples(data, rows, window=10, val_fraction=0.2)
-    local = prepare(data.frame.iloc[rows], window=10, test_fraction=0.2)  # what the client computes
+    train, val = mia.client_examples(data, rows, window=10, val_fraction=LOCAL_VAL_FRACTION)
+    local = prepare_local(data.frame.iloc[rows], window=10)  # what the client computes
     local_to_global = np.where(local.windows >= 0, rows[np.maximum(local.windows, 0)], -1)
     assert np.array_equal(train.windows, local_to_global[local.train_rows])
     assert np.array_equal(val.windows, local_to_global[local.test_rows])
     assert list(train.labels) == list(local.labels[local.train_rows])
-    assert len(train) + len(val) == len(rows)
+    assert len(train) + len(val) == len(rows) and set(val.labels) == {"BENIGN"}
+    assert set(train.labels) == set(local.labels)  # every attack flow trains
     everything, nothing = mia.client_examples(data, rows, window=10, val_fraction=0.0)
     assert len(everything) == len(rows) and len(nothing) == 0
 

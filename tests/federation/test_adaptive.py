@@ -15,10 +15,8 @@ MODEL_BYTES = 20_000
 def _ledger(budget: float, profiles=None, rows=None) -> adaptive.EnergyLedger:
     keys = [f"c{i}" for i in range(6)]
     profiles = profiles or {k: adaptive.FLEET_PROFILES[i % 3] for i, k in enumerate(keys)}
-    rows = rows or {k: 1000 for k in keys}
-    return adaptive.EnergyLedger.create(
-        profiles, rows, budget_j=budget, hidden=64, window=10, train_fraction=0.8
-    )
+    rows = rows or {k: 800 for k in keys}
+    return adaptive.EnergyLedger.create(profiles, rows, budget_j=budget, hidden=64, window=10)
 
 
 def test_profiles_are_a_fixed_balanced_mix_and_reports_are_checked() -> None:
@@ -37,7 +35,7 @@ def test_profiles_are_a_fixed_balanced_mix_and_reports_are_checked() -> None:
 def test_energy_model_and_charging() -> None:
     ledger = _ledger(budget=100.0)
     pi = DEVICE_PROFILES["raspberry-pi-4"]
-    cpu_s = 800 * 2 * adaptive.REFERENCE_CPU_S_PER_EXAMPLE_EPOCH  # 800 = round(1000 * 0.8) examples
+    cpu_s = 800 * 2 * adaptive.REFERENCE_CPU_S_PER_EXAMPLE_EPOCH  # 800 training rows
     radio = ledger.radio.joules(MODEL_BYTES, MODEL_BYTES)
     assert ledger.cost_j("c0", 2, MODEL_BYTES, MODEL_BYTES) == pytest.approx(pi.cpu_joules(cpu_s) + radio)
     charged = ledger.charge("c0", epochs=2, examples=800, bytes_down=MODEL_BYTES, bytes_up=MODEL_BYTES // 4)

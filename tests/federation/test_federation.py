@@ -14,6 +14,7 @@ from fedids.federation.client_app import (
     handle_validate,
     load_local_frame,
     partition_path,
+    prepare_local,
 )
 from fedids.federation.server_app import FederationConfig, FederationState, load_checkpoint, make_server_app
 from fedids.federation.simulation import make_partitions, run_simulated, write_partitions
@@ -55,7 +56,11 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     # model is the last round's.
     check = full.calibration["validation"]
     assert check["clients"] == 3 and check["rejected"] == 0
-    n_val = sum(len(p) - int(round(len(p) * (1 - LOCAL_VAL_FRACTION))) for p in parts)
+    # Each client's validation slice: the benign flows among each label's latest LOCAL_VAL_FRACTION.
+    local = [prepare_local(prepared.frame.iloc[p], CONFIG["window"]) for p in parts]
+    n_val = sum(len(d.test_rows) for d in local)
+    assert 0 < n_val < sum(int(round(len(p) * LOCAL_VAL_FRACTION)) + 5 for p in parts)
+    assert all((d.labels[d.test_rows] == "BENIGN").all() for d in local)
     assert check["validation_windows"] == n_val and check["train_windows"] == sum(map(len, parts)) - n_val
     assert full.calibration["kept"] == (check["train_macro_f1_after"] > check["train_macro_f1_before"])
     if not full.calibration["kept"]:
@@ -74,6 +79,20 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     assert final.model.has_prototypes and (final.model.prototype_offset > ABSENT_OFFSET).tolist() == [
         label in trained for label in final.vocabulary.labels
     ]
+    # The alert threshold was chosen from the clients' summed histograms of the linear head's score, which
+    # the gate keeps as the model's P(BENIGN): on the clients' benign validation windows the saved model
+    # raises the false alerts the rule counted.
+    from fedids.model.checks import META_THRESHOLD
+    from fedids.task import predict_labels
+
+    rule = final.metadata[META_THRESHOLD]
+    scores = np.concatenate(
+        [1.0 - predict_labels(final, d.features, d.windows[d.test_rows])[1][:, 0] for d in local]
+    )
+    assert rule["validation_benign"] == len(scores) == n_val
+    # (up to float32 rounding: the clients' histograms are computed in float64, the detector in float32)
+    above = [int((scores >= rule["threshold"] + eps).sum()) for eps in (1e-5, -1e-5)]
+    assert above[0] <= rule["validation_false_alerts"] <= above[1]
 
 
 def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_path):
@@ -118,8 +137,8 @@ def test_a_misbehaving_client_is_rejected_and_the_round_completes(prepared, tmp_
         )
         if pid == 0:  # negative counts: rejected
             vector[0] -= 1e6
-        if pid == 1:  # the two heads scored on different windows: rejected
-            vector[-len(vector) // 4 :] *= 2
+        if pid == 1:  # a score histogram counting a window its confusion matrix does not: rejected
+            vector[-1] += 1
         reply.content[m.CONTRIBUTION] = ArrayRecord({"value": Array(vector)})
         return reply
 

@@ -389,7 +389,7 @@ def _print_round(rec: Any) -> None:
     # DP runs send no loss or local F1 (DP does not cover them): NaN, not printed
     local = "".join(
         f"{name} {value:.4f}, "
-        for name, value in (("train loss", rec.train_loss), ("local val F1", rec.local_val_macro_f1))
+        for name, value in (("train loss", rec.train_loss), ("local benign val F1", rec.local_val_macro_f1))
         if value == value
     )
     if rec.tiers:

@@ -5,7 +5,7 @@ What is measured
 The *examples* are scored flows: a flow together with the window of earlier flows of the same host that
 the model sees with it (:class:`Examples`), and its true label. *Members* are exactly the examples the
 model was trained on: for a federated model, the windows each participating client built from its own
-partition and trained on (its first ``1 - val_fraction`` of flows in time, see :func:`client_examples`).
+partition and trained on (all but its local validation slice, see :func:`client_examples`).
 *Non-members* are examples of the same kind the model never trained on (in ``fedids experiment``: the
 flows of a client that took no part in training, drawn from the same time period and partitioning).
 
@@ -57,10 +57,10 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from fedids.data.windows import compute_window_indices, host_keys
+from fedids.data.windows import host_keys
 from fedids.model.artifacts import Detector
 from fedids.model.train import TrainConfig, fit
-from fedids.task import PreparedData, fit_preprocessing, new_model, predict_labels
+from fedids.task import PreparedData, fit_preprocessing, new_model, predict_labels, prepare_client
 
 _EPS = 1e-12
 
@@ -102,30 +102,23 @@ class Examples:
 def client_examples(
     data: PreparedData, rows: np.ndarray, window: int, val_fraction: float
 ) -> tuple[Examples, Examples]:
-    """The examples a federated client builds from its partition ``rows`` (indices into ``data``).
-
-    Mirrors :func:`fedids.federation.client_app.handle_train`: the client sorts its flows by time (the
-    partition's rows are already in ``data``'s time order), builds each flow's window from *its own*
-    flows of the same host, holds out the last ``val_fraction`` of flows in time for validation and
-    trains on the rest. ``val_fraction = 0`` gives every flow to training (a client that did not take
-    part has no split: use its first element).
+    """The examples a federated client builds from its partition ``rows`` (indices into ``data``, whose
+    time order the partition keeps): :func:`fedids.task.prepare_client` on its own flows, as the client
+    does (each window from its own flows of the same host; its local validation slice, the benign flows
+    among each label's latest ``val_fraction``, never trained on). ``val_fraction = 0`` gives every flow to
+    training (a client that did not take part has no split: use its first element).
 
     Returns
     -------
     ``(train, validation)``: windows as row indices into ``data`` (``-1`` for padding).
     """
     rows = np.sort(np.asarray(rows, dtype=np.int64))
-    keys = host_keys(data.frame.iloc[rows])
-    local = compute_window_indices(keys, window)
-    hosts = np.asarray(keys).astype(str)
-    windows = np.where(local >= 0, rows[np.maximum(local, 0)], -1)
-    n = len(rows)
-    # Same cut as fedids.data.windows.time_split: the last round(n * fraction) flows are validation.
-    cut = int(round(n * (1.0 - val_fraction))) if val_fraction > 0 else n
-    labels = data.labels[rows]
-    return (
-        Examples(windows[:cut], labels[:cut], hosts[:cut]),
-        Examples(windows[cut:], labels[cut:], hosts[cut:]),
+    local = prepare_client(data.frame.iloc[rows], window=window, validation_fraction=val_fraction)
+    windows = np.where(local.windows >= 0, rows[np.maximum(local.windows, 0)], -1)
+    hosts = np.asarray(host_keys(local.frame)).astype(str)
+    return tuple(  # type: ignore[return-value]
+        Examples(windows[split], local.labels[split], hosts[split])
+        for split in (local.train_rows, local.test_rows)
     )
 
 

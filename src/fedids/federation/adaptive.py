@@ -149,14 +149,10 @@ class EnergyLedger:
         budget_j: float,
         hidden: int,
         window: int,
-        train_fraction: float,
     ) -> EnergyLedger:
-        """A fresh ledger: ``rows`` are the clients' row counts from the statistics round, of which a
-        client trains on ``round(rows * train_fraction)`` (its local validation split is the rest)."""
-        accounts = {
-            key: ClientAccount(profiles[key], max(1, int(round(n * train_fraction))))
-            for key, n in rows.items()
-        }
+        """A fresh ledger: ``rows`` are the rows each client trains on (its statistics round's rows less its
+        local validation slice, :func:`fedids.federation.client.local_training_rows`)."""
+        accounts = {key: ClientAccount(profiles[key], max(1, int(n))) for key, n in rows.items()}
         return cls(accounts, budget_j, cpu_seconds_per_example_epoch(hidden, window))
 
     # ---- estimates

@@ -195,9 +195,10 @@ def keep_calibrated(scores: dict[str, list[float]]) -> tuple[bool, str]:
 
     Why the training windows: the old head was trained on exactly those windows and the new one only on
     Gaussians of their features, so any bias favours the old head, and they hold every class the
-    clients have. The validation slices (each client's last 20% in time) are reported but do not decide:
-    rare classes are often missing from them (on the real ``shared:0.5`` split no client's slice has an
-    SQL injection flow, so both heads score 1.000), and on the synthetic default with seeds 1 and 2 the
+    clients have. The validation slices are reported but do not decide: since session 25 they hold benign
+    flows only (:func:`fedids.task.prepare_client`); before, when they held each label's latest 20%, rare
+    classes were often missing from them (on the real ``shared:0.5`` split no client's slice had an SQL
+    injection flow, so both heads scored 1.000), and on the synthetic default with seeds 1 and 2 the
     validation macro-F1 fell (0.965 -> 0.955, 0.887 -> 0.870) while the server's test macro-F1 rose
     (0.816 -> 0.849, 0.779 -> 0.894). The training-window direction matched the test direction in all
     six runs measured (three synthetic seeds, three real-data runs).
@@ -364,7 +365,7 @@ def alert_rule(histograms: np.ndarray, head: int) -> dict | None:
     if not benign.sum():
         return None
     rule = threshold_rule_from_histograms(benign, attack)
-    rule["validation"] = "each client's latest local flows in time (not trained on), summed histograms"
+    rule["validation"] = "each client's latest benign flows in time (not trained on), summed histograms"
     return rule
 
 

@@ -30,6 +30,7 @@ from fedids.federation.client import (
     handle_stats,
     handle_train,
     handle_validate,
+    prepare_local,
 )
 from fedids.federation.policy import PrivacyPolicy, policy_mod
 
@@ -49,6 +50,7 @@ __all__ = [
     "handle_stats",
     "handle_train",
     "handle_validate",
+    "prepare_local",
 ]
 
 

@@ -8,7 +8,6 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from fedids.federation import adaptive, plain
-from fedids.federation.client import LOCAL_VAL_FRACTION
 from fedids.federation.config import FederationConfig
 from fedids.federation.state import FederationState, GlobalModel, load_checkpoint, load_state
 from fedids.model.train import get_weights
@@ -33,11 +32,10 @@ def restore(run: Run, resume: bool) -> tuple[FederationState, dict[str, Any], An
         if run.summed
         else adaptive.EnergyLedger.create(
             run.profiles,
-            run.rows_of,
+            run.train_rows_of,
             budget_j=config.energy_budget_j,
             hidden=config.hidden,
             window=config.window,
-            train_fraction=1.0 - LOCAL_VAL_FRACTION,
         )
     )
     models: dict[str, GlobalModel | None] = {

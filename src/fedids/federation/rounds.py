@@ -26,9 +26,11 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from fedids.data.schema import BENIGN_LABEL
 from fedids.federation import aggregation as agg
 from fedids.federation import bounds, plain, sites
 from fedids.federation import messages as m
+from fedids.federation.client import local_training_rows
 from fedids.federation.compression import Compression
 from fedids.federation.config import FederationConfig
 from fedids.federation.private import REAL, PrivacyMode, SealedSum, SumResult
@@ -74,7 +76,7 @@ class Run:
     opener: Opener | None
     evaluate: Callable[[Detector], dict]
     plain_counts: dict[int, np.ndarray] = field(default_factory=dict)  # plaintext mode: node -> class counts
-    rows_of: dict[str, int] = field(default_factory=dict)
+    train_rows_of: dict[str, int] = field(default_factory=dict)  # plaintext mode: key -> rows it trains on
     profiles: dict[str, str] = field(default_factory=dict)
     sites: dict[int, int] = field(default_factory=dict)  # node -> site (three tiers; empty: flat)
     relayed: bool = False  # deployed sites: each node is a site aggregator answering with a partial sum
@@ -118,7 +120,7 @@ def start(
     mode = PrivacyMode.parse(config.privacy)
     he_public = load_public_context(config.he_public_context) if mode.he else None
     nodes = plain.wait_for_nodes(grid, expected_clients, config.timeout_s)
-    plain_counts, rows_of, profiles = {}, {}, {}
+    plain_counts, train_rows_of, profiles = {}, {}, {}
     if not (mode.private or relayed):
         keys, rows_of, stats, label_counts, labels_of, profiles = plain.collect_stats(
             grid, nodes, config.timeout_s
@@ -127,6 +129,9 @@ def start(
         plain_counts = {
             n: np.array([labels_of[k].get(lab, 0) for lab in setup.vocabulary.labels])
             for n, k in keys.items()
+        }
+        train_rows_of = {
+            k: local_training_rows(rows, labels_of[k].get(BENIGN_LABEL, 0)) for k, rows in rows_of.items()
         }
         labels, digest = list(setup.vocabulary.labels), setup.digest()
     else:
@@ -150,7 +155,7 @@ def start(
         opener,
         evaluate,
         plain_counts,
-        rows_of,
+        train_rows_of,
         profiles,
         relayed=relayed,
     )

@@ -29,7 +29,7 @@ class RoundRecord:
     clients: int
     rejected: int
     train_loss: float
-    local_val_macro_f1: float
+    local_val_macro_f1: float  # over the clients' validation slices: benign flows only (F1 of BENIGN)
     test: dict
     seconds: float
     bytes_down: int

@@ -175,6 +175,24 @@ RECIPES: dict[str, Recipe] = {
             ("prototype-gated", "mean", True),
         )
     },
+    **{  # session 25: the head on the flow's own features, or on them beside the embedding
+        f"val-benign+{space}-{readout}{'-gated' if g else ''}": Recipe(
+            validate_benign_only=True, prototype=True, proto_readout=readout, proto_space=space, proto_gated=g
+        )
+        for space in ("flow", "both")
+        for readout in ("gauss", "lda")
+        for g in (False, True)
+    },
+    **{  # session 25: more optimizer steps under the product's head (5 epochs of a few hundred rows: ~10)
+        f"val-benign+steps{steps}+gauss": Recipe(
+            validate_benign_only=True,
+            prototype=True,
+            proto_readout="gauss",
+            proto_gated=False,
+            min_steps=steps,
+        )
+        for steps in (100, 300)
+    },
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
