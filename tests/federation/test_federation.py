@@ -6,6 +6,7 @@ from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedids.federation import messages as m
+from fedids.federation.client import local_training_rows
 from fedids.federation.client_app import (
     LOCAL_VAL_FRACTION,
     handle_features,
@@ -61,6 +62,13 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     n_val = sum(len(d.test_rows) for d in local)
     assert 0 < n_val < sum(int(round(len(p) * LOCAL_VAL_FRACTION)) + 5 for p in parts)
     assert all((d.labels[d.test_rows] == "BENIGN").all() for d in local)
+    counts = {
+        str(i): dict(zip(*np.unique(prepared.labels[p], return_counts=True))) for i, p in enumerate(parts)
+    }
+    trained = local_training_rows(
+        {str(i): len(p) for i, p in enumerate(parts)}, counts
+    )  # the energy ledger's
+    assert trained == {str(i): len(d.train_rows) for i, d in enumerate(local)}
     assert check["validation_windows"] == n_val and check["train_windows"] == sum(map(len, parts)) - n_val
     assert full.calibration["kept"] == (check["train_macro_f1_after"] > check["train_macro_f1_before"])
     if not full.calibration["kept"]:

@@ -63,7 +63,10 @@ def test_plaintext_three_tiers_end_on_the_flat_model_and_sites_see_only_their_de
     monkeypatch.setattr(sites, "node_sites", recording_assign)
     state = run_simulated(prepared, parts, FederationConfig(**CONFIG, sites=2), out / "none", sites=SITES)
 
-    assert np.max(np.abs(_final_weights(out / "none") - _final_weights(out / "flat"))) <= 1e-6
+    # equal up to float32 summation order (two tiers of weighted sums against one)
+    np.testing.assert_allclose(
+        _final_weights(out / "none"), _final_weights(out / "flat"), rtol=1e-5, atol=1e-6
+    )
     assert state.calibration["test"]["macro_f1"] == pytest.approx(flat.calibration["test"]["macro_f1"])
     # every site received exactly its own devices' contributions: 2 rounds + the 2 calibration sums
     assert seen and all(site_of_node[node] == site for site, node in seen)

@@ -23,6 +23,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from fedids.data.preprocess import compute_feature_stats
+from fedids.data.schema import BENIGN_LABEL
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.attacks import Attack, attack_seed, poison_update
@@ -57,9 +58,14 @@ def prepare_local(frame: pd.DataFrame, window: int) -> PreparedData:
     return prepare_client(frame, window=window, validation_fraction=LOCAL_VAL_FRACTION)
 
 
-def local_training_rows(rows: int, benign: int) -> int:
-    """How many of a client's ``rows`` (``benign`` of them BENIGN) :func:`prepare_local` trains on."""
-    return rows - (benign - int(round(benign * (1.0 - LOCAL_VAL_FRACTION))))
+def local_training_rows(rows: dict[str, int], labels: dict[str, dict[str, int]]) -> dict[str, int]:
+    """How many rows each client (``rows``: its rows, ``labels``: its rows per label) trains on: all but the
+    validation slice of :func:`prepare_local` (the latest ``LOCAL_VAL_FRACTION`` of its BENIGN rows)."""
+    out = {}
+    for key, n in rows.items():
+        benign = labels[key].get(BENIGN_LABEL, 0)
+        out[key] = n - (benign - int(round(benign * (1.0 - LOCAL_VAL_FRACTION))))
+    return out
 
 
 def derive_seed(*parts: object) -> int:

@@ -26,7 +26,6 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-from fedids.data.schema import BENIGN_LABEL
 from fedids.federation import aggregation as agg
 from fedids.federation import bounds, plain, sites
 from fedids.federation import messages as m
@@ -130,9 +129,7 @@ def start(
             n: np.array([labels_of[k].get(lab, 0) for lab in setup.vocabulary.labels])
             for n, k in keys.items()
         }
-        train_rows_of = {
-            k: local_training_rows(rows, labels_of[k].get(BENIGN_LABEL, 0)) for k, rows in rows_of.items()
-        }
+        train_rows_of = local_training_rows(rows_of, labels_of)
         labels, digest = list(setup.vocabulary.labels), setup.digest()
     else:
         keys, setup, labels, digest = private_setup(grid, mode, nodes, config, he_public, opener)

@@ -12,15 +12,16 @@ the embedding, ``prototypes @ x + prototype_offset``. In evaluation mode a detec
 head's, and the attack mass ``1 - P(BENIGN)`` is shared out over the attack classes in the mix's
 proportions. The output is the log of that distribution, so every consumer of logits (argmax, alert
 scores, ONNX export, streaming) reads it unchanged. Why: a class seen in a handful of windows gets a
-usable mean long before the linear head learns its row (docs/rare-classes.md, session 24: with the
-benign-only validation slice, 0.576 / 0.894 -> 0.688 / 0.973 macro-F1 at k = 10 / 20 training flows per
-attack on the real samples), while the alert score, and so the false alarms at a threshold, stay exactly
-the linear head's: the head says which attack, never whether (the federated threshold is chosen from the
-clients' histograms of the linear head's score). Ungated (``gated=False``) the mix also sets P(BENIGN):
-more rare-class recall (federated, real samples, k = 20: 0.874 against 0.566) but more top-class false
-alarms (synthetic default, full data: 39 against 30 per 1,000 benign flows). Until session 24 the head
-was cosine similarity to the class means. In training mode the output is the linear head's logits:
-prototypes are a read-out fitted after training, never trained through.
+usable mean long before the linear head learns its row (docs/rare-classes.md, session 25: 0.435 / 0.582
+-> 0.588 / 0.891 macro-F1 at k = 10 / 20 training flows per attack on the real samples, the linear head
+alone against the gated mix), while the alert score, and so the false alarms at a threshold, stay
+exactly the linear head's: the head says which attack, never whether (the federated threshold is chosen
+from the clients' histograms of the linear head's score). Ungated (``gated=False``) the mix also sets
+P(BENIGN): on the rare protocol about the same (federated, session 25: real 0.473 / 0.789 against 0.468 /
+0.785), on the full synthetic default more top-class false alarms (federated: 38.7 against 24.0 per
+1,000 benign flows). Until session 24 the head was cosine similarity to the class means. In training
+mode the output is the linear head's logits: prototypes are a read-out fitted after training, never
+trained through.
 """
 
 from __future__ import annotations
