@@ -116,9 +116,10 @@ def client_examples(
     local = prepare_client(data.frame.iloc[rows], window=window, validation_fraction=val_fraction)
     windows = np.where(local.windows >= 0, rows[np.maximum(local.windows, 0)], -1)
     hosts = np.asarray(host_keys(local.frame)).astype(str)
-    return tuple(  # type: ignore[return-value]
-        Examples(windows[split], local.labels[split], hosts[split])
-        for split in (local.train_rows, local.test_rows)
+    train, validation = local.train_rows, local.test_rows
+    return (
+        Examples(windows[train], local.labels[train], hosts[train]),
+        Examples(windows[validation], local.labels[validation], hosts[validation]),
     )
 
 
