@@ -67,11 +67,16 @@ def prepare(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     frame = sort_by_time(frame)
     test = time_split(frame, test_fraction, per_label=(split == "label-time"))
+    return _prepared(frame, split_window_indices(host_keys(frame), window, test), test)
+
+
+def _prepared(frame: pd.DataFrame, windows: np.ndarray, test_mask: np.ndarray) -> PreparedData:
+    """:class:`PreparedData` of a time-ordered ``frame`` with its ``windows`` and ``test_mask``."""
     return PreparedData(
         frame=frame,
         features=frame[list(FEATURES)].to_numpy(dtype=np.float32),
-        windows=split_window_indices(host_keys(frame), window, test),
-        test_mask=test,
+        windows=windows,
+        test_mask=test_mask,
         labels=frame[LABEL].astype(str).to_numpy(),
     )
 
@@ -180,17 +185,16 @@ def environment() -> dict:
 def prepare_client(frame: pd.DataFrame, *, window: int, validation_fraction: float) -> PreparedData:
     """A federated client's own flows, time-ordered and windowed (each window from the client's flows
     alone); ``test_rows`` are its local validation slice, the benign flows among each label's latest
-    ``validation_fraction`` (as :func:`validation_mask` cuts ``fedids train``'s), ``train_rows`` the rest:
-    every attack flow trains. ``validation_fraction = 0``: no slice."""
-    if validation_fraction == 0:
-        data = prepare(frame, window=window)
-        validation = np.zeros(len(data.labels), dtype=bool)
-    else:
-        data = prepare(frame, window=window, test_fraction=validation_fraction, split="label-time")
-        validation = data.test_mask & (data.labels == BENIGN_LABEL)
+    ``validation_fraction`` (:func:`validation_mask`, the slice ``fedids train`` holds out), ``train_rows``
+    the rest: every attack flow trains. ``validation_fraction = 0``: no slice."""
+    frame = sort_by_time(frame)
     # windows over all the client's flows: its validation flows are its own past traffic, not test flows
-    windows = compute_window_indices(host_keys(data.frame), window)
-    return dataclasses.replace(data, windows=windows, test_mask=validation)
+    data = _prepared(
+        frame, compute_window_indices(host_keys(frame), window), np.zeros(len(frame), dtype=bool)
+    )
+    if validation_fraction == 0:
+        return data
+    return dataclasses.replace(data, test_mask=validation_mask(data, validation_fraction))
 
 
 def validation_mask(

@@ -95,6 +95,11 @@ def gather_windows(scaled: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return out
 
 
+def train_count(n: int, test_fraction: float) -> int:
+    """How many of ``n`` time-ordered flows come before :func:`time_split`'s cut (the rest are held out)."""
+    return int(round(n * (1.0 - test_fraction)))
+
+
 def time_split(frame: pd.DataFrame, test_fraction: float = 0.3, per_label: bool = False) -> np.ndarray:
     """Boolean mask of test rows: the last ``test_fraction`` of flows in time.
 
@@ -108,8 +113,8 @@ def time_split(frame: pd.DataFrame, test_fraction: float = 0.3, per_label: bool 
     test = np.zeros(n, dtype=bool)
     if per_label:
         for rows in frame.groupby("label", sort=False).indices.values():
-            cut = int(round(len(rows) * (1.0 - test_fraction)))
+            cut = train_count(len(rows), test_fraction)
             test[np.sort(rows)[cut:]] = True
     else:
-        test[int(round(n * (1.0 - test_fraction))) :] = True
+        test[train_count(n, test_fraction) :] = True
     return test

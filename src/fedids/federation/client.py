@@ -24,6 +24,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 
 from fedids.data.preprocess import compute_feature_stats
 from fedids.data.schema import BENIGN_LABEL
+from fedids.data.windows import train_count
 from fedids.federation import aggregation as agg
 from fedids.federation import messages as m
 from fedids.federation.attacks import Attack, attack_seed, poison_update
@@ -64,7 +65,7 @@ def local_training_rows(rows: dict[str, int], labels: dict[str, dict[str, int]])
     out = {}
     for key, n in rows.items():
         benign = labels[key].get(BENIGN_LABEL, 0)
-        out[key] = n - (benign - int(round(benign * (1.0 - LOCAL_VAL_FRACTION))))
+        out[key] = n - (benign - train_count(benign, LOCAL_VAL_FRACTION))
     return out
 
 
