@@ -24,6 +24,7 @@ from fedids.data.windows import (
     DEFAULT_WINDOW,
     compute_window_indices,
     host_keys,
+    label_context_indices,
     sort_by_time,
     split_window_indices,
     time_split,
@@ -214,6 +215,18 @@ def validation_mask(
     return mask & (data.labels == BENIGN_LABEL) if benign_only else mask
 
 
+def head_windows(data: PreparedData, rows: np.ndarray) -> np.ndarray:
+    """The windows the prototype head's class moments are computed on, one per flow of ``rows`` (time
+    ordered): the flow's window of the earlier ``rows`` of its host *and label*
+    (:func:`fedids.data.windows.label_context_indices`), indices into ``data``. The linear head trains on
+    the real windows (``data.windows[rows]``); the prototype head represents each class as it looks while
+    it goes on, not by the windows of its first flows, which hold what the host did before (measured in
+    docs/rare-classes.md, session 26)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    local = label_context_indices(host_keys(data.frame.iloc[rows]), data.labels[rows], data.windows.shape[1])
+    return np.where(local >= 0, rows[np.maximum(local, 0)], -1)
+
+
 def train_centralized(
     data: PreparedData,
     config: TrainConfig,
@@ -232,7 +245,7 @@ def train_centralized(
     scaled = scaler.transform(data.features)
     result = train_rows(model, data, scaled, vocab, rows, config, progress=progress)
     if prototypes:
-        fit_prototypes(model, scaled, data.windows[rows], vocab.encode(data.labels[rows]))
+        fit_prototypes(model, scaled, head_windows(data, rows), vocab.encode(data.labels[rows]))
     detector = Detector(
         model=model, scaler=scaler, vocabulary=vocab, window=window, metadata={"environment": environment()}
     )

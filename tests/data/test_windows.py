@@ -2,7 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedids.data.windows import compute_window_indices, gather_windows, sort_by_time, time_split
+from fedids.data.windows import (
+    compute_window_indices,
+    gather_windows,
+    label_context_indices,
+    sort_by_time,
+    time_split,
+)
 
 
 def test_window_indices_follow_each_host_back_in_time():
@@ -75,3 +81,34 @@ def test_no_training_window_holds_a_test_flow_under_a_per_label_split():
     hosts = np.array(["a", "a", "b", "a", "b"])
     plain = np.array([False, False, False, True, True])
     assert np.array_equal(split_window_indices(hosts, 3, plain), compute_window_indices(hosts, 3))
+
+
+def test_label_context_windows_follow_each_host_and_label_back_in_time():
+    hosts = np.array(["a", "a", "b", "a", "a", "b"])
+    labels = np.array(["x", "y", "x", "x", "y", "x"])
+    out = label_context_indices(hosts, labels, 3)
+    assert out.tolist() == [[-1, -1, 0], [-1, -1, 1], [-1, -1, 2], [-1, 0, 3], [-1, 1, 4], [-1, 2, 5]]
+    with pytest.raises(ValueError):
+        label_context_indices(hosts, labels[:-1], 3)
+
+
+def test_head_windows_of_the_real_samples_hold_one_label_and_training_flows_only():
+    """On the real samples SQL injection's first training windows are XSS flows of the same attacker; its
+    head windows (what the prototype head's class moments read) hold SQL injection training flows only."""
+    from pathlib import Path
+
+    from fedids.data.loader import load_flows
+    from fedids.task import head_windows, prepare
+
+    files = sorted((Path(__file__).parents[2] / "../shared/data/cicids2017").glob("trafficlabelling-*/*.csv"))
+    data = prepare(load_flows(files).frame, window=10, split="label-time")
+    rows = data.train_rows
+    head = head_windows(data, rows)
+    assert head.shape == (len(rows), 10) and np.array_equal(head[:, -1], rows)
+    members = head >= 0
+    assert np.isin(head[members], rows).all()  # training flows only
+    assert (data.labels[np.where(members, head, rows[:, None])] == data.labels[rows][:, None]).all()
+    sql = rows[data.labels[rows] == "Web Attack - Sql Injection"]
+    first = data.windows[sql[0]]
+    assert (data.labels[first[first >= 0]] != "Web Attack - Sql Injection").any()  # the real window mixes
+    assert np.array_equal(head_windows(data, sql)[-1], np.r_[np.full(10 - min(len(sql), 10), -1), sql[-10:]])

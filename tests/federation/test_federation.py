@@ -84,6 +84,24 @@ def test_federated_rounds_improve_the_global_model_and_resume_identically(prepar
     from fedids.model.discriminant import ABSENT_OFFSET
 
     assert final.model.prototype_gated  # its alert threshold is the linear head's
+    # ... and it is fedids train's head on the clients' head windows pooled: each training flow's window of
+    # its host's earlier training flows of its label (fedids.task.head_windows), not its real window.
+    from fedids.federation.calibration import ClassMoments, class_moments, hidden_features, moments_prototypes
+    from fedids.task import head_windows
+
+    summed, differ = ClassMoments.zeros(len(final.vocabulary), CONFIG["hidden"]), 0
+    for d in local:
+        scaled, rows = final.scaler.transform(d.features), d.train_rows
+        summed = summed + class_moments(
+            hidden_features(final.model, scaled, head_windows(d, rows)),
+            final.vocabulary.encode(d.labels[rows]),
+            len(final.vocabulary),
+        )
+        differ += int((head_windows(d, rows) != d.windows[rows]).any(axis=1).sum())
+    assert differ > 0  # the clients hold flows whose windows mix labels
+    weights, offsets = moments_prototypes(summed)
+    np.testing.assert_allclose(final.model.prototypes.numpy(), weights, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(final.model.prototype_offset.numpy(), offsets, rtol=1e-3, atol=1e-3)
     assert final.model.has_prototypes and (final.model.prototype_offset > ABSENT_OFFSET).tolist() == [
         label in trained for label in final.vocabulary.labels
     ]

@@ -74,6 +74,24 @@ def split_window_indices(hosts: np.ndarray, window: int, test_mask: np.ndarray) 
     return out
 
 
+def label_context_indices(hosts: np.ndarray, labels: np.ndarray, window: int) -> np.ndarray:
+    """:func:`compute_window_indices` per host *and label*: each flow's window of the earlier flows of its
+    host that carry its label, ``(n_flows, window)`` int64 (rows already in time order, ``-1`` padding).
+
+    What a class looks like while it goes on. An attack seen k times in training has k windows, and the
+    first of them hold whatever its host did before (on the CICIDS2017 samples SQL injection's first
+    training windows are nine XSS flows and the flow itself), while a detector meets the attack mostly in
+    windows of the attack itself. The prototype head's class moments are computed on these windows
+    (:func:`fedids.task.head_windows`); one window per flow, so counts and privacy bounds stay per flow.
+    Only training code calls this: it reads labels."""
+    hosts, labels = np.asarray(hosts), np.asarray(labels)
+    if len(hosts) != len(labels):
+        raise ValueError(f"{len(hosts)} hosts for {len(labels)} labels")
+    host_codes = pd.factorize(hosts, sort=False)[0].astype(np.int64)
+    label_codes = pd.factorize(labels, sort=False)[0].astype(np.int64)
+    return compute_window_indices(host_codes * (int(label_codes.max(initial=0)) + 1) + label_codes, window)
+
+
 def gather_windows(scaled: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Build model inputs from scaled features and window indices.
 

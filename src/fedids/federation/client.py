@@ -40,6 +40,7 @@ from fedids.task import (
     PreparedData,
     compute_label_counts,
     evaluate_rows,
+    head_windows,
     new_model,
     prepare_client,
     train_rows,
@@ -397,36 +398,45 @@ def _final_model(msg: Message, setup: RunSetup, secret_context: bytes | None) ->
 
 
 def _local_features(
-    msg: Message, frame: pd.DataFrame, setup: RunSetup, model: GRUDetector
+    msg: Message, frame: pd.DataFrame, setup: RunSetup, model: GRUDetector, names: tuple[str, ...]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The model's GRU features and class indices of this client's windows per split ("train": the rows
-    :func:`handle_train` trains on; "validation": the local validation rows)."""
+    """The model's GRU features and class indices of this client's windows per split named in ``names``:
+    "train", the windows :func:`handle_train` trains on; "head", one window per training flow of its
+    host's earlier training flows of its label (:func:`fedids.task.head_windows`, what the class moments
+    and the prototype head read, as ``fedids train`` fits them); "validation", the local validation
+    windows."""
     from fedids.federation.calibration import hidden_features
 
     data = prepare_local(
         frame, m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).window
     )
     scaled = setup.scaler.transform(data.features)
+    train = data.train_rows if len(data.train_rows) else np.arange(len(data.labels))
     splits = {
-        "train": data.train_rows if len(data.train_rows) else np.arange(len(data.labels)),
-        "validation": data.test_rows,
+        "train": (train, data.windows[train]),
+        "validation": (data.test_rows, data.windows[data.test_rows]),
     }
+    if "head" in names:
+        splits["head"] = (train, head_windows(data, train))
     return {
-        name: (hidden_features(model, scaled, data.windows[rows]), setup.vocabulary.encode(data.labels[rows]))
-        for name, rows in splits.items()
+        name: (
+            hidden_features(model, scaled, splits[name][1]),
+            setup.vocabulary.encode(data.labels[splits[name][0]]),
+        )
+        for name in names
     }
 
 
 def handle_features(
     msg: Message, frame: pd.DataFrame, context: Context | None = None, secret_context: bytes | None = None
 ) -> Message:
-    """Per-class moments of the final global model's features over the local training windows, as a real
-    vector for the sum (:func:`fedids.federation.calibration.moments_vector`)."""
+    """Per-class moments of the final global model's features over the local training flows' head windows
+    (:func:`fedids.task.head_windows`), as a real vector for the sum (:func:`fedids.federation.calibration.moments_vector`)."""
     from fedids.federation.calibration import class_moments, moments_vector
 
     setup = run_setup(msg, context)
     model = _final_model(msg, setup, secret_context)
-    features, targets = _local_features(msg, frame, setup, model)["train"]
+    features, targets = _local_features(msg, frame, setup, model, ("head",))["head"]
     dp = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).calibration_privacy()
     if dp is not None:  # a Gaussian release of the moments (fedids.federation.calibration_dp)
         from fedids.federation.calibration_dp import private_moments_vector
@@ -454,7 +464,7 @@ def handle_validate(
     setup = run_setup(msg, context)
     model = _final_model(msg, setup, secret_context)
     heads = candidate_heads(msg, model, setup, secret_context)
-    splits = _local_features(msg, frame, setup, model)
+    splits = _local_features(msg, frame, setup, model, m.CHECK_SPLITS)
     n = len(setup.vocabulary.labels)
     confusions = {name: head_confusions(*splits[name], heads, n) for name in m.CHECK_SPLITS}
     histograms = score_histograms(*splits["validation"], heads)  # the alert threshold's evidence

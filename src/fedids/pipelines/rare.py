@@ -206,7 +206,7 @@ def score_detector(
     gated one of sessions 11-23 (``"gated"``: P(BENIGN) of the linear head)."""
     from fedids.model.train import fit_prototypes
     from fedids.pipelines.rare_recipes import gate, prototype_proba
-    from fedids.task import predict_labels
+    from fedids.task import head_windows, predict_labels
 
     test = data.test_rows
     pred, _ = predict_labels(detector, data.features, data.windows[test])
@@ -222,7 +222,7 @@ def score_detector(
         mix = 0.5 * proba + 0.5 * proto
         gated = gate(proba, mix)
         refit = copy.deepcopy(linear)
-        fit_prototypes(refit.model, scaled, data.windows[fit_rows], targets)
+        fit_prototypes(refit.model, scaled, head_windows(data, fit_rows), targets)
         ungated = copy.deepcopy(refit)  # the same head, read without the gate
         ungated.model.set_prototypes(refit.model.prototypes, refit.model.prototype_offset, gated=False)
         decode = detector.vocabulary.decode

@@ -58,7 +58,7 @@ from fedids.model.discriminant import gaussian_discriminant
 from fedids.model.gru import GRUDetector
 from fedids.model.train import TrainConfig, embedding_moments, fit, forward_batches, predict_proba
 from fedids.pipelines.rare import RareConfig, RareSplit, score_predictions
-from fedids.task import PreparedData, fit_preprocessing, validation_mask
+from fedids.task import PreparedData, fit_preprocessing, head_windows, validation_mask
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,10 @@ class Recipe:
     copies: int = 0
     truncate: bool = False
     repeat: bool = False
+    burst: bool = False
+    burst_train: bool = True
+    burst_in_head: bool = True
+    burst_head: str = "add"  # or "replace": the head's moments over label-context windows only
 
 
 RECIPES: dict[str, Recipe] = {
@@ -193,6 +197,74 @@ RECIPES: dict[str, Recipe] = {
         )
         for steps in (100, 300)
     },
+    **{  # session 26: label-context windows beside the real ones
+        f"val-benign+burst+{readout}{'-gated' if g else ''}": Recipe(
+            validate_benign_only=True, prototype=True, proto_readout=readout, proto_gated=g, burst=True
+        )
+        for readout in ("gauss", "lda")
+        for g in (False, True)
+    },
+    **{
+        f"val-benign+{b}repeat1+gauss{'-gated' if g else ''}": Recipe(
+            validate_benign_only=True,
+            prototype=True,
+            proto_readout="gauss",
+            proto_gated=g,
+            burst=bool(b),
+            copies=1,
+            repeat=True,
+        )
+        for b in ("", "burst+")
+        for g in (False, True)
+    },
+    **{
+        f"val-benign+{b}{name}": Recipe(
+            validate_benign_only=True, prototype=True, proto_readout=readout, proto_space=space, burst=bool(b)
+        )
+        for b in ("", "burst+")
+        for name, readout, space in (
+            ("concat-lda", "lda", "concat"),
+            ("poe-lda", "lda-poe", "embedding"),
+            ("concat-gauss", "gauss", "concat"),
+        )
+    },
+    "val-benign+burst-train+gauss-gated": Recipe(
+        validate_benign_only=True,
+        prototype=True,
+        proto_readout="gauss",
+        proto_gated=True,
+        burst=True,
+        burst_in_head=False,
+    ),
+    **{
+        f"val-benign+burst-{mode}+gauss-gated": Recipe(
+            validate_benign_only=True,
+            prototype=True,
+            proto_readout="gauss",
+            proto_gated=True,
+            burst=True,
+            burst_head=mode,
+        )
+        for mode in ("replace", "mean")
+    },
+    "val-benign+mix-head+gauss-gated": Recipe(
+        validate_benign_only=True,
+        prototype=True,
+        proto_readout="gauss",
+        proto_gated=True,
+        burst=True,
+        burst_head="mix",
+        burst_train=False,
+    ),
+    "val-benign+context-head+gauss-gated": Recipe(
+        validate_benign_only=True,
+        prototype=True,
+        proto_readout="gauss",
+        proto_gated=True,
+        burst=True,
+        burst_head="replace",
+        burst_train=False,
+    ),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
@@ -272,6 +344,18 @@ def prototype_proba(
             sim[:, c] = (emb @ _unit(_centroids(_unit(members), clusters)).T).max(axis=1)
         else:
             sim[:, c] = emb @ _unit(members.mean(axis=0, keepdims=True))[0]
+    if readout == "lda-poe":  # product of the embedding's and the flow's LDA posteriors
+        both = [
+            _lda_proba(
+                _space(model, scaled, train_windows, v),
+                train_targets,
+                _space(model, scaled, windows, v),
+                n_classes,
+            )
+            for v in ("embedding", "flow")
+        ]
+        p = both[0] * both[1]
+        return p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
     if readout == "lda":
         return _lda_proba(train_emb, train_targets, _space(model, scaled, windows, space), n_classes)
     if readout == "gauss":
@@ -338,6 +422,8 @@ def _space(model: GRUDetector, scaled: np.ndarray, windows: np.ndarray, space: s
     flow = scaled[windows[:, -1]].astype(np.float64)
     if space == "flow":
         return flow
+    if space == "concat":
+        return np.concatenate([_embed(model, scaled, windows).astype(np.float64), flow], axis=1)
     return np.concatenate([_unit(_embed(model, scaled, windows)), _unit(flow)], axis=1)
 
 
@@ -385,12 +471,21 @@ def _augmented(
     return np.concatenate(parts), np.tile(targets, recipe.copies + 1)
 
 
+def _with_bursts(data: PreparedData, rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The windows ending at ``rows`` plus, for each row whose window holds another label's flows, its
+    label-context window (the earlier ``rows`` of the same host and label)."""
+    burst = head_windows(data, rows)
+    real = data.windows[rows]
+    differ = (burst != real).any(axis=1)
+    return np.concatenate([real, burst[differ]]), np.concatenate([targets, targets[differ]])
+
+
 def _train(
     recipe: Recipe,
     model: GRUDetector,
     scaled: np.ndarray,
     data: PreparedData,
-    fit_rows: np.ndarray,
+    windows: np.ndarray,
     targets: np.ndarray,
     val_rows: np.ndarray,
     config: TrainConfig,
@@ -398,12 +493,9 @@ def _train(
 ) -> None:
     """Train ``model`` in place as ``recipe`` says (sampling, loss, early stopping)."""
     n_classes = model.head.out_features
-    windows = data.windows[fit_rows]
     weights = None
     if recipe.loss == "weighted_ce":
         weights = np.where(np.bincount(targets, minlength=n_classes) > 0, 1.0, 0.0).astype(np.float32)
-    if recipe.copies:
-        windows, targets = _augmented(windows, targets, recipe, config.seed)
     if recipe.balanced:
         order = _balanced_rows(targets, config.epochs, config.seed)
         windows, targets = windows[order], targets[order]
@@ -468,15 +560,59 @@ def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> 
     epochs = max(recipe.epochs, -(-recipe.min_steps // max(steps_per_epoch, 1)))
     config = TrainConfig(epochs=epochs, seed=seed, loss=recipe.loss)
     val_rows = np.flatnonzero(val)
-    _train(recipe, model, scaled, data, fit_rows, targets, val_rows, config, vocab)
+    fit_windows, fit_targets = data.windows[fit_rows], targets
+    if recipe.burst and recipe.burst_train:
+        fit_windows, fit_targets = _with_bursts(data, fit_rows, targets)
+    if recipe.copies:  # the copies of the real windows only
+        extra, extra_targets = _augmented(data.windows[fit_rows], targets, recipe, seed)
+        fit_windows = np.concatenate([fit_windows, extra[len(fit_rows) :]])
+        fit_targets = np.concatenate([fit_targets, extra_targets[len(fit_rows) :]])
+    targets = fit_targets
+    _train(recipe, model, scaled, data, fit_windows, targets, val_rows, config, vocab)
     test = data.test_rows
     proba = predict_proba(model, scaled, data.windows[test])
-    if recipe.prototype:
+    if recipe.prototype and recipe.burst and recipe.burst_head != "add":
+        labels_ctx = head_windows(data, fit_rows)
+        head_targets = targets[: len(fit_rows)]
+        if recipe.burst_head == "replace":
+            proto = _gauss_proba(
+                _space(model, scaled, labels_ctx, "embedding"),
+                head_targets,
+                _space(model, scaled, data.windows[test], "embedding"),
+                model.head.out_features,
+            )
+        elif recipe.burst_head == "mix":
+            both = np.concatenate(
+                [
+                    _space(model, scaled, labels_ctx, "embedding"),
+                    _space(model, scaled, data.windows[fit_rows], "embedding"),
+                ]
+            )
+            proto = _gauss_proba(
+                both,
+                np.tile(head_targets, 2),
+                _space(model, scaled, data.windows[test], "embedding"),
+                model.head.out_features,
+            )
+        else:
+            mean = 0.5 * (
+                _space(model, scaled, labels_ctx, "embedding")
+                + _space(model, scaled, data.windows[fit_rows], "embedding")
+            )
+            proto = _gauss_proba(
+                mean,
+                head_targets,
+                _space(model, scaled, data.windows[test], "embedding"),
+                model.head.out_features,
+            )
+        mixed = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
+        proba = gate(proba, mixed) if recipe.proto_gated else mixed
+    elif recipe.prototype:
         proto = prototype_proba(
             model,
             scaled,
-            data.windows[fit_rows],
-            targets,
+            fit_windows if recipe.burst_in_head else data.windows[fit_rows],
+            targets if recipe.burst_in_head else targets[: len(fit_rows)],
             data.windows[test],
             recipe.proto_temperature,
             recipe.proto_readout,
