@@ -22,9 +22,9 @@ from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
 from fedids.data.schema import BENIGN_LABEL, FEATURES, LABEL
 from fedids.data.windows import (
     DEFAULT_WINDOW,
+    attack_context_indices,
     compute_window_indices,
     host_keys,
-    label_context_indices,
     sort_by_time,
     split_window_indices,
     time_split,
@@ -217,13 +217,15 @@ def validation_mask(
 
 def head_windows(data: PreparedData, rows: np.ndarray) -> np.ndarray:
     """The windows the prototype head's class moments are computed on, one per flow of ``rows`` (time
-    ordered): the flow's window of the earlier ``rows`` of its host *and label*
-    (:func:`fedids.data.windows.label_context_indices`), indices into ``data``. The linear head trains on
-    the real windows (``data.windows[rows]``); the prototype head represents each class as it looks while
-    it goes on, not by the windows of its first flows, which hold what the host did before (measured in
-    docs/rare-classes.md, session 26)."""
+    ordered): an attack flow's window of the earlier ``rows`` of its host that carry its label or BENIGN, a
+    benign flow's window of all of them (:func:`fedids.data.windows.attack_context_indices`), indices into
+    ``data``. The linear head trains on the real windows (``data.windows[rows]``); the prototype head
+    represents each attack as it looks while it goes on, not by windows that hold another attack its host
+    ran before (measured in docs/rare-classes.md, session 26)."""
     rows = np.asarray(rows, dtype=np.int64)
-    local = label_context_indices(host_keys(data.frame.iloc[rows]), data.labels[rows], data.windows.shape[1])
+    local = attack_context_indices(
+        host_keys(data.frame.iloc[rows]), data.labels[rows], data.windows.shape[1], BENIGN_LABEL
+    )
     return np.where(local >= 0, rows[np.maximum(local, 0)], -1)
 
 

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from fedids.data.windows import (
+    attack_context_indices,
     compute_window_indices,
     gather_windows,
-    label_context_indices,
     sort_by_time,
     time_split,
 )
@@ -83,18 +83,21 @@ def test_no_training_window_holds_a_test_flow_under_a_per_label_split():
     assert np.array_equal(split_window_indices(hosts, 3, plain), compute_window_indices(hosts, 3))
 
 
-def test_label_context_windows_follow_each_host_and_label_back_in_time():
-    hosts = np.array(["a", "a", "b", "a", "a", "b"])
-    labels = np.array(["x", "y", "x", "x", "y", "x"])
-    out = label_context_indices(hosts, labels, 3)
-    assert out.tolist() == [[-1, -1, 0], [-1, -1, 1], [-1, -1, 2], [-1, 0, 3], [-1, 1, 4], [-1, 2, 5]]
+def test_attack_context_windows_start_with_the_attack():
+    hosts = np.array(["a", "a", "b", "a", "a", "a", "a"])
+    labels = np.array(["BENIGN", "y", "x", "x", "y", "x", "BENIGN"])
+    out = attack_context_indices(hosts, labels, 3)
+    # x on host a starts at row 3: the earlier y (row 1) is another phase and skipped, the y interleaved
+    # after the start (row 4) stays, as does the benign flow; y began first, so its window keeps x (row 3);
+    # benign flows keep their usual window
+    assert out.tolist() == [[-1, -1, 0], [-1, 0, 1], [-1, -1, 2], [-1, 0, 3], [1, 3, 4], [3, 4, 5], [4, 5, 6]]
     with pytest.raises(ValueError):
-        label_context_indices(hosts, labels[:-1], 3)
+        attack_context_indices(hosts, labels[:-1], 3)
 
 
-def test_head_windows_of_the_real_samples_hold_one_label_and_training_flows_only():
+def test_head_windows_of_the_real_samples_start_with_the_attack_and_hold_training_flows_only():
     """On the real samples SQL injection's first training windows are XSS flows of the same attacker; its
-    head windows (what the prototype head's class moments read) hold SQL injection training flows only."""
+    head windows (what the prototype head's class moments read) begin with its own first flow."""
     from pathlib import Path
 
     from fedids.data.loader import load_flows
@@ -107,7 +110,8 @@ def test_head_windows_of_the_real_samples_hold_one_label_and_training_flows_only
     assert head.shape == (len(rows), 10) and np.array_equal(head[:, -1], rows)
     members = head >= 0
     assert np.isin(head[members], rows).all()  # training flows only
-    assert (data.labels[np.where(members, head, rows[:, None])] == data.labels[rows][:, None]).all()
+    attack = data.labels[rows] != "BENIGN"
+    assert np.array_equal(head[~attack], data.windows[rows[~attack]])
     sql = rows[data.labels[rows] == "Web Attack - Sql Injection"]
     first = data.windows[sql[0]]
     assert (data.labels[first[first >= 0]] != "Web Attack - Sql Injection").any()  # the real window mixes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fedids.data.schema import SEQ
+from fedids.data.schema import BENIGN_LABEL, SEQ
 
 DEFAULT_WINDOW = 10
 
@@ -74,22 +74,37 @@ def split_window_indices(hosts: np.ndarray, window: int, test_mask: np.ndarray) 
     return out
 
 
-def label_context_indices(hosts: np.ndarray, labels: np.ndarray, window: int) -> np.ndarray:
-    """:func:`compute_window_indices` per host *and label*: each flow's window of the earlier flows of its
-    host that carry its label, ``(n_flows, window)`` int64 (rows already in time order, ``-1`` padding).
+def attack_context_indices(
+    hosts: np.ndarray, labels: np.ndarray, window: int, benign_label: str = BENIGN_LABEL
+) -> np.ndarray:
+    """:func:`compute_window_indices` from the start of each attack: an attack flow's window skips the
+    flows of *other attacks* that its host sent before its own attack's first flow (benign flows, and other
+    attacks interleaved with it, stay); a benign flow's window is its usual one. ``(n_flows, window)``
+    int64, rows already in time order, ``-1`` padding.
 
-    What a class looks like while it goes on. An attack seen k times in training has k windows, and the
-    first of them hold whatever its host did before (on the CICIDS2017 samples SQL injection's first
-    training windows are nine XSS flows and the flow itself), while a detector meets the attack mostly in
-    windows of the attack itself. The prototype head's class moments are computed on these windows
-    (:func:`fedids.task.head_windows`); one window per flow, so counts and privacy bounds stay per flow.
-    Only training code calls this: it reads labels."""
-    hosts, labels = np.asarray(hosts), np.asarray(labels)
+    What an attack looks like while it goes on. An attack seen k times in training has k windows, and the
+    first of them hold what its host did before the attack began: on the CICIDS2017 samples SQL
+    injection's first training windows are nine XSS flows and the flow itself, while a detector meets SQL
+    injection in windows of SQL injection. Attacks that run side by side (slowloris beside slowhttptest on
+    the synthetic default) keep each other in their windows, as a detector sees them. The prototype
+    head's class moments are computed on these windows (:func:`fedids.task.head_windows`); one window per
+    flow, so counts and privacy bounds stay per flow. Only training code calls this: it reads labels."""
+    hosts, labels = np.asarray(hosts), np.asarray(labels).astype(str)
     if len(hosts) != len(labels):
         raise ValueError(f"{len(hosts)} hosts for {len(labels)} labels")
-    host_codes = pd.factorize(hosts, sort=False)[0].astype(np.int64)
-    label_codes = pd.factorize(labels, sort=False)[0].astype(np.int64)
-    return compute_window_indices(host_codes * (int(label_codes.max(initial=0)) + 1) + label_codes, window)
+    out = compute_window_indices(hosts, window)
+    codes = pd.factorize(hosts, sort=False)[0]
+    attack = labels != benign_label
+    position = np.arange(len(labels))
+    for label in np.unique(labels[attack]):
+        mine = labels == label
+        start = np.full(codes.max(initial=-1) + 1, len(labels))
+        np.minimum.at(start, codes[mine], position[mine])  # each host's first flow of this attack
+        subset = np.flatnonzero(~attack | mine | (position >= start[codes]))
+        local = compute_window_indices(hosts[subset], window)
+        own = mine[subset]
+        out[subset[own]] = np.where(local[own] >= 0, subset[np.maximum(local[own], 0)], -1)
+    return out
 
 
 def gather_windows(scaled: np.ndarray, indices: np.ndarray) -> np.ndarray:
