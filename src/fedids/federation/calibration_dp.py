@@ -11,6 +11,8 @@ vectors before sealing them, with the noise source of :mod:`fedids.privacy.secur
 * **The check** (confusion counts of the old and the refitted head on the window's split): one window
   changes two counts by one: sensitivity ``sqrt(2)``. The score histograms that choose the alert threshold
   are not released: under this noise they cannot place a threshold at a false-alarm rate of 1e-3.
+* **Windows**: the moments are taken over the client's *head windows* (:func:`fedids.task.head_windows`),
+  one per training flow as DP-SGD's windows are; a flow sits in at most ``window`` of them either way.
 * **Unit**: ``window`` (DP-SGD's per-window privacy) releases the sums as they are; ``client`` (client-level
   ``dp``) divides each client's vectors by its number of windows first, so that a whole client changes the
   sum by at most the same bounds.

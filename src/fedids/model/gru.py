@@ -3,7 +3,8 @@ trained, a prototype head beside it.
 
 Plain PyTorch, no Flower: the same module trains centrally, on a federated client and under DP-SGD.
 
-The prototype head compares a window's GRU embedding with each class's mean training embedding under one
+The prototype head compares a window's GRU embedding with each class's mean embedding over its training
+flows' head windows (:func:`fedids.task.head_windows`: windows that start with the attack) under one
 shared, shrunk covariance (a Mahalanobis distance: linear discriminant analysis with equal class priors,
 fitted in closed form from class moments by :mod:`fedids.model.discriminant`). Its scores are linear in
 the embedding, ``prototypes @ x + prototype_offset``. In evaluation mode a detector with prototypes mixes

@@ -199,7 +199,8 @@ def score_detector(
 ) -> dict[str, Any]:
     """Scores of ``detector`` (its own read-out) on the test flows of ``data``; with ``prototype``, also
     (under ``"variants"``) those of its linear head alone (``"linear"``), of the prototype head
-    ``fedids train --prototypes on`` fits from the windows ending at ``fit_rows`` (``"refit"``; for a
+    ``fedids train --prototypes on`` fits from the head windows of ``fit_rows`` (``"refit"``,
+    :func:`fedids.task.head_windows`; for a
     federated model, from every kept training window instead of the clients' training windows; and
     ungated, ``"refit-ungated"``, :mod:`fedids.model.gru`), and of
     the cosine heads before session 24: the ungated half-and-half mix of session 10 (``"proto"``) and the

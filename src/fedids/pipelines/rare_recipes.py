@@ -36,6 +36,12 @@ linear head, as the head before session 24):
   class whose few training flows have short histories (its first flows ever) is learnt in a form that
   transfers to the full windows of later traffic; without ``truncate`` the copies are the control (the
   same number of optimizer steps);
+* ``burst`` (session 26): windows that start with the attack (:func:`fedids.task.head_windows`) beside
+  the real ones; ``burst_train``: also train the GRU on them (only for rows whose two windows differ);
+  ``burst_head``: the prototype head's moments over both (``"add"``), over the head windows only
+  (``"replace"``, what ``fedids train`` does since session 26), or over both stacked (``"mix"``);
+* ``proto_space="concat"`` (session 26): the embedding and the flow's own scaled features side by side,
+  unnormalised; ``proto_readout="lda-poe"``: the product of the embedding's and the flow's LDA posteriors;
 * ``train_validation``: also train on the validation slice (``fedids train`` holds it out for the alert
   threshold, which costs a rare class ``round(0.2 k)`` of its k flows).
 """
