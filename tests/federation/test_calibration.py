@@ -34,9 +34,25 @@ def test_moments_travel_as_a_vector_scaled_by_the_federations_rows_and_come_back
     vector = moments_vector(moments, totals=np.array([1000, 1000]))
     assert np.abs(vector).max() <= 1.0  # within the CKKS and SecAgg ranges
     decoded = moments_from_vector(vector, 2, 4, totals=np.array([1000, 1000]))
-    assert decoded.count.tolist() == [1.0, 2.0]
-    np.testing.assert_allclose(decoded.outer, moments.outer)
+    assert decoded.ccvr.count.tolist() == [1.0, 2.0]
+    np.testing.assert_allclose(decoded.ccvr.outer, moments.outer)
     check_moments_vector(vector, 2, 4, np.array([1000, 1000]), class_counts=np.array([1, 2]))
+    # the second block: the same flows' head windows (the prototype head's), read back apart
+    head = class_moments(np.full((3, 4), 0.5), np.array([0, 1, 1]), 2)
+    both = moments_from_vector(
+        moments_vector(moments, np.array([1000, 1000]), head), 2, 4, np.array([1000, 1000])
+    )
+    np.testing.assert_allclose(both.ccvr.sum, moments.sum)
+    np.testing.assert_allclose(both.head.sum, head.sum)
+    other = class_moments(np.ones((2, 4)), np.array([0, 1]), 2)  # a block counting other windows: refused
+    with pytest.raises(ValueError, match="different windows"):
+        check_moments_vector(
+            moments_vector(moments, np.array([1000, 1000]), other),
+            2,
+            4,
+            np.array([1000, 1000]),
+            np.array([5, 5]),
+        )
 
 
 def test_moments_of_two_clients_add_up_to_the_moments_of_their_pooled_features():
@@ -303,15 +319,17 @@ def test_a_client_reads_the_final_prototype_head_from_the_server_or_from_the_he_
         vocabulary=SimpleNamespace(labels=["BENIGN", "DDoS", "PortScan"]), class_totals=totals
     )
     model = new_model(n, hidden)
-    clients = [class_moments(rng.normal(size=(30, hidden)), rng.integers(0, 2, 30), n) for _ in range(2)]
-    expected = moments_prototypes(clients[0] + clients[1])
+    labels = [rng.integers(0, 2, 30) for _ in range(2)]
+    clients = [class_moments(rng.normal(size=(30, hidden)), y, n) for y in labels]
+    heads = [class_moments(rng.normal(0.3, 0.5, size=(30, hidden)), y, n) for y in labels]  # head windows
+    expected = moments_prototypes(heads[0] + heads[1])  # the prototype head reads the head block
     assert expected is not None and (expected[1] > ABSENT_OFFSET).tolist() == [True, True, False]
     length = moments_sum_length(n, hidden, None)
     keys = create_bfv_keys()
     code = SecAggConfig(n_clients=2, vector_length=length, round_id=1, clip_range=secagg_clip_range(REAL, 2))
     total = EncryptedMaskedSum(keys.public_context, length)
-    for moments in clients:
-        total.add(encrypt_masked(keys.secret_context, quantize(moments_vector(moments, totals), code)))
+    for moments, head in zip(clients, heads):
+        total.add(encrypt_masked(keys.secret_context, quantize(moments_vector(moments, totals, head), code)))
     sealed = SealedSum("bfv", total.to_bytes(), REAL, code.to_dict())
 
     def msg(prototypes: int, privacy: str, record=None):

@@ -16,6 +16,7 @@ from fedids.federation.calibration_dp import (
     moments_contribution,
     moments_from_private_sum,
     moments_sensitivity,
+    pair_sensitivity,
     private_check_vector,
     private_moments_vector,
 )
@@ -72,11 +73,11 @@ def test_the_noise_is_fresh_and_of_the_stated_size():
     features, targets = _features(rng, 50)
     totals = np.ones(CLASSES)  # no rescaling: the vector is the contribution plus noise
     dp = CalibrationPrivacy("window", noise_multiplier=2.0, shares=4)
-    clean = moments_contribution(features, targets, CLASSES, "window")
+    clean = np.tile(moments_contribution(features, targets, CLASSES, "window"), 2)  # real and head windows
     a = private_moments_vector(features, targets, totals, dp)
     b = private_moments_vector(features, targets, totals, dp)
     assert not np.allclose(a, b)  # nobody, the client included, can re-draw the same noise
-    expected = 2.0 * moments_sensitivity(HIDDEN) / math.sqrt(4)
+    expected = 2.0 * pair_sensitivity(HIDDEN) / math.sqrt(4)  # one flow moves both blocks
     assert np.std(a - clean) == pytest.approx(expected, rel=0.3)  # 132 draws: 4 standard errors
     from fedids.federation.calibration import validation_length
 
@@ -94,13 +95,22 @@ def test_a_noised_sum_reads_back_to_the_class_gaussians():
     features = np.clip(means[targets] + rng.normal(0, 0.1, (len(targets), HIDDEN)), -1, 1)
     totals = np.bincount(targets, minlength=CLASSES).astype(float)
     dp = CalibrationPrivacy("window", noise_multiplier=1.0, shares=1)
-    moments = moments_from_private_sum(
-        private_moments_vector(features, targets, totals, dp), HIDDEN, totals, dp
+    read = moments_from_private_sum(
+        private_moments_vector(features, targets, totals, dp, np.clip(features + 0.2, -1, 1)),
+        HIDDEN,
+        totals,
+        dp,
     )
-    # 3 windows are not estimable under noise of std 5.7: a class below 3 stds is left out. Checked on the
-    # sum with negligible noise, since the fresh noise reads 3 windows as 17 or more once in 150 draws.
+    moments = read.ccvr
+    # 3 windows are not estimable under noise of std 8.1: a class below 3 stds is left out. Checked on the
+    # sum with negligible noise, since the fresh noise reads 3 windows as 24 or more once in 150 draws.
     noiseless = private_moments_vector(features, targets, totals, CalibrationPrivacy("window", 1e-9, 1))
-    assert moments_from_private_sum(noiseless, HIDDEN, totals, dp).count.tolist() == [20_000] * 3 + [0]
+    for block in ("ccvr", "head"):
+        counts = getattr(moments_from_private_sum(noiseless, HIDDEN, totals, dp), block).count
+        assert counts.tolist() == [20_000] * 3 + [0]
+    for c in range(3):  # the head block: the head windows' features (here shifted by 0.2)
+        shifted = np.clip(means[c] + 0.2, -1, 1)
+        assert np.abs(read.head.sum[c] / read.head.count[c] - shifted).max() < 0.02
     for c in range(3):
         assert abs(moments.count[c] - 20_000) < 40
         assert np.abs(moments.sum[c] / moments.count[c] - means[c]).max() < 0.01

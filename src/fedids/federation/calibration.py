@@ -16,6 +16,12 @@ them up and keeps the refit only if it scores better on the training windows. Ca
 where federated training already learned them, Gaussian virtual features can only blur the boundaries
 (real CICIDS2017 samples, ``shared:0.5``, 20 rounds, seed 1: test macro-F1 0.983 before, 0.958 after).
 
+Two sets of moments travel in one vector (session 26): over the client's real training windows, which
+CCVR's virtual features must resemble because the linear head reads real windows, and over its *head
+windows* (:func:`fedids.task.head_windows`: an attack's windows from its start), which the prototype head
+is fitted on. One window of each per training flow, so both blocks count the same windows
+(:func:`check_moments_vector` refuses a vector whose blocks disagree).
+
 What it reveals: per-class means and covariances of 64 hidden units, aggregated over a client's windows
 (the plaintext mode already shares per-class counts). The sums go through the run's secure sum like every
 other exchange (``secagg``: the server sees only them; ``he``: nobody but the clients), and in DP runs they
@@ -66,6 +72,15 @@ class ClassMoments:
             raise ValueError("moments contain NaN or Inf")
         if (self.count < 0).any() or (self.count != np.round(self.count)).any():
             raise ValueError("class counts must be whole numbers >= 0")
+
+
+@dataclass
+class CalibrationMoments:
+    """The two blocks of a moments sum: ``ccvr`` over real training windows (the head refit reads them),
+    ``head`` over head windows (the prototype head reads them)."""
+
+    ccvr: ClassMoments
+    head: ClassMoments
 
 
 def hidden_features(
@@ -133,7 +148,7 @@ def calibrate_head(
 
 def moments_prototypes(moments: ClassMoments) -> tuple[np.ndarray, np.ndarray] | None:
     """The final model's prototype head (:mod:`fedids.model.gru`), weights ``(C, H)`` and offsets
-    ``(C,)``, from the calibration moments: :func:`fedids.model.discriminant.gaussian_discriminant` of the
+    ``(C,)``, from the calibration moments' head block (:attr:`CalibrationMoments.head`): :func:`fedids.model.discriminant.gaussian_discriminant` of the
     summed counts, sums and outer products, which ``fedids train`` computes on its own windows, here over
     every client's training windows; None if no class has a window. Under DP the moments are the noised
     release the clients budgeted (read by ``read_moments``): the head is post-processing and costs no
@@ -156,7 +171,7 @@ def final_prototypes(msg, model, setup, secret_context) -> tuple[np.ndarray, np.
     if m.PROTOTYPES in msg.content:
         return m.decode_prototypes(msg.content[m.PROTOTYPES], len(setup.vocabulary.labels), model.hidden)
     moments = _opened_moments(msg, model, setup, secret_context)
-    return None if moments is None else moments_prototypes(moments)
+    return None if moments is None else moments_prototypes(moments.head)
 
 
 def head_confusions(
@@ -221,30 +236,43 @@ def class_scale(totals: np.ndarray, n_classes: int) -> np.ndarray:
     return np.maximum(totals, 1.0)
 
 
-def moments_vector(moments: ClassMoments, totals: np.ndarray) -> np.ndarray:
-    """A client's moments as a real vector for the sum, each class's divided by the federation's flows of
-    that class (``totals``, ``(C,)``): every coordinate of the sum stays below 1 (the sealed modes' clip
-    range) and a rare class keeps the full relative precision of the fixed-point code."""
+def moments_vector(moments: ClassMoments, totals: np.ndarray, head: ClassMoments | None = None) -> np.ndarray:
+    """A client's moments as a real vector for the sum: the ``moments`` of its real windows, then the
+    ``head`` moments of its head windows (None: the same windows), each class divided by the federation's
+    flows of that class (``totals``, ``(C,)``): every coordinate of the sum stays below 1 (the sealed
+    modes' clip range) and a rare class keeps the full relative precision of the fixed-point code."""
     scale = 1.0 / class_scale(totals, len(moments.count))
     return np.concatenate(
         [
-            moments.count * scale,
-            (moments.sum * scale[:, None]).ravel(),
-            (moments.outer * scale[:, None, None]).ravel(),
+            part
+            for block in (moments, moments if head is None else head)
+            for part in (
+                block.count * scale,
+                (block.sum * scale[:, None]).ravel(),
+                (block.outer * scale[:, None, None]).ravel(),
+            )
         ]
     )
 
 
-def moments_length(n_classes: int, hidden: int) -> int:
+def block_length(n_classes: int, hidden: int) -> int:
+    """Length of one block (one set of class moments) of a moments vector."""
     return n_classes * (1 + hidden + hidden * hidden)
 
 
+def moments_length(n_classes: int, hidden: int) -> int:
+    """Length of a moments vector: two blocks (real windows, head windows)."""
+    return 2 * block_length(n_classes, hidden)
+
+
 def unscaled_moments(
-    vectors: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray
+    vectors: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray, block: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The counts ``(..., C)``, sums ``(..., C, H)`` and outer products ``(..., C, H, H)`` of
-    :func:`moments_vector` vectors ``(..., moments_length)`` (one, or one per row), each class multiplied
-    back by its ``totals``. Counts are not rounded and nothing is checked."""
+    """The counts ``(..., C)``, sums ``(..., C, H)`` and outer products ``(..., C, H, H)`` of ``block`` (0:
+    real windows, 1: head windows) of :func:`moments_vector` vectors ``(..., moments_length)`` (one, or one
+    per row), each class multiplied back by its ``totals``. Counts are not rounded, nothing is checked."""
+    size = block_length(n_classes, hidden)
+    vectors = vectors[..., block * size : (block + 1) * size]
     lead = vectors.shape[:-1]
     scale = class_scale(totals, n_classes)
     count = vectors[..., :n_classes] * scale
@@ -253,15 +281,23 @@ def unscaled_moments(
     return count, s * scale[:, None], outer * scale[:, None, None]
 
 
-def moments_from_vector(total: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray) -> ClassMoments:
-    """Inverse of :func:`moments_vector` for a sum; raises ValueError on implausible moments."""
+def moments_from_vector(
+    total: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray
+) -> CalibrationMoments:
+    """Inverse of :func:`moments_vector` for a sum; raises ValueError on implausible moments or blocks
+    that count different windows."""
     total = np.asarray(total, np.float64)
     if total.shape != (moments_length(n_classes, hidden),):
         raise ValueError(f"moments sum has {total.size} values")
-    count, s, outer = unscaled_moments(total, n_classes, hidden, totals)
-    moments = ClassMoments(np.rint(count), s, outer)
-    moments.check(n_classes, hidden)
-    return moments
+    blocks = []
+    for block in (0, 1):
+        count, s, outer = unscaled_moments(total, n_classes, hidden, totals, block)
+        moments = ClassMoments(np.rint(count), s, outer)
+        moments.check(n_classes, hidden)
+        blocks.append(moments)
+    if not np.array_equal(blocks[0].count, blocks[1].count):
+        raise ValueError("the moments' two blocks count different windows")
+    return CalibrationMoments(*blocks)
 
 
 def check_moments_vector(
@@ -269,11 +305,14 @@ def check_moments_vector(
 ) -> None:
     """Refuse one client's moments (plaintext mode) that are not real moments, or that count more windows
     of a class than the client reported flows of it."""
-    counts = np.asarray(vector[:n_classes], np.float64) * class_scale(totals, n_classes)
+    vector = np.asarray(vector, np.float64)
+    size = block_length(n_classes, hidden)
+    scale = class_scale(totals, n_classes)
+    counts = np.concatenate([vector[b * size : b * size + n_classes] * scale for b in (0, 1)])
     if np.abs(counts - np.rint(counts)).max(initial=0.0) > 1e-6:
         raise ValueError("class counts must be whole numbers")
     moments = moments_from_vector(vector, n_classes, hidden, totals)
-    if (moments.count > np.asarray(class_counts)).any():
+    if (moments.ccvr.count > np.asarray(class_counts)).any():
         raise ValueError("more windows of a class than the client reported flows of it")
 
 
@@ -428,7 +467,7 @@ def refit_head(head: nn.Linear, moments: ClassMoments, seed: int) -> tuple[np.nd
     return candidate.weight.detach().numpy().copy(), candidate.bias.detach().numpy().copy()
 
 
-def _opened_moments(msg, model, setup, secret_context) -> ClassMoments | None:
+def _opened_moments(msg, model, setup, secret_context) -> CalibrationMoments | None:
     from fedids.federation import messages as m
     from fedids.federation.private import open_sum
 
@@ -460,7 +499,7 @@ def candidate_heads(msg, model, setup, secret_context) -> list[tuple[np.ndarray,
     return [
         old,
         refit_head(
-            model.head, moments, m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_seed
+            model.head, moments.ccvr, m.ModelInstructions.from_config(msg.content[m.CONFIG]).calibration_seed
         ),
     ]
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedids.federation.calibration import (
+    CalibrationMoments,
     ClassMoments,
     check_size,
     class_moments,
@@ -82,8 +83,19 @@ def moments_sensitivity(hidden: int) -> float:
     return math.sqrt(1.0 + 2.0 * hidden)
 
 
-def private_moments_length(n_classes: int, hidden: int) -> int:
+def private_block_length(n_classes: int, hidden: int) -> int:
     return n_classes * (1 + 2 * hidden)
+
+
+def private_moments_length(n_classes: int, hidden: int) -> int:
+    """Two blocks, real windows then head windows (:mod:`fedids.federation.calibration`)."""
+    return 2 * private_block_length(n_classes, hidden)
+
+
+def pair_sensitivity(hidden: int) -> float:
+    """L2 bound of one window's contribution to both blocks: a training flow has one real window and
+    one head window, so the vector moves by at most ``sqrt(2)`` times :func:`moments_sensitivity`."""
+    return math.sqrt(2.0) * moments_sensitivity(hidden)
 
 
 def moments_contribution(features: np.ndarray, targets: np.ndarray, n_classes: int, unit: str) -> np.ndarray:
@@ -99,25 +111,44 @@ def moments_contribution(features: np.ndarray, targets: np.ndarray, n_classes: i
 
 
 def private_moments_vector(
-    features: np.ndarray, targets: np.ndarray, totals: np.ndarray, dp: CalibrationPrivacy
+    features: np.ndarray,
+    targets: np.ndarray,
+    totals: np.ndarray,
+    dp: CalibrationPrivacy,
+    head_features: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A client's noised moments (:func:`moments_contribution` plus Gaussian noise) for the sum, each class
-    divided by ``totals`` like the plaintext moments vector."""
+    """A client's noised moments for the sum: :func:`moments_contribution` of its real windows'
+    ``features`` and of its head windows' ``head_features`` (None: the same; same rows, same ``targets``),
+    plus Gaussian noise for :func:`pair_sensitivity`, each class divided by ``totals`` like the plaintext
+    moments vector."""
     n_classes, hidden = len(totals), features.shape[1]
-    vector = moments_contribution(features, targets, n_classes, dp.unit)
-    vector = add_gaussian_noise(vector, dp.contributor_std(moments_sensitivity(hidden)))
+    head_features = features if head_features is None else head_features
+    if head_features.shape != features.shape:
+        raise ValueError("head windows' features must match the real windows' row for row")
+    vector = np.concatenate(
+        [moments_contribution(f, targets, n_classes, dp.unit) for f in (features, head_features)]
+    )
+    vector = add_gaussian_noise(vector, dp.contributor_std(pair_sensitivity(hidden)))
     scale = 1.0 / class_scale(totals, n_classes)
-    parts = np.split(vector[n_classes:], 2)
+    blocks = np.split(vector, 2)
     return np.concatenate(
-        [vector[:n_classes] * scale]
-        + [(p.reshape(n_classes, hidden) * scale[:, None]).ravel() for p in parts]
+        [
+            part
+            for block in blocks
+            for part in [block[:n_classes] * scale]
+            + [
+                (p.reshape(n_classes, hidden) * scale[:, None]).ravel()
+                for p in np.split(block[n_classes:], 2)
+            ]
+        ]
     )
 
 
 def moments_from_private_sum(
     total: np.ndarray, hidden: int, totals: np.ndarray, dp: CalibrationPrivacy
-) -> ClassMoments:
-    """Per-class Gaussians (diagonal covariance) from a noised moments sum, as :class:`ClassMoments`.
+) -> CalibrationMoments:
+    """Per-class Gaussians (diagonal covariance) from a noised moments sum, both blocks
+    (:class:`~fedids.federation.calibration.CalibrationMoments`), each read by :func:`_private_block`.
 
     Classes whose noisy count is below :data:`MIN_NOISY_COUNT` times the sum's least noise std
     (``sigma * sensitivity``, what every released sum holds) get count 0, so the refit leaves their head
@@ -128,10 +159,17 @@ def moments_from_private_sum(
     total = np.asarray(total, np.float64)
     if total.shape != (private_moments_length(n_classes, hidden),) or not np.isfinite(total).all():
         raise ValueError(f"private moments sum has {total.size} values or non-finite ones")
+    return CalibrationMoments(*(_private_block(b, hidden, totals, dp) for b in np.split(total, 2)))
+
+
+def _private_block(
+    total: np.ndarray, hidden: int, totals: np.ndarray, dp: CalibrationPrivacy
+) -> ClassMoments:
+    n_classes = len(totals)
     scale = class_scale(totals, n_classes)
     count = total[:n_classes] * scale
     sums, squares = (p.reshape(n_classes, hidden) * scale[:, None] for p in np.split(total[n_classes:], 2))
-    noise = dp.noise_multiplier * moments_sensitivity(hidden)
+    noise = dp.noise_multiplier * pair_sensitivity(hidden)
     threshold = MIN_NOISY_COUNT * noise  # in the count's units: windows, or summed window shares
     usable = count >= (max(2.0, threshold) if dp.unit == "window" else threshold)
     if dp.unit == "client" and count[usable].sum() > 0:
@@ -192,7 +230,7 @@ def moments_sum_length(n_classes: int, hidden: int, dp: CalibrationPrivacy | Non
 
 def read_moments(
     total: np.ndarray, n_classes: int, hidden: int, totals: np.ndarray, dp: CalibrationPrivacy | None
-) -> ClassMoments:
+) -> CalibrationMoments:
     """The class moments of a summed moments vector, noised (``dp``) or not."""
     if dp is None:
         return moments_from_vector(total, n_classes, hidden, totals)
@@ -219,6 +257,7 @@ __all__ = [
     "moments_from_private_sum",
     "moments_sensitivity",
     "private_check_vector",
+    "pair_sensitivity",
     "private_moments_length",
     "private_moments_vector",
     "moments_sum_length",

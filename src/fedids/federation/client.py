@@ -430,21 +430,23 @@ def _local_features(
 def handle_features(
     msg: Message, frame: pd.DataFrame, context: Context | None = None, secret_context: bytes | None = None
 ) -> Message:
-    """Per-class moments of the final global model's features over the local training flows' head windows
-    (:func:`fedids.task.head_windows`), as a real vector for the sum (:func:`fedids.federation.calibration.moments_vector`)."""
+    """Per-class moments of the final global model's features over the local training windows and over the
+    same flows' head windows (:func:`fedids.task.head_windows`), as one real vector for the sum (:func:`fedids.federation.calibration.moments_vector`)."""
     from fedids.federation.calibration import class_moments, moments_vector
 
     setup = run_setup(msg, context)
     model = _final_model(msg, setup, secret_context)
-    features, targets = _local_features(msg, frame, setup, model, ("head",))["head"]
+    splits = _local_features(msg, frame, setup, model, ("train", "head"))
+    (features, targets), (head_features, _) = splits["train"], splits["head"]
     dp = m.ModelInstructions.from_config(m.config_record(msg.content, m.CONFIG)).calibration_privacy()
     if dp is not None:  # a Gaussian release of the moments (fedids.federation.calibration_dp)
         from fedids.federation.calibration_dp import private_moments_vector
 
-        vector = private_moments_vector(features, targets, setup.class_totals, dp)
+        vector = private_moments_vector(features, targets, setup.class_totals, dp, head_features)
     else:
+        n = len(setup.vocabulary.labels)
         vector = moments_vector(
-            class_moments(features, targets, len(setup.vocabulary.labels)), setup.class_totals
+            class_moments(features, targets, n), setup.class_totals, class_moments(head_features, targets, n)
         )
     return Message(seal(msg, vector, context, secret_context), reply_to=msg)
 

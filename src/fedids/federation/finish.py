@@ -19,7 +19,7 @@ from flwr.app import RecordDict
 from fedids.federation import messages as m
 from fedids.federation.bounds import model_bound_fields
 from fedids.federation.calibration import (
-    ClassMoments,
+    CalibrationMoments,
     alert_rule,
     check_confusion_vector,
     check_moments_vector,
@@ -157,7 +157,7 @@ def site_moments_defence(
     return moments_defence(len(run.labels), run.config.hidden, head, run.setup.class_totals, check)
 
 
-def _read_moments(run: Run, result: SumResult, dp: CalibrationPrivacy | None) -> ClassMoments | None:
+def _read_moments(run: Run, result: SumResult, dp: CalibrationPrivacy | None) -> CalibrationMoments | None:
     n, hidden = len(run.labels), run.config.hidden
     total = _readable(run, result, moments_sum_length(n, hidden, dp))
     if total is None or run.setup is None:  # he without an evaluator: only the clients read it
@@ -196,7 +196,7 @@ def calibrate(
         # the server may read the sum: it refits and sends the heads
         model = _model(run, current.plain)
         old = (model.head.weight.detach().numpy().copy(), model.head.bias.detach().numpy().copy())
-        heads = [old, refit_head(model.head, moments, seed)]
+        heads = [old, refit_head(model.head, moments.ccvr, seed)]
 
     def validate_content(node: int) -> RecordDict:
         if heads is not None:
@@ -212,7 +212,7 @@ def calibrate(
         "method": "ccvr",
         "clients": len(moments_sum.survivors),
         "rejected": moments_sum.rejected,
-        "classes": int((moments.count >= 2).sum()) if moments is not None else 0,
+        "classes": int((moments.ccvr.count >= 2).sum()) if moments is not None else 0,
         "bytes_up": int(moments_sum.bytes_up + check_sum.bytes_up),
         "kept": None,
         "privacy": None
@@ -226,7 +226,7 @@ def calibrate(
     if (
         run.config.prototypes == "on" and moments is not None
     ):  # he without an evaluator: each client reads them
-        final.prototypes = moments_prototypes(moments)
+        final.prototypes = moments_prototypes(moments.head)
         record["prototypes"] = final.prototypes is not None
     if not check_sum.ok:
         return final, record | {"kept": False, "reason": "no client could check it"}
@@ -255,7 +255,7 @@ def _decide(run: Run, current: GlobalModel, final: GlobalModel, record: dict, re
     before = _test(run, current.plain)
     if kept:
         if heads is None:  # he with an evaluator: refit as the clients do, for the server-side test
-            heads = [None, refit_head(_model(run, current.plain).head, moments, seed)]
+            heads = [None, refit_head(_model(run, current.plain).head, moments.ccvr, seed)]
         final.plain = current.plain[:-2] + [heads[1][0].astype(np.float32), heads[1][1].astype(np.float32)]
     record["validation"] |= {
         "kept": bool(kept),

@@ -13,8 +13,8 @@ the embedding, ``prototypes @ x + prototype_offset``. In evaluation mode a detec
 head's, and the attack mass ``1 - P(BENIGN)`` is shared out over the attack classes in the mix's
 proportions. The output is the log of that distribution, so every consumer of logits (argmax, alert
 scores, ONNX export, streaming) reads it unchanged. Why: a class seen in a handful of windows gets a
-usable mean long before the linear head learns its row (docs/rare-classes.md, session 25: 0.435 / 0.582
--> 0.588 / 0.891 macro-F1 at k = 10 / 20 training flows per attack on the real samples, the linear head
+usable mean long before the linear head learns its row (docs/rare-classes.md, session 26: 0.435 / 0.582
+-> 0.654 / 0.977 macro-F1 at k = 10 / 20 training flows per attack on the real samples, the linear head
 alone against the gated mix), while the alert score, and so the false alarms at a threshold, stay
 exactly the linear head's: the head says which attack, never whether (the federated threshold is chosen
 from the clients' histograms of the linear head's score). Ungated (``gated=False``) the mix also sets

@@ -36,10 +36,11 @@ linear head, as the head before session 24):
   class whose few training flows have short histories (its first flows ever) is learnt in a form that
   transfers to the full windows of later traffic; without ``truncate`` the copies are the control (the
   same number of optimizer steps);
-* ``burst`` (session 26): windows that start with the attack (:func:`fedids.task.head_windows`) beside
-  the real ones; ``burst_train``: also train the GRU on them (only for rows whose two windows differ);
-  ``burst_head``: the prototype head's moments over both (``"add"``), over the head windows only
-  (``"replace"``, what ``fedids train`` does since session 26), or over both stacked (``"mix"``);
+* ``burst_train`` (session 26): also train the GRU on the head windows (:func:`fedids.task.head_windows`,
+  windows that start with the attack) of the rows whose head and real windows differ; ``head_windows``:
+  the windows the prototype head's moments are taken over: ``"train"`` (those the GRU trained on),
+  ``"real"``, ``"head"`` (what ``fedids train`` does since session 26) or ``"mix"`` (real and head
+  windows stacked);
 * ``proto_space="concat"`` (session 26): the embedding and the flow's own scaled features side by side,
   unnormalised; ``proto_readout="lda-poe"``: the product of the embedding's and the flow's LDA posteriors;
 * ``train_validation``: also train on the validation slice (``fedids train`` holds it out for the alert
@@ -95,10 +96,8 @@ class Recipe:
     copies: int = 0
     truncate: bool = False
     repeat: bool = False
-    burst: bool = False
-    burst_train: bool = True
-    burst_in_head: bool = True
-    burst_head: str = "add"  # or "replace": the head's moments over label-context windows only
+    burst_train: bool = False
+    head_windows: str = "train"
 
 
 RECIPES: dict[str, Recipe] = {
@@ -203,29 +202,36 @@ RECIPES: dict[str, Recipe] = {
         )
         for steps in (100, 300)
     },
-    **{  # session 26: label-context windows beside the real ones
-        f"val-benign+burst+{readout}{'-gated' if g else ''}": Recipe(
-            validate_benign_only=True, prototype=True, proto_readout=readout, proto_gated=g, burst=True
+    **{  # session 26: head windows (fedids.task.head_windows) in training and in the prototype head
+        f"val-benign+{name}+{readout}{'-gated' if g else ''}": Recipe(
+            validate_benign_only=True,
+            prototype=True,
+            proto_readout=readout,
+            proto_gated=g,
+            burst_train=train,
+            head_windows=head,
+            copies=int(repeat),
+            repeat=repeat,
+        )
+        for name, train, head, repeat in (
+            ("burst", True, "train", False),
+            ("repeat1", False, "train", True),
+            ("burst+repeat1", True, "train", True),
+            ("burst-train", True, "real", False),
+            ("burst-replace", True, "head", False),
+            ("context-head", False, "head", False),
+            ("mix-head", False, "mix", False),
         )
         for readout in ("gauss", "lda")
         for g in (False, True)
     },
-    **{
-        f"val-benign+{b}repeat1+gauss{'-gated' if g else ''}": Recipe(
+    **{  # session 26: the embedding and the flow's own features together, ungated
+        f"val-benign+{b}{name}": Recipe(
             validate_benign_only=True,
             prototype=True,
-            proto_readout="gauss",
-            proto_gated=g,
-            burst=bool(b),
-            copies=1,
-            repeat=True,
-        )
-        for b in ("", "burst+")
-        for g in (False, True)
-    },
-    **{
-        f"val-benign+{b}{name}": Recipe(
-            validate_benign_only=True, prototype=True, proto_readout=readout, proto_space=space, burst=bool(b)
+            proto_readout=readout,
+            proto_space=space,
+            burst_train=bool(b),
         )
         for b in ("", "burst+")
         for name, readout, space in (
@@ -234,43 +240,6 @@ RECIPES: dict[str, Recipe] = {
             ("concat-gauss", "gauss", "concat"),
         )
     },
-    "val-benign+burst-train+gauss-gated": Recipe(
-        validate_benign_only=True,
-        prototype=True,
-        proto_readout="gauss",
-        proto_gated=True,
-        burst=True,
-        burst_in_head=False,
-    ),
-    **{
-        f"val-benign+burst-{mode}+gauss-gated": Recipe(
-            validate_benign_only=True,
-            prototype=True,
-            proto_readout="gauss",
-            proto_gated=True,
-            burst=True,
-            burst_head=mode,
-        )
-        for mode in ("replace", "mean")
-    },
-    "val-benign+mix-head+gauss-gated": Recipe(
-        validate_benign_only=True,
-        prototype=True,
-        proto_readout="gauss",
-        proto_gated=True,
-        burst=True,
-        burst_head="mix",
-        burst_train=False,
-    ),
-    "val-benign+context-head+gauss-gated": Recipe(
-        validate_benign_only=True,
-        prototype=True,
-        proto_readout="gauss",
-        proto_gated=True,
-        burst=True,
-        burst_head="replace",
-        burst_train=False,
-    ),
     "steps300": Recipe(min_steps=300),
     "steps300+prototype": Recipe(min_steps=300, prototype=True),
     "steps300+balanced+prototype": Recipe(min_steps=300, loss="weighted_ce", balanced=True, prototype=True),
@@ -477,13 +446,37 @@ def _augmented(
     return np.concatenate(parts), np.tile(targets, recipe.copies + 1)
 
 
-def _with_bursts(data: PreparedData, rows: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The windows ending at ``rows`` plus, for each row whose window holds another label's flows, its
-    label-context window (the earlier ``rows`` of the same host and label)."""
-    burst = head_windows(data, rows)
+def _training_windows(
+    recipe: Recipe, data: PreparedData, rows: np.ndarray, targets: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The windows the GRU trains on and their targets: those ending at ``rows``; with ``burst_train``
+    also the head windows that differ from them; with ``copies``, copies of the real ones."""
     real = data.windows[rows]
-    differ = (burst != real).any(axis=1)
-    return np.concatenate([real, burst[differ]]), np.concatenate([targets, targets[differ]])
+    windows, out = [real], [targets]
+    if recipe.burst_train:
+        head = head_windows(data, rows)
+        differ = (head != real).any(axis=1)
+        windows.append(head[differ])
+        out.append(targets[differ])
+    if recipe.copies:
+        extra, extra_targets = _augmented(real, targets, recipe, seed)
+        windows.append(extra[len(rows) :])
+        out.append(extra_targets[len(rows) :])
+    return np.concatenate(windows), np.concatenate(out)
+
+
+def _head_windows(
+    recipe: Recipe, data: PreparedData, rows: np.ndarray, targets: np.ndarray, trained: tuple
+) -> tuple[np.ndarray, np.ndarray]:
+    """The windows (and targets) the prototype head is fitted on, as ``recipe.head_windows`` says."""
+    if recipe.head_windows == "train":
+        return trained
+    if recipe.head_windows == "real":
+        return data.windows[rows], targets
+    head = head_windows(data, rows)
+    if recipe.head_windows == "head":
+        return head, targets
+    return np.concatenate([data.windows[rows], head]), np.tile(targets, 2)
 
 
 def _train(
@@ -566,59 +559,17 @@ def run_recipe(split: RareSplit, cfg: RareConfig, seed: int, recipe: Recipe) -> 
     epochs = max(recipe.epochs, -(-recipe.min_steps // max(steps_per_epoch, 1)))
     config = TrainConfig(epochs=epochs, seed=seed, loss=recipe.loss)
     val_rows = np.flatnonzero(val)
-    fit_windows, fit_targets = data.windows[fit_rows], targets
-    if recipe.burst and recipe.burst_train:
-        fit_windows, fit_targets = _with_bursts(data, fit_rows, targets)
-    if recipe.copies:  # the copies of the real windows only
-        extra, extra_targets = _augmented(data.windows[fit_rows], targets, recipe, seed)
-        fit_windows = np.concatenate([fit_windows, extra[len(fit_rows) :]])
-        fit_targets = np.concatenate([fit_targets, extra_targets[len(fit_rows) :]])
-    targets = fit_targets
-    _train(recipe, model, scaled, data, fit_windows, targets, val_rows, config, vocab)
+    windows, train_targets = _training_windows(recipe, data, fit_rows, targets, seed)
+    _train(recipe, model, scaled, data, windows, train_targets, val_rows, config, vocab)
     test = data.test_rows
     proba = predict_proba(model, scaled, data.windows[test])
-    if recipe.prototype and recipe.burst and recipe.burst_head != "add":
-        labels_ctx = head_windows(data, fit_rows)
-        head_targets = targets[: len(fit_rows)]
-        if recipe.burst_head == "replace":
-            proto = _gauss_proba(
-                _space(model, scaled, labels_ctx, "embedding"),
-                head_targets,
-                _space(model, scaled, data.windows[test], "embedding"),
-                model.head.out_features,
-            )
-        elif recipe.burst_head == "mix":
-            both = np.concatenate(
-                [
-                    _space(model, scaled, labels_ctx, "embedding"),
-                    _space(model, scaled, data.windows[fit_rows], "embedding"),
-                ]
-            )
-            proto = _gauss_proba(
-                both,
-                np.tile(head_targets, 2),
-                _space(model, scaled, data.windows[test], "embedding"),
-                model.head.out_features,
-            )
-        else:
-            mean = 0.5 * (
-                _space(model, scaled, labels_ctx, "embedding")
-                + _space(model, scaled, data.windows[fit_rows], "embedding")
-            )
-            proto = _gauss_proba(
-                mean,
-                head_targets,
-                _space(model, scaled, data.windows[test], "embedding"),
-                model.head.out_features,
-            )
-        mixed = (1.0 - recipe.proto_weight) * proba + recipe.proto_weight * proto
-        proba = gate(proba, mixed) if recipe.proto_gated else mixed
-    elif recipe.prototype:
+    if recipe.prototype:
+        head, head_targets = _head_windows(recipe, data, fit_rows, targets, (windows, train_targets))
         proto = prototype_proba(
             model,
             scaled,
-            fit_windows if recipe.burst_in_head else data.windows[fit_rows],
-            targets if recipe.burst_in_head else targets[: len(fit_rows)],
+            head,
+            head_targets,
             data.windows[test],
             recipe.proto_temperature,
             recipe.proto_readout,
