@@ -217,11 +217,11 @@ def validation_mask(
 
 def head_windows(data: PreparedData, rows: np.ndarray) -> np.ndarray:
     """The windows the prototype head's class moments are computed on, one per flow of ``rows`` (time
-    ordered): an attack flow's window of the earlier ``rows`` of its host that carry its label or BENIGN, a
-    benign flow's window of all of them (:func:`fedids.data.windows.attack_context_indices`), indices into
-    ``data``. The linear head trains on the real windows (``data.windows[rows]``); the prototype head
-    represents each attack as it looks while it goes on, not by windows that hold another attack its host
-    ran before (measured in docs/rare-classes.md, session 26)."""
+    ordered), indices into ``data``: each flow's window of the earlier ``rows`` of its host, where an
+    attack flow's window skips the other attacks its host sent before that attack's first flow
+    (:func:`fedids.data.windows.attack_context_indices`). The linear head trains on the real windows
+    (``data.windows[rows]``); the prototype head represents each attack as it looks while it goes on, not
+    by windows that hold the attack its host ran before (measured in docs/rare-classes.md, session 26)."""
     rows = np.asarray(rows, dtype=np.int64)
     local = attack_context_indices(
         host_keys(data.frame.iloc[rows]), data.labels[rows], data.windows.shape[1], BENIGN_LABEL

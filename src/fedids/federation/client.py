@@ -401,10 +401,9 @@ def _local_features(
     msg: Message, frame: pd.DataFrame, setup: RunSetup, model: GRUDetector, names: tuple[str, ...]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The model's GRU features and class indices of this client's windows per split named in ``names``:
-    "train", the windows :func:`handle_train` trains on; "head", one window per training flow of its
-    host's earlier training flows of its label (:func:`fedids.task.head_windows`, what the class moments
-    and the prototype head read, as ``fedids train`` fits them); "validation", the local validation
-    windows."""
+    "train", the windows :func:`handle_train` trains on (the moments' first block, CCVR's); "head", the
+    same flows' head windows (:func:`fedids.task.head_windows`: the moments' second block, the prototype
+    head's, as ``fedids train`` fits it); "validation", the local validation windows."""
     from fedids.federation.calibration import hidden_features
 
     data = prepare_local(
@@ -431,7 +430,8 @@ def handle_features(
     msg: Message, frame: pd.DataFrame, context: Context | None = None, secret_context: bytes | None = None
 ) -> Message:
     """Per-class moments of the final global model's features over the local training windows and over the
-    same flows' head windows (:func:`fedids.task.head_windows`), as one real vector for the sum (:func:`fedids.federation.calibration.moments_vector`)."""
+    same flows' head windows (:func:`fedids.task.head_windows`), as one real vector for the sum
+    (:func:`fedids.federation.calibration.moments_vector`)."""
     from fedids.federation.calibration import class_moments, moments_vector
 
     setup = run_setup(msg, context)
