@@ -32,6 +32,21 @@ def _device(counts: dict[int, int], seed: int, flip: bool = False) -> np.ndarray
     return moments_vector(class_moments(_features(list(truth), rng), labels, C), TOTALS)
 
 
+def test_a_device_honest_in_its_first_block_and_flipped_in_its_head_block_is_left_out():
+    """The moments' second block (head windows) feeds the prototype head: a device cannot pass the check on
+    its first block and skew the prototype head through the second."""
+    honest = [_device({0: 80, 1: 20}, 1), _device({0: 50, 2: 10}, 2), _device({0: 70, 1: 5, 2: 5}, 4)]
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], [90, 10])
+    real = class_moments(_features(list(labels), rng), labels, C)
+    skewed = class_moments(_features(list(np.where(labels == 0, 2, 0)), rng), labels, C)  # same counts
+    device = moments_vector(real, TOTALS, skewed)
+    assert robust_moments([*honest, moments_vector(real, TOTALS)], C, H, HEAD, TOTALS)[1].left_out == []
+    total, record = robust_moments([*honest, device], C, H, HEAD, TOTALS)
+    assert record.left_out == [3]
+    np.testing.assert_allclose(total, np.sum(honest, axis=0))
+
+
 def test_agreement_is_the_share_of_windows_in_classes_the_head_reads_as_labelled():
     honest = [_device({0: 80, 1: 20}, 1), _device({0: 50, 2: 10}, 2)]
     flipped = _device({0: 90, 1: 10}, 3, flip=True)

@@ -156,7 +156,8 @@ def robust_moments(
     federation's class ``totals``, :func:`~fedids.federation.calibration.moments_vector`), without the
     devices whose labels are disputed (:func:`agreement` with the global ``head``; ``check="peers"``:
     :func:`peer_agreement`, ``"benign"``: :func:`benign_agreement`; below :data:`AGREEMENT_SHARE` of the
-    site's median)."""
+    site's median). Each device is judged by the worse of its two blocks (real windows, head windows), so
+    a device cannot pass on one and skew the prototype head through the other."""
     length = moments_length(n_classes, hidden)
     v = np.asarray(vectors, np.float64)
     if v.ndim != 2 or v.shape[1] != length or not len(v):
@@ -164,8 +165,12 @@ def robust_moments(
     # moments that are not numbers: left out, never summed
     broken = np.logical_not(np.isfinite(v).all(axis=1))
     readable = np.where(broken[:, None], 0.0, v)
-    counts, sums, _ = unscaled_moments(readable, n_classes, hidden, totals)  # windows, feature sums per class
-    agree = _CHECKS[check](counts, sums) if check in _CHECKS else agreement(counts, sums, head)
+    agree = np.full(len(v), np.inf)
+    for block in (0, 1):  # real windows, head windows: a device is judged by its worse block
+        counts, sums, _ = unscaled_moments(readable, n_classes, hidden, totals, block)  # windows, sums
+        share = _CHECKS[check](counts, sums) if check in _CHECKS else agreement(counts, sums, head)
+        agree = np.fmin(agree, share)  # NaN (no counted window) only where both are NaN
+    agree[np.isinf(agree)] = np.nan
     median = float(np.nanmedian(agree)) if np.isfinite(agree).any() else 0.0
     out = (np.nan_to_num(agree, nan=1.0) < AGREEMENT_SHARE * median) | broken
     shown = [None if np.isnan(a) else round(float(a), 4) for a in agree]  # None: no counted window
