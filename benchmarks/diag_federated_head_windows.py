@@ -6,7 +6,8 @@
 RUN_DIR: the `--out` of `fedids federate` on the six real CSVs with `--split label-time` (it holds
 `partitions/` and `global/`). Variants: `real` (each client's real training windows, session 25), `head`
 (their head windows, `fedids.task.head_windows`, the default since session 26) and `head-full` (a head
-window only where it holds as many flows as the real one, so that no client's head window is padded).
+window only where it holds as many flows as the real one, so that no client's head window is padded) and
+`head-repeat` (a head window's padding slots hold its earliest flow, as if the attack had been going on).
 Prints macro-F1 and per-class F1 / precision; nothing is written.
 """
 
@@ -34,14 +35,17 @@ def main(run: Path) -> None:
     clients = [
         prepare_local(load_local_frame(p), detector.window) for p in sorted(run.glob("partitions/*.parquet"))
     ]
-    for variant in ("real", "head", "head-full"):
+    for variant in ("real", "head", "head-full", "head-repeat"):
         total = ClassMoments.zeros(n, hidden)
         for local in clients:
             rows = local.train_rows
             real, head = local.windows[rows], head_windows(local, rows)
             windows = {"real": real, "head": head}.get(variant)
-            if windows is None:  # head-full
+            if variant == "head-full":
                 windows = np.where(((head >= 0).sum(1) >= (real >= 0).sum(1))[:, None], head, real)
+            elif variant == "head-repeat":  # padding slots hold the window's earliest flow instead
+                earliest = np.take_along_axis(head, np.argmax(head >= 0, axis=1)[:, None], axis=1)
+                windows = np.where(head >= 0, head, earliest)
             scaled = detector.scaler.transform(local.features)
             targets = detector.vocabulary.encode(local.labels[rows])
             total = total + class_moments(hidden_features(detector.model, scaled, windows), targets, n)
