@@ -25,6 +25,7 @@ from fedids.data.windows import (
     attack_context_indices,
     compute_window_indices,
     host_keys,
+    map_to_rows,
     sort_by_time,
     split_window_indices,
     time_split,
@@ -223,10 +224,8 @@ def head_windows(data: PreparedData, rows: np.ndarray) -> np.ndarray:
     (``data.windows[rows]``); the prototype head represents each attack as it looks while it goes on, not
     by windows that hold the attack its host ran before (measured in docs/rare-classes.md, session 26)."""
     rows = np.asarray(rows, dtype=np.int64)
-    local = attack_context_indices(
-        host_keys(data.frame.iloc[rows]), data.labels[rows], data.windows.shape[1], BENIGN_LABEL
-    )
-    return np.where(local >= 0, rows[np.maximum(local, 0)], -1)
+    local = attack_context_indices(host_keys(data.frame.iloc[rows]), data.labels[rows], data.windows.shape[1])
+    return map_to_rows(local, rows)
 
 
 def train_centralized(

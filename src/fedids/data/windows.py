@@ -60,6 +60,12 @@ def compute_window_indices(hosts: np.ndarray, window: int = DEFAULT_WINDOW) -> n
     return out
 
 
+def map_to_rows(local: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Window indices computed over a subset of rows (``local``: positions in ``rows``) as indices of the
+    whole frame (``rows[local]``), ``-1`` padding kept."""
+    return np.where(local >= 0, rows[np.maximum(local, 0)], -1)
+
+
 def split_window_indices(hosts: np.ndarray, window: int, test_mask: np.ndarray) -> np.ndarray:
     """:func:`compute_window_indices` for a train/test split: a training flow's window holds earlier
     *training* flows of its host only, a test flow's every earlier flow of its host (a detector sees all
@@ -70,7 +76,7 @@ def split_window_indices(hosts: np.ndarray, window: int, test_mask: np.ndarray) 
     out = compute_window_indices(hosts, window)
     train = np.flatnonzero(~test_mask)
     local = compute_window_indices(np.asarray(hosts)[train], window)
-    out[train] = np.where(local >= 0, train[np.maximum(local, 0)], -1)
+    out[train] = map_to_rows(local, train)
     return out
 
 
@@ -103,7 +109,7 @@ def attack_context_indices(
         subset = np.flatnonzero(~attack | mine | (position >= start[codes]))
         local = compute_window_indices(hosts[subset], window)
         own = mine[subset]
-        out[subset[own]] = np.where(local[own] >= 0, subset[np.maximum(local[own], 0)], -1)
+        out[subset[own]] = map_to_rows(local[own], subset)
     return out
 
 

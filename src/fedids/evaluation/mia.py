@@ -57,7 +57,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from fedids.data.windows import host_keys
+from fedids.data.windows import host_keys, map_to_rows
 from fedids.model.artifacts import Detector
 from fedids.model.train import TrainConfig, fit
 from fedids.task import PreparedData, fit_preprocessing, new_model, predict_labels, prepare_client
@@ -114,7 +114,7 @@ def client_examples(
     """
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     local = prepare_client(data.frame.iloc[rows], window=window, validation_fraction=val_fraction)
-    windows = np.where(local.windows >= 0, rows[np.maximum(local.windows, 0)], -1)
+    windows = map_to_rows(local.windows, rows)
     hosts = np.asarray(host_keys(local.frame)).astype(str)
     train, validation = local.train_rows, local.test_rows
     return (
