@@ -130,17 +130,20 @@ def private_moments_vector(
     )
     vector = add_gaussian_noise(vector, dp.contributor_std(pair_sensitivity(hidden)))
     scale = 1.0 / class_scale(totals, n_classes)
-    blocks = np.split(vector, 2)
+    return np.concatenate([_scaled_block(block, scale, hidden) for block in np.split(vector, 2)])
+
+
+def _block_parts(block: np.ndarray, n_classes: int, hidden: int) -> tuple[np.ndarray, ...]:
+    """A block ``[count (C,), sum (C, H), squares (C, H)]`` of a private moments vector, as three arrays."""
+    sums, squares = (p.reshape(n_classes, hidden) for p in np.split(block[n_classes:], 2))
+    return block[:n_classes], sums, squares
+
+
+def _scaled_block(block: np.ndarray, scale: np.ndarray, hidden: int) -> np.ndarray:
+    """``block`` with each class's count, sum and squares multiplied by ``scale`` ``(C,)``."""
+    count, sums, squares = _block_parts(block, len(scale), hidden)
     return np.concatenate(
-        [
-            part
-            for block in blocks
-            for part in [block[:n_classes] * scale]
-            + [
-                (p.reshape(n_classes, hidden) * scale[:, None]).ravel()
-                for p in np.split(block[n_classes:], 2)
-            ]
-        ]
+        [count * scale, (sums * scale[:, None]).ravel(), (squares * scale[:, None]).ravel()]
     )
 
 
@@ -167,8 +170,7 @@ def _private_block(
 ) -> ClassMoments:
     n_classes = len(totals)
     scale = class_scale(totals, n_classes)
-    count = total[:n_classes] * scale
-    sums, squares = (p.reshape(n_classes, hidden) * scale[:, None] for p in np.split(total[n_classes:], 2))
+    count, sums, squares = _block_parts(_scaled_block(total, scale, hidden), n_classes, hidden)
     noise = dp.noise_multiplier * pair_sensitivity(hidden)
     threshold = MIN_NOISY_COUNT * noise  # in the count's units: windows, or summed window shares
     usable = count >= (max(2.0, threshold) if dp.unit == "window" else threshold)
