@@ -200,10 +200,8 @@ def score_detector(
     """Scores of ``detector`` (its own read-out) on the test flows of ``data``; with ``prototype``, also
     (under ``"variants"``) those of its linear head alone (``"linear"``), of the prototype head
     ``fedids train --prototypes on`` fits from the head windows of ``fit_rows`` (``"refit"``,
-    :func:`fedids.task.head_windows`; for a
-    federated model, from every kept training window instead of the clients' training windows; and
-    ungated, ``"refit-ungated"``, :mod:`fedids.model.gru`), and of
-    the cosine heads before session 24: the ungated half-and-half mix of session 10 (``"proto"``) and the
+    :func:`fedids.task.head_windows`; for a federated model, from every kept training window instead of
+    the clients' own; and ungated, ``"refit-ungated"``, :mod:`fedids.model.gru`), and of the cosine heads before session 24: the ungated half-and-half mix of session 10 (``"proto"``) and the
     gated one of sessions 11-23 (``"gated"``: P(BENIGN) of the linear head)."""
     from fedids.model.train import fit_prototypes
     from fedids.pipelines.rare_recipes import gate, prototype_proba

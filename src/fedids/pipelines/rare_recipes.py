@@ -428,12 +428,12 @@ def _balanced_rows(targets: np.ndarray, epochs: int, seed: int) -> np.ndarray:
 def _augmented(
     windows: np.ndarray, targets: np.ndarray, recipe: Recipe, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The windows and targets with ``recipe.copies`` extra copies, each window truncated to its last j
+    """``recipe.copies`` extra copies of the windows and their targets, each window truncated to its last j
     flows (j uniform in 1..W) when ``recipe.truncate``, or made of the window's own flow repeated when
     ``recipe.repeat``."""
     rng = np.random.default_rng(seed)
     n, width = windows.shape
-    parts = [windows]
+    parts = []
     for _ in range(recipe.copies):
         if recipe.repeat:
             copy_ = np.repeat(windows[:, -1:], width, axis=1)
@@ -443,7 +443,7 @@ def _augmented(
                 keep = rng.integers(1, width + 1, size=n)  # flows kept at the window's end
                 copy_[np.arange(width)[None, :] < (width - keep)[:, None]] = -1
         parts.append(copy_)
-    return np.concatenate(parts), np.tile(targets, recipe.copies + 1)
+    return np.concatenate(parts), np.tile(targets, recipe.copies)
 
 
 def _training_windows(
@@ -460,8 +460,8 @@ def _training_windows(
         out.append(targets[differ])
     if recipe.copies:
         extra, extra_targets = _augmented(real, targets, recipe, seed)
-        windows.append(extra[len(rows) :])
-        out.append(extra_targets[len(rows) :])
+        windows.append(extra)
+        out.append(extra_targets)
     return np.concatenate(windows), np.concatenate(out)
 
 
