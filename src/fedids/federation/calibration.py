@@ -148,9 +148,10 @@ def calibrate_head(
 
 def moments_prototypes(moments: ClassMoments) -> tuple[np.ndarray, np.ndarray] | None:
     """The final model's prototype head (:mod:`fedids.model.gru`), weights ``(C, H)`` and offsets
-    ``(C,)``, from the calibration moments' head block (:attr:`CalibrationMoments.head`): :func:`fedids.model.discriminant.gaussian_discriminant` of the
-    summed counts, sums and outer products, which ``fedids train`` computes on its own windows, here over
-    every client's training windows; None if no class has a window. Under DP the moments are the noised
+    ``(C,)``, from the calibration moments' head block (:attr:`CalibrationMoments.head`):
+    :func:`fedids.model.discriminant.gaussian_discriminant` of the summed counts, sums and outer products,
+    which ``fedids train`` computes on its own head windows, here over every client's; None if no class
+    has a window. Under DP the moments are the noised
     release the clients budgeted (read by ``read_moments``): the head is post-processing and costs no
     epsilon."""
     try:
@@ -306,9 +307,9 @@ def check_moments_vector(
     """Refuse one client's moments (plaintext mode) that are not real moments, or that count more windows
     of a class than the client reported flows of it."""
     vector = np.asarray(vector, np.float64)
-    size = block_length(n_classes, hidden)
-    scale = class_scale(totals, n_classes)
-    counts = np.concatenate([vector[b * size : b * size + n_classes] * scale for b in (0, 1)])
+    if vector.shape != (moments_length(n_classes, hidden),):
+        raise ValueError(f"moments vector has {vector.size} values")
+    counts = np.concatenate([unscaled_moments(vector, n_classes, hidden, totals, b)[0] for b in (0, 1)])
     if np.abs(counts - np.rint(counts)).max(initial=0.0) > 1e-6:
         raise ValueError("class counts must be whole numbers")
     moments = moments_from_vector(vector, n_classes, hidden, totals)
