@@ -353,3 +353,26 @@ def test_a_client_reads_the_final_prototype_head_from_the_server_or_from_the_he_
         final_prototypes(
             msg(1, "none", m.encode_prototypes(expected[0][:2], expected[1][:2])), model, setup, None
         )
+
+
+def test_noised_moments_whose_every_class_reads_as_absent_give_no_prototype_head():
+    """Client-level DP can leave one class above the noise with a near-zero variance: its discriminant
+    offset falls below what every reader of a head counts as a class mean. The server and the ``he``
+    clients then get no prototype head (the model keeps its linear head) instead of one that the model,
+    its file and the federated message all refuse."""
+    from fedids.model.discriminant import gaussian_discriminant, has_mean
+
+    n, hidden = 3, 4
+    moments = ClassMoments.zeros(n, hidden)
+    mean = np.full(hidden, 0.9)
+    moments.count[0], moments.sum[0] = 5.0, 5.0 * mean
+    moments.outer[0] = 5.0 * (np.diag(np.full(hidden, 1e-5)) + np.outer(mean, mean))
+    _, offsets, present = gaussian_discriminant(moments.count, moments.sum, moments.outer)
+    assert present.tolist() == [True, False, False] and not has_mean(offsets).any()
+    with pytest.raises(ValueError, match="no class has a mean"):
+        new_model(n, hidden).set_prototypes(
+            *gaussian_discriminant(moments.count, moments.sum, moments.outer)[:2]
+        )
+    assert moments_prototypes(moments) is None
+    moments.outer[0] = 5.0 * (np.eye(hidden) * 0.1 + np.outer(mean, mean))  # a usable variance: a head
+    assert moments_prototypes(moments) is not None

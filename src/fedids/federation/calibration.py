@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedids.model.discriminant import gaussian_discriminant
+from fedids.model.discriminant import gaussian_discriminant, has_mean
 from fedids.model.gru import GRUDetector
 from fedids.model.train import embedding_moments, embeddings
 
@@ -157,6 +157,8 @@ def moments_prototypes(moments: ClassMoments) -> tuple[np.ndarray, np.ndarray] |
     try:
         weights, offsets, _ = gaussian_discriminant(moments.count, moments.sum, moments.outer)
     except ValueError:  # no class has a window
+        return None
+    if not has_mean(offsets).any():  # noised moments whose every class reads as absent: no head
         return None
     return weights, offsets
 

@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.app.typing import ConfigRecordValues
 
 from fedids.data.preprocess import FeatureStats, FlowScaler, LabelVocabulary
-from fedids.model.discriminant import ABSENT_OFFSET
+from fedids.model.discriminant import has_mean
 
 if TYPE_CHECKING:
     from fedids.federation.private import SealedSum
@@ -270,10 +270,7 @@ def decode_prototypes(record: ArrayRecord, n_classes: int, hidden: int) -> tuple
         raise ValueError(f"prototypes have shapes {weights.shape}, {offsets.shape}")
     if weights.dtype != np.float32 or offsets.dtype != np.float32:
         raise ValueError("prototypes must be float32")
-    if (
-        not (np.isfinite(weights).all() and np.isfinite(offsets).all())
-        or not (offsets > ABSENT_OFFSET / 2).any()
-    ):
+    if not (np.isfinite(weights).all() and np.isfinite(offsets).all()) or not has_mean(offsets).any():
         raise ValueError("prototypes must be finite, with at least one class present")
     return weights, offsets
 

@@ -39,7 +39,7 @@ from fedids.model.checks import (
     PREPROCESSING_FILE,
     read_model_description,
 )
-from fedids.model.discriminant import ABSENT_OFFSET
+from fedids.model.discriminant import ABSENT_OFFSET, has_mean
 from fedids.model.gru import GRUDetector
 
 __all__ = [
@@ -84,7 +84,7 @@ def save_detector(directory: str | Path, detector: Detector) -> Path:
     }
     if detector.model.has_prototypes:
         model = detector.model
-        present = (model.prototype_offset > ABSENT_OFFSET / 2).tolist()
+        present = has_mean(model.prototype_offset).tolist()
         prep["prototypes"] = [row if p else None for row, p in zip(model.prototypes.tolist(), present)]
         prep["prototype_offsets"] = [
             off if p else None for off, p in zip(model.prototype_offset.tolist(), present)

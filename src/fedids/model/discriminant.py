@@ -29,6 +29,14 @@ ABSENT_OFFSET = -1e4
 """Score offset of a class without windows: its softmax weight underflows to 0."""
 
 
+def has_mean(offsets):  # noqa: ANN001, ANN201 - numpy array or torch tensor, the same type back
+    """Which classes of a head's ``offsets (C,)`` count as having a mean: those above half of
+    :data:`ABSENT_OFFSET`. The one rule for every reader of a head (the model, its saved file, the
+    federated message, the server that builds it). A class whose noised moments put its own offset that
+    low (DP calibration) reads as absent too."""
+    return offsets > ABSENT_OFFSET / 2
+
+
 def oas_shrink(cov: np.ndarray, n: float) -> np.ndarray:
     """``cov`` (an empirical covariance of ``n`` samples, divided by ``n``) shrunk toward
     ``trace(cov) / p * I`` with the OAS intensity, as scikit-learn's ``oas`` computes it."""
@@ -74,4 +82,4 @@ def gaussian_discriminant(
     return np.where(present[:, None], weights, 0.0), offsets, present
 
 
-__all__ = ["ABSENT_OFFSET", "gaussian_discriminant", "oas_shrink"]
+__all__ = ["ABSENT_OFFSET", "gaussian_discriminant", "has_mean", "oas_shrink"]

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedids.model.discriminant import ABSENT_OFFSET
+from fedids.model.discriminant import has_mean
 
 DEFAULT_HIDDEN = 64
 PROTOTYPE_WEIGHT = 0.5  # share of the prototype head in the mixed probabilities
@@ -84,7 +84,7 @@ class GRUDetector(nn.Module):
             )
         if not (torch.isfinite(weights).all() and torch.isfinite(offsets).all()):
             raise ValueError("prototypes must be finite")
-        if not (offsets > ABSENT_OFFSET / 2).any():
+        if not has_mean(offsets).any():
             raise ValueError("prototypes: no class has a mean")
         self.prototypes, self.prototype_offset = weights.contiguous(), offsets.contiguous()
 
